@@ -1,0 +1,143 @@
+use std::fs;
+
+use super::*;
+
+fn record(image: &str, decision: Decision) -> Record {
+    Record {
+        event: Event::Pull,
+        image: image.to_string(),
+        digest: None,
+        namespace: "default".into(),
+        pod: "web-0".into(),
+        rule: Some("apps".into()),
+        mode: "enforce".into(),
+        decision,
+        reason: "test".into(),
+        signatures: Vec::new(),
+        attestations: Vec::new(),
+        duration_ms: 1.5,
+        cache: "miss",
+    }
+}
+
+#[test]
+fn chain_starts_at_genesis_and_links_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs/audit.jsonl");
+    let log = AuditLog::open(&path).unwrap();
+    assert_eq!(log.append(&record("a", Decision::Allow)).unwrap(), 1);
+    assert_eq!(log.append(&record("b", Decision::Deny)).unwrap(), 2);
+
+    let text = fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!(first["prev"], GENESIS);
+    assert_eq!(first["seq"], 1);
+    assert_eq!(first["decision"], "allow");
+    assert_eq!(first["event"], "pull");
+    assert_eq!(second["prev"].as_str().unwrap(), line_hash(lines[0].as_bytes()));
+    assert_eq!(second["decision"], "deny");
+    // SPEC §6 field order: seq, time, prev first.
+    assert!(lines[0].starts_with(r#"{"seq":1,"time":""#), "{}", lines[0]);
+    assert_eq!(verify_chain(&path).unwrap().unwrap().records, 2);
+}
+
+#[test]
+fn reopening_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    AuditLog::open(&path).unwrap().append(&record("a", Decision::Allow)).unwrap();
+    let log = AuditLog::open(&path).unwrap();
+    assert_eq!(log.append(&record("b", Decision::Warn)).unwrap(), 2);
+    let summary = verify_chain(&path).unwrap().unwrap();
+    assert_eq!((summary.first_seq, summary.last_seq, summary.records), (Some(1), Some(2), 2));
+}
+
+#[test]
+fn torn_last_line_is_cut_before_appending() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    AuditLog::open(&path).unwrap().append(&record("a", Decision::Allow)).unwrap();
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(br#"{"seq":2,"time":"half"#).unwrap();
+    drop(f);
+    assert!(verify_chain(&path).unwrap().is_err());
+    let log = AuditLog::open(&path).unwrap();
+    assert_eq!(log.append(&record("b", Decision::Allow)).unwrap(), 2);
+    assert_eq!(verify_chain(&path).unwrap().unwrap().records, 2);
+}
+
+#[test]
+fn every_single_byte_flip_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path).unwrap();
+    for i in 0..3 {
+        log.append(&record(&format!("img{i}"), Decision::Allow)).unwrap();
+    }
+    let original = fs::read(&path).unwrap();
+    let last_line_start = original[..original.len() - 1].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    // Flipping any byte of any line but the last breaks the link to the next line, or the
+    // line itself. The last line has no successor to vouch for it: a chain alone cannot
+    // protect its newest record, only an external copy of the last hash can.
+    for i in 0..last_line_start {
+        let mut tampered = original.clone();
+        tampered[i] ^= 0x01;
+        fs::write(&path, &tampered).unwrap();
+        assert!(verify_chain(&path).unwrap().is_err(), "flip at byte {i} not detected");
+    }
+}
+
+#[test]
+fn reports_the_first_broken_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path).unwrap();
+    for i in 0..4 {
+        log.append(&record(&format!("img{i}"), Decision::Allow)).unwrap();
+    }
+    let text = fs::read_to_string(&path).unwrap();
+    let tampered = text.replacen("img1", "imgX", 1);
+    fs::write(&path, tampered).unwrap();
+    let broken = verify_chain(&path).unwrap().unwrap_err();
+    // Line 2 was edited; line 3's prev no longer matches it.
+    assert_eq!(broken.line, 3);
+    assert!(broken.why.contains("prev"), "{}", broken.why);
+}
+
+#[test]
+fn removed_line_and_reordered_seq_are_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path).unwrap();
+    for i in 0..3 {
+        log.append(&record(&format!("img{i}"), Decision::Allow)).unwrap();
+    }
+    let text = fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    fs::write(&path, format!("{}\n{}\n", lines[0], lines[2])).unwrap();
+    assert_eq!(verify_chain(&path).unwrap().unwrap_err().line, 2);
+    // Dropping the first line of a fresh chain is visible too: seq 2 cannot start a file
+    // unless it continues a rotated one, which the summary says.
+    fs::write(&path, format!("{}\n{}\n", lines[1], lines[2])).unwrap();
+    assert!(verify_chain(&path).unwrap().unwrap().continues_earlier_file);
+}
+
+#[test]
+fn unwritable_log_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path).unwrap();
+    // /dev/full accepts the open and fails every write with ENOSPC.
+    let full = AuditLog { chain: Arc::new(Mutex::new(Chain {
+        path: "/dev/full".into(),
+        file: OpenOptions::new().append(true).open("/dev/full").unwrap(),
+        seq: 0,
+        prev: GENESIS.into(),
+    })) };
+    let err = full.append(&record("a", Decision::Allow)).unwrap_err();
+    assert!(err.to_string().contains("/dev/full"), "{err}");
+    // The healthy log is unaffected.
+    assert_eq!(log.append(&record("a", Decision::Allow)).unwrap(), 1);
+}

@@ -1,0 +1,279 @@
+//! The node configuration file (SPEC §3). Every field but `policy` has a default; unknown
+//! fields are errors that name the field.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+/// Configuration files larger than this are refused rather than parsed.
+const MAX_CONFIG_BYTES: u64 = 256 * 1024;
+
+/// The configuration of one pullgate process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "defaults::listen", deserialize_with = "unix_path")]
+    pub listen: PathBuf,
+    #[serde(default = "defaults::upstream", deserialize_with = "unix_path")]
+    pub upstream: PathBuf,
+    #[serde(default = "defaults::namespace")]
+    pub containerd_namespace: String,
+    pub policy: PathBuf,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    #[serde(default)]
+    pub registries: Vec<RegistryConfig>,
+    #[serde(default)]
+    pub socket: SocketConfig,
+    #[serde(default = "defaults::verify_timeout", with = "duration")]
+    pub verify_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditConfig {
+    #[serde(default = "defaults::audit_path")]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub listen: String,
+}
+
+/// Transport settings for one registry host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub host: String,
+    /// Plain HTTP. TLS is the default and the only choice for hosts not listed here.
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SocketConfig {
+    #[serde(default = "defaults::socket_mode", deserialize_with = "octal_mode")]
+    pub mode: u32,
+    #[serde(default = "defaults::allowed_uids")]
+    pub allowed_uids: Vec<u32>,
+}
+
+/// A configuration that could not be read; the message names the file and, where known, the
+/// field and line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: larger than {MAX_CONFIG_BYTES} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: serde_yaml_ng::Error },
+    #[error("{path}: {field}: {message}")]
+    Invalid { path: PathBuf, field: &'static str, message: String },
+}
+
+// === impl Config ===
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let read = |source| ConfigError::Read { path: path.to_owned(), source };
+        if fs::metadata(path).map_err(read)?.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge { path: path.to_owned() });
+        }
+        let text = fs::read_to_string(path).map_err(read)?;
+        let mut config: Config = serde_yaml_ng::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
+        // Relative paths are relative to the configuration file, not to the working directory.
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.policy = base.join(&config.policy);
+        config.audit.path = base.join(&config.audit.path);
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Every default, with `policy`: what `pullgate verify --policy` runs with.
+    pub fn with_policy(policy: PathBuf) -> Self {
+        Self {
+            listen: defaults::listen(),
+            upstream: defaults::upstream(),
+            containerd_namespace: defaults::namespace(),
+            policy,
+            audit: AuditConfig::default(),
+            metrics: None,
+            registries: Vec::new(),
+            socket: SocketConfig::default(),
+            verify_timeout: defaults::verify_timeout(),
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| ConfigError::Invalid { path: path.to_owned(), field, message };
+        if self.containerd_namespace.is_empty() {
+            return Err(invalid("containerdNamespace", "must not be empty".into()));
+        }
+        if self.verify_timeout.is_zero() || self.verify_timeout > Duration::from_secs(300) {
+            return Err(invalid("verifyTimeout", "must be between 1ms and 5m".into()));
+        }
+        if self.socket.mode & !0o777 != 0 {
+            return Err(invalid("socket.mode", format!("{:o} is not a permission mode", self.socket.mode)));
+        }
+        for r in &self.registries {
+            if r.host.is_empty() || r.host.contains('/') {
+                return Err(invalid("registries[].host", format!("{:?} is not a host[:port]", r.host)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Transport settings for `host`, if the configuration names it.
+    pub fn registry(&self, host: &str) -> Option<&RegistryConfig> {
+        self.registries.iter().find(|r| r.host == host)
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { path: defaults::audit_path() }
+    }
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        Self { mode: defaults::socket_mode(), allowed_uids: defaults::allowed_uids() }
+    }
+}
+
+mod defaults {
+    use std::{path::PathBuf, time::Duration};
+
+    pub fn listen() -> PathBuf {
+        "/run/pullgate/pullgate.sock".into()
+    }
+    pub fn upstream() -> PathBuf {
+        "/run/containerd/containerd.sock".into()
+    }
+    pub fn namespace() -> String {
+        "k8s.io".into()
+    }
+    pub fn audit_path() -> PathBuf {
+        "/var/log/pullgate/audit.jsonl".into()
+    }
+    pub fn socket_mode() -> u32 {
+        0o660
+    }
+    pub fn allowed_uids() -> Vec<u32> {
+        vec![0]
+    }
+    pub fn verify_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+}
+
+/// `unix:///run/x.sock` (or a bare absolute path) to a path; other schemes are refused.
+fn unix_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let s = String::deserialize(d)?;
+    let path = s.strip_prefix("unix://").unwrap_or(&s);
+    if !path.starts_with('/') {
+        return Err(serde::de::Error::custom(format!(
+            "{s:?} is not a unix socket address; write unix:///absolute/path.sock"
+        )));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// A mode written as an octal string (`"0660"`); a YAML integer would be read as decimal.
+fn octal_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let s = String::deserialize(d)?;
+    u32::from_str_radix(&s, 8).map_err(|_| serde::de::Error::custom(format!("{s:?} is not an octal mode like \"0660\"")))
+}
+
+mod duration {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        fs::write(&path, text).unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = load("policy: /etc/pullgate/policy.yaml\n").unwrap();
+        assert_eq!(c.listen, PathBuf::from("/run/pullgate/pullgate.sock"));
+        assert_eq!(c.upstream, PathBuf::from("/run/containerd/containerd.sock"));
+        assert_eq!(c.containerd_namespace, "k8s.io");
+        assert_eq!(c.audit.path, PathBuf::from("/var/log/pullgate/audit.jsonl"));
+        assert_eq!(c.socket.mode, 0o660);
+        assert_eq!(c.socket.allowed_uids, vec![0]);
+        assert_eq!(c.verify_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = load(
+            r#"
+listen: unix:///run/pullgate/pullgate.sock
+upstream: unix:///run/containerd/containerd.sock
+containerdNamespace: k8s.io
+policy: policy.yaml
+audit:
+  path: /var/log/pullgate/audit.jsonl
+metrics:
+  listen: 127.0.0.1:9469
+registries:
+  - host: 127.0.0.1:5000
+    insecure: true
+socket:
+  mode: "0600"
+  allowedUids: [0, 1000]
+verifyTimeout: 2500ms
+"#,
+        )
+        .unwrap();
+        assert!(c.policy.ends_with("policy.yaml") && c.policy.is_absolute());
+        assert!(c.registry("127.0.0.1:5000").unwrap().insecure);
+        assert!(c.registry("ghcr.io").is_none());
+        assert_eq!(c.socket.mode, 0o600);
+        assert_eq!(c.verify_timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_line() {
+        let err = load("policy: p.yaml\naudit:\n  path: /x\n  rotate: true\n").unwrap_err().to_string();
+        assert!(err.contains("rotate"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn policy_is_required_and_bad_values_are_refused() {
+        assert!(load("listen: unix:///x.sock\n").unwrap_err().to_string().contains("policy"));
+        assert!(load("policy: p\nlisten: tcp://1.2.3.4:5\n").unwrap_err().to_string().contains("unix socket"));
+        assert!(load("policy: p\nsocket:\n  mode: \"9\"\n").unwrap_err().to_string().contains("octal"));
+        assert!(load("policy: p\nverifyTimeout: soon\n").unwrap_err().to_string().contains("soon"));
+        assert!(load("policy: p\nverifyTimeout: 0s\n").unwrap_err().to_string().contains("verifyTimeout"));
+    }
+}

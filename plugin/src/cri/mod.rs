@@ -1,0 +1,110 @@
+//! The CRI ImageService endpoint kubelet talks to.
+//!
+//! Every call is forwarded to containerd as raw HTTP/2 and gRPC bytes, so fields pullgate does
+//! not know survive. Only `PullImage` and `ImageStatus` are read, from a copy, and handed to the
+//! gate.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::graceful::GracefulShutdown,
+};
+use tokio::net::{UnixListener, UnixStream};
+use tonic::{body::Body, Status};
+
+use crate::gate::Gate;
+
+pub mod grpc;
+pub mod upstream;
+
+pub use upstream::{UnaryCall, UnaryReply, Upstream};
+
+const PULL_IMAGE: &str = "/runtime.v1.ImageService/PullImage";
+const IMAGE_STATUS: &str = "/runtime.v1.ImageService/ImageStatus";
+
+/// How long in-flight calls may take to finish after SIGTERM.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves kubelet's connections until `shutdown` resolves, then drains in-flight calls.
+pub async fn serve(listener: UnixListener, gate: Arc<Gate>, allowed_uids: Vec<u32>, shutdown: impl std::future::Future) {
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => serve_connection(stream, gate.clone(), &allowed_uids, &graceful),
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("draining in-flight calls");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!(timeout = ?DRAIN_TIMEOUT, "calls still in flight after the drain timeout");
+    }
+}
+
+/// Serves one kubelet connection on its own task. A peer whose uid is not allowed gets
+/// `PERMISSION_DENIED` for every call, so the refusal is visible to it and in our log.
+fn serve_connection(stream: UnixStream, gate: Arc<Gate>, allowed_uids: &[u32], graceful: &GracefulShutdown) {
+    let peer_uid = stream.peer_cred().ok().map(|c| c.uid());
+    let allowed = peer_uid.is_some_and(|uid| allowed_uids.contains(&uid));
+    if !allowed {
+        tracing::warn!(?peer_uid, "refusing calls from a peer not in socket.allowedUids");
+    }
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let gate = gate.clone();
+        async move {
+            if !allowed {
+                let status = Status::permission_denied(format!("uid {peer_uid:?} is not in pullgate's socket.allowedUids"));
+                return Ok::<_, Infallible>(status.into_http());
+            }
+            Ok(route(&gate, request).await)
+        }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service);
+    let watched = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(error) = watched.await {
+            tracing::debug!(%error, "connection ended with an error");
+        }
+    });
+}
+
+async fn route(gate: &Gate, request: Request<Incoming>) -> Response<Body> {
+    match request.uri().path() {
+        PULL_IMAGE => unary(gate, request, "PullImageRequest", |gate, call| Box::pin(gate.pull_image(call))).await,
+        IMAGE_STATUS => unary(gate, request, "ImageStatusRequest", |gate, call| Box::pin(gate.image_status(call))).await,
+        _ => gate.upstream().forward(request).await,
+    }
+}
+
+type GateFuture<'g> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<UnaryReply, Status>> + Send + 'g>>;
+
+async fn unary(
+    gate: &Gate,
+    request: Request<Incoming>,
+    what: &str,
+    handler: impl for<'g> FnOnce(&'g Gate, UnaryCall) -> GateFuture<'g>,
+) -> Response<Body> {
+    let (head, body) = request.into_parts();
+    if let Some(encoding) = head.headers.get("grpc-encoding").filter(|e| *e != "identity") {
+        return Status::unimplemented(format!("{what}: grpc-encoding {encoding:?} is not supported")).into_http();
+    }
+    let message = match grpc::read_message(body, what).await {
+        Ok(m) => m,
+        Err(status) => return status.into_http(),
+    };
+    match handler(gate, UnaryCall { head, message }).await {
+        Ok(reply) => reply.into_response(),
+        Err(status) => status.into_http(),
+    }
+}

@@ -1,0 +1,126 @@
+//! The connection to containerd's CRI socket: raw forwarding of whole calls, and unary calls
+//! whose one message pullgate reads or rewrites.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use tonic::{body::Body, transport::Channel, Status};
+use tower::{Service, ServiceExt};
+
+use super::grpc;
+
+/// Upstream responses larger than this are not read into memory (ImageStatus answers are tiny).
+const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+
+/// containerd, reached over its unix socket. Reconnects by itself after containerd restarts.
+#[derive(Clone)]
+pub struct Upstream {
+    channel: Channel,
+    path: PathBuf,
+}
+
+/// A unary call as kubelet sent it: the HTTP/2 request head and the one message.
+pub struct UnaryCall {
+    pub head: http::request::Parts,
+    pub message: Bytes,
+}
+
+/// A successful unary reply as containerd sent it.
+pub struct UnaryReply {
+    pub head: http::response::Parts,
+    pub message: Bytes,
+    pub trailers: Option<HeaderMap>,
+}
+
+impl Upstream {
+    /// A channel that connects on first use, so pullgate can start before containerd.
+    pub fn connect_lazy(path: &Path) -> Self {
+        let socket = path.to_path_buf();
+        let connector = tower::service_fn(move |_: http::Uri| {
+            let socket = socket.clone();
+            async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
+        });
+        // The authority is never resolved: every connection goes to the socket above.
+        let channel = tonic::transport::Endpoint::from_static("http://containerd.sock").connect_with_connector_lazy(connector);
+        Self { channel, path: path.to_path_buf() }
+    }
+
+    /// The channel, for containerd's own API on the same socket.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Forwards a call unchanged, streaming both ways, and returns containerd's answer unchanged.
+    pub async fn forward<B>(&self, request: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<tonic::codegen::StdError>,
+    {
+        match self.send(request.map(Body::new)).await {
+            Ok(response) => response,
+            Err(status) => status.into_http(),
+        }
+    }
+
+    /// Sends `message` with the head of `call` and reads the one-message reply. A gRPC error
+    /// from containerd comes back as `Err`, with its code and message.
+    pub async fn unary(&self, call: &UnaryCall, message: Bytes) -> Result<UnaryReply, Status> {
+        let mut request = Request::new(Body::new(grpc::UnaryBody::new(grpc::frame(&message), None)));
+        *request.method_mut() = call.head.method.clone();
+        *request.uri_mut() = call.head.uri.clone();
+        *request.headers_mut() = call.head.headers.clone();
+        // The body may have changed length; gRPC does not need the header.
+        request.headers_mut().remove(http::header::CONTENT_LENGTH);
+
+        let response = self.send(request).await?;
+        if let Some(status) = Status::from_header_map(response.headers()) {
+            if status.code() != tonic::Code::Ok {
+                return Err(status);
+            }
+        }
+        let (head, body) = response.into_parts();
+        let collected = http_body_util::Limited::new(body, MAX_REPLY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| Status::unavailable(format!("reading containerd's reply: {e}")))?;
+        let trailers = collected.trailers().cloned();
+        if let Some(status) = trailers.as_ref().and_then(Status::from_header_map) {
+            if status.code() != tonic::Code::Ok {
+                return Err(status);
+            }
+        }
+        let message = grpc::unframe(collected.to_bytes(), "containerd's reply")?;
+        Ok(UnaryReply { head, message, trailers })
+    }
+
+    async fn send(&self, request: Request<Body>) -> Result<Response<Body>, Status> {
+        let unavailable = |e: tonic::transport::Error| {
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg = format!("{msg}: {s}");
+                source = s.source();
+            }
+            Status::unavailable(format!("containerd at {}: {msg}", self.path.display()))
+        };
+        let mut channel = self.channel.clone();
+        channel.ready().await.map_err(unavailable)?;
+        channel.call(request).await.map_err(unavailable)
+    }
+}
+
+impl UnaryReply {
+    /// The reply with its message replaced, everything else as containerd sent it.
+    pub fn with_message(self, message: Bytes) -> Self {
+        Self { message, ..self }
+    }
+
+    pub fn into_response(mut self) -> Response<Body> {
+        self.head.headers.remove(http::header::CONTENT_LENGTH);
+        let body = Body::new(grpc::UnaryBody::new(grpc::frame(&self.message), self.trailers));
+        Response::from_parts(self.head, body)
+    }
+}

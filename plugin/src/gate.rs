@@ -1,0 +1,378 @@
+//! The decision for one request, top to bottom: policy → resolve → verify → audit → pull.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use prost::Message;
+use pullgate_proto::cri::{ImageSpec, ImageStatusRequest, ImageStatusResponse, PullImageRequest, PullImageResponse};
+use tonic::Status;
+
+use crate::{
+    audit::{self, AuditLog, Event, Record},
+    containerd::Containerd,
+    cri::{UnaryCall, UnaryReply, Upstream},
+    denial::{Denial, DenialKind},
+    policy::{Action, Mode, Policy},
+    reference::{Digest, Reference},
+    registry::{cosign, Credentials, Registries, RegistryError},
+    verify::{self, Evidence, Verified},
+};
+
+/// How long pullgate waits for the CRI plugin to see a tag it just created.
+const TAG_VISIBLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// More admitted images than this and the set starts over (they are verified again on demand).
+const MAX_ADMITTED: usize = 100_000;
+
+/// Decides pulls: which rule applies, and whether the image satisfies it.
+#[derive(Clone)]
+pub struct Judge {
+    registries: Registries,
+    verify_timeout: Duration,
+}
+
+/// What the policy said about one image, and why.
+pub struct Judgement {
+    pub image: String,
+    pub digest: Option<Digest>,
+    pub rule: Option<String>,
+    pub mode: Mode,
+    pub verdict: Result<Admission, Denial>,
+}
+
+/// Permission to pull. The verified kind pins the digest; the waived kind forwards kubelet's
+/// request unchanged and only exists for `action: allow` and non-enforcing modes.
+pub enum Admission {
+    Verified(Verified),
+    Waived(Waiver),
+}
+
+/// Why an image is pulled without a verified digest. Only the gate makes these.
+pub struct Waiver {
+    reason: String,
+}
+
+/// The running proxy's state: the policy in force, the judge, and the ways out.
+pub struct Gate {
+    policy: RwLock<Arc<Policy>>,
+    judge: Judge,
+    audit: AuditLog,
+    upstream: Upstream,
+    containerd: Containerd,
+    admitted: Admitted,
+}
+
+/// Images pulled through the verified path under a policy generation, by (repository, image id),
+/// so `ImageStatus` can tell them from images that reached containerd some other way.
+#[derive(Default)]
+struct Admitted(Mutex<HashMap<(String, String), String>>);
+
+// === impl Judge ===
+
+impl Judge {
+    pub fn new(registries: Registries, verify_timeout: Duration) -> Self {
+        Self { registries, verify_timeout }
+    }
+
+    /// Decides `image` for a pod in `namespace`, fetching what it must with `credentials`.
+    pub async fn judge(&self, policy: &Policy, image: &str, namespace: &str, credentials: Credentials) -> Judgement {
+        let reference = match Reference::parse(image) {
+            Ok(r) => r,
+            Err(e) => {
+                let denial = Denial { image: image.to_string(), rule: None, kind: DenialKind::Policy, reason: e.to_string() };
+                return Judgement { image: image.to_string(), digest: None, rule: None, mode: policy.mode(), verdict: Err(denial) };
+            }
+        };
+        let decision = policy.decide(&reference, namespace);
+        let rule = decision.rule.map(|r| r.name().to_string());
+        let deny = |kind, reason: String| Denial { image: reference.to_string(), rule: rule.clone(), kind, reason };
+        let waive = |reason: &str| Ok(Admission::Waived(Waiver { reason: reason.to_string() }));
+
+        let (verdict, digest) = match (decision.action, decision.rule) {
+            (Action::Allow, Some(_)) => (waive("the rule allows it without verification"), None),
+            (Action::Allow, None) => (waive("no rule matches and noMatch is allow"), None),
+            (Action::Deny, Some(_)) => (Err(deny(DenialKind::Policy, "the rule denies it".into())), None),
+            (Action::Deny, None) => (Err(deny(DenialKind::Policy, format!("noMatch is {}", policy.no_match()))), None),
+            (Action::Verify, None) => (Err(deny(DenialKind::Policy, "no rule to verify against".into())), None),
+            (Action::Verify, Some(r)) if !r.attestations().is_empty() => {
+                let reason = "the rule requires attestations, which this pullgate cannot verify yet";
+                (Err(deny(DenialKind::Policy, reason.into())), None)
+            }
+            (Action::Verify, Some(r)) => {
+                let verifying = self.verify(&reference, r.authorities(), credentials);
+                match tokio::time::timeout(self.verify_timeout, verifying).await {
+                    Ok(Ok(verified)) => {
+                        let digest = verified.digest().clone();
+                        (Ok(Admission::Verified(verified)), Some(digest))
+                    }
+                    Ok(Err((digest, denial))) => (Err(Denial { rule: rule.clone(), ..denial }), digest),
+                    Err(_elapsed) => {
+                        let limit = humantime::format_duration(self.verify_timeout);
+                        let reason = format!("verification did not finish within verifyTimeout ({limit})");
+                        (Err(deny(DenialKind::RegistryUnavailable, reason)), None)
+                    }
+                }
+            }
+        };
+        // Name the digest that was judged, so the audit record and kubelet see what was checked.
+        let image = match (&digest, reference.digest()) {
+            (Some(d), None) => format!("{reference}@{d}"),
+            _ => reference.to_string(),
+        };
+        let verdict = verdict.map_err(|denial| Denial { image: image.clone(), ..denial });
+        Judgement { image, digest, rule, mode: decision.mode, verdict }
+    }
+
+    /// Resolves the digest, fetches the signatures and checks them against the authorities.
+    async fn verify(
+        &self,
+        reference: &Reference,
+        authorities: &[crate::policy::Authority],
+        credentials: Credentials,
+    ) -> Result<Verified, (Option<Digest>, Denial)> {
+        let registry_denial = |digest: Option<&Digest>, e: RegistryError| {
+            let kind = match e {
+                RegistryError::Unavailable(_) => DenialKind::RegistryUnavailable,
+                RegistryError::Invalid(_) | RegistryError::NotFound(_) => DenialKind::Policy,
+            };
+            (digest.cloned(), Denial { image: reference.to_string(), rule: None, kind, reason: e.to_string() })
+        };
+        let mut session = self.registries.session(reference, credentials);
+        let manifest = session.resolve(reference).await.map_err(|e| registry_denial(None, e))?;
+        let digest = manifest.digest;
+        let layers = cosign::legacy_signatures(&mut session, &digest).await.map_err(|e| registry_denial(Some(&digest), e))?;
+        verify::verify_signatures(reference, &digest, &layers, authorities).map_err(|unverified| {
+            let denial = Denial { image: reference.to_string(), rule: None, kind: DenialKind::Policy, reason: unverified.to_string() };
+            (Some(digest.clone()), denial)
+        })
+    }
+}
+
+// === impl Judgement ===
+
+impl Judgement {
+    /// The audit record of this judgement.
+    pub fn record(&self, event: Event, namespace: &str, pod: &str, started: Instant) -> Record {
+        let (decision, reason, signatures): (audit::Decision, String, Vec<Evidence>) = match &self.verdict {
+            Ok(Admission::Verified(v)) => {
+                let names: Vec<&str> = v.evidence().iter().map(|e| e.authority.as_str()).collect();
+                (audit::Decision::Allow, format!("verified by authority {:?}", names.join(", ")), v.evidence().to_vec())
+            }
+            Ok(Admission::Waived(w)) => (audit::Decision::Allow, w.reason.clone(), Vec::new()),
+            Err(denial) => {
+                let decision = match self.mode {
+                    Mode::Enforce => audit::Decision::Deny,
+                    Mode::Warn => audit::Decision::Warn,
+                    Mode::Audit => audit::Decision::AuditDeny,
+                };
+                (decision, denial.to_string(), Vec::new())
+            }
+        };
+        Record {
+            event,
+            image: self.image.clone(),
+            digest: self.digest.as_ref().map(|d| d.to_string()),
+            namespace: namespace.to_string(),
+            pod: pod.to_string(),
+            rule: self.rule.clone(),
+            mode: self.mode.to_string(),
+            decision,
+            reason,
+            signatures,
+            attestations: Vec::new(),
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            cache: "miss",
+        }
+    }
+}
+
+// === impl Gate ===
+
+impl Gate {
+    pub fn new(policy: Policy, judge: Judge, audit: AuditLog, upstream: Upstream, containerd: Containerd) -> Self {
+        Self { policy: RwLock::new(Arc::new(policy)), judge, audit, upstream, containerd, admitted: Admitted::default() }
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Loads the policy at `path` and puts it in force; on error the current one stays.
+    pub fn reload_policy(&self, path: &Path) -> Result<(), String> {
+        let policy = Policy::load(path).map_err(|e| e.to_string())?;
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        Ok(())
+    }
+
+    /// `PullImage`: judge, record, then pull exactly what was judged.
+    pub async fn pull_image(&self, call: UnaryCall) -> Result<UnaryReply, Status> {
+        let started = Instant::now();
+        let request = PullImageRequest::decode(call.message.clone())
+            .map_err(|e| Status::invalid_argument(format!("PullImageRequest: {e}")))?;
+        let image = request.image.as_ref().map_or("", |i| i.image.as_str());
+        let metadata = request.sandbox_config.as_ref().and_then(|s| s.metadata.as_ref());
+        let namespace = metadata.map_or("", |m| m.namespace.as_str());
+        let pod = metadata.map_or("", |m| m.name.as_str());
+
+        let policy = self.policy();
+        let judgement = self.judge.judge(&policy, image, namespace, Credentials::from_cri(request.auth.as_ref())).await;
+        let record = judgement.record(Event::Pull, namespace, pod, started);
+        tracing::info!(image = %record.image, namespace, pod, rule = ?record.rule, decision = ?record.decision, reason = %record.reason, "pull");
+        if let Err(error) = self.audit.append_async(record).await {
+            tracing::error!(%error, "audit record not written");
+            if judgement.mode == Mode::Enforce {
+                return Err(Status::unavailable(format!("{}: refusing to pull without an audit record: {error}", judgement.image)));
+            }
+        }
+
+        let admission = match judgement.verdict {
+            Ok(admission) => admission,
+            Err(denial) if judgement.mode == Mode::Enforce => return Err(denial.status()),
+            Err(denial) => Admission::Waived(Waiver { reason: format!("mode {}: {denial}", judgement.mode) }),
+        };
+        self.pull(&call, admission, &policy).await
+    }
+
+    /// Pulls the verified digest and names it with kubelet's tag; a waived pull goes as sent.
+    async fn pull(&self, call: &UnaryCall, admission: Admission, policy: &Policy) -> Result<UnaryReply, Status> {
+        let verified = match admission {
+            Admission::Waived(_) => return self.upstream.unary(call, call.message.clone()).await,
+            Admission::Verified(v) => v,
+        };
+        let reply = self.upstream.unary(call, pin(&call.message, &verified)).await?;
+        let image_id = PullImageResponse::decode(reply.message.clone())
+            .map_err(|e| Status::internal(format!("containerd's PullImageResponse: {e}")))?
+            .image_ref;
+        if let Some(tag) = verified.reference().tagged() {
+            self.containerd
+                .tag(&verified.pinned(), &tag)
+                .await
+                .map_err(|s| Status::unavailable(format!("pulled {} but could not tag it {tag}: {}", verified.pinned(), s.message())))?;
+            self.await_tag_visible(call, &tag, &image_id).await?;
+        }
+        self.admitted.insert(verified.reference().repository(), image_id, policy.hash());
+        Ok(reply)
+    }
+
+    /// containerd's CRI plugin learns new names from image events; wait until it answers for
+    /// `tag`, so kubelet's next `ImageStatus` by tag finds the image.
+    async fn await_tag_visible(&self, call: &UnaryCall, tag: &str, image_id: &str) -> Result<(), Status> {
+        let request = ImageStatusRequest { image: Some(ImageSpec { image: tag.to_string(), ..Default::default() }), verbose: false };
+        let mut head = call.head.clone();
+        head.uri = http::Uri::from_static("/runtime.v1.ImageService/ImageStatus");
+        let status_call = UnaryCall { head, message: Bytes::from(request.encode_to_vec()) };
+        let deadline = Instant::now() + TAG_VISIBLE_TIMEOUT;
+        loop {
+            let reply = self.upstream.unary(&status_call, status_call.message.clone()).await?;
+            let seen = ImageStatusResponse::decode(reply.message).ok().and_then(|r| r.image).is_some_and(|i| i.id == image_id);
+            if seen {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Status::unavailable(format!("containerd did not show tag {tag} within {TAG_VISIBLE_TIMEOUT:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// `ImageStatus`: in enforce mode, an image that did not come through the verified path
+    /// under the policy now in force is answered "not present", so kubelet pulls it through us.
+    pub async fn image_status(&self, call: UnaryCall) -> Result<UnaryReply, Status> {
+        let started = Instant::now();
+        let reply = self.upstream.unary(&call, call.message.clone()).await?;
+        let answer = ImageStatusResponse::decode(reply.message.clone())
+            .map_err(|e| Status::internal(format!("containerd's ImageStatusResponse: {e}")))?;
+        let Some(image) = answer.image else { return Ok(reply) };
+        let asked = ImageStatusRequest::decode(call.message.clone())
+            .map_err(|e| Status::invalid_argument(format!("ImageStatusRequest: {e}")))?
+            .image
+            .map(|i| i.image)
+            .unwrap_or_default();
+
+        let policy = self.policy();
+        let names = names_to_judge(&asked, &image);
+        let shown = names.iter().any(|name| {
+            let decision = policy.decide(name, "");
+            decision.mode != Mode::Enforce
+                || (decision.action == Action::Allow && decision.rule.is_some())
+                || self.admitted.contains(&name.repository(), &image.id, policy.hash())
+        });
+        if shown {
+            return Ok(reply);
+        }
+        let record = Record {
+            event: Event::StatusHidden,
+            image: names.first().map_or(asked.clone(), |n| n.to_string()),
+            digest: image.repo_digests.first().and_then(|d| d.split_once('@')).map(|(_, d)| d.to_string()),
+            namespace: String::new(),
+            pod: String::new(),
+            rule: names.first().and_then(|n| policy.decide(n, "").rule.map(|r| r.name().to_string())),
+            mode: Mode::Enforce.to_string(),
+            decision: audit::Decision::Deny,
+            reason: format!("image {} is in containerd but was not verified under the policy in force", image.id),
+            signatures: Vec::new(),
+            attestations: Vec::new(),
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            cache: "miss",
+        };
+        tracing::info!(image = %record.image, id = %image.id, "image status hidden");
+        if let Err(error) = self.audit.append_async(record).await {
+            // Hiding is the safe answer either way; the failure is logged.
+            tracing::error!(%error, "audit record not written");
+        }
+        // "Not present" is a response without the image field: an empty message.
+        Ok(reply.with_message(Bytes::new()))
+    }
+}
+
+/// The names an `ImageStatus` answer is judged under: the one asked for, or, when kubelet
+/// asked by image id, every name containerd knows the image by.
+fn names_to_judge(asked: &str, image: &pullgate_proto::cri::Image) -> Vec<Reference> {
+    let is_id = Digest::parse(asked).is_some() || (asked.len() == 64 && asked.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !is_id {
+        if let Ok(r) = Reference::parse(asked) {
+            return vec![r];
+        }
+    }
+    image.repo_tags.iter().chain(&image.repo_digests).filter_map(|n| Reference::parse(n).ok()).collect()
+}
+
+/// The `PullImageRequest` kubelet sent, with its image replaced by the verified digest.
+///
+/// Protobuf merges a repeated embedded message field into the first, and the last `image`
+/// string wins, so appending `image { image: "<repo>@<digest>" }` changes that one string
+/// and keeps every other byte kubelet sent, including fields pullgate does not know.
+fn pin(message: &Bytes, verified: &Verified) -> Bytes {
+    let spec = ImageSpec { image: verified.pinned(), ..Default::default() };
+    let patch = PullImageRequest { image: Some(spec), auth: None, sandbox_config: None }.encode_to_vec();
+    let mut pinned = Vec::with_capacity(message.len() + patch.len());
+    pinned.extend_from_slice(message);
+    pinned.extend_from_slice(&patch);
+    Bytes::from(pinned)
+}
+
+// === impl Admitted ===
+
+impl Admitted {
+    fn insert(&self, repository: String, image_id: String, generation: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_ADMITTED {
+            map.clear();
+        }
+        map.insert((repository, image_id), generation.to_string());
+    }
+
+    fn contains(&self, repository: &str, image_id: &str, generation: &str) -> bool {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(repository.to_string(), image_id.to_string())).is_some_and(|g| g == generation)
+    }
+}

@@ -1,0 +1,235 @@
+//! The `pullgate` command line. Each command parses its arguments and calls the library.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use pullgate::{audit, config::Config, gate::Judge, policy::Policy, registry::Registries};
+
+/// A CRI ImageService proxy that verifies cosign / Sigstore signatures before kubelet's image
+/// pulls reach containerd.
+///
+/// Point kubelet's --image-service-endpoint (or imageServiceEndpoint in its configuration) at
+/// pullgate's socket; pullgate forwards to containerd's CRI socket. Denied pulls fail with a
+/// message starting "SignatureValidationFailed:" or "RegistryUnavailable:".
+#[derive(Parser)]
+#[command(name = "pullgate", version, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy: listen for kubelet, verify pulls, forward to containerd.
+    ///
+    /// SIGHUP reloads the policy (an invalid one is refused and the last good one stays);
+    /// SIGTERM stops accepting, drains in-flight calls and exits 0.
+    Serve {
+        /// The configuration file (SPEC §3).
+        #[arg(long, env = "PULLGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Decide images exactly as `serve` would, without pulling them.
+    ///
+    /// Exit status: 0 when every image is allowed, 1 when any is denied, 2 on error.
+    Verify {
+        /// Configuration to take the policy and registry settings from.
+        #[arg(long, conflicts_with = "policy", required_unless_present = "policy")]
+        config: Option<PathBuf>,
+        /// A policy file, used with default registry settings (TLS everywhere).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The pod namespace to decide for; "" is a pull with no pod (crictl pull).
+        #[arg(long, default_value = "")]
+        namespace: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        /// Images to decide, e.g. ghcr.io/org/app:v1.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Work with policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Work with the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file; every error names the file, line and field. Exit 1 if invalid.
+    Check {
+        path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain and name the first broken record. Exit 1 if broken.
+    Verify {
+        path: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Verify { config, policy, namespace, output, images } => verify(config, policy, &namespace, output, &images),
+        Command::Policy { command: PolicyCommand::Check { path } } => policy_check(&path),
+        Command::Audit { command: AuditCommand::Verify { path } } => audit_verify(&path),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pullgate: cannot start the async runtime: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn serve(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pullgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime().block_on(pullgate::serve::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "pullgate stopped");
+            eprintln!("pullgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn verify(config: Option<PathBuf>, policy: Option<PathBuf>, namespace: &str, output: Output, images: &[String]) -> ExitCode {
+    let loaded = match (config, policy) {
+        (Some(path), _) => Config::load(&path).map_err(|e| e.to_string()).and_then(|c| {
+            let policy = Policy::load(&c.policy).map_err(|e| e.to_string())?;
+            Ok((c, policy))
+        }),
+        (None, Some(path)) => Policy::load(&path).map_err(|e| e.to_string()).map(|policy| (Config::with_policy(path), policy)),
+        (None, None) => Err("give --config or --policy".to_string()),
+    };
+    let (config, policy) = match loaded {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("pullgate verify: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let registries = match Registries::new(&config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pullgate verify: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let judge = Judge::new(registries, config.verify_timeout);
+    let mut any_denied = false;
+    let rt = runtime();
+    for image in images {
+        let started = std::time::Instant::now();
+        let judgement = rt.block_on(judge.judge(&policy, image, namespace, pullgate::registry::Credentials::anonymous()));
+        let record = judgement.record(audit::Event::Pull, namespace, "", started);
+        any_denied |= !matches!(record.decision, audit::Decision::Allow);
+        match output {
+            Output::Json => match serde_json::to_string(&record) {
+                Ok(line) => println!("{line}"),
+                Err(e) => {
+                    eprintln!("pullgate verify: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            Output::Text => {
+                let decision = serde_json::to_value(record.decision).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                println!("{:<10} {}", decision.to_uppercase(), record.image);
+                println!("  {:<8} {}", "rule", record.rule.as_deref().unwrap_or("(none matched)"));
+                println!("  {:<8} {}", "mode", record.mode);
+                println!("  {:<8} {}", "reason", record.reason);
+                for s in &record.signatures {
+                    println!("  {:<8} authority {:?} ({}, time source {})", "signed", s.authority, s.kind, s.time_source);
+                }
+            }
+        }
+    }
+    if any_denied {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn policy_check(path: &std::path::Path) -> ExitCode {
+    match Policy::load(path) {
+        Ok(policy) => {
+            println!("{}: valid ({} rules, hash {})", path.display(), policy.rules().len(), policy.hash());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn audit_verify(path: &std::path::Path) -> ExitCode {
+    match audit::verify_chain(path) {
+        Ok(Ok(summary)) => {
+            let range = match (summary.first_seq, summary.last_seq) {
+                (Some(a), Some(b)) => format!("seq {a}..={b}"),
+                _ => "empty".to_string(),
+            };
+            println!("{}: intact, {} records ({range})", path.display(), summary.records);
+            if summary.continues_earlier_file {
+                println!("note: the first record continues a chain from an earlier (rotated) file");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err(broken)) => {
+            println!("{}:{}: chain broken: {}", path.display(), broken.line, broken.why);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("pullgate audit verify: {}: {e}", path.display());
+            ExitCode::from(2)
+        }
+    }
+}

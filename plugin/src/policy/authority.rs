@@ -1,0 +1,98 @@
+//! Authorities: whose signature satisfies a rule, a public key or a keyless (Fulcio) identity.
+
+use std::{collections::BTreeMap, fmt, sync::Arc};
+
+use serde::Deserialize;
+use sigstore_crypto::VerificationKey;
+
+use super::FulcioClaim;
+
+/// A signer a rule trusts. A valid signature from any one authority of a rule satisfies it.
+#[derive(Clone, Debug)]
+pub struct Authority {
+    /// Unique within its rule; denial messages and audit records name it.
+    pub name: String,
+    pub kind: AuthorityKind,
+    pub tlog: Tlog,
+}
+
+/// How an authority's signatures are recognized.
+#[derive(Clone)]
+pub enum AuthorityKind {
+    /// Signed with the private half of this public key.
+    Key(Arc<VerificationKey>),
+    /// Signed with a Fulcio certificate issued to this identity.
+    Keyless(Keyless),
+}
+
+/// The identity a Fulcio certificate must carry for a keyless signature to count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keyless {
+    /// The OIDC issuer that vouched for the identity.
+    pub issuer: IdentityMatch,
+    /// The certificate's subject alternative name.
+    pub subject: IdentityMatch,
+    /// Claims that must be present with exactly these values.
+    pub extensions: BTreeMap<FulcioClaim, String>,
+}
+
+/// How an issuer or subject is compared: exactly, or by a regular expression the author
+/// anchored (pullgate adds no anchors).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentityMatch {
+    Exact(String),
+    RegExp(String),
+}
+
+/// Whether a signature must be in the transparency log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tlog {
+    /// A verified log entry is required.
+    Required,
+    /// A log entry is verified when present, and its absence is not an error.
+    Optional,
+    /// Log entries are not looked at.
+    Ignore,
+}
+
+// === impl AuthorityKind ===
+
+impl fmt::Debug for AuthorityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // The key type has no Debug of its own; its scheme says what it is.
+            Self::Key(key) => f.debug_tuple("Key").field(&key.scheme()).finish(),
+            Self::Keyless(keyless) => f.debug_tuple("Keyless").field(keyless).finish(),
+        }
+    }
+}
+
+// === impl IdentityMatch ===
+
+impl IdentityMatch {
+    /// The string or expression as written.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Exact(s) | Self::RegExp(s) => s,
+        }
+    }
+}
+
+// === impl Tlog ===
+
+impl Tlog {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Required => "required",
+            Self::Optional => "optional",
+            Self::Ignore => "ignore",
+        }
+    }
+}
+
+impl fmt::Display for Tlog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

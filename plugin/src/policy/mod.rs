@@ -1,0 +1,123 @@
+//! The image policy (SPEC §4): which images must carry whose signatures, in which namespaces.
+//!
+//! A policy file is parsed into plain serde types (`schema`), then checked and compiled
+//! (`validate`) into a [`Policy`] whose rules hold compiled globs and parsed keys. Every error
+//! names the file, the line and the field, and all the semantic errors of a file are reported
+//! together, so an operator can fix them in one pass.
+
+mod authority;
+mod decide;
+mod error;
+mod fulcio;
+mod glob;
+mod key;
+mod lines;
+mod read;
+mod rule;
+mod schema;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+pub use self::{
+    authority::{Authority, AuthorityKind, IdentityMatch, Keyless, Tlog},
+    decide::{Decision, DecisionAction},
+    error::{PolicyError, PolicyErrors},
+    fulcio::FulcioClaim,
+    glob::{GlobError, ImageGlob, NamespaceGlob},
+    rule::{Action, Attestation, Mode, NoMatch, Rule},
+};
+
+/// The `apiVersion` every policy file declares.
+pub const API_VERSION: &str = "pullgate.dev/v1alpha1";
+
+/// The `kind` every policy file declares.
+pub const KIND: &str = "ImagePolicy";
+
+/// Policy files larger than this are refused rather than parsed.
+pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
+
+/// A validated image policy: an ordered list of rules, the first matching one of which decides
+/// a pull, and what to do with images no rule matches.
+#[derive(Debug)]
+pub struct Policy {
+    file: PathBuf,
+    name: String,
+    mode: Mode,
+    no_match: NoMatch,
+    trusted_root: Option<PathBuf>,
+    rules: Vec<Rule>,
+    hash: String,
+}
+
+// === impl Policy ===
+
+impl Policy {
+    /// Reads, parses and validates the policy file at `path`, and the key files it names.
+    pub fn load(path: &Path) -> Result<Self, PolicyErrors> {
+        let unreadable = |message: String| {
+            PolicyErrors::one(PolicyError {
+                file: path.to_owned(),
+                line: None,
+                field: String::new(),
+                message,
+            })
+        };
+        let bytes = read::bounded(path, MAX_POLICY_BYTES).map_err(|e| unreadable(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|e| unreadable(format!("not UTF-8: {e}")))?;
+        Self::from_str(&text, path)
+    }
+
+    /// Parses and validates policy `text` as if it had been read from `file`: key `path`s and
+    /// `trustedRoot` are resolved relative to the directory `file` is in, and errors name `file`.
+    pub fn from_str(text: &str, file: &Path) -> Result<Self, PolicyErrors> {
+        if text.len() as u64 > MAX_POLICY_BYTES {
+            return Err(PolicyErrors::one(PolicyError {
+                file: file.to_owned(),
+                line: None,
+                field: String::new(),
+                message: read::ReadError::TooLarge(MAX_POLICY_BYTES).to_string(),
+            }));
+        }
+        validate::compile(text, file)
+    }
+
+    /// The file the policy was read from, as given to [`Policy::load`].
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// `metadata.name`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `spec.mode`: the mode of every rule that does not set its own.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// `spec.noMatch`: what happens to images no rule matches.
+    pub fn no_match(&self) -> NoMatch {
+        self.no_match
+    }
+
+    /// `spec.trustedRoot`, resolved against the policy file's directory. It is not read here.
+    pub fn trusted_root(&self) -> Option<&Path> {
+        self.trusted_root.as_deref()
+    }
+
+    /// The rules, in the order they are tried.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// `sha256:<hex>` over the policy file and every key file it read: the generation of the
+    /// policy, which changes when any of them does.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}

@@ -1,0 +1,269 @@
+//! The OCI distribution client: resolve tags, fetch manifests and blobs, with kubelet's
+//! credentials, plain HTTP only where configured, and a bound on every size.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use reqwest::{header, StatusCode};
+
+use crate::{
+    config::Config,
+    reference::{Digest, Reference},
+};
+
+mod auth;
+pub mod cosign;
+
+pub use auth::Credentials;
+
+/// Manifests and indexes larger than this are refused (distribution's own limit is 4 MiB).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// The media types pullgate accepts when it asks for a manifest.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+/// Registry clients for every host, built once from the configuration.
+#[derive(Clone)]
+pub struct Registries {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Hosts reached over plain HTTP; every other host needs TLS.
+    insecure: HashSet<String>,
+    /// Hosts with their own CA file get their own client.
+    with_ca: Vec<(String, reqwest::Client)>,
+    default: reqwest::Client,
+}
+
+/// Why the registry did not give pullgate what it asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry could not be reached or refused to answer; kubelet sees `RegistryUnavailable`.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The registry answered, but with content that cannot be trusted or used.
+    #[error("{0}")]
+    Invalid(String),
+    /// The image itself does not exist.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// A manifest as the registry served it, with the digest pullgate computed over its bytes.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Requests to one repository with one set of credentials; remembers a bearer token once a
+/// challenge has been answered.
+pub struct Session<'r> {
+    client: &'r reqwest::Client,
+    registries: &'r Registries,
+    base: String,
+    repository: String,
+    credentials: Credentials,
+    authorization: Option<String>,
+}
+
+// === impl Registries ===
+
+impl Registries {
+    pub fn new(config: &Config) -> Result<Self, String> {
+        let insecure: HashSet<String> = config.registries.iter().filter(|r| r.insecure).map(|r| r.host.clone()).collect();
+        let builder = |extra_ca: Option<reqwest::Certificate>| {
+            let insecure = insecure.clone();
+            let mut b = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(config.verify_timeout)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .user_agent(concat!("pullgate/", env!("CARGO_PKG_VERSION")))
+                .redirect(redirect_policy(insecure));
+            if let Some(ca) = extra_ca {
+                b = b.add_root_certificate(ca);
+            }
+            b.build().map_err(|e| format!("building the registry client: {e}"))
+        };
+        let mut with_ca = Vec::new();
+        for r in &config.registries {
+            if let Some(path) = &r.ca_file {
+                let pem = std::fs::read(path).map_err(|e| format!("registries[{}].caFile {}: {e}", r.host, path.display()))?;
+                let ca = reqwest::Certificate::from_pem(&pem)
+                    .map_err(|e| format!("registries[{}].caFile {}: {e}", r.host, path.display()))?;
+                with_ca.push((r.host.clone(), builder(Some(ca))?));
+            }
+        }
+        let default = builder(None)?;
+        Ok(Self { inner: Arc::new(Inner { insecure, with_ca, default }) })
+    }
+
+    /// A session for `reference`'s repository, authenticating with `credentials`.
+    pub fn session(&self, reference: &Reference, credentials: Credentials) -> Session<'_> {
+        let host = reference.host();
+        let client = self.inner.with_ca.iter().find(|(h, _)| h == host).map_or(&self.inner.default, |(_, c)| c);
+        let scheme = if self.is_insecure(host) { "http" } else { "https" };
+        // Docker Hub's API lives on a different host from its image names.
+        let api_host = if host == crate::reference::DOCKER_HUB { "registry-1.docker.io" } else { host };
+        Session {
+            client,
+            registries: self,
+            base: format!("{scheme}://{api_host}"),
+            repository: reference.path().to_string(),
+            credentials,
+            authorization: None,
+        }
+    }
+
+    fn is_insecure(&self, host: &str) -> bool {
+        self.inner.insecure.contains(host)
+    }
+}
+
+/// Follows redirects (registries send blob downloads to storage hosts) but never downgrades to
+/// plain HTTP for a host that is not marked insecure.
+fn redirect_policy(insecure: HashSet<String>) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 5 {
+            return attempt.error("too many redirects");
+        }
+        let url = attempt.url().clone();
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => return attempt.error("redirect without a host"),
+        };
+        if url.scheme() == "https" || (url.scheme() == "http" && insecure.contains(&host)) {
+            attempt.follow()
+        } else {
+            attempt.error(format!("refusing redirect to {url}: plain HTTP to a host not marked insecure"))
+        }
+    })
+}
+
+// === impl Session ===
+
+impl Session<'_> {
+    /// Resolves `reference` to the digest of the manifest the registry serves for it.
+    ///
+    /// The digest is computed over the bytes received, and must agree with the registry's
+    /// `Docker-Content-Digest` header and with a digest in the reference, if either is present.
+    pub async fn resolve(&mut self, reference: &Reference) -> Result<Manifest, RegistryError> {
+        let target = match (reference.digest(), reference.tag()) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.to_string(),
+            (None, None) => return Err(RegistryError::Invalid(format!("{reference}: neither tag nor digest"))),
+        };
+        match self.manifest(&target).await? {
+            Some(m) => Ok(m),
+            None => Err(RegistryError::NotFound(format!("manifest {reference} not found"))),
+        }
+    }
+
+    /// Fetches the manifest `tag_or_digest` of this repository; `None` when the registry
+    /// says it does not exist.
+    pub async fn manifest(&mut self, tag_or_digest: &str) -> Result<Option<Manifest>, RegistryError> {
+        let url = format!("{}/v2/{}/manifests/{}", self.base, self.repository, tag_or_digest);
+        let Some(response) = self.get(&url, Some(MANIFEST_ACCEPT)).await? else {
+            return Ok(None);
+        };
+        let media_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
+            .unwrap_or_default();
+        let advertised = response.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let bytes = read_bounded(response, MAX_MANIFEST_BYTES, &url).await?;
+        let digest = Digest::of(&bytes);
+        if let Some(advertised) = advertised {
+            if advertised != digest.as_str() {
+                return Err(RegistryError::Invalid(format!(
+                    "{url}: registry says digest {advertised} but the manifest bytes hash to {digest}"
+                )));
+            }
+        }
+        if let Some(expected) = Digest::parse(tag_or_digest) {
+            if expected != digest {
+                return Err(RegistryError::Invalid(format!("{url}: manifest bytes hash to {digest}, not {expected}")));
+            }
+        }
+        Ok(Some(Manifest { digest, media_type, bytes }))
+    }
+
+    /// Fetches blob `digest`, refusing more than `max` bytes and content that does not hash to
+    /// `digest`.
+    pub async fn blob(&mut self, digest: &Digest, max: usize) -> Result<Vec<u8>, RegistryError> {
+        let url = format!("{}/v2/{}/blobs/{}", self.base, self.repository, digest);
+        let Some(response) = self.get(&url, None).await? else {
+            return Err(RegistryError::Invalid(format!("{url}: blob not found")));
+        };
+        let bytes = read_bounded(response, max, &url).await?;
+        if Digest::of(&bytes) != *digest {
+            return Err(RegistryError::Invalid(format!("{url}: blob content does not match its digest")));
+        }
+        Ok(bytes)
+    }
+
+    /// GET with authentication: answers one challenge, then retries once. `None` on 404.
+    async fn get(&mut self, url: &str, accept: Option<&str>) -> Result<Option<reqwest::Response>, RegistryError> {
+        let mut challenged = false;
+        loop {
+            let mut request = self.client.get(url);
+            if let Some(accept) = accept {
+                request = request.header(header::ACCEPT, accept);
+            }
+            if let Some(authorization) = &self.authorization {
+                request = request.header(header::AUTHORIZATION, authorization);
+            }
+            let response = request.send().await.map_err(|e| unavailable(url, &e))?;
+            match response.status() {
+                s if s.is_success() => return Ok(Some(response)),
+                StatusCode::NOT_FOUND => return Ok(None),
+                StatusCode::UNAUTHORIZED if !challenged => {
+                    challenged = true;
+                    let challenge = response
+                        .headers()
+                        .get(header::WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    self.authorization = Some(auth::answer(self, &challenge).await?);
+                }
+                s => return Err(RegistryError::Unavailable(format!("{url}: HTTP {s}"))),
+            }
+        }
+    }
+}
+
+fn unavailable(url: &str, e: &reqwest::Error) -> RegistryError {
+    // reqwest's Display hides the cause ("error sending request"); walk the chain.
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    let msg = msg.replace(url, "").replace(" for  ", " ").replace(" ()", "");
+    RegistryError::Unavailable(format!("{url}: {msg}"))
+}
+
+/// Reads a response body, refusing more than `max` bytes.
+async fn read_bounded(mut response: reqwest::Response, max: usize, url: &str) -> Result<Vec<u8>, RegistryError> {
+    if response.content_length().is_some_and(|len| len > max as u64) {
+        return Err(RegistryError::Invalid(format!("{url}: larger than {max} bytes")));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| unavailable(url, &e))? {
+        if body.len() + chunk.len() > max {
+            return Err(RegistryError::Invalid(format!("{url}: larger than {max} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

@@ -1,0 +1,164 @@
+//! The verifier against real cosign signatures: the containers/image fixtures in
+//! `../shared/vectors` (see its README for each case's upstream verdict).
+
+use std::{path::PathBuf, sync::Arc};
+
+use super::*;
+use crate::{policy::Tlog, registry::cosign::SIMPLE_SIGNING};
+
+fn fixtures() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/containers-image/signature/fixtures");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIP: {} is absent; the third-party vector cases are not run", dir.display());
+        None
+    }
+}
+
+fn key_authority(name: &str, pem: &str, tlog: Tlog) -> Authority {
+    let der = sigstore_types::DerPublicKey::from_pem(pem).unwrap();
+    let key = sigstore_crypto::VerificationKey::from_spki(&der).unwrap();
+    Authority { name: name.to_string(), kind: AuthorityKind::Key(Arc::new(key)), tlog }
+}
+
+fn fixture_key(dir: &std::path::Path, file: &str, tlog: Tlog) -> Authority {
+    key_authority(file, &std::fs::read_to_string(dir.join(file)).unwrap(), tlog)
+}
+
+/// Reads containers/image's on-disk form: `\0sigstore-json\n{mimeType, payload, annotations}`.
+fn layers(case: &std::path::Path) -> Vec<SignatureLayer> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct OnDisk {
+        mime_type: String,
+        payload: String,
+        annotations: BTreeMap<String, String>,
+    }
+    let mut out = Vec::new();
+    for n in 1.. {
+        let Ok(bytes) = std::fs::read(case.join(format!("signature-{n}"))) else { break };
+        let json = bytes.strip_prefix(b"\x00sigstore-json\n").expect("sigstore-json prefix");
+        let d: OnDisk = serde_json::from_slice(json).unwrap();
+        let payload = if d.mime_type == SIMPLE_SIGNING {
+            Payload::Fetched(BASE64.decode(d.payload).unwrap())
+        } else {
+            Payload::Skipped(format!("layer media type {} is not a signature", d.mime_type))
+        };
+        out.push(SignatureLayer { media_type: d.mime_type, annotations: d.annotations, payload });
+    }
+    out
+}
+
+fn digest_of_manifest(case: &std::path::Path) -> Digest {
+    Digest::of(&std::fs::read(case.join("manifest.json")).unwrap())
+}
+
+fn reference() -> Reference {
+    Reference::parse("192.168.64.2:5000/cosign-signed-single-sample:latest").unwrap()
+}
+
+fn run(case: &str, authorities: &[Authority]) -> Result<Verified, Unverified> {
+    let dir = fixtures().unwrap().join(case);
+    verify_signatures(&reference(), &digest_of_manifest(&dir), &layers(&dir), authorities)
+}
+
+#[test]
+fn cosign_valid_is_accepted_with_its_key() {
+    let Some(dir) = fixtures() else { return };
+    let verified = run("dir-img-cosign-valid", &[fixture_key(&dir, "cosign.pub", Tlog::Optional)]).unwrap();
+    assert_eq!(verified.evidence().len(), 1);
+    assert_eq!(verified.evidence()[0].authority, "cosign.pub");
+    assert_eq!(verified.evidence()[0].time_source, "none");
+    assert_eq!(verified.pinned(), format!("192.168.64.2:5000/cosign-signed-single-sample@{}", verified.digest()));
+}
+
+#[test]
+fn cosign_valid_is_rejected_with_another_key() {
+    let Some(dir) = fixtures() else { return };
+    let err = run("dir-img-cosign-valid", &[fixture_key(&dir, "cosign2.pub", Tlog::Optional)]).unwrap_err();
+    assert_eq!(err.rejections, vec![Rejection::KeyMismatch]);
+    assert_eq!(err.to_string(), "no signature from authority \"cosign2.pub\" (1 signature found: 1 key mismatch)");
+}
+
+#[test]
+fn garbage_or_missing_signature_annotation_is_rejected() {
+    let Some(dir) = fixtures() else { return };
+    let case = dir.join("dir-img-cosign-valid");
+    let key = fixture_key(&dir, "cosign.pub", Tlog::Optional);
+    let mut garbage = layers(&case);
+    garbage[0].annotations.insert(SIGNATURE_ANNOTATION.into(), "this is not base64!".into());
+    let err = verify_signatures(&reference(), &digest_of_manifest(&case), &garbage, std::slice::from_ref(&key)).unwrap_err();
+    assert!(matches!(err.rejections[0], Rejection::MalformedSignature(_)));
+    let mut wrong = layers(&case);
+    wrong[0].annotations.insert(SIGNATURE_ANNOTATION.into(), BASE64.encode(b"not a signature"));
+    let err = verify_signatures(&reference(), &digest_of_manifest(&case), &wrong, std::slice::from_ref(&key)).unwrap_err();
+    assert_eq!(err.rejections, vec![Rejection::KeyMismatch]);
+    let mut missing = layers(&case);
+    missing[0].annotations.clear();
+    assert!(verify_signatures(&reference(), &digest_of_manifest(&case), &missing, &[key]).is_err());
+}
+
+#[test]
+fn two_valid_signatures_give_two_pieces_of_evidence() {
+    let Some(dir) = fixtures() else { return };
+    let verified = run("dir-img-cosign-valid-2", &[fixture_key(&dir, "cosign.pub", Tlog::Optional)]).unwrap();
+    assert_eq!(verified.evidence().len(), 2);
+}
+
+#[test]
+fn mixed_one_unknown_one_valid_is_accepted() {
+    let Some(dir) = fixtures() else { return };
+    assert!(run("dir-img-cosign-mixed", &[fixture_key(&dir, "cosign.pub", Tlog::Optional)]).is_ok());
+}
+
+#[test]
+fn modified_manifest_is_rejected_as_another_digest() {
+    let Some(dir) = fixtures() else { return };
+    let err = run("dir-img-cosign-modified-manifest", &[fixture_key(&dir, "cosign.pub", Tlog::Optional)]).unwrap_err();
+    assert!(matches!(err.rejections[0], Rejection::DigestMismatch { .. }), "{err}");
+}
+
+#[test]
+fn other_attachment_is_not_a_signature() {
+    let Some(dir) = fixtures() else { return };
+    let err = run("dir-img-cosign-other-attachment", &[fixture_key(&dir, "cosign.pub", Tlog::Optional)]).unwrap_err();
+    assert!(matches!(err.rejections[0], Rejection::NotASignature(_)), "{err}");
+}
+
+#[test]
+fn unsigned_reports_no_signatures() {
+    let Some(dir) = fixtures() else { return };
+    let err = run("dir-img-unsigned", &[fixture_key(&dir, "cosign.pub", Tlog::Optional)]).unwrap_err();
+    assert!(err.rejections.is_empty());
+    assert_eq!(err.to_string(), "no signature from authority \"cosign.pub\" (no signatures found)");
+}
+
+#[test]
+fn key_rekor_valid_needs_verified_tlog_only_when_required() {
+    let Some(dir) = fixtures() else { return };
+    assert!(run("dir-img-cosign-key-rekor-valid", &[fixture_key(&dir, "cosign2.pub", Tlog::Optional)]).is_ok());
+    assert!(run("dir-img-cosign-key-rekor-valid", &[fixture_key(&dir, "cosign2.pub", Tlog::Ignore)]).is_ok());
+    let err = run("dir-img-cosign-key-rekor-valid", &[fixture_key(&dir, "cosign2.pub", Tlog::Required)]).unwrap_err();
+    assert!(matches!(err.rejections[0], Rejection::TlogRequired { .. }), "{err}");
+}
+
+#[test]
+fn any_authority_of_several_is_enough() {
+    let Some(dir) = fixtures() else { return };
+    let authorities = [fixture_key(&dir, "cosign2.pub", Tlog::Optional), fixture_key(&dir, "cosign.pub", Tlog::Optional)];
+    let verified = run("dir-img-cosign-valid", &authorities).unwrap();
+    assert_eq!(verified.evidence()[0].authority, "cosign.pub");
+}
+
+#[test]
+fn summary_counts_each_kind_of_rejection() {
+    let u = Unverified {
+        authorities: vec!["release-key".into(), "ci".into()],
+        rejections: vec![Rejection::KeyMismatch, Rejection::DigestMismatch { signed: "sha256:x".into() }, Rejection::KeyMismatch],
+    };
+    assert_eq!(
+        u.to_string(),
+        "no signature from authorities \"release-key\" or \"ci\" (3 signatures found: 2 key mismatch, 1 signs another digest)"
+    );
+}

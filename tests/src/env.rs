@@ -1,0 +1,134 @@
+//! One test's world: a registry, a containerd that pulls from it over plain HTTP, and a signing
+//! key, all under one temp dir that goes away with the env.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+use tempfile::TempDir;
+
+use crate::{
+    containerd::Containerd,
+    distribution::Auth,
+    image, policy,
+    pullgate::{self, Pullgate},
+    registry::Registry,
+    signer::Signer,
+};
+
+/// The name [`TestEnv::key_policy`] gives the signer's authority.
+pub const TEST_AUTHORITY: &str = "test-key";
+
+/// A registry, a containerd that trusts it as an insecure registry, and a [`Signer`]. Fields
+/// drop in order, so the daemons stop before their directory is removed.
+#[derive(Debug)]
+pub struct TestEnv {
+    pub registry: Registry,
+    pub containerd: Containerd,
+    pub signer: Signer,
+    pullgates: AtomicUsize,
+    dir: TempDir,
+}
+
+// === impl TestEnv ===
+
+impl TestEnv {
+    /// An env whose registry lets anyone push and pull.
+    pub async fn start() -> TestEnv {
+        Self::start_inner(None).await
+    }
+
+    /// An env whose registry demands basic authentication as `user`/`pass`.
+    pub async fn start_with_auth(user: &str, pass: &str) -> TestEnv {
+        Self::start_inner(Some((user, pass))).await
+    }
+
+    async fn start_inner(htpasswd: Option<(&str, &str)>) -> TestEnv {
+        let dir = tempfile::Builder::new()
+            .prefix("pullgate-env-")
+            .tempdir()
+            .expect("create a temp dir");
+        let registry = Registry::start_in(&dir.path().join("registry"), htpasswd).await;
+        let containerd =
+            Containerd::start_in(&dir.path().join("containerd"), &[registry.host()]).await;
+        TestEnv {
+            registry,
+            containerd,
+            signer: Signer::generate(),
+            pullgates: AtomicUsize::new(0),
+            dir,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The registry's `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        self.registry.host()
+    }
+
+    /// The registry's credentials, if it demands them.
+    pub fn auth(&self) -> Auth<'_> {
+        self.registry.credentials()
+    }
+
+    /// `host/repo:tag`, or `host/repo@digest` when `reference` is a digest.
+    pub fn image_ref(&self, repo: &str, reference: &str) -> String {
+        let separator = if reference.contains(':') { '@' } else { ':' };
+        format!("{}/{repo}{separator}{reference}", self.host())
+    }
+
+    /// Pushes a new tiny image as `repo:tag` (with the env's credentials); returns its digest.
+    pub async fn push_image(&self, repo: &str, tag: &str, content: &str) -> String {
+        image::push_image(&self.host(), repo, tag, content, self.auth())
+            .await
+            .unwrap_or_else(|e| panic!("push {}: {e}", self.image_ref(repo, tag)))
+    }
+
+    /// Pushes a new tiny image as `repo:tag` and signs it with the env's signer; returns its
+    /// digest.
+    pub async fn push_signed_image(&self, repo: &str, tag: &str, content: &str) -> String {
+        let digest = self.push_image(repo, tag, content).await;
+        self.signer
+            .sign_image(&self.host(), repo, &digest, self.auth())
+            .await
+            .unwrap_or_else(|e| panic!("sign {}: {e}", self.image_ref(repo, &digest)));
+        digest
+    }
+
+    /// A SPEC §4 policy that requires the env signer's key for `images` (see
+    /// [`policy::key_policy`]).
+    pub fn key_policy(&self, images: &[&str]) -> String {
+        policy::key_policy(TEST_AUTHORITY, &self.signer.public_key_pem(), images)
+    }
+
+    /// A SPEC §3 configuration for a pullgate in `dir` in front of this env's containerd, with
+    /// the registry as an insecure host.
+    pub fn pullgate_config(&self, dir: &Path, verify_timeout: &str) -> String {
+        pullgate::config_yaml(
+            &dir.join("pullgate.sock"),
+            &self.containerd.socket(),
+            &dir.join("policy.yaml"),
+            &dir.join("audit.jsonl"),
+            &[self.host()],
+            verify_timeout,
+        )
+    }
+
+    /// Starts a pullgate in front of this env's containerd with `policy_yaml`, in a fresh
+    /// directory of the env (`pullgate`, `pullgate-2`, ...).
+    pub async fn start_pullgate(&self, policy_yaml: &str) -> Pullgate {
+        let dir = self.next_pullgate_dir();
+        Pullgate::start(&dir, &self.pullgate_config(&dir, "10s"), policy_yaml).await
+    }
+
+    fn next_pullgate_dir(&self) -> PathBuf {
+        match self.pullgates.fetch_add(1, Ordering::Relaxed) {
+            0 => self.dir().join("pullgate"),
+            n => self.dir().join(format!("pullgate-{}", n + 1)),
+        }
+    }
+}

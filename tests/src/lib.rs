@@ -1,0 +1,26 @@
+//! The end-to-end rig of pullgate: real parts as child processes of the test.
+//!
+//! A test gets a real CNCF distribution registry ([`registry`]), a real containerd with its CRI
+//! plugin ([`containerd`]), tiny real OCI images pushed over the distribution API ([`image`],
+//! [`distribution`]), cosign signatures made with the project's own key signer ([`signer`],
+//! [`cosign`]), policies that name its key ([`policy`]) and the real `pullgate` binary in front of containerd ([`pullgate`]). Every daemon
+//! lives in a temp dir of its own, listens on loopback or a unix socket only, and is stopped
+//! when dropped. [`env::TestEnv`] bundles the usual set.
+
+pub mod containerd;
+pub mod cosign;
+pub mod cri;
+pub mod distribution;
+pub mod env;
+pub mod image;
+pub mod policy;
+pub mod process;
+pub mod pullgate;
+pub mod registry;
+pub mod signer;
+
+pub use containerd::Containerd;
+pub use env::TestEnv;
+pub use pullgate::Pullgate;
+pub use registry::Registry;
+pub use signer::Signer;

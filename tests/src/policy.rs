@@ -1,0 +1,55 @@
+//! SPEC §4 policy documents for tests, written as YAML text the way an operator would.
+
+/// A policy in enforce mode that denies unmatched images, with one rule `signed` that requires
+/// a signature by the key `public_key_pem` (named `authority`) for `images` (globs such as
+/// `127.0.0.1:PORT/signed/**`).
+pub fn key_policy(authority: &str, public_key_pem: &str, images: &[&str]) -> String {
+    // JSON strings are YAML flow scalars: globs with `*` need no further quoting care.
+    let q = |s: &str| serde_json::to_string(s).expect("encode a string");
+    let images: Vec<String> = images.iter().map(|i| q(i)).collect();
+    let pem: String = public_key_pem
+        .lines()
+        .map(|l| format!("              {l}\n"))
+        .collect();
+    format!(
+        "apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: test
+spec:
+  mode: enforce
+  noMatch: deny
+  rules:
+    - name: signed
+      images: [{images}]
+      authorities:
+        - name: {authority}
+          key:
+            publicKey: |
+{pem}",
+        images = images.join(", "),
+        authority = q(authority),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_policy_is_the_yaml_it_means() {
+        let pem = "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n";
+        let yaml = key_policy("k", pem, &["127.0.0.1:5000/signed/**", "x/*"]);
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(doc["kind"].as_str(), Some("ImagePolicy"));
+        assert_eq!(doc["spec"]["mode"].as_str(), Some("enforce"));
+        let rule = &doc["spec"]["rules"][0];
+        assert_eq!(rule["images"][0].as_str(), Some("127.0.0.1:5000/signed/**"));
+        assert_eq!(rule["images"][1].as_str(), Some("x/*"));
+        assert_eq!(rule["authorities"][0]["name"].as_str(), Some("k"));
+        assert_eq!(
+            rule["authorities"][0]["key"]["publicKey"].as_str(),
+            Some(pem)
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! The real `pullgate` binary, run as `pullgate serve` in front of a test containerd.
+
+use std::{
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus},
+    time::Duration,
+};
+
+use pullgate_proto::cri::image_service_client::ImageServiceClient;
+use tonic::transport::Channel;
+
+use crate::{
+    cri,
+    process::{Daemon, StartError},
+};
+
+/// A bound on pullgate's socket answering `ImageFsInfo` after the process was spawned.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where pullgate listens when the configuration does not say (SPEC §3 default).
+const DEFAULT_LISTEN: &str = "/run/pullgate/pullgate.sock";
+
+/// Where pullgate writes its audit log when the configuration does not say (SPEC §3 default).
+const DEFAULT_AUDIT: &str = "/var/log/pullgate/audit.jsonl";
+
+/// A running `pullgate serve` whose config, policy and log live in one directory. Dropping it
+/// stops the process.
+#[derive(Debug)]
+pub struct Pullgate {
+    daemon: Daemon,
+    dir: PathBuf,
+    socket: PathBuf,
+    audit: PathBuf,
+}
+
+// === impl Pullgate ===
+
+impl Pullgate {
+    /// The binary under test: `$PULLGATE_BIN`, else `target/<profile>/pullgate` next to the
+    /// `deps/` directory this test binary runs from. Panics, saying how to build it, if missing.
+    pub fn binary() -> PathBuf {
+        if let Some(path) = std::env::var_os("PULLGATE_BIN") {
+            let path = PathBuf::from(path);
+            assert!(
+                path.is_file(),
+                "PULLGATE_BIN={} is not a file",
+                path.display()
+            );
+            return path;
+        }
+        let exe = std::env::current_exe().expect("locate the running test binary");
+        exe.ancestors()
+            .skip(1)
+            .map(|dir| dir.join("pullgate"))
+            .find(|candidate| candidate.is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no pullgate binary found above {}: run `cargo build -p pullgate` first \
+                     (with the same profile as the tests), or set PULLGATE_BIN",
+                    exe.display()
+                )
+            })
+    }
+
+    /// A command running the pullgate binary (for `verify`, `policy check`, `audit verify`).
+    pub fn command() -> Command {
+        let mut cmd = Command::new(Self::binary());
+        cmd.env_remove("PULLGATE_CONFIG");
+        cmd
+    }
+
+    /// Writes `config.yaml` and `policy.yaml` into `dir` (created if missing) and runs
+    /// `pullgate serve --config <dir>/config.yaml`. Panics with the log tail unless its listen
+    /// socket answers a CRI call within 10 s.
+    pub async fn start(dir: &Path, config_yaml: &str, policy_yaml: &str) -> Pullgate {
+        match Self::try_start(dir, config_yaml, policy_yaml).await {
+            Ok(pullgate) => pullgate,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// As [`Pullgate::start`], returning the failure (exit or timeout, with the log tail)
+    /// instead of panicking, for tests of configurations pullgate must refuse.
+    pub async fn try_start(
+        dir: &Path,
+        config_yaml: &str,
+        policy_yaml: &str,
+    ) -> Result<Pullgate, StartError> {
+        fs::create_dir_all(dir).expect("create the pullgate dir");
+        let config_path = dir.join("config.yaml");
+        fs::write(&config_path, config_yaml).expect("write config.yaml");
+        fs::write(dir.join("policy.yaml"), policy_yaml).expect("write policy.yaml");
+        let (socket, audit) = paths_of(dir, config_yaml);
+
+        let mut cmd = Self::command();
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .current_dir(dir);
+        let daemon = Daemon::spawn("pullgate", cmd, &dir.join("pullgate.log"))
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", Self::binary().display()));
+        let mut pullgate = Pullgate {
+            daemon,
+            dir: dir.to_owned(),
+            socket,
+            audit,
+        };
+        let socket = pullgate.socket.clone();
+        pullgate
+            .daemon
+            .wait_ready(
+                "its socket answered ImageFsInfo",
+                READY_TIMEOUT,
+                async || socket.exists() && cri::image_fs_info(&socket).await.is_ok(),
+            )
+            .await?;
+        Ok(pullgate)
+    }
+
+    /// The socket kubelet would talk to.
+    pub fn socket(&self) -> PathBuf {
+        self.socket.clone()
+    }
+
+    /// A CRI ImageService client on [`Pullgate::socket`].
+    pub fn client(&self) -> ImageServiceClient<Channel> {
+        cri::cri_client(&self.socket)
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.audit.clone()
+    }
+
+    /// The audit log's records so far, one JSON value per line; empty if there is no log yet.
+    /// Panics on a line that is not JSON.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        let text = fs::read_to_string(&self.audit).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("audit line {line:?} is not JSON: {e}"))
+            })
+            .collect()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.yaml")
+    }
+
+    pub fn policy_path(&self) -> PathBuf {
+        self.dir.join("policy.yaml")
+    }
+
+    /// Replaces the policy file; call [`Pullgate::reload`] to have pullgate read it.
+    pub fn write_policy(&self, policy_yaml: &str) {
+        fs::write(self.policy_path(), policy_yaml).expect("write policy.yaml");
+    }
+
+    /// Sends SIGHUP: reload policy and trust material (SPEC §3).
+    pub fn reload(&self) {
+        self.daemon
+            .signal(libc::SIGHUP)
+            .expect("send SIGHUP to pullgate");
+    }
+
+    /// Everything pullgate wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        self.daemon.log()
+    }
+
+    /// The exit status if pullgate has exited, `None` while it runs.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.daemon.exited()
+    }
+
+    /// SIGTERM, then SIGKILL after a bound; the exit status (0 on a clean drain, SPEC §3).
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.daemon.stop()
+    }
+}
+
+/// A SPEC §3 configuration: pullgate on `listen_sock` in front of `upstream_sock`, plain HTTP
+/// to `insecure_hosts`, only this process's user allowed on the socket.
+pub fn config_yaml(
+    listen_sock: &Path,
+    upstream_sock: &Path,
+    policy_path: &Path,
+    audit_path: &Path,
+    insecure_hosts: &[String],
+    verify_timeout: &str,
+) -> String {
+    // JSON strings are YAML flow scalars, so paths and hosts need no further quoting care.
+    let q = |s: &str| serde_json::to_string(s).expect("encode a string");
+    let path = |p: &Path| q(&p.display().to_string());
+    let registries = if insecure_hosts.is_empty() {
+        "registries: []\n".to_owned()
+    } else {
+        let entries: String = insecure_hosts
+            .iter()
+            .map(|host| format!("  - host: {}\n    insecure: true\n", q(host)))
+            .collect();
+        format!("registries:\n{entries}")
+    };
+    format!(
+        "listen: {listen}\n\
+         upstream: {upstream}\n\
+         containerdNamespace: k8s.io\n\
+         policy: {policy}\n\
+         audit:\n  path: {audit}\n\
+         {registries}\
+         socket:\n  mode: \"0660\"\n  allowedUids: [{uid}]\n\
+         verifyTimeout: {timeout}\n",
+        listen = q(&format!("unix://{}", listen_sock.display())),
+        upstream = q(&format!("unix://{}", upstream_sock.display())),
+        policy = path(policy_path),
+        audit = path(audit_path),
+        uid = current_uid(),
+        timeout = q(verify_timeout),
+    )
+}
+
+/// The listen socket and audit log a configuration names, resolved the way pullgate does:
+/// `unix://` stripped, relative paths against the configuration's directory, SPEC defaults
+/// where absent. A configuration that does not parse gets the defaults; pullgate reports it.
+fn paths_of(dir: &Path, config_yaml: &str) -> (PathBuf, PathBuf) {
+    let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(config_yaml).unwrap_or_default();
+    let listen = config
+        .get("listen")
+        .and_then(|v| v.as_str())
+        .unwrap_or(DEFAULT_LISTEN);
+    let listen = listen.strip_prefix("unix://").unwrap_or(listen);
+    let audit = config
+        .get("audit")
+        .and_then(|a| a.get("path"))
+        .and_then(|v| v.as_str())
+        .unwrap_or(DEFAULT_AUDIT);
+    (dir.join(listen), dir.join(audit))
+}
+
+/// The uid this test process runs as, which [`config_yaml`] allows on the socket.
+fn current_uid() -> u32 {
+    fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_yaml_is_spec_section_3() {
+        let yaml = config_yaml(
+            Path::new("/t/pg.sock"),
+            Path::new("/t/containerd.sock"),
+            Path::new("/t/policy.yaml"),
+            Path::new("/t/audit.jsonl"),
+            &["127.0.0.1:5000".to_owned()],
+            "2s",
+        );
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(doc["listen"].as_str(), Some("unix:///t/pg.sock"));
+        assert_eq!(doc["upstream"].as_str(), Some("unix:///t/containerd.sock"));
+        assert_eq!(doc["containerdNamespace"].as_str(), Some("k8s.io"));
+        assert_eq!(doc["policy"].as_str(), Some("/t/policy.yaml"));
+        assert_eq!(doc["audit"]["path"].as_str(), Some("/t/audit.jsonl"));
+        assert_eq!(
+            doc["registries"][0]["host"].as_str(),
+            Some("127.0.0.1:5000")
+        );
+        assert_eq!(doc["registries"][0]["insecure"].as_bool(), Some(true));
+        assert_eq!(doc["socket"]["mode"].as_str(), Some("0660"));
+        assert_eq!(
+            doc["socket"]["allowedUids"][0].as_u64(),
+            Some(u64::from(current_uid()))
+        );
+        assert_eq!(doc["verifyTimeout"].as_str(), Some("2s"));
+        assert_eq!(
+            paths_of(Path::new("/d"), &yaml),
+            ("/t/pg.sock".into(), "/t/audit.jsonl".into())
+        );
+    }
+
+    #[test]
+    fn paths_resolve_like_pullgate() {
+        let yaml = "listen: unix:///x/pg.sock\naudit:\n  path: audit.jsonl\npolicy: p.yaml\n";
+        assert_eq!(
+            paths_of(Path::new("/d"), yaml),
+            ("/x/pg.sock".into(), "/d/audit.jsonl".into())
+        );
+        assert_eq!(
+            paths_of(Path::new("/d"), "policy: p.yaml\n"),
+            (DEFAULT_LISTEN.into(), DEFAULT_AUDIT.into())
+        );
+    }
+}

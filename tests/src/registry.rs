@@ -1,0 +1,222 @@
+//! A real CNCF distribution registry (Debian `docker-registry`) on 127.0.0.1, with or without
+//! htpasswd authentication.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use tempfile::TempDir;
+
+use crate::process::{free_local_port, Daemon, StartError};
+
+/// The registry program Debian installs.
+const PROGRAM: &str = "docker-registry";
+
+/// A bound on the registry answering `GET /v2/` after it was spawned.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many fresh ports are tried when another process takes the chosen one first.
+const BIND_ATTEMPTS: usize = 5;
+
+/// A registry child process serving plain HTTP on a free loopback port, its storage in its own
+/// directory, deletion enabled. Dropping it kills the process.
+#[derive(Debug)]
+pub struct Registry {
+    daemon: Daemon,
+    host: String,
+    dir: PathBuf,
+    credentials: Option<(String, String)>,
+    _tmp: Option<TempDir>,
+}
+
+// === impl Registry ===
+
+impl Registry {
+    /// A registry that lets anyone push and pull, in a temp dir of its own.
+    pub async fn start() -> Registry {
+        Self::start_owned(None).await
+    }
+
+    /// A registry that demands HTTP basic authentication as `user`/`pass` for every request.
+    pub async fn start_with_htpasswd(user: &str, pass: &str) -> Registry {
+        Self::start_owned(Some((user, pass))).await
+    }
+
+    async fn start_owned(htpasswd: Option<(&str, &str)>) -> Registry {
+        let tmp = tempfile::Builder::new()
+            .prefix("pullgate-registry-")
+            .tempdir()
+            .expect("create a temp dir");
+        let mut registry = Self::start_in(tmp.path(), htpasswd).await;
+        registry._tmp = Some(tmp);
+        registry
+    }
+
+    /// Starts a registry keeping its config, storage and log in `dir` (created if missing).
+    /// Panics with the log tail if it does not answer within 10 s.
+    pub async fn start_in(dir: &Path, htpasswd: Option<(&str, &str)>) -> Registry {
+        match Self::try_start_in(dir, htpasswd).await {
+            Ok(registry) => registry,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// As [`Registry::start_in`], returning the failure instead of panicking.
+    pub async fn try_start_in(
+        dir: &Path,
+        htpasswd: Option<(&str, &str)>,
+    ) -> Result<Registry, StartError> {
+        fs::create_dir_all(dir.join("storage")).expect("create the registry storage dir");
+        let htpasswd_file = htpasswd.map(|(user, pass)| write_htpasswd(dir, user, pass));
+        let log = dir.join("registry.log");
+
+        let mut last_error = None;
+        for _ in 0..BIND_ATTEMPTS {
+            let port = free_local_port().expect("find a free port");
+            let host = format!("127.0.0.1:{port}");
+            let config = dir.join("config.yml");
+            fs::write(&config, config_yml(dir, &host, htpasswd_file.as_deref()))
+                .expect("write config.yml");
+            // A fresh log per attempt, so an earlier attempt's bind error is not read as this one's.
+            let _ = fs::remove_file(&log);
+
+            let mut daemon = Daemon::spawn(PROGRAM, command(&config), &log).unwrap_or_else(|e| {
+                panic!("spawn {PROGRAM} (Debian package docker-registry): {e}")
+            });
+            let url = format!("http://{host}/v2/");
+            match daemon
+                .wait_ready("GET /v2/ answered", READY_TIMEOUT, async || {
+                    answers(&url).await
+                })
+                .await
+            {
+                Ok(()) => {
+                    return Ok(Registry {
+                        daemon,
+                        host,
+                        dir: dir.to_owned(),
+                        credentials: htpasswd.map(|(u, p)| (u.to_owned(), p.to_owned())),
+                        _tmp: None,
+                    })
+                }
+                // Someone took the port between our probe and the registry's bind: try another.
+                Err(e) if e.log_tail.contains("address already in use") => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.expect("at least one attempt was made"))
+    }
+
+    /// `127.0.0.1:PORT`, the registry host part of image references.
+    pub fn host(&self) -> String {
+        self.host.clone()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.host)
+    }
+
+    /// The htpasswd user and password, if this registry demands them.
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.credentials
+            .as_ref()
+            .map(|(u, p)| (u.as_str(), p.as_str()))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The registry's log so far (its access log included).
+    pub fn log(&self) -> String {
+        self.daemon.log()
+    }
+
+    /// Stops the process (SIGTERM, SIGKILL after a bound). Its port is not held afterwards.
+    pub fn stop(&mut self) {
+        self.daemon.stop();
+    }
+
+    /// Stops the registry if it runs and starts it again on the same port, storage and
+    /// credentials. Panics with the log tail if it does not answer in time (for instance because
+    /// another process took the port meanwhile).
+    pub async fn restart(&mut self) {
+        self.daemon
+            .respawn(command(&self.dir.join("config.yml")))
+            .unwrap_or_else(|e| panic!("respawn {PROGRAM}: {e}"));
+        let url = format!("http://{}/v2/", self.host);
+        let ready = self
+            .daemon
+            .wait_ready("GET /v2/ answered", READY_TIMEOUT, async || {
+                answers(&url).await
+            });
+        if let Err(e) = ready.await {
+            panic!("{e}");
+        }
+    }
+}
+
+fn command(config: &Path) -> Command {
+    let mut cmd = Command::new(PROGRAM);
+    cmd.arg("serve").arg(config);
+    // distribution reads REGISTRY_* variables as config overrides; none may leak in.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("REGISTRY_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// A bcrypt htpasswd file, made by apache2-utils' `htpasswd -Bbn`.
+fn write_htpasswd(dir: &Path, user: &str, pass: &str) -> PathBuf {
+    let out = Command::new("htpasswd")
+        .args(["-Bbn", user, pass])
+        .output()
+        .unwrap_or_else(|e| panic!("run htpasswd (Debian package apache2-utils): {e}"));
+    assert!(
+        out.status.success(),
+        "htpasswd -Bbn failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.join("htpasswd");
+    fs::write(&path, &out.stdout).expect("write htpasswd");
+    path
+}
+
+fn config_yml(dir: &Path, host: &str, htpasswd: Option<&Path>) -> String {
+    let mut yml = format!(
+        "version: 0.1\n\
+         log:\n  level: info\n\
+         storage:\n  \
+           filesystem:\n    rootdirectory: {storage}\n  \
+           delete:\n    enabled: true\n  \
+           maintenance:\n    uploadpurging:\n      enabled: false\n\
+         http:\n  addr: {host}\n  secret: pullgate-test-{host}\n",
+        storage = dir.join("storage").display(),
+    );
+    if let Some(path) = htpasswd {
+        yml.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: pullgate-test\n    path: {}\n",
+            path.display()
+        ));
+    }
+    yml
+}
+
+/// True once the registry answers the API base: 200 when open, 401 when it wants credentials.
+async fn answers(url: &str) -> bool {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build();
+    let Ok(client) = client else { return false };
+    match client.get(url).send().await {
+        Ok(resp) => matches!(resp.status().as_u16(), 200 | 401),
+        Err(_) => false,
+    }
+}
