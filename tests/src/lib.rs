@@ -20,7 +20,7 @@ pub mod registry;
 pub mod signer;
 
 pub use containerd::Containerd;
-pub use env::TestEnv;
+pub use env::{TestEnv, TEST_AUTHORITY};
 pub use pullgate::Pullgate;
 pub use registry::Registry;
 pub use signer::Signer;

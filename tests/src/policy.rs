@@ -32,6 +32,41 @@ spec:
     )
 }
 
+/// A policy with `mode`, `noMatch` and the rules given as YAML list items (already indented
+/// by four spaces, starting with `- name:`).
+pub fn policy(mode: &str, no_match: &str, rules: &[String]) -> String {
+    format!(
+        "apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: test
+spec:
+  mode: {mode}
+  noMatch: {no_match}
+  rules:
+{}",
+        rules.concat()
+    )
+}
+
+/// One rule item for [`policy`]. `extra` holds further rule fields (each line indented by six
+/// spaces), such as `action: allow` or `namespaces: [dev]`; `key` adds one key authority.
+pub fn rule(name: &str, images: &[&str], extra: &str, key: Option<(&str, &str)>) -> String {
+    let q = |s: &str| serde_json::to_string(s).expect("encode a string");
+    let images: Vec<String> = images.iter().map(|i| q(i)).collect();
+    let mut out = format!("    - name: {name}\n      images: [{}]\n", images.join(", "));
+    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+        out.push_str(&format!("      {}\n", line.trim()));
+    }
+    if let Some((authority, pem)) = key {
+        out.push_str(&format!("      authorities:\n        - name: {authority}\n          key:\n            publicKey: |\n"));
+        for l in pem.lines() {
+            out.push_str(&format!("              {l}\n"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
