@@ -78,22 +78,34 @@ pub enum ConfigError {
     #[error("{path}: larger than {MAX_CONFIG_BYTES} bytes")]
     TooLarge { path: PathBuf },
     #[error("{path}: {source}")]
-    Parse { path: PathBuf, source: serde_yaml_ng::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
     #[error("{path}: {field}: {message}")]
-    Invalid { path: PathBuf, field: &'static str, message: String },
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
 }
 
 // === impl Config ===
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let read = |source| ConfigError::Read { path: path.to_owned(), source };
+        let read = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
         if fs::metadata(path).map_err(read)?.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::TooLarge { path: path.to_owned() });
         }
         let text = fs::read_to_string(path).map_err(read)?;
-        let mut config: Config = serde_yaml_ng::from_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
+        let mut config: Config = serde_yaml_ng::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
         // Relative paths are relative to the configuration file, not to the working directory.
         let base = path.parent().unwrap_or(Path::new("."));
         config.policy = base.join(&config.policy);
@@ -118,7 +130,11 @@ impl Config {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |field, message: String| ConfigError::Invalid { path: path.to_owned(), field, message };
+        let invalid = |field, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            message,
+        };
         if self.containerd_namespace.is_empty() {
             return Err(invalid("containerdNamespace", "must not be empty".into()));
         }
@@ -126,11 +142,17 @@ impl Config {
             return Err(invalid("verifyTimeout", "must be between 1ms and 5m".into()));
         }
         if self.socket.mode & !0o777 != 0 {
-            return Err(invalid("socket.mode", format!("{:o} is not a permission mode", self.socket.mode)));
+            return Err(invalid(
+                "socket.mode",
+                format!("{:o} is not a permission mode", self.socket.mode),
+            ));
         }
         for r in &self.registries {
             if r.host.is_empty() || r.host.contains('/') {
-                return Err(invalid("registries[].host", format!("{:?} is not a host[:port]", r.host)));
+                return Err(invalid(
+                    "registries[].host",
+                    format!("{:?} is not a host[:port]", r.host),
+                ));
             }
         }
         Ok(())
@@ -144,13 +166,18 @@ impl Config {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { path: defaults::audit_path() }
+        Self {
+            path: defaults::audit_path(),
+        }
     }
 }
 
 impl Default for SocketConfig {
     fn default() -> Self {
-        Self { mode: defaults::socket_mode(), allowed_uids: defaults::allowed_uids() }
+        Self {
+            mode: defaults::socket_mode(),
+            allowed_uids: defaults::allowed_uids(),
+        }
     }
 }
 
@@ -195,7 +222,8 @@ fn unix_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error
 /// A mode written as an octal string (`"0660"`); a YAML integer would be read as decimal.
 fn octal_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let s = String::deserialize(d)?;
-    u32::from_str_radix(&s, 8).map_err(|_| serde::de::Error::custom(format!("{s:?} is not an octal mode like \"0660\"")))
+    u32::from_str_radix(&s, 8)
+        .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an octal mode like \"0660\"")))
 }
 
 mod duration {
@@ -263,17 +291,34 @@ verifyTimeout: 2500ms
 
     #[test]
     fn unknown_field_is_named_with_its_line() {
-        let err = load("policy: p.yaml\naudit:\n  path: /x\n  rotate: true\n").unwrap_err().to_string();
+        let err = load("policy: p.yaml\naudit:\n  path: /x\n  rotate: true\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("rotate"), "{err}");
         assert!(err.contains("line 4"), "{err}");
     }
 
     #[test]
     fn policy_is_required_and_bad_values_are_refused() {
-        assert!(load("listen: unix:///x.sock\n").unwrap_err().to_string().contains("policy"));
-        assert!(load("policy: p\nlisten: tcp://1.2.3.4:5\n").unwrap_err().to_string().contains("unix socket"));
-        assert!(load("policy: p\nsocket:\n  mode: \"9\"\n").unwrap_err().to_string().contains("octal"));
-        assert!(load("policy: p\nverifyTimeout: soon\n").unwrap_err().to_string().contains("soon"));
-        assert!(load("policy: p\nverifyTimeout: 0s\n").unwrap_err().to_string().contains("verifyTimeout"));
+        assert!(load("listen: unix:///x.sock\n")
+            .unwrap_err()
+            .to_string()
+            .contains("policy"));
+        assert!(load("policy: p\nlisten: tcp://1.2.3.4:5\n")
+            .unwrap_err()
+            .to_string()
+            .contains("unix socket"));
+        assert!(load("policy: p\nsocket:\n  mode: \"9\"\n")
+            .unwrap_err()
+            .to_string()
+            .contains("octal"));
+        assert!(load("policy: p\nverifyTimeout: soon\n")
+            .unwrap_err()
+            .to_string()
+            .contains("soon"));
+        assert!(load("policy: p\nverifyTimeout: 0s\n")
+            .unwrap_err()
+            .to_string()
+            .contains("verifyTimeout"));
     }
 }

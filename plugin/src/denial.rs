@@ -76,7 +76,15 @@ mod tests {
             "SignatureValidationFailed: 127.0.0.1:5000/signed/app@sha256:ab: rule \"apps\": no signature from authority \"release-key\""
         );
         assert_eq!(d.status().code(), tonic::Code::Unknown);
-        let r = Denial { kind: DenialKind::RegistryUnavailable, rule: None, reason: "a\nb".into(), ..d };
-        assert_eq!(r.to_string(), "RegistryUnavailable: 127.0.0.1:5000/signed/app@sha256:ab: no rule matches: a b");
+        let r = Denial {
+            kind: DenialKind::RegistryUnavailable,
+            rule: None,
+            reason: "a\nb".into(),
+            ..d
+        };
+        assert_eq!(
+            r.to_string(),
+            "RegistryUnavailable: 127.0.0.1:5000/signed/app@sha256:ab: no rule matches: a b"
+        );
     }
 }

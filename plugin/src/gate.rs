@@ -76,7 +76,10 @@ struct Admitted(Mutex<HashMap<(String, String), String>>);
 
 impl Judge {
     pub fn new(registries: Registries, verify_timeout: Duration) -> Self {
-        Self { registries, verify_timeout }
+        Self {
+            registries,
+            verify_timeout,
+        }
     }
 
     /// Decides `image` for a pod in `namespace`, fetching what it must with `credentials`.
@@ -84,20 +87,43 @@ impl Judge {
         let reference = match Reference::parse(image) {
             Ok(r) => r,
             Err(e) => {
-                let denial = Denial { image: image.to_string(), rule: None, kind: DenialKind::Policy, reason: e.to_string() };
-                return Judgement { image: image.to_string(), digest: None, rule: None, mode: policy.mode(), verdict: Err(denial) };
+                let denial = Denial {
+                    image: image.to_string(),
+                    rule: None,
+                    kind: DenialKind::Policy,
+                    reason: e.to_string(),
+                };
+                return Judgement {
+                    image: image.to_string(),
+                    digest: None,
+                    rule: None,
+                    mode: policy.mode(),
+                    verdict: Err(denial),
+                };
             }
         };
         let decision = policy.decide(&reference, namespace);
         let rule = decision.rule.map(|r| r.name().to_string());
-        let deny = |kind, reason: String| Denial { image: reference.to_string(), rule: rule.clone(), kind, reason };
-        let waive = |reason: &str| Ok(Admission::Waived(Waiver { reason: reason.to_string() }));
+        let deny = |kind, reason: String| Denial {
+            image: reference.to_string(),
+            rule: rule.clone(),
+            kind,
+            reason,
+        };
+        let waive = |reason: &str| {
+            Ok(Admission::Waived(Waiver {
+                reason: reason.to_string(),
+            }))
+        };
 
         let (verdict, digest) = match (decision.action, decision.rule) {
             (Action::Allow, Some(_)) => (waive("the rule allows it without verification"), None),
             (Action::Allow, None) => (waive("no rule matches and noMatch is allow"), None),
             (Action::Deny, Some(_)) => (Err(deny(DenialKind::Policy, "the rule denies it".into())), None),
-            (Action::Deny, None) => (Err(deny(DenialKind::Policy, format!("noMatch is {}", policy.no_match()))), None),
+            (Action::Deny, None) => (
+                Err(deny(DenialKind::Policy, format!("noMatch is {}", policy.no_match()))),
+                None,
+            ),
             (Action::Verify, None) => (Err(deny(DenialKind::Policy, "no rule to verify against".into())), None),
             (Action::Verify, Some(r)) if !r.attestations().is_empty() => {
                 let reason = "the rule requires attestations, which this pullgate cannot verify yet";
@@ -110,7 +136,13 @@ impl Judge {
                         let digest = verified.digest().clone();
                         (Ok(Admission::Verified(verified)), Some(digest))
                     }
-                    Ok(Err((digest, denial))) => (Err(Denial { rule: rule.clone(), ..denial }), digest),
+                    Ok(Err((digest, denial))) => (
+                        Err(Denial {
+                            rule: rule.clone(),
+                            ..denial
+                        }),
+                        digest,
+                    ),
                     Err(_elapsed) => {
                         let limit = humantime::format_duration(self.verify_timeout);
                         let reason = format!("verification did not finish within verifyTimeout ({limit})");
@@ -124,8 +156,17 @@ impl Judge {
             (Some(d), None) => format!("{reference}@{d}"),
             _ => reference.to_string(),
         };
-        let verdict = verdict.map_err(|denial| Denial { image: image.clone(), ..denial });
-        Judgement { image, digest, rule, mode: decision.mode, verdict }
+        let verdict = verdict.map_err(|denial| Denial {
+            image: image.clone(),
+            ..denial
+        });
+        Judgement {
+            image,
+            digest,
+            rule,
+            mode: decision.mode,
+            verdict,
+        }
     }
 
     /// Resolves the digest, fetches the signatures and checks them against the authorities.
@@ -140,14 +181,29 @@ impl Judge {
                 RegistryError::Unavailable(_) => DenialKind::RegistryUnavailable,
                 RegistryError::Invalid(_) | RegistryError::NotFound(_) => DenialKind::Policy,
             };
-            (digest.cloned(), Denial { image: reference.to_string(), rule: None, kind, reason: e.to_string() })
+            (
+                digest.cloned(),
+                Denial {
+                    image: reference.to_string(),
+                    rule: None,
+                    kind,
+                    reason: e.to_string(),
+                },
+            )
         };
         let mut session = self.registries.session(reference, credentials);
         let manifest = session.resolve(reference).await.map_err(|e| registry_denial(None, e))?;
         let digest = manifest.digest;
-        let layers = cosign::legacy_signatures(&mut session, &digest).await.map_err(|e| registry_denial(Some(&digest), e))?;
+        let layers = cosign::legacy_signatures(&mut session, &digest)
+            .await
+            .map_err(|e| registry_denial(Some(&digest), e))?;
         verify::verify_signatures(reference, &digest, &layers, authorities).map_err(|unverified| {
-            let denial = Denial { image: reference.to_string(), rule: None, kind: DenialKind::Policy, reason: unverified.to_string() };
+            let denial = Denial {
+                image: reference.to_string(),
+                rule: None,
+                kind: DenialKind::Policy,
+                reason: unverified.to_string(),
+            };
             (Some(digest.clone()), denial)
         })
     }
@@ -161,7 +217,11 @@ impl Judgement {
         let (decision, reason, signatures): (audit::Decision, String, Vec<Evidence>) = match &self.verdict {
             Ok(Admission::Verified(v)) => {
                 let names: Vec<&str> = v.evidence().iter().map(|e| e.authority.as_str()).collect();
-                (audit::Decision::Allow, format!("verified by authority {:?}", names.join(", ")), v.evidence().to_vec())
+                (
+                    audit::Decision::Allow,
+                    format!("verified by authority {:?}", names.join(", ")),
+                    v.evidence().to_vec(),
+                )
             }
             Ok(Admission::Waived(w)) => (audit::Decision::Allow, w.reason.clone(), Vec::new()),
             Err(denial) => {
@@ -195,7 +255,14 @@ impl Judgement {
 
 impl Gate {
     pub fn new(policy: Policy, judge: Judge, audit: AuditLog, upstream: Upstream, containerd: Containerd) -> Self {
-        Self { policy: RwLock::new(Arc::new(policy)), judge, audit, upstream, containerd, admitted: Admitted::default() }
+        Self {
+            policy: RwLock::new(Arc::new(policy)),
+            judge,
+            audit,
+            upstream,
+            containerd,
+            admitted: Admitted::default(),
+        }
     }
 
     pub fn upstream(&self) -> &Upstream {
@@ -224,20 +291,28 @@ impl Gate {
         let pod = metadata.map_or("", |m| m.name.as_str());
 
         let policy = self.policy();
-        let judgement = self.judge.judge(&policy, image, namespace, Credentials::from_cri(request.auth.as_ref())).await;
+        let judgement = self
+            .judge
+            .judge(&policy, image, namespace, Credentials::from_cri(request.auth.as_ref()))
+            .await;
         let record = judgement.record(Event::Pull, namespace, pod, started);
         tracing::info!(image = %record.image, namespace, pod, rule = ?record.rule, decision = ?record.decision, reason = %record.reason, "pull");
         if let Err(error) = self.audit.append_async(record).await {
             tracing::error!(%error, "audit record not written");
             if judgement.mode == Mode::Enforce {
-                return Err(Status::unavailable(format!("{}: refusing to pull without an audit record: {error}", judgement.image)));
+                return Err(Status::unavailable(format!(
+                    "{}: refusing to pull without an audit record: {error}",
+                    judgement.image
+                )));
             }
         }
 
         let admission = match judgement.verdict {
             Ok(admission) => admission,
             Err(denial) if judgement.mode == Mode::Enforce => return Err(denial.status()),
-            Err(denial) => Admission::Waived(Waiver { reason: format!("mode {}: {denial}", judgement.mode) }),
+            Err(denial) => Admission::Waived(Waiver {
+                reason: format!("mode {}: {denial}", judgement.mode),
+            }),
         };
         self.pull(&call, admission, &policy).await
     }
@@ -253,32 +328,50 @@ impl Gate {
             .map_err(|e| Status::internal(format!("containerd's PullImageResponse: {e}")))?
             .image_ref;
         if let Some(tag) = verified.reference().tagged() {
-            self.containerd
-                .tag(&verified.pinned(), &tag)
-                .await
-                .map_err(|s| Status::unavailable(format!("pulled {} but could not tag it {tag}: {}", verified.pinned(), s.message())))?;
+            self.containerd.tag(&verified.pinned(), &tag).await.map_err(|s| {
+                Status::unavailable(format!(
+                    "pulled {} but could not tag it {tag}: {}",
+                    verified.pinned(),
+                    s.message()
+                ))
+            })?;
             self.await_tag_visible(call, &tag, &image_id).await?;
         }
-        self.admitted.insert(verified.reference().repository(), image_id, policy.hash());
+        self.admitted
+            .insert(verified.reference().repository(), image_id, policy.hash());
         Ok(reply)
     }
 
     /// containerd's CRI plugin learns new names from image events; wait until it answers for
     /// `tag`, so kubelet's next `ImageStatus` by tag finds the image.
     async fn await_tag_visible(&self, call: &UnaryCall, tag: &str, image_id: &str) -> Result<(), Status> {
-        let request = ImageStatusRequest { image: Some(ImageSpec { image: tag.to_string(), ..Default::default() }), verbose: false };
+        let request = ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: tag.to_string(),
+                ..Default::default()
+            }),
+            verbose: false,
+        };
         let mut head = call.head.clone();
         head.uri = http::Uri::from_static("/runtime.v1.ImageService/ImageStatus");
-        let status_call = UnaryCall { head, message: Bytes::from(request.encode_to_vec()) };
+        let status_call = UnaryCall {
+            head,
+            message: Bytes::from(request.encode_to_vec()),
+        };
         let deadline = Instant::now() + TAG_VISIBLE_TIMEOUT;
         loop {
             let reply = self.upstream.unary(&status_call, status_call.message.clone()).await?;
-            let seen = ImageStatusResponse::decode(reply.message).ok().and_then(|r| r.image).is_some_and(|i| i.id == image_id);
+            let seen = ImageStatusResponse::decode(reply.message)
+                .ok()
+                .and_then(|r| r.image)
+                .is_some_and(|i| i.id == image_id);
             if seen {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(Status::unavailable(format!("containerd did not show tag {tag} within {TAG_VISIBLE_TIMEOUT:?}")));
+                return Err(Status::unavailable(format!(
+                    "containerd did not show tag {tag} within {TAG_VISIBLE_TIMEOUT:?}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -312,13 +405,22 @@ impl Gate {
         let record = Record {
             event: Event::StatusHidden,
             image: names.first().map_or(asked.clone(), |n| n.to_string()),
-            digest: image.repo_digests.first().and_then(|d| d.split_once('@')).map(|(_, d)| d.to_string()),
+            digest: image
+                .repo_digests
+                .first()
+                .and_then(|d| d.split_once('@'))
+                .map(|(_, d)| d.to_string()),
             namespace: String::new(),
             pod: String::new(),
-            rule: names.first().and_then(|n| policy.decide(n, "").rule.map(|r| r.name().to_string())),
+            rule: names
+                .first()
+                .and_then(|n| policy.decide(n, "").rule.map(|r| r.name().to_string())),
             mode: Mode::Enforce.to_string(),
             decision: audit::Decision::Deny,
-            reason: format!("image {} is in containerd but was not verified under the policy in force", image.id),
+            reason: format!(
+                "image {} is in containerd but was not verified under the policy in force",
+                image.id
+            ),
             signatures: Vec::new(),
             attestations: Vec::new(),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -343,7 +445,12 @@ fn names_to_judge(asked: &str, image: &pullgate_proto::cri::Image) -> Vec<Refere
             return vec![r];
         }
     }
-    image.repo_tags.iter().chain(&image.repo_digests).filter_map(|n| Reference::parse(n).ok()).collect()
+    image
+        .repo_tags
+        .iter()
+        .chain(&image.repo_digests)
+        .filter_map(|n| Reference::parse(n).ok())
+        .collect()
 }
 
 /// The `PullImageRequest` kubelet sent, with its image replaced by the verified digest.
@@ -352,8 +459,20 @@ fn names_to_judge(asked: &str, image: &pullgate_proto::cri::Image) -> Vec<Refere
 /// string wins, so appending `image { image: "<repo>@<digest>" }` changes that one string
 /// and keeps every other byte kubelet sent, including fields pullgate does not know.
 fn pin(message: &Bytes, verified: &Verified) -> Bytes {
-    let spec = ImageSpec { image: verified.pinned(), ..Default::default() };
-    let patch = PullImageRequest { image: Some(spec), auth: None, sandbox_config: None }.encode_to_vec();
+    with_image(message, verified.pinned())
+}
+
+fn with_image(message: &Bytes, image: String) -> Bytes {
+    let spec = ImageSpec {
+        image,
+        ..Default::default()
+    };
+    let patch = PullImageRequest {
+        image: Some(spec),
+        auth: None,
+        sandbox_config: None,
+    }
+    .encode_to_vec();
     let mut pinned = Vec::with_capacity(message.len() + patch.len());
     pinned.extend_from_slice(message);
     pinned.extend_from_slice(&patch);
@@ -373,6 +492,57 @@ impl Admitted {
 
     fn contains(&self, repository: &str, image_id: &str, generation: &str) -> bool {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&(repository.to_string(), image_id.to_string())).is_some_and(|g| g == generation)
+        map.get(&(repository.to_string(), image_id.to_string()))
+            .is_some_and(|g| g == generation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use pullgate_proto::cri::{AuthConfig, PodSandboxConfig, PodSandboxMetadata};
+
+    use super::*;
+
+    #[test]
+    fn pinning_replaces_only_the_image_string() {
+        let original = PullImageRequest {
+            image: Some(ImageSpec {
+                image: "127.0.0.1:5000/app:v1".into(),
+                annotations: HashMap::from([("k".to_string(), "v".to_string())]),
+                user_specified_image: "app:v1".into(),
+                runtime_handler: "runc".into(),
+                image_ref: String::new(),
+            }),
+            auth: Some(AuthConfig {
+                username: "u".into(),
+                password: "p".into(),
+                ..Default::default()
+            }),
+            sandbox_config: Some(PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: "web-0".into(),
+                    namespace: "prod".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        let mut bytes = original.encode_to_vec();
+        // A field from a CRI version newer than pullgate's: field 77, varint 1.
+        bytes.extend_from_slice(&[0xe8, 0x04, 0x01]);
+        let bytes = Bytes::from(bytes);
+        let pinned_ref = format!("127.0.0.1:5000/app@sha256:{}", "a".repeat(64));
+
+        let pinned = with_image(&bytes, pinned_ref.clone());
+        assert!(
+            pinned.starts_with(&bytes),
+            "every byte kubelet sent is kept, unknown fields included"
+        );
+        let decoded = PullImageRequest::decode(pinned).unwrap();
+        let mut expected = original;
+        expected.image.as_mut().unwrap().image = pinned_ref;
+        assert_eq!(decoded, expected);
     }
 }

@@ -78,17 +78,13 @@ enum Command {
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Validate a policy file; every error names the file, line and field. Exit 1 if invalid.
-    Check {
-        path: PathBuf,
-    },
+    Check { path: PathBuf },
 }
 
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Check the audit log's hash chain and name the first broken record. Exit 1 if broken.
-    Verify {
-        path: PathBuf,
-    },
+    Verify { path: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -96,15 +92,27 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Verify { config, policy, namespace, output, images } => verify(config, policy, &namespace, output, &images),
-        Command::Policy { command: PolicyCommand::Check { path } } => policy_check(&path),
-        Command::Audit { command: AuditCommand::Verify { path } } => audit_verify(&path),
+        Command::Verify {
+            config,
+            policy,
+            namespace,
+            output,
+            images,
+        } => verify(config, policy, &namespace, output, &images),
+        Command::Policy {
+            command: PolicyCommand::Check { path },
+        } => policy_check(&path),
+        Command::Audit {
+            command: AuditCommand::Verify { path },
+        } => audit_verify(&path),
     }
 }
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -139,13 +147,21 @@ fn serve(path: PathBuf) -> ExitCode {
     }
 }
 
-fn verify(config: Option<PathBuf>, policy: Option<PathBuf>, namespace: &str, output: Output, images: &[String]) -> ExitCode {
+fn verify(
+    config: Option<PathBuf>,
+    policy: Option<PathBuf>,
+    namespace: &str,
+    output: Output,
+    images: &[String],
+) -> ExitCode {
     let loaded = match (config, policy) {
         (Some(path), _) => Config::load(&path).map_err(|e| e.to_string()).and_then(|c| {
             let policy = Policy::load(&c.policy).map_err(|e| e.to_string())?;
             Ok((c, policy))
         }),
-        (None, Some(path)) => Policy::load(&path).map_err(|e| e.to_string()).map(|policy| (Config::with_policy(path), policy)),
+        (None, Some(path)) => Policy::load(&path)
+            .map_err(|e| e.to_string())
+            .map(|policy| (Config::with_policy(path), policy)),
         (None, None) => Err("give --config or --policy".to_string()),
     };
     let (config, policy) = match loaded {
@@ -167,7 +183,8 @@ fn verify(config: Option<PathBuf>, policy: Option<PathBuf>, namespace: &str, out
     let rt = runtime();
     for image in images {
         let started = std::time::Instant::now();
-        let judgement = rt.block_on(judge.judge(&policy, image, namespace, pullgate::registry::Credentials::anonymous()));
+        let judgement =
+            rt.block_on(judge.judge(&policy, image, namespace, pullgate::registry::Credentials::anonymous()));
         let record = judgement.record(audit::Event::Pull, namespace, "", started);
         any_denied |= !matches!(record.decision, audit::Decision::Allow);
         match output {
@@ -179,13 +196,19 @@ fn verify(config: Option<PathBuf>, policy: Option<PathBuf>, namespace: &str, out
                 }
             },
             Output::Text => {
-                let decision = serde_json::to_value(record.decision).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                let decision = serde_json::to_value(record.decision)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
                 println!("{:<10} {}", decision.to_uppercase(), record.image);
                 println!("  {:<8} {}", "rule", record.rule.as_deref().unwrap_or("(none matched)"));
                 println!("  {:<8} {}", "mode", record.mode);
                 println!("  {:<8} {}", "reason", record.reason);
                 for s in &record.signatures {
-                    println!("  {:<8} authority {:?} ({}, time source {})", "signed", s.authority, s.kind, s.time_source);
+                    println!(
+                        "  {:<8} authority {:?} ({}, time source {})",
+                        "signed", s.authority, s.kind, s.time_source
+                    );
                 }
             }
         }
@@ -200,7 +223,12 @@ fn verify(config: Option<PathBuf>, policy: Option<PathBuf>, namespace: &str, out
 fn policy_check(path: &std::path::Path) -> ExitCode {
     match Policy::load(path) {
         Ok(policy) => {
-            println!("{}: valid ({} rules, hash {})", path.display(), policy.rules().len(), policy.hash());
+            println!(
+                "{}: valid ({} rules, hash {})",
+                path.display(),
+                policy.rules().len(),
+                policy.hash()
+            );
             ExitCode::SUCCESS
         }
         Err(errors) => {

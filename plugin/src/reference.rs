@@ -70,7 +70,10 @@ impl fmt::Display for Digest {
 impl Reference {
     /// Parses and normalizes a reference as containerd does.
     pub fn parse(input: &str) -> Result<Self, InvalidReference> {
-        let bad = |why| InvalidReference { input: input.to_string(), why };
+        let bad = |why| InvalidReference {
+            input: input.to_string(),
+            why,
+        };
         if input.is_empty() {
             return Err(bad("empty"));
         }
@@ -79,7 +82,10 @@ impl Reference {
         }
 
         let (rest, digest) = match input.split_once('@') {
-            Some((rest, d)) => (rest, Some(Digest::parse(d).ok_or_else(|| bad("digest must be sha256:<64 hex>"))?)),
+            Some((rest, d)) => (
+                rest,
+                Some(Digest::parse(d).ok_or_else(|| bad("digest must be sha256:<64 hex>"))?),
+            ),
             None => (input, None),
         };
         // A tag is a ':' after the last '/', so a host port is never taken for a tag.
@@ -103,15 +109,26 @@ impl Reference {
             return Err(bad("registry host is not a valid host[:port]"));
         }
         if !path.split('/').all(valid_path_component) {
-            return Err(bad("repository path must be lowercase [a-z0-9] components joined by '.', '_', '__' or '-'"));
+            return Err(bad(
+                "repository path must be lowercase [a-z0-9] components joined by '.', '_', '__' or '-'",
+            ));
         }
-        let path = if host == DOCKER_HUB && !path.contains('/') { format!("library/{path}") } else { path };
+        let path = if host == DOCKER_HUB && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path
+        };
         let tag = match (tag, &digest) {
             (Some(t), _) => Some(t.to_string()),
             (None, Some(_)) => None,
             (None, None) => Some("latest".to_string()),
         };
-        Ok(Self { host, path, tag, digest })
+        Ok(Self {
+            host,
+            path,
+            tag,
+            digest,
+        })
     }
 
     /// The registry host as written (`docker.io`, `127.0.0.1:5000`).
@@ -216,7 +233,8 @@ fn valid_tag(tag: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]
@@ -279,6 +297,9 @@ mod tests {
         assert!(Digest::parse(&format!("sha256:{}", "0".repeat(64))).is_some());
         assert!(Digest::parse(&format!("sha256:{}", "A".repeat(64))).is_none());
         assert!(Digest::parse(&format!("sha512:{}", "0".repeat(64))).is_none());
-        assert_eq!(Digest::of(b"").hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            Digest::of(b"").hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 }

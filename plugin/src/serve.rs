@@ -26,7 +26,13 @@ pub async fn run(config: Config) -> Result<(), String> {
     let registries = Registries::new(&config)?;
     let upstream = Upstream::connect_lazy(&config.upstream);
     let containerd = Containerd::new(upstream.channel(), &config.containerd_namespace)?;
-    let gate = Arc::new(Gate::new(policy, Judge::new(registries, config.verify_timeout), audit, upstream, containerd));
+    let gate = Arc::new(Gate::new(
+        policy,
+        Judge::new(registries, config.verify_timeout),
+        audit,
+        upstream,
+        containerd,
+    ));
 
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
@@ -42,7 +48,9 @@ pub async fn run(config: Config) -> Result<(), String> {
             while hangup.recv().await.is_some() {
                 match gate.reload_policy(&path) {
                     Ok(()) => tracing::info!(policy = %path.display(), hash = gate.policy().hash(), "policy reloaded"),
-                    Err(error) => tracing::error!(policy = %path.display(), %error, "policy reload refused; the last good policy stays in force"),
+                    Err(error) => {
+                        tracing::error!(policy = %path.display(), %error, "policy reload refused; the last good policy stays in force")
+                    }
                 }
             }
         }

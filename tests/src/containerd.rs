@@ -66,16 +66,9 @@ impl Containerd {
     }
 
     /// As [`Containerd::start_in`], returning the failure instead of panicking.
-    pub async fn try_start_in(
-        dir: &Path,
-        insecure_registries: &[String],
-    ) -> Result<Containerd, StartError> {
+    pub async fn try_start_in(dir: &Path, insecure_registries: &[String]) -> Result<Containerd, StartError> {
         fs::create_dir_all(dir).expect("create the containerd dir");
-        fs::write(
-            dir.join("config.toml"),
-            config_toml(dir, insecure_registries),
-        )
-        .expect("write config.toml");
+        fs::write(dir.join("config.toml"), config_toml(dir, insecure_registries)).expect("write config.toml");
         let daemon = Daemon::spawn(PROGRAM, command(dir), &dir.join("containerd.log"))
             .unwrap_or_else(|e| panic!("spawn {PROGRAM} (Debian package containerd): {e}"));
         let mut containerd = Containerd {
@@ -124,11 +117,9 @@ impl Containerd {
     async fn wait_ready(&mut self) -> Result<(), StartError> {
         let socket = self.socket();
         self.daemon
-            .wait_ready(
-                "the CRI socket answered ImageFsInfo",
-                READY_TIMEOUT,
-                async || socket.exists() && cri::image_fs_info(&socket).await.is_ok(),
-            )
+            .wait_ready("the CRI socket answered ImageFsInfo", READY_TIMEOUT, async || {
+                socket.exists() && cri::image_fs_info(&socket).await.is_ok()
+            })
             .await
     }
 }

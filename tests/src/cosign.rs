@@ -106,10 +106,7 @@ pub async fn attach_signature(
     let config = serde_json::to_vec(&Config {
         architecture: "",
         created: ZERO_TIME,
-        history: layers
-            .iter()
-            .map(|_| History { created: ZERO_TIME })
-            .collect(),
+        history: layers.iter().map(|_| History { created: ZERO_TIME }).collect(),
         os: "",
         rootfs: RootFs {
             kind: "layers",
@@ -160,23 +157,14 @@ pub async fn read_signatures(
         }
         signatures.push(LegacySignature {
             payload,
-            signature: layer
-                .annotations
-                .get(SIGNATURE_ANNOTATION)
-                .cloned()
-                .unwrap_or_default(),
+            signature: layer.annotations.get(SIGNATURE_ANNOTATION).cloned().unwrap_or_default(),
             layer_digest: layer.digest,
         });
     }
     Ok(signatures)
 }
 
-fn parse_manifest(
-    host: &str,
-    repo: &str,
-    tag: &str,
-    bytes: &[u8],
-) -> Result<Manifest, RegistryError> {
+fn parse_manifest(host: &str, repo: &str, tag: &str, bytes: &[u8]) -> Result<Manifest, RegistryError> {
     serde_json::from_slice(bytes).map_err(|e| RegistryError::Protocol {
         url: format!("{host}/{repo}:{tag}"),
         message: format!("not an OCI image manifest: {e}"),

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use hyper_util::rt::TokioIo;
 use prost::bytes::{Buf, BufMut};
 use pullgate_proto::cri::{
-    image_service_client::ImageServiceClient, AuthConfig, ImageFsInfoRequest, ImageFsInfoResponse,
-    ImageSpec, ImageStatusRequest, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
+    image_service_client::ImageServiceClient, AuthConfig, ImageFsInfoRequest, ImageFsInfoResponse, ImageSpec,
+    ImageStatusRequest, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
 };
 use tonic::{
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
@@ -34,16 +34,10 @@ pub const TEST_POD: &str = "pullgate-test-pod";
 pub fn unix_channel(socket: impl AsRef<Path>) -> Channel {
     let socket: PathBuf = socket.as_ref().to_owned();
     // The authority is never resolved: the connector ignores the URI and dials the socket.
-    Endpoint::from_static("http://[::]:50051").connect_with_connector_lazy(tower::service_fn(
-        move |_| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        },
-    ))
+    Endpoint::from_static("http://[::]:50051").connect_with_connector_lazy(tower::service_fn(move |_| {
+        let socket = socket.clone();
+        async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+    }))
 }
 
 /// A typed CRI ImageService client on `socket`.
@@ -53,14 +47,9 @@ pub fn cri_client(socket: impl AsRef<Path>) -> ImageServiceClient<Channel> {
 
 /// One unary call with `request` as the already-encoded request message; returns the response
 /// message bytes exactly as the server sent them.
-pub async fn raw_unary(
-    socket: impl AsRef<Path>,
-    method_path: &str,
-    request: Vec<u8>,
-) -> Result<Vec<u8>, Status> {
-    let path = PathAndQuery::try_from(method_path).map_err(|e| {
-        Status::invalid_argument(format!("{method_path:?} is not a gRPC method path: {e}"))
-    })?;
+pub async fn raw_unary(socket: impl AsRef<Path>, method_path: &str, request: Vec<u8>) -> Result<Vec<u8>, Status> {
+    let path = PathAndQuery::try_from(method_path)
+        .map_err(|e| Status::invalid_argument(format!("{method_path:?} is not a gRPC method path: {e}")))?;
     let mut grpc = tonic::client::Grpc::new(unix_channel(&socket));
     grpc.ready()
         .await
@@ -81,11 +70,7 @@ pub async fn image_fs_info(socket: impl AsRef<Path>) -> Result<ImageFsInfoRespon
 
 /// A `PullImageRequest` as kubelet would send it: credentials in `auth` when given, and a pod
 /// sandbox config in `namespace` when given (without one, as `crictl pull` sends it).
-pub fn pull_request(
-    image: &str,
-    auth: Option<(&str, &str)>,
-    namespace: Option<&str>,
-) -> PullImageRequest {
+pub fn pull_request(image: &str, auth: Option<(&str, &str)>, namespace: Option<&str>) -> PullImageRequest {
     PullImageRequest {
         image: Some(image_spec(image)),
         auth: auth.map(|(username, password)| AuthConfig {

@@ -16,8 +16,7 @@ pub mod media_type {
     pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
     pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_MANIFEST_LIST: &str =
-        "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 }
 
 /// A bound on one request to the test registry.
@@ -72,11 +71,7 @@ impl RegistryError {
 impl fmt::Display for RegistryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RegistryError::Transport {
-                method,
-                url,
-                source,
-            } => write!(f, "{method} {url}: {source}"),
+            RegistryError::Transport { method, url, source } => write!(f, "{method} {url}: {source}"),
             RegistryError::Status {
                 method,
                 url,
@@ -97,12 +92,7 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 
 /// Uploads `bytes` as a blob of `repo` (POST an upload session, then PUT its location with the
 /// digest) and returns the blob's digest.
-pub async fn push_blob(
-    host: &str,
-    repo: &str,
-    bytes: &[u8],
-    auth: Auth<'_>,
-) -> Result<String, RegistryError> {
+pub async fn push_blob(host: &str, repo: &str, bytes: &[u8], auth: Auth<'_>) -> Result<String, RegistryError> {
     let digest = sha256_digest(bytes);
     let start = api_url(host, &format!("{repo}/blobs/uploads/"));
     let resp = send(
@@ -128,20 +118,9 @@ pub async fn push_blob(
 }
 
 /// The blob `digest` of `repo`.
-pub async fn get_blob(
-    host: &str,
-    repo: &str,
-    digest: &str,
-    auth: Auth<'_>,
-) -> Result<Vec<u8>, RegistryError> {
+pub async fn get_blob(host: &str, repo: &str, digest: &str, auth: Auth<'_>) -> Result<Vec<u8>, RegistryError> {
     let url = api_url(host, &format!("{repo}/blobs/{digest}"));
-    let resp = send(
-        request(Method::GET, &url, auth),
-        Method::GET,
-        &url,
-        StatusCode::OK,
-    )
-    .await?;
+    let resp = send(request(Method::GET, &url, auth), Method::GET, &url, StatusCode::OK).await?;
     body_bytes(resp, &url).await
 }
 
@@ -180,12 +159,7 @@ pub async fn put_manifest(
 }
 
 /// The digest a tag (or digest) of `repo` points at now.
-pub async fn resolve(
-    host: &str,
-    repo: &str,
-    reference: &str,
-    auth: Auth<'_>,
-) -> Result<String, RegistryError> {
+pub async fn resolve(host: &str, repo: &str, reference: &str, auth: Auth<'_>) -> Result<String, RegistryError> {
     let url = api_url(host, &format!("{repo}/manifests/{reference}"));
     let head = request(Method::HEAD, &url, auth).header(header::ACCEPT, MANIFEST_ACCEPT);
     let resp = send(head, Method::HEAD, &url, StatusCode::OK).await?;
@@ -194,12 +168,7 @@ pub async fn resolve(
 
 /// Deletes the manifest `reference` of `repo`. A tag is resolved first, since the registry
 /// deletes manifests only by digest; every tag that points at that manifest goes with it.
-pub async fn delete_manifest(
-    host: &str,
-    repo: &str,
-    reference: &str,
-    auth: Auth<'_>,
-) -> Result<(), RegistryError> {
+pub async fn delete_manifest(host: &str, repo: &str, reference: &str, auth: Auth<'_>) -> Result<(), RegistryError> {
     let digest = if reference.contains(':') {
         reference.to_owned()
     } else {
@@ -235,20 +204,12 @@ fn request(method: Method, url: &str, auth: Auth<'_>) -> RequestBuilder {
     }
 }
 
-async fn send(
-    req: RequestBuilder,
-    method: Method,
-    url: &str,
-    expect: StatusCode,
-) -> Result<Response, RegistryError> {
-    let resp = req
-        .send()
-        .await
-        .map_err(|source| RegistryError::Transport {
-            method: method.clone(),
-            url: url.to_owned(),
-            source,
-        })?;
+async fn send(req: RequestBuilder, method: Method, url: &str, expect: StatusCode) -> Result<Response, RegistryError> {
+    let resp = req.send().await.map_err(|source| RegistryError::Transport {
+        method: method.clone(),
+        url: url.to_owned(),
+        source,
+    })?;
     if resp.status() == expect {
         return Ok(resp);
     }

@@ -50,8 +50,7 @@ impl TestEnv {
             .tempdir()
             .expect("create a temp dir");
         let registry = Registry::start_in(&dir.path().join("registry"), htpasswd).await;
-        let containerd =
-            Containerd::start_in(&dir.path().join("containerd"), &[registry.host()]).await;
+        let containerd = Containerd::start_in(&dir.path().join("containerd"), &[registry.host()]).await;
         TestEnv {
             registry,
             containerd,

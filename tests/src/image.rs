@@ -8,9 +8,7 @@ use std::{
 
 use serde_json::json;
 
-use crate::distribution::{
-    media_type, push_blob, put_manifest, sha256_digest, Auth, RegistryError,
-};
+use crate::distribution::{media_type, push_blob, put_manifest, sha256_digest, Auth, RegistryError};
 
 /// The path of the one file in the image's layer.
 pub const FILE_NAME: &str = "hello";
@@ -72,24 +70,10 @@ impl TinyImage {
     }
 
     /// Pushes both blobs, then the manifest under `tag`; returns the manifest digest.
-    pub async fn push(
-        &self,
-        host: &str,
-        repo: &str,
-        tag: &str,
-        auth: Auth<'_>,
-    ) -> Result<String, RegistryError> {
+    pub async fn push(&self, host: &str, repo: &str, tag: &str, auth: Auth<'_>) -> Result<String, RegistryError> {
         push_blob(host, repo, &self.layer, auth).await?;
         push_blob(host, repo, &self.config, auth).await?;
-        put_manifest(
-            host,
-            repo,
-            tag,
-            &self.manifest,
-            media_type::OCI_MANIFEST,
-            auth,
-        )
-        .await
+        put_manifest(host, repo, tag, &self.manifest, media_type::OCI_MANIFEST, auth).await
     }
 }
 
@@ -109,8 +93,7 @@ pub async fn push_image(
 pub fn tar_one_file(name: &str, content: &[u8]) -> Vec<u8> {
     assert!(name.len() <= 100, "a ustar name field holds 100 bytes");
     let mut header = [0u8; 512];
-    let mut field =
-        |offset: usize, value: &[u8]| header[offset..offset + value.len()].copy_from_slice(value);
+    let mut field = |offset: usize, value: &[u8]| header[offset..offset + value.len()].copy_from_slice(value);
     field(0, name.as_bytes());
     field(100, b"0000755\0"); // mode
     field(108, b"0000000\0"); // uid
@@ -191,29 +174,18 @@ mod tests {
             .arg(&path)
             .output()
             .expect("run tar");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let listing = String::from_utf8(out.stdout).unwrap();
         assert!(listing.starts_with("-rwxr-xr-x root/root"), "{listing}");
         assert!(
             listing.contains(" 700 ") && listing.trim_end().ends_with("hello"),
             "{listing}"
         );
-        assert!(
-            out.stderr.is_empty(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
     #[test]
     fn every_build_differs() {
-        assert_ne!(
-            TinyImage::build("same").digest(),
-            TinyImage::build("same").digest()
-        );
+        assert_ne!(TinyImage::build("same").digest(), TinyImage::build("same").digest());
     }
 }

@@ -7,10 +7,7 @@ pub fn key_policy(authority: &str, public_key_pem: &str, images: &[&str]) -> Str
     // JSON strings are YAML flow scalars: globs with `*` need no further quoting care.
     let q = |s: &str| serde_json::to_string(s).expect("encode a string");
     let images: Vec<String> = images.iter().map(|i| q(i)).collect();
-    let pem: String = public_key_pem
-        .lines()
-        .map(|l| format!("              {l}\n"))
-        .collect();
+    let pem: String = public_key_pem.lines().map(|l| format!("              {l}\n")).collect();
     format!(
         "apiVersion: pullgate.dev/v1alpha1
 kind: ImagePolicy
@@ -59,7 +56,9 @@ pub fn rule(name: &str, images: &[&str], extra: &str, key: Option<(&str, &str)>)
         out.push_str(&format!("      {}\n", line.trim()));
     }
     if let Some((authority, pem)) = key {
-        out.push_str(&format!("      authorities:\n        - name: {authority}\n          key:\n            publicKey: |\n"));
+        out.push_str(&format!(
+            "      authorities:\n        - name: {authority}\n          key:\n            publicKey: |\n"
+        ));
         for l in pem.lines() {
             out.push_str(&format!("              {l}\n"));
         }
@@ -82,9 +81,6 @@ mod tests {
         assert_eq!(rule["images"][0].as_str(), Some("127.0.0.1:5000/signed/**"));
         assert_eq!(rule["images"][1].as_str(), Some("x/*"));
         assert_eq!(rule["authorities"][0]["name"].as_str(), Some("k"));
-        assert_eq!(
-            rule["authorities"][0]["key"]["publicKey"].as_str(),
-            Some(pem)
-        );
+        assert_eq!(rule["authorities"][0]["key"]["publicKey"].as_str(), Some(pem));
     }
 }

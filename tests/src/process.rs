@@ -46,10 +46,7 @@ impl Daemon {
     /// Spawns `command` with stdin closed and stdout and stderr appended to `log`.
     pub fn spawn(name: &str, mut command: Command, log: &Path) -> io::Result<Daemon> {
         let out = File::options().create(true).append(true).open(log)?;
-        command
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
+        command.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent. The death
         // signal keeps a daemon from outliving a test process that was killed before its drops ran.
         unsafe {
@@ -239,8 +236,7 @@ mod tests {
     #[tokio::test]
     async fn exit_before_ready_quotes_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let mut daemon =
-            Daemon::spawn("failing", sh("echo boom; exit 3"), &dir.path().join("log")).unwrap();
+        let mut daemon = Daemon::spawn("failing", sh("echo boom; exit 3"), &dir.path().join("log")).unwrap();
         let err = daemon
             .wait_ready("ready", Duration::from_secs(5), async || false)
             .await
@@ -257,8 +253,7 @@ mod tests {
     #[tokio::test]
     async fn wait_ready_is_bounded_and_stop_terminates() {
         let dir = tempfile::tempdir().unwrap();
-        let mut daemon =
-            Daemon::spawn("sleeper", sh("exec sleep 60"), &dir.path().join("log")).unwrap();
+        let mut daemon = Daemon::spawn("sleeper", sh("exec sleep 60"), &dir.path().join("log")).unwrap();
         let started = Instant::now();
         let err = daemon
             .wait_ready("ready", Duration::from_millis(200), async || false)
@@ -291,12 +286,7 @@ mod tests {
         let dead = loop {
             // A killed, unreaped child is a zombie: state `Z` in /proc/PID/stat.
             let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if stat.is_empty()
-                || stat
-                    .rsplit(") ")
-                    .next()
-                    .is_some_and(|rest| rest.starts_with('Z'))
-            {
+            if stat.is_empty() || stat.rsplit(") ").next().is_some_and(|rest| rest.starts_with('Z')) {
                 break true;
             }
             if Instant::now() >= deadline {

@@ -43,11 +43,7 @@ impl Pullgate {
     pub fn binary() -> PathBuf {
         if let Some(path) = std::env::var_os("PULLGATE_BIN") {
             let path = PathBuf::from(path);
-            assert!(
-                path.is_file(),
-                "PULLGATE_BIN={} is not a file",
-                path.display()
-            );
+            assert!(path.is_file(), "PULLGATE_BIN={} is not a file", path.display());
             return path;
         }
         let exe = std::env::current_exe().expect("locate the running test binary");
@@ -83,11 +79,7 @@ impl Pullgate {
 
     /// As [`Pullgate::start`], returning the failure (exit or timeout, with the log tail)
     /// instead of panicking, for tests of configurations pullgate must refuse.
-    pub async fn try_start(
-        dir: &Path,
-        config_yaml: &str,
-        policy_yaml: &str,
-    ) -> Result<Pullgate, StartError> {
+    pub async fn try_start(dir: &Path, config_yaml: &str, policy_yaml: &str) -> Result<Pullgate, StartError> {
         fs::create_dir_all(dir).expect("create the pullgate dir");
         let config_path = dir.join("config.yaml");
         fs::write(&config_path, config_yaml).expect("write config.yaml");
@@ -95,10 +87,7 @@ impl Pullgate {
         let (socket, audit) = paths_of(dir, config_yaml);
 
         let mut cmd = Self::command();
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(dir);
+        cmd.arg("serve").arg("--config").arg(&config_path).current_dir(dir);
         let daemon = Daemon::spawn("pullgate", cmd, &dir.join("pullgate.log"))
             .unwrap_or_else(|e| panic!("spawn {}: {e}", Self::binary().display()));
         let mut pullgate = Pullgate {
@@ -110,11 +99,9 @@ impl Pullgate {
         let socket = pullgate.socket.clone();
         pullgate
             .daemon
-            .wait_ready(
-                "its socket answered ImageFsInfo",
-                READY_TIMEOUT,
-                async || socket.exists() && cri::image_fs_info(&socket).await.is_ok(),
-            )
+            .wait_ready("its socket answered ImageFsInfo", READY_TIMEOUT, async || {
+                socket.exists() && cri::image_fs_info(&socket).await.is_ok()
+            })
             .await?;
         Ok(pullgate)
     }
@@ -138,10 +125,7 @@ impl Pullgate {
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
         let text = fs::read_to_string(&self.audit).unwrap_or_default();
         text.lines()
-            .map(|line| {
-                serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("audit line {line:?} is not JSON: {e}"))
-            })
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("audit line {line:?} is not JSON: {e}")))
             .collect()
     }
 
@@ -164,9 +148,7 @@ impl Pullgate {
 
     /// Sends SIGHUP: reload policy and trust material (SPEC §3).
     pub fn reload(&self) {
-        self.daemon
-            .signal(libc::SIGHUP)
-            .expect("send SIGHUP to pullgate");
+        self.daemon.signal(libc::SIGHUP).expect("send SIGHUP to pullgate");
     }
 
     /// Everything pullgate wrote to stdout and stderr so far.
@@ -230,10 +212,7 @@ pub fn config_yaml(
 /// where absent. A configuration that does not parse gets the defaults; pullgate reports it.
 fn paths_of(dir: &Path, config_yaml: &str) -> (PathBuf, PathBuf) {
     let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(config_yaml).unwrap_or_default();
-    let listen = config
-        .get("listen")
-        .and_then(|v| v.as_str())
-        .unwrap_or(DEFAULT_LISTEN);
+    let listen = config.get("listen").and_then(|v| v.as_str()).unwrap_or(DEFAULT_LISTEN);
     let listen = listen.strip_prefix("unix://").unwrap_or(listen);
     let audit = config
         .get("audit")
@@ -268,16 +247,10 @@ mod tests {
         assert_eq!(doc["containerdNamespace"].as_str(), Some("k8s.io"));
         assert_eq!(doc["policy"].as_str(), Some("/t/policy.yaml"));
         assert_eq!(doc["audit"]["path"].as_str(), Some("/t/audit.jsonl"));
-        assert_eq!(
-            doc["registries"][0]["host"].as_str(),
-            Some("127.0.0.1:5000")
-        );
+        assert_eq!(doc["registries"][0]["host"].as_str(), Some("127.0.0.1:5000"));
         assert_eq!(doc["registries"][0]["insecure"].as_bool(), Some(true));
         assert_eq!(doc["socket"]["mode"].as_str(), Some("0660"));
-        assert_eq!(
-            doc["socket"]["allowedUids"][0].as_u64(),
-            Some(u64::from(current_uid()))
-        );
+        assert_eq!(doc["socket"]["allowedUids"][0].as_u64(), Some(u64::from(current_uid())));
         assert_eq!(doc["verifyTimeout"].as_str(), Some("2s"));
         assert_eq!(
             paths_of(Path::new("/d"), &yaml),

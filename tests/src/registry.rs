@@ -65,10 +65,7 @@ impl Registry {
     }
 
     /// As [`Registry::start_in`], returning the failure instead of panicking.
-    pub async fn try_start_in(
-        dir: &Path,
-        htpasswd: Option<(&str, &str)>,
-    ) -> Result<Registry, StartError> {
+    pub async fn try_start_in(dir: &Path, htpasswd: Option<(&str, &str)>) -> Result<Registry, StartError> {
         fs::create_dir_all(dir.join("storage")).expect("create the registry storage dir");
         let htpasswd_file = htpasswd.map(|(user, pass)| write_htpasswd(dir, user, pass));
         let log = dir.join("registry.log");
@@ -78,19 +75,15 @@ impl Registry {
             let port = free_local_port().expect("find a free port");
             let host = format!("127.0.0.1:{port}");
             let config = dir.join("config.yml");
-            fs::write(&config, config_yml(dir, &host, htpasswd_file.as_deref()))
-                .expect("write config.yml");
+            fs::write(&config, config_yml(dir, &host, htpasswd_file.as_deref())).expect("write config.yml");
             // A fresh log per attempt, so an earlier attempt's bind error is not read as this one's.
             let _ = fs::remove_file(&log);
 
-            let mut daemon = Daemon::spawn(PROGRAM, command(&config), &log).unwrap_or_else(|e| {
-                panic!("spawn {PROGRAM} (Debian package docker-registry): {e}")
-            });
+            let mut daemon = Daemon::spawn(PROGRAM, command(&config), &log)
+                .unwrap_or_else(|e| panic!("spawn {PROGRAM} (Debian package docker-registry): {e}"));
             let url = format!("http://{host}/v2/");
             match daemon
-                .wait_ready("GET /v2/ answered", READY_TIMEOUT, async || {
-                    answers(&url).await
-                })
+                .wait_ready("GET /v2/ answered", READY_TIMEOUT, async || answers(&url).await)
                 .await
             {
                 Ok(()) => {
@@ -122,9 +115,7 @@ impl Registry {
 
     /// The htpasswd user and password, if this registry demands them.
     pub fn credentials(&self) -> Option<(&str, &str)> {
-        self.credentials
-            .as_ref()
-            .map(|(u, p)| (u.as_str(), p.as_str()))
+        self.credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
     }
 
     pub fn dir(&self) -> &Path {
@@ -151,9 +142,7 @@ impl Registry {
         let url = format!("http://{}/v2/", self.host);
         let ready = self
             .daemon
-            .wait_ready("GET /v2/ answered", READY_TIMEOUT, async || {
-                answers(&url).await
-            });
+            .wait_ready("GET /v2/ answered", READY_TIMEOUT, async || answers(&url).await);
         if let Err(e) = ready.await {
             panic!("{e}");
         }

@@ -21,7 +21,12 @@ async fn pull(pg: &Pullgate, image: &str, namespace: Option<&str>) -> Result<Str
 
 /// The image id containerd itself reports for `image`, bypassing pullgate.
 async fn containerd_id(env: &TestEnv, image: &str) -> Option<String> {
-    let status = env.containerd.client().image_status(cri::image_status_request(image)).await.unwrap();
+    let status = env
+        .containerd
+        .client()
+        .image_status(cri::image_status_request(image))
+        .await
+        .unwrap();
     status.into_inner().image.map(|i| i.id)
 }
 
@@ -33,14 +38,21 @@ fn last_record(pg: &Pullgate) -> serde_json::Value {
 async fn signed_image_is_allowed_and_pulled_by_its_verified_digest() {
     let env = TestEnv::start().await;
     let digest = env.push_signed_image("signed/app", "v1", "signed").await;
-    let pg = env.start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())])).await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await;
     let image = env.image_ref("signed/app", "v1");
 
     let image_ref = pull(&pg, &image, Some("default")).await.expect("signed image allowed");
 
     // containerd holds the image under the tag, and its repo digest is the verified digest.
     assert_eq!(containerd_id(&env, &image).await.as_deref(), Some(image_ref.as_str()));
-    let through = pg.client().image_status(cri::image_status_request(&image)).await.unwrap().into_inner();
+    let through = pg
+        .client()
+        .image_status(cri::image_status_request(&image))
+        .await
+        .unwrap()
+        .into_inner();
     let shown = through.image.expect("ImageStatus by tag shows the verified image");
     assert_eq!(shown.id, image_ref);
     assert_eq!(shown.repo_digests, vec![format!("{}/signed/app@{digest}", env.host())]);
@@ -59,7 +71,9 @@ async fn signed_image_is_allowed_and_pulled_by_its_verified_digest() {
 async fn unsigned_image_is_denied_with_the_kubelet_prefix_and_never_reaches_containerd() {
     let env = TestEnv::start().await;
     let digest = env.push_image("signed/app", "v1", "unsigned").await;
-    let pg = env.start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())])).await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await;
     let image = env.image_ref("signed/app", "v1");
 
     let status = pull(&pg, &image, Some("default")).await.unwrap_err();
@@ -70,7 +84,11 @@ async fn unsigned_image_is_denied_with_the_kubelet_prefix_and_never_reaches_cont
             "{SIGNED_PREFIX}{image}@{digest}: rule \"signed\": no signature from authority \"{TEST_AUTHORITY}\" (no signatures found)"
         )
     );
-    assert_eq!(containerd_id(&env, &image).await, None, "a denied image must not be pulled");
+    assert_eq!(
+        containerd_id(&env, &image).await,
+        None,
+        "a denied image must not be pulled"
+    );
     let record = last_record(&pg);
     assert_eq!(record["decision"], "deny");
     assert_eq!(record["reason"], status.message());
@@ -80,12 +98,21 @@ async fn unsigned_image_is_denied_with_the_kubelet_prefix_and_never_reaches_cont
 async fn signature_by_another_key_is_denied() {
     let env = TestEnv::start().await;
     let digest = env.push_image("signed/app", "v1", "wrong key").await;
-    Signer::generate().sign_image(&env.host(), "signed/app", &digest, None).await.unwrap();
-    let pg = env.start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())])).await;
+    Signer::generate()
+        .sign_image(&env.host(), "signed/app", &digest, None)
+        .await
+        .unwrap();
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await;
 
     let status = pull(&pg, &env.image_ref("signed/app", "v1"), None).await.unwrap_err();
     assert!(status.message().starts_with(SIGNED_PREFIX), "{}", status.message());
-    assert!(status.message().ends_with("(1 signature found: 1 key mismatch)"), "{}", status.message());
+    assert!(
+        status.message().ends_with("(1 signature found: 1 key mismatch)"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,15 +123,34 @@ async fn signature_copied_from_another_image_is_denied() {
     let other = env.push_image("signed/app", "v2", "the other one").await;
     // Copy the whole .sig manifest of v1 onto v2's signature tag: a valid signature, for
     // another digest.
-    let (sig_manifest, media_type) = get_manifest(&host, "signed/app", &cosign::signature_tag(&signed), None).await.unwrap();
-    put_manifest(&host, "signed/app", &cosign::signature_tag(&other), &sig_manifest, &media_type, None).await.unwrap();
-    let pg = env.start_pullgate(&env.key_policy(&[&format!("{host}/signed/*")])).await;
+    let (sig_manifest, media_type) = get_manifest(&host, "signed/app", &cosign::signature_tag(&signed), None)
+        .await
+        .unwrap();
+    put_manifest(
+        &host,
+        "signed/app",
+        &cosign::signature_tag(&other),
+        &sig_manifest,
+        &media_type,
+        None,
+    )
+    .await
+    .unwrap();
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{host}/signed/*")]))
+        .await;
 
     let status = pull(&pg, &env.image_ref("signed/app", "v2"), None).await.unwrap_err();
     assert!(status.message().starts_with(SIGNED_PREFIX), "{}", status.message());
-    assert!(status.message().contains("1 signs another digest"), "{}", status.message());
+    assert!(
+        status.message().contains("1 signs another digest"),
+        "{}",
+        status.message()
+    );
     // The original still verifies.
-    pull(&pg, &env.image_ref("signed/app", "v1"), None).await.expect("v1 keeps its signature");
+    pull(&pg, &env.image_ref("signed/app", "v1"), None)
+        .await
+        .expect("v1 keeps its signature");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,14 +163,30 @@ async fn tampered_payload_is_denied() {
     let (manifest, media_type) = get_manifest(&host, "signed/app", &tag, None).await.unwrap();
     let mut manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
     let layer = &mut manifest["layers"][0];
-    let payload = get_blob(&host, "signed/app", layer["digest"].as_str().unwrap(), None).await.unwrap();
-    let tampered = String::from_utf8(payload).unwrap().replace("signed/app", "signed/evil").into_bytes();
+    let payload = get_blob(&host, "signed/app", layer["digest"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    let tampered = String::from_utf8(payload)
+        .unwrap()
+        .replace("signed/app", "signed/evil")
+        .into_bytes();
     let tampered_digest = push_blob(&host, "signed/app", &tampered, None).await.unwrap();
     assert_eq!(tampered_digest, sha256_digest(&tampered));
     layer["digest"] = tampered_digest.into();
     layer["size"] = tampered.len().into();
-    put_manifest(&host, "signed/app", &tag, &serde_json::to_vec(&manifest).unwrap(), &media_type, None).await.unwrap();
-    let pg = env.start_pullgate(&env.key_policy(&[&format!("{host}/signed/*")])).await;
+    put_manifest(
+        &host,
+        "signed/app",
+        &tag,
+        &serde_json::to_vec(&manifest).unwrap(),
+        &media_type,
+        None,
+    )
+    .await
+    .unwrap();
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{host}/signed/*")]))
+        .await;
 
     let status = pull(&pg, &env.image_ref("signed/app", "v1"), None).await.unwrap_err();
     assert!(status.message().starts_with(SIGNED_PREFIX), "{}", status.message());
@@ -135,12 +197,28 @@ async fn tampered_payload_is_denied() {
 async fn one_bad_and_one_good_signature_is_allowed() {
     let env = TestEnv::start().await;
     let digest = env.push_image("signed/app", "v1", "two signatures").await;
-    Signer::generate().sign_image(&env.host(), "signed/app", &digest, None).await.unwrap();
-    env.signer.sign_image(&env.host(), "signed/app", &digest, None).await.unwrap();
-    assert_eq!(cosign::read_signatures(&env.host(), "signed/app", &digest, None).await.unwrap().len(), 2);
-    let pg = env.start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())])).await;
+    Signer::generate()
+        .sign_image(&env.host(), "signed/app", &digest, None)
+        .await
+        .unwrap();
+    env.signer
+        .sign_image(&env.host(), "signed/app", &digest, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        cosign::read_signatures(&env.host(), "signed/app", &digest, None)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await;
 
-    pull(&pg, &env.image_ref("signed/app", "v1"), None).await.expect("one good signature is enough");
+    pull(&pg, &env.image_ref("signed/app", "v1"), None)
+        .await
+        .expect("one good signature is enough");
     let record = last_record(&pg);
     assert_eq!(record["signatures"].as_array().unwrap().len(), 1);
 }
@@ -149,12 +227,17 @@ async fn one_bad_and_one_good_signature_is_allowed() {
 async fn no_match_deny_refuses_images_no_rule_names() {
     let env = TestEnv::start().await;
     env.push_image("elsewhere/app", "v1", "unmatched").await;
-    let pg = env.start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())])).await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await;
     let image = env.image_ref("elsewhere/app", "v1");
 
     let status = pull(&pg, &image, Some("default")).await.unwrap_err();
     assert_eq!(status.code(), Code::Unknown);
-    assert_eq!(status.message(), format!("{SIGNED_PREFIX}{image}: no rule matches: noMatch is deny"));
+    assert_eq!(
+        status.message(),
+        format!("{SIGNED_PREFIX}{image}: no rule matches: noMatch is deny")
+    );
     assert_eq!(containerd_id(&env, &image).await, None);
 }
 
@@ -168,10 +251,18 @@ async fn allow_rule_pulls_without_verification_and_status_shows_it() {
     let image = env.image_ref("system/pause", "3.9");
 
     let id = pull(&pg, &image, None).await.expect("allowed by rule");
-    let shown = pg.client().image_status(cri::image_status_request(&image)).await.unwrap().into_inner();
+    let shown = pg
+        .client()
+        .image_status(cri::image_status_request(&image))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(shown.image.map(|i| i.id), Some(id));
     let record = last_record(&pg);
-    assert_eq!((record["decision"].as_str(), record["rule"].as_str()), (Some("allow"), Some("system")));
+    assert_eq!(
+        (record["decision"].as_str(), record["rule"].as_str()),
+        (Some("allow"), Some("system"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,17 +273,28 @@ async fn namespace_scoped_rule_applies_only_in_its_namespaces() {
     let pattern = format!("{host}/apps/**");
     let pem = env.signer.public_key_pem();
     let rules = [
-        rule("dev-anything", &[&pattern], "action: allow\nnamespaces: [\"dev-*\"]\nexcludeNamespaces: [dev-locked]", None),
+        rule(
+            "dev-anything",
+            &[&pattern],
+            "action: allow\nnamespaces: [\"dev-*\"]\nexcludeNamespaces: [dev-locked]",
+            None,
+        ),
         rule("apps", &[&pattern], "", Some(("release-key", &pem))),
     ];
     let pg = env.start_pullgate(&policy("enforce", "deny", &rules)).await;
     let image = env.image_ref("apps/tool", "v1");
 
-    pull(&pg, &image, Some("dev-alice")).await.expect("dev-* namespaces are allowed unsigned");
+    pull(&pg, &image, Some("dev-alice"))
+        .await
+        .expect("dev-* namespaces are allowed unsigned");
     assert_eq!(last_record(&pg)["rule"], "dev-anything");
     for namespace in [Some("prod"), Some("dev-locked"), None] {
         let status = pull(&pg, &image, namespace).await.unwrap_err();
-        assert!(status.message().contains("rule \"apps\""), "{namespace:?}: {}", status.message());
+        assert!(
+            status.message().contains("rule \"apps\""),
+            "{namespace:?}: {}",
+            status.message()
+        );
     }
 }
 
@@ -204,18 +306,35 @@ async fn warn_and_audit_modes_allow_and_record_what_enforce_would_do() {
     let pem = env.signer.public_key_pem();
     let image = env.image_ref("signed/app", "v1");
     for (mode, decision) in [("warn", "warn"), ("audit", "audit-deny")] {
-        let rules = [rule("signed", &[&format!("{host}/signed/*")], "", Some((TEST_AUTHORITY, &pem)))];
+        let rules = [rule(
+            "signed",
+            &[&format!("{host}/signed/*")],
+            "",
+            Some((TEST_AUTHORITY, &pem)),
+        )];
         let pg = env.start_pullgate(&policy(mode, "deny", &rules)).await;
-        pull(&pg, &image, Some("default")).await.unwrap_or_else(|s| panic!("{mode} mode must not block: {s}"));
+        pull(&pg, &image, Some("default"))
+            .await
+            .unwrap_or_else(|s| panic!("{mode} mode must not block: {s}"));
         let record = last_record(&pg);
         assert_eq!(record["decision"], decision, "{mode}");
         assert_eq!(record["mode"], mode);
-        assert!(record["reason"].as_str().unwrap().starts_with(SIGNED_PREFIX), "{record}");
+        assert!(
+            record["reason"].as_str().unwrap().starts_with(SIGNED_PREFIX),
+            "{record}"
+        );
     }
     // A rule's own mode overrides the policy's.
-    let rules = [rule("signed", &[&format!("{host}/signed/*")], "mode: warn", Some((TEST_AUTHORITY, &pem)))];
+    let rules = [rule(
+        "signed",
+        &[&format!("{host}/signed/*")],
+        "mode: warn",
+        Some((TEST_AUTHORITY, &pem)),
+    )];
     let pg = env.start_pullgate(&policy("enforce", "deny", &rules)).await;
-    pull(&pg, &image, None).await.expect("rule mode warn overrides spec.mode enforce");
+    pull(&pg, &image, None)
+        .await
+        .expect("rule mode warn overrides spec.mode enforce");
     assert_eq!(last_record(&pg)["decision"], "warn");
 }
 
@@ -223,19 +342,32 @@ async fn warn_and_audit_modes_allow_and_record_what_enforce_would_do() {
 async fn htpasswd_registry_works_only_with_the_credentials_kubelet_sends() {
     let env = TestEnv::start_with_auth("alice", "s3cret").await;
     env.push_signed_image("signed/app", "v1", "private").await;
-    let pg = env.start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())])).await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await;
     let image = env.image_ref("signed/app", "v1");
 
     let status = pull(&pg, &image, None).await.unwrap_err();
-    assert!(status.message().starts_with("RegistryUnavailable: "), "{}", status.message());
+    assert!(
+        status.message().starts_with("RegistryUnavailable: "),
+        "{}",
+        status.message()
+    );
     assert!(status.message().contains("unauthorized"), "{}", status.message());
 
     let wrong = cri::pull_request(&image, Some(("alice", "wrong")), None);
     let status = pg.client().pull_image(wrong).await.unwrap_err();
-    assert!(status.message().starts_with("RegistryUnavailable: "), "{}", status.message());
+    assert!(
+        status.message().starts_with("RegistryUnavailable: "),
+        "{}",
+        status.message()
+    );
 
     let right = cri::pull_request(&image, Some(("alice", "s3cret")), None);
-    pg.client().pull_image(right).await.expect("pull with kubelet's credentials");
+    pg.client()
+        .pull_image(right)
+        .await
+        .expect("pull with kubelet's credentials");
     assert_eq!(last_record(&pg)["decision"], "allow");
 }
 
@@ -244,14 +376,23 @@ async fn stopped_registry_gives_registry_unavailable_within_the_timeout() {
     let mut env = TestEnv::start().await;
     env.push_signed_image("signed/app", "v1", "gone").await;
     let dir = env.dir().join("pg");
-    let pg = Pullgate::start(&dir, &env.pullgate_config(&dir, "3s"), &env.key_policy(&[&format!("{}/signed/*", env.host())])).await;
+    let pg = Pullgate::start(
+        &dir,
+        &env.pullgate_config(&dir, "3s"),
+        &env.key_policy(&[&format!("{}/signed/*", env.host())]),
+    )
+    .await;
     env.registry.stop();
 
     let started = Instant::now();
     let status = pull(&pg, &env.image_ref("signed/app", "v1"), None).await.unwrap_err();
     let took = started.elapsed();
     assert_eq!(status.code(), Code::Unknown);
-    assert!(status.message().starts_with("RegistryUnavailable: "), "{}", status.message());
+    assert!(
+        status.message().starts_with("RegistryUnavailable: "),
+        "{}",
+        status.message()
+    );
     assert!(took < Duration::from_secs(3 + 5), "took {took:?}");
     assert_eq!(last_record(&pg)["decision"], "deny");
 }
@@ -262,7 +403,9 @@ async fn sighup_reloads_the_policy_and_refuses_a_broken_one() {
     let host = env.host();
     env.push_image("other/app", "v1", "reload").await;
     let image = env.image_ref("other/app", "v1");
-    let pg = env.start_pullgate(&env.key_policy(&[&format!("{host}/signed/*")])).await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{host}/signed/*")]))
+        .await;
     assert!(pull(&pg, &image, None).await.is_err());
 
     // A broken policy is refused; the last good one stays in force.
@@ -271,7 +414,11 @@ async fn sighup_reloads_the_policy_and_refuses_a_broken_one() {
     wait_for_log(&pg, "policy reload refused").await;
     assert!(pull(&pg, &image, None).await.is_err());
 
-    pg.write_policy(&policy("enforce", "allow", &[rule("signed", &[&format!("{host}/signed/*")], "action: deny", None)]));
+    pg.write_policy(&policy(
+        "enforce",
+        "allow",
+        &[rule("signed", &[&format!("{host}/signed/*")], "action: deny", None)],
+    ));
     pg.reload();
     wait_for_log(&pg, "policy reloaded").await;
     pull(&pg, &image, None).await.expect("noMatch: allow after reload");
@@ -280,7 +427,11 @@ async fn sighup_reloads_the_policy_and_refuses_a_broken_one() {
 async fn wait_for_log(pg: &Pullgate, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !pg.log().contains(needle) {
-        assert!(Instant::now() < deadline, "pullgate never logged {needle:?}:\n{}", pg.log());
+        assert!(
+            Instant::now() < deadline,
+            "pullgate never logged {needle:?}:\n{}",
+            pg.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

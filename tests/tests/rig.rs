@@ -17,13 +17,8 @@ use sigstore_types::{DerPublicKey, SignatureBytes};
 #[tokio::test]
 async fn pushed_image_pulls_through_containerd_cri() {
     let env = TestEnv::start().await;
-    let digest = env
-        .push_image("rig/hello", "v1", "hello from the rig\n")
-        .await;
-    assert!(
-        digest.starts_with("sha256:") && digest.len() == 71,
-        "{digest}"
-    );
+    let digest = env.push_image("rig/hello", "v1", "hello from the rig\n").await;
+    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
     let tagged = env.image_ref("rig/hello", "v1");
 
     let mut containerd = env.containerd.client();
@@ -45,15 +40,8 @@ async fn pushed_image_pulls_through_containerd_cri() {
         .into_inner();
     let image = status.image.expect("containerd knows the pulled tag");
     assert_eq!(image.id, pulled.image_ref);
-    assert!(
-        image.repo_tags.contains(&tagged),
-        "repo_tags {:?}",
-        image.repo_tags
-    );
-    assert_eq!(
-        image.repo_digests,
-        vec![env.image_ref("rig/hello", &digest)]
-    );
+    assert!(image.repo_tags.contains(&tagged), "repo_tags {:?}", image.repo_tags);
+    assert_eq!(image.repo_digests, vec![env.image_ref("rig/hello", &digest)]);
 
     // The layer is a tar containerd could unpack: the file is in a native snapshot.
     let snapshots = env
@@ -125,19 +113,14 @@ async fn htpasswd_registry_wants_credentials_for_push_and_pull() {
     let down = distribution::resolve(&host, "private/app", "v1", env.auth())
         .await
         .expect_err("registry is down");
-    assert!(
-        matches!(down, distribution::RegistryError::Transport { .. }),
-        "{down}"
-    );
+    assert!(matches!(down, distribution::RegistryError::Transport { .. }), "{down}");
     env.registry.restart().await;
     let resolved = distribution::resolve(&host, "private/app", "v1", env.auth())
         .await
         .expect("registry is back");
     assert_eq!(resolved, digest);
     let anonymous = distribution::resolve(&host, "private/app", "v1", None).await;
-    assert!(anonymous
-        .expect_err("still wants credentials")
-        .is_unauthorized());
+    assert!(anonymous.expect_err("still wants credentials").is_unauthorized());
 }
 
 #[tokio::test]
@@ -163,46 +146,29 @@ async fn signatures_are_cosign_layout_and_verify() {
     let layer = &manifest["layers"][0];
     assert_eq!(layer["mediaType"], SIMPLE_SIGNING);
 
-    let payload =
-        distribution::get_blob(&host, "signed/app", layer["digest"].as_str().unwrap(), None)
-            .await
-            .unwrap();
+    let payload = distribution::get_blob(&host, "signed/app", layer["digest"].as_str().unwrap(), None)
+        .await
+        .unwrap();
     let parsed: serde_json::Value = serde_json::from_slice(&payload).expect("payload is JSON");
     assert_eq!(
         parsed["critical"]["identity"]["docker-reference"],
         format!("{host}/signed/app")
     );
-    assert_eq!(
-        parsed["critical"]["image"]["docker-manifest-digest"],
-        digest.as_str()
-    );
-    assert_eq!(
-        parsed["critical"]["type"],
-        "cosign container image signature"
-    );
+    assert_eq!(parsed["critical"]["image"]["docker-manifest-digest"], digest.as_str());
+    assert_eq!(parsed["critical"]["type"], "cosign container image signature");
     assert!(parsed["optional"].is_null());
 
-    let key =
-        VerificationKey::from_spki(&DerPublicKey::from_pem(&env.signer.public_key_pem()).unwrap())
-            .unwrap();
+    let key = VerificationKey::from_spki(&DerPublicKey::from_pem(&env.signer.public_key_pem()).unwrap()).unwrap();
     let verify = |payload: &[u8], signature_b64: &str| {
         let signature = base64::engine::general_purpose::STANDARD
             .decode(signature_b64)
             .expect("base64 signature");
         key.verify(payload, &SignatureBytes::new(signature))
     };
-    verify(
-        &payload,
-        layer["annotations"][SIGNATURE_ANNOTATION].as_str().unwrap(),
-    )
-    .expect("signature verifies");
+    verify(&payload, layer["annotations"][SIGNATURE_ANNOTATION].as_str().unwrap()).expect("signature verifies");
     let mut tampered = payload.clone();
     tampered[0] = b' ';
-    verify(
-        &tampered,
-        layer["annotations"][SIGNATURE_ANNOTATION].as_str().unwrap(),
-    )
-    .expect_err("tampered payload");
+    verify(&tampered, layer["annotations"][SIGNATURE_ANNOTATION].as_str().unwrap()).expect_err("tampered payload");
 
     // A second signer appends; the first signature stays, and the config names both layers.
     let other = Signer::generate();
@@ -214,10 +180,7 @@ async fn signatures_are_cosign_layout_and_verify() {
         .await
         .unwrap();
     assert_eq!(signatures.len(), 2);
-    assert_eq!(
-        signatures[0].layer_digest,
-        layer["digest"].as_str().unwrap()
-    );
+    assert_eq!(signatures[0].layer_digest, layer["digest"].as_str().unwrap());
     verify(&signatures[0].payload, &signatures[0].signature).expect("first still verifies");
     verify(&signatures[1].payload, &signatures[1].signature).expect_err("second is another key's");
     let other_key = VerificationKey::from_spki(&other.public_key_der()).unwrap();
@@ -245,20 +208,15 @@ async fn signatures_are_cosign_layout_and_verify() {
         .iter()
         .map(|l| l["digest"].clone())
         .collect();
-    assert_eq!(
-        config["rootfs"]["diff_ids"].as_array().unwrap(),
-        &layer_digests
-    );
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap(), &layer_digests);
     assert_eq!(config["history"].as_array().unwrap().len(), 2);
 
     // Unsigned digests have no signatures.
     let unsigned = env.push_image("signed/app", "v2", "unsigned").await;
-    assert!(
-        cosign::read_signatures(&host, "signed/app", &unsigned, None)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(cosign::read_signatures(&host, "signed/app", &unsigned, None)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Deleting the `.sig` tag's manifest removes every signature of the image.
     distribution::delete_manifest(&host, "signed/app", &tag, None)
@@ -313,15 +271,9 @@ async fn raw_list_images_bytes_match_a_prost_round_trip() {
         .await
         .expect_err("unknown");
     assert_eq!(unknown.code(), tonic::Code::Unimplemented);
-    let absent = raw_unary(
-        env.dir().join("absent.sock"),
-        method::LIST_IMAGES,
-        Vec::new(),
-    )
-    .await
-    .expect_err("no socket");
-    assert_eq!(absent.code(), tonic::Code::Unavailable);
-    cri::image_fs_info(&socket)
+    let absent = raw_unary(env.dir().join("absent.sock"), method::LIST_IMAGES, Vec::new())
         .await
-        .expect("ImageFsInfo answers");
+        .expect_err("no socket");
+    assert_eq!(absent.code(), tonic::Code::Unavailable);
+    cri::image_fs_info(&socket).await.expect("ImageFsInfo answers");
 }

@@ -85,11 +85,24 @@ impl AuditLog {
     /// A torn last line — a write that was cut off, so never acknowledged to kubelet — is
     /// truncated away, because appending after it would break the chain for good.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
-        let err = |source| AuditError { path: path.to_owned(), source };
+        let err = |source| AuditError {
+            path: path.to_owned(),
+            source,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::DirBuilder::new().recursive(true).mode(0o750).create(dir).map_err(err)?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .map_err(err)?;
         }
-        let mut file = OpenOptions::new().read(true).append(true).create(true).mode(0o640).open(path).map_err(err)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .open(path)
+            .map_err(err)?;
         let (seq, prev, keep_len) = last_record(&mut file).map_err(err)?;
         let len = file.metadata().map_err(err)?.len();
         if keep_len < len {
@@ -97,15 +110,27 @@ impl AuditLog {
             file.set_len(keep_len).map_err(err)?;
             file.sync_data().map_err(err)?;
         }
-        let chain = Chain { path: path.to_owned(), file, seq, prev };
-        Ok(Self { chain: Arc::new(Mutex::new(chain)) })
+        let chain = Chain {
+            path: path.to_owned(),
+            file,
+            seq,
+            prev,
+        };
+        Ok(Self {
+            chain: Arc::new(Mutex::new(chain)),
+        })
     }
 
     /// Appends `record` and syncs it to disk. Returns the record's `seq`.
     pub fn append(&self, record: &Record) -> Result<u64, AuditError> {
         let mut chain = self.chain.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let seq = chain.seq + 1;
-        let line = Line { seq, time: now_rfc3339(), prev: &chain.prev, record };
+        let line = Line {
+            seq,
+            time: now_rfc3339(),
+            prev: &chain.prev,
+            record,
+        };
         let mut bytes = serde_json::to_vec(&line).map_err(|e| chain.error(io::Error::other(e)))?;
         let hash = line_hash(&bytes);
         bytes.push(b'\n');
@@ -125,7 +150,12 @@ impl AuditLog {
         let path = self.path();
         tokio::task::spawn_blocking(move || log.append(&record))
             .await
-            .unwrap_or_else(|join| Err(AuditError { path, source: io::Error::other(join) }))
+            .unwrap_or_else(|join| {
+                Err(AuditError {
+                    path,
+                    source: io::Error::other(join),
+                })
+            })
     }
 
     pub fn path(&self) -> PathBuf {
@@ -135,7 +165,10 @@ impl AuditLog {
 
 impl Chain {
     fn error(&self, source: io::Error) -> AuditError {
-        AuditError { path: self.path.clone(), source }
+        AuditError {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     fn truncate_to_last_record(&mut self) {
@@ -192,27 +225,41 @@ fn last_record(file: &mut File) -> io::Result<(u64, String, u64)> {
 /// each `prev` is the hash of the line before. The first break is reported.
 pub fn verify_chain(path: &Path) -> io::Result<Result<ChainSummary, ChainBreak>> {
     let mut reader = BufReader::new(File::open(path)?);
-    let mut summary = ChainSummary { records: 0, first_seq: None, last_seq: None, continues_earlier_file: false };
+    let mut summary = ChainSummary {
+        records: 0,
+        first_seq: None,
+        last_seq: None,
+        continues_earlier_file: false,
+    };
     let mut prev_hash: Option<String> = None;
     let mut buf = Vec::new();
     let mut line_no = 0;
     loop {
         buf.clear();
-        let n = (&mut reader).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut buf)?;
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)?;
         if n == 0 {
             return Ok(Ok(summary));
         }
         line_no += 1;
         let broken = |why: String| Ok(Err(ChainBreak { line: line_no, why }));
         if buf.last() != Some(&b'\n') {
-            return broken(if n > MAX_LINE_BYTES { "line too long".into() } else { "torn line: no newline at the end".into() });
+            return broken(if n > MAX_LINE_BYTES {
+                "line too long".into()
+            } else {
+                "torn line: no newline at the end".into()
+            });
         }
         let line = &buf[..buf.len() - 1];
         let value: serde_json::Value = match serde_json::from_slice(line) {
             Ok(v) => v,
             Err(e) => return broken(format!("not valid JSON: {e}")),
         };
-        let (Some(seq), Some(prev)) = (value.get("seq").and_then(|s| s.as_u64()), value.get("prev").and_then(|p| p.as_str())) else {
+        let (Some(seq), Some(prev)) = (
+            value.get("seq").and_then(|s| s.as_u64()),
+            value.get("prev").and_then(|p| p.as_str()),
+        ) else {
             return broken("missing seq or prev".into());
         };
         match (&prev_hash, summary.last_seq) {
@@ -221,7 +268,10 @@ pub fn verify_chain(path: &Path) -> io::Result<Result<ChainSummary, ChainBreak>>
                     return broken(format!("seq {seq} follows seq {last}"));
                 }
                 if prev != expected {
-                    return broken(format!("prev {prev} is not the hash of line {} ({expected})", line_no - 1));
+                    return broken(format!(
+                        "prev {prev} is not the hash of line {} ({expected})",
+                        line_no - 1
+                    ));
                 }
             }
             _ => {

@@ -47,18 +47,27 @@ fn chain_starts_at_genesis_and_links_lines() {
 fn reopening_continues_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    AuditLog::open(&path).unwrap().append(&record("a", Decision::Allow)).unwrap();
+    AuditLog::open(&path)
+        .unwrap()
+        .append(&record("a", Decision::Allow))
+        .unwrap();
     let log = AuditLog::open(&path).unwrap();
     assert_eq!(log.append(&record("b", Decision::Warn)).unwrap(), 2);
     let summary = verify_chain(&path).unwrap().unwrap();
-    assert_eq!((summary.first_seq, summary.last_seq, summary.records), (Some(1), Some(2), 2));
+    assert_eq!(
+        (summary.first_seq, summary.last_seq, summary.records),
+        (Some(1), Some(2), 2)
+    );
 }
 
 #[test]
 fn torn_last_line_is_cut_before_appending() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    AuditLog::open(&path).unwrap().append(&record("a", Decision::Allow)).unwrap();
+    AuditLog::open(&path)
+        .unwrap()
+        .append(&record("a", Decision::Allow))
+        .unwrap();
     let mut f = OpenOptions::new().append(true).open(&path).unwrap();
     f.write_all(br#"{"seq":2,"time":"half"#).unwrap();
     drop(f);
@@ -77,7 +86,11 @@ fn every_single_byte_flip_is_detected() {
         log.append(&record(&format!("img{i}"), Decision::Allow)).unwrap();
     }
     let original = fs::read(&path).unwrap();
-    let last_line_start = original[..original.len() - 1].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    let last_line_start = original[..original.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
     // Flipping any byte of any line but the last breaks the link to the next line, or the
     // line itself. The last line has no successor to vouch for it: a chain alone cannot
     // protect its newest record, only an external copy of the last hash can.
@@ -130,12 +143,14 @@ fn unwritable_log_is_an_error() {
     let path = dir.path().join("audit.jsonl");
     let log = AuditLog::open(&path).unwrap();
     // /dev/full accepts the open and fails every write with ENOSPC.
-    let full = AuditLog { chain: Arc::new(Mutex::new(Chain {
-        path: "/dev/full".into(),
-        file: OpenOptions::new().append(true).open("/dev/full").unwrap(),
-        seq: 0,
-        prev: GENESIS.into(),
-    })) };
+    let full = AuditLog {
+        chain: Arc::new(Mutex::new(Chain {
+            path: "/dev/full".into(),
+            file: OpenOptions::new().append(true).open("/dev/full").unwrap(),
+            seq: 0,
+            prev: GENESIS.into(),
+        })),
+    };
     let err = full.append(&record("a", Decision::Allow)).unwrap_err();
     assert!(err.to_string().contains("/dev/full"), "{err}");
     // The healthy log is unaffected.

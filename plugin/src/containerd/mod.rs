@@ -1,7 +1,9 @@
 //! containerd's own image API, for what the CRI cannot do: give a tag to an image that was
 //! pulled by digest.
 
-use containerd_client::services::v1::{images_client::ImagesClient, CreateImageRequest, GetImageRequest, Image, UpdateImageRequest};
+use containerd_client::services::v1::{
+    images_client::ImagesClient, CreateImageRequest, GetImageRequest, Image, UpdateImageRequest,
+};
 use tonic::{metadata::MetadataValue, transport::Channel, Code, Request, Status};
 
 /// The images service of one containerd namespace.
@@ -13,8 +15,12 @@ pub struct Containerd {
 
 impl Containerd {
     pub fn new(channel: Channel, namespace: &str) -> Result<Self, String> {
-        let namespace = MetadataValue::try_from(namespace).map_err(|_| format!("containerd namespace {namespace:?} is not ASCII"))?;
-        Ok(Self { images: ImagesClient::new(channel), namespace })
+        let namespace = MetadataValue::try_from(namespace)
+            .map_err(|_| format!("containerd namespace {namespace:?} is not ASCII"))?;
+        Ok(Self {
+            images: ImagesClient::new(channel),
+            namespace,
+        })
     }
 
     /// Makes `name` refer to the same content (target and labels) as the image `existing`.
@@ -23,19 +29,36 @@ impl Containerd {
     pub async fn tag(&self, existing: &str, name: &str) -> Result<(), Status> {
         let mut images = self.images.clone();
         let source = images
-            .get(self.request(GetImageRequest { name: existing.to_string() }))
+            .get(self.request(GetImageRequest {
+                name: existing.to_string(),
+            }))
             .await?
             .into_inner()
             .image
             .ok_or_else(|| Status::not_found(format!("containerd has no image {existing}")))?;
-        let image = Image { name: name.to_string(), labels: source.labels, target: source.target, created_at: None, updated_at: None };
-        let created = images.create(self.request(CreateImageRequest { image: Some(image.clone()), source_date_epoch: None })).await;
+        let image = Image {
+            name: name.to_string(),
+            labels: source.labels,
+            target: source.target,
+            created_at: None,
+            updated_at: None,
+        };
+        let created = images
+            .create(self.request(CreateImageRequest {
+                image: Some(image.clone()),
+                source_date_epoch: None,
+            }))
+            .await;
         match created {
             Ok(_) => Ok(()),
             Err(status) if status.code() == Code::AlreadyExists => {
                 // No field mask: containerd replaces labels and target, so the tag moves.
                 images
-                    .update(self.request(UpdateImageRequest { image: Some(image), update_mask: None, source_date_epoch: None }))
+                    .update(self.request(UpdateImageRequest {
+                        image: Some(image),
+                        update_mask: None,
+                        source_date_epoch: None,
+                    }))
                     .await
                     .map(|_| ())
             }
@@ -45,7 +68,9 @@ impl Containerd {
 
     fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
-        request.metadata_mut().insert("containerd-namespace", self.namespace.clone());
+        request
+            .metadata_mut()
+            .insert("containerd-namespace", self.namespace.clone());
         request
     }
 }

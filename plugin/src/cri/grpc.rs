@@ -34,14 +34,21 @@ where
 /// Splits exactly one uncompressed message out of a gRPC body.
 pub fn unframe(mut body: Bytes, what: &str) -> Result<Bytes, Status> {
     if body.len() < 5 {
-        return Err(Status::invalid_argument(format!("{what}: expected one gRPC message, got {} bytes", body.len())));
+        return Err(Status::invalid_argument(format!(
+            "{what}: expected one gRPC message, got {} bytes",
+            body.len()
+        )));
     }
     if body[0] != 0 {
-        return Err(Status::unimplemented(format!("{what}: compressed messages are not supported")));
+        return Err(Status::unimplemented(format!(
+            "{what}: compressed messages are not supported"
+        )));
     }
     let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
     if body.len() != 5 + len {
-        return Err(Status::invalid_argument(format!("{what}: expected one gRPC message of {len} bytes")));
+        return Err(Status::invalid_argument(format!(
+            "{what}: expected one gRPC message of {len} bytes"
+        )));
     }
     Ok(body.split_off(5))
 }
@@ -63,7 +70,10 @@ pub struct UnaryBody {
 
 impl UnaryBody {
     pub fn new(data: Bytes, trailers: Option<HeaderMap>) -> Self {
-        Self { data: Some(data), trailers }
+        Self {
+            data: Some(data),
+            trailers,
+        }
     }
 }
 
@@ -100,7 +110,10 @@ mod tests {
 
     #[test]
     fn refuses_compressed_truncated_and_trailing() {
-        assert_eq!(unframe(Bytes::from_static(&[1, 0, 0, 0, 0]), "t").unwrap_err().code(), tonic::Code::Unimplemented);
+        assert_eq!(
+            unframe(Bytes::from_static(&[1, 0, 0, 0, 0]), "t").unwrap_err().code(),
+            tonic::Code::Unimplemented
+        );
         assert!(unframe(Bytes::from_static(&[0, 0, 0, 0, 9, 1]), "t").is_err());
         assert!(unframe(Bytes::from_static(&[0, 0, 0, 0, 0, 0]), "t").is_err());
         assert!(unframe(Bytes::from_static(&[0, 0]), "t").is_err());

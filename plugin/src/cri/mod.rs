@@ -29,7 +29,12 @@ const IMAGE_STATUS: &str = "/runtime.v1.ImageService/ImageStatus";
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves kubelet's connections until `shutdown` resolves, then drains in-flight calls.
-pub async fn serve(listener: UnixListener, gate: Arc<Gate>, allowed_uids: Vec<u32>, shutdown: impl std::future::Future) {
+pub async fn serve(
+    listener: UnixListener,
+    gate: Arc<Gate>,
+    allowed_uids: Vec<u32>,
+    shutdown: impl std::future::Future,
+) {
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -64,13 +69,15 @@ fn serve_connection(stream: UnixStream, gate: Arc<Gate>, allowed_uids: &[u32], g
         let gate = gate.clone();
         async move {
             if !allowed {
-                let status = Status::permission_denied(format!("uid {peer_uid:?} is not in pullgate's socket.allowedUids"));
+                let status =
+                    Status::permission_denied(format!("uid {peer_uid:?} is not in pullgate's socket.allowedUids"));
                 return Ok::<_, Infallible>(status.into_http());
             }
             Ok(route(&gate, request).await)
         }
     });
-    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service);
+    let conn =
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service);
     let watched = graceful.watch(conn);
     tokio::spawn(async move {
         if let Err(error) = watched.await {
@@ -81,8 +88,18 @@ fn serve_connection(stream: UnixStream, gate: Arc<Gate>, allowed_uids: &[u32], g
 
 async fn route(gate: &Gate, request: Request<Incoming>) -> Response<Body> {
     match request.uri().path() {
-        PULL_IMAGE => unary(gate, request, "PullImageRequest", |gate, call| Box::pin(gate.pull_image(call))).await,
-        IMAGE_STATUS => unary(gate, request, "ImageStatusRequest", |gate, call| Box::pin(gate.image_status(call))).await,
+        PULL_IMAGE => {
+            unary(gate, request, "PullImageRequest", |gate, call| {
+                Box::pin(gate.pull_image(call))
+            })
+            .await
+        }
+        IMAGE_STATUS => {
+            unary(gate, request, "ImageStatusRequest", |gate, call| {
+                Box::pin(gate.image_status(call))
+            })
+            .await
+        }
         _ => gate.upstream().forward(request).await,
     }
 }

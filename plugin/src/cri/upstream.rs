@@ -44,8 +44,12 @@ impl Upstream {
             async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
         });
         // The authority is never resolved: every connection goes to the socket above.
-        let channel = tonic::transport::Endpoint::from_static("http://containerd.sock").connect_with_connector_lazy(connector);
-        Self { channel, path: path.to_path_buf() }
+        let channel =
+            tonic::transport::Endpoint::from_static("http://containerd.sock").connect_with_connector_lazy(connector);
+        Self {
+            channel,
+            path: path.to_path_buf(),
+        }
     }
 
     /// The channel, for containerd's own API on the same socket.
@@ -93,7 +97,11 @@ impl Upstream {
             }
         }
         let message = grpc::unframe(collected.to_bytes(), "containerd's reply")?;
-        Ok(UnaryReply { head, message, trailers })
+        Ok(UnaryReply {
+            head,
+            message,
+            trailers,
+        })
     }
 
     async fn send(&self, request: Request<Body>) -> Result<Response<Body>, Status> {

@@ -1,8 +1,7 @@
 //! The process on the node: its listening socket and its permissions.
 
 use std::{
-    fs,
-    io,
+    fs, io,
     os::unix::fs::{FileTypeExt, PermissionsExt},
     path::Path,
 };

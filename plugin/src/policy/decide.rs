@@ -21,11 +21,7 @@ impl Policy {
     /// Decides a pull of `image` (normalized) into pod namespace `namespace`, which is `""`
     /// for a pull without a sandbox.
     pub fn decide(&self, image: &Reference, namespace: &str) -> Decision<'_> {
-        if let Some(rule) = self
-            .rules
-            .iter()
-            .find(|rule| rule.matches(image, namespace))
-        {
+        if let Some(rule) = self.rules.iter().find(|rule| rule.matches(image, namespace)) {
             return Decision {
                 rule: Some(rule),
                 action: rule.action(),

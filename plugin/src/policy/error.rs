@@ -90,9 +90,7 @@ fn named_field(message: &str) -> Option<&str> {
         "duplicate field `",
         "duplicate key `",
     ];
-    let rest = PREFIXES
-        .iter()
-        .find_map(|prefix| message.strip_prefix(prefix))?;
+    let rest = PREFIXES.iter().find_map(|prefix| message.strip_prefix(prefix))?;
     rest.split_once('`').map(|(name, _)| name)
 }
 

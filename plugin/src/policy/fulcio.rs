@@ -101,9 +101,7 @@ impl FulcioClaim {
             Self::BuildConfigDigest => &claims.build_config_digest,
             Self::BuildTrigger => &claims.build_trigger,
             Self::RunInvocationUri => &claims.run_invocation_uri,
-            Self::SourceRepositoryVisibilityAtSigning => {
-                &claims.source_repository_visibility_at_signing
-            }
+            Self::SourceRepositoryVisibilityAtSigning => &claims.source_repository_visibility_at_signing,
             Self::DeploymentEnvironment => &claims.deployment_environment,
         };
         value.as_deref()
@@ -122,23 +120,16 @@ impl FulcioClaim {
             Self::SourceRepositoryUri => ("sourceRepositoryURI", "1.3.6.1.4.1.57264.1.12"),
             Self::SourceRepositoryDigest => ("sourceRepositoryDigest", "1.3.6.1.4.1.57264.1.13"),
             Self::SourceRepositoryRef => ("sourceRepositoryRef", "1.3.6.1.4.1.57264.1.14"),
-            Self::SourceRepositoryIdentifier => {
-                ("sourceRepositoryIdentifier", "1.3.6.1.4.1.57264.1.15")
-            }
-            Self::SourceRepositoryOwnerUri => {
-                ("sourceRepositoryOwnerURI", "1.3.6.1.4.1.57264.1.16")
-            }
-            Self::SourceRepositoryOwnerIdentifier => {
-                ("sourceRepositoryOwnerIdentifier", "1.3.6.1.4.1.57264.1.17")
-            }
+            Self::SourceRepositoryIdentifier => ("sourceRepositoryIdentifier", "1.3.6.1.4.1.57264.1.15"),
+            Self::SourceRepositoryOwnerUri => ("sourceRepositoryOwnerURI", "1.3.6.1.4.1.57264.1.16"),
+            Self::SourceRepositoryOwnerIdentifier => ("sourceRepositoryOwnerIdentifier", "1.3.6.1.4.1.57264.1.17"),
             Self::BuildConfigUri => ("buildConfigURI", "1.3.6.1.4.1.57264.1.18"),
             Self::BuildConfigDigest => ("buildConfigDigest", "1.3.6.1.4.1.57264.1.19"),
             Self::BuildTrigger => ("buildTrigger", "1.3.6.1.4.1.57264.1.20"),
             Self::RunInvocationUri => ("runInvocationURI", "1.3.6.1.4.1.57264.1.21"),
-            Self::SourceRepositoryVisibilityAtSigning => (
-                "sourceRepositoryVisibilityAtSigning",
-                "1.3.6.1.4.1.57264.1.22",
-            ),
+            Self::SourceRepositoryVisibilityAtSigning => {
+                ("sourceRepositoryVisibilityAtSigning", "1.3.6.1.4.1.57264.1.22")
+            }
             Self::DeploymentEnvironment => ("deploymentEnvironment", "1.3.6.1.4.1.57264.1.23"),
         }
     }

@@ -56,9 +56,7 @@ pub enum GlobError {
     LoneStar,
     #[error("names a registry but no repository; write {0}/** to match every image in it")]
     HostOnly(String),
-    #[error(
-        "not a fully qualified image name (references are normalized before matching); write {0}"
-    )]
+    #[error("not a fully qualified image name (references are normalized before matching); write {0}")]
     NotQualified(String),
 }
 
@@ -105,10 +103,7 @@ impl ImageGlob {
         let last_segment = name.rfind('/').map_or(0, |i| i + 1);
         let (repository, tag) = match name[last_segment..].find(':') {
             Some(i) if i + 1 == name.len() - last_segment => return Err(GlobError::EmptyTag),
-            Some(i) => (
-                &name[..last_segment + i],
-                Some(&name[last_segment + i + 1..]),
-            ),
+            Some(i) => (&name[..last_segment + i], Some(&name[last_segment + i + 1..])),
             None => (name, None),
         };
         if tag.is_some_and(|t| t.contains(':')) {
@@ -126,11 +121,7 @@ impl ImageGlob {
 
     /// Whether `image` (normalized) is one this pattern names.
     pub fn matches(&self, image: &Reference) -> bool {
-        let repository = image
-            .host()
-            .bytes()
-            .chain([b'/'])
-            .chain(image.path().bytes());
+        let repository = image.host().bytes().chain([b'/']).chain(image.path().bytes());
         if !self.repository.matches(repository) {
             return false;
         }
@@ -140,9 +131,7 @@ impl ImageGlob {
         };
         let digest_ok = match &self.digest {
             None => true,
-            Some(glob) => image
-                .digest()
-                .is_some_and(|d| glob.matches(d.as_str().bytes())),
+            Some(glob) => image.digest().is_some_and(|d| glob.matches(d.as_str().bytes())),
         };
         tag_ok && digest_ok
     }
@@ -170,9 +159,7 @@ fn check_repository(repository: &str, pattern: &str) -> Result<(), GlobError> {
             "**" => Ok(()),
             "*" => Err(GlobError::LoneStar),
             _ if looks_like_host(repository) => Err(GlobError::HostOnly(pattern.to_string())),
-            _ => Err(GlobError::NotQualified(format!(
-                "{DOCKER_HUB}/library/{pattern}"
-            ))),
+            _ => Err(GlobError::NotQualified(format!("{DOCKER_HUB}/library/{pattern}"))),
         };
     };
     if repository.split('/').any(str::is_empty) {
@@ -184,9 +171,7 @@ fn check_repository(repository: &str, pattern: &str) -> Result<(), GlobError> {
     // Docker Hub images without a namespace are normalized into `library/`.
     if first == DOCKER_HUB && !path.contains('/') && path != "**" {
         let rest = &pattern[DOCKER_HUB.len() + 1..];
-        return Err(GlobError::NotQualified(format!(
-            "{DOCKER_HUB}/library/{rest}"
-        )));
+        return Err(GlobError::NotQualified(format!("{DOCKER_HUB}/library/{rest}")));
     }
     if path.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(GlobError::Uppercase);

@@ -41,14 +41,10 @@ pub(super) fn parse_pem(pem: &str) -> Result<VerificationKey, KeyError> {
         return Err(KeyError::WrongBlock(label.to_string()));
     }
     let der = DerPublicKey::from_pem(pem).map_err(|e| KeyError::Malformed(e.to_string()))?;
-    let algorithm =
-        KeyAlgorithm::from_spki(&der).map_err(|e| KeyError::Malformed(e.to_string()))?;
+    let algorithm = KeyAlgorithm::from_spki(&der).map_err(|e| KeyError::Malformed(e.to_string()))?;
     if !matches!(
         algorithm,
-        KeyAlgorithm::EcdsaP256
-            | KeyAlgorithm::EcdsaP384
-            | KeyAlgorithm::Ed25519
-            | KeyAlgorithm::Rsa
+        KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 | KeyAlgorithm::Ed25519 | KeyAlgorithm::Rsa
     ) {
         return Err(KeyError::Algorithm(algorithm));
     }

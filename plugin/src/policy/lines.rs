@@ -48,9 +48,7 @@ impl LineIndex {
         // serde_yaml_ng (libyaml) has already accepted the text. Should this parser disagree,
         // the index is partial and errors fall back to the nearest enclosing field's line.
         let _ = Parser::new_from_str(text).load(&mut builder, false);
-        Self {
-            lines: builder.lines,
-        }
+        Self { lines: builder.lines }
     }
 
     /// The 1-based line of `field`, or of the nearest enclosing field the index knows: a field

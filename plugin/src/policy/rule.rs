@@ -171,10 +171,6 @@ impl Rule {
             None => true,
             Some(globs) => globs.iter().any(|glob| glob.matches(namespace)),
         };
-        included
-            && !self
-                .exclude_namespaces
-                .iter()
-                .any(|glob| glob.matches(namespace))
+        included && !self.exclude_namespaces.iter().any(|glob| glob.matches(namespace))
     }
 }

@@ -95,9 +95,7 @@ pub(super) struct AttestationDoc {
 
 /// Reads a mapping of strings, refusing a key given twice: YAML forbids it, and silently keeping
 /// one of the values could pin a claim to a value the author did not mean.
-fn unique_keys<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<BTreeMap<String, String>, D::Error> {
+fn unique_keys<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
     struct UniqueKeys;
 
     impl<'de> Visitor<'de> for UniqueKeys {

@@ -29,11 +29,7 @@ fn line_of(text: &str, needle: &str) -> usize {
         .filter(|(_, line)| line.contains(needle))
         .map(|(i, _)| i + 1)
         .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "{needle:?} should occur on exactly one line"
-    );
+    assert_eq!(found.len(), 1, "{needle:?} should occur on exactly one line");
     found[0]
 }
 
@@ -86,10 +82,7 @@ fn allow_rule(name: &str, images: &str) -> String {
 }
 
 fn rule_names<'p>(policy: &'p Policy, reference: &str, namespace: &str) -> Option<&'p str> {
-    policy
-        .decide(&image(reference), namespace)
-        .rule
-        .map(Rule::name)
+    policy.decide(&image(reference), namespace).rule.map(Rule::name)
 }
 
 /// The example of SPEC §4, with its placeholder key replaced by `pem`.
@@ -207,9 +200,7 @@ fn spec_example_parses() {
     );
     assert_eq!(
         keyless.subject,
-        IdentityMatch::RegExp(
-            r"^https://github\.com/org/repo/\.github/workflows/release\.yml@refs/tags/v.*$".into()
-        )
+        IdentityMatch::RegExp(r"^https://github\.com/org/repo/\.github/workflows/release\.yml@refs/tags/v.*$".into())
     );
     assert_eq!(
         keyless
@@ -269,14 +260,8 @@ spec:
     let AuthorityKind::Keyless(keyless) = &rule.authorities()[1].kind else {
         panic!("expected keyless");
     };
-    assert_eq!(
-        keyless.issuer,
-        IdentityMatch::RegExp("^https://issuer$".into())
-    );
-    assert_eq!(
-        keyless.subject,
-        IdentityMatch::Exact("someone@example.com".into())
-    );
+    assert_eq!(keyless.issuer, IdentityMatch::RegExp("^https://issuer$".into()));
+    assert_eq!(keyless.subject, IdentityMatch::Exact("someone@example.com".into()));
     assert!(keyless.extensions.is_empty());
 
     // A policy may have no rules at all: then noMatch decides everything.
@@ -302,10 +287,7 @@ fn relative_paths_resolve_against_the_policy_directory() {
         policy.trusted_root(),
         Some(dir.path().join("trust/root.json").as_path())
     );
-    assert!(matches!(
-        policy.rules()[0].authorities()[0].kind,
-        AuthorityKind::Key(_)
-    ));
+    assert!(matches!(policy.rules()[0].authorities()[0].kind, AuthorityKind::Key(_)));
     // The same text from another directory does not find the key.
     let elsewhere = Policy::from_str(&text, Path::new("/nonexistent/policy.yaml"));
     assert!(elsewhere.is_err());
@@ -314,28 +296,20 @@ fn relative_paths_resolve_against_the_policy_directory() {
 #[test]
 fn unknown_fields_are_errors_that_name_the_field_and_line() {
     let pem = public_pem();
-    let text =
-        spec_example(&pem).replace("          tlog: required ", "          tlogg: required ");
+    let text = spec_example(&pem).replace("          tlog: required ", "          tlogg: required ");
     let error = only_error(&text);
     assert_eq!(error.field, "spec.rules[1].authorities[1].tlogg");
     assert_eq!(error.line, Some(line_of(&text, "tlogg: required")));
-    assert!(
-        error.message.contains("unknown field `tlogg`"),
-        "{}",
-        error.message
-    );
+    assert!(error.message.contains("unknown field `tlogg`"), "{}", error.message);
     assert!(!error.message.contains("at line"), "{}", error.message);
 
-    let text = format!(
-        "{}extra: 1\n",
-        with_rules("", &allow_rule("a", "[\"ghcr.io/a\"]"))
-    );
+    let text = format!("{}extra: 1\n", with_rules("", &allow_rule("a", "[\"ghcr.io/a\"]")));
     let error = only_error(&text);
     assert_eq!(error.field, "extra");
     assert_eq!(error.line, Some(line_of(&text, "extra: 1")));
 
-    let text = with_rules("", &allow_rule("a", "[\"ghcr.io/a\"]"))
-        .replace("  name: test", "  name: test\n  labels: {}");
+    let text =
+        with_rules("", &allow_rule("a", "[\"ghcr.io/a\"]")).replace("  name: test", "  name: test\n  labels: {}");
     let error = only_error(&text);
     assert_eq!(error.field, "metadata.labels");
     assert_eq!(error.line, Some(line_of(&text, "labels")));
@@ -347,16 +321,9 @@ fn type_errors_carry_field_and_line() {
     let error = only_error(&text);
     assert_eq!(error.field, "spec.mode");
     assert_eq!(error.line, Some(line_of(&text, "mode: strict")));
-    assert!(
-        error.message.contains("unknown variant `strict`"),
-        "{}",
-        error.message
-    );
+    assert!(error.message.contains("unknown variant `strict`"), "{}", error.message);
 
-    let text = with_rules(
-        "",
-        "    - name: a\n      images: {x: 1}\n      action: allow\n",
-    );
+    let text = with_rules("", "    - name: a\n      images: {x: 1}\n      action: allow\n");
     let error = only_error(&text);
     assert_eq!(error.field, "spec.rules[0].images");
     assert_eq!(error.line, Some(line_of(&text, "images: {x: 1}")));
@@ -364,25 +331,16 @@ fn type_errors_carry_field_and_line() {
     let text = with_rules("", "    - images: [\"ghcr.io/a\"]\n      action: allow\n");
     let error = only_error(&text);
     assert_eq!(error.field, "spec.rules[0].name");
-    assert!(
-        error.message.contains("missing field `name`"),
-        "{}",
-        error.message
-    );
+    assert!(error.message.contains("missing field `name`"), "{}", error.message);
     assert_eq!(error.line, Some(line_of(&text, "- images")));
 }
 
 #[test]
 fn yaml_syntax_errors_carry_the_line() {
-    let text = with_rules(
-        "",
-        "    - name: a\n      images: [\"ghcr.io/a\"\n      action: allow\n",
-    );
+    let text = with_rules("", "    - name: a\n      images: [\"ghcr.io/a\"\n      action: allow\n");
     let error = only_error(&text);
     assert!(
-        error
-            .line
-            .is_some_and(|line| line >= line_of(&text, "images:")),
+        error.line.is_some_and(|line| line >= line_of(&text, "images:")),
         "{error:?}"
     );
     assert!(!error.message.is_empty());
@@ -394,8 +352,7 @@ fn wrong_api_version_and_kind_are_named() {
         .replace("pullgate.dev/v1alpha1", "pullgate.dev/v1")
         .replace("kind: ImagePolicy", "kind: Policy");
     let errors = errors(&text);
-    let fields: Vec<(&str, Option<usize>)> =
-        errors.iter().map(|e| (e.field.as_str(), e.line)).collect();
+    let fields: Vec<(&str, Option<usize>)> = errors.iter().map(|e| (e.field.as_str(), e.line)).collect();
     assert_eq!(fields, [("apiVersion", Some(1)), ("kind", Some(2))]);
 }
 
@@ -407,20 +364,12 @@ fn bad_inline_key_names_field_and_line() {
     let error = only_error(&text);
     assert_eq!(error.field, "spec.rules[0].authorities[0].key.publicKey");
     assert_eq!(error.line, Some(line_of(&text, "publicKey:")));
-    assert!(
-        error.message.starts_with("not a PEM public key: "),
-        "{}",
-        error.message
-    );
+    assert!(error.message.starts_with("not a PEM public key: "), "{}", error.message);
 
     let text = key_policy("            publicKey: hello\n");
     let error = only_error(&text);
     assert_eq!(error.field, "spec.rules[0].authorities[0].key.publicKey");
-    assert!(
-        error.message.starts_with("not a PEM public key"),
-        "{}",
-        error.message
-    );
+    assert!(error.message.starts_with("not a PEM public key"), "{}", error.message);
     assert_eq!(
         error.to_string(),
         format!(
@@ -434,16 +383,10 @@ fn bad_inline_key_names_field_and_line() {
 #[test]
 fn private_keys_and_extra_pem_blocks_are_refused() {
     let private = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n-----END PRIVATE KEY-----\n";
-    let text = key_policy(&format!(
-        "            publicKey: |\n{}",
-        indent(private, 14)
-    ));
+    let text = key_policy(&format!("            publicKey: |\n{}", indent(private, 14)));
     let error = only_error(&text);
     assert!(error.message.contains("PRIVATE KEY"), "{}", error.message);
-    assert!(
-        !error.message.contains("MC4CAQ"),
-        "the key must not be echoed"
-    );
+    assert!(!error.message.contains("MC4CAQ"), "the key must not be echoed");
 
     let two = format!("{}{}", public_pem(), public_pem());
     let text = key_policy(&format!("            publicKey: |\n{}", indent(&two, 14)));
@@ -455,10 +398,7 @@ fn private_keys_and_extra_pem_blocks_are_refused() {
 fn key_algorithms_cosign_uses_are_accepted() {
     // An Ed25519 SPKI (RFC 8410 test vector public key).
     let ed25519 = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
-    let text = key_policy(&format!(
-        "            publicKey: |\n{}",
-        indent(ed25519, 14)
-    ));
+    let text = key_policy(&format!("            publicKey: |\n{}", indent(ed25519, 14)));
     let policy = parse(&text).unwrap_or_else(|e| panic!("{e}"));
     let AuthorityKind::Key(key) = &policy.rules()[0].authorities()[0].kind else {
         panic!("expected a key");
@@ -470,10 +410,7 @@ fn key_algorithms_cosign_uses_are_accepted() {
 fn keys_verification_would_refuse_are_refused_at_load() {
     // A P-256 SPKI with a compressed point, which verification does not accept.
     let compressed = "-----BEGIN PUBLIC KEY-----\nMDkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDIgACERERERERERERERERERERERERERERERERERERERERERE=\n-----END PUBLIC KEY-----\n";
-    let text = key_policy(&format!(
-        "            publicKey: |\n{}",
-        indent(compressed, 14)
-    ));
+    let text = key_policy(&format!("            publicKey: |\n{}", indent(compressed, 14)));
     let error = only_error(&text);
     assert_eq!(error.field, "spec.rules[0].authorities[0].key.publicKey");
     assert!(
@@ -512,21 +449,13 @@ fn missing_key_file_names_field_and_line() {
 fn key_file_must_hold_one_public_key_and_be_small() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("policy.yaml");
-    fs::write(
-        dir.path().join("two.pub"),
-        format!("{}{}", public_pem(), public_pem()),
-    )
-    .unwrap();
+    fs::write(dir.path().join("two.pub"), format!("{}{}", public_pem(), public_pem())).unwrap();
     let error = only_error_at(&key_policy("            path: two.pub\n"), &file);
     assert!(error.message.contains("2 PEM blocks"), "{}", error.message);
 
     fs::write(dir.path().join("big.pub"), vec![b'a'; 64 * 1024 + 1]).unwrap();
     let error = only_error_at(&key_policy("            path: big.pub\n"), &file);
-    assert!(
-        error.message.contains("larger than 65536 bytes"),
-        "{}",
-        error.message
-    );
+    assert!(error.message.contains("larger than 65536 bytes"), "{}", error.message);
 }
 
 fn only_error_at(text: &str, file: &Path) -> PolicyError {
@@ -550,19 +479,11 @@ fn hash_covers_policy_and_key_files() {
 
     fs::write(&key, public_pem()).unwrap();
     let rotated = Policy::load(&file).unwrap();
-    assert_ne!(
-        first.hash(),
-        rotated.hash(),
-        "a new key file is a new generation"
-    );
+    assert_ne!(first.hash(), rotated.hash(), "a new key file is a new generation");
 
     fs::write(&file, format!("{text}# a comment\n")).unwrap();
     let edited = Policy::load(&file).unwrap();
-    assert_ne!(
-        rotated.hash(),
-        edited.hash(),
-        "an edited policy is a new generation"
-    );
+    assert_ne!(rotated.hash(), edited.hash(), "an edited policy is a new generation");
 }
 
 // --- semantic checks ---
@@ -597,10 +518,7 @@ fn duplicate_authority_and_attestation_names_are_errors() {
             "spec.rules[1].attestations[1].name"
         ]
     );
-    assert_eq!(
-        errors[0].line,
-        Some(nth_line_of(&text, "- name: release-key", 1))
-    );
+    assert_eq!(errors[0].line, Some(nth_line_of(&text, "- name: release-key", 1)));
     assert_eq!(errors[1].line, Some(nth_line_of(&text, "- name: sbom", 1)));
 }
 
@@ -609,8 +527,7 @@ fn names_are_checked() {
     let text = with_rules("", &allow_rule("\"has space\"", "[\"ghcr.io/a\"]"));
     let error = only_error(&text);
     assert_eq!(error.field, "spec.rules[0].name");
-    let text =
-        with_rules("", &allow_rule("a", "[\"ghcr.io/a\"]")).replace("name: test", "name: \"\"");
+    let text = with_rules("", &allow_rule("a", "[\"ghcr.io/a\"]")).replace("name: test", "name: \"\"");
     assert_eq!(only_error(&text).field, "metadata.name");
 }
 
@@ -636,7 +553,9 @@ fn bad_globs_name_the_item_and_line() {
         ("ghcr.io/a b", "' '"),
     ];
     for (pattern, expected) in cases {
-        let rules = format!("    - name: r\n      images:\n        - \"ghcr.io/ok\"\n        - \"{pattern}\"\n      action: allow\n");
+        let rules = format!(
+            "    - name: r\n      images:\n        - \"ghcr.io/ok\"\n        - \"{pattern}\"\n      action: allow\n"
+        );
         let text = with_rules("", &rules);
         let error = only_error(&text);
         assert_eq!(error.field, "spec.rules[0].images[1]", "{pattern}");
@@ -645,11 +564,7 @@ fn bad_globs_name_the_item_and_line() {
             Some(line_of(&text, &format!("- \"{pattern}\""))),
             "{pattern}"
         );
-        assert!(
-            error.message.contains(expected),
-            "{pattern}: {}",
-            error.message
-        );
+        assert!(error.message.contains(expected), "{pattern}: {}", error.message);
     }
 
     for (pattern, expected) in [
@@ -658,14 +573,12 @@ fn bad_globs_name_the_item_and_line() {
         ("team-?", "`?`"),
         ("", "empty"),
     ] {
-        let rules = format!("    - name: r\n      images: [\"ghcr.io/a\"]\n      namespaces: [\"{pattern}\"]\n      action: allow\n");
+        let rules = format!(
+            "    - name: r\n      images: [\"ghcr.io/a\"]\n      namespaces: [\"{pattern}\"]\n      action: allow\n"
+        );
         let error = only_error(&with_rules("", &rules));
         assert_eq!(error.field, "spec.rules[0].namespaces[0]", "{pattern}");
-        assert!(
-            error.message.contains(expected),
-            "{pattern}: {}",
-            error.message
-        );
+        assert!(error.message.contains(expected), "{pattern}: {}", error.message);
     }
 }
 
@@ -677,16 +590,10 @@ fn rule_shape_follows_its_action() {
     assert_eq!(error.line, Some(line_of(&text, "- name: r")));
 
     let pem = public_pem();
-    let text = spec_example(&pem).replace(
-        "      mode: enforce  ",
-        "      action: deny\n      mode: enforce  ",
-    );
+    let text = spec_example(&pem).replace("      mode: enforce  ", "      action: deny\n      mode: enforce  ");
     let errors = errors(&text);
     let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-    assert_eq!(
-        fields,
-        ["spec.rules[1].authorities", "spec.rules[1].attestations"]
-    );
+    assert_eq!(fields, ["spec.rules[1].authorities", "spec.rules[1].attestations"]);
     assert_eq!(errors[0].line, Some(line_of(&text, "authorities:")));
 
     let text = with_rules("", "    - name: r\n      images: []\n      action: allow\n");
@@ -733,15 +640,9 @@ fn authority_needs_exactly_one_kind_and_identity() {
 
     let text = example.replace("            subjectRegExp:", "            sbjectRegExp:");
     let error = only_error(&text);
-    assert_eq!(
-        error.field,
-        "spec.rules[1].authorities[1].keyless.sbjectRegExp"
-    );
+    assert_eq!(error.field, "spec.rules[1].authorities[1].keyless.sbjectRegExp");
 
-    let text = example.replace(
-        "            subjectRegExp: ",
-        "            subject: ''\n            #",
-    );
+    let text = example.replace("            subjectRegExp: ", "            subject: ''\n            #");
     let error = only_error(&text);
     assert_eq!(error.field, "spec.rules[1].authorities[1].keyless.subject");
 }
@@ -754,8 +655,7 @@ fn unknown_fulcio_claims_are_named() {
         "              sourceRepositoryUri: https://github.com/org/repo\n              githubWorkflowRepository: org/repo\n              workflow: x",
     );
     let errors = errors(&text);
-    let fields: Vec<(&str, Option<usize>)> =
-        errors.iter().map(|e| (e.field.as_str(), e.line)).collect();
+    let fields: Vec<(&str, Option<usize>)> = errors.iter().map(|e| (e.field.as_str(), e.line)).collect();
     assert_eq!(
         fields,
         [
@@ -770,17 +670,11 @@ fn unknown_fulcio_claims_are_named() {
         ]
     );
     assert!(
-        errors[0]
-            .message
-            .contains("did you mean sourceRepositoryURI?"),
+        errors[0].message.contains("did you mean sourceRepositoryURI?"),
         "{}",
         errors[0].message
     );
-    assert!(
-        errors[1].message.contains("buildSignerURI"),
-        "{}",
-        errors[1].message
-    );
+    assert!(errors[1].message.contains("buildSignerURI"), "{}", errors[1].message);
 }
 
 #[test]
@@ -804,11 +698,7 @@ fn duplicate_keys_are_errors() {
     );
     let error = only_error(&text);
     assert_eq!(error.field, "spec.rules[0].action");
-    assert!(
-        error.message.contains("duplicate field"),
-        "{}",
-        error.message
-    );
+    assert!(error.message.contains("duplicate field"), "{}", error.message);
 }
 
 #[test]
@@ -845,19 +735,12 @@ fn every_semantic_error_is_reported() {
 ";
     let text = with_rules("", rules);
     let errors = errors(&text);
-    let found: Vec<(&str, Option<usize>)> =
-        errors.iter().map(|e| (e.field.as_str(), e.line)).collect();
+    let found: Vec<(&str, Option<usize>)> = errors.iter().map(|e| (e.field.as_str(), e.line)).collect();
     assert_eq!(
         found,
         [
-            (
-                "spec.rules[0].images[0]",
-                Some(line_of(&text, "[\"nginx\"]"))
-            ),
-            (
-                "spec.rules[1].name",
-                Some(line_of(&text, "[\"ghcr.io/a\"]") - 1)
-            ),
+            ("spec.rules[0].images[0]", Some(line_of(&text, "[\"nginx\"]"))),
+            ("spec.rules[1].name", Some(line_of(&text, "[\"ghcr.io/a\"]") - 1)),
             (
                 "spec.rules[1].authorities[0].key.publicKey",
                 Some(line_of(&text, "publicKey: nope"))
@@ -871,9 +754,7 @@ fn every_semantic_error_is_reported() {
     let shown = parse(&text).unwrap_err().to_string();
     assert_eq!(shown.lines().count(), 4, "{shown}");
     assert!(
-        shown
-            .lines()
-            .all(|line| line.starts_with("/etc/pullgate/policy.yaml:")),
+        shown.lines().all(|line| line.starts_with("/etc/pullgate/policy.yaml:")),
         "{shown}"
     );
 }
@@ -906,18 +787,11 @@ fn size_limits_are_enforced() {
     let padding = format!("# {}\n", "x".repeat(1024 * 1024));
     fs::write(
         &file,
-        format!(
-            "{}{padding}",
-            with_rules("", &allow_rule("a", "[\"ghcr.io/a\"]"))
-        ),
+        format!("{}{padding}", with_rules("", &allow_rule("a", "[\"ghcr.io/a\"]"))),
     )
     .unwrap();
     let error = Policy::load(&file).unwrap_err().into_vec().remove(0);
-    assert!(
-        error.message.contains("larger than 1048576 bytes"),
-        "{}",
-        error.message
-    );
+    assert!(error.message.contains("larger than 1048576 bytes"), "{}", error.message);
     assert_eq!(error.line, None);
 }
 
@@ -984,12 +858,7 @@ fn star_stays_in_a_segment_and_double_star_crosses() {
 fn tagless_pattern_matches_any_tag_and_digest() {
     let glob = ImageGlob::parse("docker.io/library/nginx").unwrap();
     let d = digest();
-    for reference in [
-        "nginx",
-        "nginx:1.25",
-        &format!("nginx@{d}"),
-        &format!("nginx:1.25@{d}"),
-    ] {
+    for reference in ["nginx", "nginx:1.25", &format!("nginx@{d}"), &format!("nginx:1.25@{d}")] {
         assert!(glob.matches(&image(reference)), "{reference}");
     }
     assert!(!glob.matches(&image("nginx-extra")));
@@ -1003,10 +872,7 @@ fn tagged_and_digest_patterns_match_only_those() {
     assert!(tagged.matches(&image("ghcr.io/org/app:v1")));
     assert!(tagged.matches(&image(&format!("ghcr.io/org/app:v1@{d}"))));
     assert!(!tagged.matches(&image("ghcr.io/org/app:v2")));
-    assert!(
-        !tagged.matches(&image("ghcr.io/org/app")),
-        "the default tag is latest"
-    );
+    assert!(!tagged.matches(&image("ghcr.io/org/app")), "the default tag is latest");
     assert!(
         !tagged.matches(&image(&format!("ghcr.io/org/app@{d}"))),
         "no tag to match"
@@ -1044,14 +910,8 @@ fn first_matching_rule_wins() {
         allow_rule("everything", "[\"**\"]")
     );
     let policy = parse(&with_rules("", &rules)).unwrap();
-    assert_eq!(
-        rule_names(&policy, "ghcr.io/org/app:v1", "default"),
-        Some("specific")
-    );
-    assert_eq!(
-        rule_names(&policy, "ghcr.io/org/other", "default"),
-        Some("org")
-    );
+    assert_eq!(rule_names(&policy, "ghcr.io/org/app:v1", "default"), Some("specific"));
+    assert_eq!(rule_names(&policy, "ghcr.io/org/other", "default"), Some("org"));
     assert_eq!(rule_names(&policy, "nginx", "default"), Some("everything"));
 
     let reversed = format!(
@@ -1060,10 +920,7 @@ fn first_matching_rule_wins() {
         allow_rule("specific", "[\"ghcr.io/org/app\"]")
     );
     let policy = parse(&with_rules("", &reversed)).unwrap();
-    assert_eq!(
-        rule_names(&policy, "ghcr.io/org/app:v1", "default"),
-        Some("org")
-    );
+    assert_eq!(rule_names(&policy, "ghcr.io/org/app:v1", "default"), Some("org"));
 }
 
 #[test]
@@ -1115,20 +972,14 @@ fn no_match_decides_images_no_rule_covers() {
         (decision.action, decision.mode)
     };
     assert_eq!(decide(""), (Action::Deny, Mode::Enforce));
-    assert_eq!(
-        decide("  noMatch: deny\n  mode: audit\n"),
-        (Action::Deny, Mode::Audit)
-    );
+    assert_eq!(decide("  noMatch: deny\n  mode: audit\n"), (Action::Deny, Mode::Audit));
     assert_eq!(decide("  noMatch: allow\n").0, Action::Allow);
     assert_eq!(decide("  noMatch: warn\n"), (Action::Deny, Mode::Warn));
 
     let policy = parse(&with_rules("  noMatch: warn\n", &rules)).unwrap();
     let matched = policy.decide(&image("ghcr.io/x/y"), "default");
     assert_eq!(matched.rule.map(Rule::name), Some("ghcr"));
-    assert_eq!(
-        (matched.action, matched.mode),
-        (Action::Allow, Mode::Enforce)
-    );
+    assert_eq!((matched.action, matched.mode), (Action::Allow, Mode::Enforce));
 }
 
 #[test]
@@ -1177,10 +1028,7 @@ fn fulcio_claims_round_trip() {
         assert_eq!(FulcioClaim::from_name(claim.name()), Some(claim));
         assert!(claim.oid().starts_with("1.3.6.1.4.1.57264.1."));
     }
-    assert_eq!(
-        FulcioClaim::SourceRepositoryUri.oid(),
-        "1.3.6.1.4.1.57264.1.12"
-    );
+    assert_eq!(FulcioClaim::SourceRepositoryUri.oid(), "1.3.6.1.4.1.57264.1.12");
     assert_eq!(FulcioClaim::from_name("githubWorkflowSha"), None);
     assert_eq!(
         FulcioClaim::from_name_ignoring_case("githubWorkflowSha"),

@@ -18,8 +18,8 @@ use super::{
     lines::LineIndex,
     read,
     schema::{AttestationDoc, AuthorityDoc, Document, KeyDoc, KeylessDoc, RuleDoc},
-    Action, Attestation, Authority, AuthorityKind, FulcioClaim, IdentityMatch, ImageGlob, Keyless,
-    NamespaceGlob, Policy, PolicyError, PolicyErrors, Rule, Tlog, API_VERSION, KIND,
+    Action, Attestation, Authority, AuthorityKind, FulcioClaim, IdentityMatch, ImageGlob, Keyless, NamespaceGlob,
+    Policy, PolicyError, PolicyErrors, Rule, Tlog, API_VERSION, KIND,
 };
 
 /// Bounds on what one policy may hold, so that a runaway file is refused whole.
@@ -31,8 +31,8 @@ const MAX_NAME_LEN: usize = 253;
 
 /// Parses and validates `text`, read from `file`.
 pub(super) fn compile(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
-    let doc: Document = serde_yaml_ng::from_str(text)
-        .map_err(|e| PolicyErrors::one(PolicyError::from_yaml(file, &e)))?;
+    let doc: Document =
+        serde_yaml_ng::from_str(text).map_err(|e| PolicyErrors::one(PolicyError::from_yaml(file, &e)))?;
     let lines = LineIndex::build(text);
     let mut validator = Validator {
         file,
@@ -124,27 +124,17 @@ impl Validator<'_> {
     fn rule(&mut self, field: &str, doc: RuleDoc) -> Rule {
         let images = self.globs(&format!("{field}.images"), &doc.images, ImageGlob::parse);
         if doc.images.is_empty() {
-            self.error(
-                &format!("{field}.images"),
-                "must list at least one image glob",
-            );
+            self.error(&format!("{field}.images"), "must list at least one image glob");
         }
         let namespaces = doc.namespaces.map(|patterns| {
             let field = format!("{field}.namespaces");
             if patterns.is_empty() {
-                self.error(
-                    &field,
-                    "matches no namespace; omit it to match every namespace",
-                );
+                self.error(&field, "matches no namespace; omit it to match every namespace");
             }
             self.globs(&field, &patterns, NamespaceGlob::parse)
         });
         let exclude_field = format!("{field}.excludeNamespaces");
-        let exclude_namespaces = self.globs(
-            &exclude_field,
-            &doc.exclude_namespaces,
-            NamespaceGlob::parse,
-        );
+        let exclude_namespaces = self.globs(&exclude_field, &doc.exclude_namespaces, NamespaceGlob::parse);
 
         match doc.action {
             Action::Verify if doc.authorities.is_empty() => {
@@ -220,8 +210,7 @@ impl Validator<'_> {
     fn authority(&mut self, field: &str, doc: AuthorityDoc) -> Option<Authority> {
         let (kind, default_tlog) = match (doc.key, doc.keyless) {
             (Some(key), None) => (
-                self.key(&format!("{field}.key"), key)
-                    .map(AuthorityKind::Key),
+                self.key(&format!("{field}.key"), key).map(AuthorityKind::Key),
                 Tlog::Optional,
             ),
             (None, Some(keyless)) => (
@@ -275,10 +264,7 @@ impl Validator<'_> {
         };
         self.hash_part(&bytes);
         let Ok(pem) = std::str::from_utf8(&bytes) else {
-            self.error(
-                field,
-                format!("{shown}: not a PEM public key: not UTF-8 text"),
-            );
+            self.error(field, format!("{shown}: not a PEM public key: not UTF-8 text"));
             return None;
         };
         key::parse_pem(pem)
@@ -287,16 +273,8 @@ impl Validator<'_> {
     }
 
     fn keyless(&mut self, field: &str, doc: KeylessDoc) -> Option<Keyless> {
-        let issuer = self.identity(
-            field,
-            ("issuer", doc.issuer),
-            ("issuerRegExp", doc.issuer_reg_exp),
-        );
-        let subject = self.identity(
-            field,
-            ("subject", doc.subject),
-            ("subjectRegExp", doc.subject_reg_exp),
-        );
+        let issuer = self.identity(field, ("issuer", doc.issuer), ("issuerRegExp", doc.issuer_reg_exp));
+        let subject = self.identity(field, ("subject", doc.subject), ("subjectRegExp", doc.subject_reg_exp));
         let mut extensions = BTreeMap::new();
         for (name, value) in doc.extensions {
             let field = format!("{field}.extensions.{name}");
@@ -308,10 +286,7 @@ impl Validator<'_> {
                 None => {
                     let hint = match FulcioClaim::from_name_ignoring_case(&name) {
                         Some(claim) => format!("did you mean {claim}?"),
-                        None => format!(
-                            "known claims: {}",
-                            FulcioClaim::ALL.map(FulcioClaim::name).join(", ")
-                        ),
+                        None => format!("known claims: {}", FulcioClaim::ALL.map(FulcioClaim::name).join(", ")),
                     };
                     self.error(&field, format!("unknown Fulcio claim {name:?}; {hint}"));
                 }
@@ -336,16 +311,12 @@ impl Validator<'_> {
             (Some(s), None) => (exact_name, IdentityMatch::Exact(s)),
             (None, Some(r)) => (regexp_name, IdentityMatch::RegExp(r)),
             (Some(_), Some(_)) => {
-                let message =
-                    format!("set exactly one of `{exact_name}` or `{regexp_name}`, not both");
+                let message = format!("set exactly one of `{exact_name}` or `{regexp_name}`, not both");
                 self.error(&format!("{field}.{exact_name}"), message);
                 return None;
             }
             (None, None) => {
-                self.error(
-                    field,
-                    format!("set one of `{exact_name}` or `{regexp_name}`"),
-                );
+                self.error(field, format!("set one of `{exact_name}` or `{regexp_name}`"));
                 return None;
             }
         };
@@ -379,12 +350,7 @@ impl Validator<'_> {
             Some(text) => self.duration(&format!("{field}.maxAge"), text),
         };
         let conditions_field = format!("{field}.conditions");
-        if self.bounded(
-            &conditions_field,
-            "conditions",
-            doc.conditions.len(),
-            MAX_LIST,
-        ) {
+        if self.bounded(&conditions_field, "conditions", doc.conditions.len(), MAX_LIST) {
             for (i, condition) in doc.conditions.iter().enumerate() {
                 if condition.trim().is_empty() {
                     self.error(&format!("{conditions_field}[{i}]"), "must not be empty");
@@ -407,10 +373,7 @@ impl Validator<'_> {
             }
             Ok(d) => Some(d),
             Err(e) => {
-                self.error(
-                    field,
-                    format!("{text:?} is not a duration such as 2160h or 30d: {e}"),
-                );
+                self.error(field, format!("{text:?} is not a duration such as 2160h or 30d: {e}"));
                 None
             }
         }

@@ -38,15 +38,24 @@ impl Credentials {
                 .and_then(|raw| String::from_utf8(raw).ok())
                 .and_then(|pair| pair.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
         };
-        Self { basic, identity_token: non_empty(&auth.identity_token), registry_token: non_empty(&auth.registry_token) }
+        Self {
+            basic,
+            identity_token: non_empty(&auth.identity_token),
+            registry_token: non_empty(&auth.registry_token),
+        }
     }
 
     pub fn basic(username: &str, password: &str) -> Self {
-        Self { basic: Some((username.into(), password.into())), ..Self::default() }
+        Self {
+            basic: Some((username.into(), password.into())),
+            ..Self::default()
+        }
     }
 
     fn basic_header(&self) -> Option<String> {
-        self.basic.as_ref().map(|(u, p)| format!("Basic {}", BASE64.encode(format!("{u}:{p}"))))
+        self.basic
+            .as_ref()
+            .map(|(u, p)| format!("Basic {}", BASE64.encode(format!("{u}:{p}"))))
     }
 }
 
@@ -85,7 +94,10 @@ impl Challenge {
             params.push((key.trim().to_ascii_lowercase(), value.to_string()));
             rest = remainder.trim_start().trim_start_matches(',').trim_start();
         }
-        Some(Self { scheme: scheme.to_ascii_lowercase(), params })
+        Some(Self {
+            scheme: scheme.to_ascii_lowercase(),
+            params,
+        })
     }
 
     fn param(&self, key: &str) -> Option<&str> {
@@ -96,21 +108,29 @@ impl Challenge {
 /// Answers a 401 challenge and returns the `Authorization` header value to retry with.
 pub(super) async fn answer(session: &Session<'_>, www_authenticate: &str) -> Result<String, RegistryError> {
     let unauthorized = |why: &str| RegistryError::Unavailable(format!("{}: unauthorized: {why}", session.base));
-    let challenge = Challenge::parse(www_authenticate).ok_or_else(|| unauthorized("unreadable WWW-Authenticate challenge"))?;
+    let challenge =
+        Challenge::parse(www_authenticate).ok_or_else(|| unauthorized("unreadable WWW-Authenticate challenge"))?;
     match challenge.scheme.as_str() {
-        "basic" => session.credentials.basic_header().ok_or_else(|| unauthorized("registry wants credentials and none were sent")),
+        "basic" => session
+            .credentials
+            .basic_header()
+            .ok_or_else(|| unauthorized("registry wants credentials and none were sent")),
         "bearer" => {
             if let Some(token) = &session.credentials.registry_token {
                 return Ok(format!("Bearer {token}"));
             }
-            let realm = challenge.param("realm").ok_or_else(|| unauthorized("bearer challenge without a realm"))?;
+            let realm = challenge
+                .param("realm")
+                .ok_or_else(|| unauthorized("bearer challenge without a realm"))?;
             let realm = reqwest::Url::parse(realm).map_err(|_| unauthorized("bearer realm is not a URL"))?;
             let realm_host = match realm.port() {
                 Some(p) => format!("{}:{p}", realm.host_str().unwrap_or_default()),
                 None => realm.host_str().unwrap_or_default().to_string(),
             };
             if realm.scheme() != "https" && !(realm.scheme() == "http" && session.registries.is_insecure(&realm_host)) {
-                return Err(unauthorized("token realm is not HTTPS and its host is not marked insecure"));
+                return Err(unauthorized(
+                    "token realm is not HTTPS and its host is not marked insecure",
+                ));
             }
             let scope = format!("repository:{}:pull", session.repository);
             let token = fetch_token(session, &realm, challenge.param("service"), &scope).await?;
@@ -144,7 +164,11 @@ async fn fetch_token(
             .map(|(k, v)| format!("{k}={}", url_encode(v)))
             .collect::<Vec<_>>()
             .join("&");
-        session.client.post(realm.clone()).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body)
+        session
+            .client
+            .post(realm.clone())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
     } else {
         let mut get_url = realm.clone();
         {
@@ -162,7 +186,10 @@ async fn fetch_token(
     };
     let response = request.send().await.map_err(|e| unavailable(url, &e))?;
     if !response.status().is_success() {
-        return Err(RegistryError::Unavailable(format!("{url}: token request refused: HTTP {}", response.status())));
+        return Err(RegistryError::Unavailable(format!(
+            "{url}: token request refused: HTTP {}",
+            response.status()
+        )));
     }
     let body = read_bounded(response, MAX_TOKEN_RESPONSE_BYTES, url).await?;
     #[derive(serde::Deserialize)]
@@ -216,12 +243,22 @@ mod tests {
 
     #[test]
     fn credentials_from_cri_auth_field() {
-        let auth = pullgate_proto::cri::AuthConfig { auth: BASE64.encode("alice:s3:cr3t"), ..Default::default() };
+        let auth = pullgate_proto::cri::AuthConfig {
+            auth: BASE64.encode("alice:s3:cr3t"),
+            ..Default::default()
+        };
         let creds = Credentials::from_cri(Some(&auth));
         assert_eq!(creds.basic, Some(("alice".into(), "s3:cr3t".into())));
         assert!(!format!("{creds:?}").contains("s3:cr3t"));
-        let explicit = pullgate_proto::cri::AuthConfig { username: "bob".into(), password: "pw".into(), ..Default::default() };
-        assert_eq!(Credentials::from_cri(Some(&explicit)).basic_header().unwrap(), format!("Basic {}", BASE64.encode("bob:pw")));
+        let explicit = pullgate_proto::cri::AuthConfig {
+            username: "bob".into(),
+            password: "pw".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            Credentials::from_cri(Some(&explicit)).basic_header().unwrap(),
+            format!("Basic {}", BASE64.encode("bob:pw"))
+        );
     }
 
     #[test]

@@ -56,7 +56,10 @@ pub fn signature_tag(image: &Digest) -> String {
 }
 
 /// Fetches the legacy `.sig` signatures of `image`. An image without the tag has none.
-pub async fn legacy_signatures(session: &mut Session<'_>, image: &Digest) -> Result<Vec<SignatureLayer>, RegistryError> {
+pub async fn legacy_signatures(
+    session: &mut Session<'_>,
+    image: &Digest,
+) -> Result<Vec<SignatureLayer>, RegistryError> {
     let tag = signature_tag(image);
     let Some(manifest) = session.manifest(&tag).await? else {
         return Ok(Vec::new());
@@ -74,14 +77,21 @@ pub async fn legacy_signatures(session: &mut Session<'_>, image: &Digest) -> Res
         let payload = if layer.media_type != SIMPLE_SIGNING {
             Payload::Skipped(format!("layer media type {} is not a signature", layer.media_type))
         } else if layer.size > MAX_PAYLOAD_BYTES {
-            Payload::Skipped(format!("payload of {} bytes is larger than {MAX_PAYLOAD_BYTES}", layer.size))
+            Payload::Skipped(format!(
+                "payload of {} bytes is larger than {MAX_PAYLOAD_BYTES}",
+                layer.size
+            ))
         } else {
             match Digest::parse(&layer.digest) {
                 Some(d) => Payload::Fetched(session.blob(&d, MAX_PAYLOAD_BYTES as usize).await?),
                 None => Payload::Skipped(format!("layer digest {:?} is not a sha256 digest", layer.digest)),
             }
         };
-        layers.push(SignatureLayer { media_type: layer.media_type, annotations: layer.annotations, payload });
+        layers.push(SignatureLayer {
+            media_type: layer.media_type,
+            annotations: layer.annotations,
+            payload,
+        });
     }
     Ok(layers)
 }

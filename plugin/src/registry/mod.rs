@@ -75,7 +75,12 @@ pub struct Session<'r> {
 
 impl Registries {
     pub fn new(config: &Config) -> Result<Self, String> {
-        let insecure: HashSet<String> = config.registries.iter().filter(|r| r.insecure).map(|r| r.host.clone()).collect();
+        let insecure: HashSet<String> = config
+            .registries
+            .iter()
+            .filter(|r| r.insecure)
+            .map(|r| r.host.clone())
+            .collect();
         let builder = |extra_ca: Option<reqwest::Certificate>| {
             let insecure = insecure.clone();
             let mut b = reqwest::Client::builder()
@@ -92,23 +97,39 @@ impl Registries {
         let mut with_ca = Vec::new();
         for r in &config.registries {
             if let Some(path) = &r.ca_file {
-                let pem = std::fs::read(path).map_err(|e| format!("registries[{}].caFile {}: {e}", r.host, path.display()))?;
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("registries[{}].caFile {}: {e}", r.host, path.display()))?;
                 let ca = reqwest::Certificate::from_pem(&pem)
                     .map_err(|e| format!("registries[{}].caFile {}: {e}", r.host, path.display()))?;
                 with_ca.push((r.host.clone(), builder(Some(ca))?));
             }
         }
         let default = builder(None)?;
-        Ok(Self { inner: Arc::new(Inner { insecure, with_ca, default }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                insecure,
+                with_ca,
+                default,
+            }),
+        })
     }
 
     /// A session for `reference`'s repository, authenticating with `credentials`.
     pub fn session(&self, reference: &Reference, credentials: Credentials) -> Session<'_> {
         let host = reference.host();
-        let client = self.inner.with_ca.iter().find(|(h, _)| h == host).map_or(&self.inner.default, |(_, c)| c);
+        let client = self
+            .inner
+            .with_ca
+            .iter()
+            .find(|(h, _)| h == host)
+            .map_or(&self.inner.default, |(_, c)| c);
         let scheme = if self.is_insecure(host) { "http" } else { "https" };
         // Docker Hub's API lives on a different host from its image names.
-        let api_host = if host == crate::reference::DOCKER_HUB { "registry-1.docker.io" } else { host };
+        let api_host = if host == crate::reference::DOCKER_HUB {
+            "registry-1.docker.io"
+        } else {
+            host
+        };
         Session {
             client,
             registries: self,
@@ -140,7 +161,9 @@ fn redirect_policy(insecure: HashSet<String>) -> reqwest::redirect::Policy {
         if url.scheme() == "https" || (url.scheme() == "http" && insecure.contains(&host)) {
             attempt.follow()
         } else {
-            attempt.error(format!("refusing redirect to {url}: plain HTTP to a host not marked insecure"))
+            attempt.error(format!(
+                "refusing redirect to {url}: plain HTTP to a host not marked insecure"
+            ))
         }
     })
 }
@@ -177,7 +200,11 @@ impl Session<'_> {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
             .unwrap_or_default();
-        let advertised = response.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let advertised = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let bytes = read_bounded(response, MAX_MANIFEST_BYTES, &url).await?;
         let digest = Digest::of(&bytes);
         if let Some(advertised) = advertised {
@@ -189,10 +216,16 @@ impl Session<'_> {
         }
         if let Some(expected) = Digest::parse(tag_or_digest) {
             if expected != digest {
-                return Err(RegistryError::Invalid(format!("{url}: manifest bytes hash to {digest}, not {expected}")));
+                return Err(RegistryError::Invalid(format!(
+                    "{url}: manifest bytes hash to {digest}, not {expected}"
+                )));
             }
         }
-        Ok(Some(Manifest { digest, media_type, bytes }))
+        Ok(Some(Manifest {
+            digest,
+            media_type,
+            bytes,
+        }))
     }
 
     /// Fetches blob `digest`, refusing more than `max` bytes and content that does not hash to
@@ -204,7 +237,9 @@ impl Session<'_> {
         };
         let bytes = read_bounded(response, max, &url).await?;
         if Digest::of(&bytes) != *digest {
-            return Err(RegistryError::Invalid(format!("{url}: blob content does not match its digest")));
+            return Err(RegistryError::Invalid(format!(
+                "{url}: blob content does not match its digest"
+            )));
         }
         Ok(bytes)
     }

@@ -112,9 +112,16 @@ pub fn verify_signatures(
     }
     if evidence.is_empty() {
         let authorities = authorities.iter().map(|a| a.name.clone()).collect();
-        return Err(Unverified { authorities, rejections });
+        return Err(Unverified {
+            authorities,
+            rejections,
+        });
     }
-    Ok(Verified { reference: reference.clone(), digest: digest.clone(), evidence })
+    Ok(Verified {
+        reference: reference.clone(),
+        digest: digest.clone(),
+        evidence,
+    })
 }
 
 fn check_layer(digest: &Digest, layer: &SignatureLayer, authorities: &[Authority]) -> Result<Evidence, Rejection> {
@@ -141,16 +148,24 @@ fn check_layer(digest: &Digest, layer: &SignatureLayer, authorities: &[Authority
         AuthorityKind::Keyless(_) => false,
     });
     let Some(authority) = authority else {
-        return Err(if keyless_only { Rejection::KeylessUnsupported } else { Rejection::KeyMismatch });
+        return Err(if keyless_only {
+            Rejection::KeylessUnsupported
+        } else {
+            Rejection::KeyMismatch
+        });
     };
 
     let signed = simple_signing::parse(payload).map_err(Rejection::BadPayload)?;
     if signed.manifest_digest != digest.as_str() {
-        return Err(Rejection::DigestMismatch { signed: signed.manifest_digest });
+        return Err(Rejection::DigestMismatch {
+            signed: signed.manifest_digest,
+        });
     }
     if authority.tlog == Tlog::Required {
         // No transparency-log verification exists yet, so a requirement for one cannot be met.
-        return Err(Rejection::TlogRequired { authority: authority.name.clone() });
+        return Err(Rejection::TlogRequired {
+            authority: authority.name.clone(),
+        });
     }
     Ok(Evidence {
         authority: authority.name.clone(),
@@ -186,7 +201,9 @@ impl fmt::Display for Rejection {
                 write!(f, "{}: {why}", self.category())
             }
             Self::DigestMismatch { signed } => write!(f, "signs {signed}"),
-            Self::TlogRequired { authority } => write!(f, "authority {authority:?} requires a verified transparency-log entry"),
+            Self::TlogRequired { authority } => {
+                write!(f, "authority {authority:?} requires a verified transparency-log entry")
+            }
             other => f.write_str(other.category()),
         }
     }
@@ -209,6 +226,11 @@ impl fmt::Display for Unverified {
         }
         let n = self.rejections.len();
         let parts: Vec<String> = counts.iter().map(|(c, k)| format!("{k} {c}")).collect();
-        write!(f, " ({n} signature{} found: {})", if n == 1 { "" } else { "s" }, parts.join(", "))
+        write!(
+            f,
+            " ({n} signature{} found: {})",
+            if n == 1 { "" } else { "s" },
+            parts.join(", ")
+        )
     }
 }

@@ -44,7 +44,10 @@ struct Identity {
 pub fn parse(payload: &[u8]) -> Result<SignedImage, String> {
     let p: Payload = serde_json::from_slice(payload).map_err(|e| format!("not a simple-signing payload: {e}"))?;
     if p.critical.kind != COSIGN_SIGNATURE_TYPE {
-        return Err(format!("critical.type is {:?}, not {COSIGN_SIGNATURE_TYPE:?}", p.critical.kind));
+        return Err(format!(
+            "critical.type is {:?}, not {COSIGN_SIGNATURE_TYPE:?}",
+            p.critical.kind
+        ));
     }
     Ok(SignedImage {
         manifest_digest: p.critical.image.docker_manifest_digest,

@@ -7,11 +7,15 @@ use super::*;
 use crate::{policy::Tlog, registry::cosign::SIMPLE_SIGNING};
 
 fn fixtures() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/containers-image/signature/fixtures");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/containers-image/signature/fixtures");
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIP: {} is absent; the third-party vector cases are not run", dir.display());
+        eprintln!(
+            "SKIP: {} is absent; the third-party vector cases are not run",
+            dir.display()
+        );
         None
     }
 }
@@ -19,7 +23,11 @@ fn fixtures() -> Option<PathBuf> {
 fn key_authority(name: &str, pem: &str, tlog: Tlog) -> Authority {
     let der = sigstore_types::DerPublicKey::from_pem(pem).unwrap();
     let key = sigstore_crypto::VerificationKey::from_spki(&der).unwrap();
-    Authority { name: name.to_string(), kind: AuthorityKind::Key(Arc::new(key)), tlog }
+    Authority {
+        name: name.to_string(),
+        kind: AuthorityKind::Key(Arc::new(key)),
+        tlog,
+    }
 }
 
 fn fixture_key(dir: &std::path::Path, file: &str, tlog: Tlog) -> Authority {
@@ -37,15 +45,23 @@ fn layers(case: &std::path::Path) -> Vec<SignatureLayer> {
     }
     let mut out = Vec::new();
     for n in 1.. {
-        let Ok(bytes) = std::fs::read(case.join(format!("signature-{n}"))) else { break };
-        let json = bytes.strip_prefix(b"\x00sigstore-json\n").expect("sigstore-json prefix");
+        let Ok(bytes) = std::fs::read(case.join(format!("signature-{n}"))) else {
+            break;
+        };
+        let json = bytes
+            .strip_prefix(b"\x00sigstore-json\n")
+            .expect("sigstore-json prefix");
         let d: OnDisk = serde_json::from_slice(json).unwrap();
         let payload = if d.mime_type == SIMPLE_SIGNING {
             Payload::Fetched(BASE64.decode(d.payload).unwrap())
         } else {
             Payload::Skipped(format!("layer media type {} is not a signature", d.mime_type))
         };
-        out.push(SignatureLayer { media_type: d.mime_type, annotations: d.annotations, payload });
+        out.push(SignatureLayer {
+            media_type: d.mime_type,
+            annotations: d.annotations,
+            payload,
+        });
     }
     out
 }
@@ -66,19 +82,33 @@ fn run(case: &str, authorities: &[Authority]) -> Result<Verified, Unverified> {
 #[test]
 fn cosign_valid_is_accepted_with_its_key() {
     let Some(dir) = fixtures() else { return };
-    let verified = run("dir-img-cosign-valid", &[fixture_key(&dir, "cosign.pub", Tlog::Optional)]).unwrap();
+    let verified = run(
+        "dir-img-cosign-valid",
+        &[fixture_key(&dir, "cosign.pub", Tlog::Optional)],
+    )
+    .unwrap();
     assert_eq!(verified.evidence().len(), 1);
     assert_eq!(verified.evidence()[0].authority, "cosign.pub");
     assert_eq!(verified.evidence()[0].time_source, "none");
-    assert_eq!(verified.pinned(), format!("192.168.64.2:5000/cosign-signed-single-sample@{}", verified.digest()));
+    assert_eq!(
+        verified.pinned(),
+        format!("192.168.64.2:5000/cosign-signed-single-sample@{}", verified.digest())
+    );
 }
 
 #[test]
 fn cosign_valid_is_rejected_with_another_key() {
     let Some(dir) = fixtures() else { return };
-    let err = run("dir-img-cosign-valid", &[fixture_key(&dir, "cosign2.pub", Tlog::Optional)]).unwrap_err();
+    let err = run(
+        "dir-img-cosign-valid",
+        &[fixture_key(&dir, "cosign2.pub", Tlog::Optional)],
+    )
+    .unwrap_err();
     assert_eq!(err.rejections, vec![Rejection::KeyMismatch]);
-    assert_eq!(err.to_string(), "no signature from authority \"cosign2.pub\" (1 signature found: 1 key mismatch)");
+    assert_eq!(
+        err.to_string(),
+        "no signature from authority \"cosign2.pub\" (1 signature found: 1 key mismatch)"
+    );
 }
 
 #[test]
@@ -87,12 +117,28 @@ fn garbage_or_missing_signature_annotation_is_rejected() {
     let case = dir.join("dir-img-cosign-valid");
     let key = fixture_key(&dir, "cosign.pub", Tlog::Optional);
     let mut garbage = layers(&case);
-    garbage[0].annotations.insert(SIGNATURE_ANNOTATION.into(), "this is not base64!".into());
-    let err = verify_signatures(&reference(), &digest_of_manifest(&case), &garbage, std::slice::from_ref(&key)).unwrap_err();
+    garbage[0]
+        .annotations
+        .insert(SIGNATURE_ANNOTATION.into(), "this is not base64!".into());
+    let err = verify_signatures(
+        &reference(),
+        &digest_of_manifest(&case),
+        &garbage,
+        std::slice::from_ref(&key),
+    )
+    .unwrap_err();
     assert!(matches!(err.rejections[0], Rejection::MalformedSignature(_)));
     let mut wrong = layers(&case);
-    wrong[0].annotations.insert(SIGNATURE_ANNOTATION.into(), BASE64.encode(b"not a signature"));
-    let err = verify_signatures(&reference(), &digest_of_manifest(&case), &wrong, std::slice::from_ref(&key)).unwrap_err();
+    wrong[0]
+        .annotations
+        .insert(SIGNATURE_ANNOTATION.into(), BASE64.encode(b"not a signature"));
+    let err = verify_signatures(
+        &reference(),
+        &digest_of_manifest(&case),
+        &wrong,
+        std::slice::from_ref(&key),
+    )
+    .unwrap_err();
     assert_eq!(err.rejections, vec![Rejection::KeyMismatch]);
     let mut missing = layers(&case);
     missing[0].annotations.clear();
@@ -102,27 +148,43 @@ fn garbage_or_missing_signature_annotation_is_rejected() {
 #[test]
 fn two_valid_signatures_give_two_pieces_of_evidence() {
     let Some(dir) = fixtures() else { return };
-    let verified = run("dir-img-cosign-valid-2", &[fixture_key(&dir, "cosign.pub", Tlog::Optional)]).unwrap();
+    let verified = run(
+        "dir-img-cosign-valid-2",
+        &[fixture_key(&dir, "cosign.pub", Tlog::Optional)],
+    )
+    .unwrap();
     assert_eq!(verified.evidence().len(), 2);
 }
 
 #[test]
 fn mixed_one_unknown_one_valid_is_accepted() {
     let Some(dir) = fixtures() else { return };
-    assert!(run("dir-img-cosign-mixed", &[fixture_key(&dir, "cosign.pub", Tlog::Optional)]).is_ok());
+    assert!(run(
+        "dir-img-cosign-mixed",
+        &[fixture_key(&dir, "cosign.pub", Tlog::Optional)]
+    )
+    .is_ok());
 }
 
 #[test]
 fn modified_manifest_is_rejected_as_another_digest() {
     let Some(dir) = fixtures() else { return };
-    let err = run("dir-img-cosign-modified-manifest", &[fixture_key(&dir, "cosign.pub", Tlog::Optional)]).unwrap_err();
+    let err = run(
+        "dir-img-cosign-modified-manifest",
+        &[fixture_key(&dir, "cosign.pub", Tlog::Optional)],
+    )
+    .unwrap_err();
     assert!(matches!(err.rejections[0], Rejection::DigestMismatch { .. }), "{err}");
 }
 
 #[test]
 fn other_attachment_is_not_a_signature() {
     let Some(dir) = fixtures() else { return };
-    let err = run("dir-img-cosign-other-attachment", &[fixture_key(&dir, "cosign.pub", Tlog::Optional)]).unwrap_err();
+    let err = run(
+        "dir-img-cosign-other-attachment",
+        &[fixture_key(&dir, "cosign.pub", Tlog::Optional)],
+    )
+    .unwrap_err();
     assert!(matches!(err.rejections[0], Rejection::NotASignature(_)), "{err}");
 }
 
@@ -131,22 +193,40 @@ fn unsigned_reports_no_signatures() {
     let Some(dir) = fixtures() else { return };
     let err = run("dir-img-unsigned", &[fixture_key(&dir, "cosign.pub", Tlog::Optional)]).unwrap_err();
     assert!(err.rejections.is_empty());
-    assert_eq!(err.to_string(), "no signature from authority \"cosign.pub\" (no signatures found)");
+    assert_eq!(
+        err.to_string(),
+        "no signature from authority \"cosign.pub\" (no signatures found)"
+    );
 }
 
 #[test]
 fn key_rekor_valid_needs_verified_tlog_only_when_required() {
     let Some(dir) = fixtures() else { return };
-    assert!(run("dir-img-cosign-key-rekor-valid", &[fixture_key(&dir, "cosign2.pub", Tlog::Optional)]).is_ok());
-    assert!(run("dir-img-cosign-key-rekor-valid", &[fixture_key(&dir, "cosign2.pub", Tlog::Ignore)]).is_ok());
-    let err = run("dir-img-cosign-key-rekor-valid", &[fixture_key(&dir, "cosign2.pub", Tlog::Required)]).unwrap_err();
+    assert!(run(
+        "dir-img-cosign-key-rekor-valid",
+        &[fixture_key(&dir, "cosign2.pub", Tlog::Optional)]
+    )
+    .is_ok());
+    assert!(run(
+        "dir-img-cosign-key-rekor-valid",
+        &[fixture_key(&dir, "cosign2.pub", Tlog::Ignore)]
+    )
+    .is_ok());
+    let err = run(
+        "dir-img-cosign-key-rekor-valid",
+        &[fixture_key(&dir, "cosign2.pub", Tlog::Required)],
+    )
+    .unwrap_err();
     assert!(matches!(err.rejections[0], Rejection::TlogRequired { .. }), "{err}");
 }
 
 #[test]
 fn any_authority_of_several_is_enough() {
     let Some(dir) = fixtures() else { return };
-    let authorities = [fixture_key(&dir, "cosign2.pub", Tlog::Optional), fixture_key(&dir, "cosign.pub", Tlog::Optional)];
+    let authorities = [
+        fixture_key(&dir, "cosign2.pub", Tlog::Optional),
+        fixture_key(&dir, "cosign.pub", Tlog::Optional),
+    ];
     let verified = run("dir-img-cosign-valid", &authorities).unwrap();
     assert_eq!(verified.evidence()[0].authority, "cosign.pub");
 }
@@ -155,7 +235,13 @@ fn any_authority_of_several_is_enough() {
 fn summary_counts_each_kind_of_rejection() {
     let u = Unverified {
         authorities: vec!["release-key".into(), "ci".into()],
-        rejections: vec![Rejection::KeyMismatch, Rejection::DigestMismatch { signed: "sha256:x".into() }, Rejection::KeyMismatch],
+        rejections: vec![
+            Rejection::KeyMismatch,
+            Rejection::DigestMismatch {
+                signed: "sha256:x".into(),
+            },
+            Rejection::KeyMismatch,
+        ],
     };
     assert_eq!(
         u.to_string(),

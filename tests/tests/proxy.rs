@@ -1,0 +1,325 @@
+//! What kubelet sees besides pulls: byte-faithful forwarding, ImageStatus gating, and the audit
+//! log and policy commands of the real binary.
+
+use prost::Message;
+use pullgate_proto::cri::{ImageFilter, ImageSpec, ListImagesRequest, ListImagesResponse};
+use pullgate_tests::{
+    cri::{self, method},
+    Pullgate, TestEnv,
+};
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_images_is_byte_equal_through_pullgate_and_direct() {
+    let env = TestEnv::start().await;
+    let host = env.host();
+    // One image: containerd lists several in map order, which differs from call to call.
+    env.push_signed_image("signed/a", "v1", "a").await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{host}/signed/*")]))
+        .await;
+    pg.client()
+        .pull_image(cri::pull_request(&env.image_ref("signed/a", "v1"), None, None))
+        .await
+        .unwrap();
+
+    // An unfiltered list, a filtered one, and one carrying a field no CRI version defines
+    // (field 99): pullgate must forward all of them untouched and return containerd's bytes.
+    let filtered = ListImagesRequest {
+        filter: Some(ImageFilter {
+            image: Some(ImageSpec {
+                image: env.image_ref("signed/a", "v1"),
+                ..Default::default()
+            }),
+        }),
+    };
+    let mut unknown_field = ListImagesRequest::default().encode_to_vec();
+    unknown_field.extend_from_slice(&[0x9a, 0x06, 0x03, b'x', b'y', b'z']); // field 99, length-delimited "xyz"
+    for request in [
+        ListImagesRequest::default().encode_to_vec(),
+        filtered.encode_to_vec(),
+        unknown_field,
+    ] {
+        let direct = cri::raw_unary(env.containerd.socket(), method::LIST_IMAGES, request.clone())
+            .await
+            .unwrap();
+        let proxied = cri::raw_unary(pg.socket(), method::LIST_IMAGES, request).await.unwrap();
+        assert_eq!(proxied, direct);
+        assert!(!ListImagesResponse::decode(&direct[..]).unwrap().images.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_methods_and_streams_get_containerds_own_answer() {
+    let env = TestEnv::start().await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await;
+    for path in [
+        method::STREAM_IMAGES,
+        "/runtime.v1.ImageService/NotYetInvented",
+        "/runtime.v1.RuntimeService/Version",
+    ] {
+        let direct = cri::raw_unary(env.containerd.socket(), path, Vec::new()).await;
+        let proxied = cri::raw_unary(pg.socket(), path, Vec::new()).await;
+        match (direct, proxied) {
+            (Ok(d), Ok(p)) => assert_eq!(p, d, "{path}"),
+            (Err(d), Err(p)) => {
+                assert_eq!(p.code(), d.code(), "{path}");
+                assert_eq!(p.message(), d.message(), "{path}");
+            }
+            (d, p) => panic!("{path}: direct {d:?} but through pullgate {p:?}"),
+        }
+    }
+    // ImageFsInfo, which kubelet calls at startup, answers the same too.
+    let direct = cri::raw_unary(env.containerd.socket(), method::IMAGE_FS_INFO, Vec::new())
+        .await
+        .unwrap();
+    let proxied = cri::raw_unary(pg.socket(), method::IMAGE_FS_INFO, Vec::new())
+        .await
+        .unwrap();
+    // Timestamps differ between the two calls; the filesystems named must not.
+    let names = |b: &[u8]| {
+        pullgate_proto::cri::ImageFsInfoResponse::decode(b)
+            .unwrap()
+            .image_filesystems
+            .into_iter()
+            .map(|f| f.fs_id.map(|i| i.mountpoint))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&proxied), names(&direct));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_status_hides_an_image_that_bypassed_pullgate() {
+    let env = TestEnv::start().await;
+    let host = env.host();
+    env.push_signed_image("signed/app", "v1", "bypass").await;
+    let image = env.image_ref("signed/app", "v1");
+    // Pulled straight into containerd, as a node bootstrap script or `ctr` might.
+    env.containerd
+        .client()
+        .pull_image(cri::pull_request(&image, None, None))
+        .await
+        .unwrap();
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{host}/signed/*")]))
+        .await;
+
+    let direct = env
+        .containerd
+        .client()
+        .image_status(cri::image_status_request(&image))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = direct.image.expect("containerd has the image").id;
+    let raw = cri::raw_unary(
+        pg.socket(),
+        method::IMAGE_STATUS,
+        cri::image_status_request(&image).encode_to_vec(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        raw.is_empty(),
+        "not present must be a response without the image field, got {raw:?}"
+    );
+    // Asking by image id is hidden too.
+    let by_id = pg
+        .client()
+        .image_status(cri::image_status_request(&id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(by_id.image.is_none());
+    let record = pg.audit_records().pop().unwrap();
+    assert_eq!(record["event"], "status-hidden");
+    assert_eq!(record["decision"], "deny");
+
+    // Once pulled through pullgate (and so verified), it is shown, by tag and by id.
+    pg.client()
+        .pull_image(cri::pull_request(&image, None, None))
+        .await
+        .unwrap();
+    let shown = pg
+        .client()
+        .image_status(cri::image_status_request(&image))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shown.image.map(|i| i.id), Some(id.clone()));
+    let shown = pg
+        .client()
+        .image_status(cri::image_status_request(&id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shown.image.map(|i| i.id), Some(id));
+
+    // An image containerd does not have is answered as containerd answers.
+    let missing = pg
+        .client()
+        .image_status(cri::image_status_request(&format!("{host}/signed/none:v1")))
+        .await
+        .unwrap();
+    assert!(missing.into_inner().image.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_is_forgotten_when_the_policy_changes() {
+    let env = TestEnv::start().await;
+    let host = env.host();
+    env.push_signed_image("signed/app", "v1", "generation").await;
+    let image = env.image_ref("signed/app", "v1");
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{host}/signed/*")]))
+        .await;
+    pg.client()
+        .pull_image(cri::pull_request(&image, None, None))
+        .await
+        .unwrap();
+    assert!(pg
+        .client()
+        .image_status(cri::image_status_request(&image))
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .is_some());
+
+    // A new policy (another key) is a new generation: the old verification no longer counts.
+    let other = pullgate_tests::Signer::generate();
+    pg.write_policy(&pullgate_tests::policy::key_policy(
+        "other",
+        &other.public_key_pem(),
+        &[&format!("{host}/signed/*")],
+    ));
+    pg.reload();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = pg
+            .client()
+            .image_status(cri::image_status_request(&image))
+            .await
+            .unwrap()
+            .into_inner();
+        if status.image.is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status still shown after the reload:\n{}",
+            pg.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_chain_verifies_and_one_flipped_byte_breaks_it() {
+    let env = TestEnv::start().await;
+    let host = env.host();
+    env.push_signed_image("signed/app", "v1", "audited").await;
+    env.push_image("signed/bad", "v1", "audited too").await;
+    let mut pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{host}/signed/*")]))
+        .await;
+    pg.client()
+        .pull_image(cri::pull_request(&env.image_ref("signed/app", "v1"), None, None))
+        .await
+        .unwrap();
+    let denied = pg
+        .client()
+        .pull_image(cri::pull_request(&env.image_ref("signed/bad", "v1"), None, None))
+        .await;
+    assert_eq!(denied.unwrap_err().code(), Code::Unknown);
+    pg.client()
+        .pull_image(cri::pull_request(&env.image_ref("signed/app", "v1"), None, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        pg.stop().and_then(|s| s.code()),
+        Some(0),
+        "SIGTERM exits 0:\n{}",
+        pg.log()
+    );
+
+    let audit = pg.audit_path();
+    let records = pg.audit_records();
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[0]["prev"], format!("sha256:{}", "0".repeat(64)));
+    let verify = |path: &std::path::Path| {
+        Pullgate::command()
+            .args(["audit", "verify"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&audit);
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("intact, 3 records"));
+
+    let mut bytes = std::fs::read(&audit).unwrap();
+    // Inside the first record's image name: the line still parses, its hash changes.
+    let at = bytes.windows(9).position(|w| w == br#""image":""#).unwrap() + 12;
+    bytes[at] ^= 0x01;
+    let tampered = env.dir().join("tampered.jsonl");
+    std::fs::write(&tampered, bytes).unwrap();
+    let broken = verify(&tampered);
+    let out = String::from_utf8_lossy(&broken.stdout);
+    assert_eq!(broken.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(":2: chain broken"),
+        "the second line names the first one's hash: {out}"
+    );
+}
+
+#[test]
+fn policy_check_reports_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    let key = pullgate_tests::Signer::generate().public_key_pem();
+    std::fs::write(
+        &good,
+        pullgate_tests::policy::key_policy("k", &key, &["ghcr.io/org/**"]),
+    )
+    .unwrap();
+    let out = Pullgate::command()
+        .args(["policy", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let bad = dir.path().join("bad.yaml");
+    let text =
+        pullgate_tests::policy::key_policy("k", &key, &["ghcr.io/org/**"]).replace("      images:", "      imagez:");
+    std::fs::write(&bad, &text).unwrap();
+    let out = Pullgate::command()
+        .args(["policy", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = text.lines().position(|l| l.contains("imagez")).unwrap() + 1;
+    assert!(err.contains(&format!("bad.yaml:{line}:")), "{err}");
+    assert!(err.contains("imagez"), "{err}");
+}
+
+#[test]
+fn serve_refuses_a_config_with_an_unknown_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "policy: p.yaml\nverifyTimeoutt: 3s\n").unwrap();
+    let out = Pullgate::command()
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("verifyTimeoutt"), "{err}");
+}
