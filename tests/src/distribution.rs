@@ -1,12 +1,17 @@
 //! The OCI distribution API as tests use it to put things into (and tamper with) a registry:
-//! blobs and manifests over plain HTTP, with optional basic authentication.
+//! blobs and manifests over plain HTTP, with optional basic authentication, which a token-auth
+//! registry's challenge makes the rig trade for a bearer token (see [`send`]).
 
 use std::{fmt, time::Duration};
 
-use reqwest::{header, Method, RequestBuilder, Response, StatusCode, Url};
+use reqwest::{
+    header::{self, HeaderValue},
+    Client, Method, Request, RequestBuilder, Response, StatusCode, Url,
+};
 use sha2::{Digest as _, Sha256};
 
-/// Basic-auth credentials (`user`, `password`) for a registry, or none.
+/// Credentials (`user`, `password`) for a registry, or none: sent as basic auth, and traded for a
+/// bearer token when a token-auth registry asks for one.
 pub type Auth<'a> = Option<(&'a str, &'a str)>;
 
 /// Media types the rig reads and writes.
@@ -95,13 +100,7 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 pub async fn push_blob(host: &str, repo: &str, bytes: &[u8], auth: Auth<'_>) -> Result<String, RegistryError> {
     let digest = sha256_digest(bytes);
     let start = api_url(host, &format!("{repo}/blobs/uploads/"));
-    let resp = send(
-        request(Method::POST, &start, auth),
-        Method::POST,
-        &start,
-        StatusCode::ACCEPTED,
-    )
-    .await?;
+    let resp = send(request(Method::POST, &start, auth), repo, auth, StatusCode::ACCEPTED).await?;
     let location = header_value(&resp, "location", &start)?;
     let mut upload = Url::parse(&start)
         .and_then(|base| base.join(&location))
@@ -112,7 +111,7 @@ pub async fn push_blob(host: &str, repo: &str, bytes: &[u8], auth: Auth<'_>) -> 
     let put = request(Method::PUT, &upload, auth)
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(bytes.to_vec());
-    let resp = send(put, Method::PUT, &upload, StatusCode::CREATED).await?;
+    let resp = send(put, repo, auth, StatusCode::CREATED).await?;
     check_digest(&resp, &digest, &upload)?;
     Ok(digest)
 }
@@ -120,7 +119,7 @@ pub async fn push_blob(host: &str, repo: &str, bytes: &[u8], auth: Auth<'_>) -> 
 /// The blob `digest` of `repo`.
 pub async fn get_blob(host: &str, repo: &str, digest: &str, auth: Auth<'_>) -> Result<Vec<u8>, RegistryError> {
     let url = api_url(host, &format!("{repo}/blobs/{digest}"));
-    let resp = send(request(Method::GET, &url, auth), Method::GET, &url, StatusCode::OK).await?;
+    let resp = send(request(Method::GET, &url, auth), repo, auth, StatusCode::OK).await?;
     body_bytes(resp, &url).await
 }
 
@@ -133,7 +132,7 @@ pub async fn get_manifest(
 ) -> Result<(Vec<u8>, String), RegistryError> {
     let url = api_url(host, &format!("{repo}/manifests/{reference}"));
     let get = request(Method::GET, &url, auth).header(header::ACCEPT, MANIFEST_ACCEPT);
-    let resp = send(get, Method::GET, &url, StatusCode::OK).await?;
+    let resp = send(get, repo, auth, StatusCode::OK).await?;
     let media_type = header_value(&resp, "content-type", &url)?;
     Ok((body_bytes(resp, &url).await?, media_type))
 }
@@ -153,7 +152,7 @@ pub async fn put_manifest(
     let put = request(Method::PUT, &url, auth)
         .header(header::CONTENT_TYPE, media_type)
         .body(bytes.to_vec());
-    let resp = send(put, Method::PUT, &url, StatusCode::CREATED).await?;
+    let resp = send(put, repo, auth, StatusCode::CREATED).await?;
     check_digest(&resp, &digest, &url)?;
     Ok(digest)
 }
@@ -162,7 +161,7 @@ pub async fn put_manifest(
 pub async fn resolve(host: &str, repo: &str, reference: &str, auth: Auth<'_>) -> Result<String, RegistryError> {
     let url = api_url(host, &format!("{repo}/manifests/{reference}"));
     let head = request(Method::HEAD, &url, auth).header(header::ACCEPT, MANIFEST_ACCEPT);
-    let resp = send(head, Method::HEAD, &url, StatusCode::OK).await?;
+    let resp = send(head, repo, auth, StatusCode::OK).await?;
     header_value(&resp, "docker-content-digest", &url)
 }
 
@@ -175,13 +174,7 @@ pub async fn delete_manifest(host: &str, repo: &str, reference: &str, auth: Auth
         resolve(host, repo, reference, auth).await?
     };
     let url = api_url(host, &format!("{repo}/manifests/{digest}"));
-    send(
-        request(Method::DELETE, &url, auth),
-        Method::DELETE,
-        &url,
-        StatusCode::ACCEPTED,
-    )
-    .await?;
+    send(request(Method::DELETE, &url, auth), repo, auth, StatusCode::ACCEPTED).await?;
     Ok(())
 }
 
@@ -204,12 +197,30 @@ fn request(method: Method, url: &str, auth: Auth<'_>) -> RequestBuilder {
     }
 }
 
-async fn send(req: RequestBuilder, method: Method, url: &str, expect: StatusCode) -> Result<Response, RegistryError> {
-    let resp = req.send().await.map_err(|source| RegistryError::Transport {
-        method: method.clone(),
-        url: url.to_owned(),
-        source,
-    })?;
+/// Sends `req` and expects `expect`. When a token-auth registry answers 401 with a `Bearer`
+/// challenge and there are credentials, a token for `repository:<repo>:pull,push` (and `delete`
+/// for a DELETE) is fetched from the challenge's realm with them as basic auth, and the request
+/// is sent once more with that token: the rig's one piece of bearer-token handling.
+async fn send(req: RequestBuilder, repo: &str, auth: Auth<'_>, expect: StatusCode) -> Result<Response, RegistryError> {
+    let (client, request) = req.build_split();
+    let request = request.map_err(|e| protocol(&e.url().map(Url::to_string).unwrap_or_default(), e.to_string()))?;
+    let (method, url) = (request.method().clone(), request.url().to_string());
+    let retry = request.try_clone();
+    let mut resp = execute(&client, request).await?;
+    if let (StatusCode::UNAUTHORIZED, Some((user, pass)), Some(mut retry)) = (resp.status(), auth, retry) {
+        if let Some(challenge) = bearer_challenge(&resp) {
+            let actions = if method == Method::DELETE {
+                "pull,push,delete"
+            } else {
+                "pull,push"
+            };
+            let token = fetch_token(&client, &challenge, &format!("repository:{repo}:{actions}"), user, pass).await?;
+            let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| protocol(&challenge.realm, "the token is not a header value".to_owned()))?;
+            retry.headers_mut().insert(header::AUTHORIZATION, bearer);
+            resp = execute(&client, retry).await?;
+        }
+    }
     if resp.status() == expect {
         return Ok(resp);
     }
@@ -217,10 +228,100 @@ async fn send(req: RequestBuilder, method: Method, url: &str, expect: StatusCode
     let body = resp.text().await.unwrap_or_default();
     Err(RegistryError::Status {
         method,
-        url: url.to_owned(),
+        url,
         status,
         body,
     })
+}
+
+async fn execute(client: &Client, request: Request) -> Result<Response, RegistryError> {
+    let (method, url) = (request.method().clone(), request.url().to_string());
+    client
+        .execute(request)
+        .await
+        .map_err(|source| RegistryError::Transport { method, url, source })
+}
+
+/// The parameters of a `WWW-Authenticate: Bearer realm="…",service="…",scope="…"` challenge.
+#[derive(Debug, PartialEq, Eq)]
+struct BearerChallenge {
+    realm: String,
+    service: Option<String>,
+}
+
+fn bearer_challenge(resp: &Response) -> Option<BearerChallenge> {
+    let value = resp.headers().get(header::WWW_AUTHENTICATE)?.to_str().ok()?;
+    parse_bearer_challenge(value)
+}
+
+/// Reads `Bearer key="value",key=value,…`; `None` for another scheme or without a realm.
+fn parse_bearer_challenge(value: &str) -> Option<BearerChallenge> {
+    let (scheme, mut rest) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let (mut realm, mut service) = (None, None);
+    loop {
+        rest = rest.trim_start_matches([' ', ',']);
+        if rest.is_empty() {
+            break;
+        }
+        let (key, after) = rest.split_once('=')?;
+        // A quoted value may hold commas (`scope="repository:a:pull,push"`).
+        let (value, remainder) = match after.strip_prefix('"') {
+            Some(quoted) => quoted.split_once('"')?,
+            None => after.split_once(',').unwrap_or((after, "")),
+        };
+        match key.trim().to_ascii_lowercase().as_str() {
+            "realm" => realm = Some(value.to_owned()),
+            "service" => service = Some(value.to_owned()),
+            _ => {}
+        }
+        rest = remainder;
+    }
+    Some(BearerChallenge { realm: realm?, service })
+}
+
+/// `GET realm?service=…&scope=…` with basic credentials; the `token` (or `access_token`) of the
+/// JSON answer.
+async fn fetch_token(
+    client: &Client,
+    challenge: &BearerChallenge,
+    scope: &str,
+    user: &str,
+    pass: &str,
+) -> Result<String, RegistryError> {
+    let mut url = Url::parse(&challenge.realm).map_err(|e| protocol(&challenge.realm, format!("token realm: {e}")))?;
+    if let Some(service) = &challenge.service {
+        url.query_pairs_mut().append_pair("service", service);
+    }
+    url.query_pairs_mut().append_pair("scope", scope);
+    let request = client.get(url).basic_auth(user, Some(pass)).build();
+    let request = request.map_err(|e| protocol(&challenge.realm, e.to_string()))?;
+    let resp = execute(client, request).await?;
+    let url = resp.url().to_string();
+    if resp.status() != StatusCode::OK {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        return Err(RegistryError::Status {
+            method: Method::GET,
+            url,
+            status,
+            body,
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct TokenAnswer {
+        token: Option<String>,
+        access_token: Option<String>,
+    }
+    let answer: TokenAnswer = serde_json::from_slice(&body_bytes(resp, &url).await?)
+        .map_err(|e| protocol(&url, format!("token answer: {e}")))?;
+    answer
+        .token
+        .or(answer.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| protocol(&url, "the token answer holds no token".to_owned()))
 }
 
 async fn body_bytes(resp: Response, url: &str) -> Result<Vec<u8>, RegistryError> {
@@ -255,5 +356,30 @@ fn protocol(url: &str, message: String) -> RegistryError {
     RegistryError::Protocol {
         url: url.to_owned(),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_bearer_challenges() {
+        let challenge = parse_bearer_challenge(
+            r#"Bearer realm="http://127.0.0.1:1/token",service="svc",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(
+            challenge,
+            Some(BearerChallenge {
+                realm: "http://127.0.0.1:1/token".to_owned(),
+                service: Some("svc".to_owned()),
+            })
+        );
+        assert_eq!(
+            parse_bearer_challenge("bearer realm=http://r/t").map(|c| c.realm),
+            Some("http://r/t".to_owned())
+        );
+        assert_eq!(parse_bearer_challenge(r#"Basic realm="x""#), None);
+        assert_eq!(parse_bearer_challenge(r#"Bearer service="svc""#), None);
     }
 }

@@ -15,6 +15,7 @@ use crate::{
     pullgate::{self, Pullgate},
     registry::Registry,
     signer::Signer,
+    token_server::TokenServer,
 };
 
 /// The name [`TestEnv::key_policy`] gives the signer's authority.
@@ -44,12 +45,21 @@ impl TestEnv {
         Self::start_inner(Some((user, pass))).await
     }
 
+    /// An env whose registry demands bearer tokens from its token server, which grants them to
+    /// `user`/`pass` (see [`crate::token_server`]); [`TestEnv::auth`] is `user`/`pass`.
+    pub async fn start_with_token_auth(user: &str, pass: &str) -> TestEnv {
+        let dir = env_dir();
+        let registry = Registry::start_in_with_token_auth(&dir.path().join("registry"), user, pass).await;
+        Self::start_with(dir, registry).await
+    }
+
     async fn start_inner(htpasswd: Option<(&str, &str)>) -> TestEnv {
-        let dir = tempfile::Builder::new()
-            .prefix("pullgate-env-")
-            .tempdir()
-            .expect("create a temp dir");
+        let dir = env_dir();
         let registry = Registry::start_in(&dir.path().join("registry"), htpasswd).await;
+        Self::start_with(dir, registry).await
+    }
+
+    async fn start_with(dir: TempDir, registry: Registry) -> TestEnv {
         let containerd = Containerd::start_in(&dir.path().join("containerd"), &[registry.host()]).await;
         TestEnv {
             registry,
@@ -67,6 +77,11 @@ impl TestEnv {
     /// The registry's `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         self.registry.host()
+    }
+
+    /// The registry's token server, if it uses token authentication.
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.registry.token_server()
     }
 
     /// The registry's credentials, if it demands them.
@@ -105,14 +120,17 @@ impl TestEnv {
     }
 
     /// A SPEC §3 configuration for a pullgate in `dir` in front of this env's containerd, with
-    /// the registry as an insecure host.
+    /// the registry as an insecure host, and its token server too if it has one (pullgate
+    /// fetches tokens from a plain-HTTP realm only on a host marked insecure).
     pub fn pullgate_config(&self, dir: &Path, verify_timeout: &str) -> String {
+        let mut insecure = vec![self.host()];
+        insecure.extend(self.token_server().map(TokenServer::host));
         pullgate::config_yaml(
             &dir.join("pullgate.sock"),
             &self.containerd.socket(),
             &dir.join("policy.yaml"),
             &dir.join("audit.jsonl"),
-            &[self.host()],
+            &insecure,
             verify_timeout,
         )
     }
@@ -130,4 +148,11 @@ impl TestEnv {
             n => self.dir().join(format!("pullgate-{}", n + 1)),
         }
     }
+}
+
+fn env_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("pullgate-env-")
+        .tempdir()
+        .expect("create a temp dir")
 }

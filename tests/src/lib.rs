@@ -3,7 +3,9 @@
 //! A test gets a real CNCF distribution registry ([`registry`]), a real containerd with its CRI
 //! plugin ([`containerd`]), tiny real OCI images pushed over the distribution API ([`image`],
 //! [`distribution`]), cosign signatures made with the project's own key signer ([`signer`],
-//! [`cosign`]), policies that name its key ([`policy`]) and the real `pullgate` binary in front of containerd ([`pullgate`]). Every daemon
+//! [`cosign`]), policies that name its key ([`policy`]) and the real `pullgate` binary in front
+//! of containerd ([`pullgate`]). A registry may demand htpasswd or token authentication; the
+//! token server of the latter ([`token_server`]) is the rig's one test double. Every daemon
 //! lives in a temp dir of its own, listens on loopback or a unix socket only, and is stopped
 //! when dropped. [`env::TestEnv`] bundles the usual set.
 
@@ -18,9 +20,11 @@ pub mod process;
 pub mod pullgate;
 pub mod registry;
 pub mod signer;
+pub mod token_server;
 
 pub use containerd::Containerd;
 pub use env::{TestEnv, TEST_AUTHORITY};
 pub use pullgate::Pullgate;
 pub use registry::Registry;
 pub use signer::Signer;
+pub use token_server::TokenServer;

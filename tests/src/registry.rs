@@ -1,5 +1,5 @@
-//! A real CNCF distribution registry (Debian `docker-registry`) on 127.0.0.1, with or without
-//! htpasswd authentication.
+//! A real CNCF distribution registry (Debian `docker-registry`) on 127.0.0.1: open, with htpasswd
+//! authentication, or with token authentication against a [`TokenServer`] of its own.
 
 use std::{
     fs,
@@ -10,7 +10,10 @@ use std::{
 
 use tempfile::TempDir;
 
-use crate::process::{free_local_port, Daemon, StartError};
+use crate::{
+    process::{free_local_port, Daemon, StartError},
+    token_server::{self, TokenServer},
+};
 
 /// The registry program Debian installs.
 const PROGRAM: &str = "docker-registry";
@@ -29,7 +32,20 @@ pub struct Registry {
     host: String,
     dir: PathBuf,
     credentials: Option<(String, String)>,
+    /// The token server of a token-auth registry; it stops with the registry.
+    token_server: Option<TokenServer>,
     _tmp: Option<TempDir>,
+}
+
+/// What the registry's `auth` section says.
+enum AuthSection {
+    Open,
+    Htpasswd(PathBuf),
+    /// Bearer tokens from `realm`, signed by a certificate in the `rootcertbundle` file.
+    Token {
+        realm: String,
+        bundle: PathBuf,
+    },
 }
 
 // === impl Registry ===
@@ -45,11 +61,18 @@ impl Registry {
         Self::start_owned(Some((user, pass))).await
     }
 
+    /// A registry that demands bearer tokens (distribution's `auth: token`) from a token server
+    /// of its own that knows `user`/`pass` (see [`token_server`] for who gets which token).
+    /// [`Registry::credentials`] are `user`/`pass`, which the rig's pushes trade for a token.
+    pub async fn start_with_token_auth(user: &str, pass: &str) -> Registry {
+        let tmp = temp_dir();
+        let mut registry = Self::start_in_with_token_auth(tmp.path(), user, pass).await;
+        registry._tmp = Some(tmp);
+        registry
+    }
+
     async fn start_owned(htpasswd: Option<(&str, &str)>) -> Registry {
-        let tmp = tempfile::Builder::new()
-            .prefix("pullgate-registry-")
-            .tempdir()
-            .expect("create a temp dir");
+        let tmp = temp_dir();
         let mut registry = Self::start_in(tmp.path(), htpasswd).await;
         registry._tmp = Some(tmp);
         registry
@@ -64,10 +87,42 @@ impl Registry {
         }
     }
 
+    /// As [`Registry::start_with_token_auth`], keeping config, storage, log and the token
+    /// certificate bundle (`token-ca.pem`) in `dir`.
+    pub async fn start_in_with_token_auth(dir: &Path, user: &str, pass: &str) -> Registry {
+        fs::create_dir_all(dir).expect("create the registry dir");
+        let server = TokenServer::start(user, pass);
+        let bundle = dir.join("token-ca.pem");
+        fs::write(&bundle, server.cert_pem()).expect("write the token certificate bundle");
+        let auth = AuthSection::Token {
+            realm: server.realm(),
+            bundle,
+        };
+        match Self::try_start(dir, &auth, Some((user, pass))).await {
+            Ok(mut registry) => {
+                registry.token_server = Some(server);
+                registry
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     /// As [`Registry::start_in`], returning the failure instead of panicking.
     pub async fn try_start_in(dir: &Path, htpasswd: Option<(&str, &str)>) -> Result<Registry, StartError> {
+        fs::create_dir_all(dir).expect("create the registry dir");
+        let auth = match htpasswd {
+            Some((user, pass)) => AuthSection::Htpasswd(write_htpasswd(dir, user, pass)),
+            None => AuthSection::Open,
+        };
+        Self::try_start(dir, &auth, htpasswd).await
+    }
+
+    async fn try_start(
+        dir: &Path,
+        auth: &AuthSection,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<Registry, StartError> {
         fs::create_dir_all(dir.join("storage")).expect("create the registry storage dir");
-        let htpasswd_file = htpasswd.map(|(user, pass)| write_htpasswd(dir, user, pass));
         let log = dir.join("registry.log");
 
         let mut last_error = None;
@@ -75,7 +130,7 @@ impl Registry {
             let port = free_local_port().expect("find a free port");
             let host = format!("127.0.0.1:{port}");
             let config = dir.join("config.yml");
-            fs::write(&config, config_yml(dir, &host, htpasswd_file.as_deref())).expect("write config.yml");
+            fs::write(&config, config_yml(dir, &host, auth)).expect("write config.yml");
             // A fresh log per attempt, so an earlier attempt's bind error is not read as this one's.
             let _ = fs::remove_file(&log);
 
@@ -91,7 +146,8 @@ impl Registry {
                         daemon,
                         host,
                         dir: dir.to_owned(),
-                        credentials: htpasswd.map(|(u, p)| (u.to_owned(), p.to_owned())),
+                        credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
+                        token_server: None,
                         _tmp: None,
                     })
                 }
@@ -113,9 +169,15 @@ impl Registry {
         format!("http://{}", self.host)
     }
 
-    /// The htpasswd user and password, if this registry demands them.
+    /// The user and password this registry (htpasswd) or its token server knows, if it
+    /// demands them.
     pub fn credentials(&self) -> Option<(&str, &str)> {
         self.credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
+    }
+
+    /// The token server, when the registry uses token authentication.
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.token_server.as_ref()
     }
 
     pub fn dir(&self) -> &Path {
@@ -149,6 +211,13 @@ impl Registry {
     }
 }
 
+fn temp_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("pullgate-registry-")
+        .tempdir()
+        .expect("create a temp dir")
+}
+
 fn command(config: &Path) -> Command {
     let mut cmd = Command::new(PROGRAM);
     cmd.arg("serve").arg(config);
@@ -177,7 +246,7 @@ fn write_htpasswd(dir: &Path, user: &str, pass: &str) -> PathBuf {
     path
 }
 
-fn config_yml(dir: &Path, host: &str, htpasswd: Option<&Path>) -> String {
+fn config_yml(dir: &Path, host: &str, auth: &AuthSection) -> String {
     let mut yml = format!(
         "version: 0.1\n\
          log:\n  level: info\n\
@@ -188,11 +257,19 @@ fn config_yml(dir: &Path, host: &str, htpasswd: Option<&Path>) -> String {
          http:\n  addr: {host}\n  secret: pullgate-test-{host}\n",
         storage = dir.join("storage").display(),
     );
-    if let Some(path) = htpasswd {
-        yml.push_str(&format!(
+    match auth {
+        AuthSection::Open => {}
+        AuthSection::Htpasswd(path) => yml.push_str(&format!(
             "auth:\n  htpasswd:\n    realm: pullgate-test\n    path: {}\n",
             path.display()
-        ));
+        )),
+        AuthSection::Token { realm, bundle } => yml.push_str(&format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    \
+             rootcertbundle: {bundle}\n",
+            service = token_server::SERVICE,
+            issuer = token_server::ISSUER,
+            bundle = bundle.display(),
+        )),
     }
     yml
 }

@@ -269,6 +269,12 @@ impl Session<'_> {
                         .to_string();
                     self.authorization = Some(auth::answer(self, &challenge).await?);
                 }
+                StatusCode::UNAUTHORIZED => {
+                    let why = "the registry refused the credentials kubelet sent (or the lack of them)";
+                    return Err(RegistryError::Unavailable(format!(
+                        "{url}: HTTP 401 Unauthorized: {why}"
+                    )));
+                }
                 s => return Err(RegistryError::Unavailable(format!("{url}: HTTP {s}"))),
             }
         }
