@@ -32,8 +32,9 @@ const DISABLED_PLUGINS: &[&str] = &[
     "io.containerd.tracing.processor.v1.otlp",
 ];
 
-/// A containerd child process whose CRI plugin pulls from the given registries over plain HTTP.
-/// Dropping it stops the process.
+/// A containerd child process whose CRI plugin pulls from the given registries over plain HTTP,
+/// or over TLS trusting a given CA ([`Containerd::start_in_with_tls`]). Dropping it stops the
+/// process.
 #[derive(Debug)]
 pub struct Containerd {
     daemon: Daemon,
@@ -59,7 +60,19 @@ impl Containerd {
     /// Starts containerd with everything (config, root, state, sockets, log) under `dir`.
     /// Panics with the log tail if its CRI socket does not answer in time.
     pub async fn start_in(dir: &Path, insecure_registries: &[String]) -> Containerd {
-        match Self::try_start_in(dir, insecure_registries).await {
+        Self::start_in_with_tls(dir, insecure_registries, &[]).await
+    }
+
+    /// As [`Containerd::start_in`], and pulling from each of `tls_registries` (`host:port` and
+    /// the CA file that signed its certificate) over TLS only, trusting that CA besides the
+    /// system's roots: a CRI `registry.configs."<host>".tls.ca_file`, and an `https://` mirror
+    /// of the host as its only endpoint (see [`config_toml`]), never a plain-HTTP one.
+    pub async fn start_in_with_tls(
+        dir: &Path,
+        insecure_registries: &[String],
+        tls_registries: &[(String, PathBuf)],
+    ) -> Containerd {
+        match Self::try_start_in_with_tls(dir, insecure_registries, tls_registries).await {
             Ok(containerd) => containerd,
             Err(e) => panic!("{e}"),
         }
@@ -67,8 +80,27 @@ impl Containerd {
 
     /// As [`Containerd::start_in`], returning the failure instead of panicking.
     pub async fn try_start_in(dir: &Path, insecure_registries: &[String]) -> Result<Containerd, StartError> {
+        Self::try_start_in_with_tls(dir, insecure_registries, &[]).await
+    }
+
+    /// As [`Containerd::start_in_with_tls`], returning the failure instead of panicking.
+    pub async fn try_start_in_with_tls(
+        dir: &Path,
+        insecure_registries: &[String],
+        tls_registries: &[(String, PathBuf)],
+    ) -> Result<Containerd, StartError> {
+        for (host, _) in tls_registries {
+            assert!(
+                !insecure_registries.contains(host),
+                "{host} cannot be both a plain-HTTP and a TLS registry"
+            );
+        }
         fs::create_dir_all(dir).expect("create the containerd dir");
-        fs::write(dir.join("config.toml"), config_toml(dir, insecure_registries)).expect("write config.toml");
+        fs::write(
+            dir.join("config.toml"),
+            config_toml(dir, insecure_registries, tls_registries),
+        )
+        .expect("write config.toml");
         let daemon = Daemon::spawn(PROGRAM, command(dir), &dir.join("containerd.log"))
             .unwrap_or_else(|e| panic!("spawn {PROGRAM} (Debian package containerd): {e}"));
         let mut containerd = Containerd {
@@ -135,7 +167,14 @@ fn command(dir: &Path) -> Command {
 }
 
 /// A version-2 config that keeps every path inside `dir` and opens no fixed port.
-fn config_toml(dir: &Path, insecure_registries: &[String]) -> String {
+///
+/// containerd 1.6's CRI plugin reaches a registry through its mirror endpoints, then its default
+/// endpoint, unless a mirror is the host itself. That default is `https://<host>`, except for
+/// loopback hosts (`localhost`, `127.0.0.1`), where it is `http://` (`defaultScheme` in
+/// `pkg/cri/server/image_pull.go`). So every test registry gets a mirror of itself, which is then
+/// its one endpoint: `http://` for an insecure registry, `https://` for a TLS registry, whose
+/// `configs` entry gives containerd the `ca_file` to trust besides the system roots.
+fn config_toml(dir: &Path, insecure_registries: &[String], tls_registries: &[(String, PathBuf)]) -> String {
     let path = |name: &str| toml_str(&dir.join(name).display().to_string());
     let disabled: Vec<String> = DISABLED_PLUGINS.iter().map(|p| toml_str(p)).collect();
     let mut toml = format!(
@@ -185,6 +224,15 @@ disabled_plugins = [{disabled}]
         let endpoint = toml_str(&format!("http://{host}"));
         toml.push_str(&format!(
             "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.{host_key}]\n  endpoint = [{endpoint}]\n"
+        ));
+    }
+    for (host, ca_file) in tls_registries {
+        let host_key = toml_str(host);
+        let endpoint = toml_str(&format!("https://{host}"));
+        let ca_file = toml_str(&ca_file.display().to_string());
+        toml.push_str(&format!(
+            "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.{host_key}]\n  endpoint = [{endpoint}]\n\
+             \n[plugins.\"io.containerd.grpc.v1.cri\".registry.configs.{host_key}.tls]\n  ca_file = {ca_file}\n"
         ));
     }
     toml

@@ -1,8 +1,18 @@
 //! The OCI distribution API as tests use it to put things into (and tamper with) a registry:
-//! blobs and manifests over plain HTTP, with optional basic authentication, which a token-auth
-//! registry's challenge makes the rig trade for a bearer token (see [`send`]).
+//! blobs and manifests, with optional basic authentication, which a token-auth registry's
+//! challenge makes the rig trade for a bearer token (see [`send`]).
+//!
+//! Registries are named by `host:port`, as in image references. A host speaks plain HTTP unless
+//! a [`TlsHost`] registration says it serves TLS under a test CA: then every request of the rig
+//! to it ([`base_url`], [`client`]) goes over `https://` trusting that CA. This is the rig's one
+//! place that knows which scheme a host speaks.
 
-use std::{fmt, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
 
 use reqwest::{
     header::{self, HeaderValue},
@@ -100,7 +110,8 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 pub async fn push_blob(host: &str, repo: &str, bytes: &[u8], auth: Auth<'_>) -> Result<String, RegistryError> {
     let digest = sha256_digest(bytes);
     let start = api_url(host, &format!("{repo}/blobs/uploads/"));
-    let resp = send(request(Method::POST, &start, auth), repo, auth, StatusCode::ACCEPTED).await?;
+    let post = request(host, Method::POST, &start, auth);
+    let resp = send(post, repo, auth, StatusCode::ACCEPTED).await?;
     let location = header_value(&resp, "location", &start)?;
     let mut upload = Url::parse(&start)
         .and_then(|base| base.join(&location))
@@ -108,7 +119,7 @@ pub async fn push_blob(host: &str, repo: &str, bytes: &[u8], auth: Auth<'_>) -> 
     // The location may carry a query of its own (distribution's `_state`); the digest joins it.
     upload.query_pairs_mut().append_pair("digest", &digest);
     let upload = upload.to_string();
-    let put = request(Method::PUT, &upload, auth)
+    let put = request(host, Method::PUT, &upload, auth)
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(bytes.to_vec());
     let resp = send(put, repo, auth, StatusCode::CREATED).await?;
@@ -119,7 +130,7 @@ pub async fn push_blob(host: &str, repo: &str, bytes: &[u8], auth: Auth<'_>) -> 
 /// The blob `digest` of `repo`.
 pub async fn get_blob(host: &str, repo: &str, digest: &str, auth: Auth<'_>) -> Result<Vec<u8>, RegistryError> {
     let url = api_url(host, &format!("{repo}/blobs/{digest}"));
-    let resp = send(request(Method::GET, &url, auth), repo, auth, StatusCode::OK).await?;
+    let resp = send(request(host, Method::GET, &url, auth), repo, auth, StatusCode::OK).await?;
     body_bytes(resp, &url).await
 }
 
@@ -131,7 +142,7 @@ pub async fn get_manifest(
     auth: Auth<'_>,
 ) -> Result<(Vec<u8>, String), RegistryError> {
     let url = api_url(host, &format!("{repo}/manifests/{reference}"));
-    let get = request(Method::GET, &url, auth).header(header::ACCEPT, MANIFEST_ACCEPT);
+    let get = request(host, Method::GET, &url, auth).header(header::ACCEPT, MANIFEST_ACCEPT);
     let resp = send(get, repo, auth, StatusCode::OK).await?;
     let media_type = header_value(&resp, "content-type", &url)?;
     Ok((body_bytes(resp, &url).await?, media_type))
@@ -149,7 +160,7 @@ pub async fn put_manifest(
 ) -> Result<String, RegistryError> {
     let digest = sha256_digest(bytes);
     let url = api_url(host, &format!("{repo}/manifests/{reference}"));
-    let put = request(Method::PUT, &url, auth)
+    let put = request(host, Method::PUT, &url, auth)
         .header(header::CONTENT_TYPE, media_type)
         .body(bytes.to_vec());
     let resp = send(put, repo, auth, StatusCode::CREATED).await?;
@@ -160,7 +171,7 @@ pub async fn put_manifest(
 /// The digest a tag (or digest) of `repo` points at now.
 pub async fn resolve(host: &str, repo: &str, reference: &str, auth: Auth<'_>) -> Result<String, RegistryError> {
     let url = api_url(host, &format!("{repo}/manifests/{reference}"));
-    let head = request(Method::HEAD, &url, auth).header(header::ACCEPT, MANIFEST_ACCEPT);
+    let head = request(host, Method::HEAD, &url, auth).header(header::ACCEPT, MANIFEST_ACCEPT);
     let resp = send(head, repo, auth, StatusCode::OK).await?;
     header_value(&resp, "docker-content-digest", &url)
 }
@@ -174,23 +185,83 @@ pub async fn delete_manifest(host: &str, repo: &str, reference: &str, auth: Auth
         resolve(host, repo, reference, auth).await?
     };
     let url = api_url(host, &format!("{repo}/manifests/{digest}"));
-    send(request(Method::DELETE, &url, auth), repo, auth, StatusCode::ACCEPTED).await?;
+    let delete = request(host, Method::DELETE, &url, auth);
+    send(delete, repo, auth, StatusCode::ACCEPTED).await?;
     Ok(())
 }
 
-fn api_url(host: &str, path: &str) -> String {
-    format!("http://{host}/v2/{path}")
+/// The hosts of this process that serve TLS, with the PEM of the CA that signed their
+/// certificates.
+static TLS_HOSTS: Mutex<BTreeMap<String, Vec<u8>>> = Mutex::new(BTreeMap::new());
+
+/// While this lives, the rig speaks `https://` to its host, trusting its CA. A TLS registry
+/// holds one for its port; dropping it (with the registry) forgets the host, so a later
+/// plain-HTTP registry on the same port is reached over plain HTTP again.
+#[derive(Debug)]
+pub struct TlsHost {
+    host: String,
 }
 
-/// A fresh client per request: each `#[tokio::test]` has its own runtime, and pooled
-/// connections must not outlive the runtime that made them.
-fn request(method: Method, url: &str, auth: Auth<'_>) -> RequestBuilder {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .expect("build an HTTP client");
-    let req = client.request(method, url);
+// === impl TlsHost ===
+
+impl TlsHost {
+    /// Registers `host` (`127.0.0.1:PORT`) as serving TLS with a certificate signed by the CA
+    /// in `ca_pem`; `None` if another live registration holds the host (its registry has the
+    /// port). Panics if the PEM is not a certificate.
+    pub fn register(host: &str, ca_pem: &[u8]) -> Option<TlsHost> {
+        reqwest::Certificate::from_pem(ca_pem).unwrap_or_else(|e| panic!("CA for {host}: {e}"));
+        let mut hosts = TLS_HOSTS.lock().unwrap_or_else(PoisonError::into_inner);
+        if hosts.contains_key(host) {
+            return None;
+        }
+        hosts.insert(host.to_owned(), ca_pem.to_vec());
+        Some(TlsHost { host: host.to_owned() })
+    }
+}
+
+impl Drop for TlsHost {
+    fn drop(&mut self) {
+        TLS_HOSTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.host);
+    }
+}
+
+/// The PEM of the CA `host` is registered with, if it serves TLS.
+fn tls_ca(host: &str) -> Option<Vec<u8>> {
+    TLS_HOSTS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(host)
+        .cloned()
+}
+
+/// `https://host` for a registered [`TlsHost`], else `http://host`.
+pub fn base_url(host: &str) -> String {
+    let scheme = if tls_ca(host).is_some() { "https" } else { "http" };
+    format!("{scheme}://{host}")
+}
+
+/// An HTTP client for `host` with a bound of `timeout` per request, trusting the host's CA when
+/// it is a registered [`TlsHost`]. Each call builds a fresh client: each `#[tokio::test]` has its
+/// own runtime, and pooled connections must not outlive the runtime that made them.
+pub fn client(host: &str, timeout: Duration) -> Client {
+    let mut builder = reqwest::Client::builder().no_proxy().timeout(timeout);
+    if let Some(pem) = tls_ca(host) {
+        let ca = reqwest::Certificate::from_pem(&pem).expect("a registered CA parses");
+        builder = builder.add_root_certificate(ca);
+    }
+    builder.build().expect("build an HTTP client")
+}
+
+fn api_url(host: &str, path: &str) -> String {
+    format!("{}/v2/{path}", base_url(host))
+}
+
+/// A request of `host`'s API (see [`client`]), with basic auth if there are credentials.
+fn request(host: &str, method: Method, url: &str, auth: Auth<'_>) -> RequestBuilder {
+    let req = client(host, REQUEST_TIMEOUT).request(method, url);
     match auth {
         Some((user, pass)) => req.basic_auth(user, Some(pass)),
         None => req,

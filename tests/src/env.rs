@@ -1,5 +1,6 @@
-//! One test's world: a registry, a containerd that pulls from it over plain HTTP, and a signing
-//! key, all under one temp dir that goes away with the env.
+//! One test's world: a registry, a containerd that pulls from it (over plain HTTP, or over TLS
+//! trusting the registry's test CA), and a signing key, all under one temp dir that goes away
+//! with the env.
 
 use std::{
     path::{Path, PathBuf},
@@ -12,7 +13,7 @@ use crate::{
     containerd::Containerd,
     distribution::Auth,
     image, policy,
-    pullgate::{self, Pullgate},
+    pullgate::{self, Pullgate, RegistryEntry},
     registry::Registry,
     signer::Signer,
     token_server::TokenServer,
@@ -21,8 +22,9 @@ use crate::{
 /// The name [`TestEnv::key_policy`] gives the signer's authority.
 pub const TEST_AUTHORITY: &str = "test-key";
 
-/// A registry, a containerd that trusts it as an insecure registry, and a [`Signer`]. Fields
-/// drop in order, so the daemons stop before their directory is removed.
+/// A registry, a containerd that trusts it (as an insecure registry, or over TLS with its CA),
+/// and a [`Signer`]. Fields drop in order, so the daemons stop before their directory is
+/// removed.
 #[derive(Debug)]
 pub struct TestEnv {
     pub registry: Registry,
@@ -53,6 +55,15 @@ impl TestEnv {
         Self::start_with(dir, registry).await
     }
 
+    /// An env whose open registry serves only TLS, with a certificate signed by a test CA
+    /// ([`Registry::ca_file`]) that the rig and containerd trust; containerd has no plain-HTTP
+    /// mirror for it.
+    pub async fn start_with_tls() -> TestEnv {
+        let dir = env_dir();
+        let registry = Registry::start_in_with_tls(&dir.path().join("registry")).await;
+        Self::start_with(dir, registry).await
+    }
+
     async fn start_inner(htpasswd: Option<(&str, &str)>) -> TestEnv {
         let dir = env_dir();
         let registry = Registry::start_in(&dir.path().join("registry"), htpasswd).await;
@@ -60,7 +71,11 @@ impl TestEnv {
     }
 
     async fn start_with(dir: TempDir, registry: Registry) -> TestEnv {
-        let containerd = Containerd::start_in(&dir.path().join("containerd"), &[registry.host()]).await;
+        let containerd_dir = dir.path().join("containerd");
+        let containerd = match registry.ca_file() {
+            Some(ca) => Containerd::start_in_with_tls(&containerd_dir, &[], &[(registry.host(), ca.to_owned())]).await,
+            None => Containerd::start_in(&containerd_dir, &[registry.host()]).await,
+        };
         TestEnv {
             registry,
             containerd,
@@ -120,17 +135,26 @@ impl TestEnv {
     }
 
     /// A SPEC §3 configuration for a pullgate in `dir` in front of this env's containerd, with
-    /// the registry as an insecure host, and its token server too if it has one (pullgate
-    /// fetches tokens from a plain-HTTP realm only on a host marked insecure).
+    /// the registry as an insecure host (or, when it serves TLS, with its CA as `caFile`), and its
+    /// token server too if it has one (pullgate fetches tokens from a plain-HTTP realm only on a
+    /// host marked insecure).
     pub fn pullgate_config(&self, dir: &Path, verify_timeout: &str) -> String {
-        let mut insecure = vec![self.host()];
-        insecure.extend(self.token_server().map(TokenServer::host));
-        pullgate::config_yaml(
+        let mut registries = vec![match self.registry.ca_file() {
+            Some(ca) => RegistryEntry::tls_with_ca(&self.host(), ca),
+            None => RegistryEntry::insecure(&self.host()),
+        }];
+        registries.extend(self.token_server().map(|t| RegistryEntry::insecure(&t.host())));
+        self.pullgate_config_with(dir, &registries, verify_timeout)
+    }
+
+    /// As [`TestEnv::pullgate_config`], with exactly `registries` as the `registries` entries.
+    pub fn pullgate_config_with(&self, dir: &Path, registries: &[RegistryEntry], verify_timeout: &str) -> String {
+        pullgate::config_yaml_with_registries(
             &dir.join("pullgate.sock"),
             &self.containerd.socket(),
             &dir.join("policy.yaml"),
             &dir.join("audit.jsonl"),
-            &insecure,
+            registries,
             verify_timeout,
         )
     }
@@ -140,6 +164,12 @@ impl TestEnv {
     pub async fn start_pullgate(&self, policy_yaml: &str) -> Pullgate {
         let dir = self.next_pullgate_dir();
         Pullgate::start(&dir, &self.pullgate_config(&dir, "10s"), policy_yaml).await
+    }
+
+    /// As [`TestEnv::start_pullgate`], with exactly `registries` in pullgate's configuration.
+    pub async fn start_pullgate_with(&self, policy_yaml: &str, registries: &[RegistryEntry]) -> Pullgate {
+        let dir = self.next_pullgate_dir();
+        Pullgate::start(&dir, &self.pullgate_config_with(&dir, registries, "10s"), policy_yaml).await
     }
 
     fn next_pullgate_dir(&self) -> PathBuf {

@@ -5,7 +5,8 @@
 //! [`distribution`]), cosign signatures made with the project's own key signer ([`signer`],
 //! [`cosign`]), policies that name its key ([`policy`]) and the real `pullgate` binary in front
 //! of containerd ([`pullgate`]). A registry may demand htpasswd or token authentication; the
-//! token server of the latter ([`token_server`]) is the rig's one test double. Every daemon
+//! token server of the latter ([`token_server`]) is the rig's one test double. A registry may also
+//! serve TLS with a certificate from a throwaway CA ([`tls`]). Every daemon
 //! lives in a temp dir of its own, listens on loopback or a unix socket only, and is stopped
 //! when dropped. [`env::TestEnv`] bundles the usual set.
 
@@ -20,6 +21,7 @@ pub mod process;
 pub mod pullgate;
 pub mod registry;
 pub mod signer;
+pub mod tls;
 pub mod token_server;
 
 pub use containerd::Containerd;

@@ -167,6 +167,38 @@ impl Pullgate {
     }
 }
 
+/// One entry of the configuration's `registries` (SPEC §3): how pullgate reaches `host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryEntry {
+    pub host: String,
+    /// `insecure: true`: plain HTTP. Otherwise the key is left out, and pullgate speaks TLS.
+    pub insecure: bool,
+    /// `caFile`: a CA pullgate trusts for this host besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+// === impl RegistryEntry ===
+
+impl RegistryEntry {
+    /// `{host, insecure: true}`: plain HTTP.
+    pub fn insecure(host: &str) -> RegistryEntry {
+        RegistryEntry {
+            host: host.to_owned(),
+            insecure: true,
+            ca_file: None,
+        }
+    }
+
+    /// `{host, caFile}`: TLS, trusting the CA in `ca_file` for this host; no `insecure` key.
+    pub fn tls_with_ca(host: &str, ca_file: &Path) -> RegistryEntry {
+        RegistryEntry {
+            host: host.to_owned(),
+            insecure: false,
+            ca_file: Some(ca_file.to_owned()),
+        }
+    }
+}
+
 /// A SPEC §3 configuration: pullgate on `listen_sock` in front of `upstream_sock`, plain HTTP
 /// to `insecure_hosts`, only this process's user allowed on the socket.
 pub fn config_yaml(
@@ -177,15 +209,45 @@ pub fn config_yaml(
     insecure_hosts: &[String],
     verify_timeout: &str,
 ) -> String {
+    let registries: Vec<RegistryEntry> = insecure_hosts.iter().map(|h| RegistryEntry::insecure(h)).collect();
+    config_yaml_with_registries(
+        listen_sock,
+        upstream_sock,
+        policy_path,
+        audit_path,
+        &registries,
+        verify_timeout,
+    )
+}
+
+/// As [`config_yaml`], with `registries` entries as given: plain HTTP, or TLS with or without a
+/// `caFile` of its own. Hosts not listed get pullgate's default, TLS with the system's roots.
+pub fn config_yaml_with_registries(
+    listen_sock: &Path,
+    upstream_sock: &Path,
+    policy_path: &Path,
+    audit_path: &Path,
+    registries: &[RegistryEntry],
+    verify_timeout: &str,
+) -> String {
     // JSON strings are YAML flow scalars, so paths and hosts need no further quoting care.
     let q = |s: &str| serde_json::to_string(s).expect("encode a string");
     let path = |p: &Path| q(&p.display().to_string());
-    let registries = if insecure_hosts.is_empty() {
+    let registries = if registries.is_empty() {
         "registries: []\n".to_owned()
     } else {
-        let entries: String = insecure_hosts
+        let entries: String = registries
             .iter()
-            .map(|host| format!("  - host: {}\n    insecure: true\n", q(host)))
+            .map(|entry| {
+                let mut yaml = format!("  - host: {}\n", q(&entry.host));
+                if entry.insecure {
+                    yaml.push_str("    insecure: true\n");
+                }
+                if let Some(ca_file) = &entry.ca_file {
+                    yaml.push_str(&format!("    caFile: {}\n", path(ca_file)));
+                }
+                yaml
+            })
             .collect();
         format!("registries:\n{entries}")
     };
@@ -256,6 +318,41 @@ mod tests {
             paths_of(Path::new("/d"), &yaml),
             ("/t/pg.sock".into(), "/t/audit.jsonl".into())
         );
+    }
+
+    #[test]
+    fn registries_entries_say_insecure_or_ca_file() {
+        let yaml = config_yaml_with_registries(
+            Path::new("/t/pg.sock"),
+            Path::new("/t/containerd.sock"),
+            Path::new("/t/policy.yaml"),
+            Path::new("/t/audit.jsonl"),
+            &[
+                RegistryEntry::tls_with_ca("127.0.0.1:5443", Path::new("/t/ca.pem")),
+                RegistryEntry::insecure("127.0.0.1:5000"),
+            ],
+            "2s",
+        );
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        let tls = &doc["registries"][0];
+        assert_eq!(tls["host"].as_str(), Some("127.0.0.1:5443"));
+        assert_eq!(tls["caFile"].as_str(), Some("/t/ca.pem"));
+        assert!(tls.get("insecure").is_none(), "{yaml}");
+        let plain = &doc["registries"][1];
+        assert_eq!(plain["host"].as_str(), Some("127.0.0.1:5000"));
+        assert_eq!(plain["insecure"].as_bool(), Some(true));
+        assert!(plain.get("caFile").is_none(), "{yaml}");
+
+        let none = config_yaml_with_registries(
+            Path::new("/t/pg.sock"),
+            Path::new("/t/containerd.sock"),
+            Path::new("/t/policy.yaml"),
+            Path::new("/t/audit.jsonl"),
+            &[],
+            "2s",
+        );
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&none).unwrap();
+        assert_eq!(doc["registries"].as_sequence().map(Vec::len), Some(0));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A real CNCF distribution registry (Debian `docker-registry`) on 127.0.0.1: open, with htpasswd
-//! authentication, or with token authentication against a [`TokenServer`] of its own.
+//! authentication, or with token authentication against a [`TokenServer`] of its own; serving
+//! plain HTTP, or TLS with a certificate from a test CA of its own ([`Registry::start_with_tls`]).
 
 use std::{
     fs,
@@ -11,7 +12,9 @@ use std::{
 use tempfile::TempDir;
 
 use crate::{
+    distribution::{self, TlsHost},
     process::{free_local_port, Daemon, StartError},
+    tls::{TestCa, TlsFiles},
     token_server::{self, TokenServer},
 };
 
@@ -24,8 +27,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many fresh ports are tried when another process takes the chosen one first.
 const BIND_ATTEMPTS: usize = 5;
 
-/// A registry child process serving plain HTTP on a free loopback port, its storage in its own
-/// directory, deletion enabled. Dropping it kills the process.
+/// A registry child process serving plain HTTP (or TLS) on a free loopback port, its storage in
+/// its own directory, deletion enabled. Dropping it kills the process.
 #[derive(Debug)]
 pub struct Registry {
     daemon: Daemon,
@@ -34,6 +37,9 @@ pub struct Registry {
     credentials: Option<(String, String)>,
     /// The token server of a token-auth registry; it stops with the registry.
     token_server: Option<TokenServer>,
+    /// The certificate files of a TLS registry, and its registration with the rig's HTTP client
+    /// (dropped after the daemon, which is stopped first).
+    tls: Option<(TlsFiles, TlsHost)>,
     _tmp: Option<TempDir>,
 }
 
@@ -69,6 +75,27 @@ impl Registry {
         let mut registry = Self::start_in_with_token_auth(tmp.path(), user, pass).await;
         registry._tmp = Some(tmp);
         registry
+    }
+
+    /// An open registry that serves only TLS, with a certificate for `127.0.0.1` and `localhost`
+    /// signed by a CA made for it ([`Registry::ca_file`]), in a temp dir of its own. The rig's own
+    /// requests to it go over `https://` trusting that CA (see [`distribution::TlsHost`]).
+    pub async fn start_with_tls() -> Registry {
+        let tmp = temp_dir();
+        let mut registry = Self::start_in_with_tls(tmp.path()).await;
+        registry._tmp = Some(tmp);
+        registry
+    }
+
+    /// As [`Registry::start_with_tls`], keeping config, storage, log and the certificates
+    /// (`tls/ca.pem`, `tls/server.pem`, `tls/server-key.pem`) in `dir`.
+    pub async fn start_in_with_tls(dir: &Path) -> Registry {
+        fs::create_dir_all(dir).expect("create the registry dir");
+        let files = TestCa::generate().write_to(&dir.join("tls"));
+        match Self::try_start_tls(dir, &AuthSection::Open, None, Some(&files)).await {
+            Ok(registry) => registry,
+            Err(e) => panic!("{e}"),
+        }
     }
 
     async fn start_owned(htpasswd: Option<(&str, &str)>) -> Registry {
@@ -122,6 +149,15 @@ impl Registry {
         auth: &AuthSection,
         credentials: Option<(&str, &str)>,
     ) -> Result<Registry, StartError> {
+        Self::try_start_tls(dir, auth, credentials, None).await
+    }
+
+    async fn try_start_tls(
+        dir: &Path,
+        auth: &AuthSection,
+        credentials: Option<(&str, &str)>,
+        tls: Option<&TlsFiles>,
+    ) -> Result<Registry, StartError> {
         fs::create_dir_all(dir.join("storage")).expect("create the registry storage dir");
         let log = dir.join("registry.log");
 
@@ -130,15 +166,27 @@ impl Registry {
             let port = free_local_port().expect("find a free port");
             let host = format!("127.0.0.1:{port}");
             let config = dir.join("config.yml");
-            fs::write(&config, config_yml(dir, &host, auth)).expect("write config.yml");
+            fs::write(&config, config_yml(dir, &host, auth, tls)).expect("write config.yml");
             // A fresh log per attempt, so an earlier attempt's bind error is not read as this one's.
             let _ = fs::remove_file(&log);
+            // Registered before the probe, so that the probe speaks TLS too; an attempt that
+            // fails drops its registration. A port a live TLS registry of this process holds is
+            // not tried.
+            let tls_host = match tls {
+                None => None,
+                Some(files) => {
+                    let ca = fs::read(&files.ca).expect("read the registry CA");
+                    let Some(registration) = TlsHost::register(&host, &ca) else {
+                        continue;
+                    };
+                    Some((files.clone(), registration))
+                }
+            };
 
             let mut daemon = Daemon::spawn(PROGRAM, command(&config), &log)
                 .unwrap_or_else(|e| panic!("spawn {PROGRAM} (Debian package docker-registry): {e}"));
-            let url = format!("http://{host}/v2/");
             match daemon
-                .wait_ready("GET /v2/ answered", READY_TIMEOUT, async || answers(&url).await)
+                .wait_ready("GET /v2/ answered", READY_TIMEOUT, async || answers(&host).await)
                 .await
             {
                 Ok(()) => {
@@ -148,6 +196,7 @@ impl Registry {
                         dir: dir.to_owned(),
                         credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
                         token_server: None,
+                        tls: tls_host,
                         _tmp: None,
                     })
                 }
@@ -156,7 +205,7 @@ impl Registry {
                 Err(e) => return Err(e),
             }
         }
-        Err(last_error.expect("at least one attempt was made"))
+        Err(last_error.expect("at least one attempt got as far as starting the registry"))
     }
 
     /// `127.0.0.1:PORT`, the registry host part of image references.
@@ -164,9 +213,19 @@ impl Registry {
         self.host.clone()
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` for a TLS registry.
     pub fn url(&self) -> String {
-        format!("http://{}", self.host)
+        distribution::base_url(&self.host)
+    }
+
+    /// The PEM file of the CA that signed a TLS registry's certificate; `None` for plain HTTP.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|(files, _)| files.ca.as_path())
+    }
+
+    /// The CA, server certificate and key files of a TLS registry.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref().map(|(files, _)| files)
     }
 
     /// The user and password this registry (htpasswd) or its token server knows, if it
@@ -201,10 +260,10 @@ impl Registry {
         self.daemon
             .respawn(command(&self.dir.join("config.yml")))
             .unwrap_or_else(|e| panic!("respawn {PROGRAM}: {e}"));
-        let url = format!("http://{}/v2/", self.host);
+        let host = self.host.clone();
         let ready = self
             .daemon
-            .wait_ready("GET /v2/ answered", READY_TIMEOUT, async || answers(&url).await);
+            .wait_ready("GET /v2/ answered", READY_TIMEOUT, async || answers(&host).await);
         if let Err(e) = ready.await {
             panic!("{e}");
         }
@@ -246,7 +305,7 @@ fn write_htpasswd(dir: &Path, user: &str, pass: &str) -> PathBuf {
     path
 }
 
-fn config_yml(dir: &Path, host: &str, auth: &AuthSection) -> String {
+fn config_yml(dir: &Path, host: &str, auth: &AuthSection, tls: Option<&TlsFiles>) -> String {
     let mut yml = format!(
         "version: 0.1\n\
          log:\n  level: info\n\
@@ -257,6 +316,13 @@ fn config_yml(dir: &Path, host: &str, auth: &AuthSection) -> String {
          http:\n  addr: {host}\n  secret: pullgate-test-{host}\n",
         storage = dir.join("storage").display(),
     );
+    if let Some(files) = tls {
+        yml.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            files.certificate.display(),
+            files.key.display()
+        ));
+    }
     match auth {
         AuthSection::Open => {}
         AuthSection::Htpasswd(path) => yml.push_str(&format!(
@@ -274,13 +340,11 @@ fn config_yml(dir: &Path, host: &str, auth: &AuthSection) -> String {
     yml
 }
 
-/// True once the registry answers the API base: 200 when open, 401 when it wants credentials.
-async fn answers(url: &str) -> bool {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(2))
-        .build();
-    let Ok(client) = client else { return false };
+/// True once the registry on `host` answers the API base, over the scheme the rig speaks to it
+/// (see [`distribution::base_url`]): 200 when open, 401 when it wants credentials.
+async fn answers(host: &str) -> bool {
+    let client = distribution::client(host, Duration::from_secs(2));
+    let url = format!("{}/v2/", distribution::base_url(host));
     match client.get(url).send().await {
         Ok(resp) => matches!(resp.status().as_u16(), 200 | 401),
         Err(_) => false,
