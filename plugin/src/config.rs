@@ -110,6 +110,11 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.policy = base.join(&config.policy);
         config.audit.path = base.join(&config.audit.path);
+        for registry in &mut config.registries {
+            if let Some(ca) = &mut registry.ca_file {
+                *ca = base.join(&*ca);
+            }
+        }
         config.validate(path)?;
         Ok(config)
     }

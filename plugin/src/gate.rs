@@ -1,7 +1,7 @@
 //! The decision for one request, top to bottom: policy → resolve → verify → audit → pull.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     path::Path,
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
@@ -17,14 +17,14 @@ use crate::{
     containerd::Containerd,
     cri::{UnaryCall, UnaryReply, Upstream},
     denial::{Denial, DenialKind},
-    policy::{Action, Mode, Policy},
+    policy::{Action, Decision, Mode, Policy},
     reference::{Digest, Reference},
     registry::{cosign, Credentials, Registries, RegistryError},
     verify::{self, Evidence, Verified},
 };
 
-/// How long pullgate waits for the CRI plugin to see a tag it just created.
-const TAG_VISIBLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long tagging a pulled image, and the CRI plugin seeing the tag, may take.
+const TAG_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// More admitted images than this and the set starts over (they are verified again on demand).
 const MAX_ADMITTED: usize = 100_000;
@@ -38,7 +38,9 @@ pub struct Judge {
 
 /// What the policy said about one image, and why.
 pub struct Judgement {
+    /// The normalized reference as asked for.
     pub image: String,
+    /// The digest that was judged, once the registry named one.
     pub digest: Option<Digest>,
     pub rule: Option<String>,
     pub mode: Mode,
@@ -67,10 +69,11 @@ pub struct Gate {
     admitted: Admitted,
 }
 
-/// Images pulled through the verified path under a policy generation, by (repository, image id),
-/// so `ImageStatus` can tell them from images that reached containerd some other way.
+/// Images pulled through the verified path, by (repository, image id): the policy generation
+/// and the rules they were verified under, so `ImageStatus` can tell them from images that
+/// reached containerd some other way, or were verified for another rule.
 #[derive(Default)]
-struct Admitted(Mutex<HashMap<(String, String), String>>);
+struct Admitted(Mutex<HashMap<(String, String), (String, BTreeSet<String>)>>);
 
 // === impl Judge ===
 
@@ -87,86 +90,45 @@ impl Judge {
         let reference = match Reference::parse(image) {
             Ok(r) => r,
             Err(e) => {
-                let denial = Denial {
-                    image: image.to_string(),
-                    rule: None,
-                    kind: DenialKind::Policy,
-                    reason: e.to_string(),
-                };
-                return Judgement {
-                    image: image.to_string(),
-                    digest: None,
-                    rule: None,
-                    mode: policy.mode(),
-                    verdict: Err(denial),
-                };
+                let refusal = Refusal::policy(None, e.to_string());
+                return Judgement::new(image.to_string(), None, None, policy.mode(), Err(refusal));
             }
         };
         let decision = policy.decide(&reference, namespace);
-        let rule = decision.rule.map(|r| r.name().to_string());
-        let deny = |kind, reason: String| Denial {
-            image: reference.to_string(),
-            rule: rule.clone(),
-            kind,
-            reason,
-        };
         let waive = |reason: &str| {
             Ok(Admission::Waived(Waiver {
                 reason: reason.to_string(),
             }))
         };
-
-        let (verdict, digest) = match (decision.action, decision.rule) {
-            (Action::Allow, Some(_)) => (waive("the rule allows it without verification"), None),
-            (Action::Allow, None) => (waive("no rule matches and noMatch is allow"), None),
-            (Action::Deny, Some(_)) => (Err(deny(DenialKind::Policy, "the rule denies it".into())), None),
-            (Action::Deny, None) => (
-                Err(deny(DenialKind::Policy, format!("noMatch is {}", policy.no_match()))),
-                None,
-            ),
-            (Action::Verify, None) => (Err(deny(DenialKind::Policy, "no rule to verify against".into())), None),
-            (Action::Verify, Some(r)) if !r.attestations().is_empty() => {
+        let verdict = match (decision.action, decision.rule) {
+            (Action::Allow, Some(_)) => waive("the rule allows it without verification"),
+            (Action::Allow, None) => waive("no rule matches and noMatch is allow"),
+            (Action::Deny, Some(_)) => Err(Refusal::policy(None, "the rule denies it".into())),
+            (Action::Deny, None) => Err(Refusal::policy(None, format!("noMatch is {}", policy.no_match()))),
+            (Action::Verify, None) => Err(Refusal::policy(None, "no rule to verify against".into())),
+            (Action::Verify, Some(rule)) if !rule.attestations().is_empty() => {
                 let reason = "the rule requires attestations, which this pullgate cannot verify yet";
-                (Err(deny(DenialKind::Policy, reason.into())), None)
+                Err(Refusal::policy(None, reason.into()))
             }
-            (Action::Verify, Some(r)) => {
-                let verifying = self.verify(&reference, r.authorities(), credentials);
+            (Action::Verify, Some(rule)) => {
+                let verifying = self.verify(&reference, rule.authorities(), credentials);
                 match tokio::time::timeout(self.verify_timeout, verifying).await {
-                    Ok(Ok(verified)) => {
-                        let digest = verified.digest().clone();
-                        (Ok(Admission::Verified(verified)), Some(digest))
-                    }
-                    Ok(Err((digest, denial))) => (
-                        Err(Denial {
-                            rule: rule.clone(),
-                            ..denial
-                        }),
-                        digest,
-                    ),
+                    Ok(Ok(verified)) => Ok(Admission::Verified(verified)),
+                    Ok(Err(refusal)) => Err(refusal),
                     Err(_elapsed) => {
                         let limit = humantime::format_duration(self.verify_timeout);
                         let reason = format!("verification did not finish within verifyTimeout ({limit})");
-                        (Err(deny(DenialKind::RegistryUnavailable, reason)), None)
+                        Err(Refusal {
+                            digest: None,
+                            kind: DenialKind::RegistryUnavailable,
+                            reason,
+                        })
                     }
                 }
             }
         };
-        // Name the digest that was judged, so the audit record and kubelet see what was checked.
-        let image = match (&digest, reference.digest()) {
-            (Some(d), None) => format!("{reference}@{d}"),
-            _ => reference.to_string(),
-        };
-        let verdict = verdict.map_err(|denial| Denial {
-            image: image.clone(),
-            ..denial
-        });
-        Judgement {
-            image,
-            digest,
-            rule,
-            mode: decision.mode,
-            verdict,
-        }
+        let rule = decision.rule.map(|r| r.name().to_string());
+        Judgement::new(reference.to_string(), Some(&reference), rule, decision.mode, verdict)
     }
 
     /// Resolves the digest, fetches the signatures and checks them against the authorities.
@@ -175,43 +137,82 @@ impl Judge {
         reference: &Reference,
         authorities: &[crate::policy::Authority],
         credentials: Credentials,
-    ) -> Result<Verified, (Option<Digest>, Denial)> {
-        let registry_denial = |digest: Option<&Digest>, e: RegistryError| {
+    ) -> Result<Verified, Refusal> {
+        let from_registry = |digest: Option<&Digest>, e: RegistryError| {
             let kind = match e {
                 RegistryError::Unavailable(_) => DenialKind::RegistryUnavailable,
                 RegistryError::Invalid(_) | RegistryError::NotFound(_) => DenialKind::Policy,
             };
-            (
-                digest.cloned(),
-                Denial {
-                    image: reference.to_string(),
-                    rule: None,
-                    kind,
-                    reason: e.to_string(),
-                },
-            )
+            Refusal {
+                digest: digest.cloned(),
+                kind,
+                reason: e.to_string(),
+            }
         };
         let mut session = self.registries.session(reference, credentials);
-        let manifest = session.resolve(reference).await.map_err(|e| registry_denial(None, e))?;
+        let manifest = session.resolve(reference).await.map_err(|e| from_registry(None, e))?;
         let digest = manifest.digest;
         let layers = cosign::legacy_signatures(&mut session, &digest)
             .await
-            .map_err(|e| registry_denial(Some(&digest), e))?;
-        verify::verify_signatures(reference, &digest, &layers, authorities).map_err(|unverified| {
-            let denial = Denial {
-                image: reference.to_string(),
-                rule: None,
-                kind: DenialKind::Policy,
-                reason: unverified.to_string(),
-            };
-            (Some(digest.clone()), denial)
-        })
+            .map_err(|e| from_registry(Some(&digest), e))?;
+        verify::verify_signatures(reference, &digest, &layers, authorities)
+            .map_err(|unverified| Refusal::policy(Some(digest.clone()), unverified.to_string()))
+    }
+}
+
+/// Why the judge refused, before it is rendered into a [`Denial`] with the image and rule.
+pub struct Refusal {
+    digest: Option<Digest>,
+    kind: DenialKind,
+    reason: String,
+}
+
+impl Refusal {
+    fn policy(digest: Option<Digest>, reason: String) -> Self {
+        Self {
+            digest,
+            kind: DenialKind::Policy,
+            reason,
+        }
     }
 }
 
 // === impl Judgement ===
 
 impl Judgement {
+    /// Renders a refusal into the one [`Denial`] kubelet, the audit log and the log line see.
+    /// The denial names `repo@digest` once a digest was judged, as SPEC §5 shows.
+    fn new(
+        image: String,
+        reference: Option<&Reference>,
+        rule: Option<String>,
+        mode: Mode,
+        verdict: Result<Admission, Refusal>,
+    ) -> Self {
+        let digest = match &verdict {
+            Ok(Admission::Verified(v)) => Some(v.digest().clone()),
+            Ok(Admission::Waived(_)) => None,
+            Err(refusal) => refusal.digest.clone(),
+        };
+        let named = match (reference, &digest) {
+            (Some(r), Some(d)) => r.pinned(d),
+            _ => image.clone(),
+        };
+        let verdict = verdict.map_err(|refusal| Denial {
+            image: named,
+            rule: rule.clone(),
+            kind: refusal.kind,
+            reason: refusal.reason,
+        });
+        Self {
+            image,
+            digest,
+            rule,
+            mode,
+            verdict,
+        }
+    }
+
     /// The audit record of this judgement.
     pub fn record(&self, event: Event, namespace: &str, pod: &str, started: Instant) -> Record {
         let (decision, reason, signatures): (audit::Decision, String, Vec<Evidence>) = match &self.verdict {
@@ -314,11 +315,17 @@ impl Gate {
                 reason: format!("mode {}: {denial}", judgement.mode),
             }),
         };
-        self.pull(&call, admission, &policy).await
+        self.pull(&call, admission, judgement.rule.as_deref(), &policy).await
     }
 
     /// Pulls the verified digest and names it with kubelet's tag; a waived pull goes as sent.
-    async fn pull(&self, call: &UnaryCall, admission: Admission, policy: &Policy) -> Result<UnaryReply, Status> {
+    async fn pull(
+        &self,
+        call: &UnaryCall,
+        admission: Admission,
+        rule: Option<&str>,
+        policy: &Policy,
+    ) -> Result<UnaryReply, Status> {
         let verified = match admission {
             Admission::Waived(_) => return self.upstream.unary(call, call.message.clone()).await,
             Admission::Verified(v) => v,
@@ -328,23 +335,33 @@ impl Gate {
             .map_err(|e| Status::internal(format!("containerd's PullImageResponse: {e}")))?
             .image_ref;
         if let Some(tag) = verified.reference().tagged() {
-            self.containerd.tag(&verified.pinned(), &tag).await.map_err(|s| {
-                Status::unavailable(format!(
-                    "pulled {} but could not tag it {tag}: {}",
-                    verified.pinned(),
-                    s.message()
-                ))
-            })?;
-            self.await_tag_visible(call, &tag, &image_id).await?;
+            let tagging = self.tag(call, &verified, &tag, &image_id);
+            match tokio::time::timeout(TAG_TIMEOUT, tagging).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(Status::unavailable(format!(
+                        "containerd did not tag {tag} within {TAG_TIMEOUT:?}"
+                    )))
+                }
+            }
         }
+        let repository = verified.reference().repository();
         self.admitted
-            .insert(verified.reference().repository(), image_id, policy.hash());
+            .insert(repository, image_id, policy.hash(), rule.unwrap_or_default());
         Ok(reply)
     }
 
-    /// containerd's CRI plugin learns new names from image events; wait until it answers for
-    /// `tag`, so kubelet's next `ImageStatus` by tag finds the image.
-    async fn await_tag_visible(&self, call: &UnaryCall, tag: &str, image_id: &str) -> Result<(), Status> {
+    /// Gives the pinned image kubelet's tag, then waits until containerd's CRI plugin, which
+    /// learns new names from image events, answers for it, so kubelet's next `ImageStatus` by
+    /// tag finds the image.
+    async fn tag(&self, call: &UnaryCall, verified: &Verified, tag: &str, image_id: &str) -> Result<(), Status> {
+        self.containerd.tag(&verified.pinned(), tag).await.map_err(|s| {
+            Status::unavailable(format!(
+                "pulled {} but could not tag it {tag}: {}",
+                verified.pinned(),
+                s.message()
+            ))
+        })?;
         let request = ImageStatusRequest {
             image: Some(ImageSpec {
                 image: tag.to_string(),
@@ -358,27 +375,22 @@ impl Gate {
             head,
             message: Bytes::from(request.encode_to_vec()),
         };
-        let deadline = Instant::now() + TAG_VISIBLE_TIMEOUT;
         loop {
             let reply = self.upstream.unary(&status_call, status_call.message.clone()).await?;
-            let seen = ImageStatusResponse::decode(reply.message)
-                .ok()
-                .and_then(|r| r.image)
-                .is_some_and(|i| i.id == image_id);
-            if seen {
+            let answer = ImageStatusResponse::decode(reply.message).ok().and_then(|r| r.image);
+            if answer.is_some_and(|i| i.id == image_id) {
                 return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(Status::unavailable(format!(
-                    "containerd did not show tag {tag} within {TAG_VISIBLE_TIMEOUT:?}"
-                )));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
-    /// `ImageStatus`: in enforce mode, an image that did not come through the verified path
-    /// under the policy now in force is answered "not present", so kubelet pulls it through us.
+    /// `ImageStatus`: an image that did not come through the verified path under the policy now
+    /// in force is answered "not present", so kubelet pulls it — through pullgate — first.
+    ///
+    /// `ImageStatus` carries no namespace, so the image is shown only when every decision a
+    /// pull of it could get, in any namespace, is satisfied: not enforced, `allow`, or verified
+    /// under that very rule.
     pub async fn image_status(&self, call: UnaryCall) -> Result<UnaryReply, Status> {
         let started = Instant::now();
         let reply = self.upstream.unary(&call, call.message.clone()).await?;
@@ -393,46 +405,53 @@ impl Gate {
 
         let policy = self.policy();
         let names = names_to_judge(&asked, &image);
-        let shown = names.iter().any(|name| {
-            let decision = policy.decide(name, "");
-            decision.mode != Mode::Enforce
-                || (decision.action == Action::Allow && decision.rule.is_some())
-                || self.admitted.contains(&name.repository(), &image.id, policy.hash())
-        });
-        if shown {
+        let unmet: Vec<Option<Decision>> = names
+            .iter()
+            .map(|n| self.unmet_decision(&policy, n, &image.id))
+            .collect();
+        if unmet.iter().any(Option::is_none) {
             return Ok(reply);
         }
-        let record = Record {
-            event: Event::StatusHidden,
-            image: names.first().map_or(asked.clone(), |n| n.to_string()),
-            digest: image
-                .repo_digests
-                .first()
-                .and_then(|d| d.split_once('@'))
-                .map(|(_, d)| d.to_string()),
-            namespace: String::new(),
-            pod: String::new(),
-            rule: names
-                .first()
-                .and_then(|n| policy.decide(n, "").rule.map(|r| r.name().to_string())),
-            mode: Mode::Enforce.to_string(),
-            decision: audit::Decision::Deny,
-            reason: format!(
-                "image {} is in containerd but was not verified under the policy in force",
-                image.id
-            ),
-            signatures: Vec::new(),
-            attestations: Vec::new(),
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-            cache: "miss",
-        };
-        tracing::info!(image = %record.image, id = %image.id, "image status hidden");
+        let name = names.first();
+        let rule = unmet.first().copied().flatten().and_then(|d| d.rule);
+        let digest = image
+            .repo_digests
+            .iter()
+            .filter_map(|d| d.split_once('@'))
+            .find(|(repo, _)| name.is_none_or(|n| *repo == n.repository()))
+            .and_then(|(_, d)| Digest::parse(d));
+        let reason = format!(
+            "image {} is in containerd but was not verified under the policy in force",
+            image.id
+        );
+        let judgement = Judgement::new(
+            name.map_or_else(|| asked.clone(), |n| n.to_string()),
+            name,
+            rule.map(|r| r.name().to_string()),
+            Mode::Enforce,
+            Err(Refusal::policy(digest, reason)),
+        );
+        let record = judgement.record(Event::StatusHidden, "", "", started);
+        tracing::info!(image = %record.image, id = %image.id, rule = ?record.rule, "image status hidden");
         if let Err(error) = self.audit.append_async(record).await {
             // Hiding is the safe answer either way; the failure is logged.
             tracing::error!(%error, "audit record not written");
         }
         // "Not present" is a response without the image field: an empty message.
         Ok(reply.with_message(Bytes::new()))
+    }
+
+    /// The first decision a pull of `name` could get that image `id` does not satisfy.
+    fn unmet_decision<'p>(&self, policy: &'p Policy, name: &Reference, id: &str) -> Option<Decision<'p>> {
+        policy.decisions_in_any_namespace(name).into_iter().find(|decision| {
+            let satisfied = decision.mode != Mode::Enforce
+                || decision.action == Action::Allow
+                || decision.rule.is_some_and(|rule| {
+                    self.admitted
+                        .contains(&name.repository(), id, policy.hash(), rule.name())
+                });
+            !satisfied
+        })
     }
 }
 
@@ -482,18 +501,22 @@ fn with_image(message: &Bytes, image: String) -> Bytes {
 // === impl Admitted ===
 
 impl Admitted {
-    fn insert(&self, repository: String, image_id: String, generation: &str) {
+    fn insert(&self, repository: String, image_id: String, generation: &str, rule: &str) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_ADMITTED {
             map.clear();
         }
-        map.insert((repository, image_id), generation.to_string());
+        let entry = map.entry((repository, image_id)).or_default();
+        if entry.0 != generation {
+            *entry = (generation.to_string(), BTreeSet::new());
+        }
+        entry.1.insert(rule.to_string());
     }
 
-    fn contains(&self, repository: &str, image_id: &str, generation: &str) -> bool {
+    fn contains(&self, repository: &str, image_id: &str, generation: &str, rule: &str) -> bool {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&(repository.to_string(), image_id.to_string()))
-            .is_some_and(|g| g == generation)
+            .is_some_and(|(g, rules)| g == generation && rules.contains(rule))
     }
 }
 

@@ -186,7 +186,8 @@ fn verify(
         let judgement =
             rt.block_on(judge.judge(&policy, image, namespace, pullgate::registry::Credentials::anonymous()));
         let record = judgement.record(audit::Event::Pull, namespace, "", started);
-        any_denied |= !matches!(record.decision, audit::Decision::Allow);
+        // warn and audit-deny are allowed pulls; only an enforced denial blocks one.
+        any_denied |= record.decision == audit::Decision::Deny;
         match output {
             Output::Json => match serde_json::to_string(&record) {
                 Ok(line) => println!("{line}"),

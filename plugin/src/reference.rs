@@ -101,6 +101,8 @@ impl Reference {
         }
 
         let (host, path) = match name.split_once('/') {
+            // containerd maps the legacy Docker Hub name to docker.io before anything else.
+            Some(("index.docker.io", rest)) => (DOCKER_HUB.to_string(), rest.to_string()),
             Some((first, rest)) if looks_like_host(first) => (first.to_string(), rest.to_string()),
             Some(_) => (DOCKER_HUB.to_string(), name.to_string()),
             None => (DOCKER_HUB.to_string(), format!("library/{name}")),
@@ -118,9 +120,12 @@ impl Reference {
         } else {
             path
         };
+        // As containerd does, a digest makes the tag meaningless: `app:v1@sha256:…` is
+        // `app@sha256:…`. Keeping the tag would let a tag glob match an arbitrary digest,
+        // and would move the tag to whatever digest was named.
         let tag = match (tag, &digest) {
-            (Some(t), _) => Some(t.to_string()),
-            (None, Some(_)) => None,
+            (_, Some(_)) => None,
+            (Some(t), None) => Some(t.to_string()),
             (None, None) => Some("latest".to_string()),
         };
         Ok(Self {
@@ -250,6 +255,8 @@ mod tests {
             ("bitnami/redis", "docker.io/bitnami/redis:latest"),
             ("127.0.0.1:5000/signed/app", "127.0.0.1:5000/signed/app:latest"),
             ("localhost/app:v1", "localhost/app:v1"),
+            ("index.docker.io/library/nginx:1", "docker.io/library/nginx:1"),
+            ("index.docker.io/nginx", "docker.io/library/nginx:latest"),
             ("ghcr.io/org/app:v1", "ghcr.io/org/app:v1"),
         ];
         for (input, want) in cases {
@@ -265,7 +272,12 @@ mod tests {
         assert_eq!(r.digest().unwrap().as_str(), d);
         assert_eq!(r.repository(), "127.0.0.1:5000/app");
         let both = Reference::parse(&format!("ghcr.io/a/b:v1@{d}")).unwrap();
-        assert_eq!(both.to_string(), format!("ghcr.io/a/b:v1@{d}"));
+        assert_eq!(
+            both.to_string(),
+            format!("ghcr.io/a/b@{d}"),
+            "the digest wins, as in containerd"
+        );
+        assert_eq!(both.tagged(), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use prost::Message;
 use pullgate_proto::cri::{ImageFilter, ImageSpec, ListImagesRequest, ListImagesResponse};
 use pullgate_tests::{
     cri::{self, method},
+    policy::{policy, rule},
     Pullgate, TestEnv,
 };
 use tonic::Code;
@@ -322,4 +323,175 @@ fn serve_refuses_a_config_with_an_unknown_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
     assert!(err.contains("verifyTimeoutt"), "{err}");
+}
+
+/// Review finding: an image admitted under one rule, or pulled where a rule only warns, must
+/// not be shown to a namespace whose rule it does not satisfy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_status_shows_only_what_every_possible_rule_accepts() {
+    let env = TestEnv::start().await;
+    let host = env.host();
+    let pattern = format!("{host}/apps/**");
+    let team_b = pullgate_tests::Signer::generate();
+    env.push_signed_image("apps/tool", "v1", "two teams").await;
+    let image = env.image_ref("apps/tool", "v1");
+    let rules = [
+        rule(
+            "dev",
+            &[&pattern],
+            "mode: warn\nnamespaces: [\"*\"]\nexcludeNamespaces: [prod]",
+            Some(("b-key", &team_b.public_key_pem())),
+        ),
+        rule(
+            "prod",
+            &[&pattern],
+            "",
+            Some(("team-key", &env.signer.public_key_pem())),
+        ),
+    ];
+    let pg = env.start_pullgate(&policy("enforce", "deny", &rules)).await;
+    // Pulled by a dev pod: the warn rule decides, so nothing was verified for "prod".
+    pg.client()
+        .pull_image(cri::pull_request(&image, None, Some("dev")))
+        .await
+        .unwrap();
+    let status = pg
+        .client()
+        .image_status(cri::image_status_request(&image))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status.image.is_none(),
+        "a prod pod must not find an image only the warn rule let in"
+    );
+    assert_eq!(pg.audit_records().pop().unwrap()["rule"], "prod");
+    // Pulled by a prod pod: verified under "prod", so every possible decision is satisfied.
+    pg.client()
+        .pull_image(cri::pull_request(&image, None, Some("prod")))
+        .await
+        .unwrap();
+    let status = pg
+        .client()
+        .image_status(cri::image_status_request(&image))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.image.is_some());
+
+    // Verified under one rule does not count for another rule with another key.
+    let other = [
+        rule(
+            "team-a",
+            &[&pattern],
+            "namespaces: [team-a]",
+            Some(("a-key", &env.signer.public_key_pem())),
+        ),
+        rule("team-b", &[&pattern], "", Some(("b-key", &team_b.public_key_pem()))),
+    ];
+    let pg = env.start_pullgate(&policy("enforce", "deny", &other)).await;
+    pg.client()
+        .pull_image(cri::pull_request(&image, None, Some("team-a")))
+        .await
+        .unwrap();
+    let status = pg
+        .client()
+        .image_status(cri::image_status_request(&image))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status.image.is_none(),
+        "verified for team-a's key is not verified for team-b's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_match_allow_images_are_shown() {
+    let env = TestEnv::start().await;
+    env.push_image("anything/app", "v1", "no match").await;
+    let image = env.image_ref("anything/app", "v1");
+    env.containerd
+        .client()
+        .pull_image(cri::pull_request(&image, None, None))
+        .await
+        .unwrap();
+    let rules = [rule(
+        "signed",
+        &[&format!("{}/signed/**", env.host())],
+        "action: deny",
+        None,
+    )];
+    let pg = env.start_pullgate(&policy("enforce", "allow", &rules)).await;
+    let status = pg
+        .client()
+        .image_status(cri::image_status_request(&image))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.image.is_some());
+    assert!(pg.audit_records().is_empty(), "nothing hidden, nothing recorded");
+}
+
+/// Review finding: containerd pulls the digest of `repo:tag@digest`, so the tag must not let a
+/// tag-scoped allow rule vouch for an arbitrary digest, nor be moved to that digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_and_digest_reference_is_judged_by_its_digest() {
+    let env = TestEnv::start().await;
+    let host = env.host();
+    let unsigned = env.push_image("apps/tool", "evil", "any digest").await;
+    let rules = [rule(
+        "pinned-tag",
+        &[&format!("{host}/apps/tool:v1")],
+        "action: allow",
+        None,
+    )];
+    let pg = env.start_pullgate(&policy("enforce", "deny", &rules)).await;
+    let image = format!("{host}/apps/tool:v1@{unsigned}");
+    let status = pg
+        .client()
+        .pull_image(cri::pull_request(&image, None, None))
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().starts_with("SignatureValidationFailed: "),
+        "{}",
+        status.message()
+    );
+    assert!(status.message().contains("no rule matches"), "{}", status.message());
+    let direct = env
+        .containerd
+        .client()
+        .image_status(cri::image_status_request(&unsigned))
+        .await
+        .unwrap();
+    assert!(direct.into_inner().image.is_none());
+}
+
+/// Review finding: containerd 1.6 also serves runtime.v1alpha2; its PullImage must be gated too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1alpha2_pull_goes_through_the_gate() {
+    let env = TestEnv::start().await;
+    env.push_image("signed/app", "v1", "old api").await;
+    let image = env.image_ref("signed/app", "v1");
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await;
+    let request = cri::pull_request(&image, None, None).encode_to_vec();
+    let status = cri::raw_unary(pg.socket(), "/runtime.v1alpha2.ImageService/PullImage", request)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unknown);
+    assert!(
+        status.message().starts_with("SignatureValidationFailed: "),
+        "{}",
+        status.message()
+    );
+    let direct = env
+        .containerd
+        .client()
+        .image_status(cri::image_status_request(&image))
+        .await
+        .unwrap();
+    assert!(direct.into_inner().image.is_none());
 }

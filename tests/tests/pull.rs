@@ -81,7 +81,8 @@ async fn unsigned_image_is_denied_with_the_kubelet_prefix_and_never_reaches_cont
     assert_eq!(
         status.message(),
         format!(
-            "{SIGNED_PREFIX}{image}@{digest}: rule \"signed\": no signature from authority \"{TEST_AUTHORITY}\" (no signatures found)"
+            "{SIGNED_PREFIX}{}/signed/app@{digest}: rule \"signed\": no signature from authority \"{TEST_AUTHORITY}\" (no signatures found)",
+            env.host()
         )
     );
     assert_eq!(
@@ -92,6 +93,9 @@ async fn unsigned_image_is_denied_with_the_kubelet_prefix_and_never_reaches_cont
     let record = last_record(&pg);
     assert_eq!(record["decision"], "deny");
     assert_eq!(record["reason"], status.message());
+    // The record names the image as asked and the digest that was judged (SPEC §6).
+    assert_eq!(record["image"], image);
+    assert_eq!(record["digest"], digest);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,8 +22,16 @@ pub mod upstream;
 
 pub use upstream::{UnaryCall, UnaryReply, Upstream};
 
-const PULL_IMAGE: &str = "/runtime.v1.ImageService/PullImage";
-const IMAGE_STATUS: &str = "/runtime.v1.ImageService/ImageStatus";
+// containerd still serves the older v1alpha2 API, whose messages have the same field numbers:
+// both versions go through the gate, or v1alpha2 would be a way around it.
+const PULL_IMAGE: [&str; 2] = [
+    "/runtime.v1.ImageService/PullImage",
+    "/runtime.v1alpha2.ImageService/PullImage",
+];
+const IMAGE_STATUS: [&str; 2] = [
+    "/runtime.v1.ImageService/ImageStatus",
+    "/runtime.v1alpha2.ImageService/ImageStatus",
+];
 
 /// How long in-flight calls may take to finish after SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,14 +95,15 @@ fn serve_connection(stream: UnixStream, gate: Arc<Gate>, allowed_uids: &[u32], g
 }
 
 async fn route(gate: &Gate, request: Request<Incoming>) -> Response<Body> {
-    match request.uri().path() {
-        PULL_IMAGE => {
+    let path = request.uri().path();
+    match path {
+        _ if PULL_IMAGE.contains(&path) => {
             unary(gate, request, "PullImageRequest", |gate, call| {
                 Box::pin(gate.pull_image(call))
             })
             .await
         }
-        IMAGE_STATUS => {
+        _ if IMAGE_STATUS.contains(&path) => {
             unary(gate, request, "ImageStatusRequest", |gate, call| {
                 Box::pin(gate.image_status(call))
             })

@@ -8,12 +8,9 @@ use crate::reference::Reference;
 #[derive(Clone, Copy, Debug)]
 pub struct Decision<'p> {
     pub rule: Option<&'p Rule>,
-    pub action: DecisionAction,
+    pub action: Action,
     pub mode: Mode,
 }
-
-/// A decision asks for what a rule can: verify, allow or deny.
-pub type DecisionAction = Action;
 
 // === impl Policy ===
 
@@ -28,6 +25,31 @@ impl Policy {
                 mode: rule.mode().unwrap_or(self.mode),
             };
         }
+        self.no_match_decision()
+    }
+
+    /// Every decision a pull of `image` could get, whatever the pod's namespace: each rule that
+    /// matches the image, in order, up to the first that covers every namespace, and the
+    /// `noMatch` decision when no such rule exists.
+    ///
+    /// `ImageStatus` carries no namespace, so an image is only shown when all of these agree.
+    pub fn decisions_in_any_namespace(&self, image: &Reference) -> Vec<Decision<'_>> {
+        let mut decisions = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.matches_image(image)) {
+            decisions.push(Decision {
+                rule: Some(rule),
+                action: rule.action(),
+                mode: rule.mode().unwrap_or(self.mode),
+            });
+            if rule.covers_every_namespace() {
+                return decisions;
+            }
+        }
+        decisions.push(self.no_match_decision());
+        decisions
+    }
+
+    fn no_match_decision(&self) -> Decision<'_> {
         let (action, mode) = match self.no_match {
             NoMatch::Deny => (Action::Deny, self.mode),
             NoMatch::Allow => (Action::Allow, self.mode),

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use self::{
     authority::{Authority, AuthorityKind, IdentityMatch, Keyless, Tlog},
-    decide::{Decision, DecisionAction},
+    decide::Decision,
     error::{PolicyError, PolicyErrors},
     fulcio::FulcioClaim,
     glob::{GlobError, ImageGlob, NamespaceGlob},

@@ -163,7 +163,21 @@ impl Rule {
     /// Whether the rule covers a pull of `image` into pod namespace `namespace` (`""` for a
     /// pull without a sandbox).
     pub fn matches(&self, image: &Reference, namespace: &str) -> bool {
-        self.images.iter().any(|glob| glob.matches(image)) && self.covers_namespace(namespace)
+        self.matches_image(image) && self.covers_namespace(namespace)
+    }
+
+    /// Whether the rule's images cover `image`, in whatever namespace.
+    pub fn matches_image(&self, image: &Reference) -> bool {
+        self.images.iter().any(|glob| glob.matches(image))
+    }
+
+    /// Whether no namespace, `""` included, escapes the rule.
+    pub fn covers_every_namespace(&self) -> bool {
+        let all_included = match &self.namespaces {
+            None => true,
+            Some(globs) => globs.iter().any(|glob| glob.as_str() == "*"),
+        };
+        all_included && self.exclude_namespaces.is_empty()
     }
 
     fn covers_namespace(&self, namespace: &str) -> bool {

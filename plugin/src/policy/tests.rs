@@ -870,7 +870,9 @@ fn tagged_and_digest_patterns_match_only_those() {
     let d = digest();
     let tagged = ImageGlob::parse("ghcr.io/org/app:v1").unwrap();
     assert!(tagged.matches(&image("ghcr.io/org/app:v1")));
-    assert!(tagged.matches(&image(&format!("ghcr.io/org/app:v1@{d}"))));
+    // containerd pulls the digest of `app:v1@sha256:…` and ignores the tag, so a tag pattern
+    // must not vouch for it: the digest could be anything.
+    assert!(!tagged.matches(&image(&format!("ghcr.io/org/app:v1@{d}"))));
     assert!(!tagged.matches(&image("ghcr.io/org/app:v2")));
     assert!(!tagged.matches(&image("ghcr.io/org/app")), "the default tag is latest");
     assert!(
@@ -1034,4 +1036,52 @@ fn fulcio_claims_round_trip() {
         FulcioClaim::from_name_ignoring_case("githubWorkflowSha"),
         Some(FulcioClaim::GithubWorkflowSha)
     );
+}
+
+#[test]
+fn decisions_in_any_namespace_stop_at_the_first_rule_covering_every_namespace() {
+    let rules = "    - name: dev
+      images: [\"ghcr.io/**\"]
+      namespaces: [\"*\"]
+      excludeNamespaces: [\"prod\"]
+      mode: warn
+      action: deny
+    - name: team
+      images: [\"ghcr.io/team/**\"]
+      namespaces: [\"team-a\"]
+      action: allow
+    - name: everyone
+      images: [\"ghcr.io/**\"]
+      action: deny
+    - name: never-reached
+      images: [\"ghcr.io/**\"]
+      action: allow
+";
+    let policy = parse(&with_rules("", rules)).unwrap();
+    let names = |img: &str| -> Vec<Option<&str>> {
+        policy
+            .decisions_in_any_namespace(&image(img))
+            .iter()
+            .map(|d| d.rule.map(Rule::name))
+            .collect()
+    };
+    assert_eq!(
+        names("ghcr.io/team/app"),
+        vec![Some("dev"), Some("team"), Some("everyone")]
+    );
+    assert_eq!(names("ghcr.io/other/app"), vec![Some("dev"), Some("everyone")]);
+    // No rule covers every namespace: noMatch is among the possible decisions.
+    assert_eq!(names("quay.io/x/y"), vec![None]);
+    let scoped_only = "    - name: scoped
+      images: [\"quay.io/**\"]
+      namespaces: [\"a\"]
+      action: allow
+";
+    let policy = parse(&with_rules("", scoped_only)).unwrap();
+    let decisions = policy.decisions_in_any_namespace(&image("quay.io/x/y"));
+    assert_eq!(
+        decisions.iter().map(|d| d.rule.map(Rule::name)).collect::<Vec<_>>(),
+        vec![Some("scoped"), None]
+    );
+    assert_eq!(decisions[1].action, Action::Deny);
 }

@@ -139,42 +139,47 @@ fn check_layer(digest: &Digest, layer: &SignatureLayer, authorities: &[Authority
     let signature = SignatureBytes::new(signature);
 
     // Authenticate before reading: the payload is only parsed once a trusted key signed it.
-    let mut keyless_only = true;
-    let authority = authorities.iter().find(|a| match &a.kind {
-        AuthorityKind::Key(key) => {
-            keyless_only = false;
-            key.verify(payload, &signature).is_ok()
+    // Every authority is tried, so one whose other requirements fail does not hide another.
+    let mut signed = None;
+    let mut unmet = None;
+    for authority in authorities {
+        let AuthorityKind::Key(key) = &authority.kind else {
+            continue;
+        };
+        if key.verify(payload, &signature).is_err() {
+            continue;
         }
-        AuthorityKind::Keyless(_) => false,
-    });
-    let Some(authority) = authority else {
-        return Err(if keyless_only {
-            Rejection::KeylessUnsupported
-        } else {
-            Rejection::KeyMismatch
-        });
-    };
-
-    let signed = simple_signing::parse(payload).map_err(Rejection::BadPayload)?;
-    if signed.manifest_digest != digest.as_str() {
-        return Err(Rejection::DigestMismatch {
-            signed: signed.manifest_digest,
-        });
-    }
-    if authority.tlog == Tlog::Required {
-        // No transparency-log verification exists yet, so a requirement for one cannot be met.
-        return Err(Rejection::TlogRequired {
+        let signed = match &signed {
+            Some(s) => s,
+            None => signed.insert(simple_signing::parse(payload).map_err(Rejection::BadPayload)?),
+        };
+        if signed.manifest_digest != digest.as_str() {
+            return Err(Rejection::DigestMismatch {
+                signed: signed.manifest_digest.clone(),
+            });
+        }
+        if authority.tlog == Tlog::Required {
+            // No transparency-log verification exists yet, so a requirement for one cannot be met.
+            unmet = Some(Rejection::TlogRequired {
+                authority: authority.name.clone(),
+            });
+            continue;
+        }
+        return Ok(Evidence {
             authority: authority.name.clone(),
+            kind: "key",
+            subject: None,
+            issuer: None,
+            tlog_index: None,
+            time_source: "none",
         });
     }
-    Ok(Evidence {
-        authority: authority.name.clone(),
-        kind: "key",
-        subject: None,
-        issuer: None,
-        tlog_index: None,
-        time_source: "none",
-    })
+    let any_key = authorities.iter().any(|a| matches!(a.kind, AuthorityKind::Key(_)));
+    Err(unmet.unwrap_or(if any_key {
+        Rejection::KeyMismatch
+    } else {
+        Rejection::KeylessUnsupported
+    }))
 }
 
 // === impl Rejection ===

@@ -248,3 +248,15 @@ fn summary_counts_each_kind_of_rejection() {
         "no signature from authorities \"release-key\" or \"ci\" (3 signatures found: 2 key mismatch, 1 signs another digest)"
     );
 }
+
+#[test]
+fn an_authority_with_unmet_requirements_does_not_hide_the_next_one() {
+    let Some(dir) = fixtures() else { return };
+    let strict = fixture_key(&dir, "cosign.pub", Tlog::Required);
+    let lenient = Authority {
+        name: "lenient".into(),
+        ..fixture_key(&dir, "cosign.pub", Tlog::Optional)
+    };
+    let verified = run("dir-img-cosign-valid", &[strict, lenient]).unwrap();
+    assert_eq!(verified.evidence()[0].authority, "lenient");
+}
