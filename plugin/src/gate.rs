@@ -73,7 +73,17 @@ pub struct Gate {
 /// and the rules they were verified under, so `ImageStatus` can tell them from images that
 /// reached containerd some other way, or were verified for another rule.
 #[derive(Default)]
-struct Admitted(Mutex<HashMap<(String, String), (String, BTreeSet<String>)>>);
+struct Admitted(Mutex<HashMap<ImageKey, Verifications>>);
+
+/// (repository, image id).
+type ImageKey = (String, String);
+
+/// The rules an image was verified under, in one policy generation.
+#[derive(Default)]
+struct Verifications {
+    generation: String,
+    rules: BTreeSet<String>,
+}
 
 // === impl Judge ===
 
@@ -507,16 +517,19 @@ impl Admitted {
             map.clear();
         }
         let entry = map.entry((repository, image_id)).or_default();
-        if entry.0 != generation {
-            *entry = (generation.to_string(), BTreeSet::new());
+        if entry.generation != generation {
+            *entry = Verifications {
+                generation: generation.to_string(),
+                rules: BTreeSet::new(),
+            };
         }
-        entry.1.insert(rule.to_string());
+        entry.rules.insert(rule.to_string());
     }
 
     fn contains(&self, repository: &str, image_id: &str, generation: &str, rule: &str) -> bool {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&(repository.to_string(), image_id.to_string()))
-            .is_some_and(|(g, rules)| g == generation && rules.contains(rule))
+            .is_some_and(|v| v.generation == generation && v.rules.contains(rule))
     }
 }
 
