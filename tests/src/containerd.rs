@@ -122,6 +122,19 @@ impl Containerd {
         cri::cri_client(self.socket())
     }
 
+    /// The image id containerd itself reports for `image` (bypassing any proxy), if it has it.
+    pub async fn image_id(&self, image: &str) -> Option<String> {
+        let status = self
+            .client()
+            .image_status(crate::cri::image_status_request(image))
+            .await;
+        status
+            .expect("containerd answers ImageStatus")
+            .into_inner()
+            .image
+            .map(|i| i.id)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -129,6 +129,21 @@ impl Pullgate {
             .collect()
     }
 
+    /// The newest audit record; panics when there is none.
+    pub fn last_record(&self) -> serde_json::Value {
+        self.audit_records().pop().expect("an audit record")
+    }
+
+    /// Pulls `image` through pullgate as kubelet would for a pod in `namespace`, without
+    /// credentials; the image id on success.
+    pub async fn pull(&self, image: &str, namespace: Option<&str>) -> Result<String, tonic::Status> {
+        let request = crate::cri::pull_request(image, None, namespace);
+        self.client()
+            .pull_image(request)
+            .await
+            .map(|r| r.into_inner().image_ref)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -49,21 +49,6 @@ fn pull_request_with(image: &str, auth: AuthConfig) -> PullImageRequest {
     }
 }
 
-/// The image id containerd itself reports for `image`, bypassing pullgate.
-async fn containerd_id(env: &TestEnv, image: &str) -> Option<String> {
-    let status = env
-        .containerd
-        .client()
-        .image_status(cri::image_status_request(image))
-        .await
-        .unwrap();
-    status.into_inner().image.map(|i| i.id)
-}
-
-fn last_record(pg: &Pullgate) -> serde_json::Value {
-    pg.audit_records().pop().expect("an audit record")
-}
-
 /// The rig itself, without pullgate: the registry wants tokens, the rig's pushes trade the
 /// credentials for one, and containerd does the token flow with kubelet-style credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +96,7 @@ async fn token_registry_takes_pushes_and_containerd_pulls_with_credentials() {
         .expect("containerd pull with credentials")
         .into_inner();
     assert_eq!(
-        containerd_id(&env, &image).await.as_deref(),
+        env.containerd.image_id(&image).await.as_deref(),
         Some(pulled.image_ref.as_str())
     );
     // containerd got its token from the token server with the user's credentials.
@@ -136,8 +121,11 @@ async fn signed_image_on_a_token_registry_is_allowed_with_kubelet_credentials() 
         .into_inner()
         .image_ref;
 
-    assert_eq!(containerd_id(&env, &image).await.as_deref(), Some(image_ref.as_str()));
-    let record = last_record(&pg);
+    assert_eq!(
+        env.containerd.image_id(&image).await.as_deref(),
+        Some(image_ref.as_str())
+    );
+    let record = pg.last_record();
     assert_eq!(record["decision"], "allow");
     assert_eq!(record["digest"], digest);
     // pullgate asked the realm for a pull token with the user's credentials, and got one.
@@ -174,8 +162,12 @@ async fn token_registry_without_credentials_is_registry_unavailable() {
             registry = env.registry.url()
         )
     );
-    assert_eq!(containerd_id(&env, &image).await, None, "a denied image is not pulled");
-    let record = last_record(&pg);
+    assert_eq!(
+        env.containerd.image_id(&image).await,
+        None,
+        "a denied image is not pulled"
+    );
+    let record = pg.last_record();
     assert_eq!(record["decision"], "deny");
     assert_eq!(record["reason"], message);
     assert!(record["digest"].is_null(), "nothing was resolved, not even {digest}");
@@ -204,8 +196,12 @@ async fn token_registry_with_a_wrong_password_is_registry_unavailable() {
             realm = token_server(&env).realm()
         )
     );
-    assert_eq!(containerd_id(&env, &image).await, None, "a denied image is not pulled");
-    assert_eq!(last_record(&pg)["decision"], "deny");
+    assert_eq!(
+        env.containerd.image_id(&image).await,
+        None,
+        "a denied image is not pulled"
+    );
+    assert_eq!(pg.last_record()["decision"], "deny");
     let asked = pullgate_token_requests(&env);
     assert_eq!(asked.len(), 1, "{asked:#?}");
     assert_eq!(asked[0].user.as_deref(), Some(USER));
@@ -241,7 +237,7 @@ async fn registry_token_is_used_as_the_bearer_token() {
         "{}",
         status.message()
     );
-    assert_eq!(last_record(&pg)["decision"], "deny");
+    assert_eq!(pg.last_record()["decision"], "deny");
 
     let token = token_server(&env).mint(USER, "signed/app", &["pull"]);
     let request = pull_request_with(
@@ -253,7 +249,7 @@ async fn registry_token_is_used_as_the_bearer_token() {
     );
     let outcome = pg.client().pull_image(request).await;
 
-    let record = last_record(&pg);
+    let record = pg.last_record();
     assert_eq!(record["decision"], "allow", "{record}");
     assert_eq!(record["digest"], digest);
     assert_eq!(record["signatures"][0]["authority"], pullgate_tests::TEST_AUTHORITY);
@@ -275,7 +271,7 @@ async fn registry_token_is_used_as_the_bearer_token() {
         .iter()
         .any(|r| r.user_agent.starts_with("containerd/") && r.user.is_none());
     assert!(containerd_asked_anonymously, "{:#?}", token_server(&env).requests());
-    assert_eq!(containerd_id(&env, &image).await, None);
+    assert_eq!(env.containerd.image_id(&image).await, None);
 }
 
 /// pullgate sends kubelet's credentials to a plain-HTTP realm only on a host its configuration
@@ -312,5 +308,5 @@ async fn plain_http_realm_on_a_host_not_marked_insecure_is_refused() {
         "{:#?}",
         token_server(&env).requests()
     );
-    assert_eq!(containerd_id(&env, &image).await, None);
+    assert_eq!(env.containerd.image_id(&image).await, None);
 }

@@ -13,27 +13,6 @@ use tonic::Code;
 
 const SIGNED_PREFIX: &str = "SignatureValidationFailed: ";
 
-/// Pulls `image` through pullgate for a pod in `namespace`.
-async fn pull(pg: &Pullgate, image: &str, namespace: Option<&str>) -> Result<String, tonic::Status> {
-    let request = cri::pull_request(image, None, namespace);
-    pg.client().pull_image(request).await.map(|r| r.into_inner().image_ref)
-}
-
-/// The image id containerd itself reports for `image`, bypassing pullgate.
-async fn containerd_id(env: &TestEnv, image: &str) -> Option<String> {
-    let status = env
-        .containerd
-        .client()
-        .image_status(cri::image_status_request(image))
-        .await
-        .unwrap();
-    status.into_inner().image.map(|i| i.id)
-}
-
-fn last_record(pg: &Pullgate) -> serde_json::Value {
-    pg.audit_records().pop().expect("an audit record")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_image_is_allowed_and_pulled_by_its_verified_digest() {
     let env = TestEnv::start().await;
@@ -43,10 +22,13 @@ async fn signed_image_is_allowed_and_pulled_by_its_verified_digest() {
         .await;
     let image = env.image_ref("signed/app", "v1");
 
-    let image_ref = pull(&pg, &image, Some("default")).await.expect("signed image allowed");
+    let image_ref = pg.pull(&image, Some("default")).await.expect("signed image allowed");
 
     // containerd holds the image under the tag, and its repo digest is the verified digest.
-    assert_eq!(containerd_id(&env, &image).await.as_deref(), Some(image_ref.as_str()));
+    assert_eq!(
+        env.containerd.image_id(&image).await.as_deref(),
+        Some(image_ref.as_str())
+    );
     let through = pg
         .client()
         .image_status(cri::image_status_request(&image))
@@ -58,7 +40,7 @@ async fn signed_image_is_allowed_and_pulled_by_its_verified_digest() {
     assert_eq!(shown.repo_digests, vec![format!("{}/signed/app@{digest}", env.host())]);
     assert!(shown.repo_tags.contains(&image));
 
-    let record = last_record(&pg);
+    let record = pg.last_record();
     assert_eq!(record["decision"], "allow");
     assert_eq!(record["digest"], digest);
     assert_eq!(record["rule"], "signed");
@@ -76,7 +58,7 @@ async fn unsigned_image_is_denied_with_the_kubelet_prefix_and_never_reaches_cont
         .await;
     let image = env.image_ref("signed/app", "v1");
 
-    let status = pull(&pg, &image, Some("default")).await.unwrap_err();
+    let status = pg.pull(&image, Some("default")).await.unwrap_err();
     assert_eq!(status.code(), Code::Unknown);
     assert_eq!(
         status.message(),
@@ -86,11 +68,11 @@ async fn unsigned_image_is_denied_with_the_kubelet_prefix_and_never_reaches_cont
         )
     );
     assert_eq!(
-        containerd_id(&env, &image).await,
+        env.containerd.image_id(&image).await,
         None,
         "a denied image must not be pulled"
     );
-    let record = last_record(&pg);
+    let record = pg.last_record();
     assert_eq!(record["decision"], "deny");
     assert_eq!(record["reason"], status.message());
     // The record names the image as asked and the digest that was judged (SPEC §6).
@@ -110,7 +92,7 @@ async fn signature_by_another_key_is_denied() {
         .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
         .await;
 
-    let status = pull(&pg, &env.image_ref("signed/app", "v1"), None).await.unwrap_err();
+    let status = pg.pull(&env.image_ref("signed/app", "v1"), None).await.unwrap_err();
     assert!(status.message().starts_with(SIGNED_PREFIX), "{}", status.message());
     assert!(
         status.message().ends_with("(1 signature found: 1 key mismatch)"),
@@ -144,7 +126,7 @@ async fn signature_copied_from_another_image_is_denied() {
         .start_pullgate(&env.key_policy(&[&format!("{host}/signed/*")]))
         .await;
 
-    let status = pull(&pg, &env.image_ref("signed/app", "v2"), None).await.unwrap_err();
+    let status = pg.pull(&env.image_ref("signed/app", "v2"), None).await.unwrap_err();
     assert!(status.message().starts_with(SIGNED_PREFIX), "{}", status.message());
     assert!(
         status.message().contains("1 signs another digest"),
@@ -152,7 +134,7 @@ async fn signature_copied_from_another_image_is_denied() {
         status.message()
     );
     // The original still verifies.
-    pull(&pg, &env.image_ref("signed/app", "v1"), None)
+    pg.pull(&env.image_ref("signed/app", "v1"), None)
         .await
         .expect("v1 keeps its signature");
 }
@@ -192,7 +174,7 @@ async fn tampered_payload_is_denied() {
         .start_pullgate(&env.key_policy(&[&format!("{host}/signed/*")]))
         .await;
 
-    let status = pull(&pg, &env.image_ref("signed/app", "v1"), None).await.unwrap_err();
+    let status = pg.pull(&env.image_ref("signed/app", "v1"), None).await.unwrap_err();
     assert!(status.message().starts_with(SIGNED_PREFIX), "{}", status.message());
     assert!(status.message().contains("1 key mismatch"), "{}", status.message());
 }
@@ -220,10 +202,10 @@ async fn one_bad_and_one_good_signature_is_allowed() {
         .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
         .await;
 
-    pull(&pg, &env.image_ref("signed/app", "v1"), None)
+    pg.pull(&env.image_ref("signed/app", "v1"), None)
         .await
         .expect("one good signature is enough");
-    let record = last_record(&pg);
+    let record = pg.last_record();
     assert_eq!(record["signatures"].as_array().unwrap().len(), 1);
 }
 
@@ -236,13 +218,13 @@ async fn no_match_deny_refuses_images_no_rule_names() {
         .await;
     let image = env.image_ref("elsewhere/app", "v1");
 
-    let status = pull(&pg, &image, Some("default")).await.unwrap_err();
+    let status = pg.pull(&image, Some("default")).await.unwrap_err();
     assert_eq!(status.code(), Code::Unknown);
     assert_eq!(
         status.message(),
         format!("{SIGNED_PREFIX}{image}: no rule matches: noMatch is deny")
     );
-    assert_eq!(containerd_id(&env, &image).await, None);
+    assert_eq!(env.containerd.image_id(&image).await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,7 +236,7 @@ async fn allow_rule_pulls_without_verification_and_status_shows_it() {
     let pg = env.start_pullgate(&policy("enforce", "deny", &rules)).await;
     let image = env.image_ref("system/pause", "3.9");
 
-    let id = pull(&pg, &image, None).await.expect("allowed by rule");
+    let id = pg.pull(&image, None).await.expect("allowed by rule");
     let shown = pg
         .client()
         .image_status(cri::image_status_request(&image))
@@ -262,7 +244,7 @@ async fn allow_rule_pulls_without_verification_and_status_shows_it() {
         .unwrap()
         .into_inner();
     assert_eq!(shown.image.map(|i| i.id), Some(id));
-    let record = last_record(&pg);
+    let record = pg.last_record();
     assert_eq!(
         (record["decision"].as_str(), record["rule"].as_str()),
         (Some("allow"), Some("system"))
@@ -288,12 +270,12 @@ async fn namespace_scoped_rule_applies_only_in_its_namespaces() {
     let pg = env.start_pullgate(&policy("enforce", "deny", &rules)).await;
     let image = env.image_ref("apps/tool", "v1");
 
-    pull(&pg, &image, Some("dev-alice"))
+    pg.pull(&image, Some("dev-alice"))
         .await
         .expect("dev-* namespaces are allowed unsigned");
-    assert_eq!(last_record(&pg)["rule"], "dev-anything");
+    assert_eq!(pg.last_record()["rule"], "dev-anything");
     for namespace in [Some("prod"), Some("dev-locked"), None] {
-        let status = pull(&pg, &image, namespace).await.unwrap_err();
+        let status = pg.pull(&image, namespace).await.unwrap_err();
         assert!(
             status.message().contains("rule \"apps\""),
             "{namespace:?}: {}",
@@ -317,10 +299,10 @@ async fn warn_and_audit_modes_allow_and_record_what_enforce_would_do() {
             Some((TEST_AUTHORITY, &pem)),
         )];
         let pg = env.start_pullgate(&policy(mode, "deny", &rules)).await;
-        pull(&pg, &image, Some("default"))
+        pg.pull(&image, Some("default"))
             .await
             .unwrap_or_else(|s| panic!("{mode} mode must not block: {s}"));
-        let record = last_record(&pg);
+        let record = pg.last_record();
         assert_eq!(record["decision"], decision, "{mode}");
         assert_eq!(record["mode"], mode);
         assert!(
@@ -336,10 +318,10 @@ async fn warn_and_audit_modes_allow_and_record_what_enforce_would_do() {
         Some((TEST_AUTHORITY, &pem)),
     )];
     let pg = env.start_pullgate(&policy("enforce", "deny", &rules)).await;
-    pull(&pg, &image, None)
+    pg.pull(&image, None)
         .await
         .expect("rule mode warn overrides spec.mode enforce");
-    assert_eq!(last_record(&pg)["decision"], "warn");
+    assert_eq!(pg.last_record()["decision"], "warn");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,7 +333,7 @@ async fn htpasswd_registry_works_only_with_the_credentials_kubelet_sends() {
         .await;
     let image = env.image_ref("signed/app", "v1");
 
-    let status = pull(&pg, &image, None).await.unwrap_err();
+    let status = pg.pull(&image, None).await.unwrap_err();
     assert!(
         status.message().starts_with("RegistryUnavailable: "),
         "{}",
@@ -372,7 +354,7 @@ async fn htpasswd_registry_works_only_with_the_credentials_kubelet_sends() {
         .pull_image(right)
         .await
         .expect("pull with kubelet's credentials");
-    assert_eq!(last_record(&pg)["decision"], "allow");
+    assert_eq!(pg.last_record()["decision"], "allow");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,7 +371,7 @@ async fn stopped_registry_gives_registry_unavailable_within_the_timeout() {
     env.registry.stop();
 
     let started = Instant::now();
-    let status = pull(&pg, &env.image_ref("signed/app", "v1"), None).await.unwrap_err();
+    let status = pg.pull(&env.image_ref("signed/app", "v1"), None).await.unwrap_err();
     let took = started.elapsed();
     assert_eq!(status.code(), Code::Unknown);
     assert!(
@@ -398,7 +380,7 @@ async fn stopped_registry_gives_registry_unavailable_within_the_timeout() {
         status.message()
     );
     assert!(took < Duration::from_secs(3 + 5), "took {took:?}");
-    assert_eq!(last_record(&pg)["decision"], "deny");
+    assert_eq!(pg.last_record()["decision"], "deny");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,13 +392,13 @@ async fn sighup_reloads_the_policy_and_refuses_a_broken_one() {
     let pg = env
         .start_pullgate(&env.key_policy(&[&format!("{host}/signed/*")]))
         .await;
-    assert!(pull(&pg, &image, None).await.is_err());
+    assert!(pg.pull(&image, None).await.is_err());
 
     // A broken policy is refused; the last good one stays in force.
     pg.write_policy("apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  bogus: 1\n");
     pg.reload();
     wait_for_log(&pg, "policy reload refused").await;
-    assert!(pull(&pg, &image, None).await.is_err());
+    assert!(pg.pull(&image, None).await.is_err());
 
     pg.write_policy(&policy(
         "enforce",
@@ -425,7 +407,7 @@ async fn sighup_reloads_the_policy_and_refuses_a_broken_one() {
     ));
     pg.reload();
     wait_for_log(&pg, "policy reloaded").await;
-    pull(&pg, &image, None).await.expect("noMatch: allow after reload");
+    pg.pull(&image, None).await.expect("noMatch: allow after reload");
 }
 
 async fn wait_for_log(pg: &Pullgate, needle: &str) {

@@ -4,26 +4,10 @@
 
 use std::error::Error as _;
 
-use pullgate_tests::{cri, pullgate::RegistryEntry, tls::TestCa, Containerd, Pullgate, TestEnv};
+use pullgate_tests::{cri, pullgate::RegistryEntry, tls::TestCa, Containerd, TestEnv};
 use tonic::Code;
 
 const UNAVAILABLE_PREFIX: &str = "RegistryUnavailable: ";
-
-/// Pulls `image` through pullgate for a pod in `default`, as kubelet would.
-async fn pull(pg: &Pullgate, image: &str) -> Result<String, tonic::Status> {
-    let request = cri::pull_request(image, None, Some("default"));
-    pg.client().pull_image(request).await.map(|r| r.into_inner().image_ref)
-}
-
-/// The image id containerd itself reports for `image`, bypassing pullgate.
-async fn containerd_id(containerd: &Containerd, image: &str) -> Option<String> {
-    let status = containerd
-        .client()
-        .image_status(cri::image_status_request(image))
-        .await
-        .unwrap();
-    status.into_inner().image.map(|i| i.id)
-}
 
 /// An env with `signed/app:v1` pushed and signed by the env's key, its image reference, its
 /// digest, and the policy that requires that key for it.
@@ -45,10 +29,6 @@ fn served_to(env: &TestEnv, agent: &str) -> Vec<String> {
         .filter(|line| line.contains("] \"") && line.rsplit_once(" \"").is_some_and(|(_, ua)| ua.starts_with(agent)))
         .map(str::to_owned)
         .collect()
-}
-
-fn last_record(pg: &Pullgate) -> serde_json::Value {
-    pg.audit_records().pop().expect("an audit record")
 }
 
 /// `error: cause: cause…`, as reqwest's Display alone hides the causes.
@@ -102,7 +82,7 @@ async fn tls_registry_serves_only_https_and_containerd_pulls_trusting_its_ca() {
         .expect("containerd pulls over TLS with the registry's CA")
         .into_inner();
     assert_eq!(
-        containerd_id(&env.containerd, &image).await.as_deref(),
+        env.containerd.image_id(&image).await.as_deref(),
         Some(pulled.image_ref.as_str())
     );
     let served = served_to(&env, "containerd/");
@@ -132,7 +112,7 @@ async fn tls_registry_serves_only_https_and_containerd_pulls_trusting_its_ca() {
             .contains("x509: certificate signed by unknown authority"),
         "{refused:?}"
     );
-    assert_eq!(containerd_id(&elsewhere, &image).await, None);
+    assert_eq!(elsewhere.image_id(&image).await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,14 +130,17 @@ async fn signed_image_on_a_tls_registry_with_its_ca_file_is_allowed() {
     );
     assert!(entry.get("insecure").is_none(), "{config:?}");
 
-    let image_ref = pull(&pg, &image).await.expect("signed image on a TLS registry allowed");
+    let image_ref = pg
+        .pull(&image, None)
+        .await
+        .expect("signed image on a TLS registry allowed");
 
     // The image is really in containerd, which reports it directly on its own socket.
     assert_eq!(
-        containerd_id(&env.containerd, &image).await.as_deref(),
+        env.containerd.image_id(&image).await.as_deref(),
         Some(image_ref.as_str())
     );
-    let record = last_record(&pg);
+    let record = pg.last_record();
     assert_eq!(record["decision"], "allow", "{record}");
     assert_eq!(record["digest"], digest);
     assert_eq!(record["rule"], "signed");
@@ -185,7 +168,10 @@ async fn tls_registry_without_its_ca_file_is_registry_unavailable() {
     let (env, image, _, policy) = signed_env(TestEnv::start_with_tls().await).await;
     let pg = env.start_pullgate_with(&policy, &[]).await;
 
-    let status = pull(&pg, &image).await.expect_err("an untrusted certificate must deny");
+    let status = pg
+        .pull(&image, None)
+        .await
+        .expect_err("an untrusted certificate must deny");
 
     assert_eq!(status.code(), Code::Unknown);
     let message = status.message();
@@ -195,8 +181,8 @@ async fn tls_registry_without_its_ca_file_is_registry_unavailable() {
         "{message}"
     );
     assert!(message.contains("certificate"), "{message}");
-    assert_eq!(containerd_id(&env.containerd, &image).await, None, "nothing is pulled");
-    let record = last_record(&pg);
+    assert_eq!(env.containerd.image_id(&image).await, None, "nothing is pulled");
+    let record = pg.last_record();
     assert_eq!(record["decision"], "deny");
     assert_eq!(record["reason"], message);
     assert!(record["digest"].is_null(), "{record}");
@@ -212,7 +198,10 @@ async fn tls_registry_marked_insecure_is_registry_unavailable() {
         .start_pullgate_with(&policy, &[RegistryEntry::insecure(&env.host())])
         .await;
 
-    let status = pull(&pg, &image).await.expect_err("plain HTTP to a TLS port must deny");
+    let status = pg
+        .pull(&image, None)
+        .await
+        .expect_err("plain HTTP to a TLS port must deny");
 
     assert_eq!(status.code(), Code::Unknown);
     assert_eq!(
@@ -222,8 +211,8 @@ async fn tls_registry_marked_insecure_is_registry_unavailable() {
             host = env.host()
         )
     );
-    assert_eq!(containerd_id(&env.containerd, &image).await, None, "nothing is pulled");
-    let record = last_record(&pg);
+    assert_eq!(env.containerd.image_id(&image).await, None, "nothing is pulled");
+    let record = pg.last_record();
     assert_eq!(record["decision"], "deny");
     assert_eq!(record["reason"], status.message());
     assert_eq!(served_to(&env, "pullgate/"), Vec::<String>::new());
@@ -237,7 +226,10 @@ async fn plain_http_registry_not_marked_insecure_is_not_downgraded() {
     assert!(env.registry.url().starts_with("http://"));
     let pg = env.start_pullgate_with(&policy, &[]).await;
 
-    let status = pull(&pg, &image).await.expect_err("TLS to a plain-HTTP port must deny");
+    let status = pg
+        .pull(&image, None)
+        .await
+        .expect_err("TLS to a plain-HTTP port must deny");
 
     assert_eq!(status.code(), Code::Unknown);
     let message = status.message();
@@ -246,8 +238,8 @@ async fn plain_http_registry_not_marked_insecure_is_not_downgraded() {
         message.starts_with(&format!("{UNAVAILABLE_PREFIX}{image}: rule \"signed\": {url}: ")),
         "{message}"
     );
-    assert_eq!(containerd_id(&env.containerd, &image).await, None, "nothing is pulled");
-    let record = last_record(&pg);
+    assert_eq!(env.containerd.image_id(&image).await, None, "nothing is pulled");
+    let record = pg.last_record();
     assert_eq!(record["decision"], "deny");
     assert_eq!(record["reason"], message);
     // No request of pullgate's reached the registry: it did not retry over plain HTTP.
