@@ -20,7 +20,7 @@ use crate::{
     policy::{Action, Decision, Mode, Policy},
     reference::{Digest, Reference},
     registry::{cosign, Credentials, Registries, RegistryError},
-    verify::{self, Evidence, Verified},
+    verify::{self, Evidence, TrustMaterial, Verified},
 };
 
 /// How long tagging a pulled image, and the CRI plugin seeing the tag, may take.
@@ -121,7 +121,7 @@ impl Judge {
                 Err(Refusal::policy(None, reason.into()))
             }
             (Action::Verify, Some(rule)) => {
-                let verifying = self.verify(&reference, rule.authorities(), credentials);
+                let verifying = self.verify(&reference, rule.authorities(), policy.trust(), credentials);
                 match tokio::time::timeout(self.verify_timeout, verifying).await {
                     Ok(Ok(verified)) => Ok(Admission::Verified(verified)),
                     Ok(Err(refusal)) => Err(refusal),
@@ -146,6 +146,7 @@ impl Judge {
         &self,
         reference: &Reference,
         authorities: &[crate::policy::Authority],
+        trust: Option<&TrustMaterial>,
         credentials: Credentials,
     ) -> Result<Verified, Refusal> {
         let from_registry = |digest: Option<&Digest>, e: RegistryError| {
@@ -165,7 +166,7 @@ impl Judge {
         let layers = cosign::legacy_signatures(&mut session, &digest)
             .await
             .map_err(|e| from_registry(Some(&digest), e))?;
-        verify::verify_signatures(reference, &digest, &layers, authorities)
+        verify::verify_signatures(reference, &digest, &layers, authorities, trust)
             .map_err(|unverified| Refusal::policy(Some(digest.clone()), unverified.to_string()))
     }
 }

@@ -3,9 +3,8 @@
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use serde::Deserialize;
-use sigstore_crypto::VerificationKey;
 
-use super::FulcioClaim;
+use super::{FulcioClaim, PublicKey};
 
 /// A signer a rule trusts. A valid signature from any one authority of a rule satisfies it.
 #[derive(Clone, Debug)]
@@ -20,7 +19,7 @@ pub struct Authority {
 #[derive(Clone)]
 pub enum AuthorityKind {
     /// Signed with the private half of this public key.
-    Key(Arc<VerificationKey>),
+    Key(Arc<PublicKey>),
     /// Signed with a Fulcio certificate issued to this identity.
     Keyless(Keyless),
 }
@@ -38,10 +37,11 @@ pub struct Keyless {
 
 /// How an issuer or subject is compared: exactly, or by a regular expression the author
 /// anchored (pullgate adds no anchors).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum IdentityMatch {
     Exact(String),
-    RegExp(String),
+    /// Compiled when the policy loads. Anchored by the author, not by pullgate (SPEC §4).
+    RegExp(regex::Regex),
 }
 
 /// Whether a signature must be in the transparency log.
@@ -74,10 +74,31 @@ impl IdentityMatch {
     /// The string or expression as written.
     pub fn as_str(&self) -> &str {
         match self {
-            Self::Exact(s) | Self::RegExp(s) => s,
+            Self::Exact(s) => s,
+            Self::RegExp(r) => r.as_str(),
+        }
+    }
+
+    /// Whether `value` (a certificate's issuer or subject) satisfies this matcher.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Self::Exact(s) => s == value,
+            Self::RegExp(r) => r.is_match(value),
         }
     }
 }
+
+impl PartialEq for IdentityMatch {
+    fn eq(&self, other: &Self) -> bool {
+        let same_kind = matches!(
+            (self, other),
+            (Self::Exact(_), Self::Exact(_)) | (Self::RegExp(_), Self::RegExp(_))
+        );
+        same_kind && self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for IdentityMatch {}
 
 // === impl Tlog ===
 

@@ -25,7 +25,33 @@ pub(super) enum KeyError {
 
 /// Parses exactly one `PUBLIC KEY` PEM block into a key for one of the algorithms cosign signs
 /// with.
-pub(super) fn parse_pem(pem: &str) -> Result<VerificationKey, KeyError> {
+/// A public key from the policy: its DER form (what Sigstore bundle verification takes) and a
+/// verifier for it. Dereferences to the verifier.
+pub struct PublicKey {
+    der: DerPublicKey,
+    key: VerificationKey,
+}
+
+impl PublicKey {
+    /// Parses one PEM `PUBLIC KEY` block, as a policy's `publicKey` would be.
+    pub fn from_pem(pem: &str) -> Result<Self, String> {
+        parse_pem(pem).map_err(|e| e.to_string())
+    }
+
+    pub fn der(&self) -> &DerPublicKey {
+        &self.der
+    }
+}
+
+impl std::ops::Deref for PublicKey {
+    type Target = VerificationKey;
+
+    fn deref(&self) -> &VerificationKey {
+        &self.key
+    }
+}
+
+pub(super) fn parse_pem(pem: &str) -> Result<PublicKey, KeyError> {
     let begins: Vec<&str> = pem
         .lines()
         .filter_map(|line| line.trim().strip_prefix("-----BEGIN "))
@@ -52,5 +78,5 @@ pub(super) fn parse_pem(pem: &str) -> Result<VerificationKey, KeyError> {
     // Refuse at load time what verification would refuse on every pull: compressed EC points,
     // RSA moduli outside 2048..=8192 bits.
     validate_raw_public_key(key.scheme(), key.as_bytes()).map_err(KeyError::Invalid)?;
-    Ok(key)
+    Ok(PublicKey { der, key })
 }

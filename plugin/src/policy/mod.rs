@@ -20,7 +20,12 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use crate::verify::TrustMaterial;
 
 pub use self::{
     authority::{Authority, AuthorityKind, IdentityMatch, Keyless, Tlog},
@@ -28,6 +33,7 @@ pub use self::{
     error::{PolicyError, PolicyErrors},
     fulcio::FulcioClaim,
     glob::{GlobError, ImageGlob, NamespaceGlob},
+    key::PublicKey,
     rule::{Action, Attestation, Mode, NoMatch, Rule},
 };
 
@@ -36,6 +42,9 @@ pub const API_VERSION: &str = "pullgate.dev/v1alpha1";
 
 /// The `kind` every policy file declares.
 pub const KIND: &str = "ImagePolicy";
+
+/// A trusted root larger than this is refused (the public-good one is about 10 KiB).
+pub const MAX_TRUSTED_ROOT_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Policy files larger than this are refused rather than parsed.
 pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
@@ -49,6 +58,7 @@ pub struct Policy {
     mode: Mode,
     no_match: NoMatch,
     trusted_root: Option<PathBuf>,
+    trust: Option<Arc<TrustMaterial>>,
     rules: Vec<Rule>,
     hash: String,
 }
@@ -105,9 +115,15 @@ impl Policy {
         self.no_match
     }
 
-    /// `spec.trustedRoot`, resolved against the policy file's directory. It is not read here.
+    /// `spec.trustedRoot`, resolved against the policy file's directory.
     pub fn trusted_root(&self) -> Option<&Path> {
         self.trusted_root.as_deref()
+    }
+
+    /// The trust material `spec.trustedRoot` holds, loaded and checked with the policy, so the
+    /// two are reloaded together and a broken one keeps the last good pair in force.
+    pub fn trust(&self) -> Option<&TrustMaterial> {
+        self.trust.as_deref()
     }
 
     /// The rules, in the order they are tried.
@@ -115,7 +131,7 @@ impl Policy {
         &self.rules
     }
 
-    /// `sha256:<hex>` over the policy file and every key file it read: the generation of the
+    /// `sha256:<hex>` over the policy file, every key file and the trusted root it read: the generation of the
     /// policy, which changes when any of them does.
     pub fn hash(&self) -> &str {
         &self.hash

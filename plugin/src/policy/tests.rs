@@ -45,8 +45,32 @@ fn nth_line_of(text: &str, needle: &str, n: usize) -> usize {
 }
 
 fn parse(text: &str) -> Result<Policy, PolicyErrors> {
-    Policy::from_str(text, Path::new("/etc/pullgate/policy.yaml"))
+    Policy::from_str(&with_trust(text), Path::new("/etc/pullgate/policy.yaml"))
 }
+
+/// A real trusted root (the public-good one the Sigstore crates embed), written once per test
+/// process, for policies whose keyless authorities need one.
+fn trust_path() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let path = dir.join("trusted_root.json");
+        fs::write(&path, sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT).unwrap();
+        path.display().to_string()
+    })
+}
+
+/// Points the SPEC example's trusted root at [`trust_path`], and gives keyless policies without
+/// one a `trustedRoot` on a line of its own at the end, so no error line number moves.
+fn with_trust(text: &str) -> String {
+    let text = text.replace(SPEC_TRUSTED_ROOT, trust_path());
+    if text.contains("keyless:") && !text.contains("trustedRoot") && text.ends_with('\n') {
+        return format!("{text}  trustedRoot: {}\n", trust_path());
+    }
+    text
+}
+
+const SPEC_TRUSTED_ROOT: &str = "/etc/pullgate/trust/trusted_root.json";
 
 fn errors(text: &str) -> Vec<PolicyError> {
     match parse(text) {
@@ -151,10 +175,8 @@ fn spec_example_parses() {
     assert_eq!(policy.name(), "node-default");
     assert_eq!(policy.mode(), Mode::Enforce);
     assert_eq!(policy.no_match(), NoMatch::Deny);
-    assert_eq!(
-        policy.trusted_root(),
-        Some(Path::new("/etc/pullgate/trust/trusted_root.json"))
-    );
+    assert_eq!(policy.trusted_root(), Some(Path::new(trust_path())));
+    assert!(policy.trust().is_some());
     assert!(policy.hash().starts_with("sha256:") && policy.hash().len() == 7 + 64);
 
     let [system, apps] = policy.rules() else {
@@ -200,7 +222,9 @@ fn spec_example_parses() {
     );
     assert_eq!(
         keyless.subject,
-        IdentityMatch::RegExp(r"^https://github\.com/org/repo/\.github/workflows/release\.yml@refs/tags/v.*$".into())
+        IdentityMatch::RegExp(
+            regex::Regex::new(r"^https://github\.com/org/repo/\.github/workflows/release\.yml@refs/tags/v.*$").unwrap()
+        )
     );
     assert_eq!(
         keyless
@@ -249,7 +273,8 @@ spec:
     let policy = parse(&text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(policy.mode(), Mode::Enforce);
     assert_eq!(policy.no_match(), NoMatch::Deny);
-    assert_eq!(policy.trusted_root(), None);
+    // The keyless authority needs a trusted root, which parse() appends.
+    assert_eq!(policy.trusted_root(), Some(Path::new(trust_path())));
     let rule = &policy.rules()[0];
     assert_eq!(rule.action(), Action::Verify);
     assert_eq!(rule.mode(), None);
@@ -260,7 +285,10 @@ spec:
     let AuthorityKind::Keyless(keyless) = &rule.authorities()[1].kind else {
         panic!("expected keyless");
     };
-    assert_eq!(keyless.issuer, IdentityMatch::RegExp("^https://issuer$".into()));
+    assert_eq!(
+        keyless.issuer,
+        IdentityMatch::RegExp(regex::Regex::new("^https://issuer$").unwrap())
+    );
     assert_eq!(keyless.subject, IdentityMatch::Exact("someone@example.com".into()));
     assert!(keyless.extensions.is_empty());
 
@@ -276,6 +304,12 @@ fn relative_paths_resolve_against_the_policy_directory() {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir(dir.path().join("keys")).unwrap();
     fs::write(dir.path().join("keys/release.pub"), public_pem()).unwrap();
+    fs::create_dir(dir.path().join("trust")).unwrap();
+    fs::write(
+        dir.path().join("trust/root.json"),
+        sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
+    )
+    .unwrap();
     let text = key_policy("            path: keys/release.pub\n")
         .replace("spec:\n", "spec:\n  trustedRoot: trust/root.json\n");
     let file = dir.path().join("policy.yaml");
@@ -1084,4 +1118,55 @@ fn decisions_in_any_namespace_stop_at_the_first_rule_covering_every_namespace() 
         vec![Some("scoped"), None]
     );
     assert_eq!(decisions[1].action, Action::Deny);
+}
+
+#[test]
+fn keyless_without_a_trusted_root_is_an_error_at_the_authority() {
+    let text = with_rules(
+        "",
+        "    - name: ci
+      images: [\"ghcr.io/**\"]
+      authorities:
+        - name: gh
+          keyless:
+            issuer: https://token.actions.githubusercontent.com
+            subjectRegExp: '^https://github\\.com/org/'
+",
+    );
+    // Not through parse(), which would supply a trusted root.
+    let errors = Policy::from_str(&text, Path::new("/etc/pullgate/policy.yaml"))
+        .unwrap_err()
+        .into_vec();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].field, "spec.rules[0].authorities[0].keyless");
+    assert!(errors[0].message.contains("trustedRoot"));
+}
+
+#[test]
+fn broken_trusted_root_and_bad_regexp_are_errors_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root.json");
+    fs::write(&root, "{\"mediaType\": \"nope\"}").unwrap();
+    let text = with_rules(
+        &format!("  trustedRoot: {}\n", root.display()),
+        "    - name: ci
+      images: [\"ghcr.io/**\"]
+      authorities:
+        - name: gh
+          keyless:
+            issuer: https://token.actions.githubusercontent.com
+            subjectRegExp: '^https://github\\.com/(org'
+",
+    );
+    let errors = Policy::from_str(&text, Path::new("/etc/pullgate/policy.yaml"))
+        .unwrap_err()
+        .into_vec();
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert!(fields.contains(&"spec.trustedRoot"), "{errors:#?}");
+    assert!(
+        fields.contains(&"spec.rules[0].authorities[0].keyless.subjectRegExp"),
+        "{errors:#?}"
+    );
+    let regexp = errors.iter().find(|e| e.field.ends_with("subjectRegExp")).unwrap();
+    assert_eq!(regexp.line, Some(line_of(&text, "subjectRegExp")));
 }

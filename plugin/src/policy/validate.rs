@@ -11,15 +11,16 @@ use std::{
 };
 
 use sha2::{Digest as _, Sha256};
-use sigstore_crypto::VerificationKey;
+
+use crate::verify::TrustMaterial;
 
 use super::{
-    key::{self, MAX_KEY_FILE_BYTES},
+    key::{self, PublicKey, MAX_KEY_FILE_BYTES},
     lines::LineIndex,
     read,
     schema::{AttestationDoc, AuthorityDoc, Document, KeyDoc, KeylessDoc, RuleDoc},
     Action, Attestation, Authority, AuthorityKind, FulcioClaim, IdentityMatch, ImageGlob, Keyless, NamespaceGlob,
-    Policy, PolicyError, PolicyErrors, Rule, Tlog, API_VERSION, KIND,
+    Policy, PolicyError, PolicyErrors, Rule, Tlog, API_VERSION, KIND, MAX_TRUSTED_ROOT_BYTES,
 };
 
 /// Bounds on what one policy may hold, so that a runaway file is refused whole.
@@ -95,15 +96,59 @@ impl Validator<'_> {
             .spec
             .trusted_root
             .and_then(|path| self.path("spec.trustedRoot", &path));
+        let trust = trusted_root.as_deref().and_then(|path| self.trust_material(path));
         let rules = self.rules(doc.spec.rules);
+        if trusted_root.is_none() {
+            self.keyless_needs_trust(&rules);
+        }
         Policy {
             file: self.file.to_owned(),
             name: doc.metadata.name,
             mode: doc.spec.mode,
             no_match: doc.spec.no_match,
             trusted_root,
+            trust,
             rules,
             hash: format!("sha256:{}", hex::encode(self.hash.clone().finalize())),
+        }
+    }
+
+    /// Reads the Sigstore trusted root; it is part of the policy's generation.
+    fn trust_material(&mut self, path: &Path) -> Option<Arc<TrustMaterial>> {
+        let field = "spec.trustedRoot";
+        let shown = path.display();
+        let bytes = match read::bounded(path, MAX_TRUSTED_ROOT_BYTES) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.error(field, format!("{shown}: {e}"));
+                return None;
+            }
+        };
+        self.hash_part(&bytes);
+        let parsed = std::str::from_utf8(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(TrustMaterial::from_json);
+        match parsed {
+            Ok(trust) => Some(Arc::new(trust)),
+            Err(e) => {
+                self.error(field, format!("{shown}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Keyless signatures can only be checked against a trusted root.
+    fn keyless_needs_trust(&mut self, rules: &[Rule]) {
+        for (i, rule) in rules.iter().enumerate() {
+            for (j, authority) in rule.authorities().iter().enumerate() {
+                if matches!(authority.kind, AuthorityKind::Keyless(_)) {
+                    let field = format!("spec.rules[{i}].authorities[{j}].keyless");
+                    self.error(
+                        &field,
+                        "keyless authorities need spec.trustedRoot (a Sigstore trusted_root.json)",
+                    );
+                }
+            }
         }
     }
 
@@ -234,7 +279,7 @@ impl Validator<'_> {
         })
     }
 
-    fn key(&mut self, field: &str, doc: KeyDoc) -> Option<Arc<VerificationKey>> {
+    fn key(&mut self, field: &str, doc: KeyDoc) -> Option<Arc<PublicKey>> {
         let parsed = match (doc.public_key, doc.path) {
             (Some(pem), None) => {
                 let field = format!("{field}.publicKey");
@@ -253,7 +298,7 @@ impl Validator<'_> {
         parsed.map(Arc::new)
     }
 
-    fn key_file(&mut self, field: &str, path: &Path) -> Option<VerificationKey> {
+    fn key_file(&mut self, field: &str, path: &Path) -> Option<PublicKey> {
         let shown = path.display();
         let bytes = match read::bounded(path, MAX_KEY_FILE_BYTES) {
             Ok(bytes) => bytes,
@@ -309,7 +354,20 @@ impl Validator<'_> {
     ) -> Option<IdentityMatch> {
         let (name, identity) = match (exact, regexp) {
             (Some(s), None) => (exact_name, IdentityMatch::Exact(s)),
-            (None, Some(r)) => (regexp_name, IdentityMatch::RegExp(r)),
+            (None, Some(r)) if r.is_empty() => {
+                self.error(&format!("{field}.{regexp_name}"), "must not be empty");
+                return None;
+            }
+            (None, Some(r)) => match regex::RegexBuilder::new(&r).size_limit(1 << 20).build() {
+                Ok(compiled) => (regexp_name, IdentityMatch::RegExp(compiled)),
+                Err(e) => {
+                    self.error(
+                        &format!("{field}.{regexp_name}"),
+                        format!("not a valid regular expression: {e}"),
+                    );
+                    return None;
+                }
+            },
             (Some(_), Some(_)) => {
                 let message = format!("set exactly one of `{exact_name}` or `{regexp_name}`, not both");
                 self.error(&format!("{field}.{exact_name}"), message);

@@ -15,9 +15,13 @@ use crate::{
     registry::cosign::{Payload, SignatureLayer},
 };
 
+pub mod legacy;
+mod sigstore;
 mod simple_signing;
 #[cfg(test)]
 mod tests;
+
+pub use sigstore::{verify_bundle, TrustMaterial};
 
 /// The cosign annotation that carries a layer's base64 signature.
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
@@ -56,14 +60,18 @@ pub enum Rejection {
     MalformedSignature(String),
     /// No key of the rule's key authorities verifies the signature.
     KeyMismatch,
-    /// Only keyless authorities could apply and keyless verification is not available.
-    KeylessUnsupported,
     /// The signature is valid but the payload is not a cosign simple-signing payload.
     BadPayload(String),
     /// The signature is valid but signs another image.
     DigestMismatch { signed: String },
     /// The signature is valid but the authority requires a verified transparency-log entry.
     TlogRequired { authority: String },
+    /// Sigstore verification failed: chain, SCT, log proof, timestamp or signature.
+    Invalid(String),
+    /// A verified certificate whose identity no keyless authority accepts.
+    IdentityMismatch(String),
+    /// The signature needs Sigstore trust material and the policy names no `trustedRoot`.
+    NoTrustedRoot,
 }
 
 /// All signatures were looked at and none satisfies the rule.
@@ -101,11 +109,12 @@ pub fn verify_signatures(
     digest: &Digest,
     layers: &[SignatureLayer],
     authorities: &[Authority],
+    trust: Option<&TrustMaterial>,
 ) -> Result<Verified, Unverified> {
     let mut evidence = Vec::new();
     let mut rejections = Vec::new();
     for layer in layers {
-        match check_layer(digest, layer, authorities) {
+        match check_layer(digest, layer, authorities, trust) {
             Ok(e) => evidence.push(e),
             Err(r) => rejections.push(r),
         }
@@ -124,7 +133,12 @@ pub fn verify_signatures(
     })
 }
 
-fn check_layer(digest: &Digest, layer: &SignatureLayer, authorities: &[Authority]) -> Result<Evidence, Rejection> {
+fn check_layer(
+    digest: &Digest,
+    layer: &SignatureLayer,
+    authorities: &[Authority],
+    trust: Option<&TrustMaterial>,
+) -> Result<Evidence, Rejection> {
     let payload = match &layer.payload {
         Payload::Fetched(bytes) => bytes,
         Payload::Skipped(why) => return Err(Rejection::NotASignature(why.clone())),
@@ -136,30 +150,72 @@ fn check_layer(digest: &Digest, layer: &SignatureLayer, authorities: &[Authority
     let signature = BASE64
         .decode(signature.trim())
         .map_err(|e| Rejection::MalformedSignature(format!("signature is not base64: {e}")))?;
-    let signature = SignatureBytes::new(signature);
 
-    // Authenticate before reading: the payload is only parsed once a trusted key signed it.
-    // Every authority is tried, so one whose other requirements fail does not hide another.
-    let mut signed = None;
+    let keyless = layer.annotations.contains_key(legacy::CERTIFICATE_ANNOTATION);
+    match trust {
+        Some(trust) if legacy::has_sigstore_material(&layer.annotations) => {
+            let bundle = legacy::to_bundle(&layer.annotations, payload, &signature).map_err(Rejection::Invalid)?;
+            check_bundle_layer(digest, payload, &bundle, keyless, authorities, trust)
+        }
+        None if keyless => Err(Rejection::NoTrustedRoot),
+        // A key signature, with no log entry or no trust material to check one: the key alone.
+        _ => check_key_signature(digest, payload, &SignatureBytes::new(signature), authorities),
+    }
+}
+
+/// A legacy signature restated as a bundle: every authority of the signature's kind is tried.
+fn check_bundle_layer(
+    digest: &Digest,
+    payload: &[u8],
+    bundle: &sigstore_types::Bundle,
+    keyless: bool,
+    authorities: &[Authority],
+    trust: &TrustMaterial,
+) -> Result<Evidence, Rejection> {
+    let mut rejection = if keyless {
+        Rejection::IdentityMismatch("the rule has no keyless authority".into())
+    } else {
+        Rejection::KeyMismatch
+    };
+    for authority in authorities
+        .iter()
+        .filter(|a| matches!(a.kind, AuthorityKind::Keyless(_)) == keyless)
+    {
+        match verify_bundle(trust, bundle, payload.into(), authority) {
+            Ok(evidence) => {
+                // Authenticated: now the payload may be read.
+                check_payload(digest, payload)?;
+                return Ok(evidence);
+            }
+            Err(r) => rejection = r,
+        }
+    }
+    Err(rejection)
+}
+
+/// A signature checked with the rule's keys alone. Every authority is tried, so one whose other
+/// requirements fail does not hide another.
+fn check_key_signature(
+    digest: &Digest,
+    payload: &[u8],
+    signature: &SignatureBytes,
+    authorities: &[Authority],
+) -> Result<Evidence, Rejection> {
+    let mut checked = false;
     let mut unmet = None;
     for authority in authorities {
         let AuthorityKind::Key(key) = &authority.kind else {
             continue;
         };
-        if key.verify(payload, &signature).is_err() {
+        if key.verify(payload, signature).is_err() {
             continue;
         }
-        let signed = match &signed {
-            Some(s) => s,
-            None => signed.insert(simple_signing::parse(payload).map_err(Rejection::BadPayload)?),
-        };
-        if signed.manifest_digest != digest.as_str() {
-            return Err(Rejection::DigestMismatch {
-                signed: signed.manifest_digest.clone(),
-            });
+        // Authenticated: now the payload may be read.
+        if !checked {
+            check_payload(digest, payload)?;
+            checked = true;
         }
         if authority.tlog == Tlog::Required {
-            // No transparency-log verification exists yet, so a requirement for one cannot be met.
             unmet = Some(Rejection::TlogRequired {
                 authority: authority.name.clone(),
             });
@@ -175,11 +231,23 @@ fn check_layer(digest: &Digest, layer: &SignatureLayer, authorities: &[Authority
         });
     }
     let any_key = authorities.iter().any(|a| matches!(a.kind, AuthorityKind::Key(_)));
-    Err(unmet.unwrap_or(if any_key {
+    let no_match = if any_key {
         Rejection::KeyMismatch
     } else {
-        Rejection::KeylessUnsupported
-    }))
+        Rejection::IdentityMismatch("a key signature, without a certificate for the rule's keyless authorities".into())
+    };
+    Err(unmet.unwrap_or(no_match))
+}
+
+/// The signed payload must be a cosign image signature for exactly `digest`.
+fn check_payload(digest: &Digest, payload: &[u8]) -> Result<(), Rejection> {
+    let signed = simple_signing::parse(payload).map_err(Rejection::BadPayload)?;
+    if signed.manifest_digest != digest.as_str() {
+        return Err(Rejection::DigestMismatch {
+            signed: signed.manifest_digest,
+        });
+    }
+    Ok(())
 }
 
 // === impl Rejection ===
@@ -191,10 +259,12 @@ impl Rejection {
             Self::NotASignature(_) => "not a signature",
             Self::MalformedSignature(_) => "malformed",
             Self::KeyMismatch => "key mismatch",
-            Self::KeylessUnsupported => "keyless unsupported",
             Self::BadPayload(_) => "bad payload",
             Self::DigestMismatch { .. } => "signs another digest",
             Self::TlogRequired { .. } => "no verified tlog entry",
+            Self::Invalid(_) => "invalid",
+            Self::IdentityMismatch(_) => "identity mismatch",
+            Self::NoTrustedRoot => "no trusted root",
         }
     }
 }
@@ -202,7 +272,11 @@ impl Rejection {
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NotASignature(why) | Self::MalformedSignature(why) | Self::BadPayload(why) => {
+            Self::NotASignature(why)
+            | Self::MalformedSignature(why)
+            | Self::BadPayload(why)
+            | Self::Invalid(why)
+            | Self::IdentityMismatch(why) => {
                 write!(f, "{}: {why}", self.category())
             }
             Self::DigestMismatch { signed } => write!(f, "signs {signed}"),

@@ -21,8 +21,7 @@ fn fixtures() -> Option<PathBuf> {
 }
 
 fn key_authority(name: &str, pem: &str, tlog: Tlog) -> Authority {
-    let der = sigstore_types::DerPublicKey::from_pem(pem).unwrap();
-    let key = sigstore_crypto::VerificationKey::from_spki(&der).unwrap();
+    let key = crate::policy::PublicKey::from_pem(pem).unwrap();
     Authority {
         name: name.to_string(),
         kind: AuthorityKind::Key(Arc::new(key)),
@@ -76,7 +75,13 @@ fn reference() -> Reference {
 
 fn run(case: &str, authorities: &[Authority]) -> Result<Verified, Unverified> {
     let dir = fixtures().unwrap().join(case);
-    verify_signatures(&reference(), &digest_of_manifest(&dir), &layers(&dir), authorities)
+    verify_signatures(
+        &reference(),
+        &digest_of_manifest(&dir),
+        &layers(&dir),
+        authorities,
+        None,
+    )
 }
 
 #[test]
@@ -125,6 +130,7 @@ fn garbage_or_missing_signature_annotation_is_rejected() {
         &digest_of_manifest(&case),
         &garbage,
         std::slice::from_ref(&key),
+        None,
     )
     .unwrap_err();
     assert!(matches!(err.rejections[0], Rejection::MalformedSignature(_)));
@@ -137,12 +143,13 @@ fn garbage_or_missing_signature_annotation_is_rejected() {
         &digest_of_manifest(&case),
         &wrong,
         std::slice::from_ref(&key),
+        None,
     )
     .unwrap_err();
     assert_eq!(err.rejections, vec![Rejection::KeyMismatch]);
     let mut missing = layers(&case);
     missing[0].annotations.clear();
-    assert!(verify_signatures(&reference(), &digest_of_manifest(&case), &missing, &[key]).is_err());
+    assert!(verify_signatures(&reference(), &digest_of_manifest(&case), &missing, &[key], None).is_err());
 }
 
 #[test]
@@ -259,4 +266,168 @@ fn an_authority_with_unmet_requirements_does_not_hide_the_next_one() {
     };
     let verified = run("dir-img-cosign-valid", &[strict, lenient]).unwrap();
     assert_eq!(verified.evidence()[0].authority, "lenient");
+}
+
+// === keyless and Rekor, against the public-good trusted root ===
+
+fn production_trust() -> Option<TrustMaterial> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/vectors/sigstore-conformance/production_trusted_root.json");
+    let text = std::fs::read_to_string(&path).ok()?;
+    Some(TrustMaterial::from_json(&text).unwrap())
+}
+
+fn keyless_authority(issuer: &str, subject: &str, tlog: Tlog) -> Authority {
+    let keyless = crate::policy::Keyless {
+        issuer: crate::policy::IdentityMatch::Exact(issuer.into()),
+        subject: crate::policy::IdentityMatch::Exact(subject.into()),
+        extensions: Default::default(),
+    };
+    Authority {
+        name: "ci".into(),
+        kind: AuthorityKind::Keyless(keyless),
+        tlog,
+    }
+}
+
+fn run_trusted(
+    case: &str,
+    layers_of: impl FnOnce(Vec<SignatureLayer>) -> Vec<SignatureLayer>,
+    authorities: &[Authority],
+) -> Result<Verified, Unverified> {
+    let dir = fixtures().unwrap().join(case);
+    let trust = production_trust().expect("production trusted root");
+    verify_signatures(
+        &reference(),
+        &digest_of_manifest(&dir),
+        &layers_of(layers(&dir)),
+        authorities,
+        Some(&trust),
+    )
+}
+
+const FULCIO_ISSUER: &str = "https://github.com/login/oauth";
+const FULCIO_EMAIL: &str = "mitr@redhat.com";
+
+#[test]
+fn fulcio_rekor_valid_is_accepted_with_an_expired_cert_valid_at_integrated_time() {
+    let Some(_) = fixtures() else { return };
+    let authority = keyless_authority(FULCIO_ISSUER, FULCIO_EMAIL, Tlog::Required);
+    let verified = run_trusted("dir-img-cosign-fulcio-rekor-valid", |l| l, &[authority])
+        .unwrap_or_else(|e| panic!("{e}: {:?}", e.rejections));
+    let e = &verified.evidence()[0];
+    assert_eq!(e.kind, "keyless");
+    assert_eq!(e.subject.as_deref(), Some(FULCIO_EMAIL));
+    assert_eq!(e.issuer.as_deref(), Some(FULCIO_ISSUER));
+    assert_eq!(e.time_source, "tlog");
+    assert!(e.tlog_index.is_some());
+}
+
+#[test]
+fn fulcio_rekor_wrong_email_or_issuer_is_rejected() {
+    let Some(_) = fixtures() else { return };
+    for authority in [
+        keyless_authority(FULCIO_ISSUER, "this-does-not-match@example.com", Tlog::Required),
+        keyless_authority("https://accounts.google.com", FULCIO_EMAIL, Tlog::Required),
+    ] {
+        let err = run_trusted("dir-img-cosign-fulcio-rekor-valid", |l| l, &[authority]).unwrap_err();
+        assert!(matches!(err.rejections[0], Rejection::IdentityMismatch(_)), "{err}");
+    }
+}
+
+#[test]
+fn fulcio_rekor_without_a_set_or_certificate_is_rejected() {
+    let Some(_) = fixtures() else { return };
+    let authority = || keyless_authority(FULCIO_ISSUER, FULCIO_EMAIL, Tlog::Required);
+    let strip = |key: &'static str| {
+        move |mut l: Vec<SignatureLayer>| {
+            l[0].annotations.remove(key);
+            l
+        }
+    };
+    // No SET: the expired certificate has no verified time to be valid at.
+    assert!(run_trusted(
+        "dir-img-cosign-fulcio-rekor-valid",
+        strip(legacy::REKOR_BUNDLE_ANNOTATION),
+        &[authority()]
+    )
+    .is_err());
+    let garbage_set = |mut l: Vec<SignatureLayer>| {
+        l[0].annotations
+            .insert(legacy::REKOR_BUNDLE_ANNOTATION.into(), "this is not a valid SET".into());
+        l
+    };
+    assert!(run_trusted("dir-img-cosign-fulcio-rekor-valid", garbage_set, &[authority()]).is_err());
+    // No certificate: a plain signature no keyless authority can accept.
+    assert!(run_trusted(
+        "dir-img-cosign-fulcio-rekor-valid",
+        strip(legacy::CERTIFICATE_ANNOTATION),
+        &[authority()]
+    )
+    .is_err());
+    let garbage_cert = |mut l: Vec<SignatureLayer>| {
+        l[0].annotations.insert(
+            legacy::CERTIFICATE_ANNOTATION.into(),
+            "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n".into(),
+        );
+        l
+    };
+    assert!(run_trusted("dir-img-cosign-fulcio-rekor-valid", garbage_cert, &[authority()]).is_err());
+}
+
+#[test]
+fn key_rekor_valid_verifies_its_set_when_the_log_is_required() {
+    let Some(dir) = fixtures() else { return };
+    let verified = run_trusted(
+        "dir-img-cosign-key-rekor-valid",
+        |l| l,
+        &[fixture_key(&dir, "cosign2.pub", Tlog::Required)],
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", e.rejections));
+    assert_eq!(verified.evidence()[0].time_source, "tlog");
+    assert_eq!(verified.evidence()[0].tlog_index, Some(11608800));
+    // The same signature against the other key fails.
+    assert!(run_trusted(
+        "dir-img-cosign-key-rekor-valid",
+        |l| l,
+        &[fixture_key(&dir, "cosign.pub", Tlog::Optional)]
+    )
+    .is_err());
+}
+
+#[test]
+fn a_set_grafted_from_another_signature_is_rejected() {
+    let Some(dir) = fixtures() else { return };
+    let rekor = layers(&dir.join("dir-img-cosign-key-rekor-valid"));
+    let set = rekor[0].annotations[legacy::REKOR_BUNDLE_ANNOTATION].clone();
+    let graft = move |mut l: Vec<SignatureLayer>| {
+        l[0].annotations.insert(legacy::REKOR_BUNDLE_ANNOTATION.into(), set);
+        l
+    };
+    let keys = [
+        fixture_key(&dir, "cosign.pub", Tlog::Optional),
+        fixture_key(&dir, "cosign2.pub", Tlog::Optional),
+    ];
+    let err = run_trusted("dir-img-cosign-valid", graft, &keys).unwrap_err();
+    assert!(
+        matches!(err.rejections[0], Rejection::Invalid(_) | Rejection::KeyMismatch),
+        "{err}: {:?}",
+        err.rejections
+    );
+}
+
+#[test]
+fn keyless_signature_without_trust_material_is_refused() {
+    let Some(dir) = fixtures() else { return };
+    let case = dir.join("dir-img-cosign-fulcio-rekor-valid");
+    let authority = keyless_authority(FULCIO_ISSUER, FULCIO_EMAIL, Tlog::Required);
+    let err = verify_signatures(
+        &reference(),
+        &digest_of_manifest(&case),
+        &layers(&case),
+        &[authority],
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(err.rejections, vec![Rejection::NoTrustedRoot]);
 }

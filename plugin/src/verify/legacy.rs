@@ -1,0 +1,108 @@
+//! cosign's legacy `.sig` annotations, restated as a Sigstore bundle v0.1 so the same verifier
+//! checks certificate chains, SCTs and Rekor SETs for old and new signatures alike.
+//!
+//! The layer carries `dev.sigstore.cosign/certificate` (PEM leaf) for keyless signatures and
+//! `dev.sigstore.cosign/bundle` for the Rekor entry:
+//! `{"SignedEntryTimestamp": b64, "Payload": {"body": b64, "integratedTime": n, "logIndex": n, "logID": hex}}`.
+
+use std::collections::BTreeMap;
+
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+use serde::Deserialize;
+use serde_json::json;
+use sigstore_types::Bundle;
+
+/// PEM leaf certificate of a keyless signature.
+pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+/// The Rekor entry and its SET.
+pub const REKOR_BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RekorBundle {
+    signed_entry_timestamp: String,
+    payload: RekorPayload,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RekorPayload {
+    body: String,
+    integrated_time: i64,
+    log_index: u64,
+    #[serde(rename = "logID")]
+    log_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryKind {
+    kind: String,
+    api_version: String,
+}
+
+/// Whether the layer says anything a bundle must check: a certificate or a log entry.
+pub fn has_sigstore_material(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.contains_key(CERTIFICATE_ANNOTATION) || annotations.contains_key(REKOR_BUNDLE_ANNOTATION)
+}
+
+/// Builds the bundle for a signature `signature` (raw bytes) over `payload`. Without a
+/// certificate annotation the bundle names a public key, for key authorities.
+pub fn to_bundle(annotations: &BTreeMap<String, String>, payload: &[u8], signature: &[u8]) -> Result<Bundle, String> {
+    let material_key = match annotations.get(CERTIFICATE_ANNOTATION) {
+        Some(pem) => {
+            let der = pem_to_der(pem)?;
+            json!({"x509CertificateChain": {"certificates": [{"rawBytes": BASE64.encode(der)}]}})
+        }
+        None => json!({"publicKey": {"hint": ""}}),
+    };
+    let mut material = material_key;
+    let tlog_entries = match annotations.get(REKOR_BUNDLE_ANNOTATION) {
+        Some(text) => vec![tlog_entry(text)?],
+        None => Vec::new(),
+    };
+    material["tlogEntries"] = json!(tlog_entries);
+    let digest = crate::reference::Digest::of(payload);
+    let hex = digest.hex();
+    let digest_bytes = hex::decode(hex).map_err(|e| e.to_string())?;
+    let bundle = json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
+        "verificationMaterial": material,
+        "messageSignature": {
+            "messageDigest": {"algorithm": "SHA2_256", "digest": BASE64.encode(digest_bytes)},
+            "signature": BASE64.encode(signature),
+        },
+    });
+    Bundle::from_json(&bundle.to_string()).map_err(|e| format!("cannot restate as a bundle: {e}"))
+}
+
+fn tlog_entry(text: &str) -> Result<serde_json::Value, String> {
+    let rekor: RekorBundle = serde_json::from_str(text).map_err(|e| format!("{REKOR_BUNDLE_ANNOTATION}: {e}"))?;
+    let body = BASE64
+        .decode(&rekor.payload.body)
+        .map_err(|e| format!("{REKOR_BUNDLE_ANNOTATION}: body: {e}"))?;
+    let kind: EntryKind = serde_json::from_slice(&body).map_err(|e| format!("{REKOR_BUNDLE_ANNOTATION}: body: {e}"))?;
+    let log_id = hex::decode(&rekor.payload.log_id).map_err(|e| format!("{REKOR_BUNDLE_ANNOTATION}: logID: {e}"))?;
+    Ok(json!({
+        "logIndex": rekor.payload.log_index.to_string(),
+        "logId": {"keyId": BASE64.encode(log_id)},
+        "kindVersion": {"kind": kind.kind, "version": kind.api_version},
+        "integratedTime": rekor.payload.integrated_time.to_string(),
+        "inclusionPromise": {"signedEntryTimestamp": rekor.signed_entry_timestamp},
+        "canonicalizedBody": rekor.payload.body,
+    }))
+}
+
+fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
+    let mut lines = pem
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"));
+    if lines.next().is_none() {
+        return Err(format!("{CERTIFICATE_ANNOTATION}: no PEM certificate"));
+    }
+    let body: String = lines.take_while(|l| !l.starts_with("-----END")).collect();
+    BASE64
+        .decode(body)
+        .map_err(|e| format!("{CERTIFICATE_ANNOTATION}: {e}"))
+}

@@ -1,0 +1,152 @@
+//! Sigstore bundles, checked offline with `sigstore-verify` against the node's trusted root:
+//! the certificate chain, SCT, transparency-log proofs and timestamps are its job; matching
+//! the signer against the policy's authority is ours.
+
+use sigstore_types::{Artifact, Bundle};
+use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy, VerificationResult, Verifier};
+
+use super::{Evidence, Rejection};
+use crate::policy::{Authority, AuthorityKind, Keyless, Tlog};
+
+/// The media type of a Sigstore `TrustedRoot` (any version).
+const TRUSTED_ROOT_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.trustedroot+json";
+
+/// The node's Sigstore trust material: Fulcio CAs, Rekor and CT log keys, TSAs.
+pub struct TrustMaterial {
+    verifier: Verifier,
+    /// `sha256:<hex>` of the file, so a change of trust is a change of generation.
+    version: String,
+}
+
+// === impl TrustMaterial ===
+
+impl std::fmt::Debug for TrustMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustMaterial").field("version", &self.version).finish()
+    }
+}
+
+impl TrustMaterial {
+    /// Parses and checks a `trusted_root.json`; malformed or inconsistent material is refused.
+    /// The policy reads the file (`spec.trustedRoot`), so policy and trust load together.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let root = sigstore_trust_root::TrustedRoot::from_json(text).map_err(|e| format!("not a trusted root: {e}"))?;
+        if !root.media_type.starts_with(TRUSTED_ROOT_MEDIA_TYPE) {
+            return Err(format!(
+                "mediaType is {:?}, not {TRUSTED_ROOT_MEDIA_TYPE}",
+                root.media_type
+            ));
+        }
+        if root.certificate_authorities.is_empty() && root.tlogs.is_empty() && root.timestamp_authorities.is_empty() {
+            return Err("names no certificate authority, transparency log or timestamp authority".into());
+        }
+        let verifier = Verifier::new(&root).map_err(|e| format!("unusable trusted root: {e}"))?;
+        Ok(Self {
+            verifier,
+            version: crate::reference::Digest::of(text.as_bytes()).to_string(),
+        })
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+}
+
+/// Verifies `bundle` over `artifact` for `authority`, offline.
+///
+/// The tlog setting decides how the transparency log counts: `required` needs a verified entry,
+/// `optional` verifies entries that are present, `ignore` does not look at them (a signing time
+/// must then come from a trusted timestamp).
+pub fn verify_bundle(
+    trust: &TrustMaterial,
+    bundle: &Bundle,
+    artifact: Artifact<'_>,
+    authority: &Authority,
+) -> Result<Evidence, Rejection> {
+    let has_entries = !bundle.verification_material.tlog_entries.is_empty();
+    let skip_tlog = match authority.tlog {
+        Tlog::Required => false,
+        Tlog::Optional => !has_entries,
+        Tlog::Ignore => true,
+    };
+    let result = match &authority.kind {
+        AuthorityKind::Key(key) => {
+            let mut policy = PublicKeyVerificationPolicy::new(key.der().clone());
+            if skip_tlog {
+                policy = policy.skip_tlog_unsafe();
+            }
+            trust.verifier.verify(artifact, bundle, &policy)
+        }
+        AuthorityKind::Keyless(_) => {
+            let mut policy = VerificationPolicy::any_identity();
+            if skip_tlog {
+                policy = policy.skip_tlog_unsafe();
+            }
+            trust.verifier.verify(artifact, bundle, &policy)
+        }
+    }
+    .map_err(|e| Rejection::Invalid(e.to_string()))?;
+
+    if authority.tlog == Tlog::Required && !result.tlog_verified() {
+        return Err(Rejection::TlogRequired {
+            authority: authority.name.clone(),
+        });
+    }
+    if let AuthorityKind::Keyless(keyless) = &authority.kind {
+        match_identity(keyless, &result)?;
+    }
+    let tlog_index = result
+        .tlog_verified()
+        .then(|| {
+            bundle
+                .verification_material
+                .tlog_entries
+                .first()
+                .map(|e| e.log_index.get())
+        })
+        .flatten();
+    Ok(Evidence {
+        authority: authority.name.clone(),
+        kind: if matches!(authority.kind, AuthorityKind::Key(_)) {
+            "key"
+        } else {
+            "keyless"
+        },
+        subject: result.identity().map(|san| san.as_str().to_string()),
+        issuer: result.issuer().map(str::to_string),
+        tlog_index,
+        time_source: time_source(&result),
+    })
+}
+
+/// Matches the verified certificate's issuer, subject and Fulcio claims against the authority.
+fn match_identity(keyless: &Keyless, result: &VerificationResult) -> Result<(), Rejection> {
+    let mismatch = |what: String| Err(Rejection::IdentityMismatch(what));
+    let Some(cert) = result.certificate().filter(|_| result.certificate_verified()) else {
+        return mismatch("no verified certificate".into());
+    };
+    let issuer = result.issuer().unwrap_or_default();
+    if !keyless.issuer.matches(issuer) {
+        return mismatch(format!("issuer {issuer:?}"));
+    }
+    let subject = result.identity().map(|san| san.as_str()).unwrap_or_default();
+    if !keyless.subject.matches(subject) {
+        return mismatch(format!("subject {subject:?}"));
+    }
+    for (claim, expected) in &keyless.extensions {
+        let found = claim.value_in(&cert.ci_claims);
+        if found != Some(expected.as_str()) {
+            return mismatch(format!("{} {:?}", claim.name(), found.unwrap_or("(absent)")));
+        }
+    }
+    Ok(())
+}
+
+/// Where the signing time that validated the certificate came from.
+fn time_source(result: &VerificationResult) -> &'static str {
+    match (result.integrated_time(), result.verified_timestamps().is_empty()) {
+        (Some(_), _) => "tlog",
+        (None, false) => "tsa",
+        (None, true) => "none",
+    }
+}
