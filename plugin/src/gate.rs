@@ -19,7 +19,7 @@ use crate::{
     denial::{Denial, DenialKind},
     policy::{Action, Decision, Mode, Policy},
     reference::{Digest, Reference},
-    registry::{cosign, Credentials, Registries, RegistryError},
+    registry::{cosign, referrers, Credentials, Registries, RegistryError},
     verify::{self, Evidence, TrustMaterial, Verified},
 };
 
@@ -160,13 +160,17 @@ impl Judge {
                 reason: e.to_string(),
             }
         };
-        let mut session = self.registries.session(reference, credentials);
+        let session = self.registries.session(reference, credentials);
         let manifest = session.resolve(reference).await.map_err(|e| from_registry(None, e))?;
         let digest = manifest.digest;
-        let layers = cosign::legacy_signatures(&mut session, &digest)
-            .await
-            .map_err(|e| from_registry(Some(&digest), e))?;
-        verify::verify_signatures(reference, &digest, &layers, authorities, trust)
+        // Legacy .sig tags and v3 bundle referrers are looked up at the same time.
+        let (layers, bundles) = tokio::join!(
+            cosign::legacy_signatures(&session, &digest),
+            referrers::sigstore_bundles(&session, &digest)
+        );
+        let layers = layers.map_err(|e| from_registry(Some(&digest), e))?;
+        let bundles = bundles.map_err(|e| from_registry(Some(&digest), e))?;
+        verify::verify_image(reference, &digest, &layers, &bundles, authorities, trust)
             .map_err(|unverified| Refusal::policy(Some(digest.clone()), unverified.to_string()))
     }
 }

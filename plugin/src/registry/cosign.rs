@@ -56,10 +56,7 @@ pub fn signature_tag(image: &Digest) -> String {
 }
 
 /// Fetches the legacy `.sig` signatures of `image`. An image without the tag has none.
-pub async fn legacy_signatures(
-    session: &mut Session<'_>,
-    image: &Digest,
-) -> Result<Vec<SignatureLayer>, RegistryError> {
+pub async fn legacy_signatures(session: &Session<'_>, image: &Digest) -> Result<Vec<SignatureLayer>, RegistryError> {
     let tag = signature_tag(image);
     let Some(manifest) = session.manifest(&tag).await? else {
         return Ok(Vec::new());

@@ -12,6 +12,7 @@ use crate::{
 
 mod auth;
 pub mod cosign;
+pub mod referrers;
 
 pub use auth::Credentials;
 
@@ -68,7 +69,8 @@ pub struct Session<'r> {
     base: String,
     repository: String,
     credentials: Credentials,
-    authorization: Option<String>,
+    /// The header that answered the last challenge; shared by concurrent requests.
+    authorization: std::sync::Mutex<Option<String>>,
 }
 
 // === impl Registries ===
@@ -136,7 +138,7 @@ impl Registries {
             base: format!("{scheme}://{api_host}"),
             repository: reference.path().to_string(),
             credentials,
-            authorization: None,
+            authorization: std::sync::Mutex::new(None),
         }
     }
 
@@ -175,7 +177,7 @@ impl Session<'_> {
     ///
     /// The digest is computed over the bytes received, and must agree with the registry's
     /// `Docker-Content-Digest` header and with a digest in the reference, if either is present.
-    pub async fn resolve(&mut self, reference: &Reference) -> Result<Manifest, RegistryError> {
+    pub async fn resolve(&self, reference: &Reference) -> Result<Manifest, RegistryError> {
         let target = match (reference.digest(), reference.tag()) {
             (Some(d), _) => d.to_string(),
             (None, Some(t)) => t.to_string(),
@@ -189,7 +191,7 @@ impl Session<'_> {
 
     /// Fetches the manifest `tag_or_digest` of this repository; `None` when the registry
     /// says it does not exist.
-    pub async fn manifest(&mut self, tag_or_digest: &str) -> Result<Option<Manifest>, RegistryError> {
+    pub async fn manifest(&self, tag_or_digest: &str) -> Result<Option<Manifest>, RegistryError> {
         let url = format!("{}/v2/{}/manifests/{}", self.base, self.repository, tag_or_digest);
         let Some(response) = self.get(&url, Some(MANIFEST_ACCEPT)).await? else {
             return Ok(None);
@@ -230,7 +232,7 @@ impl Session<'_> {
 
     /// Fetches blob `digest`, refusing more than `max` bytes and content that does not hash to
     /// `digest`.
-    pub async fn blob(&mut self, digest: &Digest, max: usize) -> Result<Vec<u8>, RegistryError> {
+    pub async fn blob(&self, digest: &Digest, max: usize) -> Result<Vec<u8>, RegistryError> {
         let url = format!("{}/v2/{}/blobs/{}", self.base, self.repository, digest);
         let Some(response) = self.get(&url, None).await? else {
             return Err(RegistryError::Invalid(format!("{url}: blob not found")));
@@ -245,14 +247,15 @@ impl Session<'_> {
     }
 
     /// GET with authentication: answers one challenge, then retries once. `None` on 404.
-    async fn get(&mut self, url: &str, accept: Option<&str>) -> Result<Option<reqwest::Response>, RegistryError> {
+    async fn get(&self, url: &str, accept: Option<&str>) -> Result<Option<reqwest::Response>, RegistryError> {
         let mut challenged = false;
         loop {
             let mut request = self.client.get(url);
             if let Some(accept) = accept {
                 request = request.header(header::ACCEPT, accept);
             }
-            if let Some(authorization) = &self.authorization {
+            let authorization = self.authorization.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(authorization) = authorization {
                 request = request.header(header::AUTHORIZATION, authorization);
             }
             let response = request.send().await.map_err(|e| unavailable(url, &e))?;
@@ -267,7 +270,8 @@ impl Session<'_> {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_string();
-                    self.authorization = Some(auth::answer(self, &challenge).await?);
+                    let answer = auth::answer(self, &challenge).await?;
+                    *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
                 }
                 StatusCode::UNAUTHORIZED => {
                     let why = "the registry refused the credentials kubelet sent (or the lack of them)";

@@ -12,7 +12,10 @@ use sigstore_types::SignatureBytes;
 use crate::{
     policy::{Authority, AuthorityKind, Tlog},
     reference::{Digest, Reference},
-    registry::cosign::{Payload, SignatureLayer},
+    registry::{
+        cosign::{Payload, SignatureLayer},
+        referrers::AttachedBundle,
+    },
 };
 
 pub mod legacy;
@@ -22,6 +25,9 @@ mod simple_signing;
 mod tests;
 
 pub use sigstore::{verify_bundle, TrustMaterial};
+
+/// The predicate type of a cosign v3 image signature statement.
+pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 
 /// The cosign annotation that carries a layer's base64 signature.
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
@@ -111,10 +117,32 @@ pub fn verify_signatures(
     authorities: &[Authority],
     trust: Option<&TrustMaterial>,
 ) -> Result<Verified, Unverified> {
+    verify_image(reference, digest, layers, &[], authorities, trust)
+}
+
+/// Checks every signature found for the image: legacy `.sig` layers and Sigstore bundles
+/// attached as referrers. Bundles of other predicate types (attestations) are not signatures
+/// and are not counted.
+pub fn verify_image(
+    reference: &Reference,
+    digest: &Digest,
+    layers: &[SignatureLayer],
+    bundles: &[AttachedBundle],
+    authorities: &[Authority],
+    trust: Option<&TrustMaterial>,
+) -> Result<Verified, Unverified> {
     let mut evidence = Vec::new();
     let mut rejections = Vec::new();
-    for layer in layers {
-        match check_layer(digest, layer, authorities, trust) {
+    let outcomes = layers
+        .iter()
+        .map(|layer| Some(check_layer(digest, layer, authorities, trust)))
+        .chain(
+            bundles
+                .iter()
+                .map(|bundle| check_attached_bundle(digest, bundle, authorities, trust)),
+        );
+    for outcome in outcomes.flatten() {
+        match outcome {
             Ok(e) => evidence.push(e),
             Err(r) => rejections.push(r),
         }
@@ -161,6 +189,81 @@ fn check_layer(
         // A key signature, with no log entry or no trust material to check one: the key alone.
         _ => check_key_signature(digest, payload, &SignatureBytes::new(signature), authorities),
     }
+}
+
+/// A cosign v3 signature: a bundle whose DSSE statement (`https://sigstore.dev/cosign/sign/v1`)
+/// names the image digest, or whose message signature is over it. `None` for attestations.
+fn check_attached_bundle(
+    digest: &Digest,
+    attached: &AttachedBundle,
+    authorities: &[Authority],
+    trust: Option<&TrustMaterial>,
+) -> Option<Result<Evidence, Rejection>> {
+    if attached
+        .predicate_type
+        .as_deref()
+        .is_some_and(|t| t != COSIGN_SIGN_PREDICATE)
+    {
+        return None;
+    }
+    let bundle = match std::str::from_utf8(&attached.bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|text| sigstore_types::Bundle::from_json(text).map_err(|e| e.to_string()))
+    {
+        Ok(b) => b,
+        Err(e) => return Some(Err(Rejection::Invalid(format!("bundle {}: {e}", attached.manifest)))),
+    };
+    if let sigstore_types::SignatureContent::DsseEnvelope(envelope) = &bundle.content {
+        let statement: Result<sigstore_types::Statement, _> = serde_json::from_slice(envelope.payload.as_bytes());
+        match statement {
+            Ok(s) if s.predicate_type != COSIGN_SIGN_PREDICATE => return None,
+            Ok(s)
+                if !s
+                    .subject
+                    .iter()
+                    .any(|x| x.digest.sha256.is_some_and(|h| h.to_hex() == digest.hex())) =>
+            {
+                let named = s
+                    .subject
+                    .first()
+                    .and_then(|x| x.digest.sha256)
+                    .map(|h| h.to_hex())
+                    .unwrap_or_default();
+                return Some(Err(Rejection::DigestMismatch {
+                    signed: format!("sha256:{named}"),
+                }));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Some(Err(Rejection::Invalid(format!(
+                    "bundle {}: statement: {e}",
+                    attached.manifest
+                ))))
+            }
+        }
+    }
+    let Some(trust) = trust else {
+        return Some(Err(Rejection::NoTrustedRoot));
+    };
+    let Ok(hash) = sigstore_types::Sha256Hash::from_hex(digest.hex()) else {
+        return Some(Err(Rejection::Invalid(format!("digest {digest}"))));
+    };
+    let keyless = bundle.signing_certificate().is_some();
+    let mut rejection = if keyless {
+        Rejection::IdentityMismatch("the rule has no keyless authority".into())
+    } else {
+        Rejection::KeyMismatch
+    };
+    for authority in authorities
+        .iter()
+        .filter(|a| matches!(a.kind, AuthorityKind::Keyless(_)) == keyless)
+    {
+        match verify_bundle(trust, &bundle, sigstore_types::Artifact::from_digest(hash), authority) {
+            Ok(evidence) => return Some(Ok(evidence)),
+            Err(r) => rejection = r,
+        }
+    }
+    Some(Err(rejection))
 }
 
 /// A legacy signature restated as a bundle: every authority of the signature's kind is tried.

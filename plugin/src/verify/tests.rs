@@ -4,7 +4,10 @@
 use std::{path::PathBuf, sync::Arc};
 
 use super::*;
-use crate::{policy::Tlog, registry::cosign::SIMPLE_SIGNING};
+use crate::{
+    policy::Tlog,
+    registry::{cosign::SIMPLE_SIGNING, referrers::AttachedBundle},
+};
 
 fn fixtures() -> Option<PathBuf> {
     let dir =
@@ -430,4 +433,74 @@ fn keyless_signature_without_trust_material_is_refused() {
     )
     .unwrap_err();
     assert_eq!(err.rejections, vec![Rejection::NoTrustedRoot]);
+}
+
+// === cosign v3 bundles attached as referrers ===
+
+fn kubewarden_bundle() -> Option<AttachedBundle> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/sigstore-rs/tests/data/bundle_v03.json");
+    let bytes = std::fs::read(&path).ok()?;
+    Some(AttachedBundle {
+        manifest: Digest::of(b"referrer manifest"),
+        predicate_type: Some(COSIGN_SIGN_PREDICATE.into()),
+        bytes,
+    })
+}
+
+const KUBEWARDEN_DIGEST: &str = "sha256:c811d58de79c92f03214e63aa339484e488d694ae8a6283b5f3f17a9faf50172";
+
+#[test]
+fn cosign_v3_bundle_is_accepted_for_its_digest_only() {
+    let (Some(bundle), Some(trust)) = (kubewarden_bundle(), production_trust()) else {
+        eprintln!("SKIP: ../shared/vectors is absent; the v3 bundle cases are not run");
+        return;
+    };
+    let authority = keyless_authority(
+        "https://token.actions.githubusercontent.com",
+        "https://github.com/kubewarden/kubewarden-controller/.github/workflows/release.yml@refs/tags/v1.34.0",
+        Tlog::Required,
+    );
+    let reference = Reference::parse("ghcr.io/kubewarden/kubewarden-controller:v1.34.0").unwrap();
+    let digest = Digest::parse(KUBEWARDEN_DIGEST).unwrap();
+    let bundles = [bundle];
+    let verified = verify_image(
+        &reference,
+        &digest,
+        &[],
+        &bundles,
+        std::slice::from_ref(&authority),
+        Some(&trust),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", e.rejections));
+    assert_eq!(verified.evidence()[0].kind, "keyless");
+    assert!(verified.evidence()[0].tlog_index.is_some());
+
+    let other = Digest::of(b"another image");
+    let err = verify_image(
+        &reference,
+        &other,
+        &[],
+        &bundles,
+        std::slice::from_ref(&authority),
+        Some(&trust),
+    )
+    .unwrap_err();
+    assert!(matches!(err.rejections[0], Rejection::DigestMismatch { .. }), "{err}");
+
+    let wrong = keyless_authority(
+        "https://token.actions.githubusercontent.com",
+        "https://github.com/evil/x",
+        Tlog::Required,
+    );
+    let err = verify_image(&reference, &digest, &[], &bundles, &[wrong], Some(&trust)).unwrap_err();
+    assert!(matches!(err.rejections[0], Rejection::IdentityMismatch(_)), "{err}");
+
+    // An attestation bundle is not a signature: it is neither accepted nor counted.
+    let attestation = AttachedBundle {
+        predicate_type: Some("https://slsa.dev/provenance/v1".into()),
+        ..bundles[0].clone()
+    };
+    let err = verify_image(&reference, &digest, &[], &[attestation], &[authority], Some(&trust)).unwrap_err();
+    assert!(err.rejections.is_empty());
 }
