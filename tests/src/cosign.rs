@@ -16,6 +16,17 @@ pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+js
 /// The layer annotation that holds the base64 signature over the payload.
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 
+/// The layer annotation that holds the signing certificate (PEM) of a keyless signature.
+pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+
+/// The layer annotation that holds the certificates above the signing one (PEM: intermediates,
+/// then the root).
+pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
+
+/// The layer annotation that holds the Rekor v1 SET "bundle" (`{"SignedEntryTimestamp",
+/// "Payload":{"body","integratedTime","logIndex","logID"}}`).
+pub const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+
 /// The zero time go-containerregistry writes for images built from `empty.Image`.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
@@ -26,6 +37,8 @@ pub struct LegacySignature {
     /// Base64 (standard) signature, as stored in the annotation.
     pub signature: String,
     pub layer_digest: String,
+    /// Every annotation of the layer (the signature's included).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// An OCI image manifest, fields in the order go-containerregistry writes them.
@@ -87,6 +100,21 @@ pub async fn attach_signature(
     signature_b64: &str,
     auth: Auth<'_>,
 ) -> Result<String, RegistryError> {
+    let annotations = BTreeMap::from([(SIGNATURE_ANNOTATION.to_owned(), signature_b64.to_owned())]);
+    attach_signature_with_annotations(host, repo, image_digest, payload, annotations, auth).await
+}
+
+/// As [`attach_signature`], with exactly `annotations` on the new layer: the signature, and for
+/// keyless or Rekor-logged signatures [`CERTIFICATE_ANNOTATION`], [`CHAIN_ANNOTATION`] and
+/// [`BUNDLE_ANNOTATION`].
+pub async fn attach_signature_with_annotations(
+    host: &str,
+    repo: &str,
+    image_digest: &str,
+    payload: &[u8],
+    annotations: BTreeMap<String, String>,
+    auth: Auth<'_>,
+) -> Result<String, RegistryError> {
     let tag = signature_tag(image_digest);
     let mut layers = match get_manifest(host, repo, &tag, auth).await {
         Ok((bytes, _)) => parse_manifest(host, repo, &tag, &bytes)?.layers,
@@ -99,7 +127,7 @@ pub async fn attach_signature(
         media_type: SIMPLE_SIGNING.to_owned(),
         size: payload.len(),
         digest: payload_digest,
-        annotations: BTreeMap::from([(SIGNATURE_ANNOTATION.to_owned(), signature_b64.to_owned())]),
+        annotations,
     });
 
     // Payload layers are stored uncompressed, so each diff id is the layer digest itself.
@@ -159,6 +187,7 @@ pub async fn read_signatures(
             payload,
             signature: layer.annotations.get(SIGNATURE_ANNOTATION).cloned().unwrap_or_default(),
             layer_digest: layer.digest,
+            annotations: layer.annotations,
         });
     }
     Ok(signatures)

@@ -8,7 +8,9 @@
 //! token server of the latter ([`token_server`]) is the rig's one test double. A registry may also
 //! serve TLS with a certificate from a throwaway CA ([`tls`]). Every daemon
 //! lives in a temp dir of its own, listens on loopback or a unix socket only, and is stopped
-//! when dropped. [`env::TestEnv`] bundles the usual set.
+//! when dropped. [`env::TestEnv`] bundles the usual set. Keyless signatures come from a test
+//! Sigstore generated per test ([`sigstore`]): a Fulcio-style CA, a CT log, a Rekor log and the
+//! `trusted_root.json` naming them.
 
 pub mod containerd;
 pub mod cosign;
@@ -21,6 +23,7 @@ pub mod process;
 pub mod pullgate;
 pub mod registry;
 pub mod signer;
+pub mod sigstore;
 pub mod tls;
 pub mod token_server;
 

@@ -1,0 +1,219 @@
+//! Keyless signatures end to end: the test Sigstore (Fulcio-style CA with SCTs, Rekor SETs and
+//! proofs, a generated trusted_root.json) signs images in a real registry; the real pullgate
+//! verifies them offline in front of a real containerd.
+
+use pullgate_tests::{
+    sigstore::{
+        attach::{attach_keyless_signature, attach_v3_bundle},
+        bundle::{make_v3_signature_bundle, COSIGN_SIGN_PREDICATE},
+        unix_now, LegacySigned, SanKind, TestSigstore,
+    },
+    Pullgate, Signer, TestEnv,
+};
+
+const ISSUER: &str = "https://token.actions.githubusercontent.com";
+const WORKFLOW: &str = "https://github.com/org/repo/.github/workflows/release.yml@refs/tags/v1";
+const SUBJECT_REGEXP: &str = r"^https://github\.com/org/repo/\.github/workflows/release\.yml@refs/tags/v.*$";
+const PREFIX: &str = "SignatureValidationFailed: ";
+
+/// A policy requiring a keyless signature from `org/repo`'s release workflow, against the
+/// test Sigstore's trusted root written next to it.
+fn keyless_policy(env: &TestEnv, trusted_root: &std::path::Path, subject_regexp: &str) -> String {
+    format!(
+        "apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: keyless
+spec:
+  trustedRoot: {root}
+  rules:
+    - name: apps
+      images: [\"{host}/apps/**\"]
+      authorities:
+        - name: ci
+          keyless:
+            issuer: {ISSUER}
+            subjectRegExp: '{subject_regexp}'
+",
+        root = trusted_root.display(),
+        host = env.host(),
+    )
+}
+
+/// Pushes an image and attaches a legacy keyless `.sig` for it; returns its digest.
+async fn push_keyless(env: &TestEnv, sigstore: &TestSigstore, workflow: &str, with_set: bool) -> String {
+    let digest = env
+        .push_image("apps/app", "v1", &format!("keyless {workflow} {with_set}"))
+        .await;
+    let leaf = sigstore.issue_fulcio_leaf(SanKind::Uri(workflow.into()), ISSUER);
+    let signed = LegacySigned::keyless(
+        &leaf,
+        &Signer::payload_for(&format!("{}/apps/app", env.host()), &digest),
+    );
+    let entry = signed.log(&sigstore.rekor, unix_now());
+    let set = with_set.then_some(&entry);
+    attach_keyless_signature(&env.host(), "apps/app", &digest, &signed, set, true, None)
+        .await
+        .unwrap();
+    digest
+}
+
+async fn start(env: &TestEnv, sigstore: &TestSigstore, subject_regexp: &str) -> Pullgate {
+    let root = sigstore.write_trusted_root(env.dir());
+    env.start_pullgate(&keyless_policy(env, &root, subject_regexp)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_signature_is_allowed_with_its_evidence() {
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    let digest = push_keyless(&env, &sigstore, WORKFLOW, true).await;
+    let pg = start(&env, &sigstore, SUBJECT_REGEXP).await;
+    let image = env.image_ref("apps/app", "v1");
+
+    let id = pg
+        .pull(&image, Some("default"))
+        .await
+        .unwrap_or_else(|s| panic!("{}\n{}", s.message(), pg.log()));
+    assert_eq!(env.containerd.image_id(&image).await, Some(id));
+    let record = pg.last_record();
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["digest"], digest);
+    let evidence = &record["signatures"][0];
+    assert_eq!(evidence["authority"], "ci");
+    assert_eq!(evidence["kind"], "keyless");
+    assert_eq!(evidence["subject"], WORKFLOW);
+    assert_eq!(evidence["issuer"], ISSUER);
+    assert_eq!(evidence["timeSource"], "tlog");
+    assert!(evidence["tlogIndex"].is_u64(), "{record}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_workflow_and_the_prefix_trick_are_denied() {
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    for workflow in [
+        "https://github.com/org/other/.github/workflows/release.yml@refs/tags/v1",
+        // `org/repo-evil` must not pass for `org/repo/` because the regexp is anchored by its author.
+        "https://github.com/org/repo-evil/.github/workflows/release.yml@refs/tags/v1",
+    ] {
+        push_keyless(&env, &sigstore, workflow, true).await;
+        let pg = start(&env, &sigstore, SUBJECT_REGEXP).await;
+        let status = pg.pull(&env.image_ref("apps/app", "v1"), None).await.unwrap_err();
+        assert!(status.message().starts_with(PREFIX), "{}", status.message());
+        assert!(status.message().contains("identity mismatch"), "{}", status.message());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_set_while_the_log_is_required_is_denied() {
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    push_keyless(&env, &sigstore, WORKFLOW, false).await;
+    let pg = start(&env, &sigstore, SUBJECT_REGEXP).await;
+    let status = pg.pull(&env.image_ref("apps/app", "v1"), None).await.unwrap_err();
+    assert!(status.message().starts_with(PREFIX), "{}", status.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_an_untrusted_ca_is_denied() {
+    let env = TestEnv::start().await;
+    let trusted = TestSigstore::new();
+    let rogue = TestSigstore::new();
+    // Signed, logged and timestamped by a complete Sigstore — just not the node's.
+    push_keyless(&env, &rogue, WORKFLOW, true).await;
+    let pg = start(&env, &trusted, SUBJECT_REGEXP).await;
+    let status = pg.pull(&env.image_ref("apps/app", "v1"), None).await.unwrap_err();
+    assert!(status.message().starts_with(PREFIX), "{}", status.message());
+    assert!(status.message().contains("invalid"), "{}", status.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_grafted_from_another_entry_is_denied() {
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    let digest = env.push_image("apps/app", "v1", "grafted").await;
+    let payload = Signer::payload_for(&format!("{}/apps/app", env.host()), &digest);
+    let leaf = sigstore.issue_fulcio_leaf(SanKind::Uri(WORKFLOW.into()), ISSUER);
+    let signed = LegacySigned::keyless(&leaf, &payload);
+    // A genuine entry and SET, but for another signature of the same payload.
+    let other = LegacySigned::keyless(&leaf, &payload);
+    let entry = other.log(&sigstore.rekor, unix_now());
+    attach_keyless_signature(&env.host(), "apps/app", &digest, &signed, Some(&entry), true, None)
+        .await
+        .unwrap();
+    let pg = start(&env, &sigstore, SUBJECT_REGEXP).await;
+    let status = pg.pull(&env.image_ref("apps/app", "v1"), None).await.unwrap_err();
+    assert!(status.message().starts_with(PREFIX), "{}", status.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_with_a_set_inside_its_validity_is_allowed() {
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    let digest = env.push_image("apps/app", "v1", "expired").await;
+    let leaf = sigstore.issue_expired_leaf(SanKind::Uri(WORKFLOW.into()), ISSUER, 30);
+    assert!(leaf.not_after() < unix_now());
+    let signed = LegacySigned::keyless(
+        &leaf,
+        &Signer::payload_for(&format!("{}/apps/app", env.host()), &digest),
+    );
+    // Logged while the certificate was valid: the SET's time is what the chain is checked at.
+    let entry = signed.log(&sigstore.rekor, leaf.not_before() + 60);
+    attach_keyless_signature(&env.host(), "apps/app", &digest, &signed, Some(&entry), true, None)
+        .await
+        .unwrap();
+    let pg = start(&env, &sigstore, SUBJECT_REGEXP).await;
+    pg.pull(&env.image_ref("apps/app", "v1"), None)
+        .await
+        .unwrap_or_else(|s| panic!("{}", s.message()));
+    assert_eq!(pg.last_record()["signatures"][0]["timeSource"], "tlog");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v3_bundle_via_the_referrers_tag_is_allowed_and_its_wrong_identity_twin_denied() {
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    let host = env.host();
+    let image = env.image_ref("apps/app", "v1");
+    let digest = env.push_image("apps/app", "v1", "cosign v3").await;
+    let leaf = sigstore.issue_fulcio_leaf(SanKind::Uri(WORKFLOW.into()), ISSUER);
+    let bundle = make_v3_signature_bundle(&sigstore, &leaf, &format!("{host}/apps/app"), &digest, unix_now());
+    attach_v3_bundle(&host, "apps/app", &digest, &bundle, Some(COSIGN_SIGN_PREDICATE), None)
+        .await
+        .unwrap();
+
+    let pg = start(&env, &sigstore, SUBJECT_REGEXP).await;
+    pg.pull(&image, None)
+        .await
+        .unwrap_or_else(|s| panic!("{}\n{}", s.message(), pg.log()));
+    assert_eq!(pg.last_record()["signatures"][0]["subject"], WORKFLOW);
+
+    // The same bundle, judged against another identity, is denied.
+    let twin = start(&env, &sigstore, r"^https://github\.com/org/other/.*$").await;
+    let status = twin.pull(&image, None).await.unwrap_err();
+    assert!(status.message().starts_with(PREFIX), "{}", status.message());
+    assert!(status.message().contains("identity mismatch"), "{}", status.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v3_bundle_for_another_image_is_denied() {
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    let host = env.host();
+    let digest = env.push_image("apps/app", "v1", "signed one").await;
+    let other = env.push_image("apps/app", "v2", "unsigned one").await;
+    let leaf = sigstore.issue_fulcio_leaf(SanKind::Uri(WORKFLOW.into()), ISSUER);
+    // A valid bundle for v1, attached to v2.
+    let bundle = make_v3_signature_bundle(&sigstore, &leaf, &format!("{host}/apps/app"), &digest, unix_now());
+    attach_v3_bundle(&host, "apps/app", &other, &bundle, Some(COSIGN_SIGN_PREDICATE), None)
+        .await
+        .unwrap();
+    let pg = start(&env, &sigstore, SUBJECT_REGEXP).await;
+    let status = pg.pull(&env.image_ref("apps/app", "v2"), None).await.unwrap_err();
+    assert!(
+        status.message().contains("signs another digest"),
+        "{}",
+        status.message()
+    );
+}
