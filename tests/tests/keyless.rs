@@ -217,3 +217,56 @@ async fn a_v3_bundle_for_another_image_is_denied() {
         status.message()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_trust_material_and_keeps_the_last_good_one() {
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    push_keyless(&env, &sigstore, WORKFLOW, true).await;
+    let root = sigstore.write_trusted_root(env.dir());
+    let pg = env.start_pullgate(&keyless_policy(&env, &root, SUBJECT_REGEXP)).await;
+    let image = env.image_ref("apps/app", "v1");
+    pg.pull(&image, None)
+        .await
+        .expect("allowed under the first trust material");
+
+    // A broken trusted root is refused; the policy and trust in force stay.
+    std::fs::write(
+        &root,
+        "{\"mediaType\": \"application/vnd.dev.sigstore.trustedroot+json;version=0.1\", \"tlogs\": [{}]}",
+    )
+    .unwrap();
+    pg.reload();
+    wait_for_log(&pg, "policy reload refused", 1).await;
+    pg.pull(&image, None)
+        .await
+        .expect("the last good trust material is still in force");
+
+    // Another Sigstore's root is accepted, and the image's signer is no longer trusted.
+    TestSigstore::new().write_trusted_root(env.dir());
+    pg.reload();
+    wait_for_log(&pg, "policy reloaded", 1).await;
+    let status = pg.pull(&image, None).await.unwrap_err();
+    assert!(status.message().starts_with(PREFIX), "{}", status.message());
+    let shown = pg
+        .client()
+        .image_status(pullgate_tests::cri::image_status_request(&image))
+        .await
+        .unwrap();
+    assert!(
+        shown.into_inner().image.is_none(),
+        "a new trust generation forgets earlier verifications"
+    );
+}
+
+async fn wait_for_log(pg: &Pullgate, needle: &str, times: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pg.log().matches(needle).count() < times {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pullgate never logged {needle:?}:\n{}",
+            pg.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,121 @@
+//! Third-party cosign output through a real registry: the cosign OCI attestation vector is
+//! pushed with its reconstructed image to docker-registry, attached through the referrers tag,
+//! found by pullgate's discovery and verified offline against cosign's own trusted root.
+
+use std::path::PathBuf;
+
+use pullgate::{
+    config::{Config, RegistryConfig},
+    policy::{Authority, AuthorityKind, IdentityMatch, Keyless, Tlog},
+    reference::{Digest, Reference},
+    registry::{referrers, Credentials, Registries},
+    verify::{verify_bundle, TrustMaterial},
+};
+use pullgate_tests::{
+    distribution::{media_type, push_blob, put_manifest},
+    image::push_image,
+    sigstore::attach::attach_v3_bundle,
+    Registry,
+};
+
+const SUBJECT: &str = "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4";
+const PREDICATE: &str = "https://cosign.sigstore.dev/attestation/v1";
+
+fn vectors() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/cosign");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIP: {} is absent; the cosign vector is not run", dir.display());
+        None
+    }
+}
+
+fn authority(subject_regexp: &str) -> Authority {
+    let keyless = Keyless {
+        issuer: IdentityMatch::RegExp(regex_lite(".*")),
+        subject: IdentityMatch::RegExp(regex_lite(subject_regexp)),
+        extensions: Default::default(),
+    };
+    Authority {
+        name: "any".into(),
+        kind: AuthorityKind::Keyless(keyless),
+        tlog: Tlog::Required,
+    }
+}
+
+fn regex_lite(pattern: &str) -> regex::Regex {
+    regex::Regex::new(pattern).unwrap()
+}
+
+async fn discover(registry: &Registry, repo: &str, digest: &Digest) -> Vec<referrers::AttachedBundle> {
+    let mut config = Config::with_policy("unused".into());
+    config.registries.push(RegistryConfig {
+        host: registry.host(),
+        insecure: true,
+        ca_file: None,
+    });
+    let registries = Registries::new(&config).unwrap();
+    let reference = Reference::parse(&format!("{}/{repo}@{digest}", registry.host())).unwrap();
+    let session = registries.session(&reference, Credentials::anonymous());
+    referrers::sigstore_bundles(&session, digest).await.unwrap()
+}
+
+fn verify(trust: &TrustMaterial, bundle: &referrers::AttachedBundle, digest: &Digest, subject: &str) -> bool {
+    let parsed = sigstore_types::Bundle::from_json(std::str::from_utf8(&bundle.bytes).unwrap()).unwrap();
+    let hash = sigstore_types::Sha256Hash::from_hex(digest.hex()).unwrap();
+    verify_bundle(
+        trust,
+        &parsed,
+        sigstore_types::Artifact::from_digest(hash),
+        &authority(subject),
+    )
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosign_oci_attestation_is_found_through_the_referrers_tag_and_verified() {
+    let Some(dir) = vectors() else { return };
+    let registry = Registry::start().await;
+    let host = registry.host();
+    let image_dir = dir.join("reconstructed-empty-image");
+    let config = std::fs::read(image_dir.join("config.json")).unwrap();
+    let manifest = std::fs::read(image_dir.join("manifest.json")).unwrap();
+    push_blob(&host, "repo", &config, None).await.unwrap();
+    let digest = put_manifest(&host, "repo", "latest", &manifest, media_type::DOCKER_MANIFEST, None)
+        .await
+        .unwrap();
+    assert_eq!(digest, SUBJECT, "the reconstructed image is byte-exact");
+    let bundle_json = std::fs::read_to_string(dir.join("pkg/cosign/testdata/oci-attestation.sigstore.json")).unwrap();
+    attach_v3_bundle(&host, "repo", &digest, &bundle_json, Some(PREDICATE), None)
+        .await
+        .unwrap();
+
+    let trust_json = std::fs::read_to_string(dir.join("pkg/cosign/testdata/trusted_root_pgi.json")).unwrap();
+    let trust = TrustMaterial::from_json(&trust_json).unwrap();
+    let digest = Digest::parse(&digest).unwrap();
+    let found = discover(&registry, "repo", &digest).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].predicate_type.as_deref(), Some(PREDICATE));
+    assert!(
+        verify(&trust, &found[0], &digest, ".*"),
+        "upstream: accept with identity .*"
+    );
+    assert!(
+        !verify(&trust, &found[0], &digest, "wrong"),
+        "upstream: reject with subject regexp `wrong`"
+    );
+
+    // The same bundle attached to a different image must not verify for it.
+    let other = push_image(&host, "repo", "other", "another image", None).await.unwrap();
+    attach_v3_bundle(&host, "repo", &other, &bundle_json, Some(PREDICATE), None)
+        .await
+        .unwrap();
+    let other = Digest::parse(&other).unwrap();
+    let found = discover(&registry, "repo", &other).await;
+    assert_eq!(found.len(), 1);
+    assert!(
+        !verify(&trust, &found[0], &other, ".*"),
+        "upstream: reject when attached to another image"
+    );
+}
