@@ -14,6 +14,8 @@ use sigstore_types::Bundle;
 
 /// PEM leaf certificate of a keyless signature.
 pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+/// PEM intermediates (and root) the leaf was issued under.
+pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
 /// The Rekor entry and its SET.
 pub const REKOR_BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
 
@@ -51,8 +53,18 @@ pub fn has_sigstore_material(annotations: &BTreeMap<String, String>) -> bool {
 pub fn to_bundle(annotations: &BTreeMap<String, String>, payload: &[u8], signature: &[u8]) -> Result<Bundle, String> {
     let material_key = match annotations.get(CERTIFICATE_ANNOTATION) {
         Some(pem) => {
-            let der = pem_to_der(pem)?;
-            json!({"x509CertificateChain": {"certificates": [{"rawBytes": BASE64.encode(der)}]}})
+            // The leaf, then the intermediates cosign stored beside it: they may complete a path
+            // to a CA of the trusted root, never replace one.
+            let mut certificates = pem_certificates(pem, CERTIFICATE_ANNOTATION)?;
+            certificates.truncate(1);
+            if let Some(chain) = annotations.get(CHAIN_ANNOTATION) {
+                certificates.extend(pem_certificates(chain, CHAIN_ANNOTATION)?);
+            }
+            let certificates: Vec<_> = certificates
+                .iter()
+                .map(|der| json!({"rawBytes": BASE64.encode(der)}))
+                .collect();
+            json!({"x509CertificateChain": {"certificates": certificates}})
         }
         None => json!({"publicKey": {"hint": ""}}),
     };
@@ -93,16 +105,22 @@ fn tlog_entry(text: &str) -> Result<serde_json::Value, String> {
     }))
 }
 
-fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
-    let mut lines = pem
-        .lines()
-        .map(str::trim)
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"));
-    if lines.next().is_none() {
-        return Err(format!("{CERTIFICATE_ANNOTATION}: no PEM certificate"));
+/// Every `CERTIFICATE` block of `pem`, as DER; at least one.
+fn pem_certificates(pem: &str, annotation: &str) -> Result<Vec<Vec<u8>>, String> {
+    let mut certificates = Vec::new();
+    let mut lines = pem.lines().map(str::trim);
+    while lines.any(|l| l.starts_with("-----BEGIN CERTIFICATE-----")) {
+        let body: String = lines.by_ref().take_while(|l| !l.starts_with("-----END")).collect();
+        certificates.push(BASE64.decode(body).map_err(|e| format!("{annotation}: {e}"))?);
+        if certificates.len() > MAX_CHAIN {
+            return Err(format!("{annotation}: more than {MAX_CHAIN} certificates"));
+        }
     }
-    let body: String = lines.take_while(|l| !l.starts_with("-----END")).collect();
-    BASE64
-        .decode(body)
-        .map_err(|e| format!("{CERTIFICATE_ANNOTATION}: {e}"))
+    if certificates.is_empty() {
+        return Err(format!("{annotation}: no PEM certificate"));
+    }
+    Ok(certificates)
 }
+
+/// A chain longer than this is refused (Fulcio's is two).
+const MAX_CHAIN: usize = 8;

@@ -175,8 +175,10 @@ fn check_layer(
         .annotations
         .get(SIGNATURE_ANNOTATION)
         .ok_or_else(|| Rejection::MalformedSignature(format!("no {SIGNATURE_ANNOTATION} annotation")))?;
+    // cosign writes one line; other signers wrap base64 at 76 columns, which decoders accept.
+    let signature: String = signature.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     let signature = BASE64
-        .decode(signature.trim())
+        .decode(signature)
         .map_err(|e| Rejection::MalformedSignature(format!("signature is not base64: {e}")))?;
 
     let keyless = layer.annotations.contains_key(legacy::CERTIFICATE_ANNOTATION);
