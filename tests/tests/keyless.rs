@@ -270,3 +270,138 @@ async fn wait_for_log(pg: &Pullgate, needle: &str, times: usize) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fulcio_claims_must_match_the_policy_extensions_exactly() {
+    use pullgate_tests::sigstore::{fulcio::SOURCE_REPOSITORY_URI, LeafRequest};
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    let root = sigstore.write_trusted_root(env.dir());
+    let digest = env.push_image("apps/app", "v1", "claims").await;
+    let request = LeafRequest::new(SanKind::Uri(WORKFLOW.into()), ISSUER)
+        .claim(SOURCE_REPOSITORY_URI, "https://github.com/org/repo");
+    let leaf = sigstore.issue(&request);
+    let signed = LegacySigned::keyless(
+        &leaf,
+        &Signer::payload_for(&format!("{}/apps/app", env.host()), &digest),
+    );
+    let entry = signed.log(&sigstore.rekor, unix_now());
+    attach_keyless_signature(&env.host(), "apps/app", &digest, &signed, Some(&entry), true, None)
+        .await
+        .unwrap();
+    let image = env.image_ref("apps/app", "v1");
+
+    for (expected, allowed) in [
+        ("https://github.com/org/repo", true),
+        ("https://github.com/org/repo-evil", false),
+    ] {
+        let policy = keyless_policy(&env, &root, SUBJECT_REGEXP)
+            + &format!("            extensions:\n              sourceRepositoryURI: {expected}\n");
+        let pg = env.start_pullgate(&policy).await;
+        let outcome = pg.pull(&image, None).await;
+        assert_eq!(outcome.is_ok(), allowed, "{expected}: {outcome:?}");
+        if !allowed {
+            let message = outcome.unwrap_err().message().to_string();
+            assert!(message.contains("identity mismatch"), "{message}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_signature_with_a_rekor_set_satisfies_a_required_log() {
+    use pullgate_tests::sigstore::attach::attach_key_signature;
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    let root = sigstore.write_trusted_root(env.dir());
+    let image = env.image_ref("apps/app", "v1");
+    let policy = || {
+        format!(
+            "apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: key-and-log
+spec:
+  trustedRoot: {}
+  rules:
+    - name: apps
+      images: [\"{}/apps/**\"]
+      authorities:
+        - name: release-key
+          tlog: required
+          key:
+            publicKey: |
+{}",
+            root.display(),
+            env.host(),
+            env.signer
+                .public_key_pem()
+                .lines()
+                .map(|l| format!("              {l}\n"))
+                .collect::<String>()
+        )
+    };
+    for with_set in [true, false] {
+        let digest = env
+            .push_image("apps/app", "v1", &format!("key and log {with_set}"))
+            .await;
+        let signed = LegacySigned::with_key(
+            &env.signer,
+            &Signer::payload_for(&format!("{}/apps/app", env.host()), &digest),
+        );
+        let entry = signed.log(&sigstore.rekor, unix_now());
+        attach_key_signature(
+            &env.host(),
+            "apps/app",
+            &digest,
+            &signed,
+            with_set.then_some(&entry),
+            None,
+        )
+        .await
+        .unwrap();
+        let pg = env.start_pullgate(&policy()).await;
+        let outcome = pg.pull(&image, None).await;
+        if with_set {
+            outcome.unwrap_or_else(|s| panic!("{}", s.message()));
+            let evidence = &pg.last_record()["signatures"][0];
+            assert_eq!(evidence["kind"], "key");
+            assert_eq!(evidence["timeSource"], "tlog");
+            assert!(evidence["tlogIndex"].is_u64());
+        } else {
+            let message = outcome.unwrap_err().message().to_string();
+            assert!(message.contains("no verified tlog entry"), "{message}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pullgate_verify_prints_the_decision_and_evidence_as_json() {
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    let digest = push_keyless(&env, &sigstore, WORKFLOW, true).await;
+    let pg = start(&env, &sigstore, SUBJECT_REGEXP).await;
+    let unsigned = env.push_image("apps/unsigned", "v1", "nope").await;
+    let run = |image: String| {
+        Pullgate::command()
+            .args(["verify", "--output", "json", "--config"])
+            .arg(pg.config_path())
+            .arg(image)
+            .output()
+            .unwrap()
+    };
+    let out = run(env.image_ref("apps/app", "v1"));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["digest"], digest);
+    assert_eq!(record["signatures"][0]["subject"], WORKFLOW);
+    assert_eq!(record["signatures"][0]["issuer"], ISSUER);
+
+    let out = run(env.image_ref("apps/unsigned", "v1"));
+    assert_eq!(out.status.code(), Some(1));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["decision"], "deny");
+    assert_eq!(record["digest"], unsigned);
+    // `verify` decides without pulling and without writing the node's audit log.
+    assert!(pg.audit_records().is_empty());
+}
