@@ -163,3 +163,116 @@ async fn fetch_bundle(
         bytes,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The referrers API itself (a 200 answer) cannot be met with Debian's registry 2.8, which
+    //! only has the tag fallback the end-to-end tests use; a canned HTTP server stands in here.
+
+    use std::collections::HashMap;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::{config::Config, reference::Reference, registry::Credentials};
+
+    /// Serves `routes` (path → body) over plain HTTP/1.1 on loopback; everything else is 404.
+    async fn serve(routes: HashMap<String, Vec<u8>>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let routes = routes.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&buf[..n]);
+                    let path = request
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or("/")
+                        .split('?')
+                        .next()
+                        .unwrap_or("/");
+                    let (status, body) = match routes.get(path) {
+                        Some(body) => ("200 OK", body.clone()),
+                        None => ("404 Not Found", b"{}".to_vec()),
+                    };
+                    let digest = Digest::of(&body);
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nDocker-Content-Digest: {digest}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(&body).await;
+                });
+            }
+        });
+        host
+    }
+
+    #[tokio::test]
+    async fn referrers_api_answers_are_followed_and_foreign_subjects_skipped() {
+        let image = Digest::of(b"the image manifest");
+        let other = Digest::of(b"another image");
+        let bundle = br#"{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}"#.to_vec();
+        let bundle_digest = Digest::of(&bundle);
+        let referrer = |subject: &Digest| {
+            serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+                "layers": [{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "digest": bundle_digest.to_string(), "size": bundle.len()}],
+                "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject.to_string(), "size": 1},
+                "annotations": {PREDICATE_TYPE_ANNOTATION: "https://sigstore.dev/cosign/sign/v1"}
+            })
+            .to_string()
+            .into_bytes()
+        };
+        let good = referrer(&image);
+        let foreign = referrer(&other);
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": Digest::of(&good).to_string(), "size": good.len(), "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json"},
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": Digest::of(&foreign).to_string(), "size": foreign.len(), "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json"},
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": Digest::of(b"sbom").to_string(), "size": 4, "artifactType": "application/spdx+json"}
+            ]
+        });
+        let routes = HashMap::from([
+            (format!("/v2/app/referrers/{image}"), index.to_string().into_bytes()),
+            (format!("/v2/app/manifests/{}", Digest::of(&good)), good.clone()),
+            (format!("/v2/app/manifests/{}", Digest::of(&foreign)), foreign.clone()),
+            (format!("/v2/app/blobs/{bundle_digest}"), bundle.clone()),
+        ]);
+        let host = serve(routes).await;
+        let mut config = Config::with_policy("unused".into());
+        config.registries.push(crate::config::RegistryConfig {
+            host: host.clone(),
+            insecure: true,
+            ca_file: None,
+        });
+        let registries = crate::registry::Registries::new(&config).unwrap();
+        let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
+        let session = registries.session(&reference, Credentials::anonymous());
+
+        let found = sigstore_bundles(&session, &image).await.unwrap();
+        assert_eq!(
+            found.len(),
+            1,
+            "the SBOM is not a bundle and the foreign referrer names another image"
+        );
+        assert_eq!(found[0].manifest, Digest::of(&good));
+        assert_eq!(found[0].bytes, bundle);
+        assert_eq!(
+            found[0].predicate_type.as_deref(),
+            Some("https://sigstore.dev/cosign/sign/v1")
+        );
+
+        // No API and no referrers tag: nothing attached.
+        assert!(sigstore_bundles(&session, &other).await.unwrap().is_empty());
+    }
+}
