@@ -17,7 +17,7 @@ use crate::{
     containerd::Containerd,
     cri::{UnaryCall, UnaryReply, Upstream},
     denial::{Denial, DenialKind},
-    policy::{Action, Decision, Mode, Policy},
+    policy::{Action, Authority, Decision, Mode, Policy},
     reference::{Digest, Reference},
     registry::{cosign, referrers, Credentials, Registries, RegistryError},
     verify::{self, Evidence, TrustMaterial, Verified},
@@ -145,7 +145,7 @@ impl Judge {
     async fn verify(
         &self,
         reference: &Reference,
-        authorities: &[crate::policy::Authority],
+        authorities: &[Authority],
         trust: Option<&TrustMaterial>,
         credentials: Credentials,
     ) -> Result<Verified, Refusal> {
@@ -163,14 +163,18 @@ impl Judge {
         let session = self.registries.session(reference, credentials);
         let manifest = session.resolve(reference).await.map_err(|e| from_registry(None, e))?;
         let digest = manifest.digest;
-        // Legacy .sig tags and v3 bundle referrers are looked up at the same time.
-        let (layers, bundles) = tokio::join!(
+        // Legacy .sig tags and v3 bundle referrers are looked up at the same time. Either
+        // lookup failing as a whole (the registry went away) fails the verification: a
+        // signature that could not be fetched might be the one that counts.
+        let (layers, referrers) = tokio::join!(
             cosign::legacy_signatures(&session, &digest),
             referrers::sigstore_bundles(&session, &digest)
         );
-        let layers = layers.map_err(|e| from_registry(Some(&digest), e))?;
-        let bundles = bundles.map_err(|e| from_registry(Some(&digest), e))?;
-        verify::verify_image(reference, &digest, &layers, &bundles, authorities, trust)
+        let attached = verify::Attached {
+            layers: layers.map_err(|e| from_registry(Some(&digest), e))?,
+            referrers: referrers.map_err(|e| from_registry(Some(&digest), e))?,
+        };
+        verify::verify_image(reference, &digest, &attached, authorities, trust)
             .map_err(|unverified| Refusal::policy(Some(digest.clone()), unverified.to_string()))
     }
 }

@@ -58,7 +58,7 @@ async fn discover(registry: &Registry, repo: &str, digest: &Digest) -> Vec<refer
     let registries = Registries::new(&config).unwrap();
     let reference = Reference::parse(&format!("{}/{repo}@{digest}", registry.host())).unwrap();
     let session = registries.session(&reference, Credentials::anonymous());
-    referrers::sigstore_bundles(&session, digest).await.unwrap()
+    referrers::sigstore_bundles(&session, digest).await.unwrap().bundles
 }
 
 fn verify(trust: &TrustMaterial, bundle: &referrers::AttachedBundle, digest: &Digest, subject: &str) -> bool {

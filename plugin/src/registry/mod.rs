@@ -248,6 +248,16 @@ impl Session<'_> {
 
     /// GET with authentication: answers one challenge, then retries once. `None` on 404.
     async fn get(&self, url: &str, accept: Option<&str>) -> Result<Option<reqwest::Response>, RegistryError> {
+        self.get_unless(url, accept, &[StatusCode::NOT_FOUND]).await
+    }
+
+    /// GET, with `None` for any of the `absent` statuses.
+    async fn get_unless(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        absent: &[StatusCode],
+    ) -> Result<Option<reqwest::Response>, RegistryError> {
         let mut challenged = false;
         loop {
             let mut request = self.client.get(url);
@@ -261,7 +271,7 @@ impl Session<'_> {
             let response = request.send().await.map_err(|e| unavailable(url, &e))?;
             match response.status() {
                 s if s.is_success() => return Ok(Some(response)),
-                StatusCode::NOT_FOUND => return Ok(None),
+                s if absent.contains(&s) => return Ok(None),
                 StatusCode::UNAUTHORIZED if !challenged => {
                     challenged = true;
                     let challenge = response

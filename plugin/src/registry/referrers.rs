@@ -2,6 +2,7 @@
 //! signatures and attestations: `GET /v2/<repo>/referrers/<digest>`, and, where the registry
 //! has no referrers API (404), the referrers tag `<repo>:sha256-<hex>`.
 
+use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::{read_bounded, RegistryError, Session};
@@ -69,10 +70,19 @@ pub fn referrers_tag(image: &Digest) -> String {
     format!("sha256-{}", image.hex())
 }
 
-/// Fetches every Sigstore bundle that refers to `image`.
-pub async fn sigstore_bundles(session: &Session<'_>, image: &Digest) -> Result<Vec<AttachedBundle>, RegistryError> {
+/// What the referrers of one image held: the bundles that could be read, and why the others
+/// could not, so one broken referrer does not hide the rest.
+#[derive(Debug, Default)]
+pub struct Referrers {
+    pub bundles: Vec<AttachedBundle>,
+    pub unreadable: Vec<String>,
+}
+
+/// Fetches every Sigstore bundle that refers to `image`, at most [`MAX_BUNDLES`].
+pub async fn sigstore_bundles(session: &Session<'_>, image: &Digest) -> Result<Referrers, RegistryError> {
+    let mut found = Referrers::default();
     let Some(index) = referrers_index(session, image).await? else {
-        return Ok(Vec::new());
+        return Ok(found);
     };
     let candidates: Vec<&Descriptor> = index
         .manifests
@@ -84,36 +94,49 @@ pub async fn sigstore_bundles(session: &Session<'_>, image: &Digest) -> Result<V
         })
         .collect();
     if candidates.len() > MAX_BUNDLES {
-        return Err(RegistryError::Invalid(format!(
-            "{} Sigstore bundles refer to {image}, more than the {MAX_BUNDLES} pullgate reads",
-            candidates.len()
-        )));
+        let skipped = candidates.len() - MAX_BUNDLES;
+        found.unreadable.push(format!(
+            "{skipped} bundle referrers beyond the first {MAX_BUNDLES} were not read"
+        ));
     }
-    let mut bundles = Vec::with_capacity(candidates.len());
-    for descriptor in candidates {
+    for descriptor in candidates.into_iter().take(MAX_BUNDLES) {
         let Some(digest) = Digest::parse(&descriptor.digest) else {
+            found.unreadable.push(format!(
+                "referrer digest {:?} is not a sha256 digest",
+                descriptor.digest
+            ));
             continue;
         };
-        if let Some(bundle) = fetch_bundle(session, image, &digest).await? {
-            let predicate_type = bundle
-                .predicate_type
-                .or_else(|| descriptor.annotations.get(PREDICATE_TYPE_ANNOTATION).cloned());
-            bundles.push(AttachedBundle {
-                predicate_type,
-                ..bundle
-            });
+        match fetch_bundle(session, image, &digest).await {
+            Ok(Some(bundle)) => {
+                let predicate_type = bundle
+                    .predicate_type
+                    .or_else(|| descriptor.annotations.get(PREDICATE_TYPE_ANNOTATION).cloned());
+                found.bundles.push(AttachedBundle {
+                    predicate_type,
+                    ..bundle
+                });
+            }
+            Ok(None) => {}
+            Err(e) => found.unreadable.push(e.to_string()),
         }
     }
-    Ok(bundles)
+    Ok(found)
 }
 
 /// The referrers API's answer, or the referrers tag's index when the registry has no API.
 async fn referrers_index(session: &Session<'_>, image: &Digest) -> Result<Option<Index>, RegistryError> {
     let url = format!("{}/v2/{}/referrers/{image}", session.base, session.repository);
-    let bytes = match session
-        .get(&url, Some("application/vnd.oci.image.index.v1+json"))
-        .await?
-    {
+    // Registries without the API answer 404, as the spec asks, or 400 or 405.
+    let absent = [
+        StatusCode::NOT_FOUND,
+        StatusCode::BAD_REQUEST,
+        StatusCode::METHOD_NOT_ALLOWED,
+    ];
+    let answer = session
+        .get_unless(&url, Some("application/vnd.oci.image.index.v1+json"), &absent)
+        .await?;
+    let bytes = match answer {
         Some(response) => read_bounded(response, MAX_INDEX_BYTES, &url).await?,
         None => match session.manifest(&referrers_tag(image)).await? {
             Some(manifest) => manifest.bytes,
@@ -259,7 +282,7 @@ mod tests {
         let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
         let session = registries.session(&reference, Credentials::anonymous());
 
-        let found = sigstore_bundles(&session, &image).await.unwrap();
+        let found = sigstore_bundles(&session, &image).await.unwrap().bundles;
         assert_eq!(
             found.len(),
             1,
@@ -273,6 +296,6 @@ mod tests {
         );
 
         // No API and no referrers tag: nothing attached.
-        assert!(sigstore_bundles(&session, &other).await.unwrap().is_empty());
+        assert!(sigstore_bundles(&session, &other).await.unwrap().bundles.is_empty());
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     reference::{Digest, Reference},
     registry::{
         cosign::{Payload, SignatureLayer},
-        referrers::AttachedBundle,
+        referrers::{AttachedBundle, Referrers},
     },
 };
 
@@ -33,7 +33,7 @@ pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 
 /// Proof that `digest` of `reference`'s repository carries a valid signature from one of the
-/// authorities of the rule that matched it. Constructed only by [`verify_signatures`].
+/// authorities of the rule that matched it. Constructed only by [`verify_image`].
 #[derive(Debug, Clone)]
 pub struct Verified {
     reference: Reference,
@@ -117,27 +117,48 @@ pub fn verify_signatures(
     authorities: &[Authority],
     trust: Option<&TrustMaterial>,
 ) -> Result<Verified, Unverified> {
-    verify_image(reference, digest, layers, &[], authorities, trust)
+    let attached = Attached {
+        layers: layers.to_vec(),
+        referrers: Referrers::default(),
+    };
+    verify_image(reference, digest, &attached, authorities, trust)
+}
+
+/// Everything found attached to an image that may be a signature of it.
+#[derive(Debug, Default)]
+pub struct Attached {
+    /// Layers of the legacy `.sig` tag.
+    pub layers: Vec<SignatureLayer>,
+    /// Sigstore bundles among the image's referrers, and the referrers that could not be read.
+    pub referrers: Referrers,
 }
 
 /// Checks every signature found for the image: legacy `.sig` layers and Sigstore bundles
 /// attached as referrers. Bundles of other predicate types (attestations) are not signatures
-/// and are not counted.
+/// and are not counted; referrers that could not be read are counted as rejections.
 pub fn verify_image(
     reference: &Reference,
     digest: &Digest,
-    layers: &[SignatureLayer],
-    bundles: &[AttachedBundle],
+    attached: &Attached,
     authorities: &[Authority],
     trust: Option<&TrustMaterial>,
 ) -> Result<Verified, Unverified> {
     let mut evidence = Vec::new();
-    let mut rejections = Vec::new();
-    let outcomes = layers
+    let mut rejections: Vec<Rejection> = attached
+        .referrers
+        .unreadable
+        .iter()
+        .cloned()
+        .map(Rejection::Invalid)
+        .collect();
+    let outcomes = attached
+        .layers
         .iter()
         .map(|layer| Some(check_layer(digest, layer, authorities, trust)))
         .chain(
-            bundles
+            attached
+                .referrers
+                .bundles
                 .iter()
                 .map(|bundle| check_attached_bundle(digest, bundle, authorities, trust)),
         );
@@ -182,19 +203,27 @@ fn check_layer(
         .map_err(|e| Rejection::MalformedSignature(format!("signature is not base64: {e}")))?;
 
     let keyless = layer.annotations.contains_key(legacy::CERTIFICATE_ANNOTATION);
+    let has_key_authority = authorities.iter().any(|a| matches!(a.kind, AuthorityKind::Key(_)));
+    let by_key = || check_key_signature(digest, payload, &SignatureBytes::new(signature.clone()), authorities);
     match trust {
         Some(trust) if legacy::has_sigstore_material(&layer.annotations) => {
             let bundle = legacy::to_bundle(&layer.annotations, payload, &signature).map_err(Rejection::Invalid)?;
-            check_bundle_layer(digest, payload, &bundle, keyless, authorities, trust)
+            let verdict = check_bundle_layer(digest, payload, &bundle, keyless, authorities, trust);
+            // `cosign sign --key … --certificate …`: a key signature that also carries a
+            // certificate still counts for the key.
+            match verdict {
+                Err(rejection) if keyless && has_key_authority => by_key().map_err(|_| rejection),
+                verdict => verdict,
+            }
         }
-        None if keyless => Err(Rejection::NoTrustedRoot),
+        None if keyless && !has_key_authority => Err(Rejection::NoTrustedRoot),
         // A key signature, with no log entry or no trust material to check one: the key alone.
-        _ => check_key_signature(digest, payload, &SignatureBytes::new(signature), authorities),
+        _ => by_key(),
     }
 }
 
 /// A cosign v3 signature: a bundle whose DSSE statement (`https://sigstore.dev/cosign/sign/v1`)
-/// names the image digest, or whose message signature is over it. `None` for attestations.
+/// names the image digest. `None` for attestations, which are not signatures.
 fn check_attached_bundle(
     digest: &Digest,
     attached: &AttachedBundle,
@@ -215,33 +244,38 @@ fn check_attached_bundle(
         Ok(b) => b,
         Err(e) => return Some(Err(Rejection::Invalid(format!("bundle {}: {e}", attached.manifest)))),
     };
-    if let sigstore_types::SignatureContent::DsseEnvelope(envelope) = &bundle.content {
-        let statement: Result<sigstore_types::Statement, _> = serde_json::from_slice(envelope.payload.as_bytes());
-        match statement {
-            Ok(s) if s.predicate_type != COSIGN_SIGN_PREDICATE => return None,
-            Ok(s)
-                if !s
-                    .subject
-                    .iter()
-                    .any(|x| x.digest.sha256.is_some_and(|h| h.to_hex() == digest.hex())) =>
-            {
-                let named = s
-                    .subject
-                    .first()
-                    .and_then(|x| x.digest.sha256)
-                    .map(|h| h.to_hex())
-                    .unwrap_or_default();
-                return Some(Err(Rejection::DigestMismatch {
-                    signed: format!("sha256:{named}"),
-                }));
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Some(Err(Rejection::Invalid(format!(
-                    "bundle {}: statement: {e}",
-                    attached.manifest
-                ))))
-            }
+    // A message signature says nothing about what it signs; only a statement binds the image.
+    let sigstore_types::SignatureContent::DsseEnvelope(envelope) = &bundle.content else {
+        let why = format!(
+            "bundle {} is a message signature, not an image signature statement",
+            attached.manifest
+        );
+        return Some(Err(Rejection::NotASignature(why)));
+    };
+    match serde_json::from_slice::<sigstore_types::Statement>(envelope.payload.as_bytes()) {
+        Ok(s) if s.predicate_type != COSIGN_SIGN_PREDICATE => return None,
+        Ok(s)
+            if !s
+                .subject
+                .iter()
+                .any(|x| x.digest.sha256.is_some_and(|h| h.to_hex() == digest.hex())) =>
+        {
+            let named = s
+                .subject
+                .first()
+                .and_then(|x| x.digest.sha256)
+                .map(|h| h.to_hex())
+                .unwrap_or_default();
+            return Some(Err(Rejection::DigestMismatch {
+                signed: format!("sha256:{named}"),
+            }));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            return Some(Err(Rejection::Invalid(format!(
+                "bundle {}: statement: {e}",
+                attached.manifest
+            ))))
         }
     }
     let Some(trust) = trust else {
@@ -251,6 +285,18 @@ fn check_attached_bundle(
         return Some(Err(Rejection::Invalid(format!("digest {digest}"))));
     };
     let keyless = bundle.signing_certificate().is_some();
+    Some(first_accepting(authorities, keyless, |authority| {
+        verify_bundle(trust, &bundle, sigstore_types::Artifact::from_digest(hash), authority)
+    }))
+}
+
+/// Tries `check` with every authority of the signature's kind (keyless for a certificate, key
+/// otherwise); the first that accepts wins, else the last rejection is reported.
+fn first_accepting(
+    authorities: &[Authority],
+    keyless: bool,
+    mut check: impl FnMut(&Authority) -> Result<Evidence, Rejection>,
+) -> Result<Evidence, Rejection> {
     let mut rejection = if keyless {
         Rejection::IdentityMismatch("the rule has no keyless authority".into())
     } else {
@@ -260,12 +306,12 @@ fn check_attached_bundle(
         .iter()
         .filter(|a| matches!(a.kind, AuthorityKind::Keyless(_)) == keyless)
     {
-        match verify_bundle(trust, &bundle, sigstore_types::Artifact::from_digest(hash), authority) {
-            Ok(evidence) => return Some(Ok(evidence)),
+        match check(authority) {
+            Ok(evidence) => return Ok(evidence),
             Err(r) => rejection = r,
         }
     }
-    Some(Err(rejection))
+    Err(rejection)
 }
 
 /// A legacy signature restated as a bundle: every authority of the signature's kind is tried.
@@ -277,25 +323,12 @@ fn check_bundle_layer(
     authorities: &[Authority],
     trust: &TrustMaterial,
 ) -> Result<Evidence, Rejection> {
-    let mut rejection = if keyless {
-        Rejection::IdentityMismatch("the rule has no keyless authority".into())
-    } else {
-        Rejection::KeyMismatch
-    };
-    for authority in authorities
-        .iter()
-        .filter(|a| matches!(a.kind, AuthorityKind::Keyless(_)) == keyless)
-    {
-        match verify_bundle(trust, bundle, payload.into(), authority) {
-            Ok(evidence) => {
-                // Authenticated: now the payload may be read.
-                check_payload(digest, payload)?;
-                return Ok(evidence);
-            }
-            Err(r) => rejection = r,
-        }
-    }
-    Err(rejection)
+    let evidence = first_accepting(authorities, keyless, |authority| {
+        verify_bundle(trust, bundle, payload.into(), authority)
+    })?;
+    // Authenticated: now the payload may be read.
+    check_payload(digest, payload)?;
+    Ok(evidence)
 }
 
 /// A signature checked with the rule's keys alone. Every authority is tried, so one whose other

@@ -115,7 +115,7 @@ pub fn verify_bundle(
         subject: result.identity().map(|san| san.as_str().to_string()),
         issuer: result.issuer().map(str::to_string),
         tlog_index,
-        time_source: time_source(&result),
+        time_source: time_source(bundle, &result),
     })
 }
 
@@ -142,11 +142,28 @@ fn match_identity(keyless: &Keyless, result: &VerificationResult) -> Result<(), 
     Ok(())
 }
 
-/// Where the signing time that validated the certificate came from.
-fn time_source(result: &VerificationResult) -> &'static str {
-    match (result.integrated_time(), result.verified_timestamps().is_empty()) {
-        (Some(_), _) => "tlog",
-        (None, false) => "tsa",
-        (None, true) => "none",
+/// Where the signing time that validated the certificate came from: a verified log entry (its
+/// integrated time, or a SET checked for consistency), an RFC 3161 timestamp, or nothing.
+fn time_source(bundle: &Bundle, result: &VerificationResult) -> &'static str {
+    if result.integrated_time().is_some() {
+        return "tlog";
+    }
+    if result.verified_timestamps().is_empty() {
+        return "none";
+    }
+    let has_set = bundle
+        .verification_material
+        .tlog_entries
+        .iter()
+        .any(|e| e.inclusion_promise.is_some());
+    let has_tsa = !bundle
+        .verification_material
+        .timestamp_verification_data
+        .rfc3161_timestamps
+        .is_empty();
+    match (has_set, has_tsa) {
+        (true, false) => "tlog",
+        (false, true) => "tsa",
+        _ => "tlog+tsa",
     }
 }

@@ -6,7 +6,10 @@ use std::{path::PathBuf, sync::Arc};
 use super::*;
 use crate::{
     policy::Tlog,
-    registry::{cosign::SIMPLE_SIGNING, referrers::AttachedBundle},
+    registry::{
+        cosign::SIMPLE_SIGNING,
+        referrers::{AttachedBundle, Referrers},
+    },
 };
 
 fn fixtures() -> Option<PathBuf> {
@@ -463,11 +466,17 @@ fn cosign_v3_bundle_is_accepted_for_its_digest_only() {
     );
     let reference = Reference::parse("ghcr.io/kubewarden/kubewarden-controller:v1.34.0").unwrap();
     let digest = Digest::parse(KUBEWARDEN_DIGEST).unwrap();
-    let bundles = [bundle];
+    let attached = |bundles: Vec<AttachedBundle>| Attached {
+        layers: Vec::new(),
+        referrers: Referrers {
+            bundles,
+            unreadable: Vec::new(),
+        },
+    };
+    let bundles = attached(vec![bundle.clone()]);
     let verified = verify_image(
         &reference,
         &digest,
-        &[],
         &bundles,
         std::slice::from_ref(&authority),
         Some(&trust),
@@ -480,7 +489,6 @@ fn cosign_v3_bundle_is_accepted_for_its_digest_only() {
     let err = verify_image(
         &reference,
         &other,
-        &[],
         &bundles,
         std::slice::from_ref(&authority),
         Some(&trust),
@@ -493,14 +501,81 @@ fn cosign_v3_bundle_is_accepted_for_its_digest_only() {
         "https://github.com/evil/x",
         Tlog::Required,
     );
-    let err = verify_image(&reference, &digest, &[], &bundles, &[wrong], Some(&trust)).unwrap_err();
+    let err = verify_image(&reference, &digest, &bundles, &[wrong], Some(&trust)).unwrap_err();
     assert!(matches!(err.rejections[0], Rejection::IdentityMismatch(_)), "{err}");
 
     // An attestation bundle is not a signature: it is neither accepted nor counted.
     let attestation = AttachedBundle {
         predicate_type: Some("https://slsa.dev/provenance/v1".into()),
-        ..bundles[0].clone()
+        ..bundle.clone()
     };
-    let err = verify_image(&reference, &digest, &[], &[attestation], &[authority], Some(&trust)).unwrap_err();
+    let err = verify_image(
+        &reference,
+        &digest,
+        &attached(vec![attestation]),
+        std::slice::from_ref(&authority),
+        Some(&trust),
+    )
+    .unwrap_err();
     assert!(err.rejections.is_empty());
+
+    // A referrer that could not be read is counted, and does not hide the good one.
+    let mut with_broken = attached(vec![bundle]);
+    with_broken
+        .referrers
+        .unreadable
+        .push("referrer sha256:…: blob not found".into());
+    assert!(verify_image(
+        &reference,
+        &digest,
+        &with_broken,
+        std::slice::from_ref(&authority),
+        Some(&trust)
+    )
+    .is_ok());
+    with_broken.referrers.bundles.clear();
+    let err = verify_image(&reference, &digest, &with_broken, &[authority], Some(&trust)).unwrap_err();
+    assert!(matches!(err.rejections[..], [Rejection::Invalid(_)]), "{err}");
+}
+
+#[test]
+fn a_message_signature_bundle_is_not_an_image_signature() {
+    // A sign-blob signature over bytes whose digest happens to be the image's must not count:
+    // it carries no statement that it signs an image.
+    let case = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/sigstore-conformance/test/assets");
+    let (Ok(bytes), Ok(blob), Some(trust)) = (
+        std::fs::read(case.join("bundle-verify/happy-path-v0.3/bundle.sigstore.json")),
+        std::fs::read(case.join("bundle-verify/a.txt")),
+        production_trust(),
+    ) else {
+        eprintln!("SKIP: ../shared/vectors is absent; the message-signature case is not run");
+        return;
+    };
+    let digest = Digest::of(&blob);
+    let attached = Attached {
+        layers: Vec::new(),
+        referrers: Referrers {
+            bundles: vec![AttachedBundle {
+                manifest: Digest::of(b"m"),
+                predicate_type: None,
+                bytes,
+            }],
+            unreadable: Vec::new(),
+        },
+    };
+    let authority = keyless_authority(".*", ".*", Tlog::Required);
+    let authority = Authority {
+        kind: AuthorityKind::Keyless(crate::policy::Keyless {
+            issuer: crate::policy::IdentityMatch::RegExp(regex::Regex::new(".*").unwrap()),
+            subject: crate::policy::IdentityMatch::RegExp(regex::Regex::new(".*").unwrap()),
+            extensions: Default::default(),
+        }),
+        ..authority
+    };
+    let err = verify_image(&reference(), &digest, &attached, &[authority], Some(&trust)).unwrap_err();
+    assert!(
+        matches!(err.rejections[..], [Rejection::NotASignature(_)]),
+        "{err}: {:?}",
+        err.rejections
+    );
 }
