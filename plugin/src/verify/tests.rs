@@ -563,14 +563,16 @@ fn a_message_signature_bundle_is_not_an_image_signature() {
             unreadable: Vec::new(),
         },
     };
-    let authority = keyless_authority(".*", ".*", Tlog::Required);
+    let any = || crate::policy::IdentityMatch::RegExp(regex::Regex::new(".*").unwrap());
+    let keyless = crate::policy::Keyless {
+        issuer: any(),
+        subject: any(),
+        extensions: Default::default(),
+    };
     let authority = Authority {
-        kind: AuthorityKind::Keyless(crate::policy::Keyless {
-            issuer: crate::policy::IdentityMatch::RegExp(regex::Regex::new(".*").unwrap()),
-            subject: crate::policy::IdentityMatch::RegExp(regex::Regex::new(".*").unwrap()),
-            extensions: Default::default(),
-        }),
-        ..authority
+        name: "any".into(),
+        kind: AuthorityKind::Keyless(keyless),
+        tlog: Tlog::Required,
     };
     let err = verify_image(&reference(), &digest, &attached, &[authority], Some(&trust)).unwrap_err();
     assert!(
