@@ -129,6 +129,19 @@ impl Pullgate {
             .collect()
     }
 
+    /// Waits (at most 10 s) until pullgate has logged `needle`; panics with the log otherwise.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.log().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pullgate never logged {needle:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// The newest audit record; panics when there is none.
     pub fn last_record(&self) -> serde_json::Value {
         self.audit_records().pop().expect("an audit record")

@@ -237,7 +237,7 @@ async fn sighup_reloads_trust_material_and_keeps_the_last_good_one() {
     )
     .unwrap();
     pg.reload();
-    wait_for_log(&pg, "policy reload refused", 1).await;
+    pg.wait_for_log("policy reload refused").await;
     pg.pull(&image, None)
         .await
         .expect("the last good trust material is still in force");
@@ -245,7 +245,7 @@ async fn sighup_reloads_trust_material_and_keeps_the_last_good_one() {
     // Another Sigstore's root is accepted, and the image's signer is no longer trusted.
     TestSigstore::new().write_trusted_root(env.dir());
     pg.reload();
-    wait_for_log(&pg, "policy reloaded", 1).await;
+    pg.wait_for_log("policy reloaded").await;
     let status = pg.pull(&image, None).await.unwrap_err();
     assert!(status.message().starts_with(PREFIX), "{}", status.message());
     let shown = pg
@@ -257,18 +257,6 @@ async fn sighup_reloads_trust_material_and_keeps_the_last_good_one() {
         shown.into_inner().image.is_none(),
         "a new trust generation forgets earlier verifications"
     );
-}
-
-async fn wait_for_log(pg: &Pullgate, needle: &str, times: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while pg.log().matches(needle).count() < times {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pullgate never logged {needle:?}:\n{}",
-            pg.log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

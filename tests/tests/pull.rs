@@ -397,7 +397,7 @@ async fn sighup_reloads_the_policy_and_refuses_a_broken_one() {
     // A broken policy is refused; the last good one stays in force.
     pg.write_policy("apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  bogus: 1\n");
     pg.reload();
-    wait_for_log(&pg, "policy reload refused").await;
+    pg.wait_for_log("policy reload refused").await;
     assert!(pg.pull(&image, None).await.is_err());
 
     pg.write_policy(&policy(
@@ -406,18 +406,6 @@ async fn sighup_reloads_the_policy_and_refuses_a_broken_one() {
         &[rule("signed", &[&format!("{host}/signed/*")], "action: deny", None)],
     ));
     pg.reload();
-    wait_for_log(&pg, "policy reloaded").await;
+    pg.wait_for_log("policy reloaded").await;
     pg.pull(&image, None).await.expect("noMatch: allow after reload");
-}
-
-async fn wait_for_log(pg: &Pullgate, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !pg.log().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "pullgate never logged {needle:?}:\n{}",
-            pg.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
