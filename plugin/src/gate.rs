@@ -17,10 +17,10 @@ use crate::{
     containerd::Containerd,
     cri::{UnaryCall, UnaryReply, Upstream},
     denial::{Denial, DenialKind},
-    policy::{Action, Authority, Decision, Mode, Policy},
+    policy::{Action, Decision, Mode, Policy, Rule},
     reference::{Digest, Reference},
     registry::{cosign, referrers, Credentials, Registries, RegistryError},
-    verify::{self, Evidence, TrustMaterial, Verified},
+    verify::{self, AttestationOutcome, Evidence, TrustMaterial, Verified},
 };
 
 /// How long tagging a pulled image, and the CRI plugin seeing the tag, may take.
@@ -45,6 +45,8 @@ pub struct Judgement {
     pub rule: Option<String>,
     pub mode: Mode,
     pub verdict: Result<Admission, Denial>,
+    /// The rule's attestations as checked, passed or not.
+    pub attestations: Vec<AttestationOutcome>,
 }
 
 /// Permission to pull. The verified kind pins the digest; the waived kind forwards kubelet's
@@ -116,12 +118,8 @@ impl Judge {
             (Action::Deny, Some(_)) => Err(Refusal::policy(None, "the rule denies it".into())),
             (Action::Deny, None) => Err(Refusal::policy(None, format!("noMatch is {}", policy.no_match()))),
             (Action::Verify, None) => Err(Refusal::policy(None, "no rule to verify against".into())),
-            (Action::Verify, Some(rule)) if !rule.attestations().is_empty() => {
-                let reason = "the rule requires attestations, which this pullgate cannot verify yet";
-                Err(Refusal::policy(None, reason.into()))
-            }
             (Action::Verify, Some(rule)) => {
-                let verifying = self.verify(&reference, rule.authorities(), policy.trust(), credentials);
+                let verifying = self.verify(&reference, rule, policy.trust(), credentials);
                 match tokio::time::timeout(self.verify_timeout, verifying).await {
                     Ok(Ok(verified)) => Ok(Admission::Verified(verified)),
                     Ok(Err(refusal)) => Err(refusal),
@@ -132,6 +130,7 @@ impl Judge {
                             digest: None,
                             kind: DenialKind::RegistryUnavailable,
                             reason,
+                            attestations: Vec::new(),
                         })
                     }
                 }
@@ -141,11 +140,12 @@ impl Judge {
         Judgement::new(reference.to_string(), Some(&reference), rule, decision.mode, verdict)
     }
 
-    /// Resolves the digest, fetches the signatures and checks them against the authorities.
+    /// Resolves the digest, fetches the signatures and attestations, and checks them against
+    /// the rule.
     async fn verify(
         &self,
         reference: &Reference,
-        authorities: &[Authority],
+        rule: &Rule,
         trust: Option<&TrustMaterial>,
         credentials: Credentials,
     ) -> Result<Verified, Refusal> {
@@ -158,6 +158,7 @@ impl Judge {
                 digest: digest.cloned(),
                 kind,
                 reason: e.to_string(),
+                attestations: Vec::new(),
             }
         };
         let session = self.registries.session(reference, credentials);
@@ -174,8 +175,35 @@ impl Judge {
             layers: layers.map_err(|e| from_registry(Some(&digest), e))?,
             referrers: referrers.map_err(|e| from_registry(Some(&digest), e))?,
         };
-        verify::verify_image(reference, &digest, &attached, authorities, trust)
-            .map_err(|unverified| Refusal::policy(Some(digest.clone()), unverified.to_string()))
+        let verified = verify::verify_image(reference, &digest, &attached, rule.authorities(), trust)
+            .map_err(|unverified| Refusal::policy(Some(digest.clone()), unverified.to_string()))?;
+        if rule.attestations().is_empty() {
+            return Ok(verified);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let bundles = &attached.referrers.bundles;
+        verified
+            .require_attestations(bundles, rule.attestations(), rule.authorities(), trust, now)
+            .map_err(|outcomes| {
+                let failed: Vec<String> = outcomes
+                    .iter()
+                    .filter(|o| o.result != "pass")
+                    .map(|o| {
+                        format!(
+                            "attestation {:?} ({}): {}",
+                            o.name,
+                            o.predicate_type,
+                            o.reason.as_deref().unwrap_or("failed")
+                        )
+                    })
+                    .collect();
+                Refusal {
+                    attestations: outcomes,
+                    ..Refusal::policy(Some(digest.clone()), failed.join("; "))
+                }
+            })
     }
 }
 
@@ -184,6 +212,8 @@ pub struct Refusal {
     digest: Option<Digest>,
     kind: DenialKind,
     reason: String,
+    /// The rule's attestations, as far as they were checked.
+    attestations: Vec<AttestationOutcome>,
 }
 
 impl Refusal {
@@ -192,6 +222,7 @@ impl Refusal {
             digest,
             kind: DenialKind::Policy,
             reason,
+            attestations: Vec::new(),
         }
     }
 }
@@ -208,10 +239,10 @@ impl Judgement {
         mode: Mode,
         verdict: Result<Admission, Refusal>,
     ) -> Self {
-        let digest = match &verdict {
-            Ok(Admission::Verified(v)) => Some(v.digest().clone()),
-            Ok(Admission::Waived(_)) => None,
-            Err(refusal) => refusal.digest.clone(),
+        let (digest, attestations) = match &verdict {
+            Ok(Admission::Verified(v)) => (Some(v.digest().clone()), v.attestations().to_vec()),
+            Ok(Admission::Waived(_)) => (None, Vec::new()),
+            Err(refusal) => (refusal.digest.clone(), refusal.attestations.clone()),
         };
         let named = match (reference, &digest) {
             (Some(r), Some(d)) => r.pinned(d),
@@ -229,6 +260,7 @@ impl Judgement {
             rule,
             mode,
             verdict,
+            attestations,
         }
     }
 
@@ -264,7 +296,7 @@ impl Judgement {
             decision,
             reason,
             signatures,
-            attestations: Vec::new(),
+            attestations: self.attestations.clone(),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             cache: "miss",
         }

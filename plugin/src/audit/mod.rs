@@ -17,7 +17,7 @@ mod record;
 #[cfg(test)]
 mod tests;
 
-pub use record::{AttestationResult, Decision, Event, Record};
+pub use record::{Decision, Event, Record};
 
 /// `prev` of the first record ever written.
 pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::verify::Evidence;
+use crate::verify::{AttestationOutcome, Evidence};
 
 /// One decision, as written to the audit log. `seq`, `time` and `prev` are added by the log.
 #[derive(Debug, Clone, Serialize)]
@@ -20,7 +20,7 @@ pub struct Record {
     pub decision: Decision,
     pub reason: String,
     pub signatures: Vec<Evidence>,
-    pub attestations: Vec<AttestationResult>,
+    pub attestations: Vec<AttestationOutcome>,
     pub duration_ms: f64,
     pub cache: &'static str,
 }
@@ -43,13 +43,4 @@ pub enum Decision {
     Warn,
     /// Would have been denied; allowed and recorded because the mode is `audit`.
     AuditDeny,
-}
-
-/// The outcome of one attestation requirement.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AttestationResult {
-    pub name: String,
-    pub predicate_type: String,
-    pub result: &'static str,
 }

@@ -6,6 +6,7 @@
 //! together, so an operator can fix them in one pass.
 
 mod authority;
+mod condition;
 mod decide;
 mod error;
 mod fulcio;
@@ -29,6 +30,10 @@ use crate::verify::TrustMaterial;
 
 pub use self::{
     authority::{Authority, AuthorityKind, IdentityMatch, Keyless, Tlog},
+    condition::{
+        evaluate as evaluate_conditions, Condition, ConditionFailure, MAX_CONDITIONS, MAX_CONDITION_CHARS,
+        MAX_STATEMENT_BYTES, MAX_STATEMENT_DEPTH, MAX_STEPS,
+    },
     decide::Decision,
     error::{PolicyError, PolicyErrors},
     fulcio::FulcioClaim,

@@ -4,7 +4,7 @@ use std::{fmt, time::Duration};
 
 use serde::Deserialize;
 
-use super::{Authority, ImageGlob, NamespaceGlob};
+use super::{Authority, Condition, ImageGlob, NamespaceGlob};
 use crate::reference::Reference;
 
 /// Whether a decision blocks the pull (`enforce`) or is only logged (`warn`) or recorded as
@@ -63,8 +63,9 @@ pub struct Attestation {
     pub predicate_type: String,
     /// The signing time may be no older than this.
     pub max_age: Option<Duration>,
-    /// CEL expressions over `predicate` and `statement`, kept as written; all must hold.
-    pub conditions: Vec<String>,
+    /// CEL expressions over `predicate` and `statement`, compiled when the policy loaded; all
+    /// must hold (see [`evaluate_conditions`](super::evaluate_conditions)).
+    pub conditions: Vec<Condition>,
 }
 
 // === impl Mode ===

@@ -241,7 +241,8 @@ fn spec_example_parses() {
     assert_eq!(sbom.name, "sbom");
     assert_eq!(sbom.predicate_type, "https://cyclonedx.org/bom");
     assert_eq!(sbom.max_age, Some(Duration::from_secs(2160 * 3600)));
-    assert_eq!(sbom.conditions, ["size(predicate.components) > 0"]);
+    let texts: Vec<&str> = sbom.conditions.iter().map(Condition::text).collect();
+    assert_eq!(texts, ["size(predicate.components) > 0"]);
     assert_eq!(provenance.predicate_type, "https://slsa.dev/provenance/v1");
     assert_eq!(provenance.max_age, None);
     assert_eq!(provenance.conditions.len(), 1);
@@ -750,6 +751,117 @@ fn max_age_must_be_a_positive_duration() {
         policy.rules()[1].attestations()[0].max_age,
         Some(Duration::from_secs(90 * 86400))
     );
+}
+
+#[test]
+fn conditions_compile_when_the_policy_loads() {
+    let pem = public_pem();
+    let policy = parse(&spec_example(&pem)).unwrap_or_else(|e| panic!("{e}"));
+    let apps = &policy.rules()[1];
+    let provenance = &apps.attestations()[1];
+    assert_eq!(
+        provenance.conditions[0].text(),
+        r#"predicate.buildDefinition.externalParameters.workflow.repository == "https://github.com/org/repo""#
+    );
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {"buildDefinition": {"externalParameters": {"workflow": {"repository": "https://github.com/org/repo"}}}},
+    });
+    assert_eq!(evaluate_conditions(&provenance.conditions, &statement), Ok(()));
+    let sbom = &apps.attestations()[0];
+    assert_eq!(
+        evaluate_conditions(&sbom.conditions, &statement)
+            .unwrap_err()
+            .to_string(),
+        r#"condition "size(predicate.components) > 0" failed: No such key: components"#
+    );
+}
+
+#[test]
+fn condition_errors_name_the_condition_and_its_line() {
+    let pem = public_pem();
+    let text = spec_example(&pem).replace("'size(predicate.components) > 0'", "'size(predicate.components > 0'");
+    let error = only_error(&text);
+    assert_eq!(error.field, "spec.rules[1].attestations[0].conditions[0]");
+    assert_eq!(error.line, Some(line_of(&text, "size(predicate.components > 0")));
+    assert_eq!(
+        error.message,
+        r#""size(predicate.components > 0": does not parse: column 30: Syntax error: missing ')' at '<EOF>'"#
+    );
+    assert!(error.to_string().starts_with(&format!(
+        "/etc/pullgate/policy.yaml:{}: spec.rules[1].attestations[0].conditions[0]: ",
+        error.line.unwrap()
+    )));
+
+    let text = spec_example(&pem).replace(
+        "predicate.buildDefinition.externalParameters",
+        "predicate.buildDefinition.externalParameters == workflow || predicate",
+    );
+    let error = only_error(&text);
+    assert_eq!(error.field, "spec.rules[1].attestations[1].conditions[0]");
+    assert_eq!(error.line, Some(line_of(&text, "== workflow ||")));
+    assert!(
+        error
+            .message
+            .ends_with(": unknown variable \"workflow\"; conditions see only predicate and statement"),
+        "{}",
+        error.message
+    );
+
+    // Each bad condition is reported, at its own line.
+    let text = spec_example(&pem).replace(
+        "            - 'size(predicate.components) > 0'\n",
+        "            - 'size(predicate.components) > 0'\n            - 'sise(predicate.components) > 0'\n            - ''\n            - 'predicate.x.matches(predicate.y)'\n",
+    );
+    let errors = errors(&text);
+    let found: Vec<(&str, Option<usize>)> = errors.iter().map(|e| (e.field.as_str(), e.line)).collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "spec.rules[1].attestations[0].conditions[1]",
+                Some(line_of(&text, "sise("))
+            ),
+            (
+                "spec.rules[1].attestations[0].conditions[2]",
+                Some(line_of(&text, "- ''"))
+            ),
+            (
+                "spec.rules[1].attestations[0].conditions[3]",
+                Some(line_of(&text, "matches("))
+            ),
+        ]
+    );
+    assert_eq!(
+        errors[0].message,
+        r#""sise(predicate.components) > 0": unknown function "sise""#
+    );
+    assert_eq!(errors[1].message, "must not be empty");
+    assert!(errors[2]
+        .message
+        .ends_with("the pattern of matches() must be a string literal"));
+}
+
+#[test]
+fn conditions_are_bounded() {
+    let pem = public_pem();
+    let many: String = (0..MAX_CONDITIONS + 1)
+        .map(|i| format!("            - 'predicate.n == {i}'\n"))
+        .collect();
+    let text = spec_example(&pem).replace("            - 'size(predicate.components) > 0'\n", &many);
+    let error = only_error(&text);
+    assert_eq!(error.field, "spec.rules[1].attestations[0].conditions");
+    assert_eq!(error.line, Some(nth_line_of(&text, "conditions:", 0)));
+    assert_eq!(error.message, "65 conditions; at most 64 are allowed");
+
+    let long = format!("predicate.name == \"{}\"", "x".repeat(MAX_CONDITION_CHARS));
+    let text = spec_example(&pem).replace("'size(predicate.components) > 0'", &format!("'{long}'"));
+    let error = only_error(&text);
+    assert_eq!(error.field, "spec.rules[1].attestations[0].conditions[0]");
+    let expected = format!(": {} characters long; at most 4096 are allowed", long.chars().count());
+    assert!(error.message.ends_with(&expected), "{}", error.message);
+    assert!(error.message.len() < 300, "the runaway condition is not quoted in full");
 }
 
 #[test]

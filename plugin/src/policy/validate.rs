@@ -19,8 +19,9 @@ use super::{
     lines::LineIndex,
     read,
     schema::{AttestationDoc, AuthorityDoc, Document, KeyDoc, KeylessDoc, RuleDoc},
-    Action, Attestation, Authority, AuthorityKind, FulcioClaim, IdentityMatch, ImageGlob, Keyless, NamespaceGlob,
-    Policy, PolicyError, PolicyErrors, Rule, Tlog, API_VERSION, KIND, MAX_TRUSTED_ROOT_BYTES,
+    Action, Attestation, Authority, AuthorityKind, Condition, FulcioClaim, IdentityMatch, ImageGlob, Keyless,
+    NamespaceGlob, Policy, PolicyError, PolicyErrors, Rule, Tlog, API_VERSION, KIND, MAX_CONDITIONS,
+    MAX_TRUSTED_ROOT_BYTES,
 };
 
 /// Bounds on what one policy may hold, so that a runaway file is refused whole.
@@ -407,20 +408,36 @@ impl Validator<'_> {
             None => None,
             Some(text) => self.duration(&format!("{field}.maxAge"), text),
         };
-        let conditions_field = format!("{field}.conditions");
-        if self.bounded(&conditions_field, "conditions", doc.conditions.len(), MAX_LIST) {
-            for (i, condition) in doc.conditions.iter().enumerate() {
-                if condition.trim().is_empty() {
-                    self.error(&format!("{conditions_field}[{i}]"), "must not be empty");
-                }
-            }
-        }
+        let conditions = self.conditions(&format!("{field}.conditions"), &doc.conditions);
         Some(Attestation {
             name: doc.name,
             predicate_type: doc.predicate_type,
             max_age,
-            conditions: doc.conditions,
+            conditions,
         })
+    }
+
+    /// Compiles each CEL condition, reporting each bad one at its own line with its text.
+    fn conditions(&mut self, field: &str, texts: &[String]) -> Vec<Condition> {
+        if !self.bounded(field, "conditions", texts.len(), MAX_CONDITIONS) {
+            return Vec::new();
+        }
+        let mut conditions = Vec::with_capacity(texts.len());
+        for (i, text) in texts.iter().enumerate() {
+            match Condition::compile(text) {
+                Ok(condition) => conditions.push(condition),
+                Err(e) if text.trim().is_empty() => self.error(&format!("{field}[{i}]"), e),
+                Err(e) => {
+                    // Quote the condition, but not a runaway one in full.
+                    let mut shown: String = text.chars().take(200).collect();
+                    if shown.len() < text.len() {
+                        shown.push('…');
+                    }
+                    self.error(&format!("{field}[{i}]"), format!("{shown:?}: {e}"));
+                }
+            }
+        }
+        conditions
     }
 
     fn duration(&mut self, field: &str, text: &str) -> Option<Duration> {

@@ -18,12 +18,14 @@ use crate::{
     },
 };
 
+mod attestation;
 pub mod legacy;
 mod sigstore;
 mod simple_signing;
 #[cfg(test)]
 mod tests;
 
+pub use attestation::{check_attestations, AttestationOutcome};
 pub use sigstore::{verify_bundle, TrustMaterial};
 
 /// The predicate type of a cosign v3 image signature statement.
@@ -39,6 +41,7 @@ pub struct Verified {
     reference: Reference,
     digest: Digest,
     evidence: Vec<Evidence>,
+    attestations: Vec<AttestationOutcome>,
 }
 
 /// What was checked for one accepted signature; goes into the audit record and `verify` output.
@@ -55,6 +58,10 @@ pub struct Evidence {
     pub tlog_index: Option<u64>,
     /// Where the signing time came from; `none` for a key signature without a log entry.
     pub time_source: &'static str,
+    /// The verified signing time (unix seconds), when there is one: what `maxAge` is
+    /// measured against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_at: Option<i64>,
 }
 
 /// Why one signature layer did not count.
@@ -105,6 +112,29 @@ impl Verified {
 
     pub fn evidence(&self) -> &[Evidence] {
         &self.evidence
+    }
+
+    /// The rule's attestations, each passed.
+    pub fn attestations(&self) -> &[AttestationOutcome] {
+        &self.attestations
+    }
+
+    /// Requires every attestation in `required` of an image whose signature verified: the image
+    /// stays verified only if all hold. On failure, every outcome is returned for the record.
+    pub fn require_attestations(
+        mut self,
+        bundles: &[AttachedBundle],
+        required: &[crate::policy::Attestation],
+        authorities: &[Authority],
+        trust: Option<&TrustMaterial>,
+        now: i64,
+    ) -> Result<Self, Vec<AttestationOutcome>> {
+        let outcomes = check_attestations(&self.digest, bundles, required, authorities, trust, now);
+        if outcomes.iter().any(|o| o.result != "pass") {
+            return Err(outcomes);
+        }
+        self.attestations = outcomes;
+        Ok(self)
     }
 }
 
@@ -179,6 +209,7 @@ pub fn verify_image(
         reference: reference.clone(),
         digest: digest.clone(),
         evidence,
+        attestations: Vec::new(),
     })
 }
 
@@ -366,6 +397,7 @@ fn check_key_signature(
             issuer: None,
             tlog_index: None,
             time_source: "none",
+            signed_at: None,
         });
     }
     let any_key = authorities.iter().any(|a| matches!(a.kind, AuthorityKind::Key(_)));

@@ -116,6 +116,7 @@ pub fn verify_bundle(
         issuer: result.issuer().map(str::to_string),
         tlog_index,
         time_source: time_source(bundle, &result),
+        signed_at: signing_time(&result),
     })
 }
 
@@ -166,4 +167,12 @@ fn time_source(bundle: &Bundle, result: &VerificationResult) -> &'static str {
         (false, true) => "tsa",
         _ => "tlog+tsa",
     }
+}
+
+/// The verified signing time: the log's integrated time, else the earliest verified timestamp.
+fn signing_time(result: &VerificationResult) -> Option<i64> {
+    result
+        .integrated_time()
+        .or_else(|| result.verified_timestamps().iter().min().copied())
+        .map(|t| t.as_second())
 }
