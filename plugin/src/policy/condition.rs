@@ -3,7 +3,13 @@
 //!
 //! A condition is compiled once, when the policy loads: it must parse, refer to no variable but
 //! `predicate`, `statement` and those its own comprehensions bind, call only functions the CEL
-//! standard library declares, and give `matches()` a literal pattern, which is compiled then.
+//! standard library declares, give `matches()` a literal pattern, which is compiled then, not be
+//! a literal, list, map or arithmetic result that can never be a bool, and be at most
+//! [`MAX_CONDITION_CHARS`] long and [`MAX_DEPTH`] deep. Other type errors only show when it is
+//! evaluated, as a failure that names the condition. The crate is used without its optional
+//! features: `matches()` is implemented here over the `regex` crate, with the patterns compiled
+//! once, and there are no `timestamp`/`duration` types (they would pull in chrono and
+//! chrono-tz).
 //!
 //! Evaluation is bounded in size and in work. The statement is refused beyond
 //! [`MAX_STATEMENT_BYTES`] serialized and [`MAX_STATEMENT_DEPTH`] levels of nesting, before it is
@@ -55,6 +61,20 @@ pub const MAX_STATEMENT_BYTES: usize = 4 * 1024 * 1024;
 /// A statement whose arrays and objects nest deeper than this is not evaluated (serde_json
 /// refuses to parse deeper than 128 levels anyway).
 pub const MAX_STATEMENT_DEPTH: usize = 128;
+
+/// Parentheses, brackets and calls may nest this deep in a condition; the parser's own limit
+/// is 96.
+const MAX_NESTING: u16 = 32;
+
+/// A compiled condition may be this deep at most, counting every operator, call, selection and
+/// comprehension on the way down. Evaluation recurses once per level, using up to 35 KiB of
+/// stack a level in a debug build: a 2 MiB stack holds about 60 levels there, and this leaves
+/// half of it spare. Real conditions are far shallower: the SPEC's are 4 deep.
+pub const MAX_DEPTH: usize = 32;
+
+/// The stack of the thread conditions are compiled on. A debug build of the parser needs about
+/// 8 MiB for the worst condition of [`MAX_CONDITION_CHARS`]; only what is used is committed.
+const COMPILE_STACK_BYTES: usize = 64 * 1024 * 1024;
 
 /// The work the conditions of one statement may do, in AST nodes evaluated inside
 /// comprehensions: about 0.35 s.
@@ -115,36 +135,35 @@ pub enum ConditionFailure {
 impl Condition {
     /// Parses and checks `text`. The error says what is wrong, without repeating `text`.
     pub fn compile(text: &str) -> Result<Self, String> {
-        if text.trim().is_empty() {
-            return Err("must not be empty".to_string());
-        }
-        let chars = text.chars().count();
-        if chars > MAX_CONDITION_CHARS {
-            return Err(format!(
-                "{chars} characters long; at most {MAX_CONDITION_CHARS} are allowed"
-            ));
-        }
-        let env = env();
-        // The parser is generated code; should it panic on some input, refuse the condition
-        // rather than take the policy load down with it.
-        let parsed = catch_unwind(AssertUnwindSafe(|| env.parser().parse(text)))
-            .map_err(|_| "the CEL parser failed on this expression".to_string())?;
-        let mut expr = parsed.map_err(|errors| format!("does not parse: {}", describe_parse_errors(text, &errors)))?;
-        if let Some(what) = never_bool(&expr.expr) {
-            return Err(format!("evaluates to {what}, never to a bool"));
-        }
-        let mut compiler = Compiler {
-            env: &env,
-            bound: Vec::new(),
-            patterns: Vec::new(),
-        };
-        compiler.walk(&mut expr)?;
-        Ok(Self {
-            text: text.to_string(),
-            program: Arc::new(Program {
-                expr,
-                patterns: compiler.patterns,
-            }),
+        Self::compile_all(&[text])
+            .pop()
+            .unwrap_or_else(|| Err("not compiled".to_string()))
+    }
+
+    /// [`compile`](Self::compile)s each of `texts`, on one thread.
+    ///
+    /// The CEL parser recurses once per operator of a chain such as `1 + 1 + …`, and in a debug
+    /// build it overflows a 4 MiB stack with 32 nested parentheses, which would abort the
+    /// process. So it runs on a thread of its own with a stack ample for any condition of
+    /// [`MAX_CONDITION_CHARS`]; what it accepts is at most [`MAX_DEPTH`] deep, so that
+    /// evaluating it fits on any thread.
+    pub fn compile_all<S: AsRef<str> + Sync>(texts: &[S]) -> Vec<Result<Self, String>> {
+        let compile_here = || texts.iter().map(|text| compile_here(text.as_ref())).collect();
+        std::thread::scope(|scope| {
+            let compiler = std::thread::Builder::new()
+                .name("pullgate-cel".to_string())
+                .stack_size(COMPILE_STACK_BYTES)
+                .spawn_scoped(scope, compile_here);
+            match compiler {
+                Ok(compiler) => compiler.join().unwrap_or_else(|_| {
+                    let failed = || Err("the CEL parser failed on this expression".to_string());
+                    texts.iter().map(|_| failed()).collect()
+                }),
+                Err(e) => texts
+                    .iter()
+                    .map(|_| Err(format!("cannot start the CEL compiler: {e}")))
+                    .collect(),
+            }
         })
     }
 
@@ -246,6 +265,68 @@ fn evaluate_within(
         .try_for_each(|condition| condition.evaluate(&bindings, &budget))
 }
 
+/// Compiles one condition on the current thread, which needs a stack of
+/// [`COMPILE_STACK_BYTES`].
+fn compile_here(text: &str) -> Result<Condition, String> {
+    if text.trim().is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    let chars = text.chars().count();
+    if chars > MAX_CONDITION_CHARS {
+        return Err(format!(
+            "{chars} characters long; at most {MAX_CONDITION_CHARS} are allowed"
+        ));
+    }
+    let env = env();
+    let parser = env.parser().max_recursion_depth(MAX_NESTING);
+    let mut expr = parser
+        .parse(text)
+        .map_err(|errors| format!("does not parse: {}", describe_parse_errors(text, &errors)))?;
+    if let Some(what) = never_bool(&expr.expr) {
+        return Err(format!("evaluates to {what}, never to a bool"));
+    }
+    let mut compiler = Compiler {
+        env: &env,
+        bound: Vec::new(),
+        patterns: Vec::new(),
+    };
+    compiler.walk(&mut expr)?;
+    if depth(&expr) > MAX_DEPTH {
+        return Err(format!(
+            "nested more than {MAX_DEPTH} levels deep (an operator or a call is a level)"
+        ));
+    }
+    Ok(Condition {
+        text: text.to_string(),
+        program: Arc::new(Program {
+            expr,
+            patterns: compiler.patterns,
+        }),
+    })
+}
+
+/// How deep `expr` nests, as evaluating it recurses.
+fn depth(expr: &IdedExpr) -> usize {
+    let deepest = |exprs: &mut dyn Iterator<Item = &IdedExpr>| exprs.map(depth).max().unwrap_or(0);
+    1 + match &expr.expr {
+        Expr::Call(call) => deepest(&mut call.target.as_deref().into_iter().chain(&call.args)),
+        Expr::Comprehension(c) => {
+            deepest(&mut [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result].into_iter())
+        }
+        Expr::List(list) => deepest(&mut list.elements.iter()),
+        Expr::Map(map) => deepest(&mut map.entries.iter().flat_map(|entry| match &entry.expr {
+            EntryExpr::MapEntry(entry) => vec![&entry.key, &entry.value],
+            EntryExpr::StructField(field) => vec![&field.value],
+        })),
+        Expr::Select(select) => depth(&select.operand),
+        Expr::Struct(message) => deepest(&mut message.entries.iter().filter_map(|entry| match &entry.expr {
+            EntryExpr::StructField(field) => Some(&field.value),
+            EntryExpr::MapEntry(_) => None,
+        })),
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => 0,
+    }
+}
+
 /// The shared standard environment: conditions are compiled and evaluated against it.
 fn env() -> Arc<Env> {
     static ENV: OnceLock<Arc<Env>> = OnceLock::new();
@@ -264,6 +345,11 @@ fn declared(name: &str) -> bool {
 /// `line 2, column 5: Syntax error: …` for each of (at most three of) the parser's errors.
 fn describe_parse_errors(text: &str, errors: &ParseErrors) -> String {
     const SHOWN: usize = 3;
+    const RECURSION: &str = "Recursion limit of ";
+    if errors.errors.iter().any(|e| e.msg.contains(RECURSION)) {
+        // The errors after it only follow from the parse being cut short.
+        return format!("nested more than {MAX_NESTING} levels deep");
+    }
     let multiline = text.contains('\n');
     let mut parts: Vec<String> = errors
         .errors
@@ -923,6 +1009,61 @@ mod tests {
     }
 
     #[test]
+    fn deep_conditions_are_refused() {
+        let nested = format!("{}true{}", "(".repeat(40), ")".repeat(40));
+        assert_eq!(refused(&nested), "does not parse: nested more than 32 levels deep");
+        let chain = format!("{}predicate.x == 1", "predicate.x + ".repeat(40));
+        assert_eq!(
+            refused(&chain),
+            "nested more than 32 levels deep (an operator or a call is a level)"
+        );
+        // The longest chain that fits compiles on its own thread, whatever the caller's stack.
+        let chain = format!("{}1 == 1", "1 + ".repeat(MAX_CONDITION_CHARS / 4 - 2));
+        let refusal = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || Condition::compile(&chain).err())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(
+            refusal.as_deref(),
+            Some("nested more than 32 levels deep (an operator or a call is a level)")
+        );
+    }
+
+    #[test]
+    fn the_deepest_conditions_evaluate_on_a_small_stack() {
+        let conditions = [
+            format!("{}predicate.x == 1", "predicate.x + ".repeat(MAX_DEPTH - 3)),
+            format!("{}true{}", "predicate.l.all(x, ".repeat(9), ")".repeat(9)),
+            format!("{}true{}", "!(".repeat(MAX_DEPTH - 1), ")".repeat(MAX_DEPTH - 1)),
+            format!("{}true{}", "[".repeat(MAX_DEPTH - 3), "]".repeat(MAX_DEPTH - 3)) + ".size() == 1",
+            "predicate == statement.predicate && has(predicate.d)".to_string(),
+        ];
+        let mut deep = json!(1);
+        for _ in 0..MAX_STATEMENT_DEPTH - 3 {
+            deep = json!({ "d": deep });
+        }
+        let statement = json!({"predicate": {"x": 1, "l": [1, 2], "d": deep}});
+        for text in conditions {
+            let condition = compile(&text);
+            assert!(depth(&condition.program.expr) <= MAX_DEPTH, "{text}");
+            let statement = statement.clone();
+            // Tokio's blocking threads have 2 MiB stacks.
+            let outcome = std::thread::Builder::new()
+                .stack_size(2 * 1024 * 1024)
+                .spawn(move || evaluate(&[condition], &statement))
+                .unwrap()
+                .join()
+                .unwrap();
+            assert!(
+                !matches!(outcome, Err(ConditionFailure::TooLarge { .. })),
+                "{text}: {outcome:?}"
+            );
+        }
+    }
+
+    #[test]
     fn long_conditions_are_refused() {
         let text = format!("predicate.x == '{}'", "a".repeat(MAX_CONDITION_CHARS));
         assert_eq!(
@@ -1120,8 +1261,10 @@ mod tests {
             &big,
         );
         spent("predicate.list.all(x, predicate.list.map(y, y + x).size() > 0)", &big);
-        spent("predicate.list.all(x, x + 1 in predicate.list)", &big);
-        let keyed = statement("x", json!({ "list": vec![0; 1_000], "map": {"1": 1} }));
+        spent("predicate.list.all(x, !(x + 1 in predicate.list))", &big);
+        // A lookup in a map is not a scan.
+        let map: serde_json::Map<String, Json> = (1_000..2_000).map(|i| (i.to_string(), json!(i))).collect();
+        let keyed = statement("x", json!({ "list": vec![0; 1_000], "map": map }));
         let lookups = compile("predicate.list.all(x, !(string(x + 1) in predicate.map))");
         assert_eq!(evaluate_within(&[lookups], &keyed, STEPS), Ok(()));
         assert_eq!(

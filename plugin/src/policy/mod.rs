@@ -31,7 +31,7 @@ use crate::verify::TrustMaterial;
 pub use self::{
     authority::{Authority, AuthorityKind, IdentityMatch, Keyless, Tlog},
     condition::{
-        evaluate as evaluate_conditions, Condition, ConditionFailure, MAX_CONDITIONS, MAX_CONDITION_CHARS,
+        evaluate as evaluate_conditions, Condition, ConditionFailure, MAX_CONDITIONS, MAX_CONDITION_CHARS, MAX_DEPTH,
         MAX_STATEMENT_BYTES, MAX_STATEMENT_DEPTH, MAX_STEPS,
     },
     decide::Decision,

@@ -422,9 +422,12 @@ impl Validator<'_> {
         if !self.bounded(field, "conditions", texts.len(), MAX_CONDITIONS) {
             return Vec::new();
         }
+        if texts.is_empty() {
+            return Vec::new();
+        }
         let mut conditions = Vec::with_capacity(texts.len());
-        for (i, text) in texts.iter().enumerate() {
-            match Condition::compile(text) {
+        for (i, (text, compiled)) in texts.iter().zip(Condition::compile_all(texts)).enumerate() {
+            match compiled {
                 Ok(condition) => conditions.push(condition),
                 Err(e) if text.trim().is_empty() => self.error(&format!("{field}[{i}]"), e),
                 Err(e) => {
