@@ -16,3 +16,16 @@ pub mod reference;
 pub mod registry;
 pub mod serve;
 pub mod verify;
+
+/// An error and all its causes on one line, `outer: cause: root cause`: transport errors hide
+/// the reason (refused, TLS, timeout) in their sources, and operators need it in the message.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

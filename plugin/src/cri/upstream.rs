@@ -106,13 +106,11 @@ impl Upstream {
 
     async fn send(&self, request: Request<Body>) -> Result<Response<Body>, Status> {
         let unavailable = |e: tonic::transport::Error| {
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg = format!("{msg}: {s}");
-                source = s.source();
-            }
-            Status::unavailable(format!("containerd at {}: {msg}", self.path.display()))
+            Status::unavailable(format!(
+                "containerd at {}: {}",
+                self.path.display(),
+                crate::error_chain(&e)
+            ))
         };
         let mut channel = self.channel.clone();
         channel.ready().await.map_err(unavailable)?;

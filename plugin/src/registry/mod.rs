@@ -296,15 +296,10 @@ impl Session<'_> {
 }
 
 fn unavailable(url: &str, e: &reqwest::Error) -> RegistryError {
-    // reqwest's Display hides the cause ("error sending request"); walk the chain.
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    let msg = msg.replace(url, "").replace(" for  ", " ").replace(" ()", "");
+    let msg = crate::error_chain(e)
+        .replace(url, "")
+        .replace(" for  ", " ")
+        .replace(" ()", "");
     RegistryError::Unavailable(format!("{url}: {msg}"))
 }
 
