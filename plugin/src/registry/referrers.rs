@@ -65,6 +65,14 @@ struct ReferrerManifest {
     annotations: std::collections::BTreeMap<String, String>,
 }
 
+impl AttachedBundle {
+    /// The bundle, parsed.
+    pub fn parse(&self) -> Result<sigstore_types::Bundle, String> {
+        let text = std::str::from_utf8(&self.bytes).map_err(|e| format!("bundle {}: {e}", self.manifest))?;
+        sigstore_types::Bundle::from_json(text).map_err(|e| format!("bundle {}: {e}", self.manifest))
+    }
+}
+
 /// The referrers tag of `image`: where registries without the referrers API keep the index.
 pub fn referrers_tag(image: &Digest) -> String {
     format!("sha256-{}", image.hex())

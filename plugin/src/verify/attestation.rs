@@ -5,7 +5,7 @@
 use std::fmt;
 
 use serde::Serialize;
-use sigstore_types::{Artifact, Bundle, SignatureContent};
+use sigstore_types::{Artifact, SignatureContent};
 
 use super::{first_accepting, verify_bundle, Evidence, TrustMaterial};
 use crate::{
@@ -127,8 +127,7 @@ fn check_one(
     now: i64,
 ) -> Result<Option<Evidence>, Unmet> {
     let unsigned = |why: String| Unmet::Unsigned(format!("bundle {}: {why}", attached.manifest));
-    let text = std::str::from_utf8(&attached.bytes).map_err(|e| unsigned(e.to_string()))?;
-    let bundle = Bundle::from_json(text).map_err(|e| unsigned(e.to_string()))?;
+    let bundle = attached.parse().map_err(Unmet::Unsigned)?;
     let SignatureContent::DsseEnvelope(envelope) = &bundle.content else {
         return Ok(None);
     };

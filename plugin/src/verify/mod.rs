@@ -268,12 +268,9 @@ fn check_attached_bundle(
     {
         return None;
     }
-    let bundle = match std::str::from_utf8(&attached.bytes)
-        .map_err(|e| e.to_string())
-        .and_then(|text| sigstore_types::Bundle::from_json(text).map_err(|e| e.to_string()))
-    {
+    let bundle = match attached.parse() {
         Ok(b) => b,
-        Err(e) => return Some(Err(Rejection::Invalid(format!("bundle {}: {e}", attached.manifest)))),
+        Err(e) => return Some(Err(Rejection::Invalid(e))),
     };
     // A message signature says nothing about what it signs; only a statement binds the image.
     let sigstore_types::SignatureContent::DsseEnvelope(envelope) = &bundle.content else {
