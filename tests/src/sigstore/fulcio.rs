@@ -233,6 +233,20 @@ impl FulcioCa {
 
     /// Issues a leaf for `request`, with an SCT from `ctlog` embedded (none without a log).
     pub fn issue(&self, ctlog: Option<&CtLog>, request: &LeafRequest) -> Leaf {
+        self.issue_with_sct_list(request, |issuer_spki, precert_tbs, timestamp_ms| {
+            ctlog.map(|log| sct_list_extension(&[log.sign_precert(issuer_spki, precert_tbs, timestamp_ms)]))
+        })
+    }
+
+    /// Issues a leaf for `request` whose SCT list extension holds what `sct_list` returns (the
+    /// extension's DER content, see [`sct_list_extension`]) given the signing CA's DER
+    /// SubjectPublicKeyInfo, the precertificate TBS and the SCT timestamp (ms); no extension for
+    /// `None`. For SCTs that must not verify: from another log, over other bytes, malformed.
+    pub fn issue_with_sct_list(
+        &self,
+        request: &LeafRequest,
+        sct_list: impl FnOnce(&[u8], &[u8], u64) -> Option<Vec<u8>>,
+    ) -> Leaf {
         let key = RcgenKeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("generate the leaf key");
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
@@ -258,14 +272,12 @@ impl FulcioCa {
 
         let signer = self.signer();
         let mut cert = params.signed_by(&key, &signer.issuer).expect("sign the leaf");
-        if let Some(ctlog) = ctlog {
-            let precert_tbs = der::tbs_certificate(cert.der()).expect("a TBSCertificate").to_vec();
-            let timestamp_ms = u64::try_from(request.not_before).expect("a time after 1970") * 1000;
-            let sct = ctlog.sign_precert(&signer.spki, &precert_tbs, timestamp_ms);
-            params.custom_extensions.push(CustomExtension::from_oid_content(
-                &SCT_LIST_OID,
-                sct_list_extension(&[sct]),
-            ));
+        let precert_tbs = der::tbs_certificate(cert.der()).expect("a TBSCertificate").to_vec();
+        let timestamp_ms = u64::try_from(request.not_before).expect("a time after 1970") * 1000;
+        if let Some(content) = sct_list(&signer.spki, &precert_tbs, timestamp_ms) {
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(&SCT_LIST_OID, content));
             cert = params
                 .signed_by(&key, &signer.issuer)
                 .expect("sign the leaf with its SCT");
