@@ -17,7 +17,7 @@ use crate::{
     containerd::Containerd,
     cri::{UnaryCall, UnaryReply, Upstream},
     denial::{Denial, DenialKind},
-    policy::{Action, Decision, Mode, Policy, Rule},
+    policy::{predicate, Action, Decision, Mode, Policy, Rule},
     reference::{Digest, Reference},
     registry::{cosign, referrers, Credentials, Registries, RegistryError},
     verify::{self, AttestationOutcome, Evidence, TrustMaterial, Verified},
@@ -164,16 +164,26 @@ impl Judge {
         let session = self.registries.session(reference, credentials);
         let manifest = session.resolve(reference).await.map_err(|e| from_registry(None, e))?;
         let digest = manifest.digest;
-        // Legacy .sig tags and v3 bundle referrers are looked up at the same time. Either
-        // lookup failing as a whole (the registry went away) fails the verification: a
+        // Legacy .sig and .att tags and v3 bundle referrers are looked up at the same time.
+        // Any lookup failing as a whole (the registry went away) fails the verification: a
         // signature that could not be fetched might be the one that counts.
-        let (layers, referrers) = tokio::join!(
+        let mut wanted = vec![verify::COSIGN_SIGN_PREDICATE];
+        wanted.extend(rule.attestations().iter().map(|a| a.predicate_type.as_str()));
+        let attestations = async {
+            match rule.attestations() {
+                [] => Ok(Vec::new()),
+                _ => cosign::legacy_attestations(&session, &digest, &wanted).await,
+            }
+        };
+        let (layers, referrers, attestations) = tokio::join!(
             cosign::legacy_signatures(&session, &digest),
-            referrers::sigstore_bundles(&session, &digest)
+            referrers::sigstore_bundles(&session, &digest, &wanted),
+            attestations,
         );
         let attached = verify::Attached {
             layers: layers.map_err(|e| from_registry(Some(&digest), e))?,
             referrers: referrers.map_err(|e| from_registry(Some(&digest), e))?,
+            attestations: attestations.map_err(|e| from_registry(Some(&digest), e))?,
         };
         let verified = verify::verify_image(reference, &digest, &attached, rule.authorities(), trust)
             .map_err(|unverified| Refusal::policy(Some(digest.clone()), unverified.to_string()))?;
@@ -183,9 +193,8 @@ impl Judge {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let bundles = &attached.referrers.bundles;
         verified
-            .require_attestations(bundles, rule.attestations(), rule.authorities(), trust, now)
+            .require_attestations(&attached, rule.attestations(), rule.authorities(), trust, now)
             .map_err(|outcomes| {
                 let failed: Vec<String> = outcomes
                     .iter()
@@ -194,7 +203,7 @@ impl Judge {
                         format!(
                             "attestation {:?} ({}): {}",
                             o.name,
-                            o.predicate_type,
+                            predicate::describe(&o.predicate_type),
                             o.reason.as_deref().unwrap_or("failed")
                         )
                     })

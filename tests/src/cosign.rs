@@ -13,6 +13,12 @@ use crate::distribution::{
 /// The media type of a simple-signing payload layer.
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 
+/// Media type of a `cosign attest` layer: a DSSE envelope.
+pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
+
+/// The layer annotation in which cosign names an attestation's predicate type.
+pub const PREDICATE_TYPE_ANNOTATION: &str = "predicateType";
+
 /// The layer annotation that holds the base64 signature over the payload.
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 
@@ -116,15 +122,49 @@ pub async fn attach_signature_with_annotations(
     auth: Auth<'_>,
 ) -> Result<String, RegistryError> {
     let tag = signature_tag(image_digest);
-    let mut layers = match get_manifest(host, repo, &tag, auth).await {
-        Ok((bytes, _)) => parse_manifest(host, repo, &tag, &bytes)?.layers,
+    append_layer(host, repo, &tag, SIMPLE_SIGNING, payload, annotations, auth).await
+}
+
+/// The tag `cosign attest` (without the new bundle format) stores attestations under.
+pub fn attestation_tag(image_digest: &str) -> String {
+    format!("{}.att", image_digest.replacen(':', "-", 1))
+}
+
+/// Appends one attestation layer, a DSSE envelope (`envelope_json`, stored as given) with
+/// `annotations`, to the `.att` image of `repo@image_digest`, as `cosign attest` does.
+/// Returns the new `.att` manifest's digest.
+pub async fn attach_attestation_layer(
+    host: &str,
+    repo: &str,
+    image_digest: &str,
+    envelope_json: &[u8],
+    annotations: BTreeMap<String, String>,
+    auth: Auth<'_>,
+) -> Result<String, RegistryError> {
+    let tag = attestation_tag(image_digest);
+    append_layer(host, repo, &tag, DSSE_ENVELOPE, envelope_json, annotations, auth).await
+}
+
+/// Appends a layer of `media_type` holding `payload` to the cosign image tagged `tag`
+/// (created if missing), with a config listing every layer, as cosign's static layers do.
+async fn append_layer(
+    host: &str,
+    repo: &str,
+    tag: &str,
+    layer_media_type: &str,
+    payload: &[u8],
+    annotations: BTreeMap<String, String>,
+    auth: Auth<'_>,
+) -> Result<String, RegistryError> {
+    let mut layers = match get_manifest(host, repo, tag, auth).await {
+        Ok((bytes, _)) => parse_manifest(host, repo, tag, &bytes)?.layers,
         Err(e) if e.is_not_found() => Vec::new(),
         Err(e) => return Err(e),
     };
 
     let payload_digest = push_blob(host, repo, payload, auth).await?;
     layers.push(Descriptor {
-        media_type: SIMPLE_SIGNING.to_owned(),
+        media_type: layer_media_type.to_owned(),
         size: payload.len(),
         digest: payload_digest,
         annotations,
@@ -157,7 +197,7 @@ pub async fn attach_signature_with_annotations(
         layers,
     })
     .expect("serialize a signature manifest");
-    put_manifest(host, repo, &tag, &manifest, media_type::OCI_MANIFEST, auth).await
+    put_manifest(host, repo, tag, &manifest, media_type::OCI_MANIFEST, auth).await
 }
 
 /// Every signature in the `.sig` image of `repo@image_digest`, in layer order; none if the tag

@@ -1,5 +1,6 @@
-//! Discovery of cosign's legacy signature layout: the tag `sha256-<hex>.sig` in the image's
-//! repository, one simple-signing layer per signature.
+//! Discovery of cosign's legacy layout: the tags `sha256-<hex>.sig` (one simple-signing layer
+//! per signature) and `sha256-<hex>.att` (one DSSE envelope layer per attestation) in the
+//! image's repository, with the signing material in each layer's annotations.
 
 use std::collections::BTreeMap;
 
@@ -17,8 +18,22 @@ pub const MAX_SIGNATURES: usize = 64;
 /// A simple-signing payload larger than this is not fetched (cosign's are a few hundred bytes).
 pub const MAX_PAYLOAD_BYTES: u64 = 64 * 1024;
 
-/// One layer of a `.sig` manifest: its descriptor annotations and, when it is a signature
-/// payload of acceptable size, the payload bytes (already checked against the layer digest).
+/// Media type of a `cosign attest` layer: a DSSE envelope around an in-toto statement.
+pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
+
+/// The layer annotation in which cosign names an attestation's predicate type, so layers of
+/// types no rule asks for are not downloaded. Older cosign did not write it.
+pub const PREDICATE_TYPE_ANNOTATION: &str = "predicateType";
+
+/// An attestation envelope larger than this is not fetched: room for a large SBOM.
+pub const MAX_ENVELOPE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// What the layers of one tag may add up to; layers beyond it are not fetched.
+pub const MAX_TAG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// One layer of a `.sig` or `.att` manifest: its descriptor annotations and, when it is a
+/// payload of the expected type and an acceptable size, its bytes (checked against the layer
+/// digest).
 #[derive(Debug, Clone)]
 pub struct SignatureLayer {
     pub media_type: String,
@@ -55,34 +70,91 @@ pub fn signature_tag(image: &Digest) -> String {
     format!("sha256-{}.sig", image.hex())
 }
 
+/// The tag `cosign attest` stores an image's attestations under.
+pub fn attestation_tag(image: &Digest) -> String {
+    format!("sha256-{}.att", image.hex())
+}
+
 /// Fetches the legacy `.sig` signatures of `image`. An image without the tag has none.
 pub async fn legacy_signatures(session: &Session<'_>, image: &Digest) -> Result<Vec<SignatureLayer>, RegistryError> {
-    let tag = signature_tag(image);
-    let Some(manifest) = session.manifest(&tag).await? else {
+    legacy_layers(session, &signature_tag(image), |layer| {
+        if layer.media_type != SIMPLE_SIGNING {
+            return Wanted::Skip(format!("layer media type {} is not a signature", layer.media_type));
+        }
+        Wanted::Fetch(MAX_PAYLOAD_BYTES)
+    })
+    .await
+}
+
+/// Fetches the legacy `.att` attestations of `image` whose predicate type is one of `wanted`
+/// (or is not announced). An image without the tag has none.
+pub async fn legacy_attestations(
+    session: &Session<'_>,
+    image: &Digest,
+    wanted: &[&str],
+) -> Result<Vec<SignatureLayer>, RegistryError> {
+    legacy_layers(session, &attestation_tag(image), |layer| {
+        if layer.media_type != DSSE_ENVELOPE {
+            return Wanted::Skip(format!("layer media type {} is not a DSSE envelope", layer.media_type));
+        }
+        match layer.annotations.get(PREDICATE_TYPE_ANNOTATION) {
+            Some(t) if !wanted.contains(&t.as_str()) => Wanted::Ignore,
+            _ => Wanted::Fetch(MAX_ENVELOPE_BYTES),
+        }
+    })
+    .await
+}
+
+/// What to do with one layer of a legacy manifest.
+enum Wanted {
+    /// Fetch it, if it is at most this many bytes.
+    Fetch(u64),
+    /// Keep it as unfetched, for this reason (it shows in the rejections).
+    Skip(String),
+    /// Leave it out: nothing the rule asks for.
+    Ignore,
+}
+
+/// Fetches the manifest tagged `tag` and the layers `wanted` picks, within the size bounds.
+async fn legacy_layers(
+    session: &Session<'_>,
+    tag: &str,
+    wanted: impl Fn(&Descriptor) -> Wanted,
+) -> Result<Vec<SignatureLayer>, RegistryError> {
+    let Some(manifest) = session.manifest(tag).await? else {
         return Ok(Vec::new());
     };
-    let parsed: ImageManifest = serde_json::from_slice(&manifest.bytes)
-        .map_err(|e| RegistryError::Invalid(format!("signature manifest {tag}: {e}")))?;
+    let parsed: ImageManifest =
+        serde_json::from_slice(&manifest.bytes).map_err(|e| RegistryError::Invalid(format!("manifest {tag}: {e}")))?;
     if parsed.layers.len() > MAX_SIGNATURES {
         return Err(RegistryError::Invalid(format!(
-            "signature manifest {tag}: {} layers, more than the {MAX_SIGNATURES} pullgate reads",
+            "manifest {tag}: {} layers, more than the {MAX_SIGNATURES} pullgate reads",
             parsed.layers.len()
         )));
     }
+    let mut budget = MAX_TAG_BYTES;
     let mut layers = Vec::with_capacity(parsed.layers.len());
     for layer in parsed.layers {
-        let payload = if layer.media_type != SIMPLE_SIGNING {
-            Payload::Skipped(format!("layer media type {} is not a signature", layer.media_type))
-        } else if layer.size > MAX_PAYLOAD_BYTES {
-            Payload::Skipped(format!(
-                "payload of {} bytes is larger than {MAX_PAYLOAD_BYTES}",
-                layer.size
-            ))
-        } else {
-            match Digest::parse(&layer.digest) {
-                Some(d) => Payload::Fetched(session.blob(&d, MAX_PAYLOAD_BYTES as usize).await?),
-                None => Payload::Skipped(format!("layer digest {:?} is not a sha256 digest", layer.digest)),
+        let payload = match wanted(&layer) {
+            Wanted::Ignore => continue,
+            Wanted::Skip(why) => Payload::Skipped(why),
+            Wanted::Fetch(max) if layer.size > max => {
+                Payload::Skipped(format!("layer of {} bytes is larger than {max}", layer.size))
             }
+            Wanted::Fetch(_) if layer.size > budget => Payload::Skipped(format!(
+                "layer of {} bytes would take {tag} past {MAX_TAG_BYTES} bytes",
+                layer.size
+            )),
+            // The declared size is only a claim: the read is bounded by the limits themselves
+            // and the budget is charged what actually arrived.
+            Wanted::Fetch(max) => match Digest::parse(&layer.digest) {
+                Some(d) => {
+                    let bytes = session.blob(&d, max.min(budget) as usize).await?;
+                    budget = budget.saturating_sub(bytes.len() as u64);
+                    Payload::Fetched(bytes)
+                }
+                None => Payload::Skipped(format!("layer digest {:?} is not a sha256 digest", layer.digest)),
+            },
         };
         layers.push(SignatureLayer {
             media_type: layer.media_type,

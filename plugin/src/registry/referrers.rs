@@ -2,6 +2,8 @@
 //! signatures and attestations: `GET /v2/<repo>/referrers/<digest>`, and, where the registry
 //! has no referrers API (404), the referrers tag `<repo>:sha256-<hex>`.
 
+use std::collections::BTreeMap;
+
 use reqwest::StatusCode;
 use serde::Deserialize;
 
@@ -18,8 +20,12 @@ pub const PREDICATE_TYPE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
 /// More bundle referrers than this on one image are refused rather than fetched.
 pub const MAX_BUNDLES: usize = 64;
 
-/// A bundle larger than this is not fetched (a keyless bundle is a few KiB).
-pub const MAX_BUNDLE_BYTES: u64 = 1024 * 1024;
+/// A bundle larger than this is not fetched: a signature bundle is a few KiB, an attestation
+/// carrying an SBOM can be megabytes.
+pub const MAX_BUNDLE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// What the bundles of one image may add up to; bundles beyond it are not fetched.
+pub const MAX_BUNDLES_TOTAL_BYTES: u64 = 16 * 1024 * 1024;
 
 /// An index listing referrers is refused above this size.
 const MAX_INDEX_BYTES: usize = 1024 * 1024;
@@ -51,7 +57,7 @@ struct Descriptor {
     #[serde(default)]
     artifact_type: Option<String>,
     #[serde(default)]
-    annotations: std::collections::BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -62,7 +68,7 @@ struct ReferrerManifest {
     #[serde(default)]
     subject: Option<Descriptor>,
     #[serde(default)]
-    annotations: std::collections::BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
 }
 
 impl AttachedBundle {
@@ -86,8 +92,18 @@ pub struct Referrers {
     pub unreadable: Vec<String>,
 }
 
-/// Fetches every Sigstore bundle that refers to `image`, at most [`MAX_BUNDLES`].
-pub async fn sigstore_bundles(session: &Session<'_>, image: &Digest) -> Result<Referrers, RegistryError> {
+/// Fetches the Sigstore bundles that refer to `image`, at most [`MAX_BUNDLES`]: those whose
+/// announced predicate type is one of `wanted`, and those that announce none.
+pub async fn sigstore_bundles(
+    session: &Session<'_>,
+    image: &Digest,
+    wanted: &[&str],
+) -> Result<Referrers, RegistryError> {
+    let is_wanted = |annotations: &BTreeMap<String, String>| {
+        annotations
+            .get(PREDICATE_TYPE_ANNOTATION)
+            .is_none_or(|t| wanted.contains(&t.as_str()))
+    };
     let mut found = Referrers::default();
     let Some(index) = referrers_index(session, image).await? else {
         return Ok(found);
@@ -99,6 +115,7 @@ pub async fn sigstore_bundles(session: &Session<'_>, image: &Digest) -> Result<R
             d.artifact_type
                 .as_deref()
                 .is_some_and(|t| t.starts_with(BUNDLE_ARTIFACT_TYPE))
+                && is_wanted(&d.annotations)
         })
         .collect();
     if candidates.len() > MAX_BUNDLES {
@@ -107,6 +124,7 @@ pub async fn sigstore_bundles(session: &Session<'_>, image: &Digest) -> Result<R
             "{skipped} bundle referrers beyond the first {MAX_BUNDLES} were not read"
         ));
     }
+    let mut budget = MAX_BUNDLES_TOTAL_BYTES;
     for descriptor in candidates.into_iter().take(MAX_BUNDLES) {
         let Some(digest) = Digest::parse(&descriptor.digest) else {
             found.unreadable.push(format!(
@@ -115,8 +133,9 @@ pub async fn sigstore_bundles(session: &Session<'_>, image: &Digest) -> Result<R
             ));
             continue;
         };
-        match fetch_bundle(session, image, &digest).await {
+        match fetch_bundle(session, image, &digest, &is_wanted, budget).await {
             Ok(Some(bundle)) => {
+                budget = budget.saturating_sub(bundle.bytes.len() as u64);
                 let predicate_type = bundle
                     .predicate_type
                     .or_else(|| descriptor.annotations.get(PREDICATE_TYPE_ANNOTATION).cloned());
@@ -156,19 +175,22 @@ async fn referrers_index(session: &Session<'_>, image: &Digest) -> Result<Option
         .map_err(|e| RegistryError::Invalid(format!("referrers of {image}: not an image index: {e}")))
 }
 
-/// Fetches one referrer manifest and its bundle layer. A manifest whose subject is another
-/// image (a stale or forged index entry) is skipped.
+/// Fetches one referrer manifest and its bundle layer, of at most `budget` bytes. A manifest
+/// whose subject is another image (a stale or forged index entry), or whose predicate type is
+/// not wanted, is skipped.
 async fn fetch_bundle(
     session: &Session<'_>,
     image: &Digest,
     manifest_digest: &Digest,
+    is_wanted: impl Fn(&BTreeMap<String, String>) -> bool,
+    budget: u64,
 ) -> Result<Option<AttachedBundle>, RegistryError> {
     let Some(manifest) = session.manifest(manifest_digest.as_str()).await? else {
         return Ok(None);
     };
     let parsed: ReferrerManifest = serde_json::from_slice(&manifest.bytes)
         .map_err(|e| RegistryError::Invalid(format!("referrer {manifest_digest}: {e}")))?;
-    if parsed.subject.as_ref().map(|s| s.digest.as_str()) != Some(image.as_str()) {
+    if parsed.subject.as_ref().map(|s| s.digest.as_str()) != Some(image.as_str()) || !is_wanted(&parsed.annotations) {
         return Ok(None);
     }
     let Some(layer) = parsed
@@ -187,7 +209,15 @@ async fn fetch_bundle(
     let Some(layer_digest) = Digest::parse(&layer.digest) else {
         return Ok(None);
     };
-    let bytes = session.blob(&layer_digest, MAX_BUNDLE_BYTES as usize).await?;
+    if layer.size > budget {
+        return Err(RegistryError::Invalid(format!(
+            "referrer {manifest_digest}: bundle of {} bytes would take the image's bundles past {MAX_BUNDLES_TOTAL_BYTES} bytes",
+            layer.size
+        )));
+    }
+    let bytes = session
+        .blob(&layer_digest, MAX_BUNDLE_BYTES.min(budget) as usize)
+        .await?;
     Ok(Some(AttachedBundle {
         manifest: manifest_digest.clone(),
         predicate_type: parsed.annotations.get(PREDICATE_TYPE_ANNOTATION).cloned(),
@@ -245,6 +275,9 @@ mod tests {
         host
     }
 
+    const SIGN: &str = "https://sigstore.dev/cosign/sign/v1";
+    const SPDX: &str = "https://spdx.dev/Document";
+
     #[tokio::test]
     async fn referrers_api_answers_are_followed_and_foreign_subjects_skipped() {
         let image = Digest::of(b"the image manifest");
@@ -270,7 +303,10 @@ mod tests {
             "manifests": [
                 {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": Digest::of(&good).to_string(), "size": good.len(), "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json"},
                 {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": Digest::of(&foreign).to_string(), "size": foreign.len(), "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json"},
-                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": Digest::of(b"sbom").to_string(), "size": 4, "artifactType": "application/spdx+json"}
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": Digest::of(b"sbom").to_string(), "size": 4, "artifactType": "application/spdx+json"},
+                // An SPDX attestation bundle whose manifest is unreadable: only read when wanted.
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": Digest::of(b"not json").to_string(), "size": 8, "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+                 "annotations": {PREDICATE_TYPE_ANNOTATION: SPDX}}
             ]
         });
         let routes = HashMap::from([
@@ -278,6 +314,10 @@ mod tests {
             (format!("/v2/app/manifests/{}", Digest::of(&good)), good.clone()),
             (format!("/v2/app/manifests/{}", Digest::of(&foreign)), foreign.clone()),
             (format!("/v2/app/blobs/{bundle_digest}"), bundle.clone()),
+            (
+                format!("/v2/app/manifests/{}", Digest::of(b"not json")),
+                b"not json".to_vec(),
+            ),
         ]);
         let host = serve(routes).await;
         let mut config = Config::with_policy("unused".into());
@@ -290,7 +330,9 @@ mod tests {
         let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
         let session = registries.session(&reference, Credentials::anonymous());
 
-        let found = sigstore_bundles(&session, &image).await.unwrap().bundles;
+        let found = sigstore_bundles(&session, &image, &[SIGN]).await.unwrap();
+        assert!(found.unreadable.is_empty(), "{:?}", found.unreadable);
+        let found = found.bundles;
         assert_eq!(
             found.len(),
             1,
@@ -303,7 +345,16 @@ mod tests {
             Some("https://sigstore.dev/cosign/sign/v1")
         );
 
+        // Asked for SPDX too, the announced SPDX bundle is fetched (and found unreadable).
+        let found = sigstore_bundles(&session, &image, &[SIGN, SPDX]).await.unwrap();
+        assert_eq!(found.bundles.len(), 1);
+        assert_eq!(found.unreadable.len(), 1, "{:?}", found.unreadable);
+
         // No API and no referrers tag: nothing attached.
-        assert!(sigstore_bundles(&session, &other).await.unwrap().bundles.is_empty());
+        assert!(sigstore_bundles(&session, &other, &[SIGN])
+            .await
+            .unwrap()
+            .bundles
+            .is_empty());
     }
 }

@@ -5,18 +5,24 @@
 use std::fmt;
 
 use serde::Serialize;
-use sigstore_types::{Artifact, SignatureContent};
+use sigstore_types::{Artifact, DsseEnvelope, Sha256Hash, SignatureContent};
 
-use super::{first_accepting, verify_bundle, Evidence, TrustMaterial};
+use super::{
+    first_accepting,
+    intoto::{verify_attestation_layer, AttestationLayer},
+    verify_bundle, Attached, Evidence, Rejection, TrustMaterial,
+};
 use crate::{
-    policy::{Attestation, Authority},
+    policy::{Attestation, Authority, MAX_STATEMENT_BYTES},
     reference::Digest,
-    registry::referrers::AttachedBundle,
+    registry::{
+        cosign::{self, Payload, SignatureLayer},
+        referrers::AttachedBundle,
+    },
 };
 
-/// Statements larger than this are not evaluated (they are parsed from a bundle already bounded
-/// at 1 MiB; this is the bound the condition evaluator relies on).
-const MAX_STATEMENT_BYTES: usize = 1024 * 1024;
+/// The DSSE payload type of an in-toto statement.
+const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 
 /// The outcome of one attestation requirement, for the audit record and `pullgate verify`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -69,27 +75,40 @@ impl fmt::Display for Unmet {
     }
 }
 
-/// Checks each of `required` against the bundles attached to the image. `now` (unix seconds)
-/// is only used for `maxAge`, against a signing time that was itself verified.
+/// Checks each of `required` against the statements attached to the image: bundles among its
+/// referrers and layers of its legacy `.att` tag. `now` (unix seconds) is only used for
+/// `maxAge`, against a signing time that was itself verified.
 pub fn check_attestations(
     digest: &Digest,
-    bundles: &[AttachedBundle],
+    attached: &Attached,
     required: &[Attestation],
     authorities: &[Authority],
     trust: Option<&TrustMaterial>,
     now: i64,
 ) -> Vec<AttestationOutcome> {
+    let sources: Vec<Source<'_>> = attached
+        .referrers
+        .bundles
+        .iter()
+        .map(Source::Bundle)
+        .chain(
+            attached
+                .attestations
+                .iter()
+                .enumerate()
+                .map(|(i, l)| Source::Layer(i + 1, l)),
+        )
+        .collect();
     required
         .iter()
         .map(|attestation| {
             let mut best = Unmet::Missing;
-            for bundle in bundles.iter().filter(|b| {
-                // Bundles announce their predicate type; only those that could match are read.
-                b.predicate_type
-                    .as_deref()
-                    .is_none_or(|t| t == attestation.predicate_type)
-            }) {
-                match check_one(digest, bundle, attestation, authorities, trust, now) {
+            // Sources announce their predicate type; only those that could match are read.
+            for source in sources
+                .iter()
+                .filter(|s| s.announced_type().is_none_or(|t| t == attestation.predicate_type))
+            {
+                match check_one(digest, source, attestation, authorities, trust, now) {
                     Ok(Some(evidence)) => {
                         return outcome(attestation, Ok(evidence));
                     }
@@ -117,21 +136,114 @@ fn outcome(attestation: &Attestation, result: Result<Evidence, Unmet>) -> Attest
     }
 }
 
-/// One bundle against one requirement: `Ok(None)` when it is not a statement of this type.
+/// Where a statement may be: a Sigstore bundle among the referrers, or a layer (numbered from 1)
+/// of the legacy `.att` tag.
+enum Source<'a> {
+    Bundle(&'a AttachedBundle),
+    Layer(usize, &'a SignatureLayer),
+}
+
+/// A source read far enough to see its statement, not yet authenticated.
+enum Opened<'a> {
+    Bundle(sigstore_types::Bundle),
+    Layer(AttestationLayer<'a>),
+}
+
+impl<'a> Source<'a> {
+    /// The predicate type the source says it holds, before it is downloaded or read.
+    fn announced_type(&self) -> Option<&str> {
+        match self {
+            Self::Bundle(bundle) => bundle.predicate_type.as_deref(),
+            Self::Layer(_, layer) => layer
+                .annotations
+                .get(cosign::PREDICATE_TYPE_ANNOTATION)
+                .map(String::as_str),
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Self::Bundle(bundle) => format!("bundle {}", bundle.manifest),
+            Self::Layer(n, _) => format!(".att layer {n}"),
+        }
+    }
+
+    /// The envelope; `None` when the source holds no in-toto statement.
+    fn open(&self) -> Result<Option<Opened<'a>>, String> {
+        match *self {
+            Self::Bundle(attached) => {
+                let bundle = attached.parse()?;
+                match bundle.content {
+                    SignatureContent::DsseEnvelope(_) => Ok(Some(Opened::Bundle(bundle))),
+                    _ => Ok(None),
+                }
+            }
+            Self::Layer(_, layer) => {
+                let bytes = match &layer.payload {
+                    Payload::Fetched(bytes) => bytes,
+                    Payload::Skipped(why) => return Err(why.clone()),
+                };
+                let envelope: DsseEnvelope =
+                    serde_json::from_slice(bytes).map_err(|e| format!("not a DSSE envelope: {e}"))?;
+                if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
+                    return Ok(None);
+                }
+                Ok(Some(Opened::Layer(AttestationLayer {
+                    bytes,
+                    annotations: &layer.annotations,
+                    envelope,
+                })))
+            }
+        }
+    }
+}
+
+impl Opened<'_> {
+    fn statement(&self) -> &[u8] {
+        match self {
+            Self::Bundle(bundle) => match &bundle.content {
+                SignatureContent::DsseEnvelope(envelope) => envelope.payload.as_bytes(),
+                _ => &[],
+            },
+            Self::Layer(layer) => layer.envelope.payload.as_bytes(),
+        }
+    }
+
+    /// Verifies the signature for one of `authorities`; `subject` is the digest the statement
+    /// names, which the signature must cover.
+    fn authenticate(
+        &self,
+        subject: Sha256Hash,
+        authorities: &[Authority],
+        trust: Option<&TrustMaterial>,
+    ) -> Result<Evidence, Rejection> {
+        match self {
+            Self::Bundle(bundle) => {
+                let trust = trust.ok_or(Rejection::NoTrustedRoot)?;
+                let keyless = bundle.signing_certificate().is_some();
+                first_accepting(authorities, keyless, |authority| {
+                    verify_bundle(trust, bundle, Artifact::from_digest(subject), authority)
+                })
+            }
+            Self::Layer(layer) => verify_attestation_layer(layer, subject, authorities, trust),
+        }
+    }
+}
+
+/// One source against one requirement: `Ok(None)` when it is not a statement of this type.
 fn check_one(
     digest: &Digest,
-    attached: &AttachedBundle,
+    source: &Source<'_>,
     attestation: &Attestation,
     authorities: &[Authority],
     trust: Option<&TrustMaterial>,
     now: i64,
 ) -> Result<Option<Evidence>, Unmet> {
-    let unsigned = |why: String| Unmet::Unsigned(format!("bundle {}: {why}", attached.manifest));
-    let bundle = attached.parse().map_err(Unmet::Unsigned)?;
-    let SignatureContent::DsseEnvelope(envelope) = &bundle.content else {
+    let unsigned = |why: String| Unmet::Unsigned(format!("{}: {why}", source.label()));
+    let Some(opened) = source.open().map_err(unsigned)? else {
         return Ok(None);
     };
-    let payload = envelope.payload.as_bytes();
+    let payload = opened.statement();
     if payload.len() > MAX_STATEMENT_BYTES {
         return Err(unsigned(format!("statement larger than {MAX_STATEMENT_BYTES} bytes")));
     }
@@ -141,7 +253,6 @@ fn check_one(
     }
     // Authenticate first, against the subject the statement names: nothing it says counts
     // before its signature does. Then it must name this image.
-    let trust = trust.ok_or_else(|| unsigned("no trustedRoot to verify it against".into()))?;
     let subjects: Vec<&str> = statement
         .get("subject")
         .and_then(|s| s.as_array())
@@ -155,12 +266,10 @@ fn check_one(
     let named = subjects
         .first()
         .ok_or_else(|| unsigned("statement has no sha256 subject".into()))?;
-    let hash = sigstore_types::Sha256Hash::from_hex(named).map_err(|e| unsigned(format!("subject digest: {e}")))?;
-    let keyless = bundle.signing_certificate().is_some();
-    let evidence = first_accepting(authorities, keyless, |authority| {
-        verify_bundle(trust, &bundle, Artifact::from_digest(hash), authority)
-    })
-    .map_err(|rejection| unsigned(rejection.to_string()))?;
+    let hash = Sha256Hash::from_hex(named).map_err(|e| unsigned(format!("subject digest: {e}")))?;
+    let evidence = opened
+        .authenticate(hash, authorities, trust)
+        .map_err(|rejection| unsigned(rejection.to_string()))?;
     if !subjects.contains(&digest.hex()) {
         return Err(Unmet::OtherSubject(format!(
             "statement is about sha256:{named}, not this image"

@@ -1,5 +1,5 @@
-//! cosign's legacy `.sig` annotations, restated as a Sigstore bundle v0.1 so the same verifier
-//! checks certificate chains, SCTs and Rekor SETs for old and new signatures alike.
+//! cosign's legacy `.sig` and `.att` annotations, restated as a Sigstore bundle v0.1 so the same
+//! verifier checks certificate chains, SCTs and Rekor SETs for old and new signatures alike.
 //!
 //! The layer carries `dev.sigstore.cosign/certificate` (PEM leaf) for keyless signatures and
 //! `dev.sigstore.cosign/bundle` for the Rekor entry:
@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use serde::Deserialize;
 use serde_json::json;
-use sigstore_types::Bundle;
+use sigstore_types::{Bundle, DsseEnvelope, SignatureBytes};
 
 /// PEM leaf certificate of a keyless signature.
 pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
@@ -19,11 +19,16 @@ pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
 /// The Rekor entry and its SET.
 pub const REKOR_BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
 
+/// The `dev.sigstore.cosign/bundle` annotation: a Rekor entry and its SET, as cosign stores them.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct RekorBundle {
+pub struct RekorBundle {
     signed_entry_timestamp: String,
     payload: RekorPayload,
+    #[serde(skip)]
+    kind: String,
+    #[serde(skip)]
+    api_version: String,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +48,52 @@ struct EntryKind {
     api_version: String,
 }
 
+impl RekorBundle {
+    /// Parses the annotation and reads the entry's kind and version from its body.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut rekor: RekorBundle =
+            serde_json::from_str(text).map_err(|e| format!("{REKOR_BUNDLE_ANNOTATION}: {e}"))?;
+        let kind: EntryKind =
+            serde_json::from_slice(&rekor.body()?).map_err(|e| format!("{REKOR_BUNDLE_ANNOTATION}: body: {e}"))?;
+        (rekor.kind, rekor.api_version) = (kind.kind, kind.api_version);
+        Ok(rekor)
+    }
+
+    /// `(kind, apiVersion)` of the entry, e.g. `("intoto", "0.0.1")`.
+    pub fn kind_version(&self) -> (&str, &str) {
+        (&self.kind, &self.api_version)
+    }
+
+    /// The entry body as the log canonicalized it.
+    pub fn body(&self) -> Result<Vec<u8>, String> {
+        BASE64
+            .decode(&self.payload.body)
+            .map_err(|e| format!("{REKOR_BUNDLE_ANNOTATION}: body: {e}"))
+    }
+
+    pub fn body_base64(&self) -> &str {
+        &self.payload.body
+    }
+
+    pub fn integrated_time(&self) -> i64 {
+        self.payload.integrated_time
+    }
+
+    pub fn log_index(&self) -> u64 {
+        self.payload.log_index
+    }
+
+    /// The log's ID: the sha256 of its public key.
+    pub fn log_id(&self) -> Result<Vec<u8>, String> {
+        hex::decode(&self.payload.log_id).map_err(|e| format!("{REKOR_BUNDLE_ANNOTATION}: logID: {e}"))
+    }
+
+    pub fn signed_entry_timestamp(&self) -> Result<SignatureBytes, String> {
+        SignatureBytes::from_base64(&self.signed_entry_timestamp)
+            .map_err(|e| format!("{REKOR_BUNDLE_ANNOTATION}: SignedEntryTimestamp: {e}"))
+    }
+}
+
 /// Whether the layer says anything a bundle must check: a certificate or a log entry.
 pub fn has_sigstore_material(annotations: &BTreeMap<String, String>) -> bool {
     annotations.contains_key(CERTIFICATE_ANNOTATION) || annotations.contains_key(REKOR_BUNDLE_ANNOTATION)
@@ -51,7 +102,25 @@ pub fn has_sigstore_material(annotations: &BTreeMap<String, String>) -> bool {
 /// Builds the bundle for a signature `signature` (raw bytes) over `payload`. Without a
 /// certificate annotation the bundle names a public key, for key authorities.
 pub fn to_bundle(annotations: &BTreeMap<String, String>, payload: &[u8], signature: &[u8]) -> Result<Bundle, String> {
-    let material_key = match annotations.get(CERTIFICATE_ANNOTATION) {
+    let digest = crate::reference::Digest::of(payload);
+    let digest_bytes = hex::decode(digest.hex()).map_err(|e| e.to_string())?;
+    let content = json!({
+        "messageDigest": {"algorithm": "SHA2_256", "digest": BASE64.encode(digest_bytes)},
+        "signature": BASE64.encode(signature),
+    });
+    restate(annotations, "messageSignature", content)
+}
+
+/// Builds the bundle for an attestation layer's DSSE envelope (`cosign attest`).
+pub fn dsse_to_bundle(annotations: &BTreeMap<String, String>, envelope: &DsseEnvelope) -> Result<Bundle, String> {
+    let content = serde_json::to_value(envelope).map_err(|e| e.to_string())?;
+    restate(annotations, "dsseEnvelope", content)
+}
+
+/// A bundle v0.1 with `content` under `field`, and the certificate, chain and log entry of the
+/// layer's annotations.
+fn restate(annotations: &BTreeMap<String, String>, field: &str, content: serde_json::Value) -> Result<Bundle, String> {
+    let mut material = match annotations.get(CERTIFICATE_ANNOTATION) {
         Some(pem) => {
             // The leaf, then the intermediates cosign stored beside it: they may complete a path
             // to a CA of the trusted root, never replace one.
@@ -68,45 +137,34 @@ pub fn to_bundle(annotations: &BTreeMap<String, String>, payload: &[u8], signatu
         }
         None => json!({"publicKey": {"hint": ""}}),
     };
-    let mut material = material_key;
     let tlog_entries = match annotations.get(REKOR_BUNDLE_ANNOTATION) {
         Some(text) => vec![tlog_entry(text)?],
         None => Vec::new(),
     };
     material["tlogEntries"] = json!(tlog_entries);
-    let digest = crate::reference::Digest::of(payload);
-    let hex = digest.hex();
-    let digest_bytes = hex::decode(hex).map_err(|e| e.to_string())?;
     let bundle = json!({
         "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
         "verificationMaterial": material,
-        "messageSignature": {
-            "messageDigest": {"algorithm": "SHA2_256", "digest": BASE64.encode(digest_bytes)},
-            "signature": BASE64.encode(signature),
-        },
+        field: content,
     });
     Bundle::from_json(&bundle.to_string()).map_err(|e| format!("cannot restate as a bundle: {e}"))
 }
 
 fn tlog_entry(text: &str) -> Result<serde_json::Value, String> {
-    let rekor: RekorBundle = serde_json::from_str(text).map_err(|e| format!("{REKOR_BUNDLE_ANNOTATION}: {e}"))?;
-    let body = BASE64
-        .decode(&rekor.payload.body)
-        .map_err(|e| format!("{REKOR_BUNDLE_ANNOTATION}: body: {e}"))?;
-    let kind: EntryKind = serde_json::from_slice(&body).map_err(|e| format!("{REKOR_BUNDLE_ANNOTATION}: body: {e}"))?;
-    let log_id = hex::decode(&rekor.payload.log_id).map_err(|e| format!("{REKOR_BUNDLE_ANNOTATION}: logID: {e}"))?;
+    let rekor = RekorBundle::parse(text)?;
+    let (kind, version) = rekor.kind_version();
     Ok(json!({
-        "logIndex": rekor.payload.log_index.to_string(),
-        "logId": {"keyId": BASE64.encode(log_id)},
-        "kindVersion": {"kind": kind.kind, "version": kind.api_version},
-        "integratedTime": rekor.payload.integrated_time.to_string(),
+        "logIndex": rekor.log_index().to_string(),
+        "logId": {"keyId": BASE64.encode(rekor.log_id()?)},
+        "kindVersion": {"kind": kind, "version": version},
+        "integratedTime": rekor.integrated_time().to_string(),
         "inclusionPromise": {"signedEntryTimestamp": rekor.signed_entry_timestamp},
         "canonicalizedBody": rekor.payload.body,
     }))
 }
 
 /// Every `CERTIFICATE` block of `pem`, as DER; at least one.
-fn pem_certificates(pem: &str, annotation: &str) -> Result<Vec<Vec<u8>>, String> {
+pub fn pem_certificates(pem: &str, annotation: &str) -> Result<Vec<Vec<u8>>, String> {
     let mut certificates = Vec::new();
     let mut lines = pem.lines().map(str::trim);
     while lines.any(|l| l.starts_with("-----BEGIN CERTIFICATE-----")) {

@@ -19,6 +19,8 @@ use crate::{
 };
 
 mod attestation;
+pub mod certificate;
+mod intoto;
 pub mod legacy;
 mod sigstore;
 mod simple_signing;
@@ -123,13 +125,13 @@ impl Verified {
     /// stays verified only if all hold. On failure, every outcome is returned for the record.
     pub fn require_attestations(
         mut self,
-        bundles: &[AttachedBundle],
+        attached: &Attached,
         required: &[crate::policy::Attestation],
         authorities: &[Authority],
         trust: Option<&TrustMaterial>,
         now: i64,
     ) -> Result<Self, Vec<AttestationOutcome>> {
-        let outcomes = check_attestations(&self.digest, bundles, required, authorities, trust, now);
+        let outcomes = check_attestations(&self.digest, attached, required, authorities, trust, now);
         if outcomes.iter().any(|o| o.result != "pass") {
             return Err(outcomes);
         }
@@ -149,18 +151,20 @@ pub fn verify_signatures(
 ) -> Result<Verified, Unverified> {
     let attached = Attached {
         layers: layers.to_vec(),
-        referrers: Referrers::default(),
+        ..Attached::default()
     };
     verify_image(reference, digest, &attached, authorities, trust)
 }
 
-/// Everything found attached to an image that may be a signature of it.
+/// Everything found attached to an image that may be a signature or attestation of it.
 #[derive(Debug, Default)]
 pub struct Attached {
     /// Layers of the legacy `.sig` tag.
     pub layers: Vec<SignatureLayer>,
     /// Sigstore bundles among the image's referrers, and the referrers that could not be read.
     pub referrers: Referrers,
+    /// Layers of the legacy `.att` tag (only fetched when the rule asks for attestations).
+    pub attestations: Vec<SignatureLayer>,
 }
 
 /// Checks every signature found for the image: legacy `.sig` layers and Sigstore bundles

@@ -2,6 +2,7 @@
 //! the certificate chain, SCT, transparency-log proofs and timestamps are its job; matching
 //! the signer against the policy's authority is ours.
 
+use sigstore_crypto::CertificateInfo;
 use sigstore_types::{Artifact, Bundle};
 use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy, VerificationResult, Verifier};
 
@@ -14,6 +15,9 @@ const TRUSTED_ROOT_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.trustedroot+
 /// The node's Sigstore trust material: Fulcio CAs, Rekor and CT log keys, TSAs.
 pub struct TrustMaterial {
     verifier: Verifier,
+    /// The parsed root, for what `sigstore-verify` does not check itself: legacy `intoto`
+    /// log entries and the certificates they vouch for.
+    root: sigstore_trust_root::TrustedRoot,
     /// `sha256:<hex>` of the file, so a change of trust is a change of generation.
     version: String,
 }
@@ -43,12 +47,17 @@ impl TrustMaterial {
         let verifier = Verifier::new(&root).map_err(|e| format!("unusable trusted root: {e}"))?;
         Ok(Self {
             verifier,
+            root,
             version: crate::reference::Digest::of(text.as_bytes()).to_string(),
         })
     }
 
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    pub fn root(&self) -> &sigstore_trust_root::TrustedRoot {
+        &self.root
     }
 }
 
@@ -93,7 +102,10 @@ pub fn verify_bundle(
         });
     }
     if let AuthorityKind::Keyless(keyless) = &authority.kind {
-        match_identity(keyless, &result)?;
+        match result.certificate().filter(|_| result.certificate_verified()) {
+            Some(certificate) => match_identity(keyless, certificate)?,
+            None => return Err(Rejection::IdentityMismatch("no verified certificate".into())),
+        }
     }
     let tlog_index = result
         .tlog_verified()
@@ -120,17 +132,14 @@ pub fn verify_bundle(
     })
 }
 
-/// Matches the verified certificate's issuer, subject and Fulcio claims against the authority.
-fn match_identity(keyless: &Keyless, result: &VerificationResult) -> Result<(), Rejection> {
+/// Matches a verified certificate's issuer, subject and Fulcio claims against the authority.
+pub(super) fn match_identity(keyless: &Keyless, cert: &CertificateInfo) -> Result<(), Rejection> {
     let mismatch = |what: String| Err(Rejection::IdentityMismatch(what));
-    let Some(cert) = result.certificate().filter(|_| result.certificate_verified()) else {
-        return mismatch("no verified certificate".into());
-    };
-    let issuer = result.issuer().unwrap_or_default();
+    let issuer = cert.issuer.as_deref().unwrap_or_default();
     if !keyless.issuer.matches(issuer) {
         return mismatch(format!("issuer {issuer:?}"));
     }
-    let subject = result.identity().map(|san| san.as_str()).unwrap_or_default();
+    let subject = cert.identity.as_ref().map(|san| san.as_str()).unwrap_or_default();
     if !keyless.subject.matches(subject) {
         return mismatch(format!("subject {subject:?}"));
     }

@@ -467,11 +467,11 @@ fn cosign_v3_bundle_is_accepted_for_its_digest_only() {
     let reference = Reference::parse("ghcr.io/kubewarden/kubewarden-controller:v1.34.0").unwrap();
     let digest = Digest::parse(KUBEWARDEN_DIGEST).unwrap();
     let attached = |bundles: Vec<AttachedBundle>| Attached {
-        layers: Vec::new(),
         referrers: Referrers {
             bundles,
             unreadable: Vec::new(),
         },
+        ..Attached::default()
     };
     let bundles = attached(vec![bundle.clone()]);
     let verified = verify_image(
@@ -553,7 +553,6 @@ fn a_message_signature_bundle_is_not_an_image_signature() {
     };
     let digest = Digest::of(&blob);
     let attached = Attached {
-        layers: Vec::new(),
         referrers: Referrers {
             bundles: vec![AttachedBundle {
                 manifest: Digest::of(b"m"),
@@ -562,6 +561,7 @@ fn a_message_signature_bundle_is_not_an_image_signature() {
             }],
             unreadable: Vec::new(),
         },
+        ..Attached::default()
     };
     let any = || crate::policy::IdentityMatch::RegExp(regex::Regex::new(".*").unwrap());
     let keyless = crate::policy::Keyless {

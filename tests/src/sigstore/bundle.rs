@@ -7,6 +7,8 @@
 //! - [`make_v3_dsse_bundle`] / [`make_v3_signature_bundle`]: a cosign v3 bundle v0.3 — a DSSE
 //!   envelope over an in-toto Statement v1, `certificate` (or `publicKey`), and a dsse 0.0.1 tlog
 //!   entry with its SET and inclusion proof + checkpoint (v0.3 requires the proof).
+//! - [`make_legacy_attestation`]: a `cosign attest` `.att` layer — a DSSE envelope and its
+//!   annotations, logged as an intoto 0.0.1 entry.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::{b64, pem, sha256, Leaf, Rekor, RekorEntry, TestSigstore};
 use crate::{
-    cosign::{BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, SIGNATURE_ANNOTATION},
+    cosign::{self, BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, SIGNATURE_ANNOTATION},
     signer::Signer,
 };
 
@@ -239,6 +241,55 @@ pub fn make_v3_dsse_bundle(rekor: &Rekor, signer: BundleSigner<'_>, statement: &
         "dsseEnvelope": envelope,
     }))
     .expect("serialize a bundle")
+}
+
+/// What `cosign attest` (without the new bundle format) stores as one `.att` layer: the DSSE
+/// envelope as bytes and the layer annotations.
+#[derive(Debug, Clone)]
+pub struct LegacyAttestation {
+    pub envelope_json: Vec<u8>,
+    pub annotations: BTreeMap<String, String>,
+    /// The intoto 0.0.1 entry it was logged as, if it was.
+    pub entry: Option<RekorEntry>,
+}
+
+/// Signs `statement` into a DSSE envelope as `cosign attest` does, and, with `rekor`, logs it as
+/// an intoto 0.0.1 entry integrated at `integrated_time`. The annotations carry the
+/// predicate type, the certificate and chain for a leaf, and the entry's SET.
+pub fn make_legacy_attestation(
+    rekor: Option<&Rekor>,
+    signer: BundleSigner<'_>,
+    statement: &[u8],
+    integrated_time: i64,
+) -> LegacyAttestation {
+    let signature = signer.sign(&sigstore_types::pae(IN_TOTO_PAYLOAD_TYPE, statement));
+    let envelope_json = serde_json::to_vec(&json!({
+        "payloadType": IN_TOTO_PAYLOAD_TYPE,
+        "payload": b64(statement),
+        "signatures": [{ "keyid": "", "sig": b64(&signature) }],
+    }))
+    .expect("serialize an envelope");
+    let predicate_type = serde_json::from_slice::<Value>(statement).expect("a statement")["predicateType"]
+        .as_str()
+        .expect("a predicate type")
+        .to_owned();
+    let mut annotations = BTreeMap::from([
+        (cosign::SIGNATURE_ANNOTATION.to_owned(), String::new()),
+        (cosign::PREDICATE_TYPE_ANNOTATION.to_owned(), predicate_type),
+    ]);
+    if let BundleSigner::Leaf(leaf) = signer {
+        annotations.insert(cosign::CERTIFICATE_ANNOTATION.to_owned(), leaf.cert_pem());
+        annotations.insert(cosign::CHAIN_ANNOTATION.to_owned(), leaf.chain_pem());
+    }
+    let entry = rekor.map(|rekor| rekor.log_intoto(&envelope_json, statement, &signer.verifier_pem(), integrated_time));
+    if let Some(entry) = &entry {
+        annotations.insert(cosign::BUNDLE_ANNOTATION.to_owned(), entry.cosign_bundle_annotation());
+    }
+    LegacyAttestation {
+        envelope_json,
+        annotations,
+        entry,
+    }
 }
 
 /// What `cosign sign` (v3) makes for `repo@image_digest` with `leaf`: a bundle v0.3 over

@@ -156,6 +156,22 @@ impl Rekor {
         )
     }
 
+    /// Appends an intoto 0.0.1 entry for an envelope (`envelope_json`) over `payload`, signed
+    /// by `verifier_pem`'s key, as `cosign attest` logs attestations.
+    pub fn log_intoto(
+        &self,
+        envelope_json: &[u8],
+        payload: &[u8],
+        verifier_pem: &str,
+        integrated_time: i64,
+    ) -> RekorEntry {
+        self.append(
+            ("intoto", "0.0.1"),
+            intoto_v001_body(envelope_json, payload, verifier_pem),
+            integrated_time,
+        )
+    }
+
     /// Appends `body` as an entry of `kind_version`, integrated at `integrated_time`: the next
     /// log index, its SET, and an inclusion proof against the tree that ends with it.
     pub fn append(&self, kind_version: (&str, &str), body: Vec<u8>, integrated_time: i64) -> RekorEntry {
@@ -234,6 +250,22 @@ pub fn dsse_body(envelope_json: &[u8], payload: &[u8], signature: &[u8], verifie
             "envelopeHash": { "algorithm": "sha256", "value": hex::encode(sha256(envelope_json)) },
             "payloadHash": { "algorithm": "sha256", "value": hex::encode(sha256(payload)) },
             "signatures": [{ "signature": b64(signature), "verifier": b64(verifier_pem.as_bytes()) }],
+        },
+    }))
+}
+
+/// The canonicalized body of an intoto 0.0.1 entry, what `cosign attest` logs: Rekor keeps the
+/// hash of the envelope as submitted and of its payload, and the signer, not the envelope.
+pub fn intoto_v001_body(envelope_json: &[u8], payload: &[u8], verifier_pem: &str) -> Vec<u8> {
+    canonical(&json!({
+        "apiVersion": "0.0.1",
+        "kind": "intoto",
+        "spec": {
+            "content": {
+                "hash": { "algorithm": "sha256", "value": hex::encode(sha256(envelope_json)) },
+                "payloadHash": { "algorithm": "sha256", "value": hex::encode(sha256(payload)) },
+            },
+            "publicKey": b64(verifier_pem.as_bytes()),
         },
     }))
 }
