@@ -196,30 +196,7 @@ fn verify(
                     return ExitCode::from(2);
                 }
             },
-            Output::Text => {
-                let decision = serde_json::to_value(record.decision)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                println!("{:<10} {}", decision.to_uppercase(), record.image);
-                println!("  {:<8} {}", "rule", record.rule.as_deref().unwrap_or("(none matched)"));
-                println!("  {:<8} {}", "mode", record.mode);
-                println!("  {:<8} {}", "reason", record.reason);
-                if let Some(digest) = &record.digest {
-                    println!("  {:<8} {digest}", "digest");
-                }
-                for s in &record.signatures {
-                    println!("  {:<8} authority {:?} ({})", "signed", s.authority, s.kind);
-                    if let Some(subject) = &s.subject {
-                        println!("  {:<8}   subject  {subject}", "");
-                    }
-                    if let Some(issuer) = &s.issuer {
-                        println!("  {:<8}   issuer   {issuer}", "");
-                    }
-                    let index = s.tlog_index.map_or_else(|| "-".to_string(), |i| i.to_string());
-                    println!("  {:<8}   tlog     {index} (signing time from: {})", "", s.time_source);
-                }
-            }
+            Output::Text => print!("{}", record.to_text()),
         }
     }
     if any_denied {

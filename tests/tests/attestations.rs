@@ -139,7 +139,9 @@ async fn a_missing_attestation_is_denied_by_name() {
     let message = status.message();
     assert!(message.starts_with(PREFIX), "{message}");
     assert!(
-        message.contains("attestation \"sbom\" (https://cyclonedx.org/bom): no attestation of this predicate type"),
+        message.contains(
+            "attestation \"sbom\" (CycloneDX SBOM, https://cyclonedx.org/bom): no attestation of this predicate type"
+        ),
         "{message}"
     );
     let record = pg.last_record();

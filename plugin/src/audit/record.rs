@@ -44,3 +44,78 @@ pub enum Decision {
     /// Would have been denied; allowed and recorded because the mode is `audit`.
     AuditDeny,
 }
+
+// === impl Record ===
+
+impl Record {
+    /// The record as `pullgate verify` prints it for a person: the decision, then what was
+    /// checked, one fact per line.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let mut line = |label: &str, text: &str| out.push_str(&format!("  {label:<9}{text}\n"));
+        line("rule", self.rule.as_deref().unwrap_or("(none matched)"));
+        line("mode", &self.mode);
+        line("reason", &self.reason);
+        if let Some(digest) = &self.digest {
+            line("digest", digest);
+        }
+        for evidence in &self.signatures {
+            line("signed", &signer(evidence));
+            for detail in evidence_details(evidence) {
+                line("", &detail);
+            }
+        }
+        for outcome in &self.attestations {
+            let result = if outcome.result == "pass" { "pass" } else { "FAIL" };
+            line(
+                "attested",
+                &format!(
+                    "{:?} {result}: {}",
+                    outcome.name,
+                    crate::policy::predicate::describe(&outcome.predicate_type)
+                ),
+            );
+            if let Some(reason) = &outcome.reason {
+                line("", reason);
+            }
+            if let Some(evidence) = &outcome.signature {
+                line("", &format!("by {}", signer(evidence)));
+                for detail in evidence_details(evidence) {
+                    line("", &detail);
+                }
+            }
+        }
+        let decision = match self.decision {
+            Decision::Allow => "ALLOW",
+            Decision::Deny => "DENY",
+            Decision::Warn => "WARN",
+            Decision::AuditDeny => "AUDIT-DENY",
+        };
+        format!("{decision:<10} {}\n{out}", self.image)
+    }
+}
+
+fn signer(evidence: &Evidence) -> String {
+    format!("authority {:?} ({})", evidence.authority, evidence.kind)
+}
+
+/// Subject, issuer, log entry and signing time, as far as the evidence has them.
+fn evidence_details(evidence: &Evidence) -> Vec<String> {
+    let mut details = Vec::new();
+    if let Some(subject) = &evidence.subject {
+        details.push(format!("  subject  {subject}"));
+    }
+    if let Some(issuer) = &evidence.issuer {
+        details.push(format!("  issuer   {issuer}"));
+    }
+    let index = evidence.tlog_index.map_or_else(|| "-".to_string(), |i| i.to_string());
+    details.push(format!(
+        "  tlog     {index} (signing time from: {})",
+        evidence.time_source
+    ));
+    if let Some(at) = evidence.signed_at.and_then(|s| u64::try_from(s).ok()) {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at);
+        details.push(format!("  signed   {}", humantime::format_rfc3339_seconds(at)));
+    }
+    details
+}

@@ -156,3 +156,52 @@ fn unwritable_log_is_an_error() {
     // The healthy log is unaffected.
     assert_eq!(log.append(&record("a", Decision::Allow)).unwrap(), 1);
 }
+
+#[test]
+fn verify_text_names_signatures_and_each_attestation_with_its_outcome() {
+    use crate::verify::{AttestationOutcome, Evidence};
+    let evidence = Evidence {
+        authority: "ci".into(),
+        kind: "keyless",
+        subject: Some("https://github.com/org/repo/.github/workflows/release.yml@refs/tags/v1".into()),
+        issuer: Some("https://token.actions.githubusercontent.com".into()),
+        tlog_index: Some(42),
+        time_source: "tlog",
+        signed_at: Some(1_763_856_000),
+    };
+    let mut record = record("registry.example.com/app:v1", Decision::Deny);
+    record.digest = Some(format!("sha256:{}", "ab".repeat(32)));
+    record.signatures = vec![evidence.clone()];
+    record.attestations = vec![
+        AttestationOutcome {
+            name: "sbom".into(),
+            predicate_type: "https://cyclonedx.org/bom".into(),
+            result: "pass",
+            reason: None,
+            signature: Some(evidence),
+        },
+        AttestationOutcome {
+            name: "scan".into(),
+            predicate_type: "https://security.sigstore.dev/attestations/vuln/trivy/v1".into(),
+            result: "fail",
+            reason: Some("condition 'predicate.critical == 0' is false".into()),
+            signature: None,
+        },
+    ];
+    let text = record.to_text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "DENY       registry.example.com/app:v1", "{text}");
+    assert!(text.contains("  signed   authority \"ci\" (keyless)\n"), "{text}");
+    assert!(text.contains("tlog     42 (signing time from: tlog)"), "{text}");
+    assert!(text.contains("signed   2025-11-23T00:00:00Z"), "{text}");
+    assert!(
+        text.contains("  attested \"sbom\" pass: CycloneDX SBOM, https://cyclonedx.org/bom\n"),
+        "{text}"
+    );
+    assert!(text.contains("by authority \"ci\" (keyless)"), "{text}");
+    assert!(
+        text.contains("  attested \"scan\" FAIL: https://security.sigstore.dev/attestations/vuln/trivy/v1\n"),
+        "{text}"
+    );
+    assert!(text.contains("condition 'predicate.critical == 0' is false"), "{text}");
+}

@@ -13,6 +13,7 @@ mod fulcio;
 mod glob;
 mod key;
 mod lines;
+pub mod predicate;
 mod read;
 mod rule;
 mod schema;

@@ -401,9 +401,17 @@ impl Validator<'_> {
     }
 
     fn attestation(&mut self, field: &str, doc: AttestationDoc) -> Option<Attestation> {
-        if doc.predicate_type.is_empty() {
-            self.error(&format!("{field}.predicateType"), "must not be empty");
-        }
+        let predicate_type = match super::predicate::resolve(&doc.predicate_type) {
+            _ if doc.predicate_type.is_empty() => {
+                self.error(&format!("{field}.predicateType"), "must not be empty");
+                doc.predicate_type
+            }
+            Ok(uri) => uri,
+            Err(why) => {
+                self.error(&format!("{field}.predicateType"), &why);
+                doc.predicate_type
+            }
+        };
         let max_age = match &doc.max_age {
             None => None,
             Some(text) => self.duration(&format!("{field}.maxAge"), text),
@@ -411,7 +419,7 @@ impl Validator<'_> {
         let conditions = self.conditions(&format!("{field}.conditions"), &doc.conditions);
         Some(Attestation {
             name: doc.name,
-            predicate_type: doc.predicate_type,
+            predicate_type,
             max_age,
             conditions,
         })
