@@ -43,6 +43,11 @@ const KNOWN: &[Known] = &[
         cosign: &["openvex"],
     },
     Known {
+        uri: "https://openvex.dev/ns/v0.2.0",
+        name: "OpenVEX v0.2.0",
+        cosign: &[],
+    },
+    Known {
         uri: "https://cosign.sigstore.dev/attestation/v1",
         name: "cosign custom predicate",
         cosign: &["custom"],
