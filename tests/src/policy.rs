@@ -66,6 +66,41 @@ pub fn rule(name: &str, images: &[&str], extra: &str, key: Option<(&str, &str)>)
     out
 }
 
+/// A policy whose one rule `apps`, for `images`, requires a keyless signature by `issuer` and
+/// `subject` (exact) checked against `trusted_root`, and the `attestations` given as YAML list
+/// items (indented by eight spaces, starting with `- name:`).
+pub fn keyless_attestation_policy(
+    trusted_root: &std::path::Path,
+    images: &str,
+    issuer: &str,
+    subject: &str,
+    attestations: &str,
+) -> String {
+    let q = |s: &str| serde_json::to_string(s).expect("encode a string");
+    format!(
+        "apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: attested
+spec:
+  trustedRoot: {root}
+  rules:
+    - name: apps
+      images: [{images}]
+      authorities:
+        - name: ci
+          keyless:
+            issuer: {issuer}
+            subject: {subject}
+      attestations:
+{attestations}",
+        root = q(&trusted_root.display().to_string()),
+        images = q(images),
+        issuer = q(issuer),
+        subject = q(subject),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

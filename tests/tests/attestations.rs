@@ -3,6 +3,7 @@
 //! the policy and judged by the real pullgate in front of a real containerd.
 
 use pullgate_tests::{
+    policy::keyless_attestation_policy,
     sigstore::{
         attach::attach_v3_bundle,
         bundle::{in_toto_statement, make_v3_dsse_bundle, make_v3_signature_bundle, COSIGN_SIGN_PREDICATE},
@@ -72,26 +73,8 @@ impl Signed {
     /// Starts pullgate with a rule requiring `attestations` (YAML list items at 8 spaces).
     async fn pullgate(&self, attestations: &str) -> Pullgate {
         let root = self.sigstore.write_trusted_root(self.env.dir());
-        let policy = format!(
-            "apiVersion: pullgate.dev/v1alpha1
-kind: ImagePolicy
-metadata:
-  name: attested
-spec:
-  trustedRoot: {root}
-  rules:
-    - name: apps
-      images: [\"{host}/apps/**\"]
-      authorities:
-        - name: ci
-          keyless:
-            issuer: {ISSUER}
-            subject: {WORKFLOW}
-      attestations:
-{attestations}",
-            root = root.display(),
-            host = self.env.host(),
-        );
+        let images = format!("{}/apps/**", self.env.host());
+        let policy = keyless_attestation_policy(&root, &images, ISSUER, WORKFLOW, attestations);
         self.env.start_pullgate(&policy).await
     }
 

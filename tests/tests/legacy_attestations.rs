@@ -5,6 +5,7 @@
 
 use pullgate_tests::{
     cosign::{attach_attestation_layer, BUNDLE_ANNOTATION},
+    policy::keyless_attestation_policy,
     sigstore::{
         attach::{attach_key_signature, attach_v3_bundle},
         bundle::{in_toto_statement, make_v3_dsse_bundle, make_v3_signature_bundle, COSIGN_SIGN_PREDICATE},
@@ -73,40 +74,13 @@ impl Image {
     }
 
     async fn attach(&self, attestation: &LegacyAttestation) {
-        attach_attestation_layer(
-            &self.env.host(),
-            "apps/app",
-            &self.digest,
-            &attestation.envelope_json,
-            attestation.annotations.clone(),
-            None,
-        )
-        .await
-        .unwrap();
+        attach_att(&self.env, "apps/app", &self.digest, attestation).await;
     }
 
     async fn pullgate(&self, attestations: &str) -> Pullgate {
         let root = self.sigstore.write_trusted_root(self.env.dir());
-        let policy = format!(
-            "apiVersion: pullgate.dev/v1alpha1
-kind: ImagePolicy
-metadata:
-  name: legacy
-spec:
-  trustedRoot: {root}
-  rules:
-    - name: apps
-      images: [\"{host}/apps/**\"]
-      authorities:
-        - name: ci
-          keyless:
-            issuer: {ISSUER}
-            subject: {WORKFLOW}
-      attestations:
-{attestations}",
-            root = root.display(),
-            host = self.env.host(),
-        );
+        let images = format!("{}/apps/**", self.env.host());
+        let policy = keyless_attestation_policy(&root, &images, ISSUER, WORKFLOW, attestations);
         self.env.start_pullgate(&policy).await
     }
 
@@ -341,16 +315,7 @@ async fn key_signed_attestations_legacy_and_v3_are_allowed() {
         &statement,
         unix_now(),
     );
-    attach_attestation_layer(
-        &env.host(),
-        "keyed/app",
-        &digest,
-        &attestation.envelope_json,
-        attestation.annotations.clone(),
-        None,
-    )
-    .await
-    .unwrap();
+    attach_att(&env, "keyed/app", &digest, &attestation).await;
     let pg = env.start_pullgate(&policy).await;
     pg.pull(&env.image_ref("keyed/app", "v1"), None)
         .await
@@ -380,16 +345,7 @@ async fn a_key_signed_att_layer_without_a_log_entry_needs_tlog_optional() {
         let (env, _sigstore, digest, policy) = key_signed(tlog).await;
         let statement = in_toto_statement(&name_of(&env, "keyed/app"), &digest, SPDX, spdx());
         let attestation = make_legacy_attestation(None, BundleSigner::Key(&env.signer), &statement, unix_now());
-        attach_attestation_layer(
-            &env.host(),
-            "keyed/app",
-            &digest,
-            &attestation.envelope_json,
-            attestation.annotations.clone(),
-            None,
-        )
-        .await
-        .unwrap();
+        attach_att(&env, "keyed/app", &digest, &attestation).await;
         // The image's own signature is logged, so only the attestation can deny.
         let pg = env.start_pullgate(&policy).await;
         let outcome = pg.pull(&env.image_ref("keyed/app", "v1"), None).await;
@@ -420,20 +376,25 @@ async fn an_att_layer_signed_by_another_key_is_denied() {
         &statement,
         unix_now(),
     );
+    attach_att(&env, "keyed/app", &digest, &attestation).await;
+    let pg = env.start_pullgate(&policy).await;
+    let message = denied(&pg, &env.image_ref("keyed/app", "v1")).await;
+    assert!(message.contains("attestation \"sbom\""), "{message}");
+    assert!(message.contains("key"), "{message}");
+}
+
+/// Appends `attestation` to the `.att` image of `repo@digest` in `env`'s registry.
+async fn attach_att(env: &TestEnv, repo: &str, digest: &str, attestation: &LegacyAttestation) {
     attach_attestation_layer(
         &env.host(),
-        "keyed/app",
-        &digest,
+        repo,
+        digest,
         &attestation.envelope_json,
         attestation.annotations.clone(),
         None,
     )
     .await
     .unwrap();
-    let pg = env.start_pullgate(&policy).await;
-    let message = denied(&pg, &env.image_ref("keyed/app", "v1")).await;
-    assert!(message.contains("attestation \"sbom\""), "{message}");
-    assert!(message.contains("key"), "{message}");
 }
 
 fn name_of(env: &TestEnv, repo: &str) -> String {

@@ -82,15 +82,7 @@ pub fn verify_attestation_layer(
                     authority: authority.name.clone(),
                 });
             }
-            Ok(Evidence {
-                authority: authority.name.clone(),
-                kind: "key",
-                subject: None,
-                issuer: None,
-                tlog_index: None,
-                time_source: "none",
-                signed_at: None,
-            })
+            Ok(Evidence::key_only(authority))
         }),
     }
 }

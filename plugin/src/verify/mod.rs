@@ -96,6 +96,23 @@ pub struct Unverified {
     pub rejections: Vec<Rejection>,
 }
 
+// === impl Evidence ===
+
+impl Evidence {
+    /// A signature checked with an authority's key alone: no log entry, so no signing time.
+    pub(crate) fn key_only(authority: &Authority) -> Self {
+        Self {
+            authority: authority.name.clone(),
+            kind: "key",
+            subject: None,
+            issuer: None,
+            tlog_index: None,
+            time_source: "none",
+            signed_at: None,
+        }
+    }
+}
+
 // === impl Verified ===
 
 impl Verified {
@@ -391,15 +408,7 @@ fn check_key_signature(
             });
             continue;
         }
-        return Ok(Evidence {
-            authority: authority.name.clone(),
-            kind: "key",
-            subject: None,
-            issuer: None,
-            tlog_index: None,
-            time_source: "none",
-            signed_at: None,
-        });
+        return Ok(Evidence::key_only(authority));
     }
     let any_key = authorities.iter().any(|a| matches!(a.kind, AuthorityKind::Key(_)));
     let no_match = if any_key {
