@@ -10,7 +10,12 @@ use hyper_util::rt::TokioIo;
 use tonic::{body::Body, transport::Channel, Status};
 use tower::{Service, ServiceExt};
 
+use pullgate_proto::cri::{runtime_service_client::RuntimeServiceClient, VersionRequest, VersionResponse};
+
 use super::grpc;
+
+/// The CRI API version pullgate speaks, as `Version` requests name it.
+const CRI_VERSION: &str = "v1";
 
 /// Upstream responses larger than this are not read into memory (ImageStatus answers are tiny).
 const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
@@ -55,6 +60,21 @@ impl Upstream {
     /// The channel, for containerd's own API on the same socket.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// Asks containerd's CRI plugin for its version: whether it answers, and what it runs.
+    pub async fn version(&self, timeout: std::time::Duration) -> Result<VersionResponse, Status> {
+        let mut client = RuntimeServiceClient::new(self.channel.clone());
+        let call = client.version(VersionRequest {
+            version: CRI_VERSION.to_string(),
+        });
+        match tokio::time::timeout(timeout, call).await {
+            Ok(answer) => answer.map(tonic::Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "containerd at {} did not answer Version within {timeout:?}",
+                self.path.display()
+            ))),
+        }
     }
 
     /// Forwards a call unchanged, streaming both ways, and returns containerd's answer unchanged.
