@@ -501,6 +501,33 @@ impl Gate {
         Ok(reply.with_message(Bytes::new()))
     }
 
+    /// Records a connection refused because its peer is not allowed: no call of it reaches the
+    /// gate, but the refusal belongs in the audit trail.
+    pub async fn refuse_peer(&self, uid: Option<u32>) {
+        let reason = match uid {
+            Some(uid) => format!("uid {uid} is not in socket.allowedUids"),
+            None => "the peer's credentials could not be read".to_string(),
+        };
+        let record = Record {
+            event: Event::PeerRefused,
+            image: String::new(),
+            digest: None,
+            namespace: String::new(),
+            pod: String::new(),
+            rule: None,
+            mode: Mode::Enforce.as_str().to_string(),
+            decision: audit::Decision::Deny,
+            reason,
+            signatures: Vec::new(),
+            attestations: Vec::new(),
+            duration_ms: 0.0,
+            cache: "none",
+        };
+        if let Err(error) = self.audit.append_async(record).await {
+            tracing::error!(%error, "audit record not written");
+        }
+    }
+
     /// The first decision a pull of `name` could get that image `id` does not satisfy.
     fn unmet_decision<'p>(&self, policy: &'p Policy, name: &Reference, id: &str) -> Option<Decision<'p>> {
         policy.decisions_in_any_namespace(name).into_iter().find(|decision| {

@@ -169,7 +169,8 @@ impl Containerd {
     }
 }
 
-fn socket_path(dir: &Path) -> PathBuf {
+/// Where a containerd started in `dir` listens.
+pub fn socket_path(dir: &Path) -> PathBuf {
     dir.join("containerd.sock")
 }
 

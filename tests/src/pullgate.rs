@@ -106,6 +106,11 @@ impl Pullgate {
         Ok(pullgate)
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.pid()
+    }
+
     /// The socket kubelet would talk to.
     pub fn socket(&self) -> PathBuf {
         self.socket.clone()

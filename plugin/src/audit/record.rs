@@ -32,6 +32,8 @@ pub enum Event {
     Pull,
     /// An `ImageStatus` answered "not present" because the image was not verified.
     StatusHidden,
+    /// A connection refused because its peer's uid is not in `socket.allowedUids`.
+    PeerRefused,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

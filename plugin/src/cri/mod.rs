@@ -66,12 +66,15 @@ pub async fn serve(
 }
 
 /// Serves one kubelet connection on its own task. A peer whose uid is not allowed gets
-/// `PERMISSION_DENIED` for every call, so the refusal is visible to it and in our log.
+/// `PERMISSION_DENIED` for every call, so the refusal is visible to it, in our log and in the
+/// audit log (one record per connection).
 fn serve_connection(stream: UnixStream, gate: Arc<Gate>, allowed_uids: &[u32], graceful: &GracefulShutdown) {
     let peer_uid = stream.peer_cred().ok().map(|c| c.uid());
     let allowed = peer_uid.is_some_and(|uid| allowed_uids.contains(&uid));
     if !allowed {
         tracing::warn!(?peer_uid, "refusing calls from a peer not in socket.allowedUids");
+        let gate = gate.clone();
+        tokio::spawn(async move { gate.refuse_peer(peer_uid).await });
     }
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let gate = gate.clone();

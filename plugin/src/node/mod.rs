@@ -1,4 +1,12 @@
-//! The process on the node: its listening socket and its permissions.
+//! The process on the node: its listening socket (bound, or passed by systemd), its
+//! privileges, and what it tells systemd.
+
+mod activation;
+pub mod notify;
+mod privileges;
+
+pub use activation::inherited_listener;
+pub use privileges::{drop_privileges, restrict_umask};
 
 use std::{
     fs, io,

@@ -1,0 +1,320 @@
+//! pullgate as a process on the node: least privilege after binding, peer credentials, systemd
+//! socket activation (with `systemd-socket-activate`, and across a restart on an inherited
+//! socket) and readiness notification. Real containerd behind it throughout.
+
+use std::{
+    os::{
+        fd::{AsRawFd, RawFd},
+        unix::{net::UnixDatagram, process::CommandExt},
+    },
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use pullgate_tests::{
+    containerd::{socket_path, Containerd},
+    cri,
+    process::Daemon,
+    pullgate::config_yaml,
+    Pullgate, TestEnv,
+};
+
+const OPEN_POLICY: &str = "apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: open
+spec:
+  noMatch: allow
+  rules: []
+";
+
+/// The `Name:\tvalue` lines of `/proc/<pid>/status`.
+fn proc_status(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Writes config and policy for a pullgate in `dir` listening on `dir/pullgate.sock` in front
+/// of `upstream`; `allowed_uids` replaces the rig's default (this process's uid).
+fn write_config(dir: &Path, upstream: &Path, allowed_uids: Option<&str>) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut config = config_yaml(
+        &dir.join("pullgate.sock"),
+        upstream,
+        &dir.join("policy.yaml"),
+        &dir.join("audit.jsonl"),
+        &[],
+        "10s",
+    );
+    if let Some(uids) = allowed_uids {
+        let start = config.find("allowedUids: [").unwrap();
+        let end = start + config[start..].find(']').unwrap() + 1;
+        config.replace_range(start..end, &format!("allowedUids: [{uids}]"));
+    }
+    std::fs::write(dir.join("policy.yaml"), OPEN_POLICY).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// `pullgate serve --config config` with the listening socket `listener` as descriptor 3 and
+/// `LISTEN_FDS=1`, `LISTEN_PID` its own pid: what systemd does for a socket unit.
+fn serve_on_inherited(config: &Path, listener: RawFd, log: &Path) -> Daemon {
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" serve --config \"$1\"")
+        .arg(Pullgate::binary())
+        .arg(config);
+    // SAFETY: dup2 and fcntl are async-signal-safe and only touch descriptors.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(listener, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Daemon::spawn("pullgate", command, log).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capabilities_are_dropped_and_no_new_privs_set_after_binding() {
+    let env = TestEnv::start().await;
+    let pg = env.start_pullgate(OPEN_POLICY).await;
+    let status = proc_status(pg.pid().unwrap());
+    let field = |name: &str| {
+        status
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{name} in /proc/<pid>/status"))
+    };
+    // The tests run as root, so pullgate started with every capability.
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(field(set), "0000000000000000", "{set}");
+    }
+    assert_eq!(field("NoNewPrivs"), "1");
+    assert_eq!(field("Umask"), "0027");
+    // Without capabilities it still does its work: containerd answers through it.
+    cri::image_fs_info(pg.socket()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_outside_allowed_uids_is_refused_and_audited() {
+    let containerd = Containerd::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Only uid 4242 may connect; this test runs as root.
+    let config = write_config(dir.path(), &containerd.socket(), Some("4242"));
+    let mut command = Pullgate::command();
+    command.arg("serve").arg("--config").arg(&config);
+    let mut daemon = Daemon::spawn("pullgate", command, &dir.path().join("pullgate.log")).unwrap();
+    let socket = dir.path().join("pullgate.sock");
+    daemon
+        .wait_ready("its socket exists", Duration::from_secs(10), async || socket.exists())
+        .await
+        .unwrap();
+    let status = cri::image_fs_info(&socket).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("allowedUids"), "{}", status.message());
+
+    let audit = dir.path().join("audit.jsonl");
+    daemon
+        .wait_ready("the refusal is audited", Duration::from_secs(10), async || {
+            std::fs::read_to_string(&audit).is_ok_and(|t| t.contains("peer-refused"))
+        })
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let record: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(record["event"], "peer-refused");
+    assert_eq!(record["decision"], "deny");
+    assert_eq!(
+        record["reason"],
+        format!("uid {} is not in socket.allowedUids", unsafe { libc::getuid() })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_the_socket_systemd_socket_activate_passes() {
+    if which("systemd-socket-activate").is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-socket-activate is missing (scripts/setup.sh installs the systemd package)"
+        );
+        eprintln!("SKIP: systemd-socket-activate is not installed");
+        return;
+    }
+    let containerd = Containerd::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &containerd.socket(), None);
+    let activated = dir.path().join("activated.sock");
+    let mut command = Command::new("systemd-socket-activate");
+    command
+        .arg("-l")
+        .arg(&activated)
+        .arg(Pullgate::binary())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config);
+    let mut daemon = Daemon::spawn("systemd-socket-activate", command, &dir.path().join("pullgate.log")).unwrap();
+    daemon
+        .wait_ready("the activation socket exists", Duration::from_secs(10), async || {
+            activated.exists()
+        })
+        .await
+        .unwrap();
+    // The first connection starts pullgate, which answers on the socket it was given.
+    let answer = tokio::time::timeout(Duration::from_secs(10), cri::image_fs_info(&activated)).await;
+    answer
+        .expect("an answer within 10 s")
+        .unwrap_or_else(|s| panic!("{s:?}\n{}", daemon.log()));
+    assert!(
+        daemon.log().contains("using the socket systemd passed"),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        !dir.path().join("pullgate.sock").exists(),
+        "the configured listen path is not bound when a socket is passed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_an_inherited_socket_fails_no_call() {
+    let containerd = Containerd::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &containerd.socket(), None);
+    // The socket unit's part: a listening socket that outlives every pullgate.
+    let socket = dir.path().join("unit.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let log = dir.path().join("pullgate.log");
+    let mut first = serve_on_inherited(&config, listener.as_raw_fd(), &log);
+
+    // A stream of calls, each on a new connection as a restarted kubelet client would make.
+    let stop = Arc::new(AtomicBool::new(false));
+    let succeeded = Arc::new(AtomicUsize::new(0));
+    let caller = {
+        let (stop, succeeded, socket) = (stop.clone(), succeeded.clone(), socket.clone());
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match tokio::time::timeout(Duration::from_secs(15), cri::image_fs_info(&socket)).await {
+                    Ok(Ok(_)) => {
+                        succeeded.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(Err(status)) => failures.push(format!("{status:?}")),
+                    Err(_) => failures.push("no answer within 15 s".to_string()),
+                }
+            }
+            failures
+        })
+    };
+    let wait_for = async |count: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while succeeded.load(Ordering::SeqCst) < count {
+            assert!(std::time::Instant::now() < deadline, "calls stopped succeeding");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    wait_for(20).await;
+    let before = succeeded.load(Ordering::SeqCst);
+    first.signal(libc::SIGTERM).unwrap();
+    let exit = first
+        .wait_exit(Duration::from_secs(20))
+        .expect("pullgate exits after SIGTERM");
+    assert!(exit.success(), "clean drain: {exit}");
+    // While nothing serves, calls wait in the socket's backlog.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut second = serve_on_inherited(&config, listener.as_raw_fd(), &log);
+    wait_for(before + 20).await;
+    stop.store(true, Ordering::SeqCst);
+    let failures = caller.await.unwrap();
+    assert!(failures.is_empty(), "{failures:?}\n{}", second.log());
+    assert!(socket.exists(), "pullgate leaves the unit's socket in place");
+    second.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_systemd_it_is_ready_only_once_containerd_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let containerd_dir = dir.path().join("containerd");
+    std::fs::create_dir_all(&containerd_dir).unwrap();
+    let config = write_config(&dir.path().join("pullgate"), &socket_path(&containerd_dir), None);
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    let mut command = Pullgate::command();
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path);
+    let mut daemon = Daemon::spawn("pullgate", command, &dir.path().join("pullgate.log")).unwrap();
+    let notify = Arc::new(notify);
+    let receive = |notify: Arc<UnixDatagram>| {
+        tokio::task::spawn_blocking(move || {
+            let mut buf = [0u8; 512];
+            notify
+                .recv(&mut buf)
+                .ok()
+                .map(|n| String::from_utf8_lossy(&buf[..n]).to_string())
+        })
+    };
+    // containerd is not running: pullgate serves, but is not ready.
+    let mut messages = Vec::new();
+    while let Some(message) = receive(notify.clone()).await.unwrap() {
+        assert!(
+            !message.contains("READY=1"),
+            "ready before containerd answered: {message}"
+        );
+        messages.push(message);
+    }
+    assert!(daemon.exited().is_none(), "{}", daemon.log());
+    assert!(
+        messages.iter().any(|m| m.contains("STATUS=waiting for containerd")),
+        "{messages:?}"
+    );
+
+    let _containerd = Containerd::start_in(&containerd_dir, &[]).await;
+    notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let ready = loop {
+        let message = receive(notify.clone())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no READY=1 within 10 s of containerd starting\n{}", daemon.log()));
+        if message.contains("READY=1") {
+            break message;
+        }
+    };
+    assert!(ready.contains("STATUS=serving"), "{ready}");
+
+    daemon.signal(libc::SIGTERM).unwrap();
+    let stopping = loop {
+        let message = receive(notify.clone())
+            .await
+            .unwrap()
+            .expect("STOPPING=1 after SIGTERM");
+        if message.contains("STOPPING=1") {
+            break message;
+        }
+    };
+    assert!(stopping.starts_with("STOPPING=1"));
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    })
+}
