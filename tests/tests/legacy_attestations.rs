@@ -400,3 +400,26 @@ async fn attach_att(env: &TestEnv, repo: &str, digest: &str, attestation: &Legac
 fn name_of(env: &TestEnv, repo: &str) -> String {
     format!("{}/{repo}", env.host())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_authority_that_ignores_the_log_accepts_an_entry_from_an_unknown_log() {
+    for (tlog, allowed) in [("ignore", true), ("optional", false)] {
+        let (env, _sigstore, digest, policy) = key_signed(tlog).await;
+        let statement = in_toto_statement(&name_of(&env, "keyed/app"), &digest, SPDX, spdx());
+        // Logged in a private Rekor the trust root does not name.
+        let attestation = make_legacy_attestation(
+            Some(&Rekor::generate()),
+            BundleSigner::Key(&env.signer),
+            &statement,
+            unix_now(),
+        );
+        attach_att(&env, "keyed/app", &digest, &attestation).await;
+        let pg = env.start_pullgate(&policy).await;
+        let outcome = pg.pull(&env.image_ref("keyed/app", "v1"), None).await;
+        assert_eq!(outcome.is_ok(), allowed, "tlog {tlog}: {outcome:?}");
+        if !allowed {
+            let message = outcome.unwrap_err().message().to_string();
+            assert!(message.contains("no log of the trusted root"), "{message}");
+        }
+    }
+}

@@ -148,11 +148,16 @@ async fn legacy_layers(
             // The declared size is only a claim: the read is bounded by the limits themselves
             // and the budget is charged what actually arrived.
             Wanted::Fetch(max) => match Digest::parse(&layer.digest) {
-                Some(d) => {
-                    let bytes = session.blob(&d, max.min(budget) as usize).await?;
-                    budget = budget.saturating_sub(bytes.len() as u64);
-                    Payload::Fetched(bytes)
-                }
+                // One bad layer (too large, not matching its digest) is one rejection, not a
+                // failed lookup: it must not hide the good ones. A registry gone away is.
+                Some(d) => match session.blob(&d, max.min(budget) as usize).await {
+                    Ok(bytes) => {
+                        budget = budget.saturating_sub(bytes.len() as u64);
+                        Payload::Fetched(bytes)
+                    }
+                    Err(RegistryError::Invalid(why) | RegistryError::NotFound(why)) => Payload::Skipped(why),
+                    Err(unavailable) => return Err(unavailable),
+                },
                 None => Payload::Skipped(format!("layer digest {:?} is not a sha256 digest", layer.digest)),
             },
         };

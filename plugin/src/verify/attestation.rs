@@ -251,28 +251,30 @@ fn check_one(
     if statement.get("predicateType").and_then(|t| t.as_str()) != Some(attestation.predicate_type.as_str()) {
         return Ok(None);
     }
-    // Authenticate first, against the subject the statement names: nothing it says counts
-    // before its signature does. Then it must name this image.
-    let subjects: Vec<&str> = statement
+    // Only signed bytes decide: the statement is the payload the signature covers. It names
+    // the digests it is about; the signature is checked against one, then this image must be
+    // among them.
+    let subjects: Vec<Sha256Hash> = statement
         .get("subject")
         .and_then(|s| s.as_array())
         .map(|subjects| {
             subjects
                 .iter()
                 .filter_map(|s| s.pointer("/digest/sha256")?.as_str())
+                .filter_map(|hex| Sha256Hash::from_hex(&hex.to_ascii_lowercase()).ok())
                 .collect()
         })
         .unwrap_or_default();
-    let named = subjects
+    let named = *subjects
         .first()
         .ok_or_else(|| unsigned("statement has no sha256 subject".into()))?;
-    let hash = Sha256Hash::from_hex(named).map_err(|e| unsigned(format!("subject digest: {e}")))?;
     let evidence = opened
-        .authenticate(hash, authorities, trust)
+        .authenticate(named, authorities, trust)
         .map_err(|rejection| unsigned(rejection.to_string()))?;
-    if !subjects.contains(&digest.hex()) {
+    if !subjects.iter().any(|s| s.to_hex() == digest.hex()) {
         return Err(Unmet::OtherSubject(format!(
-            "statement is about sha256:{named}, not this image"
+            "statement is about sha256:{}, not this image",
+            named.to_hex()
         )));
     }
     if let Some(max_age) = attestation.max_age {

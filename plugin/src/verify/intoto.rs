@@ -40,7 +40,8 @@ pub struct AttestationLayer<'a> {
 }
 
 /// Authenticates the envelope of `layer` for one of `authorities`. `subject` is the digest the
-/// statement names, which a restated bundle is checked against.
+/// statement names, which a restated bundle is checked against (an intoto v0.0.1 entry binds
+/// the envelope itself, so that path does not need it).
 pub fn verify_attestation_layer(
     layer: &AttestationLayer<'_>,
     subject: Sha256Hash,
@@ -54,37 +55,61 @@ pub fn verify_attestation_layer(
         .map(|text| RekorBundle::parse(text))
         .transpose()
         .map_err(Rejection::Invalid)?;
-    match (trust, entry) {
-        (Some(trust), Some(entry)) if entry.kind_version() == ("intoto", "0.0.1") => {
-            let logged = LoggedAt::verify(trust, &entry, layer)?;
+    let intoto_v001 = entry.as_ref().is_some_and(|e| e.kind_version() == ("intoto", "0.0.1"));
+    let verdict = match (trust, entry) {
+        // cosign attest's own entries, checked here.
+        (Some(trust), Some(entry)) if intoto_v001 => LoggedAt::verify(trust, &entry, layer).and_then(|logged| {
             first_accepting(authorities, keyless, |authority| {
                 check_logged(trust, &logged, layer, authority)
             })
-        }
+        }),
+        // Other kinds of entry, or a certificate: restated for sigstore-verify.
+        (Some(trust), Some(_)) => restated(trust, layer, subject, keyless, authorities),
         (Some(_), None) if keyless => Err(Rejection::Invalid(
             "a keyless envelope without a transparency-log entry: no verified time to check its certificate at".into(),
         )),
-        (Some(trust), entry) if keyless || entry.is_some() => {
-            let bundle = legacy::dsse_to_bundle(layer.annotations, &layer.envelope).map_err(Rejection::Invalid)?;
-            first_accepting(authorities, keyless, |authority| {
-                verify_bundle(trust, &bundle, Artifact::from_digest(subject), authority)
-            })
-        }
         (None, _) if keyless => Err(Rejection::NoTrustedRoot),
-        // A key signature, with no log entry or no trust material to check one: the key alone.
-        _ => first_accepting(authorities, false, |authority| {
-            let AuthorityKind::Key(key) = &authority.kind else {
-                return Err(Rejection::KeyMismatch);
-            };
-            verify_envelope(&layer.envelope, key)?;
-            if authority.tlog == Tlog::Required {
-                return Err(Rejection::TlogRequired {
-                    authority: authority.name.clone(),
-                });
-            }
-            Ok(Evidence::key_only(authority))
-        }),
-    }
+        // A key signature, with no log entry or no trust material to check one.
+        (Some(_), None) | (None, _) => return key_only(layer, authorities, |_| true),
+    };
+    // An authority that ignores the log accepts its key's signature whatever the entry says.
+    verdict.or_else(|rejection| {
+        key_only(layer, authorities, |authority| authority.tlog == Tlog::Ignore).map_err(|_| rejection)
+    })
+}
+
+fn restated(
+    trust: &TrustMaterial,
+    layer: &AttestationLayer<'_>,
+    subject: Sha256Hash,
+    keyless: bool,
+    authorities: &[Authority],
+) -> Result<Evidence, Rejection> {
+    let bundle = legacy::dsse_to_bundle(layer.annotations, &layer.envelope).map_err(Rejection::Invalid)?;
+    first_accepting(authorities, keyless, |authority| {
+        verify_bundle(trust, &bundle, Artifact::from_digest(subject), authority)
+    })
+}
+
+/// The envelope checked with the key of each key authority `which` selects, and nothing else:
+/// no log entry, so no signing time; an authority requiring the log refuses it.
+fn key_only(
+    layer: &AttestationLayer<'_>,
+    authorities: &[Authority],
+    which: impl Fn(&Authority) -> bool,
+) -> Result<Evidence, Rejection> {
+    first_accepting(authorities.iter().filter(|a| which(a)), false, |authority| {
+        let AuthorityKind::Key(key) = &authority.kind else {
+            return Err(Rejection::KeyMismatch);
+        };
+        verify_envelope(&layer.envelope, key)?;
+        if authority.tlog == Tlog::Required {
+            return Err(Rejection::TlogRequired {
+                authority: authority.name.clone(),
+            });
+        }
+        Ok(Evidence::key_only(authority))
+    })
 }
 
 /// An `intoto` v0.0.1 entry whose SET verified and which is about this layer: the signer it
@@ -155,7 +180,10 @@ fn check_logged(
     };
     Ok(Evidence {
         authority: authority.name.clone(),
-        kind: if subject.is_some() { "keyless" } else { "key" },
+        kind: match authority.kind {
+            AuthorityKind::Key(_) => "key",
+            AuthorityKind::Keyless(_) => "keyless",
+        },
         subject,
         issuer,
         tlog_index: Some(logged.log_index),
@@ -214,11 +242,7 @@ fn verify_set(trust: &TrustMaterial, entry: &RekorBundle) -> Result<(), String> 
         .iter()
         .find(|log| {
             log.log_id.key_id.as_bytes() == log_id.as_slice()
-                && log
-                    .public_key
-                    .valid_for
-                    .as_ref()
-                    .is_none_or(|valid| valid.start <= at && valid.end.is_none_or(|end| at <= end))
+                && log.public_key.valid_for.as_ref().is_none_or(|valid| valid.contains(at))
         })
         .ok_or_else(|| format!("no log of the trusted root has ID {} at {at}", hex::encode(&log_id)))?;
     let key = VerificationKey::from_spki(&log.public_key.raw_bytes).map_err(|e| format!("log key: {e}"))?;

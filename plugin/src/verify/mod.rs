@@ -341,8 +341,8 @@ fn check_attached_bundle(
 
 /// Tries `check` with every authority of the signature's kind (keyless for a certificate, key
 /// otherwise); the first that accepts wins, else the last rejection is reported.
-fn first_accepting(
-    authorities: &[Authority],
+fn first_accepting<'a>(
+    authorities: impl IntoIterator<Item = &'a Authority>,
     keyless: bool,
     mut check: impl FnMut(&Authority) -> Result<Evidence, Rejection>,
 ) -> Result<Evidence, Rejection> {
@@ -352,7 +352,7 @@ fn first_accepting(
         Rejection::KeyMismatch
     };
     for authority in authorities
-        .iter()
+        .into_iter()
         .filter(|a| matches!(a.kind, AuthorityKind::Keyless(_)) == keyless)
     {
         match check(authority) {
