@@ -9,6 +9,7 @@ pub mod config;
 pub mod containerd;
 pub mod cri;
 pub mod denial;
+pub mod doctor;
 pub mod gate;
 pub mod node;
 pub mod policy;

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pullgate::{audit, config::Config, gate::Judge, policy::Policy, registry::Registries};
+use pullgate::{audit, config::Config, doctor, gate::Judge, policy::Policy, registry::Registries};
 
 /// A CRI ImageService proxy that verifies cosign / Sigstore signatures before kubelet's image
 /// pulls reach containerd.
@@ -73,6 +73,25 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Check the node: sockets, permissions, kubelet wiring, containerd, policy, trust
+    /// material expiry, audit log.
+    ///
+    /// Runs every check and prints one line each: "ok", "warn … — fix: …" or "FAIL … — fix: …".
+    /// kubelet's wiring is read from its KubeletConfiguration (imageServiceEndpoint) and from
+    /// --image-service-endpoint in its systemd drop-ins (*.conf), which win over the file.
+    /// Exit status: 0 when nothing failed, 1 when something did, 2 when the configuration
+    /// cannot be read.
+    Doctor {
+        /// The configuration file (SPEC §3).
+        #[arg(long, env = "PULLGATE_CONFIG", default_value = doctor::DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// kubelet's KubeletConfiguration file.
+        #[arg(long, default_value = doctor::DEFAULT_KUBELET_CONFIG)]
+        kubelet_config: PathBuf,
+        /// kubelet's systemd drop-in directory.
+        #[arg(long, default_value = doctor::DEFAULT_KUBELET_DROPINS)]
+        kubelet_dropins: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,6 +124,15 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { path },
         } => audit_verify(&path),
+        Command::Doctor {
+            config,
+            kubelet_config,
+            kubelet_dropins,
+        } => run_doctor(doctor::Options {
+            config,
+            kubelet_config,
+            kubelet_dropins,
+        }),
     }
 }
 
@@ -246,4 +274,10 @@ fn audit_verify(path: &std::path::Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn run_doctor(options: doctor::Options) -> ExitCode {
+    let report = runtime().block_on(doctor::run(&options));
+    print!("{report}");
+    ExitCode::from(report.exit_code())
 }

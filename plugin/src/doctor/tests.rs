@@ -1,0 +1,300 @@
+use std::os::unix::net::UnixListener;
+
+use super::*;
+
+fn config_in(dir: &Path) -> Config {
+    let mut config = Config::with_policy(dir.join("policy.yaml"));
+    config.listen = dir.join("pullgate.sock");
+    config.upstream = dir.join("containerd.sock");
+    config.audit.path = dir.join("audit").join("audit.jsonl");
+    config
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn at(time: &str) -> Timestamp {
+    time.parse().unwrap()
+}
+
+fn public_good_root() -> TrustedRoot {
+    TrustedRoot::from_json(sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT).unwrap()
+}
+
+const KEYLESS: TrustNeeds = TrustNeeds {
+    ca: true,
+    ctlog: true,
+    tlog: true,
+    tsa: false,
+};
+
+#[test]
+fn checks_print_as_one_line_each() {
+    assert_eq!(Check::ok("fine").to_string(), "ok   fine");
+    assert_eq!(Check::warn("soon", "renew").to_string(), "warn soon — fix: renew");
+    assert_eq!(
+        Check::fail("broken\nreally", "mend it").to_string(),
+        "FAIL broken; really — fix: mend it"
+    );
+}
+
+#[test]
+fn exit_code_is_1_only_for_a_failure_and_2_for_an_unreadable_config() {
+    let report = |checks, config_unreadable| Report {
+        checks,
+        config_unreadable,
+    };
+    assert_eq!(
+        report(vec![Check::ok("a"), Check::warn("b", "c")], false).exit_code(),
+        0
+    );
+    assert_eq!(
+        report(vec![Check::ok("a"), Check::fail("b", "c")], false).exit_code(),
+        1
+    );
+    assert_eq!(report(vec![Check::fail("b", "c")], true).exit_code(), 2);
+}
+
+#[test]
+fn the_image_service_flag_is_found_however_a_unit_writes_it() {
+    let unit = "[Service]\n\
+                # --image-service-endpoint=unix:///commented/out.sock\n\
+                Environment=\"KUBELET_EXTRA_ARGS=--v=2 --image-service-endpoint=unix:///run/pullgate/pullgate.sock\"\n";
+    assert_eq!(
+        image_service_flag(unit).as_deref(),
+        Some("unix:///run/pullgate/pullgate.sock")
+    );
+    let spaced = "ExecStart=/usr/bin/kubelet --image-service-endpoint unix:///a.sock --v=2\n";
+    assert_eq!(image_service_flag(spaced).as_deref(), Some("unix:///a.sock"));
+    let last_wins = "ExecStart=kubelet --image-service-endpoint=/a.sock --image-service-endpoint='/b.sock'\n";
+    assert_eq!(image_service_flag(last_wins).as_deref(), Some("/b.sock"));
+    assert_eq!(
+        image_service_flag("ExecStart=kubelet --image-service-endpoints=x\n"),
+        None
+    );
+    assert_eq!(image_service_flag("; --image-service-endpoint=/x.sock\n"), None);
+}
+
+#[test]
+fn endpoints_compare_as_socket_paths() {
+    assert_eq!(
+        endpoint_path("unix:///run/pullgate//./pullgate.sock"),
+        Some(PathBuf::from("/run/pullgate/pullgate.sock"))
+    );
+    assert_eq!(endpoint_path("/run/p.sock"), Some(PathBuf::from("/run/p.sock")));
+    assert_eq!(endpoint_path("tcp://127.0.0.1:1"), None);
+    assert_eq!(endpoint_path("npipe:////./pipe/x"), None);
+}
+
+#[test]
+fn kubelet_wiring_accepts_pullgate_and_names_a_bypass() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let kubelet = dir.path().join("kubelet.yaml");
+    let dropins = dir.path().join("kubelet.service.d");
+
+    let none = kubelet_wiring(&config, &kubelet, &dropins);
+    assert_eq!(none.level, Level::Fail, "{none}");
+    let line = format!("imageServiceEndpoint: unix://{}", config.listen.display());
+    assert!(none.fix.as_deref().unwrap().contains(&line), "{none}");
+
+    fs::write(
+        &kubelet,
+        format!(
+            "kind: KubeletConfiguration\nimageServiceEndpoint: unix://{}\n",
+            config.listen.display()
+        ),
+    )
+    .unwrap();
+    let wired = kubelet_wiring(&config, &kubelet, &dropins);
+    assert_eq!(wired.level, Level::Ok, "{wired}");
+
+    fs::write(
+        &kubelet,
+        format!("imageServiceEndpoint: unix://{}\n", config.upstream.display()),
+    )
+    .unwrap();
+    let bypass = kubelet_wiring(&config, &kubelet, &dropins);
+    assert_eq!(bypass.level, Level::Fail, "{bypass}");
+    assert!(bypass.message.contains("bypass"), "{bypass}");
+    assert!(bypass.fix.as_deref().unwrap().contains(&line), "{bypass}");
+
+    // A flag in a drop-in wins over the file, as in kubelet.
+    fs::create_dir(&dropins).unwrap();
+    fs::write(
+        dropins.join("20-pullgate.conf"),
+        format!(
+            "[Service]\nEnvironment=\"KUBELET_EXTRA_ARGS=--image-service-endpoint=unix://{}\"\n",
+            config.listen.display()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        dropins.join("10-other.txt"),
+        "--image-service-endpoint=/elsewhere.sock\n",
+    )
+    .unwrap();
+    let flag = kubelet_wiring(&config, &kubelet, &dropins);
+    assert_eq!(flag.level, Level::Ok, "{flag}");
+    assert!(flag.message.contains("20-pullgate.conf"), "{flag}");
+
+    fs::write(
+        dropins.join("30-later.conf"),
+        "ExecStart=kubelet --image-service-endpoint=unix:///x.sock\n",
+    )
+    .unwrap();
+    let elsewhere = kubelet_wiring(&config, &kubelet, &dropins);
+    assert_eq!(elsewhere.level, Level::Fail, "{elsewhere}");
+    assert!(elsewhere.message.contains("30-later.conf"), "{elsewhere}");
+    assert!(elsewhere.message.contains("not pullgate's"), "{elsewhere}");
+}
+
+#[tokio::test]
+async fn listen_socket_must_answer_with_the_configured_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+
+    let missing = listen_socket(&config).await;
+    assert_eq!(missing.level, Level::Fail, "{missing}");
+    assert!(missing.fix.as_deref().unwrap().contains("pullgate.socket"), "{missing}");
+
+    let listener = UnixListener::bind(&config.listen).unwrap();
+    chmod(&config.listen, 0o660);
+    let healthy = listen_socket(&config).await;
+    assert_eq!(healthy.level, Level::Ok, "{healthy}");
+
+    chmod(&config.listen, 0o666);
+    let open = listen_socket(&config).await;
+    assert_eq!(open.level, Level::Fail, "{open}");
+    assert!(open.message.contains("mode 0666"), "{open}");
+    assert!(open.message.contains("other users"), "{open}");
+
+    config.socket.mode = 0o666;
+    let configured_open = listen_socket(&config).await;
+    assert_eq!(configured_open.level, Level::Warn, "{configured_open}");
+
+    drop(listener);
+    let stale = listen_socket(&config).await;
+    assert_eq!(stale.level, Level::Fail, "{stale}");
+    assert!(stale.message.contains("not running"), "{stale}");
+}
+
+#[test]
+fn a_world_writable_socket_directory_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("pullgate.sock");
+    chmod(dir.path(), 0o755);
+    assert_eq!(listen_directory(&socket).level, Level::Ok);
+    chmod(dir.path(), 0o1777);
+    let open = listen_directory(&socket);
+    assert_eq!(open.level, Level::Fail, "{open}");
+    assert!(open.message.contains("every user"), "{open}");
+}
+
+#[tokio::test]
+async fn a_missing_upstream_socket_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = upstream(&dir.path().join("containerd.sock")).await;
+    assert_eq!(check.level, Level::Fail, "{check}");
+    assert!(check.fix.as_deref().unwrap().contains("start containerd"), "{check}");
+}
+
+#[test]
+fn the_audit_log_must_be_writable_and_not_world_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit").join("audit.jsonl");
+    let not_yet = audit_log(&path);
+    assert_eq!(not_yet.level, Level::Ok, "{not_yet}");
+    assert!(not_yet.message.contains("does not exist yet"), "{not_yet}");
+
+    fs::create_dir(path.parent().unwrap()).unwrap();
+    fs::write(&path, "").unwrap();
+    chmod(&path, 0o640);
+    assert_eq!(audit_log(&path).level, Level::Ok);
+
+    chmod(&path, 0o644);
+    let readable = audit_log(&path);
+    assert_eq!(readable.level, Level::Fail, "{readable}");
+    assert!(readable.fix.as_deref().unwrap().contains("chmod o-r"), "{readable}");
+}
+
+#[test]
+fn the_public_good_root_is_valid_now_and_warns_before_its_ca_expires() {
+    let root = public_good_root();
+    let path = Path::new("/etc/pullgate/trusted_root.json");
+    let now = trust_expiry(path, &root, KEYLESS, at("2026-06-01T00:00:00Z"));
+    assert_eq!(now.len(), 4, "{now:?}");
+    assert!(now.iter().all(|c| c.level == Level::Ok), "{now:?}");
+    // The current Fulcio CA's certificates end 2031-10-05; its validFor has no end.
+    let ca = &now[0];
+    assert!(
+        ca.message.contains("Fulcio CA") && ca.message.contains("2031-10-05"),
+        "{ca}"
+    );
+
+    let soon = trust_expiry(path, &root, KEYLESS, at("2031-09-20T00:00:00Z"));
+    assert_eq!(soon[0].level, Level::Warn, "{soon:?}");
+    assert!(soon[0].message.contains("in 15 days"), "{soon:?}");
+
+    let after = trust_expiry(path, &root, KEYLESS, at("2031-10-06T00:00:00Z"));
+    assert_eq!(after[0].level, Level::Fail, "{after:?}");
+    assert!(after[0].message.contains("no Fulcio CA"), "{after:?}");
+    assert!(after[1..].iter().all(|c| c.level == Level::Ok), "{after:?}");
+
+    // Key authorities do not need a CA: an expired one is worth a warning, not a failure.
+    let keys_only = trust_expiry(path, &root, TrustNeeds::default(), at("2031-10-06T00:00:00Z"));
+    assert_eq!(keys_only[0].level, Level::Warn, "{keys_only:?}");
+}
+
+#[test]
+fn ended_valid_for_fails_the_kinds_the_policy_needs() {
+    let mut json: serde_json::Value =
+        serde_json::from_str(sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT).unwrap();
+    for log in json["tlogs"].as_array_mut().unwrap() {
+        log["publicKey"]["validFor"]["end"] = "2024-01-01T00:00:00Z".into();
+    }
+    json["timestampAuthorities"] = serde_json::json!([]);
+    let root = TrustedRoot::from_json(&json.to_string()).unwrap();
+    let path = Path::new("/t/trusted_root.json");
+    let needs_tsa = TrustNeeds { tsa: true, ..KEYLESS };
+    let checks = trust_expiry(path, &root, needs_tsa, at("2026-06-01T00:00:00Z"));
+    let levels: Vec<Level> = checks.iter().map(|c| c.level).collect();
+    assert_eq!(levels, [Level::Ok, Level::Fail, Level::Ok, Level::Fail], "{checks:?}");
+    assert!(checks[1].message.contains("Rekor log key"), "{checks:?}");
+    assert!(checks[1].message.contains("expired 2024-01-01"), "{checks:?}");
+    assert!(checks[3].message.contains("names no timestamp authority"), "{checks:?}");
+}
+
+#[test]
+fn needs_follow_the_authorities() {
+    assert_eq!(needs_of([(false, Tlog::Optional)].into_iter()), TrustNeeds::default());
+    assert_eq!(needs_of([(true, Tlog::Required)].into_iter()), KEYLESS);
+    assert_eq!(
+        needs_of([(true, Tlog::Ignore)].into_iter()),
+        TrustNeeds {
+            tlog: false,
+            tsa: true,
+            ..KEYLESS
+        }
+    );
+}
+
+#[test]
+fn a_policy_that_does_not_load_still_names_its_trusted_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    fs::write(
+        &policy,
+        "spec:\n  trustedRoot: trust/root.json\n  rules:\n    - name: a\n      bogus: 1\n      authorities:\n        - name: ci\n          keyless: {}\n",
+    )
+    .unwrap();
+    let (root, needs) = raw_trust_needs(&policy).unwrap();
+    assert_eq!(root, Some(dir.path().join("trust/root.json")));
+    assert_eq!(needs, KEYLESS);
+
+    let checks = trust_material(&policy, None, Timestamp::now());
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert_eq!(checks[0].level, Level::Fail, "{checks:?}");
+    assert!(checks[0].message.contains("trust/root.json"), "{checks:?}");
+}
