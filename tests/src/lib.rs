@@ -18,6 +18,7 @@ pub mod cri;
 pub mod distribution;
 pub mod env;
 pub mod image;
+pub mod node_image;
 pub mod policy;
 pub mod process;
 pub mod pullgate;

@@ -2,7 +2,7 @@
 //! both pulled through pullgate the way kubelet pulls them; the allow, the deny, and the audit
 //! log. Run with `scripts/demo.sh`.
 
-use pullgate_tests::{cri, Pullgate, TestEnv};
+use pullgate_tests::{cri, node_image::NodeImage, Pullgate, TestEnv};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -68,6 +68,31 @@ async fn main() {
         .await;
     let present = direct.map(|s| s.into_inner().image.is_some()).unwrap_or(false);
     println!("  containerd has the unsigned image: {present}");
+
+    step("pullgate's own image (the DaemonSet route), built here as OCI, signed, pulled through pullgate");
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    match NodeImage::build(&Pullgate::binary(), &repo) {
+        Ok(image) => {
+            let digest = match image.push(&host, "demo/pullgate", "dev", None).await {
+                Ok(digest) => digest,
+                Err(e) => return println!("  could not push: {e}"),
+            };
+            if let Err(e) = env.signer.sign_image(&host, "demo/pullgate", &digest, None).await {
+                return println!("  could not sign: {e}");
+            }
+            let own = env.image_ref("demo/pullgate", "dev");
+            println!("  {own}  {digest}  ({} byte layer, signed)", image.layer.len());
+            match pg
+                .client()
+                .pull_image(cri::pull_request(&own, None, Some("pullgate-system")))
+                .await
+            {
+                Ok(r) => println!("  ALLOWED  image_ref {}", r.into_inner().image_ref),
+                Err(s) => println!("  unexpected: {:?} {}", s.code(), s.message()),
+            }
+        }
+        Err(e) => println!("  could not build the image: {e}"),
+    }
 
     step(&format!("The audit log ({})", pg.audit_path().display()));
     print!("{}", std::fs::read_to_string(pg.audit_path()).unwrap_or_default());
