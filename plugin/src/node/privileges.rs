@@ -57,11 +57,26 @@ pub fn drop_privileges() -> io::Result<usize> {
     };
     let data = [CapData::default(); 2];
     // SAFETY: capset reads one header and two data structs, laid out as the kernel expects.
-    check(
-        unsafe { libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) as libc::c_int },
-        "capset",
-    )?;
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) as libc::c_int };
+    // A seccomp filter may refuse capset itself (systemd's ~@privileged); that is fine when
+    // the sets are empty already, as they are under an empty CapabilityBoundingSet=.
+    if rc != 0 && !sets_are_empty() {
+        return Err(context(io::Error::last_os_error(), "capset"));
+    }
     Ok(left)
+}
+
+/// Whether this process's permitted, effective and inheritable sets are empty.
+fn sets_are_empty() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    ["CapInh:", "CapPrm:", "CapEff:"].iter().all(|set| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(set))
+            .is_some_and(|value| value.trim().chars().all(|c| c == '0'))
+    })
 }
 
 /// The highest capability number this kernel knows.
