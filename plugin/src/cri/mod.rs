@@ -33,6 +33,10 @@ const IMAGE_STATUS: [&str; 2] = [
     "/runtime.v1alpha2.ImageService/ImageStatus",
 ];
 
+/// How long connections are still served as usual after SIGTERM, before they are told to go
+/// away.
+const LINGER: Duration = Duration::from_millis(500);
+
 /// How long in-flight calls may take to finish after SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -59,6 +63,11 @@ pub async fn serve(
         }
     }
     drop(listener);
+    // A connection accepted just before the signal may not have sent its first request yet;
+    // a GOAWAY now would refuse it. Existing connections keep being served for a moment, then
+    // are told to go away and drained. New ones wait in the socket's backlog (for the next
+    // pullgate, under socket activation).
+    tokio::time::sleep(LINGER).await;
     tracing::info!("draining in-flight calls");
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!(timeout = ?DRAIN_TIMEOUT, "calls still in flight after the drain timeout");
