@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-shellcheck scripts/*.sh .ci/run
+shellcheck scripts/*.sh .ci/run installer/*.sh installer/kubernetes/*.sh vagrant/*.sh
 # The end-to-end tests run the real binary: build it first.
 cargo build --workspace --locked
 if cargo nextest --version >/dev/null 2>&1; then
