@@ -35,6 +35,8 @@ pub enum Entry {
 /// The image's blobs and manifest, as the exact bytes that are written or pushed.
 #[derive(Debug, Clone)]
 pub struct NodeImage {
+    /// The base image's layers, when built on one (see [`NodeImage::on_base`]).
+    pub base_layers: Vec<Vec<u8>>,
     pub layer: Vec<u8>,
     pub config: Vec<u8>,
     pub manifest: Vec<u8>,
@@ -84,7 +86,66 @@ impl NodeImage {
         }))
         .map_err(io::Error::other)?;
         Ok(NodeImage {
+            base_layers: Vec::new(),
             layer,
+            config,
+            manifest,
+        })
+    }
+
+    /// This image's layer on top of the first image of the OCI layout `base` (for example
+    /// `debian:12-slim`, copied with `skopeo copy docker://debian:12-slim oci:base`): the
+    /// DaemonSet runs the installer's shell scripts, which need a shell and coreutils. The base's
+    /// config is kept, with this layer's diff id appended and pullgate as the entrypoint.
+    pub fn on_base(self, base: &Path) -> io::Result<NodeImage> {
+        let read_json = |path: PathBuf| -> io::Result<serde_json::Value> {
+            let bytes = fs::read(&path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            serde_json::from_slice(&bytes).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))
+        };
+        let blob = |digest: &str| base.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+        let index = read_json(base.join("index.json"))?;
+        let manifest_digest = index["manifests"][0]["digest"]
+            .as_str()
+            .ok_or_else(|| io::Error::other("base index.json names no manifest"))?;
+        let base_manifest = read_json(blob(manifest_digest))?;
+        if base_manifest.get("manifests").is_some() {
+            return Err(io::Error::other(
+                "the base is a multi-platform index; copy one platform (skopeo copy --override-arch …)",
+            ));
+        }
+        let config_digest = base_manifest["config"]["digest"].as_str().unwrap_or_default();
+        let mut config = read_json(blob(config_digest))?;
+        let mut layers = base_manifest["layers"].as_array().cloned().unwrap_or_default();
+        let mut base_layers = Vec::with_capacity(layers.len());
+        for layer in &layers {
+            let digest = layer["digest"].as_str().unwrap_or_default();
+            let bytes = fs::read(blob(digest))?;
+            if sha256_digest(&bytes) != digest {
+                return Err(io::Error::other(format!(
+                    "base blob {digest} does not match its digest"
+                )));
+            }
+            base_layers.push(bytes);
+        }
+        let ours: serde_json::Value = serde_json::from_slice(&self.manifest).map_err(io::Error::other)?;
+        layers.push(ours["layers"][0].clone());
+        match config["rootfs"]["diff_ids"].as_array_mut() {
+            Some(ids) => ids.push(json!(sha256_digest(&self.layer))),
+            None => return Err(io::Error::other("the base config has no rootfs.diff_ids")),
+        }
+        config["config"]["Entrypoint"] = json!([format!("/{BINARY_PATH}")]);
+        config["config"]["Cmd"] = json!(["--help"]);
+        let config = serde_json::to_vec(&config).map_err(io::Error::other)?;
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": media_type::OCI_MANIFEST,
+            "config": { "mediaType": media_type::OCI_CONFIG, "digest": sha256_digest(&config), "size": config.len() },
+            "layers": layers,
+        }))
+        .map_err(io::Error::other)?;
+        Ok(NodeImage {
+            base_layers,
+            layer: self.layer,
             config,
             manifest,
         })
@@ -106,7 +167,11 @@ impl NodeImage {
         }
         let blobs = dir.join("blobs/sha256");
         fs::create_dir_all(&blobs)?;
-        for blob in [&self.layer, &self.config, &self.manifest] {
+        for blob in self
+            .base_layers
+            .iter()
+            .chain([&self.layer, &self.config, &self.manifest])
+        {
             let digest = sha256_digest(blob);
             fs::write(blobs.join(digest.trim_start_matches("sha256:")), blob)?;
         }
@@ -129,6 +194,9 @@ impl NodeImage {
 
     /// Pushes the blobs, then the manifest as `repo:tag`; returns the manifest digest.
     pub async fn push(&self, host: &str, repo: &str, tag: &str, auth: Auth<'_>) -> Result<String, RegistryError> {
+        for layer in &self.base_layers {
+            push_blob(host, repo, layer, auth).await?;
+        }
         push_blob(host, repo, &self.layer, auth).await?;
         push_blob(host, repo, &self.config, auth).await?;
         put_manifest(host, repo, tag, &self.manifest, media_type::OCI_MANIFEST, auth).await

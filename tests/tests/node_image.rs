@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use pullgate_tests::{node_image::NodeImage, Pullgate, TestEnv};
+use pullgate_tests::{image::TinyImage, node_image::NodeImage, Pullgate, TestEnv};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -84,11 +84,34 @@ fn the_layout_holds_the_binary_and_the_installer() {
     );
 }
 
+/// A base image as an OCI layout, standing in for `debian:12-slim`: a tiny image with one layer.
+fn base_layout(dir: &std::path::Path) -> TinyImage {
+    let tiny = TinyImage::build("the base");
+    let as_layout = NodeImage {
+        base_layers: Vec::new(),
+        layer: tiny.layer.clone(),
+        config: tiny.config.clone(),
+        manifest: tiny.manifest.clone(),
+    };
+    as_layout.write_layout(dir, "base").unwrap();
+    tiny
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pullgate_verifies_and_pulls_its_own_signed_image() {
+async fn pullgate_verifies_and_pulls_its_own_signed_image_built_on_a_base() {
     let env = TestEnv::start().await;
     let host = env.host();
-    let image = NodeImage::build(&Pullgate::binary(), &repo()).unwrap();
+    let base_dir = env.dir().join("base");
+    let base = base_layout(&base_dir);
+    let image = NodeImage::build(&Pullgate::binary(), &repo())
+        .unwrap()
+        .on_base(&base_dir)
+        .unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&image.config).unwrap();
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(diff_ids.len(), 2, "the base's layer, then pullgate's");
+    assert_eq!(diff_ids[0], pullgate_tests::distribution::sha256_digest(&base.layer));
+    assert_eq!(config["config"]["Entrypoint"][0], "/usr/local/bin/pullgate");
     let digest = image.push(&host, "pullgate/pullgate", "dev", None).await.unwrap();
     env.signer
         .sign_image(&host, "pullgate/pullgate", &digest, None)
@@ -105,6 +128,18 @@ async fn pullgate_verifies_and_pulls_its_own_signed_image() {
         .await
         .unwrap_or_else(|e| panic!("{}\n{}", e.message(), pg.log()));
     assert!(image_ref.starts_with("sha256:"), "{image_ref}");
+    // containerd unpacked both layers: the image is there, by the digest that was verified.
+    let status = env
+        .containerd
+        .client()
+        .image_status(pullgate_tests::cri::image_status_request(
+            &env.image_ref("pullgate/pullgate", "dev"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let repo_digests = status.image.map(|i| i.repo_digests).unwrap_or_default();
+    assert!(repo_digests.iter().any(|d| d.ends_with(&digest)), "{repo_digests:?}");
     assert_eq!(pg.last_record()["digest"], digest);
     let denied = pg
         .pull(&env.image_ref("pullgate/unsigned", "dev"), None)
