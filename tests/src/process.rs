@@ -223,6 +223,29 @@ fn send_signal(pid: u32, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// `name` on PATH (or the path itself when it is absolute), for tests that need a system tool
+/// scripts/setup.sh installs. In CI (`CI=true`) a missing tool fails the test; elsewhere the test
+/// says what is missing, and the caller returns without checking anything.
+pub fn required_tool(name: &str) -> Option<PathBuf> {
+    let found = if name.starts_with('/') {
+        Some(PathBuf::from(name)).filter(|p| p.is_file())
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|candidate| candidate.is_file())
+        })
+    };
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name} is not installed; scripts/setup.sh installs it"
+        );
+        eprintln!("SKIPPED: {name} is not installed (scripts/setup.sh installs it)");
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

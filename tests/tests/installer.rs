@@ -382,22 +382,8 @@ fn position(calls: &[String], call: &str) -> usize {
         .unwrap_or_else(|| panic!("no systemctl {call:?} in {calls:#?}"))
 }
 
-/// `name` on PATH, else `None`. In CI (CI=true) a missing tool fails the test: setup.sh installs
-/// it. Locally the test says what is missing and passes.
 fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{name} is not installed; scripts/setup.sh installs it"
-        );
-        eprintln!("SKIPPED: {name} is not installed (scripts/setup.sh installs it)");
-    }
-    found
+    pullgate_tests::process::required_tool(name)
 }
 
 // === tests ===

@@ -52,25 +52,8 @@ fn systemd_analyze() -> Option<PathBuf> {
     tool("systemd-analyze")
 }
 
-/// `name` on PATH (or the path itself when it is absolute), or `None` outside CI when missing.
 fn tool(name: &str) -> Option<PathBuf> {
-    let found = if name.starts_with('/') {
-        Some(PathBuf::from(name)).filter(|p| p.is_file())
-    } else {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join(name))
-                .find(|candidate| candidate.is_file())
-        })
-    };
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{name} is not installed; scripts/setup.sh installs it (Debian packages systemd, util-linux)"
-        );
-        eprintln!("SKIPPED: {name} is not installed (scripts/setup.sh installs it)");
-    }
-    found
+    pullgate_tests::process::required_tool(name)
 }
 
 /// A unit directory as a node would have it: pullgate's units, a kubelet with kubeadm's
