@@ -317,7 +317,9 @@ const SYSTEMD: &str = "/lib/systemd/systemd";
 
 /// What the namespace sees in place of the node's files: a fresh /run (systemd's own, the
 /// socket's directory, and containerd's socket bound to its default path), a fresh /var/log (so
-/// LogsDirectory= does not touch this machine's), and the units in /run/systemd/system.
+/// LogsDirectory= does not touch this machine's), and the units in /run/systemd/system. The
+/// binary is copied to /run too: the checkout may live under /tmp, which the service does not
+/// see (PrivateTmp=).
 const BOOT: &str = r#"#!/bin/sh
 set -eu
 mount --make-rprivate /
@@ -325,7 +327,7 @@ mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=0755 tmpfs /var/log
 mkdir -p /run/systemd/system /run/pullgate-test /run/containerd
 cp -R "$WORK/units/." /run/systemd/system/
-cp "$WORK/config.yaml" "$WORK/policy.yaml" /run/pullgate-test/
+cp "$WORK/config.yaml" "$WORK/policy.yaml" "$WORK/pullgate" /run/pullgate-test/
 mount --bind "$CONTAINERD_DIR" /run/containerd
 export container=pullgate-test
 exec /lib/systemd/systemd --system --unit=pullgate-test.target
@@ -440,6 +442,14 @@ impl Drop for Systemd {
     }
 }
 
+/// `call`, or a panic with the namespace's logs when it takes longer than 30 s.
+async fn bounded<T>(call: impl std::future::Future<Output = T>, systemd: &Systemd) -> T {
+    match tokio::time::timeout(Duration::from_secs(30), call).await {
+        Ok(value) => value,
+        Err(_) => panic!("no answer within 30 s\n{}", systemd.describe()),
+    }
+}
+
 /// The `Name:\tvalue` lines of a /proc status file.
 fn status_field(status: &str, name: &str) -> String {
     status
@@ -481,9 +491,8 @@ async fn systemd_runs_the_hardened_service_on_its_socket() {
     fs::write(
         units.join("pullgate.service.d/test.conf"),
         format!(
-            "[Unit]\nDefaultDependencies=no\n\n[Service]\nExecStart=\nExecStart={} serve --config /run/pullgate-test/config.yaml\n\
+            "[Unit]\nDefaultDependencies=no\n\n[Service]\nExecStart=\nExecStart=/run/pullgate-test/pullgate serve --config /run/pullgate-test/config.yaml\n\
              StandardOutput=append:/run/pullgate-test/pullgate.log\nStandardError=append:/run/pullgate-test/pullgate.log\n",
-            Pullgate::binary().display()
         ),
     )
     .unwrap();
@@ -509,6 +518,7 @@ async fn systemd_runs_the_hardened_service_on_its_socket() {
         env.host()
     );
     fs::write(work.path().join("config.yaml"), config).unwrap();
+    fs::copy(Pullgate::binary(), work.path().join("pullgate")).unwrap();
     let policy = env.key_policy(&[&format!("{}/signed/**", env.host())]);
     fs::write(work.path().join("policy.yaml"), policy).unwrap();
 
@@ -523,7 +533,7 @@ async fn systemd_runs_the_hardened_service_on_its_socket() {
     assert_eq!(systemd.systemctl(&["is-active", "pullgate.service"]).1, "inactive");
 
     // kubelet's first call starts the service; the call waits in the backlog and is answered.
-    cri::image_fs_info(&socket)
+    bounded(cri::image_fs_info(&socket), &systemd)
         .await
         .unwrap_or_else(|e| panic!("ImageFsInfo through systemd's socket: {e}\n{}", systemd.describe()));
     systemd.wait_for("pullgate.service active (READY=1)", || {
@@ -544,15 +554,19 @@ async fn systemd_runs_the_hardened_service_on_its_socket() {
     // Pulls through the hardened service: registry reached, containerd reached, decisions made.
     let client = || cri::cri_client(&socket);
     let signed = env.image_ref("signed/app", "v1");
-    client()
-        .pull_image(cri::pull_request(&signed, None, Some("default")))
-        .await
-        .unwrap_or_else(|e| panic!("pull {signed}: {e}\n{}", systemd.describe()));
+    bounded(
+        client().pull_image(cri::pull_request(&signed, None, Some("default"))),
+        &systemd,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("pull {signed}: {e}\n{}", systemd.describe()));
     let unsigned = env.image_ref("unsigned/app", "v1");
-    let denied = client()
-        .pull_image(cri::pull_request(&unsigned, None, Some("default")))
-        .await
-        .expect_err("an unsigned image is denied");
+    let denied = bounded(
+        client().pull_image(cri::pull_request(&unsigned, None, Some("default"))),
+        &systemd,
+    )
+    .await
+    .expect_err("an unsigned image is denied");
     assert!(
         denied.message().starts_with("SignatureValidationFailed: "),
         "{}",
