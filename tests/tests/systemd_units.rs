@@ -490,10 +490,8 @@ async fn systemd_runs_the_hardened_service_on_its_socket() {
     // and its log in a file (there is no journal).
     fs::write(
         units.join("pullgate.service.d/test.conf"),
-        format!(
-            "[Unit]\nDefaultDependencies=no\n\n[Service]\nExecStart=\nExecStart=/run/pullgate-test/pullgate serve --config /run/pullgate-test/config.yaml\n\
-             StandardOutput=append:/run/pullgate-test/pullgate.log\nStandardError=append:/run/pullgate-test/pullgate.log\n",
-        ),
+        "[Unit]\nDefaultDependencies=no\n\n[Service]\nExecStart=\nExecStart=/run/pullgate-test/pullgate serve --config /run/pullgate-test/config.yaml\n\
+         StandardOutput=append:/run/pullgate-test/pullgate.log\nStandardError=append:/run/pullgate-test/pullgate.log\n",
     )
     .unwrap();
     fs::write(
