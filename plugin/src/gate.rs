@@ -14,12 +14,13 @@ use tonic::Status;
 
 use crate::{
     audit::{self, AuditLog, Event, Record},
+    cache::{Cache, Lookup},
     containerd::Containerd,
     cri::{UnaryCall, UnaryReply, Upstream},
     denial::{Denial, DenialKind},
     policy::{predicate, Action, Decision, Mode, Policy, Rule},
     reference::{Digest, Reference},
-    registry::{cosign, referrers, Credentials, Registries, RegistryError},
+    registry::{cosign, referrers, Credentials, Registries, RegistryError, Session},
     verify::{self, AttestationOutcome, Evidence, TrustMaterial, Verified},
 };
 
@@ -34,7 +35,18 @@ const MAX_ADMITTED: usize = 100_000;
 pub struct Judge {
     registries: Registries,
     verify_timeout: Duration,
+    /// Successes remembered, and verifications in flight shared, per image and rule under one
+    /// policy generation.
+    cache: Arc<Cache<VerificationKey, Verified, Refusal>>,
 }
+
+/// What a verification's outcome depends on: (repository, digest, policy and trust generation,
+/// rule). A reload changes the generation, so no remembered allow outlives its policy.
+type VerificationKey = (String, String, String, String);
+
+/// How long a verified image is remembered at most, and how many are.
+const CACHE_TTL: Duration = Duration::from_secs(300);
+const CACHE_CAPACITY: usize = 4096;
 
 /// What the policy said about one image, and why.
 pub struct Judgement {
@@ -47,6 +59,8 @@ pub struct Judgement {
     pub verdict: Result<Admission, Denial>,
     /// The rule's attestations as checked, passed or not.
     pub attestations: Vec<AttestationOutcome>,
+    /// How the verification was answered; `None` when the decision needed none.
+    pub cache: Option<Lookup>,
 }
 
 /// Permission to pull. The verified kind pins the digest; the waived kind forwards kubelet's
@@ -94,6 +108,7 @@ impl Judge {
         Self {
             registries,
             verify_timeout,
+            cache: Arc::new(Cache::new(CACHE_TTL, CACHE_CAPACITY)),
         }
     }
 
@@ -107,6 +122,7 @@ impl Judge {
             }
         };
         let decision = policy.decide(&reference, namespace);
+        let mut cache = None;
         let waive = |reason: &str| {
             Ok(Admission::Waived(Waiver {
                 reason: reason.to_string(),
@@ -119,10 +135,12 @@ impl Judge {
             (Action::Deny, None) => Err(Refusal::policy(None, format!("noMatch is {}", policy.no_match()))),
             (Action::Verify, None) => Err(Refusal::policy(None, "no rule to verify against".into())),
             (Action::Verify, Some(rule)) => {
-                let verifying = self.verify(&reference, rule, policy.trust(), credentials);
+                let verifying = self.verify(&reference, rule, policy, credentials);
                 match tokio::time::timeout(self.verify_timeout, verifying).await {
-                    Ok(Ok(verified)) => Ok(Admission::Verified(verified)),
-                    Ok(Err(refusal)) => Err(refusal),
+                    Ok((outcome, lookup)) => {
+                        cache = Some(lookup);
+                        outcome.map(Admission::Verified)
+                    }
                     Err(_elapsed) => {
                         let limit = humantime::format_duration(self.verify_timeout);
                         let reason = format!("verification did not finish within verifyTimeout ({limit})");
@@ -137,33 +155,51 @@ impl Judge {
             }
         };
         let rule = decision.rule.map(|r| r.name().to_string());
-        Judgement::new(reference.to_string(), Some(&reference), rule, decision.mode, verdict)
+        let mut judgement = Judgement::new(reference.to_string(), Some(&reference), rule, decision.mode, verdict);
+        judgement.cache = cache;
+        judgement
     }
 
-    /// Resolves the digest, fetches the signatures and attestations, and checks them against
-    /// the rule.
+    /// Resolves the digest, then checks the image's signatures and attestations against the
+    /// rule, or takes the outcome from the cache: a remembered success, or a verification of
+    /// the same image already in flight.
     async fn verify(
         &self,
         reference: &Reference,
         rule: &Rule,
-        trust: Option<&TrustMaterial>,
+        policy: &Policy,
         credentials: Credentials,
-    ) -> Result<Verified, Refusal> {
-        let from_registry = |digest: Option<&Digest>, e: RegistryError| {
-            let kind = match e {
-                RegistryError::Unavailable(_) => DenialKind::RegistryUnavailable,
-                RegistryError::Invalid(_) | RegistryError::NotFound(_) => DenialKind::Policy,
-            };
-            Refusal {
-                digest: digest.cloned(),
-                kind,
-                reason: e.to_string(),
-                attestations: Vec::new(),
-            }
-        };
+    ) -> (Result<Verified, Refusal>, Lookup) {
         let session = self.registries.session(reference, credentials);
-        let manifest = session.resolve(reference).await.map_err(|e| from_registry(None, e))?;
-        let digest = manifest.digest;
+        let digest = match session.resolve(reference).await {
+            Ok(manifest) => manifest.digest,
+            Err(e) => return (Err(Refusal::from_registry(None, e)), Lookup::Miss),
+        };
+        let key = (
+            reference.repository(),
+            digest.to_string(),
+            policy.hash().to_string(),
+            rule.name().to_string(),
+        );
+        let check = || self.check(reference, &session, &digest, rule, policy.trust());
+        let (outcome, lookup) = self
+            .cache
+            .get_or_verify(key, check, |verified| remember_until(verified, rule))
+            .await;
+        // Shared or remembered outcomes may come from a pull of another tag of the repository.
+        (outcome.map(|v| v.for_reference(reference)), lookup)
+    }
+
+    /// Fetches the signatures and attestations of `digest` and checks them against the rule.
+    async fn check(
+        &self,
+        reference: &Reference,
+        session: &Session<'_>,
+        digest: &Digest,
+        rule: &Rule,
+        trust: Option<&TrustMaterial>,
+    ) -> Result<Verified, Refusal> {
+        let from_registry = |e: RegistryError| Refusal::from_registry(Some(digest), e);
         // Legacy .sig and .att tags and v3 bundle referrers are looked up at the same time.
         // Any lookup failing as a whole (the registry went away) fails the verification: a
         // signature that could not be fetched might be the one that counts.
@@ -172,20 +208,20 @@ impl Judge {
         let attestations = async {
             match rule.attestations() {
                 [] => Ok(Vec::new()),
-                _ => cosign::legacy_attestations(&session, &digest, &wanted).await,
+                _ => cosign::legacy_attestations(session, digest, &wanted).await,
             }
         };
         let (layers, referrers, attestations) = tokio::join!(
-            cosign::legacy_signatures(&session, &digest),
-            referrers::sigstore_bundles(&session, &digest, &wanted),
+            cosign::legacy_signatures(session, digest),
+            referrers::sigstore_bundles(session, digest, &wanted),
             attestations,
         );
         let attached = verify::Attached {
-            layers: layers.map_err(|e| from_registry(Some(&digest), e))?,
-            referrers: referrers.map_err(|e| from_registry(Some(&digest), e))?,
-            attestations: attestations.map_err(|e| from_registry(Some(&digest), e))?,
+            layers: layers.map_err(from_registry)?,
+            referrers: referrers.map_err(from_registry)?,
+            attestations: attestations.map_err(from_registry)?,
         };
-        let verified = verify::verify_image(reference, &digest, &attached, rule.authorities(), trust)
+        let verified = verify::verify_image(reference, digest, &attached, rule.authorities(), trust)
             .map_err(|unverified| Refusal::policy(Some(digest.clone()), unverified.to_string()))?;
         if rule.attestations().is_empty() {
             return Ok(verified);
@@ -216,7 +252,27 @@ impl Judge {
     }
 }
 
+/// How long a verified image may be remembered: until its youngest required attestation would
+/// pass its `maxAge` (the cache's own TTL bounds it further).
+fn remember_until(verified: &Verified, rule: &Rule) -> Option<Instant> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    rule.attestations()
+        .iter()
+        .filter_map(|required| {
+            let max_age = required.max_age?;
+            let outcome = verified.attestations().iter().find(|o| o.name == required.name)?;
+            let signed_at = outcome.signature.as_ref()?.signed_at?;
+            let stale_at = signed_at.saturating_add(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX));
+            let left = u64::try_from(stale_at.saturating_sub(now)).unwrap_or(0);
+            Some(Instant::now() + Duration::from_secs(left))
+        })
+        .min()
+}
+
 /// Why the judge refused, before it is rendered into a [`Denial`] with the image and rule.
+#[derive(Clone)]
 pub struct Refusal {
     digest: Option<Digest>,
     kind: DenialKind,
@@ -226,6 +282,20 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// A registry failure: unreachable is `RegistryUnavailable`, bad content a policy denial.
+    fn from_registry(digest: Option<&Digest>, e: RegistryError) -> Self {
+        let kind = match e {
+            RegistryError::Unavailable(_) => DenialKind::RegistryUnavailable,
+            RegistryError::Invalid(_) | RegistryError::NotFound(_) => DenialKind::Policy,
+        };
+        Self {
+            digest: digest.cloned(),
+            kind,
+            reason: e.to_string(),
+            attestations: Vec::new(),
+        }
+    }
+
     fn policy(digest: Option<Digest>, reason: String) -> Self {
         Self {
             digest,
@@ -270,6 +340,7 @@ impl Judgement {
             mode,
             verdict,
             attestations,
+            cache: None,
         }
     }
 
@@ -307,7 +378,7 @@ impl Judgement {
             signatures,
             attestations: self.attestations.clone(),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-            cache: "miss",
+            cache: self.cache.map_or("none", Lookup::as_str),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! owns it.
 
 pub mod audit;
+pub mod cache;
 pub mod config;
 pub mod containerd;
 pub mod cri;

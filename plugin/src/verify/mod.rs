@@ -124,6 +124,16 @@ impl Verified {
         &self.digest
     }
 
+    /// The same verification for another reference of the same repository and digest (another
+    /// tag, say), as the cache hands it to a later pull.
+    pub fn for_reference(self, reference: &Reference) -> Self {
+        debug_assert_eq!(reference.repository(), self.reference.repository());
+        Self {
+            reference: reference.clone(),
+            ..self
+        }
+    }
+
     /// `host/path@sha256:…`: the only reference pullgate asks containerd to pull.
     pub fn pinned(&self) -> String {
         self.reference.pinned(&self.digest)
