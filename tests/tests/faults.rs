@@ -1,0 +1,344 @@
+//! Faults, each ending in a clear outcome with no hang, crash or lost audit record: a slow
+//! registry, a registry serving bytes that are not the digest, containerd going away and
+//! coming back, SIGTERM with a call in flight, a broken trust root on SIGHUP, and an audit log
+//! on a full or read-only file system.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use pullgate_tests::{
+    cri,
+    pullgate::{config_yaml_with_registries, RegistryEntry},
+    sigstore::{
+        attach::attach_v3_bundle, bundle::COSIGN_SIGN_PREDICATE, make_v3_signature_bundle, unix_now, SanKind,
+        TestSigstore,
+    },
+    Pullgate, TestEnv,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+use tonic::Code;
+
+/// A TCP proxy on loopback in front of `upstream` that holds every connection for `delay`
+/// before passing bytes either way: a registry that is up but slow.
+async fn slow_proxy(upstream: String, delay: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    host
+}
+
+/// A pullgate in `env` whose only registry entry is `host` (plain HTTP), with `verify_timeout`.
+async fn pullgate_for(env: &TestEnv, host: &str, verify_timeout: &str, policy: &str) -> Pullgate {
+    let dir = env.dir().join(format!("pullgate-{}", host.replace([':', '.'], "-")));
+    let config = config_yaml_with_registries(
+        &dir.join("pullgate.sock"),
+        &env.containerd.socket(),
+        &dir.join("policy.yaml"),
+        &dir.join("audit.jsonl"),
+        &[RegistryEntry::insecure(host), RegistryEntry::insecure(&env.host())],
+        verify_timeout,
+    );
+    Pullgate::start(&dir, &config, policy).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_registry_is_denied_after_verify_timeout() {
+    let env = TestEnv::start().await;
+    env.push_signed_image("signed/app", "v1", "slow").await;
+    let slow = slow_proxy(env.host(), Duration::from_secs(30)).await;
+    let pg = pullgate_for(&env, &slow, "1s", &env.key_policy(&[&format!("{slow}/signed/*")])).await;
+
+    let started = Instant::now();
+    let status = pg.pull(&format!("{slow}/signed/app:v1"), None).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::Unknown);
+    // Whichever bound fires first (the whole verification's, or the request's, which is set
+    // from the same verifyTimeout), the registry is named unavailable.
+    let message = status.message();
+    assert!(message.starts_with("RegistryUnavailable: "), "{message}");
+    assert!(
+        message.contains("did not finish within verifyTimeout (1s)") || message.contains("timed out"),
+        "{message}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "bounded by verifyTimeout, took {took:?}"
+    );
+    let record = pg.last_record();
+    assert_eq!(record["decision"], "deny");
+}
+
+/// A registry that answers every manifest request with `bytes`, whatever was asked.
+async fn lying_registry(bytes: Vec<u8>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let bytes = bytes.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let _ = stream.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    bytes.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&bytes).await;
+            });
+        }
+    });
+    host
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_whose_bytes_are_not_its_digest_is_rejected() {
+    let env = TestEnv::start().await;
+    let liar = lying_registry(br#"{"schemaVersion":2,"layers":[]}"#.to_vec()).await;
+    let pg = pullgate_for(&env, &liar, "5s", &env.key_policy(&[&format!("{liar}/**")])).await;
+    let asked = format!("sha256:{}", "ab".repeat(32));
+    let status = pg.pull(&format!("{liar}/app@{asked}"), None).await.unwrap_err();
+    assert!(
+        status.message().starts_with("SignatureValidationFailed: "),
+        "{}",
+        status.message()
+    );
+    assert!(status.message().contains(&asked), "{}", status.message());
+    assert_eq!(pg.last_record()["decision"], "deny");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_going_away_is_unavailable_and_coming_back_needs_no_restart() {
+    let mut env = TestEnv::start().await;
+    env.push_signed_image("signed/app", "v1", "outage").await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await;
+    let pid = pg.pid();
+
+    env.containerd.stop();
+    let status = cri::image_fs_info(pg.socket()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let status = pg.pull(&env.image_ref("signed/app", "v1"), None).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    env.containerd.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cri::image_fs_info(pg.socket()).await.is_err() {
+        assert!(Instant::now() < deadline, "pullgate never reached containerd again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pg.pull(&env.image_ref("signed/app", "v1"), None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message()));
+    assert_eq!(pg.pid(), pid, "the same pullgate process");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_call_in_flight_finish() {
+    let env = TestEnv::start().await;
+    env.push_signed_image("signed/app", "v1", "drain").await;
+    // Every registry connection takes 1.5 s, so the pull is in flight when SIGTERM comes.
+    let slow = slow_proxy(env.host(), Duration::from_millis(1500)).await;
+    let dir = env.dir().join("draining");
+    let config = config_yaml_with_registries(
+        &dir.join("pullgate.sock"),
+        &env.containerd.socket(),
+        &dir.join("policy.yaml"),
+        &dir.join("audit.jsonl"),
+        &[RegistryEntry::insecure(&slow), RegistryEntry::insecure(&env.host())],
+        "20s",
+    );
+    let mut pg = Pullgate::start(&dir, &config, &env.key_policy(&[&format!("{slow}/signed/*")])).await;
+    let pull = {
+        let mut client = pg.client();
+        let request = cri::pull_request(&format!("{slow}/signed/app:v1"), None, None);
+        tokio::spawn(async move { client.pull_image(request).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stop = tokio::task::spawn_blocking(move || {
+        let status = pg.stop();
+        (status, pg)
+    });
+    let answer = pull.await.unwrap();
+    let (status, pg) = stop.await.unwrap();
+    answer.unwrap_or_else(|e| panic!("the call in flight finished: {}\n{}", e.message(), pg.log()));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean exit after draining: {status:?}"
+    );
+    assert_eq!(pg.last_record()["decision"], "allow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_trust_root_on_sighup_keeps_the_last_good_one() {
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    let workflow = "https://github.com/org/repo/.github/workflows/release.yml@refs/tags/v1";
+    let issuer = "https://token.actions.githubusercontent.com";
+    let leaf = sigstore.issue_fulcio_leaf(SanKind::Uri(workflow.into()), issuer);
+    let digest = env.push_image("apps/app", "v1", "trust").await;
+    let bundle = make_v3_signature_bundle(
+        &sigstore,
+        &leaf,
+        &format!("{}/apps/app", env.host()),
+        &digest,
+        unix_now(),
+    );
+    attach_v3_bundle(
+        &env.host(),
+        "apps/app",
+        &digest,
+        &bundle,
+        Some(COSIGN_SIGN_PREDICATE),
+        None,
+    )
+    .await
+    .unwrap();
+    let root = sigstore.write_trusted_root(env.dir());
+    let policy = format!(
+        "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: keyless\nspec:\n  trustedRoot: {}\n  rules:\n    - name: apps\n      images: [\"{}/apps/**\"]\n      authorities:\n        - name: ci\n          keyless:\n            issuer: {issuer}\n            subject: {workflow}\n",
+        root.display(),
+        env.host()
+    );
+    let pg = env.start_pullgate(&policy).await;
+    let image = env.image_ref("apps/app", "v1");
+    pg.pull(&image, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message()));
+
+    std::fs::write(&root, "{\"mediaType\": \"not a trusted root\"}").unwrap();
+    pg.reload();
+    pg.wait_for_log("policy reload refused").await;
+    pg.pull(&image, None)
+        .await
+        .unwrap_or_else(|e| panic!("the last good trust root stays in force: {}", e.message()));
+}
+
+/// A tmpfs of 64 KiB mounted at a fresh directory, unmounted when dropped.
+struct SmallFs {
+    path: PathBuf,
+}
+
+impl SmallFs {
+    fn mount(parent: &Path) -> Option<SmallFs> {
+        let path = parent.join("small");
+        std::fs::create_dir_all(&path).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "mounting a tmpfs needs root; CI runs as root"
+            );
+            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+            return None;
+        }
+        Some(SmallFs { path })
+    }
+
+    /// Fills the file system until it is full.
+    fn fill(&self) {
+        let filler = vec![0u8; 4096];
+        let mut file = std::fs::File::create(self.path.join("filler")).unwrap();
+        while std::io::Write::write_all(&mut file, &filler).is_ok() {}
+    }
+
+    fn remount_read_only(&self) {
+        let status = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// A pullgate whose audit log is on `fs`, requiring the env's key for `signed/*`.
+async fn pullgate_auditing_on(env: &TestEnv, fs: &SmallFs) -> Pullgate {
+    let dir = env.dir().join("audited");
+    let config = config_yaml_with_registries(
+        &dir.join("pullgate.sock"),
+        &env.containerd.socket(),
+        &dir.join("policy.yaml"),
+        &fs.path.join("audit.jsonl"),
+        &[RegistryEntry::insecure(&env.host())],
+        "10s",
+    );
+    Pullgate::start(&dir, &config, &env.key_policy(&[&format!("{}/signed/*", env.host())])).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_audit_disk_fails_enforce_pulls_closed_and_says_why() {
+    let env = TestEnv::start().await;
+    env.push_signed_image("signed/app", "v1", "full disk").await;
+    let Some(fs) = SmallFs::mount(env.dir()) else { return };
+    let pg = pullgate_auditing_on(&env, &fs).await;
+    fs.fill();
+    let image = env.image_ref("signed/app", "v1");
+    let status = pg.pull(&image, None).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("refusing to pull without an audit record"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("No space left on device"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        env.containerd.image_id(&image).await.is_none(),
+        "nothing was pulled without a record"
+    );
+}
+
+/// A file system cannot be remounted read-only while pullgate holds its audit log open for
+/// writing, so the read-only case is met where it can happen: at start (and on a kernel's
+/// forced remount, which fails writes as a full disk does above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_audit_disk_keeps_pullgate_from_serving_and_says_why() {
+    let env = TestEnv::start().await;
+    let Some(fs) = SmallFs::mount(env.dir()) else { return };
+    fs.remount_read_only();
+    let dir = env.dir().join("audited");
+    let config = config_yaml_with_registries(
+        &dir.join("pullgate.sock"),
+        &env.containerd.socket(),
+        &dir.join("policy.yaml"),
+        &fs.path.join("audit.jsonl"),
+        &[RegistryEntry::insecure(&env.host())],
+        "10s",
+    );
+    let error = Pullgate::try_start(&dir, &config, &env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await
+        .expect_err("no serving without an audit log");
+    assert!(error.reason.contains("exited"), "{error}");
+    assert!(error.log_tail.contains("audit.jsonl"), "{error}");
+    assert!(error.log_tail.contains("Read-only file system"), "{error}");
+}
