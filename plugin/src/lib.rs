@@ -11,6 +11,8 @@ pub mod containerd;
 pub mod cri;
 pub mod denial;
 pub mod doctor;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gate;
 pub mod node;
 pub mod policy;

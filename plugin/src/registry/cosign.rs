@@ -65,6 +65,14 @@ struct Descriptor {
     annotations: BTreeMap<String, String>,
 }
 
+/// The layers a `.sig`/`.att` manifest lists (for the fuzz targets: the same parsing the
+/// lookup does).
+pub(crate) fn manifest_layer_count(bytes: &[u8]) -> Result<usize, String> {
+    serde_json::from_slice::<ImageManifest>(bytes)
+        .map(|m| m.layers.len())
+        .map_err(|e| e.to_string())
+}
+
 /// The tag cosign stores an image's signatures under.
 pub fn signature_tag(image: &Digest) -> String {
     format!("sha256-{}.sig", image.hex())

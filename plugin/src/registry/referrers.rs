@@ -79,6 +79,16 @@ impl AttachedBundle {
     }
 }
 
+/// Parses `bytes` as a referrers index and as a referrer manifest (for the fuzz targets: the
+/// same parsing discovery does); how many descriptors each lists.
+pub(crate) fn parse_index_and_manifest(bytes: &[u8]) -> (Option<usize>, Option<usize>) {
+    let index = serde_json::from_slice::<Index>(bytes).ok().map(|i| i.manifests.len());
+    let manifest = serde_json::from_slice::<ReferrerManifest>(bytes)
+        .ok()
+        .map(|m| m.layers.len());
+    (index, manifest)
+}
+
 /// The referrers tag of `image`: where registries without the referrers API keep the index.
 pub fn referrers_tag(image: &Digest) -> String {
     format!("sha256-{}", image.hex())

@@ -23,7 +23,7 @@ pub mod certificate;
 mod intoto;
 pub mod legacy;
 mod sigstore;
-mod simple_signing;
+pub(crate) mod simple_signing;
 #[cfg(test)]
 mod tests;
 

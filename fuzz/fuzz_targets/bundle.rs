@@ -1,0 +1,4 @@
+//! `pullgate::fuzz::bundle` on arbitrary bytes.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pullgate::fuzz::bundle(data));
