@@ -1282,3 +1282,33 @@ fn broken_trusted_root_and_bad_regexp_are_errors_naming_the_field() {
     let regexp = errors.iter().find(|e| e.field.ends_with("subjectRegExp")).unwrap();
     assert_eq!(regexp.line, Some(line_of(&text, "subjectRegExp")));
 }
+
+#[test]
+fn deeply_nested_flow_collections_are_refused_before_parsing() {
+    let started = std::time::Instant::now();
+    let text = format!(
+        "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nspec: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let errors = Policy::from_str(&text, Path::new("deep.yaml")).unwrap_err();
+    let error = errors.first();
+    assert_eq!(error.line, Some(3));
+    assert!(
+        error.message.contains("nested deeper than 64 levels"),
+        "{}",
+        error.message
+    );
+    // Brackets inside quotes, after a plain scalar's apostrophe, and in comments do not count.
+    let quoted = format!(
+        "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: \"{}\" # {}\n",
+        "[".repeat(100),
+        "{".repeat(100)
+    );
+    let errors = Policy::from_str(&quoted, Path::new("q.yaml")).unwrap_err();
+    assert!(errors.iter().all(|e| !e.message.contains("nested deeper")), "{errors}");
+    let hidden = format!("spec: [a'b, {}{}]\n", "[".repeat(100), "]".repeat(100));
+    let errors = Policy::from_str(&hidden, Path::new("h.yaml")).unwrap_err();
+    assert!(errors.first().message.contains("nested deeper"), "{errors}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}

@@ -33,6 +33,14 @@ const MAX_NAME_LEN: usize = 253;
 
 /// Parses and validates `text`, read from `file`.
 pub(super) fn compile(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
+    if let Some(line) = too_deep(text) {
+        return Err(PolicyErrors::one(PolicyError {
+            file: file.to_owned(),
+            line: Some(line),
+            field: String::new(),
+            message: format!("flow collections ([ ] and {{ }}) nested deeper than {MAX_FLOW_DEPTH} levels"),
+        }));
+    }
     let doc: Document =
         serde_yaml_ng::from_str(text).map_err(|e| PolicyErrors::one(PolicyError::from_yaml(file, &e)))?;
     let lines = LineIndex::build(text);
@@ -49,6 +57,50 @@ pub(super) fn compile(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
         Some(errors) => Err(errors),
         None => Ok(policy),
     }
+}
+
+/// Flow collections nested deeper than this are refused before the YAML parser sees them: its
+/// time grows with the square of the depth (a 200 KB file of brackets took minutes), and no
+/// policy needs more than a few levels.
+const MAX_FLOW_DEPTH: usize = 64;
+
+/// The line where `[`/`{` nesting first passes [`MAX_FLOW_DEPTH`], outside quoted scalars and
+/// comments; `None` when it never does.
+fn too_deep(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (n, line) in text.lines().enumerate() {
+        let mut quote: Option<char> = None;
+        let mut previous = ' ';
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (quote, c) {
+                (Some('"'), '\\') => {
+                    chars.next();
+                }
+                (Some('\''), '\'') if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                }
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                // A quote opens a quoted scalar only where a scalar can start; inside a plain
+                // scalar (`don't`) it is just a character.
+                (None, '"' | '\'') if previous.is_whitespace() || matches!(previous, '[' | '{' | ',' | ':') => {
+                    quote = Some(c)
+                }
+                (None, '#') if previous.is_whitespace() => break,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return Some(n + 1);
+                    }
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                (None, _) => {}
+            }
+            previous = c;
+        }
+    }
+    None
 }
 
 /// Walks a document, building what is valid and recording what is not.
