@@ -221,34 +221,57 @@ impl Judge {
             referrers: referrers.map_err(from_registry)?,
             attestations: attestations.map_err(from_registry)?,
         };
-        let verified = verify::verify_image(reference, digest, &attached, rule.authorities(), trust)
-            .map_err(|unverified| Refusal::policy(Some(digest.clone()), unverified.to_string()))?;
-        if rule.attestations().is_empty() {
-            return Ok(verified);
-        }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        verified
-            .require_attestations(&attached, rule.attestations(), rule.authorities(), trust, now)
-            .map_err(|outcomes| {
-                let failed: Vec<String> = outcomes
-                    .iter()
-                    .filter(|o| o.result != "pass")
-                    .map(|o| {
-                        format!(
-                            "attestation {:?} ({}): {}",
-                            o.name,
-                            predicate::describe(&o.predicate_type),
-                            o.reason.as_deref().unwrap_or("failed")
-                        )
-                    })
-                    .collect();
-                Refusal {
-                    attestations: outcomes,
-                    ..Refusal::policy(Some(digest.clone()), failed.join("; "))
-                }
-            })
+        // Checking signatures, certificates and conditions is CPU work: it runs where it cannot
+        // hold up the workers that serve other calls.
+        off_the_workers(|| judge_attached(reference, digest, &attached, rule, trust))
+    }
+}
+
+/// The verdict on what was found attached to `digest`: its signatures, then the rule's
+/// attestations. No I/O.
+fn judge_attached(
+    reference: &Reference,
+    digest: &Digest,
+    attached: &verify::Attached,
+    rule: &Rule,
+    trust: Option<&TrustMaterial>,
+) -> Result<Verified, Refusal> {
+    let verified = verify::verify_image(reference, digest, attached, rule.authorities(), trust)
+        .map_err(|unverified| Refusal::policy(Some(digest.clone()), unverified.to_string()))?;
+    if rule.attestations().is_empty() {
+        return Ok(verified);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    verified
+        .require_attestations(attached, rule.attestations(), rule.authorities(), trust, now)
+        .map_err(|outcomes| {
+            let failed: Vec<String> = outcomes
+                .iter()
+                .filter(|o| o.result != "pass")
+                .map(|o| {
+                    format!(
+                        "attestation {:?} ({}): {}",
+                        o.name,
+                        predicate::describe(&o.predicate_type),
+                        o.reason.as_deref().unwrap_or("failed")
+                    )
+                })
+                .collect();
+            Refusal {
+                attestations: outcomes,
+                ..Refusal::policy(Some(digest.clone()), failed.join("; "))
+            }
+        })
+}
+
+/// Runs CPU-bound `work` on this thread after telling a multi-thread runtime to move its other
+/// tasks elsewhere; inline on a current-thread runtime, which cannot.
+fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 
