@@ -509,13 +509,6 @@ impl Gate {
     /// learns new names from image events, answers for it, so kubelet's next `ImageStatus` by
     /// tag finds the image.
     async fn tag(&self, call: &UnaryCall, verified: &Verified, tag: &str, image_id: &str) -> Result<(), Status> {
-        self.containerd.tag(&verified.pinned(), tag).await.map_err(|s| {
-            Status::unavailable(format!(
-                "pulled {} but could not tag it {tag}: {}",
-                verified.pinned(),
-                s.message()
-            ))
-        })?;
         let request = ImageStatusRequest {
             image: Some(ImageSpec {
                 image: tag.to_string(),
@@ -529,14 +522,29 @@ impl Gate {
             head,
             message: Bytes::from(request.encode_to_vec()),
         };
-        loop {
+        let tag_names_image = async || -> Result<bool, Status> {
             let reply = self.upstream.unary(&status_call, status_call.message.clone()).await?;
             let answer = ImageStatusResponse::decode(reply.message).ok().and_then(|r| r.image);
-            if answer.is_some_and(|i| i.id == image_id) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok(answer.is_some_and(|i| i.id == image_id))
+        };
+        // A repeat pull: the tag already names this image.
+        if tag_names_image().await? {
+            return Ok(());
         }
+        self.containerd.tag(&verified.pinned(), tag).await.map_err(|s| {
+            Status::unavailable(format!(
+                "pulled {} but could not tag it {tag}: {}",
+                verified.pinned(),
+                s.message()
+            ))
+        })?;
+        // The CRI plugin usually sees the new name within a millisecond or two.
+        let mut delay = Duration::from_millis(1);
+        while !tag_names_image().await? {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// `ImageStatus`: an image that did not come through the verified path under the policy now
