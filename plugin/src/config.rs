@@ -3,6 +3,7 @@
 
 use std::{
     fs,
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -42,10 +43,13 @@ pub struct AuditConfig {
     pub path: PathBuf,
 }
 
+/// Where `/metrics`, `/healthz` and `/readyz` are served; no `metrics` key, no endpoint.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricsConfig {
-    pub listen: String,
+    /// An IP address and TCP port, e.g. `127.0.0.1:9469`.
+    #[serde(deserialize_with = "socket_address")]
+    pub listen: SocketAddr,
 }
 
 /// Transport settings for one registry host.
@@ -224,6 +228,16 @@ fn unix_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error
     Ok(PathBuf::from(path))
 }
 
+/// `127.0.0.1:9469` or `[::1]:9469`: an address to bind, not a name to resolve.
+fn socket_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{s:?} is not an IP address and port like 127.0.0.1:9469 or [::1]:9469"
+        ))
+    })
+}
+
 /// A mode written as an octal string (`"0660"`); a YAML integer would be read as decimal.
 fn octal_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let s = String::deserialize(d)?;
@@ -263,6 +277,7 @@ mod tests {
         assert_eq!(c.socket.mode, 0o660);
         assert_eq!(c.socket.allowed_uids, vec![0]);
         assert_eq!(c.verify_timeout, Duration::from_secs(10));
+        assert!(c.metrics.is_none(), "no endpoint unless asked for");
     }
 
     #[test]
@@ -292,6 +307,7 @@ verifyTimeout: 2500ms
         assert!(c.registry("ghcr.io").is_none());
         assert_eq!(c.socket.mode, 0o600);
         assert_eq!(c.verify_timeout, Duration::from_millis(2500));
+        assert_eq!(c.metrics.unwrap().listen, "127.0.0.1:9469".parse().unwrap());
     }
 
     #[test]
@@ -325,5 +341,9 @@ verifyTimeout: 2500ms
             .unwrap_err()
             .to_string()
             .contains("verifyTimeout"));
+        assert!(load("policy: p\nmetrics:\n  listen: localhost:9469\n")
+            .unwrap_err()
+            .to_string()
+            .contains("IP address and port"));
     }
 }

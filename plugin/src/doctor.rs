@@ -597,7 +597,55 @@ fn trust_material(policy_path: &Path, policy: Option<&Policy>, now: Timestamp) -
 
 /// The checks of each kind of trust material in `root`, at `now`.
 fn trust_expiry(root_path: &Path, root: &TrustedRoot, needs: TrustNeeds, now: Timestamp) -> Vec<Check> {
-    let kinds = [
+    anchor_kinds(root, needs)
+        .into_iter()
+        .filter_map(|(kind, needed_because, windows)| expiry_of_kind(root_path, kind, needed_because, windows, now))
+        .collect()
+}
+
+/// When the trust material `policy` needs stops being valid, in unix seconds, as
+/// `pullgate_trust_material_expiry_timestamp_seconds` reports it: for each kind of anchor the
+/// policy's authorities need, the end of the last one valid at `now` (what [`run`] warns
+/// about), and the earliest of those. `+∞` when none of them ends (or nothing is needed); the
+/// last end before `now`, or 0, when a needed kind has no valid anchor. `None` when the policy
+/// has no trusted root.
+pub fn trust_expiry_timestamp(policy: &Policy, now: Timestamp) -> Option<f64> {
+    let trust = policy.trust()?;
+    Some(expiry_timestamp(trust.root(), needs_of_policy(policy), now))
+}
+
+/// [`trust_expiry_timestamp`] of `root` for a policy that `needs` what it does.
+fn expiry_timestamp(root: &TrustedRoot, needs: TrustNeeds, now: Timestamp) -> f64 {
+    let end_of_kind = |windows: Vec<Result<Window, String>>| {
+        // An anchor whose certificates do not parse verifies nothing.
+        let windows: Vec<Window> = windows.into_iter().flatten().collect();
+        let current: Vec<&Window> = windows.iter().filter(|w| w.contains(now)).collect();
+        if current.is_empty() {
+            let ended = windows.iter().filter_map(|w| w.end).filter(|end| *end < now).max();
+            return ended.map_or(0.0, |end| end.as_second() as f64);
+        }
+        if current.iter().any(|w| w.end.is_none()) {
+            return f64::INFINITY;
+        }
+        current
+            .iter()
+            .filter_map(|w| w.end)
+            .max()
+            .map_or(f64::INFINITY, |end| end.as_second() as f64)
+    };
+    anchor_kinds(root, needs)
+        .into_iter()
+        .filter(|(_, needed_because, _)| needed_because.is_some())
+        .map(|(_, _, windows)| end_of_kind(windows))
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Each kind of trust anchor in `root`: its name, why the policy needs it (`None` when it does
+/// not), and the window of each anchor of that kind.
+type AnchorKind = (&'static str, Option<&'static str>, Vec<Result<Window, String>>);
+
+fn anchor_kinds(root: &TrustedRoot, needs: TrustNeeds) -> [AnchorKind; 4] {
+    [
         (
             "Fulcio CA",
             needs.ca.then_some("keyless authorities need one"),
@@ -632,11 +680,7 @@ fn trust_expiry(root_path: &Path, root: &TrustedRoot, needs: TrustNeeds, now: Ti
                 .map(|tsa| certified_window(tsa.valid_for.as_ref(), &tsa.cert_chain))
                 .collect(),
         ),
-    ];
-    kinds
-        .into_iter()
-        .filter_map(|(kind, needed_because, windows)| expiry_of_kind(root_path, kind, needed_because, windows, now))
-        .collect()
+    ]
 }
 
 /// When one trust anchor may be used: its `validFor`, narrowed by its certificates' validity.

@@ -18,6 +18,8 @@ use crate::{
     containerd::Containerd,
     cri::{UnaryCall, UnaryReply, Upstream},
     denial::{Denial, DenialKind},
+    doctor,
+    metrics::Metrics,
     policy::{predicate, Action, Decision, Mode, Policy, Rule},
     reference::{Digest, Reference},
     registry::{cosign, referrers, Credentials, Registries, RegistryError, Session},
@@ -38,6 +40,7 @@ pub struct Judge {
     /// Successes remembered, and verifications in flight shared, per image and rule under one
     /// policy generation.
     cache: Arc<Cache<VerificationKey, Verified, Refusal>>,
+    metrics: Arc<Metrics>,
 }
 
 /// What a verification's outcome depends on: (repository, digest, policy and trust generation,
@@ -83,6 +86,7 @@ pub struct Gate {
     upstream: Upstream,
     containerd: Containerd,
     admitted: Admitted,
+    metrics: Arc<Metrics>,
 }
 
 /// Images pulled through the verified path, by (repository, image id): the policy generation
@@ -104,11 +108,13 @@ struct Verifications {
 // === impl Judge ===
 
 impl Judge {
-    pub fn new(registries: Registries, verify_timeout: Duration) -> Self {
+    /// A judge counting its cache lookups and verifications in `metrics`.
+    pub fn new(registries: Registries, verify_timeout: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             registries,
             verify_timeout,
             cache: Arc::new(Cache::new(CACHE_TTL, CACHE_CAPACITY)),
+            metrics,
         }
     }
 
@@ -181,11 +187,19 @@ impl Judge {
             policy.hash().to_string(),
             rule.name().to_string(),
         );
-        let check = || self.check(reference, &session, &digest, rule, policy.trust());
+        // Only a verification that runs to its end is timed: one cut off by verifyTimeout is
+        // dropped here, and neither it nor its lookup is counted.
+        let check = || async {
+            let started = Instant::now();
+            let outcome = self.check(reference, &session, &digest, rule, policy.trust()).await;
+            self.metrics.verification(started.elapsed());
+            outcome
+        };
         let (outcome, lookup) = self
             .cache
             .get_or_verify(key, check, |verified| remember_until(verified, rule))
             .await;
+        self.metrics.cache_lookup(lookup);
         // Shared or remembered outcomes may come from a pull of another tag of the repository.
         (outcome.map(|v| v.for_reference(reference)), lookup)
     }
@@ -409,7 +423,17 @@ impl Judgement {
 // === impl Gate ===
 
 impl Gate {
-    pub fn new(policy: Policy, judge: Judge, audit: AuditLog, upstream: Upstream, containerd: Containerd) -> Self {
+    /// The gate, with `policy` in force; decisions, reloads and the trust material's expiry are
+    /// reported in `metrics`.
+    pub fn new(
+        policy: Policy,
+        judge: Judge,
+        audit: AuditLog,
+        upstream: Upstream,
+        containerd: Containerd,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        metrics.trust_expiry(doctor::trust_expiry_timestamp(&policy, jiff::Timestamp::now()));
         Self {
             policy: RwLock::new(Arc::new(policy)),
             judge,
@@ -417,11 +441,16 @@ impl Gate {
             upstream,
             containerd,
             admitted: Admitted::default(),
+            metrics,
         }
     }
 
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -430,8 +459,17 @@ impl Gate {
 
     /// Loads the policy at `path` and puts it in force; on error the current one stays.
     pub fn reload_policy(&self, path: &Path) -> Result<(), String> {
-        let policy = Policy::load(path).map_err(|e| e.to_string())?;
+        let policy = match Policy::load(path) {
+            Ok(policy) => policy,
+            Err(errors) => {
+                self.metrics.policy_reload(false);
+                return Err(errors.to_string());
+            }
+        };
+        let expiry = doctor::trust_expiry_timestamp(&policy, jiff::Timestamp::now());
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        self.metrics.trust_expiry(expiry);
+        self.metrics.policy_reload(true);
         Ok(())
     }
 
@@ -452,6 +490,7 @@ impl Gate {
             .await;
         let record = judgement.record(Event::Pull, namespace, pod, started);
         tracing::info!(image = %record.image, namespace, pod, rule = ?record.rule, decision = ?record.decision, reason = %record.reason, "pull");
+        self.metrics.decision(&record);
         if let Err(error) = self.audit.append_async(record).await {
             tracing::error!(%error, "audit record not written");
             if judgement.mode == Mode::Enforce {

@@ -14,6 +14,7 @@ pub mod doctor;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod gate;
+pub mod metrics;
 pub mod node;
 pub mod policy;
 pub mod reference;

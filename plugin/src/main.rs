@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pullgate::{audit, config::Config, doctor, gate::Judge, policy::Policy, registry::Registries};
+use pullgate::{audit, config::Config, doctor, gate::Judge, metrics::Metrics, policy::Policy, registry::Registries};
 
 /// A CRI ImageService proxy that verifies cosign / Sigstore signatures before kubelet's image
 /// pulls reach containerd.
@@ -199,14 +199,16 @@ fn verify(
             return ExitCode::from(2);
         }
     };
-    let registries = match Registries::new(&config) {
+    // Counted like serve's, but nothing serves them.
+    let metrics = std::sync::Arc::new(Metrics::new());
+    let registries = match Registries::new(&config, metrics.clone()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pullgate verify: {e}");
             return ExitCode::from(2);
         }
     };
-    let judge = Judge::new(registries, config.verify_timeout);
+    let judge = Judge::new(registries, config.verify_timeout, metrics);
     let mut any_denied = false;
     let rt = runtime();
     for image in images {

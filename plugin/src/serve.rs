@@ -1,6 +1,6 @@
-//! `pullgate serve`: load everything, take the socket (systemd's, or bind one), drop
-//! privileges, serve until SIGTERM, reload on SIGHUP, and tell systemd when it is ready: once
-//! the policy and trust are loaded and containerd answers.
+//! `pullgate serve`: load everything, take the socket (systemd's, or bind one) and the metrics
+//! port, drop privileges, serve until SIGTERM, reload on SIGHUP, and tell systemd (and
+//! `/readyz`) when it is ready: once the policy and trust are loaded and containerd answers.
 
 use std::{
     sync::{
@@ -18,6 +18,7 @@ use crate::{
     containerd::Containerd,
     cri::{self, Upstream},
     gate::{Gate, Judge},
+    metrics::{self, endpoint::Probes, Metrics},
     node,
     policy::Policy,
     registry::Registries,
@@ -30,19 +31,18 @@ pub async fn run(config: Config) -> Result<(), String> {
     let inherited = node::inherited_listener().map_err(|e| format!("socket activation: {e}"))?;
     let policy = Policy::load(&config.policy).map_err(|e| e.to_string())?;
     tracing::info!(policy = %config.policy.display(), name = policy.name(), hash = policy.hash(), "policy loaded");
-    if config.metrics.is_some() {
-        tracing::warn!("metrics.listen is set, but this version does not serve metrics yet");
-    }
     let audit = AuditLog::open(&config.audit.path).map_err(|e| e.to_string())?;
-    let registries = Registries::new(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    let registries = Registries::new(&config, metrics.clone())?;
     let upstream = Upstream::connect_lazy(&config.upstream);
     let containerd = Containerd::new(upstream.channel(), &config.containerd_namespace)?;
     let gate = Arc::new(Gate::new(
         policy,
-        Judge::new(registries, config.verify_timeout),
+        Judge::new(registries, config.verify_timeout, metrics.clone()),
         audit,
         upstream,
         containerd,
+        metrics.clone(),
     ));
 
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
@@ -57,7 +57,15 @@ pub async fn run(config: Config) -> Result<(), String> {
         None => node::bind_socket(&config.listen, config.socket.mode)
             .map_err(|e| format!("listen {}: {e}", config.listen.display()))?,
     };
-    // Everything that needed privilege (the socket, the audit log) is done.
+    let metrics_listener = match &config.metrics {
+        Some(m) => Some(
+            tokio::net::TcpListener::bind(m.listen)
+                .await
+                .map_err(|e| format!("metrics.listen {}: {e}", m.listen))?,
+        ),
+        None => None,
+    };
+    // Everything that needed privilege (the sockets, the audit log) is done.
     match node::drop_privileges() {
         Ok(0) => tracing::debug!("capabilities dropped, no_new_privs set"),
         Ok(left) => tracing::warn!(
@@ -69,6 +77,16 @@ pub async fn run(config: Config) -> Result<(), String> {
     tracing::info!(listen = %config.listen.display(), upstream = %config.upstream.display(), "serving");
     let ready = Arc::new(AtomicBool::new(false));
     let readiness = tokio::spawn(announce_ready(gate.clone(), ready.clone()));
+    let metrics_endpoint = metrics_listener.map(|listener| {
+        let probes = Probes {
+            ready: ready.clone(),
+            not_ready: format!(
+                "not ready: containerd at {} has not answered CRI Version yet",
+                config.upstream.display()
+            ),
+        };
+        tokio::spawn(metrics::endpoint::serve(listener, metrics, probes))
+    });
 
     let reload = {
         let gate = gate.clone();
@@ -103,6 +121,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     cri::serve(listener, gate, config.socket.allowed_uids.clone(), shutdown).await;
     reloader.abort();
     readiness.abort();
+    if let Some(endpoint) = metrics_endpoint {
+        endpoint.abort();
+    }
     // A socket systemd passed stays: it holds the next pulls while pullgate restarts.
     if bound_here {
         let _ = std::fs::remove_file(&config.listen);

@@ -13,6 +13,7 @@ use crate::{
     containerd::Containerd,
     distribution::Auth,
     image, policy,
+    process::free_local_port,
     pullgate::{self, Pullgate, RegistryEntry},
     registry::Registry,
     signer::Signer,
@@ -164,6 +165,23 @@ impl TestEnv {
     pub async fn start_pullgate(&self, policy_yaml: &str) -> Pullgate {
         let dir = self.next_pullgate_dir();
         Pullgate::start(&dir, &self.pullgate_config(&dir, "10s"), policy_yaml).await
+    }
+
+    /// As [`TestEnv::start_pullgate`], also serving `/metrics`, `/healthz` and `/readyz` on a
+    /// free loopback port ([`Pullgate::metrics_addr`]); another port is tried when the one picked
+    /// was taken meanwhile.
+    pub async fn start_pullgate_with_metrics(&self, policy_yaml: &str) -> Pullgate {
+        let mut attempts = 0;
+        loop {
+            let port = free_local_port().expect("find a free port");
+            let dir = self.next_pullgate_dir();
+            let config = pullgate::with_metrics(&self.pullgate_config(&dir, "10s"), ([127, 0, 0, 1], port).into());
+            match Pullgate::try_start(&dir, &config, policy_yaml).await {
+                Ok(pullgate) => return pullgate,
+                Err(e) if attempts < 3 && e.log_tail.contains("Address already in use") => attempts += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     /// As [`TestEnv::start_pullgate`], with exactly `registries` in pullgate's configuration.

@@ -2,6 +2,7 @@
 
 use std::{
     fs,
+    net::SocketAddr,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::{Command, ExitStatus},
@@ -33,6 +34,7 @@ pub struct Pullgate {
     dir: PathBuf,
     socket: PathBuf,
     audit: PathBuf,
+    metrics: Option<SocketAddr>,
 }
 
 // === impl Pullgate ===
@@ -95,6 +97,7 @@ impl Pullgate {
             dir: dir.to_owned(),
             socket,
             audit,
+            metrics: metrics_of(config_yaml),
         };
         let socket = pullgate.socket.clone();
         pullgate
@@ -123,6 +126,29 @@ impl Pullgate {
 
     pub fn audit_path(&self) -> PathBuf {
         self.audit.clone()
+    }
+
+    /// Where pullgate serves `/metrics`, `/healthz` and `/readyz`, if its configuration says.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
+    /// `GET path` on the metrics endpoint: the status and the body. Panics when the
+    /// configuration has no `metrics.listen` or nothing answers.
+    pub async fn metrics_get(&self, path: &str) -> (u16, String) {
+        let addr = self
+            .metrics
+            .expect("a configuration with metrics.listen (see with_metrics)");
+        http_get(addr, path)
+            .await
+            .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}\n{}", self.log()))
+    }
+
+    /// The `/metrics` text; panics unless the answer is 200.
+    pub async fn scrape(&self) -> String {
+        let (status, body) = self.metrics_get("/metrics").await;
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
     }
 
     /// The audit log's records so far, one JSON value per line; empty if there is no log yet.
@@ -302,6 +328,34 @@ pub fn config_yaml_with_registries(
     )
 }
 
+/// `config_yaml` with `metrics.listen: <listen>` added (SPEC §3), so pullgate serves `/metrics`,
+/// `/healthz` and `/readyz` there.
+pub fn with_metrics(config_yaml: &str, listen: SocketAddr) -> String {
+    let mut yaml = config_yaml.to_owned();
+    if !yaml.ends_with('\n') {
+        yaml.push('\n');
+    }
+    yaml.push_str(&format!("metrics:\n  listen: \"{listen}\"\n"));
+    yaml
+}
+
+/// `GET http://<addr><path>` without a proxy: the status and the body as text.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), reqwest::Error> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let response = client.get(format!("http://{addr}{path}")).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
+}
+
+/// `metrics.listen` of a configuration, if it has one that parses.
+fn metrics_of(config_yaml: &str) -> Option<SocketAddr> {
+    let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(config_yaml).ok()?;
+    config.get("metrics")?.get("listen")?.as_str()?.parse().ok()
+}
+
 /// The listen socket and audit log a configuration names, resolved the way pullgate does:
 /// `unix://` stripped, relative paths against the configuration's directory, SPEC defaults
 /// where absent. A configuration that does not parse gets the defaults; pullgate reports it.
@@ -386,6 +440,25 @@ mod tests {
         );
         let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&none).unwrap();
         assert_eq!(doc["registries"].as_sequence().map(Vec::len), Some(0));
+    }
+
+    #[test]
+    fn metrics_listen_is_added_and_read_back() {
+        let plain = config_yaml(
+            Path::new("/t/pg.sock"),
+            Path::new("/t/containerd.sock"),
+            Path::new("/t/policy.yaml"),
+            Path::new("/t/audit.jsonl"),
+            &[],
+            "2s",
+        );
+        assert_eq!(metrics_of(&plain), None);
+        let addr: SocketAddr = "127.0.0.1:9469".parse().unwrap();
+        let yaml = with_metrics(&plain, addr);
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(doc["metrics"]["listen"].as_str(), Some("127.0.0.1:9469"));
+        assert_eq!(doc["verifyTimeout"].as_str(), Some("2s"));
+        assert_eq!(metrics_of(&yaml), Some(addr));
     }
 
     #[test]

@@ -56,7 +56,7 @@ async fn discover(registry: &Registry, repo: &str, digest: &Digest) -> Vec<refer
         insecure: true,
         ca_file: None,
     });
-    let registries = Registries::new(&config).unwrap();
+    let registries = Registries::new(&config, Default::default()).unwrap();
     let reference = Reference::parse(&format!("{}/{repo}@{digest}", registry.host())).unwrap();
     let session = registries.session(&reference, Credentials::anonymous());
     referrers::sigstore_bundles(&session, digest, &[PREDICATE])

@@ -47,6 +47,20 @@ pub enum Decision {
     AuditDeny,
 }
 
+// === impl Decision ===
+
+impl Decision {
+    /// The decision as the record's `decision` field spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Warn => "warn",
+            Self::AuditDeny => "audit-deny",
+        }
+    }
+}
+
 // === impl Record ===
 
 impl Record {

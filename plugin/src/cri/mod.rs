@@ -17,6 +17,7 @@ use tonic::{body::Body, Status};
 
 use crate::gate::Gate;
 
+mod counted;
 pub mod grpc;
 pub mod upstream;
 
@@ -88,12 +89,14 @@ fn serve_connection(stream: UnixStream, gate: Arc<Gate>, allowed_uids: &[u32], g
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let gate = gate.clone();
         async move {
-            if !allowed {
-                let status =
-                    Status::permission_denied(format!("uid {peer_uid:?} is not in pullgate's socket.allowedUids"));
-                return Ok::<_, Infallible>(status.into_http());
-            }
-            Ok(route(&gate, request).await)
+            let method = counted::method_label(request.uri().path());
+            let response = if allowed {
+                route(&gate, request).await
+            } else {
+                Status::permission_denied(format!("uid {peer_uid:?} is not in pullgate's socket.allowedUids"))
+                    .into_http()
+            };
+            Ok::<_, Infallible>(counted::count(response, method, gate.metrics().clone()))
         }
     });
     let conn =

@@ -267,6 +267,39 @@ fn ended_valid_for_fails_the_kinds_the_policy_needs() {
 }
 
 #[test]
+fn the_expiry_timestamp_is_the_first_needed_kind_to_run_out() {
+    let root = public_good_root();
+    let seconds = |time: &str| at(time).as_second() as f64;
+    let now = at("2026-06-01T00:00:00Z");
+    // The Fulcio CA's certificates end 2031-10-05; the current log keys have no end.
+    let ca_end = expiry_timestamp(&root, KEYLESS, now);
+    assert!(
+        (seconds("2031-10-05T00:00:00Z")..seconds("2031-10-06T00:00:00Z")).contains(&ca_end),
+        "{ca_end}"
+    );
+    assert_eq!(expiry_timestamp(&root, TrustNeeds::default(), now), f64::INFINITY);
+    let logs_only = TrustNeeds {
+        tlog: true,
+        ..TrustNeeds::default()
+    };
+    assert_eq!(expiry_timestamp(&root, logs_only, now), f64::INFINITY);
+    // Past the CA's end, the gauge says when it ended.
+    assert_eq!(expiry_timestamp(&root, KEYLESS, at("2031-10-06T00:00:00Z")), ca_end);
+
+    let mut json: serde_json::Value =
+        serde_json::from_str(sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT).unwrap();
+    for log in json["tlogs"].as_array_mut().unwrap() {
+        log["publicKey"]["validFor"]["end"] = "2027-01-01T00:00:00Z".into();
+    }
+    json["timestampAuthorities"] = serde_json::json!([]);
+    let root = TrustedRoot::from_json(&json.to_string()).unwrap();
+    assert_eq!(expiry_timestamp(&root, KEYLESS, now), seconds("2027-01-01T00:00:00Z"));
+    // A needed kind the root does not list at all has never been valid.
+    let needs_tsa = TrustNeeds { tsa: true, ..KEYLESS };
+    assert_eq!(expiry_timestamp(&root, needs_tsa, now), 0.0);
+}
+
+#[test]
 fn needs_follow_the_authorities() {
     assert_eq!(needs_of([(false, Tlog::Optional)].into_iter()), TrustNeeds::default());
     assert_eq!(needs_of([(true, Tlog::Required)].into_iter()), KEYLESS);

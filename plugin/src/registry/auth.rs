@@ -6,7 +6,8 @@ use std::fmt;
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use reqwest::header;
 
-use super::{read_bounded, unavailable, RegistryError, Session};
+use super::{outcome_of, read_bounded, unavailable, RegistryError, Session};
+use crate::metrics::RegistryOutcome;
 
 /// Token responses larger than this are refused.
 const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
@@ -184,7 +185,14 @@ async fn fetch_token(
         }
         request
     };
-    let response = request.send().await.map_err(|e| unavailable(url, &e))?;
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(e) => {
+            session.registries.count(RegistryOutcome::Unavailable);
+            return Err(unavailable(url, &e));
+        }
+    };
+    session.registries.count(outcome_of(response.status(), &[]));
     if !response.status().is_success() {
         return Err(RegistryError::Unavailable(format!(
             "{url}: token request refused: HTTP {}",

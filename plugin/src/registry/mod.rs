@@ -7,6 +7,7 @@ use reqwest::{header, StatusCode};
 
 use crate::{
     config::Config,
+    metrics::{Metrics, RegistryOutcome},
     reference::{Digest, Reference},
 };
 
@@ -37,6 +38,8 @@ struct Inner {
     /// Hosts with their own CA file get their own client.
     with_ca: Vec<(String, reqwest::Client)>,
     default: reqwest::Client,
+    /// Where every request's outcome is counted.
+    metrics: Arc<Metrics>,
 }
 
 /// Why the registry did not give pullgate what it asked for.
@@ -76,7 +79,8 @@ pub struct Session<'r> {
 // === impl Registries ===
 
 impl Registries {
-    pub fn new(config: &Config) -> Result<Self, String> {
+    /// Clients for the registries `config` describes, counting their requests in `metrics`.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, String> {
         let insecure: HashSet<String> = config
             .registries
             .iter()
@@ -112,6 +116,7 @@ impl Registries {
                 insecure,
                 with_ca,
                 default,
+                metrics,
             }),
         })
     }
@@ -144,6 +149,11 @@ impl Registries {
 
     fn is_insecure(&self, host: &str) -> bool {
         self.inner.insecure.contains(host)
+    }
+
+    /// Counts one HTTP request to a registry or a token realm.
+    fn count(&self, outcome: RegistryOutcome) {
+        self.inner.metrics.registry_request(outcome);
     }
 }
 
@@ -268,7 +278,14 @@ impl Session<'_> {
             if let Some(authorization) = authorization {
                 request = request.header(header::AUTHORIZATION, authorization);
             }
-            let response = request.send().await.map_err(|e| unavailable(url, &e))?;
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) => {
+                    self.registries.count(RegistryOutcome::Unavailable);
+                    return Err(unavailable(url, &e));
+                }
+            };
+            self.registries.count(outcome_of(response.status(), absent));
             match response.status() {
                 s if s.is_success() => return Ok(Some(response)),
                 s if absent.contains(&s) => return Ok(None),
@@ -292,6 +309,17 @@ impl Session<'_> {
                 s => return Err(RegistryError::Unavailable(format!("{url}: HTTP {s}"))),
             }
         }
+    }
+}
+
+/// How a registry's answer is counted; `absent` are the statuses the caller takes for "there is
+/// no such thing".
+fn outcome_of(status: StatusCode, absent: &[StatusCode]) -> RegistryOutcome {
+    match status {
+        s if s.is_success() => RegistryOutcome::Ok,
+        s if s == StatusCode::NOT_FOUND || absent.contains(&s) => RegistryOutcome::NotFound,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryOutcome::Unauthorized,
+        _ => RegistryOutcome::Error,
     }
 }
 

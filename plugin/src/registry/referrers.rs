@@ -336,7 +336,7 @@ mod tests {
             insecure: true,
             ca_file: None,
         });
-        let registries = crate::registry::Registries::new(&config).unwrap();
+        let registries = crate::registry::Registries::new(&config, Default::default()).unwrap();
         let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
         let session = registries.session(&reference, Credentials::anonymous());
 

@@ -170,6 +170,7 @@ struct Authority {
 pub struct FulcioCa {
     root: Authority,
     intermediate: Option<Authority>,
+    not_after: i64,
 }
 
 // === impl FulcioCa ===
@@ -177,9 +178,10 @@ pub struct FulcioCa {
 impl FulcioCa {
     /// A new root (and intermediate) valid from [`CA_EPOCH`] to ten years from now.
     pub fn generate(with_intermediate: bool) -> FulcioCa {
+        let not_after = unix_now() + 10 * 365 * 86_400;
         let root_key = RcgenKeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("generate the root key");
         let root_spki = root_key.subject_public_key_info();
-        let root_params = ca_params("sigstore", IsCa::Ca(BasicConstraints::Unconstrained));
+        let root_params = ca_params("sigstore", IsCa::Ca(BasicConstraints::Unconstrained), not_after);
         let root_cert = root_params.self_signed(&root_key).expect("self-sign the root");
         let root = Authority {
             issuer: Issuer::new(root_params, root_key),
@@ -189,7 +191,11 @@ impl FulcioCa {
         let intermediate = with_intermediate.then(|| {
             let key = RcgenKeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("generate the intermediate key");
             let spki = key.subject_public_key_info();
-            let mut params = ca_params("sigstore-intermediate", IsCa::Ca(BasicConstraints::Constrained(0)));
+            let mut params = ca_params(
+                "sigstore-intermediate",
+                IsCa::Ca(BasicConstraints::Constrained(0)),
+                not_after,
+            );
             params.use_authority_key_identifier_extension = true;
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
             let cert = params.signed_by(&key, &root.issuer).expect("sign the intermediate");
@@ -199,7 +205,17 @@ impl FulcioCa {
                 spki,
             }
         });
-        FulcioCa { root, intermediate }
+        FulcioCa {
+            root,
+            intermediate,
+            not_after,
+        }
+    }
+
+    /// When the root and intermediate certificates expire (unix seconds): the end of the CA's
+    /// validity, since its `validFor` in the trusted root has none.
+    pub fn not_after(&self) -> i64 {
+        self.not_after
     }
 
     /// The root certificate, DER.
@@ -298,7 +314,7 @@ impl FulcioCa {
     }
 }
 
-fn ca_params(common_name: &str, is_ca: IsCa) -> CertificateParams {
+fn ca_params(common_name: &str, is_ca: IsCa, not_after: i64) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "pullgate.test");
@@ -306,7 +322,7 @@ fn ca_params(common_name: &str, is_ca: IsCa) -> CertificateParams {
     params.distinguished_name = dn;
     params.is_ca = is_ca;
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    set_validity(&mut params, CA_EPOCH, unix_now() + 10 * 365 * 86_400);
+    set_validity(&mut params, CA_EPOCH, not_after);
     params
 }
 
