@@ -66,6 +66,33 @@ pub fn rule(name: &str, images: &[&str], extra: &str, key: Option<(&str, &str)>)
     out
 }
 
+/// A policy whose one rule `apps`, for `images`, requires a keyless signature by `issuer` with
+/// a subject matching `subject_regexp`, checked against `trusted_root`.
+pub fn keyless_policy(trusted_root: &std::path::Path, images: &str, issuer: &str, subject_regexp: &str) -> String {
+    let q = |s: &str| serde_json::to_string(s).expect("encode a string");
+    format!(
+        "apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: keyless
+spec:
+  trustedRoot: {root}
+  rules:
+    - name: apps
+      images: [{images}]
+      authorities:
+        - name: ci
+          keyless:
+            issuer: {issuer}
+            subjectRegExp: {subject}
+",
+        root = q(&trusted_root.display().to_string()),
+        images = q(images),
+        issuer = q(issuer),
+        subject = q(subject_regexp),
+    )
+}
+
 /// A policy whose one rule `apps`, for `images`, requires a keyless signature by `issuer` and
 /// `subject` (exact) checked against `trusted_root`, and the `attestations` given as YAML list
 /// items (indented by eight spaces, starting with `- name:`).

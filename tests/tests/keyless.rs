@@ -16,28 +16,10 @@ const WORKFLOW: &str = "https://github.com/org/repo/.github/workflows/release.ym
 const SUBJECT_REGEXP: &str = r"^https://github\.com/org/repo/\.github/workflows/release\.yml@refs/tags/v.*$";
 const PREFIX: &str = "SignatureValidationFailed: ";
 
-/// A policy requiring a keyless signature from `org/repo`'s release workflow, against the
+/// A policy requiring a keyless signature whose subject matches `subject_regexp`, against the
 /// test Sigstore's trusted root written next to it.
 fn keyless_policy(env: &TestEnv, trusted_root: &std::path::Path, subject_regexp: &str) -> String {
-    format!(
-        "apiVersion: pullgate.dev/v1alpha1
-kind: ImagePolicy
-metadata:
-  name: keyless
-spec:
-  trustedRoot: {root}
-  rules:
-    - name: apps
-      images: [\"{host}/apps/**\"]
-      authorities:
-        - name: ci
-          keyless:
-            issuer: {ISSUER}
-            subjectRegExp: '{subject_regexp}'
-",
-        root = trusted_root.display(),
-        host = env.host(),
-    )
+    pullgate_tests::policy::keyless_policy(trusted_root, &format!("{}/apps/**", env.host()), ISSUER, subject_regexp)
 }
 
 /// Pushes an image and attaches a legacy keyless `.sig` for it; returns its digest.

@@ -55,24 +55,11 @@ async fn wait_for_sample(pg: &Pullgate, series: &str, value: f64) -> String {
 
 /// A keyless policy for `env`'s `apps/**` against the trusted root at `root`.
 fn keyless_policy(env: &TestEnv, root: &Path) -> String {
-    format!(
-        "apiVersion: pullgate.dev/v1alpha1
-kind: ImagePolicy
-metadata:
-  name: keyless
-spec:
-  trustedRoot: {root}
-  rules:
-    - name: apps
-      images: [\"{host}/apps/**\"]
-      authorities:
-        - name: ci
-          keyless:
-            issuer: https://token.actions.githubusercontent.com
-            subjectRegExp: '^https://github\\.com/org/repo/.*$'
-",
-        root = root.display(),
-        host = env.host(),
+    pullgate_tests::policy::keyless_policy(
+        root,
+        &format!("{}/apps/**", env.host()),
+        "https://token.actions.githubusercontent.com",
+        r"^https://github\.com/org/repo/.*$",
     )
 }
 
