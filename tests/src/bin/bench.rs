@@ -36,23 +36,11 @@ async fn main() {
     // (a) Cold pulls: every round pushes two new images of the same size.
     let mut cold = Pair::default();
     for round in 0..rounds {
-        let signed = env
-            .push_signed_image("bench/signed", &format!("c{round}"), &format!("cold {round}"))
+        env.push_signed_image("bench/signed", &format!("c{round}"), &format!("cold {round}"))
             .await;
-        let plain = env
-            .push_image("bench/plain", &format!("c{round}"), &format!("cold {round}"))
+        env.push_image("bench/plain", &format!("c{round}"), &format!("cold {round}"))
             .await;
-        let _ = (signed, plain);
-        let via_pg = cri::pull_request(
-            &env.image_ref("bench/signed", &format!("c{round}")),
-            None,
-            Some("default"),
-        );
-        let via_direct = cri::pull_request(
-            &env.image_ref("bench/plain", &format!("c{round}")),
-            None,
-            Some("default"),
-        );
+        let (via_pg, via_direct) = round_requests(&env, round);
         cold.alternate(round, &through, via_pg, &direct, via_direct).await;
     }
     cold.print("(a) cold PullImage, signed image");
@@ -68,16 +56,7 @@ async fn main() {
     // (b) Warm: the same tags again (verified, and in containerd).
     let mut warm = Pair::default();
     for round in 0..rounds {
-        let via_pg = cri::pull_request(
-            &env.image_ref("bench/signed", &format!("c{round}")),
-            None,
-            Some("default"),
-        );
-        let via_direct = cri::pull_request(
-            &env.image_ref("bench/plain", &format!("c{round}")),
-            None,
-            Some("default"),
-        );
+        let (via_pg, via_direct) = round_requests(&env, round);
         warm.alternate(round, &through, via_pg, &direct, via_direct).await;
     }
     warm.print("(b) warm repeat PullImage");
@@ -167,6 +146,18 @@ async fn main() {
         ms(ready[5]),
         ms(ready[9])
     );
+}
+
+/// The pulls of round `round`: its signed image through pullgate, its unsigned twin direct.
+fn round_requests(
+    env: &TestEnv,
+    round: usize,
+) -> (
+    pullgate_proto::cri::PullImageRequest,
+    pullgate_proto::cri::PullImageRequest,
+) {
+    let pull = |repo: &str| cri::pull_request(&env.image_ref(repo, &format!("c{round}")), None, Some("default"));
+    (pull("bench/signed"), pull("bench/plain"))
 }
 
 /// Latencies of the same kind of call through pullgate and direct.
