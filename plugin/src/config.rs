@@ -34,6 +34,10 @@ pub struct Config {
     pub socket: SocketConfig,
     #[serde(default = "defaults::verify_timeout", with = "duration")]
     pub verify_timeout: Duration,
+    /// How long a tag's resolution to a digest is reused by later pulls of the tag with the same
+    /// credentials; 0 resolves every pull.
+    #[serde(default = "defaults::resolve_ttl", rename = "resolveTTL", with = "duration")]
+    pub resolve_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +139,7 @@ impl Config {
             registries: Vec::new(),
             socket: SocketConfig::default(),
             verify_timeout: defaults::verify_timeout(),
+            resolve_ttl: defaults::resolve_ttl(),
         }
     }
 
@@ -149,6 +154,12 @@ impl Config {
         }
         if self.verify_timeout.is_zero() || self.verify_timeout > Duration::from_secs(300) {
             return Err(invalid("verifyTimeout", "must be between 1ms and 5m".into()));
+        }
+        if self.resolve_ttl > Duration::from_secs(300) {
+            return Err(invalid(
+                "resolveTTL",
+                "must be at most 5m (0 resolves every pull)".into(),
+            ));
         }
         if self.socket.mode & !0o777 != 0 {
             return Err(invalid(
@@ -214,6 +225,9 @@ mod defaults {
     pub fn verify_timeout() -> Duration {
         Duration::from_secs(10)
     }
+    pub fn resolve_ttl() -> Duration {
+        Duration::from_secs(10)
+    }
 }
 
 /// `unix:///run/x.sock` (or a bare absolute path) to a path; other schemes are refused.
@@ -277,6 +291,7 @@ mod tests {
         assert_eq!(c.socket.mode, 0o660);
         assert_eq!(c.socket.allowed_uids, vec![0]);
         assert_eq!(c.verify_timeout, Duration::from_secs(10));
+        assert_eq!(c.resolve_ttl, Duration::from_secs(10));
         assert!(c.metrics.is_none(), "no endpoint unless asked for");
     }
 
@@ -299,6 +314,7 @@ socket:
   mode: "0600"
   allowedUids: [0, 1000]
 verifyTimeout: 2500ms
+resolveTTL: 0s
 "#,
         )
         .unwrap();
@@ -307,7 +323,14 @@ verifyTimeout: 2500ms
         assert!(c.registry("ghcr.io").is_none());
         assert_eq!(c.socket.mode, 0o600);
         assert_eq!(c.verify_timeout, Duration::from_millis(2500));
+        assert_eq!(c.resolve_ttl, Duration::ZERO);
         assert_eq!(c.metrics.unwrap().listen, "127.0.0.1:9469".parse().unwrap());
+    }
+
+    #[test]
+    fn resolve_ttl_is_bounded() {
+        let err = load("policy: p.yaml\nresolveTTL: 6m\n").unwrap_err().to_string();
+        assert!(err.contains("resolveTTL") && err.contains("at most 5m"), "{err}");
     }
 
     #[test]

@@ -178,7 +178,7 @@ impl Judge {
     ) -> (Result<Verified, Refusal>, Lookup) {
         let session = self.registries.session(reference, credentials);
         let digest = match session.resolve(reference).await {
-            Ok(manifest) => manifest.digest,
+            Ok(digest) => digest,
             Err(e) => return (Err(Refusal::from_registry(None, e)), Lookup::Miss),
         };
         let key = (

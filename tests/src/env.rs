@@ -184,6 +184,14 @@ impl TestEnv {
         }
     }
 
+    /// As [`TestEnv::start_pullgate`], with `extra_config` (whole YAML lines, such as
+    /// `resolveTTL: 0s`) added to pullgate's configuration.
+    pub async fn start_pullgate_with_config(&self, policy_yaml: &str, extra_config: &str) -> Pullgate {
+        let dir = self.next_pullgate_dir();
+        let config = format!("{}{extra_config}", self.pullgate_config(&dir, "10s"));
+        Pullgate::start(&dir, &config, policy_yaml).await
+    }
+
     /// As [`TestEnv::start_pullgate`], with exactly `registries` in pullgate's configuration.
     pub async fn start_pullgate_with(&self, policy_yaml: &str, registries: &[RegistryEntry]) -> Pullgate {
         let dir = self.next_pullgate_dir();

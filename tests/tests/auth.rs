@@ -178,6 +178,56 @@ async fn token_registry_without_credentials_is_registry_unavailable() {
     assert_eq!(asked[0].status, 200);
 }
 
+/// A token is fetched once per repository and credentials, then reused by later pulls (within
+/// its lifetime), and never lent to a pull with other credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_tokens_are_reused_across_pulls_with_the_same_credentials() {
+    let (env, pg, _) = signed_env().await;
+    env.push_signed_image("signed/app", "v2", "a second tag").await;
+    env.push_signed_image("signed/other", "v1", "another repository").await;
+    let pull = |image: String, password: &'static str| {
+        let mut client = pg.client();
+        async move {
+            client
+                .pull_image(cri::pull_request(&image, Some((USER, password)), Some("default")))
+                .await
+        }
+    };
+
+    // Three pulls of the repository (a repeat and another tag): one token request.
+    for tag in ["v1", "v1", "v2"] {
+        pull(env.image_ref("signed/app", tag), PASS)
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: {e:?}"));
+    }
+    let asked = pullgate_token_requests(&env);
+    assert_eq!(asked.len(), 1, "{asked:#?}");
+    assert_eq!(asked[0].scopes, ["repository:signed/app:pull"]);
+
+    // A wrong password is not let in on the token the right one earned.
+    let refused = pull(env.image_ref("signed/app", "v2"), "wrong")
+        .await
+        .expect_err("a wrong password must not reuse the token");
+    assert!(refused.message().starts_with(UNAVAILABLE_PREFIX), "{refused:?}");
+
+    // Another repository needs a token of its own scope.
+    pull(env.image_ref("signed/other", "v1"), PASS)
+        .await
+        .expect("another repository with the right password");
+    let scopes: Vec<_> = pullgate_token_requests(&env)
+        .into_iter()
+        .map(|r| (r.scopes.join(" "), r.status))
+        .collect();
+    assert_eq!(
+        scopes,
+        [
+            ("repository:signed/app:pull".to_string(), 200),
+            ("repository:signed/app:pull".to_string(), 401),
+            ("repository:signed/other:pull".to_string(), 200),
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_registry_with_a_wrong_password_is_registry_unavailable() {
     let (env, pg, _) = signed_env().await;

@@ -1,5 +1,6 @@
 //! The verification cache and single flight, end to end: concurrent pulls of one new image
-//! share one verification, a repeat pull is answered from memory, and a policy reload forgets.
+//! share one verification, a repeat pull is answered from memory, a policy reload forgets, and a
+//! tag's resolution is reused for `resolveTTL`.
 
 use std::collections::BTreeMap;
 
@@ -81,4 +82,43 @@ async fn a_reload_forgets_and_a_denial_is_never_remembered() {
     // A decision that needs no verification says so.
     pg.pull(&env.image_ref("other/x", "v1"), None).await.unwrap_err();
     assert_eq!(pg.last_record()["cache"], "none");
+}
+
+/// A tag resolved moments ago is not asked of the registry again (`resolveTTL`, 10 s by
+/// default): a tag moved meanwhile keeps pulling the verified digest it named, never the new
+/// content unverified. With `resolveTTL: 0s` every pull judges what the tag names now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_resolution_is_reused_within_resolve_ttl() {
+    let env = TestEnv::start().await;
+    let signed = env.push_signed_image("apps/app", "v1", "signed first").await;
+    let policy = env.key_policy(&[&format!("{}/apps/**", env.host())]);
+    let remembering = env.start_pullgate(&policy).await;
+    let resolving = env.start_pullgate_with_config(&policy, "resolveTTL: 0s\n").await;
+    let image = env.image_ref("apps/app", "v1");
+    for pg in [&remembering, &resolving] {
+        pg.pull(&image, None).await.unwrap();
+        assert_eq!(pg.last_record()["digest"], signed);
+    }
+
+    let moved = env.push_image("apps/app", "v1", "moved, unsigned").await;
+    assert_ne!(moved, signed);
+    remembering.pull(&image, None).await.unwrap();
+    let record = remembering.last_record();
+    assert_eq!(
+        (&record["decision"], &record["digest"]),
+        (&"allow".into(), &signed.clone().into())
+    );
+    assert_eq!(record["cache"], "hit");
+
+    let denied = resolving.pull(&image, None).await.unwrap_err();
+    assert!(
+        denied.message().starts_with("SignatureValidationFailed: "),
+        "{denied:?}"
+    );
+    assert_eq!(resolving.last_record()["digest"], moved);
+    // The tag still names the verified image in containerd.
+    assert_eq!(
+        env.containerd.image_id(&image).await,
+        env.containerd.image_id(&env.image_ref("apps/app", &signed)).await
+    );
 }

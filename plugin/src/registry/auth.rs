@@ -1,16 +1,31 @@
 //! Registry authentication with the credentials kubelet sent in `PullImageRequest.auth`:
 //! HTTP basic, and the bearer-token challenge flow of the distribution spec.
 
-use std::fmt;
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use reqwest::header;
+use sha2::{Digest as _, Sha256};
 
 use super::{outcome_of, read_bounded, unavailable, RegistryError, Session};
 use crate::metrics::RegistryOutcome;
 
 /// Token responses larger than this are refused.
 const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// How long a token lives when the realm does not say (the token spec's default), and the
+/// longest pullgate keeps any answer, whatever the realm says.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+const MAX_REMEMBERED: Duration = Duration::from_secs(3600);
+/// A token is dropped this long before it expires, so no request is sent with a dying one.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+/// How many answers are remembered; beyond that the soonest to expire is forgotten.
+const MAX_ANSWERS: usize = 1024;
 
 /// Registry credentials from the CRI `AuthConfig`. Never printed: `Debug` hides the secrets.
 #[derive(Clone, Default)]
@@ -51,6 +66,22 @@ impl Credentials {
             basic: Some((username.into(), password.into())),
             ..Self::default()
         }
+    }
+
+    /// A digest of everything the credentials hold, so answers earned with one set are never
+    /// sent with another. The secrets themselves are not kept for this.
+    fn fingerprint(&self) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        let mut field = |value: Option<&str>| {
+            let value = value.unwrap_or_default();
+            hash.update((value.len() as u64).to_be_bytes());
+            hash.update(value.as_bytes());
+        };
+        field(self.basic.as_ref().map(|(u, _)| u.as_str()));
+        field(self.basic.as_ref().map(|(_, p)| p.as_str()));
+        field(self.identity_token.as_deref());
+        field(self.registry_token.as_deref());
+        hash.finalize().into()
     }
 
     fn basic_header(&self) -> Option<String> {
@@ -106,19 +137,93 @@ impl Challenge {
     }
 }
 
-/// Answers a 401 challenge and returns the `Authorization` header value to retry with.
-pub(super) async fn answer(session: &Session<'_>, www_authenticate: &str) -> Result<String, RegistryError> {
+/// The `Authorization` headers that answered a registry's challenge, remembered per registry,
+/// repository and credentials until the token expires, so a pull does not pay the 401 and the
+/// token request again. A header is only ever sent with the credentials that earned it.
+#[derive(Default)]
+pub(super) struct Answers(Mutex<HashMap<AnswerKey, Remembered>>);
+
+/// (registry base URL, repository, fingerprint of the credentials).
+pub(super) type AnswerKey = (String, String, [u8; 32]);
+
+struct Remembered {
+    authorization: String,
+    until: Instant,
+}
+
+/// The header to retry with, and how long it may be used.
+pub(super) struct Answer {
+    pub authorization: String,
+    pub lifetime: Duration,
+}
+
+impl Answers {
+    /// The key a session's answers are remembered under.
+    pub(super) fn key(base: &str, repository: &str, credentials: &Credentials) -> AnswerKey {
+        (base.to_string(), repository.to_string(), credentials.fingerprint())
+    }
+
+    /// The remembered header for `key`, if it has not expired.
+    pub(super) fn get(&self, key: &AnswerKey) -> Option<String> {
+        let entries = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(key)
+            .filter(|r| r.until > Instant::now())
+            .map(|r| r.authorization.clone())
+    }
+
+    /// Remembers `answer` for `key`, unless it would expire too soon to be worth it.
+    pub(super) fn remember(&self, key: AnswerKey, answer: &Answer) {
+        let Some(usable) = answer.lifetime.min(MAX_REMEMBERED).checked_sub(EXPIRY_MARGIN) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut entries = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= MAX_ANSWERS && !entries.contains_key(&key) {
+            entries.retain(|_, r| r.until > now);
+            if entries.len() >= MAX_ANSWERS {
+                let soonest = entries.iter().min_by_key(|(_, r)| r.until).map(|(k, _)| k.clone());
+                if let Some(soonest) = soonest {
+                    entries.remove(&soonest);
+                }
+            }
+        }
+        entries.insert(
+            key,
+            Remembered {
+                authorization: answer.authorization.clone(),
+                until: now + usable,
+            },
+        );
+    }
+
+    /// Forgets the header for `key`: the registry refused it.
+    pub(super) fn forget(&self, key: &AnswerKey) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// Answers a 401 challenge: the `Authorization` header value to retry with, and for how long it
+/// may be used again.
+pub(super) async fn answer(session: &Session<'_>, www_authenticate: &str) -> Result<Answer, RegistryError> {
     let unauthorized = |why: &str| RegistryError::Unavailable(format!("{}: unauthorized: {why}", session.base));
     let challenge =
         Challenge::parse(www_authenticate).ok_or_else(|| unauthorized("unreadable WWW-Authenticate challenge"))?;
+    // Headers made from kubelet's own credentials are as good as those credentials; they are
+    // remembered as long as a token the realm does not date.
+    let own = |authorization: String| Answer {
+        authorization,
+        lifetime: DEFAULT_TOKEN_LIFETIME,
+    };
     match challenge.scheme.as_str() {
         "basic" => session
             .credentials
             .basic_header()
+            .map(own)
             .ok_or_else(|| unauthorized("registry wants credentials and none were sent")),
         "bearer" => {
             if let Some(token) = &session.credentials.registry_token {
-                return Ok(format!("Bearer {token}"));
+                return Ok(own(format!("Bearer {token}")));
             }
             let realm = challenge
                 .param("realm")
@@ -134,21 +239,24 @@ pub(super) async fn answer(session: &Session<'_>, www_authenticate: &str) -> Res
                 ));
             }
             let scope = format!("repository:{}:pull", session.repository);
-            let token = fetch_token(session, &realm, challenge.param("service"), &scope).await?;
-            Ok(format!("Bearer {token}"))
+            let (token, lifetime) = fetch_token(session, &realm, challenge.param("service"), &scope).await?;
+            Ok(Answer {
+                authorization: format!("Bearer {token}"),
+                lifetime,
+            })
         }
         other => Err(unauthorized(&format!("unsupported auth scheme {other:?}"))),
     }
 }
 
-/// Gets a pull token from the realm: an OAuth2 refresh-token POST when kubelet sent an identity
-/// token, otherwise the classic GET with basic credentials (or anonymously).
+/// Gets a pull token and its lifetime from the realm: an OAuth2 refresh-token POST when kubelet
+/// sent an identity token, otherwise the classic GET with basic credentials (or anonymously).
 async fn fetch_token(
     session: &Session<'_>,
     realm: &reqwest::Url,
     service: Option<&str>,
     scope: &str,
-) -> Result<String, RegistryError> {
+) -> Result<(String, Duration), RegistryError> {
     let url = realm.as_str();
     let request = if let Some(refresh) = &session.credentials.identity_token {
         let mut form = vec![
@@ -204,14 +312,17 @@ async fn fetch_token(
     struct TokenResponse {
         token: Option<String>,
         access_token: Option<String>,
+        expires_in: Option<u64>,
     }
     let parsed: TokenResponse = serde_json::from_slice(&body)
         .map_err(|e| RegistryError::Unavailable(format!("{url}: token response is not JSON: {e}")))?;
-    parsed
+    let lifetime = parsed.expires_in.map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+    let token = parsed
         .token
         .or(parsed.access_token)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| RegistryError::Unavailable(format!("{url}: token response has no token")))
+        .ok_or_else(|| RegistryError::Unavailable(format!("{url}: token response has no token")))?;
+    Ok((token, lifetime))
 }
 
 fn url_encode(s: &str) -> String {
@@ -267,6 +378,76 @@ mod tests {
             Credentials::from_cri(Some(&explicit)).basic_header().unwrap(),
             format!("Basic {}", BASE64.encode("bob:pw"))
         );
+    }
+
+    fn bearer(token: &str, lifetime: Duration) -> Answer {
+        Answer {
+            authorization: format!("Bearer {token}"),
+            lifetime,
+        }
+    }
+
+    #[test]
+    fn answers_are_kept_per_repository_and_credentials() {
+        let answers = Answers::default();
+        let alice = Credentials::basic("alice", "pw");
+        let key = Answers::key("https://r.example", "team/app", &alice);
+        answers.remember(key.clone(), &bearer("t1", Duration::from_secs(300)));
+        assert_eq!(answers.get(&key).as_deref(), Some("Bearer t1"));
+
+        // Another password, another repository, another registry, no credentials: none of
+        // them may be sent alice's token.
+        let others = [
+            Answers::key("https://r.example", "team/app", &Credentials::basic("alice", "other")),
+            Answers::key("https://r.example", "team/other", &alice),
+            Answers::key("https://s.example", "team/app", &alice),
+            Answers::key("https://r.example", "team/app", &Credentials::anonymous()),
+        ];
+        for other in &others {
+            assert_eq!(answers.get(other), None, "{other:?}");
+        }
+        // The fingerprint does not run fields together: "ab"+"c" is not "a"+"bc".
+        assert_ne!(
+            Credentials::basic("ab", "c").fingerprint(),
+            Credentials::basic("a", "bc").fingerprint()
+        );
+
+        answers.forget(&key);
+        assert_eq!(answers.get(&key), None);
+    }
+
+    #[test]
+    fn answers_expire_before_their_tokens_and_short_ones_are_not_kept() {
+        let answers = Answers::default();
+        let key = |repo: &str| Answers::key("https://r.example", repo, &Credentials::anonymous());
+        // A token living no longer than the margin is used once and not remembered.
+        answers.remember(key("short"), &bearer("s", EXPIRY_MARGIN));
+        assert_eq!(answers.get(&key("short")), None);
+        // A longer one is remembered until the margin before its expiry, capped at an hour.
+        answers.remember(key("day"), &bearer("d", Duration::from_secs(86_400)));
+        let until = answers.0.lock().unwrap()[&key("day")].until;
+        let left = until.saturating_duration_since(Instant::now());
+        assert!(left <= MAX_REMEMBERED - EXPIRY_MARGIN, "{left:?}");
+        assert!(
+            left > MAX_REMEMBERED - EXPIRY_MARGIN - Duration::from_secs(60),
+            "{left:?}"
+        );
+        // An expired entry is not handed out.
+        answers.0.lock().unwrap().get_mut(&key("day")).unwrap().until = Instant::now();
+        assert_eq!(answers.get(&key("day")), None);
+    }
+
+    #[test]
+    fn answers_are_bounded() {
+        let answers = Answers::default();
+        let key = |i: usize| Answers::key("https://r.example", &format!("repo{i}"), &Credentials::anonymous());
+        for i in 0..MAX_ANSWERS + 10 {
+            // Each later one lives longer, so the earliest are the soonest to expire.
+            answers.remember(key(i), &bearer("t", Duration::from_secs(100 + i as u64)));
+        }
+        assert_eq!(answers.0.lock().unwrap().len(), MAX_ANSWERS);
+        assert_eq!(answers.get(&key(0)), None);
+        assert!(answers.get(&key(MAX_ANSWERS + 9)).is_some());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use reqwest::{header, StatusCode};
 
 use crate::{
+    cache::Cache,
     config::Config,
     metrics::{Metrics, RegistryOutcome},
     reference::{Digest, Reference},
@@ -40,10 +41,24 @@ struct Inner {
     default: reqwest::Client,
     /// Where every request's outcome is counted.
     metrics: Arc<Metrics>,
+    /// Authorization headers that answered challenges, reused by later sessions.
+    answers: auth::Answers,
+    /// Tags resolved to digests, remembered for `resolve_ttl` and shared while in flight.
+    resolved: Cache<ResolveKey, Digest, RegistryError>,
+    resolve_ttl: Duration,
+    /// Registries found to have no referrers API, by base URL, and until when that is believed.
+    no_referrers_api: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
+/// (registry base URL, repository, tag, fingerprint of the credentials): a resolution is only
+/// reused for the same tag asked with the same credentials.
+type ResolveKey = (String, String, String, [u8; 32]);
+
+/// How many tag resolutions are remembered.
+const MAX_RESOLVED: usize = 4096;
+
 /// Why the registry did not give pullgate what it asked for.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistryError {
     /// The registry could not be reached or refused to answer; kubelet sees `RegistryUnavailable`.
     #[error("{0}")]
@@ -64,15 +79,17 @@ pub struct Manifest {
     pub bytes: Vec<u8>,
 }
 
-/// Requests to one repository with one set of credentials; remembers a bearer token once a
-/// challenge has been answered.
+/// Requests to one repository with one set of credentials. Starts with the header that answered
+/// an earlier session's challenge, if any, and keeps the one that answers its own.
 pub struct Session<'r> {
     client: &'r reqwest::Client,
     registries: &'r Registries,
     base: String,
     repository: String,
     credentials: Credentials,
-    /// The header that answered the last challenge; shared by concurrent requests.
+    /// Where this session's answers are remembered for later sessions.
+    answers_key: auth::AnswerKey,
+    /// The header to send; shared by concurrent requests.
     authorization: std::sync::Mutex<Option<String>>,
 }
 
@@ -117,6 +134,10 @@ impl Registries {
                 with_ca,
                 default,
                 metrics,
+                answers: auth::Answers::default(),
+                resolved: Cache::new(config.resolve_ttl, MAX_RESOLVED),
+                resolve_ttl: config.resolve_ttl,
+                no_referrers_api: Default::default(),
             }),
         })
     }
@@ -137,13 +158,18 @@ impl Registries {
         } else {
             host
         };
+        let base = format!("{scheme}://{api_host}");
+        let repository = reference.path().to_string();
+        let answers_key = auth::Answers::key(&base, &repository, &credentials);
+        let authorization = self.inner.answers.get(&answers_key);
         Session {
             client,
             registries: self,
-            base: format!("{scheme}://{api_host}"),
-            repository: reference.path().to_string(),
+            base,
+            repository,
             credentials,
-            authorization: std::sync::Mutex::new(None),
+            answers_key,
+            authorization: std::sync::Mutex::new(authorization),
         }
     }
 
@@ -187,14 +213,32 @@ impl Session<'_> {
     ///
     /// The digest is computed over the bytes received, and must agree with the registry's
     /// `Docker-Content-Digest` header and with a digest in the reference, if either is present.
-    pub async fn resolve(&self, reference: &Reference) -> Result<Manifest, RegistryError> {
+    /// A tag resolved with the same credentials less than `resolveTTL` ago is not asked again,
+    /// and concurrent resolutions of one tag share one request: the digest is what gets verified
+    /// and pulled, so a tag moved meanwhile can only make the pull the one made a moment earlier.
+    pub async fn resolve(&self, reference: &Reference) -> Result<Digest, RegistryError> {
         let target = match (reference.digest(), reference.tag()) {
-            (Some(d), _) => d.to_string(),
-            (None, Some(t)) => t.to_string(),
+            (Some(d), _) => return self.fetch_resolution(reference, d.as_str()).await,
+            (None, Some(t)) => t,
             (None, None) => return Err(RegistryError::Invalid(format!("{reference}: neither tag nor digest"))),
         };
-        match self.manifest(&target).await? {
-            Some(m) => Ok(m),
+        let inner = &self.registries.inner;
+        if inner.resolve_ttl.is_zero() {
+            return self.fetch_resolution(reference, target).await;
+        }
+        let key = (
+            self.base.clone(),
+            self.repository.clone(),
+            target.to_string(),
+            self.answers_key.2,
+        );
+        let fetch = || self.fetch_resolution(reference, target);
+        inner.resolved.get_or_verify(key, fetch, |_| None).await.0
+    }
+
+    async fn fetch_resolution(&self, reference: &Reference, target: &str) -> Result<Digest, RegistryError> {
+        match self.manifest(target).await? {
+            Some(m) => Ok(m.digest),
             None => Err(RegistryError::NotFound(format!("manifest {reference} not found"))),
         }
     }
@@ -297,10 +341,19 @@ impl Session<'_> {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_string();
-                    let answer = auth::answer(self, &challenge).await?;
-                    *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
+                    let answers = &self.registries.inner.answers;
+                    let answer = match auth::answer(self, &challenge).await {
+                        Ok(answer) => answer,
+                        Err(e) => {
+                            answers.forget(&self.answers_key);
+                            return Err(e);
+                        }
+                    };
+                    answers.remember(self.answers_key.clone(), &answer);
+                    *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer.authorization);
                 }
                 StatusCode::UNAUTHORIZED => {
+                    self.registries.inner.answers.forget(&self.answers_key);
                     let why = "the registry refused the credentials kubelet sent (or the lack of them)";
                     return Err(RegistryError::Unavailable(format!(
                         "{url}: HTTP 401 Unauthorized: {why}"

@@ -2,12 +2,15 @@
 //! signatures and attestations: `GET /v2/<repo>/referrers/<digest>`, and, where the registry
 //! has no referrers API (404), the referrers tag `<repo>:sha256-<hex>`.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::{read_bounded, RegistryError, Session};
+use super::{read_bounded, Registries, RegistryError, Session};
 use crate::reference::Digest;
 
 /// `artifactType` of a referrer holding a Sigstore bundle (v0.1–v0.3 share this prefix).
@@ -29,6 +32,12 @@ pub const MAX_BUNDLES_TOTAL_BYTES: u64 = 16 * 1024 * 1024;
 
 /// An index listing referrers is refused above this size.
 const MAX_INDEX_BYTES: usize = 1024 * 1024;
+
+/// How long a registry that answered without a referrers API is believed to have none, and how
+/// many such registries are remembered. Until then only the referrers tag is read: a registry
+/// that gains the API meanwhile can only make pullgate miss bundles, which denies, never allows.
+pub const NO_API_REMEMBERED: Duration = Duration::from_secs(600);
+const MAX_NO_API_REGISTRIES: usize = 1024;
 
 /// One Sigstore bundle attached to the image.
 #[derive(Debug, Clone)]
@@ -161,7 +170,8 @@ pub async fn sigstore_bundles(
     Ok(found)
 }
 
-/// The referrers API's answer, or the referrers tag's index when the registry has no API.
+/// The referrers API's answer, or the referrers tag's index when the registry has no API. A
+/// registry found without the API is not asked again for [`NO_API_REMEMBERED`].
 async fn referrers_index(session: &Session<'_>, image: &Digest) -> Result<Option<Index>, RegistryError> {
     let url = format!("{}/v2/{}/referrers/{image}", session.base, session.repository);
     // Registries without the API answer 404, as the spec asks, or 400 or 405.
@@ -170,9 +180,17 @@ async fn referrers_index(session: &Session<'_>, image: &Digest) -> Result<Option
         StatusCode::BAD_REQUEST,
         StatusCode::METHOD_NOT_ALLOWED,
     ];
-    let answer = session
-        .get_unless(&url, Some("application/vnd.oci.image.index.v1+json"), &absent)
-        .await?;
+    let answer = if session.registries.has_no_referrers_api(&session.base) {
+        None
+    } else {
+        let answer = session
+            .get_unless(&url, Some("application/vnd.oci.image.index.v1+json"), &absent)
+            .await?;
+        if answer.is_none() {
+            session.registries.found_no_referrers_api(&session.base);
+        }
+        answer
+    };
     let bytes = match answer {
         Some(response) => read_bounded(response, MAX_INDEX_BYTES, &url).await?,
         None => match session.manifest(&referrers_tag(image)).await? {
@@ -183,6 +201,26 @@ async fn referrers_index(session: &Session<'_>, image: &Digest) -> Result<Option
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| RegistryError::Invalid(format!("referrers of {image}: not an image index: {e}")))
+}
+
+impl Registries {
+    /// Whether the registry at `base` was found without a referrers API not long ago.
+    fn has_no_referrers_api(&self, base: &str) -> bool {
+        let known = self.inner.no_referrers_api.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(base).is_some_and(|until| *until > Instant::now())
+    }
+
+    /// Remembers that the registry at `base` has no referrers API.
+    fn found_no_referrers_api(&self, base: &str) {
+        let now = Instant::now();
+        let mut known = self.inner.no_referrers_api.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= MAX_NO_API_REGISTRIES {
+            known.retain(|_, until| *until > now);
+        }
+        if known.len() < MAX_NO_API_REGISTRIES {
+            known.insert(base.to_string(), now + NO_API_REMEMBERED);
+        }
+    }
 }
 
 /// Fetches one referrer manifest and its bundle layer, of at most `budget` bytes. A manifest
@@ -247,16 +285,27 @@ mod tests {
     use super::*;
     use crate::{config::Config, reference::Reference, registry::Credentials};
 
+    /// The paths a canned server was asked for, in order.
+    type Asked = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
     /// Serves `routes` (path → body) over plain HTTP/1.1 on loopback; everything else is 404.
     async fn serve(routes: HashMap<String, Vec<u8>>) -> String {
+        serve_recording(routes).await.0
+    }
+
+    /// [`serve`], also recording the paths asked for.
+    async fn serve_recording(routes: HashMap<String, Vec<u8>>) -> (String, Asked) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let host = listener.local_addr().unwrap().to_string();
+        let asked = Asked::default();
+        let recorder = asked.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {
                     return;
                 };
                 let routes = routes.clone();
+                let recorder = recorder.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 8192];
                     let n = stream.read(&mut buf).await.unwrap_or(0);
@@ -268,6 +317,7 @@ mod tests {
                         .split('?')
                         .next()
                         .unwrap_or("/");
+                    recorder.lock().unwrap().push(path.to_string());
                     let (status, body) = match routes.get(path) {
                         Some(body) => ("200 OK", body.clone()),
                         None => ("404 Not Found", b"{}".to_vec()),
@@ -282,7 +332,18 @@ mod tests {
                 });
             }
         });
-        host
+        (host, asked)
+    }
+
+    /// A registry over `host`, reached over plain HTTP.
+    fn registries_for(host: &str) -> crate::registry::Registries {
+        let mut config = Config::with_policy("unused".into());
+        config.registries.push(crate::config::RegistryConfig {
+            host: host.to_string(),
+            insecure: true,
+            ca_file: None,
+        });
+        crate::registry::Registries::new(&config, Default::default()).unwrap()
     }
 
     const SIGN: &str = "https://sigstore.dev/cosign/sign/v1";
@@ -330,13 +391,7 @@ mod tests {
             ),
         ]);
         let host = serve(routes).await;
-        let mut config = Config::with_policy("unused".into());
-        config.registries.push(crate::config::RegistryConfig {
-            host: host.clone(),
-            insecure: true,
-            ca_file: None,
-        });
-        let registries = crate::registry::Registries::new(&config, Default::default()).unwrap();
+        let registries = registries_for(&host);
         let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
         let session = registries.session(&reference, Credentials::anonymous());
 
@@ -366,5 +421,54 @@ mod tests {
             .unwrap()
             .bundles
             .is_empty());
+    }
+
+    /// A registry without the API (404) is asked for it once; later lookups, for any image and
+    /// any session, go straight to the referrers tag, until the memory runs out.
+    #[tokio::test]
+    async fn a_registry_without_the_api_is_not_asked_again() {
+        let first = Digest::of(b"first image");
+        let second = Digest::of(b"second image");
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": []})
+            .to_string()
+            .into_bytes();
+        let routes = HashMap::from([(format!("/v2/app/manifests/{}", referrers_tag(&first)), index)]);
+        let (host, asked) = serve_recording(routes).await;
+        let registries = registries_for(&host);
+        let session = |image: &Digest| {
+            let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
+            registries.session(&reference, Credentials::anonymous())
+        };
+
+        let found = sigstore_bundles(&session(&first), &first, &[SIGN]).await.unwrap();
+        assert!(found.bundles.is_empty() && found.unreadable.is_empty());
+        sigstore_bundles(&session(&second), &second, &[SIGN]).await.unwrap();
+        let paths = asked.lock().unwrap().clone();
+        assert_eq!(
+            paths,
+            [
+                format!("/v2/app/referrers/{first}"),
+                format!("/v2/app/manifests/{}", referrers_tag(&first)),
+                format!("/v2/app/manifests/{}", referrers_tag(&second)),
+            ]
+        );
+
+        // Once the memory has expired the API is asked again.
+        registries
+            .inner
+            .no_referrers_api
+            .lock()
+            .unwrap()
+            .values_mut()
+            .for_each(|until| *until = Instant::now());
+        sigstore_bundles(&session(&second), &second, &[SIGN]).await.unwrap();
+        let paths = asked.lock().unwrap().clone();
+        assert_eq!(
+            paths[3..],
+            [
+                format!("/v2/app/referrers/{second}"),
+                format!("/v2/app/manifests/{}", referrers_tag(&second))
+            ]
+        );
     }
 }
