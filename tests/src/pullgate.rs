@@ -328,6 +328,15 @@ pub fn config_yaml_with_registries(
     )
 }
 
+/// The value of `series` (the name and labels exactly as pullgate writes them) in a `/metrics`
+/// text, if present.
+pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        Some(value.parse().unwrap_or_else(|e| panic!("{line:?}: {e}")))
+    })
+}
+
 /// `config_yaml` with `metrics.listen: <listen>` added (SPEC §3), so pullgate serves `/metrics`,
 /// `/healthz` and `/readyz` there.
 pub fn with_metrics(config_yaml: &str, listen: SocketAddr) -> String {

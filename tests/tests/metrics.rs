@@ -11,7 +11,7 @@ use std::{
 use pullgate_tests::{
     containerd::Containerd,
     process::{free_local_port, Daemon},
-    pullgate::{config_yaml, http_get, with_metrics},
+    pullgate::{config_yaml, http_get, metric_sample as sample, with_metrics},
     sigstore::TestSigstore,
     Pullgate, TestEnv,
 };
@@ -27,14 +27,6 @@ spec:
 ";
 
 const EXPIRY: &str = "pullgate_trust_material_expiry_timestamp_seconds";
-
-/// The value of `series` (the name and labels exactly as pullgate writes them), if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-        Some(value.parse().unwrap_or_else(|e| panic!("{line:?}: {e}")))
-    })
-}
 
 /// Scrapes until `series` has `value` (at most 10 s); the last scrape.
 async fn wait_for_sample(pg: &Pullgate, series: &str, value: f64) -> String {
