@@ -3,9 +3,10 @@
 //! Run with `scripts/bench.sh` (a release build); results go in BENCHMARKS.md.
 //!
 //! (a) cold PullImage of a new signed image through pullgate, against a direct pull of an
-//!     equivalent new image; (b) a warm repeat pull; (c) ImageStatus; (d) 64 concurrent pulls of
-//!     one new image, with the number of verifications from the metrics; (e) RSS idle and under
-//!     (d); (f) time from start to the socket answering.
+//!     equivalent new image; (b) a warm repeat pull, and (b') one whose tag is resolved again;
+//!     (c) ImageStatus; (d) 64 concurrent pulls of one new image, with the number of
+//!     verifications from the metrics; (e) RSS idle and under (d); (f) time from start to the
+//!     socket answering.
 
 use std::{
     path::Path,
@@ -60,6 +61,27 @@ async fn main() {
         warm.alternate(round, &through, via_pg, &direct, via_direct).await;
     }
     warm.print("(b) warm repeat PullImage");
+
+    // (b') Warm, with the tag resolved at the registry again (`resolveTTL: 0s`): what a repeat
+    // pull costs once the previous resolution has expired.
+    let resolving = env
+        .start_pullgate_with_config(&env.key_policy(&[&format!("{host}/bench/**")]), "resolveTTL: 0s\n")
+        .await;
+    let through_resolving = resolving.client();
+    let mut warm_resolved = Pair::default();
+    for round in 0..rounds {
+        let (via_pg, via_direct) = round_requests(&env, round);
+        // The first pull through this pullgate verifies (a cache miss); time only the repeat.
+        through_resolving
+            .clone()
+            .pull_image(via_pg.clone())
+            .await
+            .expect("PullImage");
+        warm_resolved
+            .alternate(round, &through_resolving, via_pg, &direct, via_direct)
+            .await;
+    }
+    warm_resolved.print("(b') warm, tag resolved again");
 
     // (c) ImageStatus of a present image.
     let mut status = Pair::default();
