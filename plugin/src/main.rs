@@ -12,7 +12,7 @@ use pullgate::{audit, config::Config, doctor, gate::Judge, metrics::Metrics, pol
 /// pullgate's socket; pullgate forwards to containerd's CRI socket. Denied pulls fail with a
 /// message starting "SignatureValidationFailed:" or "RegistryUnavailable:".
 #[derive(Parser)]
-#[command(name = "pullgate", version, propagate_version = true)]
+#[command(name = "pullgate", version = pullgate::VERSION, propagate_version = true)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
