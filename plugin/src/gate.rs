@@ -62,6 +62,8 @@ pub struct Judgement {
     pub verdict: Result<Admission, Denial>,
     /// The rule's attestations as checked, passed or not.
     pub attestations: Vec<AttestationOutcome>,
+    /// On a denial, each signature found that did not count, and why.
+    pub rejected: Vec<String>,
     /// How the verification was answered; `None` when the decision needed none.
     pub cache: Option<Lookup>,
 }
@@ -155,6 +157,7 @@ impl Judge {
                             kind: DenialKind::RegistryUnavailable,
                             reason,
                             attestations: Vec::new(),
+                            rejected: Vec::new(),
                         })
                     }
                 }
@@ -250,8 +253,11 @@ fn judge_attached(
     rule: &Rule,
     trust: Option<&TrustMaterial>,
 ) -> Result<Verified, Refusal> {
-    let verified = verify::verify_image(reference, digest, attached, rule.authorities(), trust)
-        .map_err(|unverified| Refusal::policy(Some(digest.clone()), unverified.to_string()))?;
+    let verified =
+        verify::verify_image(reference, digest, attached, rule.authorities(), trust).map_err(|unverified| Refusal {
+            rejected: unverified.rejections.iter().map(ToString::to_string).collect(),
+            ..Refusal::policy(Some(digest.clone()), unverified.to_string())
+        })?;
     if rule.attestations().is_empty() {
         return Ok(verified);
     }
@@ -316,6 +322,8 @@ pub struct Refusal {
     reason: String,
     /// The rule's attestations, as far as they were checked.
     attestations: Vec<AttestationOutcome>,
+    /// Each signature found that did not count, and why.
+    rejected: Vec<String>,
 }
 
 impl Refusal {
@@ -330,6 +338,7 @@ impl Refusal {
             kind,
             reason: e.to_string(),
             attestations: Vec::new(),
+            rejected: Vec::new(),
         }
     }
 
@@ -339,6 +348,7 @@ impl Refusal {
             kind: DenialKind::Policy,
             reason,
             attestations: Vec::new(),
+            rejected: Vec::new(),
         }
     }
 }
@@ -355,10 +365,14 @@ impl Judgement {
         mode: Mode,
         verdict: Result<Admission, Refusal>,
     ) -> Self {
-        let (digest, attestations) = match &verdict {
-            Ok(Admission::Verified(v)) => (Some(v.digest().clone()), v.attestations().to_vec()),
-            Ok(Admission::Waived(_)) => (None, Vec::new()),
-            Err(refusal) => (refusal.digest.clone(), refusal.attestations.clone()),
+        let (digest, attestations, rejected) = match &verdict {
+            Ok(Admission::Verified(v)) => (Some(v.digest().clone()), v.attestations().to_vec(), Vec::new()),
+            Ok(Admission::Waived(_)) => (None, Vec::new(), Vec::new()),
+            Err(refusal) => (
+                refusal.digest.clone(),
+                refusal.attestations.clone(),
+                refusal.rejected.clone(),
+            ),
         };
         let named = match (reference, &digest) {
             (Some(r), Some(d)) => r.pinned(d),
@@ -377,6 +391,7 @@ impl Judgement {
             mode,
             verdict,
             attestations,
+            rejected,
             cache: None,
         }
     }
@@ -414,6 +429,7 @@ impl Judgement {
             reason,
             signatures,
             attestations: self.attestations.clone(),
+            rejected: self.rejected.clone(),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             cache: self.cache.map_or("none", Lookup::as_str),
         }
@@ -661,6 +677,7 @@ impl Gate {
             reason,
             signatures: Vec::new(),
             attestations: Vec::new(),
+            rejected: Vec::new(),
             duration_ms: 0.0,
             cache: "none",
         };

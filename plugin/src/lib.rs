@@ -24,12 +24,7 @@ pub mod verify;
 
 /// The version `pullgate --version` prints: the release, then the git revision it was built
 /// from ("unknown" when built outside a git checkout).
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (git ",
-    env!("PULLGATE_GIT_REVISION"),
-    ")"
-);
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("PULLGATE_GIT_REVISION"), ")");
 
 /// An error and all its causes on one line, `outer: cause: root cause`: transport errors hide
 /// the reason (refused, TLS, timeout) in their sources, and operators need it in the message.

@@ -21,6 +21,9 @@ pub struct Record {
     pub reason: String,
     pub signatures: Vec<Evidence>,
     pub attestations: Vec<AttestationOutcome>,
+    /// On a denial, each signature found that did not count, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<String>,
     pub duration_ms: f64,
     pub cache: &'static str,
 }
@@ -80,6 +83,9 @@ impl Record {
             for detail in evidence_details(evidence) {
                 line("", &detail);
             }
+        }
+        for rejected in &self.rejected {
+            line("rejected", rejected);
         }
         for outcome in &self.attestations {
             let result = if outcome.result == "pass" { "pass" } else { "FAIL" };

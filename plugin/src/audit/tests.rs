@@ -15,6 +15,7 @@ fn record(image: &str, decision: Decision) -> Record {
         reason: "test".into(),
         signatures: Vec::new(),
         attestations: Vec::new(),
+        rejected: Vec::new(),
         duration_ms: 1.5,
         cache: "miss",
     }
@@ -188,6 +189,7 @@ fn verify_text_names_signatures_and_each_attestation_with_its_outcome() {
             signature: None,
         },
     ];
+    record.rejected = vec!["key mismatch".into()];
     let text = record.to_text();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "DENY       registry.example.com/app:v1", "{text}");
@@ -199,6 +201,7 @@ fn verify_text_names_signatures_and_each_attestation_with_its_outcome() {
         "{text}"
     );
     assert!(text.contains("by authority \"ci\" (keyless)"), "{text}");
+    assert!(text.contains("\n  rejected key mismatch\n"), "{text}");
     assert!(
         text.contains("  attested \"scan\" FAIL: https://security.sigstore.dev/attestations/vuln/trivy/v1\n"),
         "{text}"

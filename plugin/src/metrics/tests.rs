@@ -30,6 +30,7 @@ fn record(decision: Decision, rule: Option<&str>, mode: &str) -> Record {
         reason: String::new(),
         signatures: Vec::new(),
         attestations: Vec::new(),
+        rejected: Vec::new(),
         duration_ms: 0.0,
         cache: "none",
     }
