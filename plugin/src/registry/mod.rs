@@ -43,9 +43,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Authorization headers that answered challenges, reused by later sessions.
     answers: auth::Answers,
-    /// Tags resolved to digests, remembered for `resolve_ttl` and shared while in flight.
+    /// Tags resolved to digests, remembered for `resolveTTL` and shared while in flight.
     resolved: Cache<ResolveKey, Digest, RegistryError>,
-    resolve_ttl: Duration,
     /// Registries found to have no referrers API, by base URL, and until when that is believed.
     no_referrers_api: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
@@ -136,7 +135,6 @@ impl Registries {
                 metrics,
                 answers: auth::Answers::default(),
                 resolved: Cache::new(config.resolve_ttl, MAX_RESOLVED),
-                resolve_ttl: config.resolve_ttl,
                 no_referrers_api: Default::default(),
             }),
         })
@@ -222,10 +220,6 @@ impl Session<'_> {
             (None, Some(t)) => t,
             (None, None) => return Err(RegistryError::Invalid(format!("{reference}: neither tag nor digest"))),
         };
-        let inner = &self.registries.inner;
-        if inner.resolve_ttl.is_zero() {
-            return self.fetch_resolution(reference, target).await;
-        }
         let key = (
             self.base.clone(),
             self.repository.clone(),
@@ -233,7 +227,8 @@ impl Session<'_> {
             self.answers_key.2,
         );
         let fetch = || self.fetch_resolution(reference, target);
-        inner.resolved.get_or_verify(key, fetch, |_| None).await.0
+        // With a resolveTTL of 0 nothing is remembered, but concurrent pulls still share.
+        self.registries.inner.resolved.get_or_verify(key, fetch, |_| None).await.0
     }
 
     async fn fetch_resolution(&self, reference: &Reference, target: &str) -> Result<Digest, RegistryError> {
