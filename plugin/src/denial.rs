@@ -41,12 +41,12 @@ impl Denial {
 }
 
 impl fmt::Display for Denial {
-    /// `SignatureValidationFailed: <image>: rule "apps": <reason>`, on one line.
+    /// `SignatureValidationFailed: <image>: rule "apps": <reason>`, on one line; without a rule
+    /// the reason says why none decided.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}: ", self.prefix(), self.image)?;
-        match &self.rule {
-            Some(rule) => write!(f, "rule {rule:?}: ")?,
-            None => f.write_str("no rule matches: ")?,
+        if let Some(rule) = &self.rule {
+            write!(f, "rule {rule:?}: ")?;
         }
         // One line: kubelet shows the message in pod events and status.
         for (i, line) in self.reason.lines().enumerate() {
@@ -84,7 +84,7 @@ mod tests {
         };
         assert_eq!(
             r.to_string(),
-            "RegistryUnavailable: 127.0.0.1:5000/signed/app@sha256:ab: no rule matches: a b"
+            "RegistryUnavailable: 127.0.0.1:5000/signed/app@sha256:ab: a b"
         );
     }
 }

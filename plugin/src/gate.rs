@@ -125,7 +125,7 @@ impl Judge {
         let reference = match Reference::parse(image) {
             Ok(r) => r,
             Err(e) => {
-                let refusal = Refusal::policy(None, e.to_string());
+                let refusal = Refusal::policy(None, format!("not an image reference: {e}"));
                 return Judgement::new(image.to_string(), None, None, policy.mode(), Err(refusal));
             }
         };
@@ -140,8 +140,14 @@ impl Judge {
             (Action::Allow, Some(_)) => waive("the rule allows it without verification"),
             (Action::Allow, None) => waive("no rule matches and noMatch is allow"),
             (Action::Deny, Some(_)) => Err(Refusal::policy(None, "the rule denies it".into())),
-            (Action::Deny, None) => Err(Refusal::policy(None, format!("noMatch is {}", policy.no_match()))),
-            (Action::Verify, None) => Err(Refusal::policy(None, "no rule to verify against".into())),
+            (Action::Deny, None) => Err(Refusal::policy(
+                None,
+                format!("no rule matches: noMatch is {}", policy.no_match()),
+            )),
+            (Action::Verify, None) => Err(Refusal::policy(
+                None,
+                "no rule matches and none to verify against".into(),
+            )),
             (Action::Verify, Some(rule)) => {
                 let verifying = self.verify(&reference, rule, policy, credentials);
                 match tokio::time::timeout(self.verify_timeout, verifying).await {

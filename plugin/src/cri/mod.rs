@@ -93,8 +93,11 @@ fn serve_connection(stream: UnixStream, gate: Arc<Gate>, allowed_uids: &[u32], g
             let response = if allowed {
                 route(&gate, request).await
             } else {
-                Status::permission_denied(format!("uid {peer_uid:?} is not in pullgate's socket.allowedUids"))
-                    .into_http()
+                let peer = peer_uid.map_or_else(
+                    || "a peer whose uid cannot be read".to_string(),
+                    |uid| format!("uid {uid}"),
+                );
+                Status::permission_denied(format!("{peer} is not in pullgate's socket.allowedUids")).into_http()
             };
             Ok::<_, Infallible>(counted::count(response, method, gate.metrics().clone()))
         }

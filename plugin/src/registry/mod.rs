@@ -228,7 +228,12 @@ impl Session<'_> {
         );
         let fetch = || self.fetch_resolution(reference, target);
         // With a resolveTTL of 0 nothing is remembered, but concurrent pulls still share.
-        self.registries.inner.resolved.get_or_verify(key, fetch, |_| None).await.0
+        self.registries
+            .inner
+            .resolved
+            .get_or_verify(key, fetch, |_| None)
+            .await
+            .0
     }
 
     async fn fetch_resolution(&self, reference: &Reference, target: &str) -> Result<Digest, RegistryError> {

@@ -484,8 +484,8 @@ impl fmt::Display for Unverified {
     /// `no signature from authority "a" or "b" (2 signatures found: 1 key mismatch, 1 …)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<String> = self.authorities.iter().map(|a| format!("{a:?}")).collect();
-        let noun = if names.len() == 1 { "authority" } else { "authorities" };
-        write!(f, "no signature from {noun} {}", names.join(" or "))?;
+        // SPEC §5's wording: `authority "a" or "b"`, whatever the number.
+        write!(f, "no signature from authority {}", names.join(" or "))?;
         if self.rejections.is_empty() {
             return f.write_str(" (no signatures found)");
         }

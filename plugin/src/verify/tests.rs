@@ -258,7 +258,7 @@ fn summary_counts_each_kind_of_rejection() {
     };
     assert_eq!(
         u.to_string(),
-        "no signature from authorities \"release-key\" or \"ci\" (3 signatures found: 2 key mismatch, 1 signs another digest)"
+        "no signature from authority \"release-key\" or \"ci\" (3 signatures found: 2 key mismatch, 1 signs another digest)"
     );
 }
 
