@@ -119,3 +119,8 @@ fn unique_keys<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<St
 
     deserializer.deserialize_map(UniqueKeys)
 }
+
+/// docs/policy-reference.md documents exactly these fields: checked against serde's own view of
+/// them.
+#[cfg(test)]
+mod reference;
