@@ -479,6 +479,12 @@ impl Gate {
         self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Starts a new audit file if the current one was moved away (rotation); see
+    /// [`AuditLog::reopen`].
+    pub fn reopen_audit(&self) -> Result<bool, audit::AuditError> {
+        self.audit.reopen()
+    }
+
     /// Loads the policy at `path` and puts it in force; on error the current one stays.
     pub fn reload_policy(&self, path: &Path) -> Result<(), String> {
         let policy = match Policy::load(path) {

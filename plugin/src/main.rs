@@ -37,7 +37,8 @@ enum Output {
 enum Command {
     /// Run the proxy: listen for kubelet, verify pulls, forward to containerd.
     ///
-    /// SIGHUP reloads the policy (an invalid one is refused and the last good one stays);
+    /// SIGHUP reloads the policy (an invalid one is refused and the last good one stays) and,
+    /// if the audit log was moved away (rotated), starts a new file that continues its chain;
     /// SIGTERM stops accepting, drains in-flight calls and exits 0.
     Serve {
         /// The configuration file (SPEC §3).

@@ -98,6 +98,13 @@ pub async fn run(config: Config) -> Result<(), String> {
                 if announced {
                     node::notify::reloading();
                 }
+                match gate.reopen_audit() {
+                    Ok(true) => tracing::info!("audit log moved away: a new file continues the chain"),
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::error!(%error, "audit log not reopened; records keep going to the moved file")
+                    }
+                }
                 match gate.reload_policy(&path) {
                     Ok(()) => tracing::info!(policy = %path.display(), hash = gate.policy().hash(), "policy reloaded"),
                     Err(error) => {

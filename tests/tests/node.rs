@@ -127,7 +127,9 @@ async fn a_peer_outside_allowed_uids_is_refused_and_audited() {
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert_eq!(
         status.message(),
-        format!("uid {} is not in pullgate's socket.allowedUids", unsafe { libc::getuid() })
+        format!("uid {} is not in pullgate's socket.allowedUids", unsafe {
+            libc::getuid()
+        })
     );
 
     let audit = dir.path().join("audit.jsonl");

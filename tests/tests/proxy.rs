@@ -276,6 +276,54 @@ async fn audit_chain_verifies_and_one_flipped_byte_breaks_it() {
     );
 }
 
+/// Rotation as logrotate does it: move the file, send SIGHUP. The moved file holds every record
+/// written before the signal, the new one continues the chain, and `audit verify` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_audit_log_is_continued_after_sighup() {
+    let env = TestEnv::start().await;
+    env.push_signed_image("signed/app", "v1", "rotated").await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await;
+    let image = env.image_ref("signed/app", "v1");
+    pg.pull(&image, None).await.unwrap();
+    let audit = pg.audit_path();
+    let rotated = audit.with_extension("jsonl.1");
+    std::fs::rename(&audit, &rotated).unwrap();
+    // Between the move and the signal, records go on into the moved file.
+    pg.pull(&image, None).await.unwrap();
+    pg.reload();
+    pg.wait_for_log("a new file continues the chain").await;
+    pg.pull(&image, None).await.unwrap();
+
+    let verify = |path: &std::path::Path| {
+        let out = Pullgate::command()
+            .args(["audit", "verify"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(verify(&rotated).contains("intact, 2 records (seq 1..=2)"));
+    let continued = verify(&audit);
+    assert!(continued.contains("intact, 1 records (seq 3..=3)"), "{continued}");
+    assert!(
+        continued.contains("continues a chain from an earlier (rotated) file"),
+        "{continued}"
+    );
+    let last_old = std::fs::read_to_string(&rotated)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        pg.audit_records()[0]["prev"],
+        pullgate::audit::line_hash(last_old.as_bytes())
+    );
+}
+
 #[test]
 fn policy_check_reports_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();

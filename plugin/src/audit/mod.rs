@@ -4,7 +4,7 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write},
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::SystemTime,
@@ -160,6 +160,43 @@ impl AuditLog {
 
     pub fn path(&self) -> PathBuf {
         self.chain.lock().unwrap_or_else(|p| p.into_inner()).path.clone()
+    }
+
+    /// After a rotation (the file moved away from the log's path), starts writing at the path
+    /// again. A new empty file continues the chain: its first record's `seq` follows and its
+    /// `prev` is the hash of the last record of the moved file. A non-empty file found there is
+    /// continued from its own last record, as on start. Returns whether a new file was opened.
+    ///
+    /// On failure the moved file stays open and records keep going there: nothing is lost.
+    pub fn reopen(&self) -> Result<bool, AuditError> {
+        let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        let open = chain.file.metadata().map_err(|e| chain.error(e))?;
+        match fs::metadata(&chain.path) {
+            Ok(there) if there.dev() == open.dev() && there.ino() == open.ino() => return Ok(false),
+            _ => {}
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .open(&chain.path)
+            .map_err(|e| chain.error(e))?;
+        let (seq, prev, keep_len) = last_record(&mut file).map_err(|e| chain.error(e))?;
+        let len = file.metadata().map_err(|e| chain.error(e))?.len();
+        if keep_len < len {
+            file.set_len(keep_len).map_err(|e| chain.error(e))?;
+        }
+        if keep_len > 0 {
+            (chain.seq, chain.prev) = (seq, prev);
+        }
+        file.sync_data().map_err(|e| chain.error(e))?;
+        // The new file's name must survive a crash too.
+        if let Some(dir) = chain.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| chain.error(e))?;
+        }
+        chain.file = file;
+        Ok(true)
     }
 }
 

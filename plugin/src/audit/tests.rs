@@ -1,4 +1,4 @@
-use std::fs;
+use std::{fs, os::unix::fs::PermissionsExt};
 
 use super::*;
 
@@ -42,6 +42,52 @@ fn chain_starts_at_genesis_and_links_lines() {
     // SPEC §6 field order: seq, time, prev first.
     assert!(lines[0].starts_with(r#"{"seq":1,"time":""#), "{}", lines[0]);
     assert_eq!(verify_chain(&path).unwrap().unwrap().records, 2);
+}
+
+/// logrotate's way (move, then SIGHUP): the moved file keeps what was written before, the new
+/// file at the path continues the same chain, and nothing is reopened while the file stays.
+#[test]
+fn a_rotated_file_is_continued_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let rotated = dir.path().join("audit.jsonl.1");
+    let log = AuditLog::open(&path).unwrap();
+    log.append(&record("a", Decision::Allow)).unwrap();
+    assert!(!log.reopen().unwrap(), "the file is still at its path");
+
+    fs::rename(&path, &rotated).unwrap();
+    // Written after the move and before the signal: lands in the moved file.
+    log.append(&record("b", Decision::Deny)).unwrap();
+    assert!(log.reopen().unwrap());
+    assert_eq!(log.append(&record("c", Decision::Allow)).unwrap(), 3);
+
+    let old = verify_chain(&rotated).unwrap().unwrap();
+    assert_eq!(
+        (old.first_seq, old.last_seq, old.continues_earlier_file),
+        (Some(1), Some(2), false)
+    );
+    let new = verify_chain(&path).unwrap().unwrap();
+    assert_eq!(
+        (new.first_seq, new.last_seq, new.continues_earlier_file),
+        (Some(3), Some(3), true)
+    );
+    let last_old = fs::read_to_string(&rotated)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let first_new: serde_json::Value =
+        serde_json::from_str(fs::read_to_string(&path).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(first_new["prev"].as_str().unwrap(), line_hash(last_old.as_bytes()));
+    assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+
+    // Someone put a file with records of its own there: its chain is the one continued.
+    fs::rename(&path, dir.path().join("audit.jsonl.2")).unwrap();
+    fs::copy(&rotated, &path).unwrap();
+    assert!(log.reopen().unwrap());
+    assert_eq!(log.append(&record("d", Decision::Allow)).unwrap(), 3);
+    assert_eq!(verify_chain(&path).unwrap().unwrap().records, 3);
 }
 
 #[test]
