@@ -7,7 +7,7 @@ pub fn key_policy(authority: &str, public_key_pem: &str, images: &[&str]) -> Str
     // JSON strings are YAML flow scalars: globs with `*` need no further quoting care.
     let q = |s: &str| serde_json::to_string(s).expect("encode a string");
     let images: Vec<String> = images.iter().map(|i| q(i)).collect();
-    let pem: String = public_key_pem.lines().map(|l| format!("              {l}\n")).collect();
+    let pem = key_block(public_key_pem);
     format!(
         "apiVersion: pullgate.dev/v1alpha1
 kind: ImagePolicy
@@ -27,6 +27,12 @@ spec:
         images = images.join(", "),
         authority = q(authority),
     )
+}
+
+/// A PEM key as the block scalar under `key.publicKey: |` in a rule's authority (each line
+/// indented 14 spaces, newline-terminated).
+pub fn key_block(public_key_pem: &str) -> String {
+    public_key_pem.lines().map(|l| format!("              {l}\n")).collect()
 }
 
 /// A policy with `mode`, `noMatch` and the rules given as YAML list items (already indented

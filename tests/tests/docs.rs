@@ -492,12 +492,7 @@ const AUDIT_LOG: &str = "/var/log/pullgate/audit.jsonl";
 /// image hidden from `ImageStatus`.
 async fn real_audit_log(env: &TestEnv) -> Pullgate {
     let host = env.host();
-    let pem: String = env
-        .signer
-        .public_key_pem()
-        .lines()
-        .map(|l| format!("              {l}\n"))
-        .collect();
+    let pem = pullgate_tests::policy::key_block(&env.signer.public_key_pem());
     let authority = format!(
         "      authorities:\n        - name: {TEST_AUTHORITY}\n          key:\n            publicKey: |\n{pem}"
     );

@@ -303,11 +303,7 @@ spec:
 {}",
             root.display(),
             env.host(),
-            env.signer
-                .public_key_pem()
-                .lines()
-                .map(|l| format!("              {l}\n"))
-                .collect::<String>()
+            pullgate_tests::policy::key_block(&env.signer.public_key_pem())
         )
     };
     for with_set in [true, false] {

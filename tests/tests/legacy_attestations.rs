@@ -267,12 +267,7 @@ async fn key_signed(tlog: &str) -> (TestEnv, TestSigstore, String, String) {
         .await
         .unwrap();
     let root = sigstore.write_trusted_root(env.dir());
-    let pem: String = env
-        .signer
-        .public_key_pem()
-        .lines()
-        .map(|l| format!("              {l}\n"))
-        .collect();
+    let pem = pullgate_tests::policy::key_block(&env.signer.public_key_pem());
     let policy = format!(
         "apiVersion: pullgate.dev/v1alpha1
 kind: ImagePolicy

@@ -127,12 +127,7 @@ async fn cosign_oci_attestation_is_found_through_the_referrers_tag_and_verified(
 /// A policy for `host/vec/**`: the image signed by the env's key, and the cosign attestation
 /// from any public-good identity with `condition` on its predicate.
 fn attestation_policy(env: &TestEnv, trusted_root: &std::path::Path, condition: &str) -> String {
-    let pem: String = env
-        .signer
-        .public_key_pem()
-        .lines()
-        .map(|l| format!("              {l}\n"))
-        .collect();
+    let pem = pullgate_tests::policy::key_block(&env.signer.public_key_pem());
     format!(
         "apiVersion: pullgate.dev/v1alpha1
 kind: ImagePolicy
