@@ -99,6 +99,27 @@ enum Command {
 enum PolicyCommand {
     /// Validate a policy file; every error names the file, line and field. Exit 1 if invalid.
     Check { path: PathBuf },
+    /// Print a pullgate policy equivalent to Kyverno or policy-controller policies.
+    ///
+    /// FILE holds one or more YAML documents: Kyverno ClusterPolicy/Policy (kyverno.io/v1,
+    /// v2beta1) with verifyImages rules, ImageValidatingPolicy (policies.kyverno.io), Sigstore
+    /// policy-controller ClusterImagePolicy (policy.sigstore.dev/v1alpha1, v1beta1) and its
+    /// config-policy-controller ConfigMap. The policy goes to stdout; everything that could not
+    /// be carried over as it was goes to stderr, one line each, naming the document and field.
+    /// Nothing that cannot be carried over lets more through: a rule that keeps no signer
+    /// denies.
+    ///
+    /// Exit status: 0 when everything was carried over, 1 when something was dropped or made
+    /// stricter, 2 when FILE cannot be read, is not YAML or holds no supported policy.
+    Import {
+        /// The file to import (at most 1 MiB).
+        file: PathBuf,
+        /// The Sigstore trusted_root.json the policy names in spec.trustedRoot when a rule
+        /// verifies signatures (keyless certificates, log entries and Sigstore bundles are
+        /// checked against it).
+        #[arg(long, default_value = pullgate::policy::import::DEFAULT_TRUSTED_ROOT)]
+        trusted_root: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -122,6 +143,9 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check { path },
         } => policy_check(&path),
+        Command::Policy {
+            command: PolicyCommand::Import { file, trusted_root },
+        } => policy_import(&file, trusted_root),
         Command::Audit {
             command: AuditCommand::Verify { path },
         } => audit_verify(&path),
@@ -251,6 +275,27 @@ fn policy_check(path: &std::path::Path) -> ExitCode {
         Err(errors) => {
             eprintln!("{errors}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn policy_import(file: &std::path::Path, trusted_root: PathBuf) -> ExitCode {
+    let options = pullgate::policy::import::Options { trusted_root };
+    match pullgate::policy::import::import(file, &options) {
+        Ok(imported) => {
+            print!("{}", imported.policy);
+            for finding in &imported.findings {
+                eprintln!("{}: {finding}", file.display());
+            }
+            if imported.dropped_anything() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("pullgate policy import: {}: {e}", file.display());
+            ExitCode::from(2)
         }
     }
 }

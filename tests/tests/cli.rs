@@ -49,10 +49,11 @@ fn version_names_the_release_and_a_commit_of_this_repository() {
 
 #[test]
 fn every_command_has_help_and_the_version() {
-    let commands: [&[&str]; 7] = [
+    let commands: [&[&str]; 8] = [
         &["serve"],
         &["verify"],
         &["policy", "check"],
+        &["policy", "import"],
         &["policy"],
         &["audit", "verify"],
         &["doctor"],

@@ -66,7 +66,7 @@ const MAX_FLOW_DEPTH: usize = 64;
 
 /// The line where `[`/`{` nesting first passes [`MAX_FLOW_DEPTH`], outside quoted scalars and
 /// comments; `None` when it never does.
-fn too_deep(text: &str) -> Option<usize> {
+pub(super) fn too_deep(text: &str) -> Option<usize> {
     let mut depth = 0usize;
     for (n, line) in text.lines().enumerate() {
         let mut quote: Option<char> = None;

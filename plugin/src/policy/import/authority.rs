@@ -1,0 +1,194 @@
+//! Building pullgate authorities from the signers the sources describe, each part checked as
+//! pullgate's policy checks it, so that what is written always loads.
+
+use std::collections::BTreeMap;
+
+use super::{
+    condition::{cel_string, wildcard_regex},
+    document::Report,
+    rule::{Authority, AuthorityKind, Identity},
+};
+use crate::policy::{FulcioClaim, PublicKey, Tlog};
+
+/// Transparency logs pullgate's trusted root names by default; a source naming one of them
+/// asks for nothing more.
+const PUBLIC_REKOR: [&str; 3] = [
+    "https://rekor.sigstore.dev",
+    "https://rekor.sigstore.dev/",
+    "https://log2025-1.rekor.sigstore.dev",
+];
+
+/// The public Fulcio.
+const PUBLIC_FULCIO: [&str; 2] = ["https://fulcio.sigstore.dev", "https://fulcio.sigstore.dev/"];
+
+/// A key authority from one PEM block; a key pullgate cannot use is reported and dropped.
+pub(super) fn key(name: String, pem: &str, tlog: Tlog, path: &str, report: &mut Report<'_>) -> Option<Authority> {
+    if let Some(why) = reference(pem) {
+        report.dropped(path, format!("{why}; dropped"));
+        return None;
+    }
+    if let Err(e) = PublicKey::from_pem(pem) {
+        report.dropped(path, format!("{e}; dropped"));
+        return None;
+    }
+    Some(Authority {
+        name,
+        kind: AuthorityKind::Key {
+            pem: normalize_pem(pem),
+        },
+        tlog,
+        comment: None,
+    })
+}
+
+/// Why a key field holding a reference rather than PEM cannot be read on the node, if it does.
+pub(super) fn reference(text: &str) -> Option<String> {
+    let text = text.trim();
+    let scheme = text.split_once("://").map(|(scheme, _)| scheme)?;
+    Some(match scheme {
+        "k8s" => format!("{text:?} names a Kubernetes secret, which cannot be read on the node"),
+        "awskms" | "gcpkms" | "azurekms" | "hashivault" => "KMS keys cannot be read offline".to_string(),
+        "env" => format!("{text:?} names an environment variable of the admission controller"),
+        _ => format!("{text:?} is a reference pullgate cannot read"),
+    })
+}
+
+/// The PEM blocks of `text`, each a key of its own (Kyverno allows several in one field).
+pub(super) fn split_pems(text: &str) -> Vec<String> {
+    const END: &str = "-----END PUBLIC KEY-----";
+    if !text.contains(END) {
+        return vec![text.to_string()];
+    }
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(end) = rest.find(END) {
+        blocks.push(rest[..end + END.len()].trim().to_string());
+        rest = &rest[end + END.len()..];
+    }
+    if !rest.trim().is_empty() {
+        blocks.push(rest.trim().to_string());
+    }
+    blocks
+}
+
+fn normalize_pem(pem: &str) -> String {
+    let mut out = String::new();
+    for line in pem.lines().map(str::trim).filter(|line| !line.is_empty()) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// A Kyverno `subject` or `issuer`: exact unless it holds `*` or `?`, Kyverno's wildcards,
+/// which become an anchored regular expression with everything else escaped.
+pub(super) fn wildcard_identity(field: &str, value: &str) -> Identity {
+    if !value.contains(['*', '?']) {
+        return Identity::exact(value);
+    }
+    let mut identity = Identity::regexp(wildcard_regex(value, false));
+    identity.comment = Some(format!(
+        "Kyverno {field} {} (a wildcard: * any characters, ? one).",
+        cel_string(value)
+    ));
+    identity
+}
+
+/// An exact-or-regexp pair as the sources write it (`issuer`/`issuerRegExp`), checked: the
+/// regular expression must compile as pullgate compiles it. A missing pair is reported.
+pub(super) fn identity(
+    exact: Option<&str>,
+    regexp: Option<&str>,
+    path: &str,
+    what: &str,
+    report: &mut Report<'_>,
+) -> Option<Identity> {
+    match (exact.filter(|s| !s.is_empty()), regexp.filter(|s| !s.is_empty())) {
+        (Some(exact), None) => Some(Identity::exact(exact)),
+        (None, Some(regexp)) => match regex::RegexBuilder::new(regexp).size_limit(1 << 20).build() {
+            Ok(_) => Some(Identity::regexp(regexp)),
+            Err(e) => {
+                report.dropped(
+                    path,
+                    format!("{what} regular expression {regexp:?} does not compile ({e}); the signer is dropped"),
+                );
+                None
+            }
+        },
+        (Some(_), Some(_)) => {
+            report.dropped(
+                path,
+                format!("both an exact {what} and a {what} regular expression; the signer is dropped"),
+            );
+            None
+        }
+        (None, None) => {
+            report.dropped(
+                path,
+                format!("no {what}; the signer is dropped rather than accept any {what}"),
+            );
+            None
+        }
+    }
+}
+
+/// A Fulcio claim by any name the sources use: pullgate's (`sourceRepositoryURI`), another
+/// case of it (cosign's `githubWorkflowSha`), or its OID (`1.3.6.1.4.1.57264.1.5`).
+pub(super) fn claim(name: &str) -> Option<FulcioClaim> {
+    let name = name.trim();
+    FulcioClaim::from_name(name)
+        .or_else(|| FulcioClaim::from_name_ignoring_case(name))
+        .or_else(|| FulcioClaim::ALL.into_iter().find(|claim| claim.oid() == name))
+        .or_else(|| {
+            // cosign's names for the deprecated GitHub claims, and `github-workflow-trigger`.
+            let folded: String = name.chars().filter(|c| *c != '-' && *c != '_').collect();
+            FulcioClaim::from_name_ignoring_case(&folded)
+        })
+}
+
+/// Maps `extensions` (claim name → value) to pullgate's claim names; `None`, reported, when one
+/// of them is a claim pullgate does not know, as the signer must then be dropped.
+pub(super) fn extensions(
+    given: &serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    report: &mut Report<'_>,
+) -> Option<BTreeMap<String, String>> {
+    let mut mapped = BTreeMap::new();
+    for (name, value) in given {
+        let Some(value) = value.as_str() else {
+            report.dropped(&format!("{path}.{name}"), "expected a string; the signer is dropped");
+            return None;
+        };
+        match claim(name) {
+            Some(claim) if !value.is_empty() => {
+                mapped.insert(claim.name().to_string(), value.to_string());
+            }
+            _ => {
+                report.dropped(
+                    &format!("{path}.{name}"),
+                    "not a Fulcio claim pullgate can check; the signer is dropped rather than accepted without it",
+                );
+                return None;
+            }
+        }
+    }
+    Some(mapped)
+}
+
+/// Whether a transparency-log URL is the public one.
+pub(super) fn public_rekor(url: &str) -> bool {
+    PUBLIC_REKOR.contains(&url.trim())
+}
+
+/// Whether a Fulcio URL is the public one.
+pub(super) fn public_fulcio(url: &str) -> bool {
+    PUBLIC_FULCIO.contains(&url.trim())
+}
+
+/// The message for trust material the source names that pullgate takes from its trusted root.
+pub(super) fn trust_elsewhere(what: &str) -> String {
+    format!(
+        "{what}: pullgate checks against spec.trustedRoot only, so signatures relying on it are \
+         refused until it is added there (stricter)"
+    )
+}

@@ -1,0 +1,105 @@
+//! The order of the imported rules, and what it costs where they overlap.
+//!
+//! Kyverno and policy-controller require every policy that matches an image; pullgate applies
+//! the first rule that matches. Rules keep the order of the input, except that of two rules
+//! that can match the same pull, the stricter goes first when one is stricter (every image it
+//! lets through the other would let through too, in a mode at least as strict): then the
+//! shared images lose nothing. Every overlap is reported: as a note when nothing is lost, as
+//! dropped when the later rule's requirements go unchecked for the shared images.
+
+use super::{
+    document::{Finding, FindingKind},
+    overlap::shared_pull,
+    rule::Rule,
+};
+
+/// A pull two rules share: an image and, when it matters, a namespace.
+type SharedPull = Option<(String, Option<String>)>;
+
+/// `rules` in the order to write them, and a finding for each pair that overlaps.
+pub(super) fn order(rules: Vec<Rule>, findings: &mut Vec<Finding>) -> Vec<Rule> {
+    let n = rules.len();
+    let shared: Vec<Vec<SharedPull>> = (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|j| {
+                    (i < j && !intended(&rules[i], &rules[j]))
+                        .then(|| shared_pull(&rules[i], &rules[j]))
+                        .flatten()
+                })
+                .collect()
+        })
+        .collect();
+    let overlap = |i: usize, j: usize| if i < j { &shared[i][j] } else { &shared[j][i] };
+
+    // `before[j]` lists the rules that must come before rule j.
+    let mut before: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for i in 0..n {
+        for j in 0..n {
+            if i == j {
+                continue;
+            }
+            let keep_source_order = i < j && intended(&rules[i], &rules[j]);
+            let stricter_first = overlap(i, j).is_some() && rules[i].implies(&rules[j]) && !rules[j].implies(&rules[i]);
+            if keep_source_order || stricter_first {
+                before[j].push(i);
+            }
+        }
+    }
+    // Stable: of the rules whose predecessors are placed, the earliest in the input goes next;
+    // should the constraints form a cycle, the earliest unplaced rule breaks it.
+    let mut placed = vec![false; n];
+    let mut sequence = Vec::with_capacity(n);
+    while sequence.len() < n {
+        let ready = (0..n).find(|&j| !placed[j] && before[j].iter().all(|&i| placed[i]));
+        let Some(next) = ready.or_else(|| (0..n).find(|&j| !placed[j])) else {
+            break;
+        };
+        placed[next] = true;
+        sequence.push(next);
+    }
+
+    for (position, &i) in sequence.iter().enumerate() {
+        for &j in &sequence[position + 1..] {
+            if let Some((image, namespace)) = overlap(i, j) {
+                findings.push(describe(&rules[i], &rules[j], image, namespace.as_deref()));
+            }
+        }
+    }
+    let mut slots: Vec<Option<Rule>> = rules.into_iter().map(Some).collect();
+    sequence.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// Whether two rules come from one source rule, or from one Kyverno policy that applies only
+/// its first matching rule: their order is the source's and their overlap is meant.
+fn intended(a: &Rule, b: &Rule) -> bool {
+    a.family == b.family || (a.first_match_group.is_some() && a.first_match_group == b.first_match_group)
+}
+
+fn describe(first: &Rule, later: &Rule, image: &str, namespace: Option<&str>) -> Finding {
+    let pull = match namespace {
+        Some(ns) if !ns.is_empty() => format!("{image} in namespace {ns}"),
+        _ => image.to_string(),
+    };
+    let head = format!(
+        "rules {:?} ({}) and {:?} ({}) both match pulls such as {pull}, and the cluster requires both",
+        first.name, first.origin, later.name, later.origin
+    );
+    if first.implies(later) {
+        Finding::file(
+            FindingKind::Note,
+            format!(
+                "{head}; pullgate applies only the first, {:?}, which is at least as strict, so nothing is lost",
+                first.name
+            ),
+        )
+    } else {
+        Finding::file(
+            FindingKind::Dropped,
+            format!(
+                "{head}; pullgate applies only the first, {:?}, so the requirements of {:?} are not checked for them",
+                first.name, later.name
+            ),
+        )
+    }
+}

@@ -1,0 +1,462 @@
+//! Sigstore policy-controller `ClusterImagePolicy` (policy.sigstore.dev/v1alpha1 and v1beta1),
+//! and its `config-policy-controller` ConfigMap.
+//!
+//! What policy-controller means, and how it is carried over:
+//! - An image passes a ClusterImagePolicy when any one of its `authorities` passes: pullgate's
+//!   rule authorities are the same any-of.
+//! - An authority with `attestations` passes on its attestations alone, without an image
+//!   signature. pullgate requires a signature from the rule's authorities as well, and checks
+//!   attestations against all of them, so only one authority with attestations carries over,
+//!   with the signature requirement added (stricter), and the others are reported.
+//! - `static` authorities pass (`action: pass`) or fail everything.
+//! - Signatures need a transparency-log entry (the public Rekor, or `ctlog.url`): `tlog:
+//!   required`.
+//! - `mode: enforce|warn`; images no policy matches follow `no-match-policy` (deny by default).
+
+use serde_json::Value;
+
+use super::{
+    authority,
+    document::{items, string, Fields, Report},
+    glob::{self, Dialect},
+    kyverno::{name_authorities, short_name},
+    rule::{Attestation, Authority, AuthorityKind, Rule},
+    Imports,
+};
+use crate::policy::{predicate, Action, Mode, NoMatch, Tlog};
+
+/// The ConfigMap policy-controller reads its settings from.
+pub(super) const CONFIG_MAP: &str = "config-policy-controller";
+
+/// Translates one `ClusterImagePolicy`.
+pub(super) fn cluster_image_policy(doc: &Value, name: &str, imports: &mut Imports, report: &mut Report<'_>) {
+    imports.policy_controller = true;
+    let mut top = Fields::of(doc, "");
+    top.skip(&["apiVersion", "kind", "metadata", "status"]);
+    let Some(spec) = top.get("spec") else {
+        report.dropped("spec", "missing; nothing imported");
+        return;
+    };
+    report.unread(&top, "dropped");
+    let mut spec = Fields::of(spec, "spec");
+    let origin = format!("{}", report.source);
+    let mode = match spec.get("mode").and_then(Value::as_str) {
+        None | Some("enforce") => Mode::Enforce,
+        Some("warn") => Mode::Warn,
+        Some(other) => {
+            report.dropped(
+                &spec.path("mode"),
+                format!("{other:?} is not enforce or warn; read as enforce"),
+            );
+            Mode::Enforce
+        }
+    };
+    let family = imports.family();
+    let mut rule = Rule::new(imports.name(name), origin, family, mode);
+
+    if let Some(images) = spec.get("images") {
+        for (image_path, image) in items(images, &spec.path("images"), report) {
+            let mut fields = Fields::of(image, image_path.clone());
+            if let Some(pattern) = fields.get("glob") {
+                if let Some(pattern) = string(pattern, &fields.path("glob"), report) {
+                    rule.images.extend(glob::translate(
+                        pattern,
+                        Dialect::PolicyController,
+                        &fields.path("glob"),
+                        report,
+                    ));
+                }
+            }
+            if fields.get("regex").is_some() {
+                report.dropped(
+                    &fields.path("regex"),
+                    "regular expressions over image names have no pullgate equivalent; pattern dropped",
+                );
+            }
+            report.unread(&fields, "dropped");
+        }
+    }
+    if spec.get("policy").is_some() {
+        report.dropped(
+            &spec.path("policy"),
+            "a policy over all authorities' results (CUE or Rego) has no pullgate equivalent; dropped",
+        );
+    }
+    if spec.get("match").is_some() {
+        report.dropped(
+            &spec.path("match"),
+            "resource selectors cannot be evaluated on the node, so the rule covers every pull (stricter)",
+        );
+    }
+    let authorities = spec.get("authorities");
+    report.unread(&spec, "dropped");
+
+    if rule.images.is_empty() {
+        report.dropped(
+            "spec.images",
+            "no image pattern could be carried over; the policy is not imported",
+        );
+        return;
+    }
+    let mut translated = Vec::new();
+    if let Some(list) = authorities {
+        for (i, (path, value)) in items(list, "spec.authorities", report).into_iter().enumerate() {
+            translated.push(authority(value, &path, i, report));
+        }
+    }
+    if translated.iter().any(|a| a.outcome == Outcome::Pass) {
+        rule.action = Action::Allow;
+        rule.comments.push("A static authority passes every image.".to_string());
+        imports.rules.push(rule);
+        return;
+    }
+    choose(&mut rule, translated, report);
+    name_authorities(&mut rule.authorities);
+    rule.fail_closed(report, "spec.authorities");
+    imports.rules.push(rule);
+}
+
+/// What one authority came to.
+struct Translated {
+    path: String,
+    outcome: Outcome,
+    authorities: Vec<Authority>,
+    attestations: Option<Vec<Attestation>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Checks signatures (or attestations).
+    Verify,
+    /// `static: {action: pass}`.
+    Pass,
+    /// `static: {action: fail}`, or nothing could be carried over: it never passes.
+    Never,
+}
+
+/// The rule's authorities and attestations from the translated authorities.
+fn choose(rule: &mut Rule, translated: Vec<Translated>, report: &mut Report<'_>) {
+    let attesting = translated
+        .iter()
+        .position(|t| t.attestations.is_some() && !t.authorities.is_empty());
+    match attesting {
+        None => {
+            for t in translated {
+                rule.authorities.extend(t.authorities);
+            }
+        }
+        Some(chosen) => {
+            for (i, t) in translated.into_iter().enumerate() {
+                if t.outcome != Outcome::Verify || t.authorities.is_empty() {
+                    continue;
+                }
+                if i == chosen {
+                    report.dropped(
+                        &format!("{}.attestations", t.path),
+                        "policy-controller passes this authority on its attestations alone; pullgate also \
+                         requires an image signature from it (stricter)",
+                    );
+                    rule.authorities = t.authorities;
+                    rule.attestations = t.attestations.unwrap_or_default();
+                } else {
+                    report.dropped(
+                        &t.path,
+                        "pullgate cannot accept this authority as an alternative to one that checks \
+                         attestations; dropped (stricter)",
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn authority(value: &Value, path: &str, i: usize, report: &mut Report<'_>) -> Translated {
+    let mut fields = Fields::of(value, path);
+    let name = fields
+        .get("name")
+        .and_then(Value::as_str)
+        .map_or_else(|| format!("authority-{i}"), str::to_string);
+    let mut translated = Translated {
+        path: path.to_string(),
+        outcome: Outcome::Verify,
+        authorities: Vec::new(),
+        attestations: None,
+    };
+    let tlog = ctlog(&mut fields, report);
+    if let Some(key) = fields.get("key") {
+        translated
+            .authorities
+            .extend(key_authority(key, &fields.path("key"), &name, tlog, report));
+    }
+    if let Some(keyless) = fields.get("keyless") {
+        translated.authorities.extend(keyless_authorities(
+            keyless,
+            &fields.path("keyless"),
+            &name,
+            tlog,
+            report,
+        ));
+    }
+    if let Some(value) = fields.get("static") {
+        let action = value.get("action").and_then(Value::as_str);
+        translated.outcome = match action {
+            Some("pass") => Outcome::Pass,
+            Some("fail") => Outcome::Never,
+            _ => {
+                report.dropped(&fields.path("static"), "neither pass nor fail; read as fail");
+                Outcome::Never
+            }
+        };
+    }
+    if let Some(list) = fields.get("attestations") {
+        let mut attestations = Vec::new();
+        for (j, (attestation_path, attestation)) in items(list, &fields.path("attestations"), report)
+            .into_iter()
+            .enumerate()
+        {
+            attestations.extend(self::attestation(attestation, &attestation_path, j, report));
+        }
+        translated.attestations = Some(attestations);
+    }
+    if fields.get("source").is_some() {
+        report.dropped(
+            &fields.path("source"),
+            "pullgate looks for signatures only in the image's own repository, so signatures kept elsewhere are not found (stricter)",
+        );
+    }
+    if fields.get("rfc3161timestamp").is_some() {
+        report.note(
+            &fields.path("rfc3161timestamp"),
+            "pullgate accepts RFC 3161 timestamps from the authorities of spec.trustedRoot",
+        );
+    }
+    if fields.get("signatureFormat").is_some() {
+        report.note(
+            &fields.path("signatureFormat"),
+            "pullgate reads both cosign's legacy signatures and Sigstore bundles",
+        );
+    }
+    if !fields.unread().is_empty() {
+        report.unread(&fields, "the authority is dropped rather than accepted without it");
+        translated.authorities.clear();
+    }
+    if translated.outcome == Outcome::Verify && translated.authorities.is_empty() {
+        translated.outcome = Outcome::Never;
+    }
+    if translated.outcome == Outcome::Never {
+        translated.authorities.clear();
+    }
+    translated
+}
+
+/// `ctlog` of an authority: the transparency log its signatures must be in.
+fn ctlog(fields: &mut Fields<'_>, report: &mut Report<'_>) -> Tlog {
+    if let Some(value) = fields.get("ctlog") {
+        let mut ct = Fields::of(value, fields.path("ctlog"));
+        if let Some(url) = ct.get("url").and_then(Value::as_str) {
+            if !authority::public_rekor(url) {
+                report.dropped(
+                    &ct.path("url"),
+                    authority::trust_elsewhere(&format!("the transparency log {url}")),
+                );
+            }
+        }
+        if ct.get("trustRootRef").is_some() {
+            report.dropped(&ct.path("trustRootRef"), authority::trust_elsewhere("a TrustRoot"));
+        }
+        report.unread(&ct, "dropped");
+    }
+    Tlog::Required
+}
+
+fn key_authority(value: &Value, path: &str, name: &str, tlog: Tlog, report: &mut Report<'_>) -> Option<Authority> {
+    let mut fields = Fields::of(value, path);
+    let mut usable = true;
+    if fields.get("secretRef").is_some() {
+        report.dropped(
+            &fields.path("secretRef"),
+            "keys in Kubernetes secrets cannot be read on the node; dropped",
+        );
+        usable = false;
+    }
+    if fields.get("kms").is_some() {
+        report.dropped(&fields.path("kms"), "KMS keys cannot be read offline; dropped");
+        usable = false;
+    }
+    if let Some(algorithm) = fields.get("hashAlgorithm").and_then(Value::as_str) {
+        if !algorithm.eq_ignore_ascii_case("sha256") {
+            report.dropped(
+                &fields.path("hashAlgorithm"),
+                format!("pullgate verifies key signatures over SHA-256, not {algorithm}; dropped"),
+            );
+            usable = false;
+        }
+    }
+    let data = fields.get("data");
+    if !fields.unread().is_empty() {
+        report.unread(&fields, "the authority is dropped rather than accepted without it");
+        usable = false;
+    }
+    let pem = string(data?, &fields.path("data"), report)?;
+    let authority = authority::key(name.to_string(), pem, tlog, &fields.path("data"), report)?;
+    usable.then_some(authority)
+}
+
+fn keyless_authorities(value: &Value, path: &str, name: &str, tlog: Tlog, report: &mut Report<'_>) -> Vec<Authority> {
+    let mut fields = Fields::of(value, path);
+    if let Some(url) = fields.get("url").and_then(Value::as_str) {
+        if !authority::public_fulcio(url) {
+            report.dropped(
+                &fields.path("url"),
+                authority::trust_elsewhere(&format!("the Fulcio at {url}")),
+            );
+        }
+    }
+    for (field, what) in [
+        ("caCert", "a custom certificate authority"),
+        ("trustRootRef", "a TrustRoot"),
+    ] {
+        if fields.get(field).is_some() {
+            report.dropped(&fields.path(field), authority::trust_elsewhere(what));
+        }
+    }
+    if fields.get("insecureIgnoreSCT").and_then(Value::as_bool) == Some(true) {
+        report.dropped(
+            &fields.path("insecureIgnoreSCT"),
+            "pullgate always checks the certificate's SCT, so certificates without one are refused (stricter)",
+        );
+    }
+    let mut authorities = Vec::new();
+    if let Some(identities) = fields.get("identities") {
+        let list = items(identities, &fields.path("identities"), report);
+        let several = list.len() > 1;
+        for (j, (identity_path, identity)) in list.into_iter().enumerate() {
+            let mut id = Fields::of(identity, identity_path.clone());
+            let text = |id: &mut Fields<'_>, field: &str| id.get(field).and_then(Value::as_str).map(str::to_string);
+            let issuer = text(&mut id, "issuer");
+            let issuer_re = text(&mut id, "issuerRegExp");
+            let subject = text(&mut id, "subject");
+            let subject_re = text(&mut id, "subjectRegExp");
+            if !id.unread().is_empty() {
+                report.unread(&id, "the identity is dropped rather than accepted without it");
+                continue;
+            }
+            let issuer = authority::identity(
+                issuer.as_deref(),
+                issuer_re.as_deref(),
+                &identity_path,
+                "issuer",
+                report,
+            );
+            let subject = authority::identity(
+                subject.as_deref(),
+                subject_re.as_deref(),
+                &identity_path,
+                "subject",
+                report,
+            );
+            if let (Some(issuer), Some(subject)) = (issuer, subject) {
+                authorities.push(Authority {
+                    name: if several {
+                        format!("{name}-{j}")
+                    } else {
+                        name.to_string()
+                    },
+                    kind: AuthorityKind::Keyless {
+                        issuer,
+                        subject,
+                        extensions: Default::default(),
+                    },
+                    tlog,
+                    comment: None,
+                });
+            }
+        }
+    } else {
+        report.dropped(
+            path,
+            "no identities: the authority is dropped rather than accept any identity",
+        );
+    }
+    if !fields.unread().is_empty() {
+        report.unread(&fields, "the authority is dropped rather than accepted without it");
+        authorities.clear();
+    }
+    authorities
+}
+
+/// An attestation of an authority; its `policy` (CUE or Rego) is reported and dropped, the
+/// attestation itself still required.
+fn attestation(value: &Value, path: &str, j: usize, report: &mut Report<'_>) -> Option<Attestation> {
+    let mut fields = Fields::of(value, path);
+    let name = fields.get("name").and_then(Value::as_str).map(str::to_string);
+    let predicate_type = match fields.get("predicateType") {
+        Some(Value::String(text)) => match predicate::resolve(text) {
+            Ok(uri) => uri,
+            Err(why) => {
+                report.dropped(
+                    &fields.path("predicateType"),
+                    format!("{why}; the attestation is dropped"),
+                );
+                report.unread(&fields, "dropped");
+                return None;
+            }
+        },
+        _ => {
+            report.dropped(path, "no predicateType; the attestation is dropped");
+            return None;
+        }
+    };
+    if let Some(policy) = fields.get("policy") {
+        let kind = policy.get("type").and_then(Value::as_str).unwrap_or("unknown");
+        let language = match kind {
+            "cue" => "CUE",
+            "rego" => "Rego",
+            other => other,
+        };
+        report.dropped(
+            &fields.path("policy"),
+            format!(
+                "{language} policies have no pullgate equivalent; the policy is dropped, the attestation is still required"
+            ),
+        );
+    }
+    report.unread(&fields, "dropped");
+    Some(Attestation {
+        name: name.unwrap_or_else(|| short_name(&predicate_type, j)),
+        predicate_type,
+        conditions: Vec::new(),
+    })
+}
+
+/// `config-policy-controller`: its `no-match-policy` becomes `noMatch`.
+pub(super) fn config_map(doc: &Value, imports: &mut Imports, report: &mut Report<'_>) {
+    imports.policy_controller = true;
+    let mut top = Fields::of(doc, "");
+    top.skip(&["apiVersion", "kind", "metadata", "binaryData"]);
+    if let Some(data) = top.get("data") {
+        let mut data = Fields::of(data, "data");
+        if let Some(value) = data.get("no-match-policy") {
+            let path = data.path("no-match-policy");
+            imports.no_match = match value.as_str() {
+                Some("deny") => Some(NoMatch::Deny),
+                Some("warn") => Some(NoMatch::Warn),
+                Some("allow") => Some(NoMatch::Allow),
+                _ => {
+                    report.dropped(
+                        &path,
+                        "not deny, warn or allow; read as deny, policy-controller's default",
+                    );
+                    Some(NoMatch::Deny)
+                }
+            };
+        }
+        for key in data.unread() {
+            report.note(
+                &data.path(key),
+                "a policy-controller setting with no meaning for pullgate; ignored",
+            );
+        }
+    }
+    report.unread(&top, "dropped");
+}
