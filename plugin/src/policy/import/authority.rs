@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
+
 use super::{
     condition::{cel_string, wildcard_regex},
-    document::Report,
+    document::{items, Fields, Report},
     rule::{Authority, AuthorityKind, Identity},
 };
 use crate::policy::{FulcioClaim, PublicKey, Tlog};
@@ -191,4 +193,62 @@ pub(super) fn trust_elsewhere(what: &str) -> String {
         "{what}: pullgate checks against spec.trustedRoot only, so signatures relying on it are \
          refused until it is added there (stricter)"
     )
+}
+
+/// Keyless authorities from a list of `identities` (`issuer`/`issuerRegExp` and
+/// `subject`/`subjectRegExp` each), as policy-controller and ImageValidatingPolicy write them:
+/// one authority per identity, named `name` (or `name-<index>` when there are several). An
+/// identity with a field pullgate does not know, or without both parts, is reported and left
+/// out rather than accepted without it.
+pub(super) fn keyless_identities(
+    identities: &Value,
+    path: &str,
+    name: &str,
+    tlog: Tlog,
+    report: &mut Report<'_>,
+) -> Vec<Authority> {
+    let list = items(identities, path, report);
+    let several = list.len() > 1;
+    let mut authorities = Vec::new();
+    for (j, (identity_path, value)) in list.into_iter().enumerate() {
+        let mut id = Fields::of(value, identity_path.clone());
+        let mut text = |field: &str| id.get(field).and_then(Value::as_str).map(str::to_string);
+        let (issuer, issuer_re) = (text("issuer"), text("issuerRegExp"));
+        let (subject, subject_re) = (text("subject"), text("subjectRegExp"));
+        if !id.unread().is_empty() {
+            report.unread(&id, "the identity is dropped rather than accepted without it");
+            continue;
+        }
+        let issuer = identity(
+            issuer.as_deref(),
+            issuer_re.as_deref(),
+            &identity_path,
+            "issuer",
+            report,
+        );
+        let subject = identity(
+            subject.as_deref(),
+            subject_re.as_deref(),
+            &identity_path,
+            "subject",
+            report,
+        );
+        if let (Some(issuer), Some(subject)) = (issuer, subject) {
+            authorities.push(Authority {
+                name: if several {
+                    format!("{name}-{j}")
+                } else {
+                    name.to_string()
+                },
+                kind: AuthorityKind::Keyless {
+                    issuer,
+                    subject,
+                    extensions: Default::default(),
+                },
+                tlog,
+                comment: None,
+            });
+        }
+    }
+    authorities
 }

@@ -27,7 +27,7 @@ use super::{
     document::{items, string, strings, Fields, Report},
     glob::{self, Dialect},
     kyverno::{name_authorities, short_name},
-    rule::{narrow_to, same_signers, Attestation, Authority, AuthorityKind, Image, Narrowed, Rule},
+    rule::{narrow_to, same_signers, Attestation, Authority, Image, Narrowed, Rule},
     scope::{self, Scope},
     Imports,
 };
@@ -492,48 +492,8 @@ fn cosign_attestor(value: &Value, path: &str, name: &str, report: &mut Report<'_
             );
         }
         if let Some(identities) = keyless.get("identities") {
-            let list = items(identities, &keyless.path("identities"), report);
-            let several = list.len() > 1;
-            for (j, (identity_path, identity)) in list.into_iter().enumerate() {
-                let mut id = Fields::of(identity, identity_path.clone());
-                let mut text = |field: &str| id.get(field).and_then(Value::as_str).map(str::to_string);
-                let (issuer, issuer_re) = (text("issuer"), text("issuerRegExp"));
-                let (subject, subject_re) = (text("subject"), text("subjectRegExp"));
-                if !id.unread().is_empty() {
-                    report.unread(&id, "the identity is dropped rather than accepted without it");
-                    continue;
-                }
-                let issuer = authority::identity(
-                    issuer.as_deref(),
-                    issuer_re.as_deref(),
-                    &identity_path,
-                    "issuer",
-                    report,
-                );
-                let subject = authority::identity(
-                    subject.as_deref(),
-                    subject_re.as_deref(),
-                    &identity_path,
-                    "subject",
-                    report,
-                );
-                if let (Some(issuer), Some(subject)) = (issuer, subject) {
-                    authorities.push(Authority {
-                        name: if several {
-                            format!("{name}-{j}")
-                        } else {
-                            name.to_string()
-                        },
-                        kind: AuthorityKind::Keyless {
-                            issuer,
-                            subject,
-                            extensions: Default::default(),
-                        },
-                        tlog,
-                        comment: None,
-                    });
-                }
-            }
+            let path = keyless.path("identities");
+            authorities.extend(authority::keyless_identities(identities, &path, name, tlog, report));
         }
         if !keyless.unread().is_empty() {
             report.unread(&keyless, "the attestor is dropped rather than accepted without it");

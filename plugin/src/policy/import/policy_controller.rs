@@ -20,7 +20,7 @@ use super::{
     document::{items, string, Fields, Report},
     glob::{self, Dialect},
     kyverno::{name_authorities, short_name},
-    rule::{Attestation, Authority, AuthorityKind, Rule},
+    rule::{Attestation, Authority, Rule},
     Imports,
 };
 use crate::policy::{predicate, Action, Mode, NoMatch, Tlog};
@@ -328,50 +328,8 @@ fn keyless_authorities(value: &Value, path: &str, name: &str, tlog: Tlog, report
     }
     let mut authorities = Vec::new();
     if let Some(identities) = fields.get("identities") {
-        let list = items(identities, &fields.path("identities"), report);
-        let several = list.len() > 1;
-        for (j, (identity_path, identity)) in list.into_iter().enumerate() {
-            let mut id = Fields::of(identity, identity_path.clone());
-            let text = |id: &mut Fields<'_>, field: &str| id.get(field).and_then(Value::as_str).map(str::to_string);
-            let issuer = text(&mut id, "issuer");
-            let issuer_re = text(&mut id, "issuerRegExp");
-            let subject = text(&mut id, "subject");
-            let subject_re = text(&mut id, "subjectRegExp");
-            if !id.unread().is_empty() {
-                report.unread(&id, "the identity is dropped rather than accepted without it");
-                continue;
-            }
-            let issuer = authority::identity(
-                issuer.as_deref(),
-                issuer_re.as_deref(),
-                &identity_path,
-                "issuer",
-                report,
-            );
-            let subject = authority::identity(
-                subject.as_deref(),
-                subject_re.as_deref(),
-                &identity_path,
-                "subject",
-                report,
-            );
-            if let (Some(issuer), Some(subject)) = (issuer, subject) {
-                authorities.push(Authority {
-                    name: if several {
-                        format!("{name}-{j}")
-                    } else {
-                        name.to_string()
-                    },
-                    kind: AuthorityKind::Keyless {
-                        issuer,
-                        subject,
-                        extensions: Default::default(),
-                    },
-                    tlog,
-                    comment: None,
-                });
-            }
-        }
+        let path = fields.path("identities");
+        authorities = authority::keyless_identities(identities, &path, name, tlog, report);
     } else {
         report.dropped(
             path,
