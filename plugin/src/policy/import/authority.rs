@@ -20,6 +20,16 @@ const PUBLIC_REKOR: [&str; 3] = [
     "https://log2025-1.rekor.sigstore.dev",
 ];
 
+/// Why a source's signature location (`repository`, `source`) is dropped.
+pub(super) const SIGNATURES_ELSEWHERE: &str =
+    "pullgate looks for signatures only in the image's own repository, so signatures kept elsewhere are not found (stricter)";
+/// Why a signer with required signature `annotations` is dropped.
+pub(super) const NO_ANNOTATION_CHECKS: &str =
+    "pullgate does not check signature annotations; the attestor is dropped rather than accepted without them";
+/// Why certificate attestors are dropped.
+pub(super) const NO_CERTIFICATE_ATTESTORS: &str =
+    "certificate attestors (cert, certChain) are not supported by pullgate; dropped";
+
 /// The public Fulcio.
 const PUBLIC_FULCIO: [&str; 2] = ["https://fulcio.sigstore.dev", "https://fulcio.sigstore.dev/"];
 

@@ -426,23 +426,14 @@ fn cosign_attestor(value: &Value, path: &str, name: &str, report: &mut Report<'_
         report.dropped(&fields.path("tuf"), authority::trust_elsewhere("a TUF repository"));
     }
     if fields.get("source").is_some() {
-        report.dropped(
-            &fields.path("source"),
-            "pullgate looks for signatures only in the image's own repository, so signatures kept elsewhere are not found (stricter)",
-        );
+        report.dropped(&fields.path("source"), authority::SIGNATURES_ELSEWHERE);
     }
     if fields.get("annotations").is_some() {
-        report.dropped(
-            &fields.path("annotations"),
-            "pullgate does not check signature annotations; the attestor is dropped rather than accepted without them",
-        );
+        report.dropped(&fields.path("annotations"), authority::NO_ANNOTATION_CHECKS);
         usable = false;
     }
     if fields.get("certificate").is_some() {
-        report.dropped(
-            &fields.path("certificate"),
-            "certificate attestors (cert, certChain) are not supported by pullgate; dropped",
-        );
+        report.dropped(&fields.path("certificate"), authority::NO_CERTIFICATE_ATTESTORS);
         usable = false;
     }
     let mut authorities = Vec::new();

@@ -373,10 +373,7 @@ fn verify_image(entry: &Value, place: &Place<'_>, report: &mut Report<'_>, impor
         rule.authorities.clear();
     }
     if repository {
-        report.dropped(
-            &format!("{path}.repository"),
-            "pullgate looks for signatures only in the image's own repository, so signatures kept elsewhere are not found (stricter)",
-        );
+        report.dropped(&format!("{path}.repository"), authority::SIGNATURES_ELSEWHERE);
     }
     name_authorities(&mut rule.authorities);
     rule.fail_closed(report, path);
@@ -537,10 +534,7 @@ fn attestor(entry: &Value, path: &str, notary: bool, report: &mut Report<'_>) ->
         authorities.extend(keyless_attestor(keyless, &fields.path("keyless"), report));
     }
     if fields.get("certificates").is_some() {
-        report.dropped(
-            &fields.path("certificates"),
-            "certificate attestors (cert, certChain) are not supported by pullgate; dropped",
-        );
+        report.dropped(&fields.path("certificates"), authority::NO_CERTIFICATE_ATTESTORS);
     }
     if fields.get("attestor").is_some() {
         report.dropped(
@@ -549,17 +543,11 @@ fn attestor(entry: &Value, path: &str, notary: bool, report: &mut Report<'_>) ->
         );
     }
     if fields.get("annotations").is_some() {
-        report.dropped(
-            &fields.path("annotations"),
-            "pullgate does not check signature annotations; the attestor is dropped rather than accepted without them",
-        );
+        report.dropped(&fields.path("annotations"), authority::NO_ANNOTATION_CHECKS);
         keep = false;
     }
     if fields.get("repository").is_some() {
-        report.dropped(
-            &fields.path("repository"),
-            "pullgate looks for signatures only in the image's own repository, so signatures kept elsewhere are not found (stricter)",
-        );
+        report.dropped(&fields.path("repository"), authority::SIGNATURES_ELSEWHERE);
     }
     if !fields.unread().is_empty() {
         report.unread(&fields, "the attestor is dropped rather than accepted without it");

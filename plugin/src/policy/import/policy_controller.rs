@@ -219,10 +219,7 @@ fn authority(value: &Value, path: &str, i: usize, report: &mut Report<'_>) -> Tr
         translated.attestations = Some(attestations);
     }
     if fields.get("source").is_some() {
-        report.dropped(
-            &fields.path("source"),
-            "pullgate looks for signatures only in the image's own repository, so signatures kept elsewhere are not found (stricter)",
-        );
+        report.dropped(&fields.path("source"), authority::SIGNATURES_ELSEWHERE);
     }
     if fields.get("rfc3161timestamp").is_some() {
         report.note(
