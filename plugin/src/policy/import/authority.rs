@@ -197,12 +197,50 @@ pub(super) fn public_fulcio(url: &str) -> bool {
     PUBLIC_FULCIO.contains(&url.trim())
 }
 
-/// The message for trust material the source names that pullgate takes from its trusted root.
-pub(super) fn trust_elsewhere(what: &str) -> String {
-    format!(
-        "{what}: pullgate checks against spec.trustedRoot only, so signatures relying on it are \
-         refused until it is added there (stricter)"
-    )
+/// Whether a signer relies on trust material of its own (Fulcio roots, a TrustRoot, a private
+/// Fulcio or transparency log, their keys, a timestamp authority) besides spec.trustedRoot.
+///
+/// pullgate checks every signature against spec.trustedRoot only. Checked there, such a signer
+/// would accept what the public Sigstore certifies or logs for its identities, which the source
+/// refuses (a private-CA signer whose identities are `.*` would accept any public keyless
+/// signature), so the signer is dropped: this is the one place that decides it.
+#[derive(Debug, Default)]
+pub(super) struct OwnTrust {
+    found: bool,
+}
+
+// === impl OwnTrust ===
+
+impl OwnTrust {
+    /// Records `what`, at `path`, as trust material of the signer's own, which drops the signer.
+    pub fn found(&mut self, path: &str, what: &str, report: &mut Report<'_>) {
+        report.dropped(
+            path,
+            format!(
+                "{what}: pullgate checks signatures against spec.trustedRoot only, and checked there this signer \
+                 would accept signatures the source refuses; the signer is dropped (add the trust material to the \
+                 trusted root and write the signer by hand)"
+            ),
+        );
+        self.found = true;
+    }
+
+    /// Records fields of a trust section (`rekor`, `ctlog`) that the importer does not know:
+    /// they may be trust material, so they drop the signer too.
+    pub fn unread(&mut self, fields: &Fields<'_>, report: &mut Report<'_>) {
+        if !fields.unread().is_empty() {
+            report.unread(
+                fields,
+                "it may name trust material of the signer's own, so the signer is dropped",
+            );
+            self.found = true;
+        }
+    }
+
+    /// Whether a signer is to be dropped.
+    pub fn is_found(&self) -> bool {
+        self.found
+    }
 }
 
 /// Keyless authorities from a list of `identities` (`issuer`/`issuerRegExp` and

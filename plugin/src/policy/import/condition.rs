@@ -9,7 +9,14 @@
 //!
 //! A block holds when all of its `all` and one of its `any` hold; every block must hold. A
 //! condition left out of `all` loses a requirement, and is reported as dropped; an alternative
-//! left out of `any` only removes a way to pass.
+//! left out of `any` only removes a way to pass, and an `any` left with none (or written
+//! empty, which Kyverno never finds true) can never hold.
+//!
+//! Kyverno compares more loosely than CEL: the `In` family compares the text of numbers and
+//! booleans (`"9"` is in `[9]`) and reads a `*` in the key as a wildcard; `Equals` compares a
+//! key that reads as a quantity or a duration as one. Where that would make the negated forms
+//! hold in CEL but not in Kyverno, the CEL also refuses the text forms; where `Equals` would
+//! hold in CEL but not in Kyverno, it refuses quantities.
 
 use serde_json::Value;
 
@@ -19,9 +26,11 @@ use super::{
 };
 use crate::policy::Condition as Cel;
 
-/// The CEL conditions `conditions` (a Kyverno `conditions` list at `path`) stand for.
-pub(super) fn translate(conditions: &Value, path: &str, report: &mut Report<'_>) -> Vec<Condition> {
+/// The CEL conditions `conditions` (a Kyverno `conditions` list at `path`) stand for; `None`
+/// when they can never hold.
+pub(super) fn translate(conditions: &Value, path: &str, report: &mut Report<'_>) -> Option<Vec<Condition>> {
     let mut translated = Vec::new();
+    let mut never = false;
     for (block_path, block) in items(conditions, path, report) {
         let mut fields = Fields::of(block, block_path.clone());
         // A bare condition is a block of one.
@@ -35,11 +44,14 @@ pub(super) fn translate(conditions: &Value, path: &str, report: &mut Report<'_>)
             }
         }
         if let Some(any) = fields.get("any") {
-            translated.extend(alternatives(any, &fields.path("any"), report));
+            match alternatives(any, &fields.path("any"), report) {
+                Some(condition) => translated.push(condition),
+                None => never = true,
+            }
         }
         report.unread(&fields, "dropped");
     }
-    translated
+    (!never).then_some(translated)
 }
 
 /// A condition of `all`.
@@ -56,7 +68,8 @@ fn required(item: &Value, path: &str, report: &mut Report<'_>) -> Option<Conditi
     }
 }
 
-/// `any`: one condition, the alternatives joined by `||`.
+/// `any`: one condition, the alternatives joined by `||`; `None`, reported, when no alternative
+/// is left, as then it never holds.
 fn alternatives(any: &Value, path: &str, report: &mut Report<'_>) -> Option<Condition> {
     let mut cel = Vec::new();
     let mut originals = Vec::new();
@@ -74,7 +87,12 @@ fn alternatives(any: &Value, path: &str, report: &mut Report<'_>) -> Option<Cond
     }
     if cel.is_empty() {
         if any.as_array().is_some_and(|a| !a.is_empty()) {
-            report.dropped(path, "no alternative could be carried over; condition dropped");
+            report.dropped(
+                path,
+                "no alternative could be carried over, so none can be shown to hold; the rule denies",
+            );
+        } else {
+            report.note(path, "an empty `any`, which Kyverno never finds true; the rule denies");
         }
         return None;
     }
@@ -82,7 +100,7 @@ fn alternatives(any: &Value, path: &str, report: &mut Report<'_>) -> Option<Cond
     if let Err(e) = Cel::compile(&joined) {
         report.dropped(
             path,
-            format!("the alternatives do not compile together ({e}); condition dropped"),
+            format!("the alternatives do not compile together ({e}), so none can be shown to hold; the rule denies"),
         );
         return None;
     }
@@ -272,23 +290,57 @@ fn expression(path: &str, operator: &str, value: &Value) -> Result<String, Strin
     }
 }
 
-/// `Equals`/`NotEquals`: a plain string, number or bool, or a wildcard string.
+/// `Equals`/`NotEquals`: a plain string, number or bool, or a wildcard string. `NotEquals`
+/// refuses what Kyverno may find equal: the text of a bool, a string that reads as a quantity
+/// or duration for a number. `Equals` with a wildcard refuses a key that reads as a quantity,
+/// which Kyverno compares as one (and finds unequal to a wildcard).
 fn equality(path: &str, value: &Value, negated: bool) -> Result<String, String> {
-    let (eq, not) = if negated { ("!=", "!") } else { ("==", "") };
+    let quantity = cel_string(QUANTITY);
+    let numeric_text = format!(
+        "(type({path}) == string && ({path}.matches({quantity}) || {path}.matches({})))",
+        cel_string(DURATION)
+    );
     match value {
-        Value::Bool(b) => Ok(format!("{path} {eq} {b}")),
-        Value::Number(n) => Ok(format!("{path} {eq} {}", number(n))),
+        Value::Bool(b) if negated => Ok(format!("!({path} == {b} || {path} == \"{b}\")")),
+        Value::Bool(b) => Ok(format!("{path} == {b}")),
+        Value::Number(n) if negated => Ok(format!("!({path} == {} || {numeric_text})", number(n))),
+        Value::Number(n) => Ok(format!("{path} == {}", number(n))),
         Value::String(s) => {
             special_string(s)?;
-            if s.contains(['*', '?']) {
-                Ok(format!("{not}{path}.matches({})", cel_string(&wildcard_regex(s, true))))
-            } else {
-                Ok(format!("{path} {eq} {}", cel_string(s)))
-            }
+            let wildcard = cel_string(&wildcard_regex(s, true));
+            Ok(match (s.contains(['*', '?']), negated, s.as_str()) {
+                (true, true, _) => format!("!{path}.matches({wildcard})"),
+                (true, false, _) if reads_as_quantity(s) => {
+                    format!("!{path}.matches({quantity}) && {path}.matches({wildcard})")
+                }
+                (true, false, _) => format!("{path}.matches({wildcard})"),
+                (false, true, "true" | "false") => format!("!({path} == {} || {path} == {s})", cel_string(s)),
+                (false, true, _) => format!("{path} != {}", cel_string(s)),
+                (false, false, _) => format!("{path} == {}", cel_string(s)),
+            })
         }
         _ => Err(format!("compares with {}; no unambiguous CEL form", show(value))),
     }
 }
+
+/// Whether a wildcard may match text that reads as a quantity: its other characters are all
+/// ones a quantity can hold (`1*`, `1.*`, not `v1.*`).
+fn reads_as_quantity(wildcard: &str) -> bool {
+    wildcard.chars().all(|c| {
+        matches!(
+            c,
+            '*' | '?' | '0'
+                ..='9' | '.' | '+' | '-' | 'e' | 'E' | 'i' | 'n' | 'u' | 'm' | 'k' | 'K' | 'M' | 'G' | 'T' | 'P'
+        )
+    })
+}
+
+/// What Kubernetes may parse as a quantity (`1500`, `1.5Gi`, `1e3`), with room to spare: a
+/// key it matches is never found equal to a wildcard.
+const QUANTITY: &str = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)[eEinumkKMGTP]*[-+]?[0-9]*$";
+
+/// What Go may parse as a duration (`1h30m`, `90s`), with room to spare.
+const DURATION: &str = r"^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)[a-zµμ]+)+$";
 
 /// The `In` family. The key may be one value or a list: for a list, `AnyIn` asks that one of
 /// its elements be in the values, `AllIn` (and the old `In`) that all be; the `NotIn` forms the
@@ -298,31 +350,46 @@ fn membership(path: &str, op: &str, operator: &str, value: &Value) -> Result<Str
         Value::Array(values) => values.as_slice(),
         single => std::slice::from_ref(single),
     };
-    let mut literals = Vec::with_capacity(values.len());
-    for v in values {
-        literals.push(match v {
-            Value::String(s) if s.contains(['*', '?']) => {
-                return Err(format!("{operator} with the wildcard {s:?}; no unambiguous CEL form"))
-            }
-            Value::String(s) => {
-                special_string(s)?;
-                cel_string(s)
-            }
-            Value::Number(n) => number(n),
-            Value::Bool(b) => b.to_string(),
-            other => return Err(format!("{operator} with {}; no unambiguous CEL form", show(other))),
-        });
-    }
-    let list = format!("[{}]", literals.join(", "));
     let (quantifier, negated) = match op {
         "anyin" => ("exists", false),
         "in" | "allin" => ("all", false),
         "anynotin" => ("exists", true),
         _ => ("all", true),
     };
+    let mut literals = Vec::with_capacity(values.len());
+    for v in values {
+        match v {
+            Value::String(s) if s.contains(['*', '?']) => {
+                return Err(format!("{operator} with the wildcard {s:?}; no unambiguous CEL form"))
+            }
+            Value::String(s) => {
+                special_string(s)?;
+                literals.push(cel_string(s));
+                // Kyverno finds the text of a bool in a list of strings, and the reverse.
+                if negated && matches!(s.as_str(), "true" | "false") {
+                    literals.push(s.clone());
+                }
+            }
+            Value::Number(n) => {
+                literals.push(number(n));
+                if negated {
+                    literals.push(cel_string(&go_text(n)));
+                }
+            }
+            Value::Bool(b) => {
+                literals.push(b.to_string());
+                if negated {
+                    literals.push(format!("\"{b}\""));
+                }
+            }
+            other => return Err(format!("{operator} with {}; no unambiguous CEL form", show(other))),
+        }
+    }
+    let list = format!("[{}]", literals.join(", "));
+    // Kyverno also reads the key as a wildcard over the values: a key with one may be in them.
     let test = |x: &str| {
         if negated {
-            format!("!({x} in {list})")
+            format!("!({x} in {list} || (type({x}) == string && {x}.matches(\"[*?]\")))")
         } else {
             format!("{x} in {list}")
         }
@@ -397,6 +464,25 @@ fn number(n: &serde_json::Number) -> String {
         (_, _, Some(f)) => f.to_string(),
         _ => n.to_string(),
     }
+}
+
+/// A number as Kyverno writes it to compare it as text: Go's `fmt.Sprint` of the float64 it
+/// decoded (`9`, `0.5`, `1e+06`, `1.5e-05`).
+fn go_text(n: &serde_json::Number) -> String {
+    let f = n.as_f64().unwrap_or(f64::NAN);
+    if f == 0.0 {
+        return "0".to_string();
+    }
+    let scientific = format!("{f:e}");
+    let Some((mantissa, exponent)) = scientific.split_once('e') else {
+        return scientific;
+    };
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if (-4..6).contains(&exponent) {
+        return format!("{f}");
+    }
+    let sign = if exponent < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exponent.abs())
 }
 
 /// A CEL string literal; JSON's escapes are CEL's.

@@ -23,18 +23,18 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::{
-    authority,
+    authority::{self, OwnTrust},
     document::{items, string, strings, Fields, Report},
-    glob::{self, Dialect},
+    glob::{self, Dialect, Reading},
     kyverno::{name_authorities, short_name},
     rule::{narrow_to, same_signers, Attestation, Authority, Image, Narrowed, Rule},
-    scope::{self, Scope},
+    scope::{self, Home, Scope},
     Imports,
 };
 use crate::policy::{predicate, Mode, Tlog};
 
-/// Translates one `ImageValidatingPolicy` (`namespace` for a namespaced one).
-pub(super) fn policy(doc: &Value, name: &str, namespace: Option<&str>, imports: &mut Imports, report: &mut Report<'_>) {
+/// Translates one `ImageValidatingPolicy` (`home` says where a namespaced one lives).
+pub(super) fn policy(doc: &Value, name: &str, home: Home<'_>, imports: &mut Imports, report: &mut Report<'_>) {
     let mut top = Fields::of(doc, "");
     top.skip(&["apiVersion", "kind", "metadata", "status"]);
     let Some(spec) = top.get("spec") else {
@@ -64,8 +64,11 @@ pub(super) fn policy(doc: &Value, name: &str, namespace: Option<&str>, imports: 
     };
     rule.namespaces = scope.namespaces;
     rule.exclude_namespaces = scope.exclude;
-    if let Some(namespace) = namespace {
-        rule.namespaces = Some(vec![namespace.to_string()]);
+    rule.widened = scope.widened;
+    match home {
+        Home::Cluster => {}
+        Home::Namespace(namespace) => rule.namespaces = Some(vec![namespace.to_string()]),
+        Home::Unknown => rule.widened = true,
     }
     let selects_none = rule.namespaces.as_ref().is_some_and(Vec::is_empty);
 
@@ -109,6 +112,7 @@ pub(super) fn policy(doc: &Value, name: &str, namespace: Option<&str>, imports: 
             &spec.path("matchConditions"),
             "cannot be evaluated on the node, so the rule covers every pull it matches (stricter)",
         );
+        rule.widened = true;
     }
     if spec.get("failurePolicy").and_then(Value::as_str) == Some("Ignore") {
         report.note(
@@ -302,7 +306,8 @@ fn image_references(list: &Value, path: &str, report: &mut Report<'_>) -> Vec<Im
         let mut fields = Fields::of(item, item_path.clone());
         if let Some(pattern) = fields.get("glob") {
             if let Some(pattern) = string(pattern, &fields.path("glob"), report) {
-                for image in glob::translate(pattern, Dialect::KyvernoGlob, &fields.path("glob"), report) {
+                let path = fields.path("glob");
+                for image in glob::translate(pattern, Dialect::KyvernoGlob, Reading::Wide, &path, report) {
                     if !images.contains(&image) {
                         images.push(image);
                     }
@@ -322,7 +327,7 @@ fn image_references(list: &Value, path: &str, report: &mut Report<'_>) -> Vec<Im
 
 fn match_constraints(value: &Value, path: &str, report: &mut Report<'_>) -> Scope {
     let mut fields = Fields::of(value, path);
-    let scope = match fields.get("namespaceSelector") {
+    let mut scope = match fields.get("namespaceSelector") {
         Some(selector) => scope::namespace_selector(selector, &fields.path("namespaceSelector"), report),
         None => Scope::default(),
     };
@@ -331,6 +336,7 @@ fn match_constraints(value: &Value, path: &str, report: &mut Report<'_>) -> Scop
             &fields.path("objectSelector"),
             "object labels cannot be seen on the node, so the rule covers every pull (stricter)",
         );
+        scope.widened = true;
     }
     fields.skip(&["resourceRules", "excludeResourceRules", "matchPolicy"]);
     report.unread(&fields, "dropped");
@@ -391,6 +397,7 @@ fn attestors(value: &Value, path: &str, report: &mut Report<'_>) -> BTreeMap<Str
 fn cosign_attestor(value: &Value, path: &str, name: &str, report: &mut Report<'_>) -> Option<Vec<Authority>> {
     let mut fields = Fields::of(value, path);
     let mut usable = true;
+    let mut trust = OwnTrust::default();
     let mut tlog = Tlog::Required;
     if let Some(ctlog) = fields.get("ctlog") {
         let mut ct = Fields::of(ctlog, fields.path("ctlog"));
@@ -405,10 +412,7 @@ fn cosign_attestor(value: &Value, path: &str, name: &str, report: &mut Report<'_
         }
         if let Some(url) = ct.get("url").and_then(Value::as_str) {
             if !authority::public_rekor(url) && tlog != Tlog::Ignore {
-                report.dropped(
-                    &ct.path("url"),
-                    authority::trust_elsewhere(&format!("the transparency log {url}")),
-                );
+                trust.found(&ct.path("url"), &format!("the transparency log {url}"), report);
             }
         }
         for (field, what) in [
@@ -417,13 +421,13 @@ fn cosign_attestor(value: &Value, path: &str, name: &str, report: &mut Report<'_
             ("tsaCertChain", "a timestamp authority"),
         ] {
             if ct.get(field).is_some() {
-                report.dropped(&ct.path(field), authority::trust_elsewhere(what));
+                trust.found(&ct.path(field), what, report);
             }
         }
-        report.unread(&ct, "dropped");
+        trust.unread(&ct, report);
     }
     if fields.get("tuf").is_some() {
-        report.dropped(&fields.path("tuf"), authority::trust_elsewhere("a TUF repository"));
+        trust.found(&fields.path("tuf"), "a TUF repository", report);
     }
     if fields.get("source").is_some() {
         report.dropped(&fields.path("source"), authority::SIGNATURES_ELSEWHERE);
@@ -437,50 +441,22 @@ fn cosign_attestor(value: &Value, path: &str, name: &str, report: &mut Report<'_
         usable = false;
     }
     let mut authorities = Vec::new();
+    let keyless = fields.has("keyless");
     if let Some(key) = fields.get("key") {
-        let mut key = Fields::of(key, fields.path("key"));
-        if key.get("kms").is_some() {
-            report.dropped(&key.path("kms"), "KMS keys cannot be read offline; dropped");
-        }
-        if key.get("secretRef").is_some() {
+        if keyless {
+            // Kyverno verifies such an attestor keyless and returns; its key is never tried.
             report.dropped(
-                &key.path("secretRef"),
-                "keys in Kubernetes secrets cannot be read on the node; dropped",
+                &fields.path("key"),
+                "an attestor that is also keyless is checked keyless only by Kyverno, never with this key; dropped",
             );
-        }
-        if key.get("expression").is_some() {
-            report.dropped(
-                &key.path("expression"),
-                "a key computed in CEL cannot be read on the node; dropped",
-            );
-        }
-        if let Some(algorithm) = key.get("hashAlgorithm").and_then(Value::as_str) {
-            if !algorithm.eq_ignore_ascii_case("sha256") {
-                report.dropped(
-                    &key.path("hashAlgorithm"),
-                    format!("pullgate verifies key signatures over SHA-256, not {algorithm}; dropped"),
-                );
-                usable = false;
-            }
-        }
-        if let Some(data) = key.get("data") {
-            let data_path = key.path("data");
-            if let Some(pem) = string(data, &data_path, report) {
-                authorities.extend(authority::key(name.to_string(), pem, tlog, &data_path, report));
-            }
-        }
-        if !key.unread().is_empty() {
-            report.unread(&key, "the attestor is dropped rather than accepted without it");
-            usable = false;
+        } else {
+            authorities.extend(cosign_key(key, &fields.path("key"), name, tlog, &mut usable, report));
         }
     }
     if let Some(keyless) = fields.get("keyless") {
         let mut keyless = Fields::of(keyless, fields.path("keyless"));
         if keyless.get("roots").is_some() {
-            report.dropped(
-                &keyless.path("roots"),
-                authority::trust_elsewhere("custom Fulcio roots"),
-            );
+            trust.found(&keyless.path("roots"), "custom Fulcio roots", report);
         }
         if let Some(identities) = keyless.get("identities") {
             let path = keyless.path("identities");
@@ -495,7 +471,56 @@ fn cosign_attestor(value: &Value, path: &str, name: &str, report: &mut Report<'_
         report.unread(&fields, "the attestor is dropped rather than accepted without it");
         usable = false;
     }
-    usable.then_some(authorities)
+    (usable && !trust.is_found()).then_some(authorities)
+}
+
+/// `key` of a cosign attestor: its authority, if it has one pullgate can use; `usable` is
+/// cleared where the attestor must be dropped.
+fn cosign_key(
+    value: &Value,
+    path: &str,
+    name: &str,
+    tlog: Tlog,
+    usable: &mut bool,
+    report: &mut Report<'_>,
+) -> Option<Authority> {
+    let mut key = Fields::of(value, path);
+    if key.get("kms").is_some() {
+        report.dropped(&key.path("kms"), "KMS keys cannot be read offline; dropped");
+    }
+    if key.get("secretRef").is_some() {
+        report.dropped(
+            &key.path("secretRef"),
+            "keys in Kubernetes secrets cannot be read on the node; dropped",
+        );
+    }
+    if key.get("expression").is_some() {
+        report.dropped(
+            &key.path("expression"),
+            "a key computed in CEL cannot be read on the node; dropped",
+        );
+    }
+    if let Some(algorithm) = key.get("hashAlgorithm").and_then(Value::as_str) {
+        if !algorithm.eq_ignore_ascii_case("sha256") {
+            report.dropped(
+                &key.path("hashAlgorithm"),
+                format!("pullgate verifies key signatures over SHA-256, not {algorithm}; dropped"),
+            );
+            *usable = false;
+        }
+    }
+    let mut authority = None;
+    if let Some(data) = key.get("data") {
+        let data_path = key.path("data");
+        if let Some(pem) = string(data, &data_path, report) {
+            authority = authority::key(name.to_string(), pem, tlog, &data_path, report);
+        }
+    }
+    if !key.unread().is_empty() {
+        report.unread(&key, "the attestor is dropped rather than accepted without it");
+        *usable = false;
+    }
+    authority
 }
 
 /// The policy's attestations by name; `None` for one that cannot be checked.

@@ -11,24 +11,33 @@
 //!   `attestors` (or the image's when they have none) that meets their `conditions`. pullgate
 //!   checks attestations against the rule's authorities; where those differ, attestations
 //!   signed only by the attestation's own attestors are refused, which is reported.
-//! - The failure action (`Enforce`/`Audit`, Audit by default) is the rule's mode.
+//! - Legacy signer fields on the entry (`key`, or `issuer` with `subject` and `roots`) are one
+//!   more attestor set: alone, the entry's signer; next to `attestors`, a second requirement,
+//!   which pullgate cannot ask, so the rule denies. `subject` without `issuer` is ignored, as
+//!   Kyverno ignores it.
+//! - `skipImageReferences` become a rule that allows them, before the entry's rule; patterns
+//!   that pullgate would read more widely than Kyverno are dropped from it (see `glob`).
+//! - The failure action (`Enforce`/`Audit`, Audit by default) is the rule's mode (see
+//!   `failure_action`).
 //! - Images no rule matches are admitted by Kyverno: the importer sets `noMatch: allow` unless
 //!   policy-controller is in the input too.
 
 use serde_json::Value;
 
 use super::{
-    authority, condition,
-    document::{boolean, index, items, join, show, string, strings, Fields, Report},
-    glob::{self, Dialect},
+    authority::{self, OwnTrust},
+    condition,
+    document::{boolean, index, items, join, string, strings, Fields, Report},
+    failure_action::{failure_action, Actions},
+    glob::{self, Dialect, Reading},
     rule::{narrow_to, Attestation, Authority, AuthorityKind, Identity, Image, Narrowed, Rule},
-    scope::{self, Scope},
+    scope::{self, Home, Scope},
     unique_in, Imports,
 };
-use crate::policy::{predicate, Action, Mode, Tlog};
+use crate::policy::{predicate, Action, Tlog};
 
-/// Translates one `ClusterPolicy` or `Policy` (`namespace` for the latter).
-pub(super) fn policy(doc: &Value, name: &str, namespace: Option<&str>, imports: &mut Imports, report: &mut Report<'_>) {
+/// Translates one `ClusterPolicy` or `Policy` (`home` says where the latter lives).
+pub(super) fn policy(doc: &Value, name: &str, home: Home<'_>, imports: &mut Imports, report: &mut Report<'_>) {
     let mut top = Fields::of(doc, "");
     top.skip(&["apiVersion", "kind", "metadata", "status"]);
     let Some(spec) = top.get("spec") else {
@@ -38,15 +47,7 @@ pub(super) fn policy(doc: &Value, name: &str, namespace: Option<&str>, imports: 
     report.unread(&top, "dropped");
     let mut spec = Fields::of(spec, "spec");
 
-    let mode = match spec.get("validationFailureAction") {
-        Some(value) => failure_action(value, &spec.path("validationFailureAction"), report),
-        // Kyverno's default.
-        None => Mode::Audit,
-    };
-    let overrides = spec
-        .get("validationFailureActionOverrides")
-        .map(|value| overrides(value, &spec.path("validationFailureActionOverrides"), report))
-        .unwrap_or_default();
+    let actions = Actions::read(&mut spec, spec_value(doc, "rules"), report);
     if let Some(policy) = spec.get("failurePolicy") {
         if policy.as_str() == Some("Ignore") {
             report.note(
@@ -77,9 +78,8 @@ pub(super) fn policy(doc: &Value, name: &str, namespace: Option<&str>, imports: 
     };
     let context = PolicyContext {
         name,
-        namespace,
-        mode,
-        overrides: &overrides,
+        home,
+        actions: &actions,
         first_match_group,
     };
     for (rule_path, rule) in items(rules, "spec.rules", report) {
@@ -88,61 +88,17 @@ pub(super) fn policy(doc: &Value, name: &str, namespace: Option<&str>, imports: 
     report.unread(&spec, "dropped");
 }
 
+/// `spec.<field>` of a document, if present.
+fn spec_value<'a>(doc: &'a Value, field: &str) -> Option<&'a Value> {
+    doc.get("spec").and_then(|spec| spec.get(field))
+}
+
 /// What every rule of a policy shares.
 struct PolicyContext<'a> {
     name: &'a str,
-    namespace: Option<&'a str>,
-    mode: Mode,
-    overrides: &'a [Override],
+    home: Home<'a>,
+    actions: &'a Actions,
     first_match_group: Option<usize>,
-}
-
-/// A `validationFailureActionOverrides` entry that can be carried over.
-struct Override {
-    mode: Mode,
-    namespaces: Vec<String>,
-}
-
-fn failure_action(value: &Value, path: &str, report: &mut Report<'_>) -> Mode {
-    match value.as_str().map(str::to_ascii_lowercase).as_deref() {
-        Some("enforce") => Mode::Enforce,
-        Some("audit") => Mode::Audit,
-        _ => {
-            report.dropped(
-                path,
-                format!("{} is not Enforce or Audit; read as Enforce", show(value)),
-            );
-            Mode::Enforce
-        }
-    }
-}
-
-fn overrides(value: &Value, path: &str, report: &mut Report<'_>) -> Vec<Override> {
-    let mut carried = Vec::new();
-    for (item_path, item) in items(value, path, report) {
-        let mut fields = Fields::of(item, item_path.clone());
-        let mode = fields
-            .get("action")
-            .map(|action| failure_action(action, &fields.path("action"), report))
-            .unwrap_or(Mode::Audit);
-        if fields.get("namespaceSelector").is_some() {
-            report.dropped(
-                &fields.path("namespaceSelector"),
-                "label selectors cannot be evaluated on the node; this override is dropped",
-            );
-            continue;
-        }
-        let namespaces = fields
-            .get("namespaces")
-            .map(|v| scope::include_globs(v, &fields.path("namespaces"), report))
-            .unwrap_or_default();
-        report.unread(&fields, "dropped");
-        if namespaces.is_empty() {
-            continue;
-        }
-        carried.push(Override { mode, namespaces });
-    }
-    carried
 }
 
 fn policy_rule(rule: &Value, path: &str, policy: &PolicyContext<'_>, imports: &mut Imports, report: &mut Report<'_>) {
@@ -170,26 +126,29 @@ fn policy_rule(rule: &Value, path: &str, policy: &PolicyContext<'_>, imports: &m
             report.dropped(&fields.path(other), "not image verification; not imported");
         }
     }
-    let scope = scope::kyverno(&mut fields, policy.namespace, report);
+    let scope = scope::kyverno(&mut fields, policy.home, report);
     if fields.get("context").is_some() {
         report.note(
             &fields.path("context"),
             "context variables do not exist on the node; conditions that read them are dropped",
         );
     }
+    let mut preconditions = false;
     for field in ["preconditions", "celPreconditions"] {
         if fields.get(field).is_some() {
             report.dropped(
                 &fields.path(field),
                 "cannot be evaluated on the node, so the rule covers every pull it matches (stricter)",
             );
+            preconditions = true;
         }
     }
     fields.skip(&["skipBackgroundRequests", "reportProperties"]);
     report.unread(&fields, "dropped");
-    let Some(scope) = scope else {
+    let Some(mut scope) = scope else {
         return;
     };
+    scope.widened |= preconditions;
 
     let entries = items(verify_images, &join(path, "verifyImages"), report);
     let several = entries.len() > 1;
@@ -238,10 +197,10 @@ fn verify_image(entry: &Value, place: &Place<'_>, report: &mut Report<'_>, impor
     let own_mode = fields
         .get("failureAction")
         .map(|value| failure_action(value, &fields.path("failureAction"), report));
-    let mode = own_mode.unwrap_or(policy.mode);
-    let mut rule = Rule::new(imports.name(base), origin.clone(), family, mode);
+    let mut rule = Rule::new(imports.name(base), origin.clone(), family, own_mode.unwrap_or_default());
     rule.namespaces = scope.namespaces.clone();
     rule.exclude_namespaces = scope.exclude.clone();
+    rule.widened = scope.widened;
 
     // Which images.
     let mut patterns = Vec::new();
@@ -251,6 +210,7 @@ fn verify_image(entry: &Value, place: &Place<'_>, report: &mut Report<'_>, impor
             patterns.extend(glob::translate(
                 &pattern,
                 Dialect::KyvernoWildcard,
+                Reading::Wide,
                 &index(&refs_path, i),
                 report,
             ));
@@ -261,11 +221,13 @@ fn verify_image(entry: &Value, place: &Place<'_>, report: &mut Report<'_>, impor
             patterns.extend(glob::translate(
                 pattern,
                 Dialect::KyvernoWildcard,
+                Reading::Wide,
                 &fields.path("image"),
                 report,
             ));
         }
     }
+    // Skipped images are let through unchecked: only those Kyverno surely skips.
     let skipped = fields.get("skipImageReferences").map(|value| {
         let skip_path = fields.path("skipImageReferences");
         let mut skipped = Vec::new();
@@ -273,6 +235,7 @@ fn verify_image(entry: &Value, place: &Place<'_>, report: &mut Report<'_>, impor
             skipped.extend(glob::translate(
                 &pattern,
                 Dialect::KyvernoWildcard,
+                Reading::Narrow,
                 &index(&skip_path, i),
                 report,
             ));
@@ -299,8 +262,18 @@ fn verify_image(entry: &Value, place: &Place<'_>, report: &mut Report<'_>, impor
     if let Some(attestors) = fields.get("attestors") {
         signers.image = Some(attestor_sets(attestors, &fields.path("attestors"), notary, report));
     }
-    if let Some(legacy) = legacy_attestor(&mut fields, report) {
-        signers.image.get_or_insert_with(Vec::new).extend(legacy);
+    if let Some((legacy, legacy_path)) = legacy_attestor(&mut fields, report) {
+        if signers.image.is_some() {
+            // Kyverno adds it as one more attestor set, which must be satisfied too.
+            report.dropped(
+                &legacy_path,
+                "Kyverno adds this signer as a further attestor set, required as well as `attestors`; pullgate \
+                 accepts any one authority of a rule, so this requirement is dropped and the rule denies",
+            );
+            signers.image = Some(Vec::new());
+        } else {
+            signers.image = Some(legacy);
+        }
     }
     let mut attestations: Vec<Attested> = Vec::new();
     if let Some(list) = fields.get("attestations") {
@@ -362,6 +335,7 @@ fn verify_image(entry: &Value, place: &Place<'_>, report: &mut Report<'_>, impor
         );
         return Vec::new();
     }
+    let never = attestations.iter().any(|a| a.never);
     let authorities = choose_signers(&signers, &attestations, path, report);
     rule.authorities = authorities;
     rule.attestations = attestations.into_iter().map(|a| a.attestation).collect();
@@ -376,11 +350,19 @@ fn verify_image(entry: &Value, place: &Place<'_>, report: &mut Report<'_>, impor
         report.dropped(&format!("{path}.repository"), authority::SIGNATURES_ELSEWHERE);
     }
     name_authorities(&mut rule.authorities);
+    if never && rule.action == Action::Verify {
+        rule.action = Action::Deny;
+        rule.authorities.clear();
+        rule.attestations.clear();
+        rule.comments
+            .push("Denies: an attestation's conditions can never hold (see stderr), as in Kyverno.".to_string());
+    }
     rule.fail_closed(report, path);
 
     let mut rules = Vec::new();
+    let copies = policy.actions.apply(&mut rule, own_mode, base, path, imports, report);
     if let Some(skipped) = skipped.filter(|s| !s.is_empty()) {
-        let mut skip = Rule::new(imports.name(&format!("{base}-skip")), origin.clone(), family, mode);
+        let mut skip = Rule::new(imports.name(&format!("{base}-skip")), origin.clone(), family, rule.mode);
         skip.images = skipped;
         skip.namespaces = rule.namespaces.clone();
         skip.exclude_namespaces = rule.exclude_namespaces.clone();
@@ -389,24 +371,7 @@ fn verify_image(entry: &Value, place: &Place<'_>, report: &mut Report<'_>, impor
             .push("skipImageReferences: this rule does not check them, so the next one must not either.".to_string());
         rules.push(skip);
     }
-    if own_mode.is_none() {
-        for o in policy.overrides {
-            if rule.namespaces.is_some() {
-                report.dropped(
-                    "spec.validationFailureActionOverrides",
-                    format!("cannot be combined with the namespaces of {path}; dropped"),
-                );
-                continue;
-            }
-            let mut copy = rule.clone();
-            copy.name = imports.name(&format!("{base}-{}", o.mode));
-            copy.namespaces = Some(o.namespaces.clone());
-            copy.mode = o.mode;
-            copy.comments
-                .push("validationFailureActionOverrides: this mode in these namespaces.".to_string());
-            rules.push(copy);
-        }
-    }
+    rules.extend(copies);
     rules.push(rule);
     rules
 }
@@ -424,6 +389,8 @@ struct Attested {
     signers: Option<Vec<Authority>>,
     /// Something it requires cannot be carried over: the rule must deny.
     poisoned: bool,
+    /// Its conditions can never hold, in Kyverno as here: the rule denies.
+    never: bool,
     path: String,
 }
 
@@ -564,7 +531,8 @@ fn key_attestor(value: &Value, path: &str, report: &mut Report<'_>) -> (Vec<Auth
     let mut fields = Fields::of(value, path);
     let mut authorities = Vec::new();
     let mut count = 1;
-    let tlog = rekor(&mut fields, report);
+    let mut trust = OwnTrust::default();
+    let tlog = rekor(&mut fields, &mut trust, report);
     if fields.get("ctlog").is_some() {
         report.note(
             &fields.path("ctlog"),
@@ -604,14 +572,15 @@ fn key_attestor(value: &Value, path: &str, report: &mut Report<'_>) -> (Vec<Auth
         report.unread(&fields, "the attestor is dropped rather than accepted without it");
         usable = false;
     }
-    if !usable {
+    if !usable || trust.is_found() {
         authorities.clear();
     }
     (authorities, count)
 }
 
-/// `rekor` of `keys` or `keyless`: how the transparency log is checked.
-fn rekor(fields: &mut Fields<'_>, report: &mut Report<'_>) -> Tlog {
+/// `rekor` of `keys` or `keyless`: how the transparency log is checked, and whether it is one
+/// of the signer's own.
+fn rekor(fields: &mut Fields<'_>, trust: &mut OwnTrust, report: &mut Report<'_>) -> Tlog {
     let Some(value) = fields.get("rekor") else {
         return Tlog::Required;
     };
@@ -622,19 +591,13 @@ fn rekor(fields: &mut Fields<'_>, report: &mut Report<'_>) -> Tlog {
         .unwrap_or(false);
     if let Some(url) = rekor.get("url").and_then(Value::as_str) {
         if !authority::public_rekor(url) && !ignore {
-            report.dropped(
-                &rekor.path("url"),
-                authority::trust_elsewhere(&format!("the transparency log {url}")),
-            );
+            trust.found(&rekor.path("url"), &format!("the transparency log {url}"), report);
         }
     }
     if rekor.get("pubkey").is_some() && !ignore {
-        report.dropped(
-            &rekor.path("pubkey"),
-            authority::trust_elsewhere("a transparency log key"),
-        );
+        trust.found(&rekor.path("pubkey"), "a transparency log key", report);
     }
-    report.unread(&rekor, "dropped");
+    trust.unread(&rekor, report);
     if ignore {
         Tlog::Ignore
     } else {
@@ -644,7 +607,8 @@ fn rekor(fields: &mut Fields<'_>, report: &mut Report<'_>) -> Tlog {
 
 fn keyless_attestor(value: &Value, path: &str, report: &mut Report<'_>) -> Option<Authority> {
     let mut fields = Fields::of(value, path);
-    let tlog = rekor(&mut fields, report);
+    let mut trust = OwnTrust::default();
+    let tlog = rekor(&mut fields, &mut trust, report);
     if let Some(ctlog) = fields.get("ctlog") {
         let mut ct = Fields::of(ctlog, fields.path("ctlog"));
         if ct.get("ignoreSCT").and_then(Value::as_bool) == Some(true) {
@@ -654,18 +618,15 @@ fn keyless_attestor(value: &Value, path: &str, report: &mut Report<'_>) -> Optio
             );
         }
         if ct.get("pubkey").is_some() {
-            report.dropped(&ct.path("pubkey"), authority::trust_elsewhere("a CT log key"));
+            trust.found(&ct.path("pubkey"), "a CT log key", report);
         }
         if ct.get("tsaCertChain").is_some() {
-            report.dropped(
-                &ct.path("tsaCertChain"),
-                authority::trust_elsewhere("a timestamp authority"),
-            );
+            trust.found(&ct.path("tsaCertChain"), "a timestamp authority", report);
         }
-        report.unread(&ct, "dropped");
+        trust.unread(&ct, report);
     }
     if fields.get("roots").is_some() {
-        report.dropped(&fields.path("roots"), authority::trust_elsewhere("custom Fulcio roots"));
+        trust.found(&fields.path("roots"), "custom Fulcio roots", report);
     }
     let issuer = wildcard_or_regexp(&mut fields, "issuer", report);
     let subject = wildcard_or_regexp(&mut fields, "subject", report);
@@ -682,6 +643,9 @@ fn keyless_attestor(value: &Value, path: &str, report: &mut Report<'_>) -> Optio
     };
     if !fields.unread().is_empty() {
         report.unread(&fields, "the signer is dropped rather than accepted without it");
+        return None;
+    }
+    if trust.is_found() {
         return None;
     }
     Some(Authority {
@@ -706,23 +670,37 @@ fn wildcard_or_regexp(fields: &mut Fields<'_>, what: &str, report: &mut Report<'
     }
 }
 
-/// The signer of Kyverno's first `verifyImages` form (`key`, `subject`, `issuer`, `roots` on
-/// the entry itself), if it is used.
-fn legacy_attestor(fields: &mut Fields<'_>, report: &mut Report<'_>) -> Option<Vec<Authority>> {
+/// The signer of Kyverno's first `verifyImages` form (`key`, or `issuer` with `subject` and
+/// `roots`, on the entry itself) and the path of the field that makes it, if the entry has
+/// one; its authorities are empty when it cannot be carried over. Kyverno reads `subject` and
+/// `roots` only with `issuer`, and neither next to `key`.
+fn legacy_attestor(fields: &mut Fields<'_>, report: &mut Report<'_>) -> Option<(Vec<Authority>, String)> {
+    let ignored = |fields: &mut Fields<'_>, why: &str, report: &mut Report<'_>| {
+        for field in ["subject", "roots", "issuer"] {
+            if fields.get(field).is_some() {
+                report.note(&fields.path(field), why);
+            }
+        }
+    };
     if let Some(key) = fields.get("key") {
         let path = fields.path("key");
-        let text = string(key, &path, report)?;
-        return Some(
-            authority::key(String::new(), text, Tlog::Required, &path, report)
+        let authorities = match string(key, &path, report) {
+            Some(text) => authority::key(String::new(), text, Tlog::Required, &path, report)
                 .into_iter()
                 .collect(),
-        );
+            None => Vec::new(),
+        };
+        ignored(fields, "Kyverno ignores it next to `key`", report);
+        return Some((authorities, path));
     }
-    if !(fields.has("subject") || fields.has("issuer")) {
+    if !fields.has("issuer") {
+        ignored(fields, "Kyverno ignores it without `issuer`", report);
         return None;
     }
+    let path = fields.path("issuer");
+    let mut trust = OwnTrust::default();
     if fields.get("roots").is_some() {
-        report.dropped(&fields.path("roots"), authority::trust_elsewhere("custom Fulcio roots"));
+        trust.found(&fields.path("roots"), "custom Fulcio roots", report);
     }
     let issuer = wildcard_or_regexp(fields, "issuer", report);
     let subject = wildcard_or_regexp(fields, "subject", report);
@@ -730,17 +708,20 @@ fn legacy_attestor(fields: &mut Fields<'_>, report: &mut Report<'_>) -> Option<V
         Some(Value::Object(map)) => authority::extensions(map, &fields.path("additionalExtensions"), report),
         _ => Some(Default::default()),
     };
-    let authority = Authority {
-        name: String::new(),
-        kind: AuthorityKind::Keyless {
-            issuer: issuer?,
-            subject: subject?,
-            extensions: extensions?,
-        },
-        tlog: Tlog::Required,
-        comment: None,
+    let authorities = match (issuer, subject, extensions) {
+        (Some(issuer), Some(subject), Some(extensions)) if !trust.is_found() => vec![Authority {
+            name: String::new(),
+            kind: AuthorityKind::Keyless {
+                issuer,
+                subject,
+                extensions,
+            },
+            tlog: Tlog::Required,
+            comment: None,
+        }],
+        _ => Vec::new(),
     };
-    Some(vec![authority])
+    Some((authorities, path))
 }
 
 fn attestation(value: &Value, path: &str, i: usize, notary: bool, report: &mut Report<'_>) -> Attested {
@@ -776,7 +757,9 @@ fn attestation(value: &Value, path: &str, i: usize, notary: bool, report: &mut R
     let conditions = fields
         .get("conditions")
         .map(|c| condition::translate(c, &fields.path("conditions"), report))
-        .unwrap_or_default();
+        .unwrap_or(Some(Vec::new()));
+    let never = conditions.is_none();
+    let conditions = conditions.unwrap_or_default();
     report.unread(&fields, "dropped");
     let predicate_type = predicate_type.unwrap_or_default();
     let base = name.unwrap_or_else(|| short_name(&predicate_type, i));
@@ -788,6 +771,7 @@ fn attestation(value: &Value, path: &str, i: usize, notary: bool, report: &mut R
         },
         signers,
         poisoned,
+        never,
         path: path.to_string(),
     }
 }

@@ -7,7 +7,10 @@
 //! becomes a pullgate rule, in input order, except that where two rules can match the same
 //! pull the stricter is put first (see `order`). The translation never lets through what the
 //! source would refuse because something could not be carried over: a signer that cannot be
-//! read is dropped (fewer ways to pass), and a rule that keeps no signer denies. What is
+//! read, or relies on trust material of its own, is dropped (fewer ways to pass), and a rule
+//! that keeps no signer denies; a pattern, namespace list or mode is read more widely where it
+//! checks images and more narrowly where it lets them through (see `glob`, `scope`,
+//! `failure_action`), and a rule that lets images through loses nothing that narrowed it. What is
 //! dropped, replaced by something stricter, or carried over in a way worth knowing is a
 //! [`Finding`], which the command prints on stderr, one line each, naming the document and the
 //! field. Every part of the output is checked with pullgate's own parsers as it is made, so
@@ -16,6 +19,7 @@
 mod authority;
 mod condition;
 mod document;
+mod failure_action;
 mod glob;
 mod image_validating;
 mod kyverno;
@@ -41,6 +45,7 @@ pub use self::document::{Finding, FindingKind};
 use self::{
     document::{Report, Source},
     rule::Rule,
+    scope::Home,
 };
 use super::{read, validate, Action, NoMatch, MAX_CONDITIONS, MAX_POLICY_BYTES};
 
@@ -270,13 +275,26 @@ fn fit(rule: &mut Rule, findings: &mut Vec<Finding>) {
     }
 }
 
-/// Translates one document (the items of a `List` each); returns how many were policies.
+/// Groups whose kinds are image policies, or may be: a kind of theirs the importer does not
+/// read is reported as dropped, as what it checks is not carried over.
+const POLICY_GROUPS: [&str; 3] = ["kyverno.io", "policies.kyverno.io", "policy.sigstore.dev"];
+
+/// Translates one document (the items of any `…List` each); returns how many were policies.
 fn dispatch(document: &Value, index: String, imports: &mut Imports, findings: &mut Vec<Finding>) -> usize {
     if document.is_null() {
         return 0;
     }
     let text = |field: &str| document.get(field).and_then(Value::as_str).unwrap_or_default();
     let (api_version, kind) = (text("apiVersion"), text("kind"));
+    if kind.ends_with("List") {
+        if let Some(items) = document.get("items").and_then(Value::as_array) {
+            let mut count = 0;
+            for (i, item) in items.iter().enumerate() {
+                count += dispatch(item, format!("{index} item {}", i + 1), imports, findings);
+            }
+            return count;
+        }
+    }
     let metadata = document.get("metadata");
     let name = metadata
         .and_then(|m| m.get("name"))
@@ -298,24 +316,41 @@ fn dispatch(document: &Value, index: String, imports: &mut Imports, findings: &m
     };
     let mut report = Report::new(source.clone(), findings);
     let group = api_version.split('/').next().unwrap_or_default();
+    if group == "policy.sigstore.dev" {
+        // Its no-match-policy applies wherever policy-controller runs.
+        imports.policy_controller = true;
+    }
+    // A namespaced policy applies in the namespace it is created in; where the input does not
+    // say which, it is applied in every namespace.
+    let home = |report: &mut Report<'_>| match namespace.as_deref() {
+        Some(namespace) => Home::Namespace(namespace),
+        None => {
+            report.dropped(
+                "metadata.namespace",
+                "missing: a namespaced policy applies in the namespace it is created in, which the input does \
+                 not say; pullgate applies it in every namespace (stricter)",
+            );
+            Home::Unknown
+        }
+    };
     let rules_before = imports.rules.len();
     let supported = match (group, api_version, kind) {
         ("kyverno.io", "kyverno.io/v1" | "kyverno.io/v2beta1", "ClusterPolicy") => {
-            kyverno::policy(document, &name, None, imports, &mut report);
+            kyverno::policy(document, &name, Home::Cluster, imports, &mut report);
             true
         }
         ("kyverno.io", "kyverno.io/v1" | "kyverno.io/v2beta1", "Policy") => {
-            let namespace = namespace.unwrap_or_else(|| "default".to_string());
-            kyverno::policy(document, &name, Some(&namespace), imports, &mut report);
+            let home = home(&mut report);
+            kyverno::policy(document, &name, home, imports, &mut report);
             true
         }
         ("policies.kyverno.io", _, "ImageValidatingPolicy") => {
-            image_validating::policy(document, &name, None, imports, &mut report);
+            image_validating::policy(document, &name, Home::Cluster, imports, &mut report);
             true
         }
         ("policies.kyverno.io", _, "NamespacedImageValidatingPolicy") => {
-            let namespace = namespace.unwrap_or_else(|| "default".to_string());
-            image_validating::policy(document, &name, Some(&namespace), imports, &mut report);
+            let home = home(&mut report);
+            image_validating::policy(document, &name, home, imports, &mut report);
             true
         }
         (
@@ -333,15 +368,6 @@ fn dispatch(document: &Value, index: String, imports: &mut Imports, findings: &m
                 .push(format!("document {index}: {kind}/{name} ({api_version})"));
             false
         }
-        (_, "v1", "List") => {
-            let mut count = 0;
-            if let Some(items) = document.get("items").and_then(Value::as_array) {
-                for (i, item) in items.iter().enumerate() {
-                    count += dispatch(item, format!("{index} item {}", i + 1), imports, findings);
-                }
-            }
-            return count;
-        }
         ("kyverno.io", _, "PolicyException") | ("kyverno.io", _, "ClusterPolicyException") => {
             report.dropped(
                 "",
@@ -353,6 +379,16 @@ fn dispatch(document: &Value, index: String, imports: &mut Imports, findings: &m
             report.note(
                 "",
                 "trust material is taken from spec.trustedRoot (a Sigstore trusted_root.json, --trusted-root); not imported",
+            );
+            false
+        }
+        (group, _, _) if POLICY_GROUPS.contains(&group) => {
+            report.dropped(
+                "",
+                format!(
+                    "{kind} ({api_version}) is not a kind the importer reads; not imported, so the images it would \
+                     check are left to the other rules and noMatch"
+                ),
             );
             false
         }
@@ -414,7 +450,9 @@ fn header(sources: &[String], findings: &[Finding]) -> Vec<String> {
         "Image patterns: Kyverno's `*` matches any characters, `/` included, so it is written `**` in a \
          repository (and `*` in a tag); policy-controller's globs mean what pullgate's do (`*` within one \
          path segment, `**` across), with `index.docker.io` written `docker.io`. A pattern with no tag or \
-         digest matches every tag and digest here."
+         digest matches every tag and digest here, and where a source wildcard runs on into the tag or \
+         digest, every tag and digest of the repositories it reaches is checked. A rule that allows keeps \
+         only patterns read exactly (or more narrowly); stderr lists those dropped."
             .to_string(),
     );
     lines.push(

@@ -16,9 +16,9 @@
 use serde_json::Value;
 
 use super::{
-    authority,
+    authority::{self, OwnTrust},
     document::{items, string, Fields, Report},
-    glob::{self, Dialect},
+    glob::{self, Dialect, Reading},
     kyverno::{name_authorities, short_name},
     rule::{Attestation, Authority, Rule},
     Imports,
@@ -51,20 +51,13 @@ pub(super) fn cluster_image_policy(doc: &Value, name: &str, imports: &mut Import
             Mode::Enforce
         }
     };
-    let family = imports.family();
-    let mut rule = Rule::new(imports.name(name), origin, family, mode);
-
+    let mut patterns = Vec::new();
     if let Some(images) = spec.get("images") {
         for (image_path, image) in items(images, &spec.path("images"), report) {
             let mut fields = Fields::of(image, image_path.clone());
             if let Some(pattern) = fields.get("glob") {
                 if let Some(pattern) = string(pattern, &fields.path("glob"), report) {
-                    rule.images.extend(glob::translate(
-                        pattern,
-                        Dialect::PolicyController,
-                        &fields.path("glob"),
-                        report,
-                    ));
+                    patterns.push((pattern.to_string(), fields.path("glob")));
                 }
             }
             if fields.get("regex").is_some() {
@@ -76,21 +69,66 @@ pub(super) fn cluster_image_policy(doc: &Value, name: &str, imports: &mut Import
             report.unread(&fields, "dropped");
         }
     }
-    if spec.get("policy").is_some() {
+    let policy = spec.get("policy").is_some();
+    let selects = spec.get("match").is_some();
+    let authorities = spec.get("authorities");
+    report.unread(&spec, "dropped");
+
+    let mut translated = Vec::new();
+    if let Some(list) = authorities {
+        for (i, (path, value)) in items(list, "spec.authorities", report).into_iter().enumerate() {
+            translated.push(authority(value, &path, i, report));
+        }
+    }
+    let passes = translated.iter().any(|a| a.outcome == Outcome::Pass);
+    if passes && (policy || selects) {
+        // What narrows a policy that lets images through cannot be dropped: it would let them
+        // through for every pod.
+        let narrowings = [
+            (selects, "match", "resource selectors cannot be evaluated on the node"),
+            (
+                policy,
+                "policy",
+                "a policy over all authorities' results (CUE or Rego) has no pullgate equivalent",
+            ),
+        ];
+        for (_, field, why) in narrowings.iter().filter(|(present, ..)| *present) {
+            report.dropped(
+                &spec.path(field),
+                format!(
+                    "{why}, and this policy lets images through only where it holds; not imported, so the other \
+                     rules and no-match-policy decide its images"
+                ),
+            );
+        }
+        return;
+    }
+    if policy {
         report.dropped(
             &spec.path("policy"),
             "a policy over all authorities' results (CUE or Rego) has no pullgate equivalent; dropped",
         );
     }
-    if spec.get("match").is_some() {
+    if selects {
         report.dropped(
             &spec.path("match"),
             "resource selectors cannot be evaluated on the node, so the rule covers every pull (stricter)",
         );
     }
-    let authorities = spec.get("authorities");
-    report.unread(&spec, "dropped");
 
+    let family = imports.family();
+    let mut rule = Rule::new(imports.name(name), origin, family, mode);
+    rule.widened = selects;
+    let reading = if passes { Reading::Narrow } else { Reading::Wide };
+    for (pattern, path) in &patterns {
+        rule.images.extend(glob::translate(
+            pattern,
+            Dialect::PolicyController,
+            reading,
+            path,
+            report,
+        ));
+    }
     if rule.images.is_empty() {
         report.dropped(
             "spec.images",
@@ -98,13 +136,7 @@ pub(super) fn cluster_image_policy(doc: &Value, name: &str, imports: &mut Import
         );
         return;
     }
-    let mut translated = Vec::new();
-    if let Some(list) = authorities {
-        for (i, (path, value)) in items(list, "spec.authorities", report).into_iter().enumerate() {
-            translated.push(authority(value, &path, i, report));
-        }
-    }
-    if translated.iter().any(|a| a.outcome == Outcome::Pass) {
+    if passes {
         rule.action = Action::Allow;
         rule.comments.push("A static authority passes every image.".to_string());
         imports.rules.push(rule);
@@ -182,7 +214,8 @@ fn authority(value: &Value, path: &str, i: usize, report: &mut Report<'_>) -> Tr
         authorities: Vec::new(),
         attestations: None,
     };
-    let tlog = ctlog(&mut fields, report);
+    let mut trust = OwnTrust::default();
+    let tlog = ctlog(&mut fields, &mut trust, report);
     if let Some(key) = fields.get("key") {
         translated
             .authorities
@@ -194,6 +227,7 @@ fn authority(value: &Value, path: &str, i: usize, report: &mut Report<'_>) -> Tr
             &fields.path("keyless"),
             &name,
             tlog,
+            &mut trust,
             report,
         ));
     }
@@ -208,13 +242,17 @@ fn authority(value: &Value, path: &str, i: usize, report: &mut Report<'_>) -> Tr
             }
         };
     }
+    let mut unchecked = false;
     if let Some(list) = fields.get("attestations") {
         let mut attestations = Vec::new();
         for (j, (attestation_path, attestation)) in items(list, &fields.path("attestations"), report)
             .into_iter()
             .enumerate()
         {
-            attestations.extend(self::attestation(attestation, &attestation_path, j, report));
+            match self::attestation(attestation, &attestation_path, j, report) {
+                Some(attestation) => attestations.push(attestation),
+                None => unchecked = true,
+            }
         }
         translated.attestations = Some(attestations);
     }
@@ -237,6 +275,10 @@ fn authority(value: &Value, path: &str, i: usize, report: &mut Report<'_>) -> Tr
         report.unread(&fields, "the authority is dropped rather than accepted without it");
         translated.authorities.clear();
     }
+    // An attestation that cannot be checked is never found: the authority never passes.
+    if trust.is_found() || unchecked {
+        translated.authorities.clear();
+    }
     if translated.outcome == Outcome::Verify && translated.authorities.is_empty() {
         translated.outcome = Outcome::Never;
     }
@@ -247,21 +289,18 @@ fn authority(value: &Value, path: &str, i: usize, report: &mut Report<'_>) -> Tr
 }
 
 /// `ctlog` of an authority: the transparency log its signatures must be in.
-fn ctlog(fields: &mut Fields<'_>, report: &mut Report<'_>) -> Tlog {
+fn ctlog(fields: &mut Fields<'_>, trust: &mut OwnTrust, report: &mut Report<'_>) -> Tlog {
     if let Some(value) = fields.get("ctlog") {
         let mut ct = Fields::of(value, fields.path("ctlog"));
         if let Some(url) = ct.get("url").and_then(Value::as_str) {
             if !authority::public_rekor(url) {
-                report.dropped(
-                    &ct.path("url"),
-                    authority::trust_elsewhere(&format!("the transparency log {url}")),
-                );
+                trust.found(&ct.path("url"), &format!("the transparency log {url}"), report);
             }
         }
         if ct.get("trustRootRef").is_some() {
-            report.dropped(&ct.path("trustRootRef"), authority::trust_elsewhere("a TrustRoot"));
+            trust.found(&ct.path("trustRootRef"), "a TrustRoot", report);
         }
-        report.unread(&ct, "dropped");
+        trust.unread(&ct, report);
     }
     Tlog::Required
 }
@@ -299,14 +338,18 @@ fn key_authority(value: &Value, path: &str, name: &str, tlog: Tlog, report: &mut
     usable.then_some(authority)
 }
 
-fn keyless_authorities(value: &Value, path: &str, name: &str, tlog: Tlog, report: &mut Report<'_>) -> Vec<Authority> {
+fn keyless_authorities(
+    value: &Value,
+    path: &str,
+    name: &str,
+    tlog: Tlog,
+    trust: &mut OwnTrust,
+    report: &mut Report<'_>,
+) -> Vec<Authority> {
     let mut fields = Fields::of(value, path);
     if let Some(url) = fields.get("url").and_then(Value::as_str) {
         if !authority::public_fulcio(url) {
-            report.dropped(
-                &fields.path("url"),
-                authority::trust_elsewhere(&format!("the Fulcio at {url}")),
-            );
+            trust.found(&fields.path("url"), &format!("the Fulcio at {url}"), report);
         }
     }
     for (field, what) in [
@@ -314,7 +357,7 @@ fn keyless_authorities(value: &Value, path: &str, name: &str, tlog: Tlog, report
         ("trustRootRef", "a TrustRoot"),
     ] {
         if fields.get(field).is_some() {
-            report.dropped(&fields.path(field), authority::trust_elsewhere(what));
+            trust.found(&fields.path(field), what, report);
         }
     }
     if fields.get("insecureIgnoreSCT").and_then(Value::as_bool) == Some(true) {
@@ -341,7 +384,7 @@ fn keyless_authorities(value: &Value, path: &str, name: &str, tlog: Tlog, report
 }
 
 /// An attestation of an authority; its `policy` (CUE or Rego) is reported and dropped, the
-/// attestation itself still required.
+/// attestation itself still required. `None`, reported, for one that cannot be checked.
 fn attestation(value: &Value, path: &str, j: usize, report: &mut Report<'_>) -> Option<Attestation> {
     let mut fields = Fields::of(value, path);
     let name = fields.get("name").and_then(Value::as_str).map(str::to_string);
@@ -351,14 +394,17 @@ fn attestation(value: &Value, path: &str, j: usize, report: &mut Report<'_>) -> 
             Err(why) => {
                 report.dropped(
                     &fields.path("predicateType"),
-                    format!("{why}; the attestation is dropped"),
+                    format!("{why}; no such attestation can be found, so this authority never passes"),
                 );
                 report.unread(&fields, "dropped");
                 return None;
             }
         },
         _ => {
-            report.dropped(path, "no predicateType; the attestation is dropped");
+            report.dropped(
+                path,
+                "no predicateType; no such attestation can be found, so this authority never passes",
+            );
             return None;
         }
     };

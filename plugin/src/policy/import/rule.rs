@@ -17,11 +17,15 @@ pub(super) struct Rule {
     /// reordered nor reported as overlapping.
     pub family: usize,
     /// Kyverno `applyRules: One`: the policy's rules apply first-match already, as pullgate's
-    /// do, so overlaps among them are neither reordered nor reported.
+    /// do, so where the earlier of two of them stands for its source exactly, their overlap is
+    /// neither reordered nor reported (see `order`).
     pub first_match_group: Option<usize>,
     pub images: Vec<Image>,
     pub namespaces: Option<Vec<String>>,
     pub exclude_namespaces: Vec<String>,
+    /// Something that narrowed the source rule's pulls was dropped, so this rule covers pulls
+    /// the source rule does not.
+    pub widened: bool,
     pub mode: Mode,
     pub action: Action,
     pub authorities: Vec<Authority>,
@@ -94,6 +98,7 @@ impl Rule {
             images: Vec::new(),
             namespaces: None,
             exclude_namespaces: Vec::new(),
+            widened: false,
             mode,
             action: Action::Verify,
             authorities: Vec::new(),
@@ -119,8 +124,12 @@ impl Rule {
     }
 
     /// Whether every image this rule lets through would pass `other` too, in a mode at least as
-    /// strict: then, where both match, applying only this rule loses nothing.
+    /// strict: then, where both match, applying only this rule loses nothing. A rule that
+    /// allows lets everything through, whatever its mode.
     pub fn implies(&self, other: &Rule) -> bool {
+        if other.action == Action::Allow {
+            return true;
+        }
         if blocks(other.mode) && !blocks(self.mode) {
             return false;
         }
@@ -139,6 +148,11 @@ impl Rule {
                 signers_accepted && attestations_held
             }
         }
+    }
+
+    /// Whether this rule can refuse a pull: it checks or denies, in enforce mode.
+    pub fn can_refuse(&self) -> bool {
+        self.action != Action::Allow && blocks(self.mode)
     }
 }
 

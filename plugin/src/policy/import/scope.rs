@@ -1,9 +1,11 @@
 //! Which pod namespaces an imported rule covers.
 //!
 //! On the node a pull knows only its pod's namespace. Narrowing a rule that verifies by what
-//! the node cannot see (labels, names, users) would let pulls escape it, so such conditions are
-//! dropped from what a rule matches (it then covers more: stricter) and from what it excludes
-//! (the exclusion is not carried over: stricter too), and reported.
+//! the node cannot see (labels, names, users, kinds, operations) would let pulls escape it, so
+//! such conditions are dropped from what a rule matches (it then covers more: stricter) and
+//! from what it excludes (the exclusion is not carried over: stricter too), and reported. A
+//! rule that covers more than its source says so ([`Scope::widened`]): it must never stand in
+//! for another rule on pulls the source would not give it.
 
 use serde_json::Value;
 
@@ -15,11 +17,23 @@ use crate::policy::NamespaceGlob;
 pub(super) struct Scope {
     pub namespaces: Option<Vec<String>>,
     pub exclude: Vec<String>,
+    /// Something that narrowed the source rule was dropped: this scope covers pulls the
+    /// source rule does not.
+    pub widened: bool,
 }
 
-/// Fields of a Kyverno resource filter that only say which kinds of object and operations it
-/// is about: every pull on the node is a pod's.
-const ANY_POD: [&str; 2] = ["kinds", "operations"];
+/// Where a policy lives: a cluster policy, a namespaced one and its namespace, or a namespaced
+/// one whose namespace the input does not say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Home<'a> {
+    Cluster,
+    Namespace(&'a str),
+    /// Covered as if in every namespace (stricter), as dispatch reports.
+    Unknown,
+}
+
+/// Operations that start a pull: a pod's creation, and an update that changes an image.
+const PULLING_OPERATIONS: [&str; 2] = ["CREATE", "UPDATE"];
 
 /// Fields the node cannot evaluate.
 const UNSEEN: [&str; 9] = [
@@ -36,22 +50,26 @@ const UNSEEN: [&str; 9] = [
 
 /// A Kyverno rule's `match` and `exclude`, and for a namespaced `Policy` its namespace. `None`
 /// when the rule can cover no namespace.
-pub(super) fn kyverno(rule: &mut Fields<'_>, policy_namespace: Option<&str>, report: &mut Report<'_>) -> Option<Scope> {
+pub(super) fn kyverno(rule: &mut Fields<'_>, home: Home<'_>, report: &mut Report<'_>) -> Option<Scope> {
     let mut scope = Scope::default();
     if let Some(value) = rule.get("match") {
-        scope.namespaces = kyverno_match(value, &rule.path("match"), report);
+        scope.namespaces = kyverno_match(value, &rule.path("match"), &mut scope.widened, report);
     }
     if let Some(value) = rule.get("exclude") {
-        scope.exclude = kyverno_exclude(value, &rule.path("exclude"), report);
+        scope.exclude = kyverno_exclude(value, &rule.path("exclude"), &mut scope.widened, report);
     }
-    if let Some(namespace) = policy_namespace {
-        if scope.namespaces.is_some() {
-            report.note(
-                &rule.path("match"),
-                format!("a namespaced Policy covers only its own namespace, {namespace}; that bounds the rule"),
-            );
+    match home {
+        Home::Cluster => {}
+        Home::Namespace(namespace) => {
+            if scope.namespaces.is_some() {
+                report.note(
+                    &rule.path("match"),
+                    format!("a namespaced Policy covers only its own namespace, {namespace}; that bounds the rule"),
+                );
+            }
+            scope.namespaces = Some(vec![namespace.to_string()]);
         }
-        scope.namespaces = Some(vec![namespace.to_string()]);
+        Home::Unknown => scope.widened = true,
     }
     if scope.namespaces.as_ref().is_some_and(Vec::is_empty) {
         report.note(rule.own_path(), "matches no namespace a pod can be in; not imported");
@@ -62,7 +80,7 @@ pub(super) fn kyverno(rule: &mut Fields<'_>, policy_namespace: Option<&str>, rep
 
 /// `match`: `any` filters add up, `all` filters narrow (the first with namespaces is kept,
 /// which covers more: stricter).
-fn kyverno_match(value: &Value, path: &str, report: &mut Report<'_>) -> Option<Vec<String>> {
+fn kyverno_match(value: &Value, path: &str, widened: &mut bool, report: &mut Report<'_>) -> Option<Vec<String>> {
     let mut fields = Fields::of(value, path);
     let mut namespaces: Option<Vec<String>> = None;
     let mut restricted = false;
@@ -70,7 +88,7 @@ fn kyverno_match(value: &Value, path: &str, report: &mut Report<'_>) -> Option<V
         let mut union = Vec::new();
         let mut all = false;
         for (filter_path, filter) in items(any, &fields.path("any"), report) {
-            match match_filter(filter, &filter_path, report) {
+            match match_filter(filter, &filter_path, widened, report) {
                 Some(globs) => union.extend(globs),
                 None => all = true,
             }
@@ -83,12 +101,13 @@ fn kyverno_match(value: &Value, path: &str, report: &mut Report<'_>) -> Option<V
     if let Some(all) = fields.get("all") {
         let mut kept: Option<Vec<String>> = None;
         for (filter_path, filter) in items(all, &fields.path("all"), report) {
-            if let Some(globs) = match_filter(filter, &filter_path, report) {
+            if let Some(globs) = match_filter(filter, &filter_path, widened, report) {
                 if kept.is_some() {
                     report.dropped(
                         &filter_path,
                         "a second namespace list to intersect with; only the first is kept (stricter)",
                     );
+                    *widened = true;
                 } else {
                     kept = Some(globs);
                 }
@@ -102,39 +121,106 @@ fn kyverno_match(value: &Value, path: &str, report: &mut Report<'_>) -> Option<V
     }
     // The first form: one filter's fields directly under `match`.
     if fields.has("resources") {
-        let globs = legacy_filter(&mut fields, report);
+        let globs = legacy_filter(&mut fields, widened, report);
         if let Some(globs) = globs {
             namespaces = Some(globs);
         }
     } else {
-        unseen(&mut fields, report, true);
+        *widened |= unseen(&mut fields, report, true);
     }
     report.unread(&fields, "dropped");
     namespaces
 }
 
 /// One filter of `match`: its namespaces, `None` for all.
-fn match_filter(filter: &Value, path: &str, report: &mut Report<'_>) -> Option<Vec<String>> {
+fn match_filter(filter: &Value, path: &str, widened: &mut bool, report: &mut Report<'_>) -> Option<Vec<String>> {
     let mut fields = Fields::of(filter, path);
-    let globs = legacy_filter(&mut fields, report);
+    let globs = legacy_filter(&mut fields, widened, report);
     report.unread(&fields, "dropped");
     globs
 }
 
-/// `resources` (and the user fields beside it) of a match filter.
-fn legacy_filter(fields: &mut Fields<'_>, report: &mut Report<'_>) -> Option<Vec<String>> {
+/// `resources` (and the user fields beside it) of a match filter. An empty `namespaces` puts
+/// no limit on it, as in Kyverno.
+fn legacy_filter(fields: &mut Fields<'_>, widened: &mut bool, report: &mut Report<'_>) -> Option<Vec<String>> {
     let mut namespaces = None;
     if let Some(resources) = fields.get("resources") {
         let mut resources = Fields::of(resources, fields.path("resources"));
-        resources.skip(&ANY_POD);
+        *widened |= !every_pod_pull(&mut resources, true, report);
         if let Some(value) = resources.get("namespaces") {
-            namespaces = Some(include_globs(value, &resources.path("namespaces"), report));
+            if !value.as_array().is_some_and(Vec::is_empty) {
+                let (globs, wider) = include_globs(value, &resources.path("namespaces"), report);
+                *widened |= wider;
+                namespaces = Some(globs);
+            }
         }
-        unseen(&mut resources, report, true);
+        *widened |= unseen(&mut resources, report, true);
         report.unread(&resources, "dropped");
     }
-    unseen(fields, report, true);
+    *widened |= unseen(fields, report, true);
     namespaces
+}
+
+/// Whether a filter's `kinds` and `operations` take in every pull of a pod: its kinds name pods
+/// (or every kind), and its operations include each that can start a pull. A pull cannot be
+/// told apart by either, so a filter limited by them is reported: for `matching`, the rule
+/// covers every pull (stricter); otherwise the exclusion is not carried over (stricter too).
+fn every_pod_pull(resources: &mut Fields<'_>, matching: bool, report: &mut Report<'_>) -> bool {
+    let why = |what: &str| {
+        if matching {
+            format!(
+                "the rule is limited to {what}, and a pull on the node is a pod's, started by its creation or an \
+                 update of its image; the rule covers every pull in its namespaces (stricter)"
+            )
+        } else {
+            format!(
+                "the exclusion holds only for {what}, and a pull on the node is a pod's, started by its creation or an \
+                 update of its image; this exclusion is not carried over (stricter)"
+            )
+        }
+    };
+    let listed = |value: &Value| -> Vec<String> {
+        value
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut every = true;
+    if let Some(value) = resources.get("kinds") {
+        let kinds = listed(value);
+        if !kinds.is_empty() && !kinds.iter().any(|kind| pod_kind(kind)) {
+            report.dropped(
+                &resources.path("kinds"),
+                why(&format!("the kinds {}", kinds.join(", "))),
+            );
+            every = false;
+        }
+    }
+    if let Some(value) = resources.get("operations") {
+        let operations = listed(value);
+        let has = |wanted: &str| operations.iter().any(|op| op == "*" || op.eq_ignore_ascii_case(wanted));
+        if !operations.is_empty() && !PULLING_OPERATIONS.iter().all(|op| has(op)) {
+            report.dropped(
+                &resources.path("operations"),
+                why(&format!("the operations {}", operations.join(", "))),
+            );
+            every = false;
+        }
+    }
+    every
+}
+
+/// Whether a Kyverno kind (`Pod`, `v1/Pod`, `*/Pod`, `*`) takes in pods themselves; a
+/// subresource such as `Pod/ephemeralcontainers` does not.
+fn pod_kind(kind: &str) -> bool {
+    let mut parts: Vec<&str> = kind.trim().split('/').collect();
+    let last = parts.pop().unwrap_or_default();
+    matches!(last, "Pod" | "*") && parts.iter().all(|part| matches!(*part, "" | "*" | "v1" | "core"))
 }
 
 /// Reports what the node cannot see in a filter; returns whether there was any.
@@ -156,13 +242,13 @@ fn unseen(fields: &mut Fields<'_>, report: &mut Report<'_>, matching: bool) -> b
 
 /// `exclude`: every filter that names only namespaces excludes them; a filter that also names
 /// what the node cannot see is not carried over.
-fn kyverno_exclude(value: &Value, path: &str, report: &mut Report<'_>) -> Vec<String> {
+fn kyverno_exclude(value: &Value, path: &str, widened: &mut bool, report: &mut Report<'_>) -> Vec<String> {
     let mut fields = Fields::of(value, path);
     let mut excluded = Vec::new();
     if let Some(any) = fields.get("any") {
         for (filter_path, filter) in items(any, &fields.path("any"), report) {
             let mut filter = Fields::of(filter, filter_path);
-            excluded.extend(exclude_filter(&mut filter, report));
+            excluded.extend(exclude_filter(&mut filter, widened, report));
             report.unread(&filter, "dropped");
         }
     }
@@ -170,46 +256,53 @@ fn kyverno_exclude(value: &Value, path: &str, report: &mut Report<'_>) -> Vec<St
         let filters = items(all, &fields.path("all"), report);
         if let [(path, filter)] = filters.as_slice() {
             let mut filter = Fields::of(filter, path.clone());
-            excluded.extend(exclude_filter(&mut filter, report));
+            excluded.extend(exclude_filter(&mut filter, widened, report));
             report.unread(&filter, "dropped");
         } else if !filters.is_empty() {
             report.dropped(
                 &fields.path("all"),
                 "an exclusion that needs several filters to hold at once is not carried over (stricter)",
             );
+            *widened = true;
         }
     }
     if fields.has("resources") {
-        excluded.extend(exclude_filter(&mut fields, report));
+        excluded.extend(exclude_filter(&mut fields, widened, report));
     } else {
-        unseen(&mut fields, report, false);
+        *widened |= unseen(&mut fields, report, false);
     }
     report.unread(&fields, "dropped");
     excluded
 }
 
-fn exclude_filter(fields: &mut Fields<'_>, report: &mut Report<'_>) -> Vec<String> {
+/// The namespaces one filter of `exclude` excludes: none unless the filter holds for every
+/// pod pull in them.
+fn exclude_filter(fields: &mut Fields<'_>, widened: &mut bool, report: &mut Report<'_>) -> Vec<String> {
     let mut namespaces = Vec::new();
     let mut narrowed = unseen(fields, report, false);
     if let Some(resources) = fields.get("resources") {
         let mut resources = Fields::of(resources, fields.path("resources"));
-        resources.skip(&ANY_POD);
+        narrowed |= !every_pod_pull(&mut resources, false, report);
         if let Some(value) = resources.get("namespaces") {
-            namespaces = exclude_globs(value, &resources.path("namespaces"), report);
+            let (globs, dropped) = exclude_globs(value, &resources.path("namespaces"), report);
+            *widened |= dropped;
+            namespaces = globs;
         }
         narrowed |= unseen(&mut resources, report, false);
         report.unread(&resources, "dropped");
     }
     if narrowed {
+        *widened = true;
         return Vec::new();
     }
     namespaces
 }
 
 /// Namespace patterns a rule covers: Kyverno's `?` (one character) becomes `*` (covers more:
-/// stricter); names no namespace can have are left out.
-pub(super) fn include_globs(value: &Value, path: &str, report: &mut Report<'_>) -> Vec<String> {
+/// stricter, which the second value says); names no namespace can have are left out.
+pub(super) fn include_globs(value: &Value, path: &str, report: &mut Report<'_>) -> (Vec<String>, bool) {
     let mut globs = Vec::new();
+    let mut wider = false;
     for (item_path, item) in items(value, path, report) {
         let Some(pattern) = string(item, &item_path, report) else {
             continue;
@@ -220,6 +313,7 @@ pub(super) fn include_globs(value: &Value, path: &str, report: &mut Report<'_>) 
                 &item_path,
                 format!("{pattern:?}: `?` has no pullgate equivalent; read as {widened:?}"),
             );
+            wider = true;
         }
         match NamespaceGlob::parse(&widened) {
             Ok(_) => globs.push(widened),
@@ -229,13 +323,15 @@ pub(super) fn include_globs(value: &Value, path: &str, report: &mut Report<'_>) 
             ),
         }
     }
-    globs
+    (globs, wider)
 }
 
-/// Namespace patterns a rule excludes: a pattern pullgate cannot write exactly is not carried
-/// over, since a wider exclusion would let pulls escape.
-pub(super) fn exclude_globs(value: &Value, path: &str, report: &mut Report<'_>) -> Vec<String> {
+/// Namespace patterns a rule excludes, or where a weaker mode applies: a pattern pullgate
+/// cannot write exactly is not carried over, since a wider one would let pulls escape (the
+/// second value says whether one was dropped).
+pub(super) fn exclude_globs(value: &Value, path: &str, report: &mut Report<'_>) -> (Vec<String>, bool) {
     let mut globs = Vec::new();
+    let mut dropped = false;
     for (item_path, item) in items(value, path, report) {
         let Some(pattern) = string(item, &item_path, report) else {
             continue;
@@ -243,8 +339,9 @@ pub(super) fn exclude_globs(value: &Value, path: &str, report: &mut Report<'_>) 
         if pattern.contains('?') {
             report.dropped(
                 &item_path,
-                format!("{pattern:?}: `?` has no pullgate equivalent; this exclusion is not carried over (stricter)"),
+                format!("{pattern:?}: `?` has no pullgate equivalent; not carried over (stricter)"),
             );
+            dropped = true;
             continue;
         }
         match NamespaceGlob::parse(pattern) {
@@ -255,7 +352,7 @@ pub(super) fn exclude_globs(value: &Value, path: &str, report: &mut Report<'_>) 
             ),
         }
     }
-    globs
+    (globs, dropped)
 }
 
 /// A Kubernetes `namespaceSelector` that only names namespaces by their
@@ -271,10 +368,13 @@ pub(super) fn namespace_selector(value: &Value, path: &str, report: &mut Report<
             for (label, name) in map {
                 match (label.as_str(), name.as_str()) {
                     (NAME_LABEL, Some(name)) => scope.namespaces = Some(vec![name.to_string()]),
-                    _ => report.dropped(
-                        &format!("{labels_path}.{label}"),
-                        "namespace labels cannot be seen on the node, so the rule covers every namespace here (stricter)",
-                    ),
+                    _ => {
+                        report.dropped(
+                            &format!("{labels_path}.{label}"),
+                            "namespace labels cannot be seen on the node, so the rule covers every namespace here (stricter)",
+                        );
+                        scope.widened = true;
+                    }
                 }
             }
         }
@@ -299,10 +399,13 @@ pub(super) fn namespace_selector(value: &Value, path: &str, report: &mut Report<
                 (Some(NAME_LABEL), Some("NotIn")) => scope
                     .exclude
                     .extend(values.into_iter().filter(|v| NamespaceGlob::parse(v).is_ok())),
-                _ => report.dropped(
-                    &item_path,
-                    "namespace labels cannot be seen on the node, so the rule covers every namespace here (stricter)",
-                ),
+                _ => {
+                    report.dropped(
+                        &item_path,
+                        "namespace labels cannot be seen on the node, so the rule covers every namespace here (stricter)",
+                    );
+                    scope.widened = true;
+                }
             }
         }
     }

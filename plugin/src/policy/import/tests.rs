@@ -8,7 +8,7 @@ use sigstore_crypto::KeyPair;
 
 use super::{
     condition::translate_one,
-    glob::{translate_for_test as glob, Dialect},
+    glob::{narrow_for_test as narrow, translate_for_test as glob, Dialect},
     image_validating::recognizes,
     import_str,
     overlap::glob_intersection,
@@ -457,17 +457,24 @@ fn conditions_with_one_reading_become_cel() {
             json!({"key": "{{ \"a-b\".in }}", "operator": "Equals", "value": "x"}),
             r#"predicate["a-b"]["in"] == "x""#,
         ),
+        // Kyverno compares a key that reads as a quantity (`1.5`) as one, never equal to a
+        // wildcard.
         (
             json!({"key": "{{ v }}", "operator": "Equals", "value": "1.*"}),
-            r#"predicate.v.matches("(?s)^1\\..*$")"#,
+            r#"!predicate.v.matches("^[+-]?([0-9]+\\.?[0-9]*|\\.[0-9]+)[eEinumkKMGTP]*[-+]?[0-9]*$") && predicate.v.matches("(?s)^1\\..*$")"#,
+        ),
+        (
+            json!({"key": "{{ v }}", "operator": "Equals", "value": "v1.*"}),
+            r#"predicate.v.matches("(?s)^v1\\..*$")"#,
         ),
         (
             json!({"key": "{{ r }}", "operator": "AnyIn", "value": ["a", "b"]}),
             r#"type(predicate.r) == list ? predicate.r.exists(x, x in ["a", "b"]) : predicate.r in ["a", "b"]"#,
         ),
+        // Kyverno reads a `*` or `?` in the key as a wildcard over the values.
         (
             json!({"key": "{{ r }}", "operator": "AllNotIn", "value": ["a"]}),
-            r#"type(predicate.r) == list ? predicate.r.all(x, !(x in ["a"])) : !(predicate.r in ["a"])"#,
+            r#"type(predicate.r) == list ? predicate.r.all(x, !(x in ["a"] || (type(x) == string && x.matches("[*?]")))) : !(predicate.r in ["a"] || (type(predicate.r) == string && predicate.r.matches("[*?]")))"#,
         ),
     ];
     for (condition, cel) in cases {
@@ -722,7 +729,7 @@ fn rules_that_do_not_verify_images_are_reported_as_not_imported() {
 }
 
 #[test]
-fn keyless_trust_material_of_its_own_is_reported_and_made_stricter() {
+fn keyless_trust_material_of_its_own_is_reported_and_drops_the_signer() {
     let yaml = kyverno_entry(
         "Enforce",
         r#"imageReferences: ["registry.example.com/*"]
@@ -744,7 +751,10 @@ fn keyless_trust_material_of_its_own_is_reported_and_made_stricter() {
     let found = dropped(&imported);
     assert!(has(
         &found,
-        &["keyless.roots: custom Fulcio roots: pullgate checks against spec.trustedRoot only"]
+        &[
+            "keyless.roots: custom Fulcio roots: pullgate checks signatures against spec.trustedRoot only",
+            "the signer is dropped"
+        ]
     ));
     assert!(has(
         &found,
@@ -754,6 +764,15 @@ fn keyless_trust_material_of_its_own_is_reported_and_made_stricter() {
         &found,
         &["keyless.ctlog.ignoreSCT: pullgate always checks the certificate's SCT"]
     ));
+    // Checked against the public trusted root, the signer would accept what the source refuses.
+    assert_eq!(policy.rules()[0].action(), Action::Deny);
+
+    // Without trust material of its own, the signer is carried over.
+    let yaml = yaml.replace(
+        "                    roots: \"-----BEGIN CERTIFICATE-----\"\n                    rekor:\n                      url: https://rekor.internal.example.com\n",
+        "",
+    );
+    let (_, policy) = load(&yaml);
     let AuthorityKind::Keyless(keyless) = &policy.rules()[0].authorities()[0].kind else {
         panic!("keyless expected");
     };
@@ -883,6 +902,51 @@ fn kyverno_glob_forms() {
 }
 
 #[test]
+fn allow_rules_keep_only_patterns_read_exactly() {
+    let exact = [
+        ("ghcr.io/org/app:*", Dialect::KyvernoWildcard, "ghcr.io/org/app:*"),
+        ("ghcr.io/org/*", Dialect::KyvernoWildcard, "ghcr.io/org/**"),
+        (
+            "registry.example.com*",
+            Dialect::KyvernoWildcard,
+            "registry.example.com*/**",
+        ),
+        ("*", Dialect::KyvernoWildcard, "**"),
+        ("ghcr.io/org/**", Dialect::PolicyController, "ghcr.io/org/**"),
+        (
+            "index.docker.io/myuser/*",
+            Dialect::PolicyController,
+            "docker.io/myuser/*",
+        ),
+    ];
+    for (pattern, dialect, expected) in exact {
+        assert_eq!(narrow(pattern, dialect), Ok(vec![expected.to_string()]), "{pattern}");
+    }
+    let wider = [
+        ("ghcr.io/org/debug", Dialect::KyvernoWildcard, "names no tag or digest"),
+        ("ghcr.io/org/*-debug", Dialect::KyvernoWildcard, "runs on into the tag"),
+        ("ghcr.io/org/tool:v?", Dialect::KyvernoWildcard, "one character"),
+        ("nginx:*", Dialect::KyvernoWildcard, "names no registry"),
+        (
+            "docker.io/library/nginx:*",
+            Dialect::KyvernoWildcard,
+            "every spelling of a Docker Hub image",
+        ),
+        ("ghcr.io/org/debug", Dialect::PolicyController, "names no tag or digest"),
+        (
+            "ghcr.io/org/app:**",
+            Dialect::PolicyController,
+            "which a tag never matches",
+        ),
+        ("docker.io/library/*", Dialect::PolicyController, "index.docker.io"),
+    ];
+    for (pattern, dialect, why) in wider {
+        let error = narrow(pattern, dialect).unwrap_err();
+        assert!(error.contains(why), "{pattern}: {error}");
+    }
+}
+
+#[test]
 fn policy_controller_attestations_need_a_signature_here_and_their_policies_are_dropped() {
     let pem = public_pem();
     let yaml = cip(&format!(
@@ -975,12 +1039,15 @@ fn policy_controller_trust_roots_and_kms_are_reported() {
     ));
     assert!(has(
         &found,
-        &["spec.authorities[1].keyless.trustRootRef: a TrustRoot: pullgate checks against spec.trustedRoot only"]
+        &[
+            "spec.authorities[1].keyless.trustRootRef: a TrustRoot: pullgate checks signatures against spec.trustedRoot only",
+            "the signer is dropped"
+        ]
     ));
     assert_eq!(
-        policy.rules()[0].authorities().len(),
-        1,
-        "the identity is kept, checked against the trusted root"
+        policy.rules()[0].action(),
+        Action::Deny,
+        "the identity is not checked against the public trusted root instead"
     );
 }
 
@@ -1257,3 +1324,5 @@ fn the_output_starts_with_its_header_and_every_name_is_valid() {
     assert_eq!(policy.name(), "imported-policies");
     assert_eq!(policy.rules()[0].name(), "weird-name-with-chars.r");
 }
+
+mod never_wider;

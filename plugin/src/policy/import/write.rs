@@ -155,19 +155,35 @@ fn write_identity(out: &mut String, field: &str, identity: &Identity) {
     let _ = writeln!(out, "            {field}{suffix}: {}", q(&identity.value));
 }
 
-/// A YAML double-quoted scalar.
+/// A YAML double-quoted scalar: a JSON string, with the characters YAML 1.1 reads as line
+/// breaks escaped too (JSON leaves them raw), so that none is folded away.
 fn q(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string())
+    let json = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string());
+    let mut scalar = String::with_capacity(json.len());
+    for c in json.chars() {
+        if breaks_lines(c) {
+            let _ = write!(scalar, "\\u{:04x}", u32::from(c));
+        } else {
+            scalar.push(c);
+        }
+    }
+    scalar
+}
+
+/// Characters a YAML parser may read as the end of a line: besides control characters,
+/// YAML 1.1's line and paragraph separators, and the byte-order mark.
+fn breaks_lines(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}')
 }
 
 fn list(items: &[String]) -> String {
     items.iter().map(|item| q(item)).collect::<Vec<_>>().join(", ")
 }
 
-/// Writes `text` as `#` lines at `indent`, wrapped, with control characters made spaces so a
-/// comment can never end early and start YAML.
+/// Writes `text` as `#` lines at `indent`, wrapped, with whatever may break a line made a space
+/// so a comment can never end early and start YAML.
 fn comment(out: &mut String, indent: usize, text: &str) {
-    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let clean: String = text.chars().map(|c| if breaks_lines(c) { ' ' } else { c }).collect();
     // Leading spaces indent the comment's text itself.
     let lead = clean.len() - clean.trim_start().len();
     let pad = " ".repeat(indent);
