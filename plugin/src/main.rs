@@ -3,7 +3,15 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pullgate::{audit, config::Config, doctor, gate::Judge, metrics::Metrics, policy::Policy, registry::Registries};
+use pullgate::{
+    audit,
+    config::Config,
+    doctor,
+    gate::Judge,
+    metrics::Metrics,
+    policy::Policy,
+    registry::{Credentials, Registries},
+};
 
 /// A CRI ImageService proxy that verifies cosign / Sigstore signatures before kubelet's image
 /// pulls reach containerd.
@@ -60,6 +68,11 @@ enum Command {
         namespace: String,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Registry credentials, as kubelet would send them: a Docker config.json (`docker
+        /// login`'s, or a `.dockerconfigjson` pull secret), read for each image's registry.
+        /// Without it, registries are asked anonymously.
+        #[arg(long, value_name = "CONFIG_JSON")]
+        docker_config: Option<PathBuf>,
         /// Images to decide, e.g. ghcr.io/org/app:v1.
         #[arg(required = true)]
         images: Vec<String>,
@@ -138,8 +151,9 @@ fn main() -> ExitCode {
             policy,
             namespace,
             output,
+            docker_config,
             images,
-        } => verify(config, policy, &namespace, output, &images),
+        } => verify(config, policy, &namespace, output, docker_config.as_deref(), &images),
         Command::Policy {
             command: PolicyCommand::Check { path },
         } => policy_check(&path),
@@ -205,8 +219,16 @@ fn verify(
     policy: Option<PathBuf>,
     namespace: &str,
     output: Output,
+    docker_config: Option<&std::path::Path>,
     images: &[String],
 ) -> ExitCode {
+    let docker_config = match docker_config.map(read_docker_config).transpose() {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("pullgate verify: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let loaded = match (config, policy) {
         (Some(path), _) => Config::load(&path).map_err(|e| e.to_string()).and_then(|c| {
             let policy = Policy::load(&c.policy).map_err(|e| e.to_string())?;
@@ -238,8 +260,17 @@ fn verify(
     let rt = runtime();
     for image in images {
         let started = std::time::Instant::now();
-        let judgement =
-            rt.block_on(judge.judge(&policy, image, namespace, pullgate::registry::Credentials::anonymous()));
+        let credentials = match (&docker_config, pullgate::reference::Reference::parse(image)) {
+            (Some(json), Ok(reference)) => match Credentials::from_docker_config(json, reference.host()) {
+                Ok(credentials) => credentials,
+                Err(e) => {
+                    eprintln!("pullgate verify: --docker-config: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => Credentials::anonymous(),
+        };
+        let judgement = rt.block_on(judge.judge(&policy, image, namespace, credentials));
         let record = judgement.record(audit::Event::Pull, namespace, "", started);
         // warn and audit-deny are allowed pulls; only an enforced denial blocks one.
         any_denied |= record.decision == audit::Decision::Deny;
@@ -259,6 +290,19 @@ fn verify(
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// A Docker config.json, refused beyond 1 MiB.
+fn read_docker_config(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1024 * 1024 + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("--docker-config {}: {e}", path.display()))?;
+    if bytes.len() > 1024 * 1024 {
+        return Err(format!("--docker-config {}: larger than 1 MiB", path.display()));
+    }
+    Ok(bytes)
 }
 
 fn policy_check(path: &std::path::Path) -> ExitCode {

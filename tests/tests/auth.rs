@@ -360,3 +360,55 @@ async fn plain_http_realm_on_a_host_not_marked_insecure_is_refused() {
     );
     assert_eq!(env.containerd.image_id(&image).await, None);
 }
+
+/// `pullgate verify --docker-config` fetches with the credentials a Docker config.json holds for
+/// the image's registry, as `serve` does with kubelet's; without them the registry refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_uses_the_credentials_of_a_docker_config() {
+    let (env, pg, digest) = signed_env().await;
+    let image = env.image_ref("signed/app", "v1");
+    let verify = |docker_config: Option<&std::path::Path>| {
+        let mut command = Pullgate::command();
+        command
+            .args(["verify", "--output", "json", "--config"])
+            .arg(pg.config_path());
+        if let Some(path) = docker_config {
+            command.arg("--docker-config").arg(path);
+        }
+        command.arg(&image).output().unwrap()
+    };
+
+    let anonymous = verify(None);
+    assert_eq!(anonymous.status.code(), Some(1), "{anonymous:?}");
+    let record: serde_json::Value = serde_json::from_slice(&anonymous.stdout).unwrap();
+    assert!(
+        record["reason"].as_str().unwrap().starts_with(UNAVAILABLE_PREFIX),
+        "{record}"
+    );
+
+    let config = env.dir().join("docker-config.json");
+    let entry = serde_json::json!({ "auths": { env.host(): { "username": USER, "password": PASS } } });
+    std::fs::write(&config, entry.to_string()).unwrap();
+    let with_credentials = verify(Some(&config));
+    assert_eq!(
+        with_credentials.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&with_credentials.stdout)
+    );
+    let record: serde_json::Value = serde_json::from_slice(&with_credentials.stdout).unwrap();
+    assert_eq!(
+        (&record["decision"], &record["digest"]),
+        (&"allow".into(), &digest.clone().into())
+    );
+    let asked = pullgate_token_requests(&env);
+    assert!(
+        asked.iter().any(|r| r.user.as_deref() == Some(USER) && r.status == 200),
+        "{asked:#?}"
+    );
+
+    std::fs::write(&config, "not json").unwrap();
+    let broken = verify(Some(&config));
+    assert_eq!(broken.status.code(), Some(2), "{broken:?}");
+    assert!(String::from_utf8_lossy(&broken.stderr).contains("not a Docker config.json"));
+}

@@ -61,6 +61,48 @@ impl Credentials {
         }
     }
 
+    /// The credentials a Docker `config.json` (`auths`, as `docker login` and Kubernetes'
+    /// `.dockerconfigjson` secrets write it) holds for registry `host`; anonymous when it holds
+    /// none. Keys may carry a scheme and path (`https://index.docker.io/v1/`); Docker Hub's
+    /// spellings are one registry. Credential helpers (`credsStore`, `credHelpers`) are not run.
+    pub fn from_docker_config(json: &[u8], host: &str) -> Result<Self, String> {
+        #[derive(serde::Deserialize)]
+        struct Config {
+            #[serde(default)]
+            auths: std::collections::BTreeMap<String, Entry>,
+        }
+        #[derive(serde::Deserialize, Default)]
+        struct Entry {
+            #[serde(default)]
+            auth: String,
+            #[serde(default)]
+            username: String,
+            #[serde(default)]
+            password: String,
+            #[serde(default)]
+            identitytoken: String,
+            #[serde(default)]
+            registrytoken: String,
+        }
+        let config: Config = serde_json::from_slice(json).map_err(|e| format!("not a Docker config.json: {e}"))?;
+        let wanted = docker_config_host(host);
+        let Some(entry) = config
+            .auths
+            .into_iter()
+            .find_map(|(key, entry)| (docker_config_host(&key) == wanted).then_some(entry))
+        else {
+            return Ok(Self::anonymous());
+        };
+        Ok(Self::from_cri(Some(&pullgate_proto::cri::AuthConfig {
+            username: entry.username,
+            password: entry.password,
+            auth: entry.auth,
+            identity_token: entry.identitytoken,
+            registry_token: entry.registrytoken,
+            ..Default::default()
+        })))
+    }
+
     pub fn basic(username: &str, password: &str) -> Self {
         Self {
             basic: Some((username.into(), password.into())),
@@ -98,6 +140,21 @@ impl fmt::Debug for Credentials {
             .field("identity_token", &self.identity_token.is_some())
             .field("registry_token", &self.registry_token.is_some())
             .finish()
+    }
+}
+
+/// A Docker config key or registry host as one comparable name: no scheme, no path, and Docker
+/// Hub's API and index hosts as `docker.io`.
+fn docker_config_host(key: &str) -> String {
+    let key = key.trim();
+    let key = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let host = key.split('/').next().unwrap_or_default().to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        _ => host,
     }
 }
 
@@ -448,6 +505,30 @@ mod tests {
         assert_eq!(answers.0.lock().unwrap().len(), MAX_ANSWERS);
         assert_eq!(answers.get(&key(0)), None);
         assert!(answers.get(&key(MAX_ANSWERS + 9)).is_some());
+    }
+
+    #[test]
+    fn docker_config_credentials_are_found_by_host() {
+        let config = format!(
+            r#"{{"auths": {{
+                "https://index.docker.io/v1/": {{"auth": "{hub}"}},
+                "127.0.0.1:5000": {{"username": "alice", "password": "pw"}},
+                "ghcr.io": {{"identitytoken": "refresh"}}
+            }}, "credsStore": "desktop"}}"#,
+            hub = BASE64.encode("bob:hubpw")
+        );
+        let config = config.as_bytes();
+        let hub = Credentials::from_docker_config(config, "docker.io").unwrap();
+        assert_eq!(hub.basic, Some(("bob".into(), "hubpw".into())));
+        let local = Credentials::from_docker_config(config, "127.0.0.1:5000").unwrap();
+        assert_eq!(local.basic, Some(("alice".into(), "pw".into())));
+        let ghcr = Credentials::from_docker_config(config, "ghcr.io").unwrap();
+        assert_eq!(ghcr.identity_token.as_deref(), Some("refresh"));
+        // Another port is another registry.
+        let other = Credentials::from_docker_config(config, "127.0.0.1:5001").unwrap();
+        assert_eq!(other.fingerprint(), Credentials::anonymous().fingerprint());
+        let err = Credentials::from_docker_config(b"[1,2]", "ghcr.io").unwrap_err();
+        assert!(err.starts_with("not a Docker config.json"), "{err}");
     }
 
     #[test]
