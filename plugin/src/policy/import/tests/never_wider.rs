@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::{decide, dropped, has, lines, load, statement};
+use super::{decide, dropped, has, indent, lines, load, statement};
 use crate::policy::{evaluate_conditions, Action, Mode, NoMatch};
 
 /// The P-256 key the review's probes are signed with.
@@ -14,12 +14,6 @@ zMVyA7IqqI/61uLMpkW6KCz+k7bxZjfo1axWp4aHaF7tfKlzRxLqAHEMxA==
 -----END PUBLIC KEY-----";
 
 const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111110";
-
-/// `PEM` indented for a YAML block scalar at `spaces`.
-fn pem(spaces: usize) -> String {
-    let pad = " ".repeat(spaces);
-    PEM.lines().map(|line| format!("{pad}{line}\n")).collect()
-}
 
 /// A ClusterPolicy `p` (Enforce) with one rule `r` matching every Pod, whose single
 /// verifyImages entry checks `images` against the probe key; `extra` goes into the entry.
@@ -44,7 +38,7 @@ spec:
                 - keys:
                     publicKeys: |-
 {}",
-        pem(22)
+        indent(PEM, 22)
     )
 }
 
@@ -61,7 +55,7 @@ spec:
     - key:
         data: |
 {}",
-        pem(10)
+        indent(PEM, 10)
     )
 }
 
@@ -347,7 +341,7 @@ spec:
                     issuer: https://token.actions.githubusercontent.com
                     subject: https://github.com/org/release/.github/workflows/release.yml@refs/heads/main
 ",
-        pem(12)
+        indent(PEM, 12)
     );
     let (imported, policy) = load(&yaml);
     assert_eq!(
@@ -369,7 +363,7 @@ fn apply_rules_one_lets_the_next_rule_check_a_skipped_image() {
                 - keys:
                     publicKeys: |-
 {}",
-            pem(22)
+            indent(PEM, 22)
         )
     };
     let yaml = format!(
@@ -520,7 +514,7 @@ spec:
 {}  validations:
     - expression: \"images.containers.map(i, verifyImageSignatures(i, [attestors.a])).all(e, e > 0)\"
 ",
-        pem(12)
+        indent(PEM, 12)
     );
     let (imported, policy) = load(&yaml);
     let authorities = policy.rules()[0].authorities();
