@@ -30,6 +30,38 @@ pub(super) const NO_ANNOTATION_CHECKS: &str =
 pub(super) const NO_CERTIFICATE_ATTESTORS: &str =
     "certificate attestors (cert, certChain) are not supported by pullgate; dropped";
 
+/// Reports where a key may come from that the node cannot read: a KMS URI (`kms`) and a
+/// Kubernetes secret (`secret_field`). Returns whether the key named either.
+pub(super) fn off_node_key(fields: &mut Fields<'_>, secret_field: &str, report: &mut Report<'_>) -> bool {
+    let kms = fields.get("kms").is_some();
+    if kms {
+        report.dropped(&fields.path("kms"), "KMS keys cannot be read offline; dropped");
+    }
+    let secret = fields.get(secret_field).is_some();
+    if secret {
+        report.dropped(
+            &fields.path(secret_field),
+            "keys in Kubernetes secrets cannot be read on the node; dropped",
+        );
+    }
+    kms || secret
+}
+
+/// Whether the hash `algorithm_field` names, if any, is SHA-256, the one pullgate verifies key
+/// signatures over; another is reported as dropped.
+pub(super) fn sha256_only(fields: &mut Fields<'_>, algorithm_field: &str, report: &mut Report<'_>) -> bool {
+    match fields.get(algorithm_field).and_then(Value::as_str) {
+        Some(algorithm) if !algorithm.eq_ignore_ascii_case("sha256") => {
+            report.dropped(
+                &fields.path(algorithm_field),
+                format!("pullgate verifies key signatures over SHA-256, not {algorithm}; dropped"),
+            );
+            false
+        }
+        _ => true,
+    }
+}
+
 /// The public Fulcio.
 const PUBLIC_FULCIO: [&str; 2] = ["https://fulcio.sigstore.dev", "https://fulcio.sigstore.dev/"];
 

@@ -26,7 +26,7 @@ use super::{
     authority::{self, OwnTrust},
     document::{items, string, strings, Fields, Report},
     glob::{self, Dialect, Reading},
-    kyverno::{name_authorities, short_name},
+    kyverno::{name_authorities, short_name, DIGEST_SETTINGS},
     rule::{narrow_to, same_signers, Attestation, Authority, Image, Narrowed, Rule},
     scope::{self, Home, Scope},
     Imports,
@@ -87,20 +87,7 @@ pub(super) fn policy(doc: &Value, name: &str, home: Home<'_>, imports: &mut Impo
 
     if let Some(value) = spec.get("validationConfigurations") {
         let mut config = Fields::of(value, spec.path("validationConfigurations"));
-        for (field, why) in [
-            (
-                "mutateDigest",
-                "implied on the node: pullgate pulls the digest it verified, whatever the pod named",
-            ),
-            (
-                "verifyDigest",
-                "meaningless on the node: pullgate resolves a tag once, verifies that digest and pulls it",
-            ),
-            (
-                "required",
-                "meaningless on the node: every pull is verified before it happens",
-            ),
-        ] {
+        for (field, why) in DIGEST_SETTINGS {
             if config.get(field).is_some() {
                 report.note(&config.path(field), why);
             }
@@ -485,29 +472,15 @@ fn cosign_key(
     report: &mut Report<'_>,
 ) -> Option<Authority> {
     let mut key = Fields::of(value, path);
-    if key.get("kms").is_some() {
-        report.dropped(&key.path("kms"), "KMS keys cannot be read offline; dropped");
-    }
-    if key.get("secretRef").is_some() {
-        report.dropped(
-            &key.path("secretRef"),
-            "keys in Kubernetes secrets cannot be read on the node; dropped",
-        );
-    }
+    authority::off_node_key(&mut key, "secretRef", report);
     if key.get("expression").is_some() {
         report.dropped(
             &key.path("expression"),
             "a key computed in CEL cannot be read on the node; dropped",
         );
     }
-    if let Some(algorithm) = key.get("hashAlgorithm").and_then(Value::as_str) {
-        if !algorithm.eq_ignore_ascii_case("sha256") {
-            report.dropped(
-                &key.path("hashAlgorithm"),
-                format!("pullgate verifies key signatures over SHA-256, not {algorithm}; dropped"),
-            );
-            *usable = false;
-        }
+    if !authority::sha256_only(&mut key, "hashAlgorithm", report) {
+        *usable = false;
     }
     let mut authority = None;
     if let Some(data) = key.get("data") {

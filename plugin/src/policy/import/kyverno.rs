@@ -36,6 +36,23 @@ use super::{
 };
 use crate::policy::{predicate, Action, Tlog};
 
+/// Kyverno's digest settings, which the node makes moot: it always pulls the digest it verified.
+/// `ImageValidatingPolicy`'s `validationConfigurations` has the same three.
+pub(super) const DIGEST_SETTINGS: [(&str, &str); 3] = [
+    (
+        "mutateDigest",
+        "implied on the node: pullgate pulls the digest it verified, whatever the pod named",
+    ),
+    (
+        "verifyDigest",
+        "meaningless on the node: pullgate resolves a tag once, verifies that digest and pulls it",
+    ),
+    (
+        "required",
+        "meaningless on the node: every pull is verified before it happens, so nothing is left to mark",
+    ),
+];
+
 /// Translates one `ClusterPolicy` or `Policy` (`home` says where the latter lives).
 pub(super) fn policy(doc: &Value, name: &str, home: Home<'_>, imports: &mut Imports, report: &mut Report<'_>) {
     let mut top = Fields::of(doc, "");
@@ -288,19 +305,7 @@ fn verify_image(entry: &Value, place: &Place<'_>, report: &mut Report<'_>, impor
     let repository = fields.get("repository").is_some();
 
     // What means nothing on the node.
-    for (field, why) in [
-        (
-            "mutateDigest",
-            "implied on the node: pullgate pulls the digest it verified, whatever the pod named",
-        ),
-        (
-            "verifyDigest",
-            "meaningless on the node: pullgate resolves a tag once, verifies that digest and pulls it",
-        ),
-        (
-            "required",
-            "meaningless on the node: every pull is verified before it happens, so nothing is left to mark",
-        ),
+    for (field, why) in DIGEST_SETTINGS.into_iter().chain([
         ("useCache", "pullgate caches verified digests itself"),
         (
             "imageRegistryCredentials",
@@ -310,7 +315,7 @@ fn verify_image(entry: &Value, place: &Place<'_>, report: &mut Report<'_>, impor
             "cosignOCI11",
             "pullgate looks for signatures in the referrers API and cosign's tags alike",
         ),
-    ] {
+    ]) {
         if fields.get(field).is_some() {
             report.note(&fields.path(field), why);
         }
@@ -539,25 +544,9 @@ fn key_attestor(value: &Value, path: &str, report: &mut Report<'_>) -> (Vec<Auth
             "a key signature has no certificate, so there is no SCT to check",
         );
     }
-    let mut usable = true;
-    if let Some(algorithm) = fields.get("signatureAlgorithm").and_then(Value::as_str) {
-        if !algorithm.eq_ignore_ascii_case("sha256") {
-            report.dropped(
-                &fields.path("signatureAlgorithm"),
-                format!("pullgate verifies key signatures over SHA-256, not {algorithm}; dropped"),
-            );
-            usable = false;
-        }
-    }
-    if fields.get("kms").is_some() {
-        report.dropped(&fields.path("kms"), "KMS keys cannot be read offline; dropped");
-    }
-    if fields.get("secret").is_some() {
-        report.dropped(
-            &fields.path("secret"),
-            "keys in Kubernetes secrets cannot be read on the node; dropped",
-        );
-    }
+    let mut usable = authority::sha256_only(&mut fields, "signatureAlgorithm", report);
+    // The PEM keys of the entry, if any, still count without the ones the node cannot read.
+    authority::off_node_key(&mut fields, "secret", report);
     if let Some(pems) = fields.get("publicKeys") {
         let pems_path = fields.path("publicKeys");
         if let Some(text) = string(pems, &pems_path, report) {

@@ -307,27 +307,8 @@ fn ctlog(fields: &mut Fields<'_>, trust: &mut OwnTrust, report: &mut Report<'_>)
 
 fn key_authority(value: &Value, path: &str, name: &str, tlog: Tlog, report: &mut Report<'_>) -> Option<Authority> {
     let mut fields = Fields::of(value, path);
-    let mut usable = true;
-    if fields.get("secretRef").is_some() {
-        report.dropped(
-            &fields.path("secretRef"),
-            "keys in Kubernetes secrets cannot be read on the node; dropped",
-        );
-        usable = false;
-    }
-    if fields.get("kms").is_some() {
-        report.dropped(&fields.path("kms"), "KMS keys cannot be read offline; dropped");
-        usable = false;
-    }
-    if let Some(algorithm) = fields.get("hashAlgorithm").and_then(Value::as_str) {
-        if !algorithm.eq_ignore_ascii_case("sha256") {
-            report.dropped(
-                &fields.path("hashAlgorithm"),
-                format!("pullgate verifies key signatures over SHA-256, not {algorithm}; dropped"),
-            );
-            usable = false;
-        }
-    }
+    let off_node = authority::off_node_key(&mut fields, "secretRef", report);
+    let mut usable = authority::sha256_only(&mut fields, "hashAlgorithm", report) && !off_node;
     let data = fields.get("data");
     if !fields.unread().is_empty() {
         report.unread(&fields, "the authority is dropped rather than accepted without it");
