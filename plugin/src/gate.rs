@@ -634,15 +634,15 @@ impl Gate {
 
         let policy = self.policy();
         let names = names_to_judge(&asked, &image);
-        let unmet: Vec<Option<Decision>> = names
+        // An image with no name a rule could meet is never shown: nothing vouches for it.
+        let unmet = names
             .iter()
-            .map(|n| self.unmet_decision(&policy, n, &image.id))
-            .collect();
-        if unmet.iter().any(Option::is_none) {
+            .find_map(|n| self.unmet_decision(&policy, n, &image.id).map(|d| (n, d)));
+        if unmet.is_none() && !names.is_empty() {
             return Ok(reply);
         }
-        let name = names.first();
-        let rule = unmet.first().copied().flatten().and_then(|d| d.rule);
+        let name = unmet.map(|(n, _)| n).or(names.first());
+        let rule = unmet.and_then(|(_, d)| d.rule);
         let digest = image
             .repo_digests
             .iter()
@@ -712,21 +712,21 @@ impl Gate {
     }
 }
 
-/// The names an `ImageStatus` answer is judged under: the one asked for, or, when kubelet
-/// asked by image id, every name containerd knows the image by.
+/// The names an `ImageStatus` answer is judged under. containerd answers for an image found by
+/// a name, a full id or an id prefix, so the string asked proves nothing about which image that
+/// is: it is judged by itself only when it is one of the image's own names; asked any other way
+/// (an id, a prefix, another spelling), every name the image has must pass.
 fn names_to_judge(asked: &str, image: &pullgate_proto::cri::Image) -> Vec<Reference> {
-    let is_id = Digest::parse(asked).is_some() || (asked.len() == 64 && asked.bytes().all(|b| b.is_ascii_hexdigit()));
-    if !is_id {
-        if let Ok(r) = Reference::parse(asked) {
-            return vec![r];
-        }
-    }
-    image
+    let names: Vec<Reference> = image
         .repo_tags
         .iter()
         .chain(&image.repo_digests)
         .filter_map(|n| Reference::parse(n).ok())
-        .collect()
+        .collect();
+    match Reference::parse(asked) {
+        Ok(asked) if names.contains(&asked) => vec![asked],
+        _ => names,
+    }
 }
 
 /// The `PullImageRequest` kubelet sent, with its image replaced by the verified digest.

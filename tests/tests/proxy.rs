@@ -59,7 +59,7 @@ async fn unknown_methods_and_streams_get_containerds_own_answer() {
     for path in [
         method::STREAM_IMAGES,
         "/runtime.v1.ImageService/NotYetInvented",
-        "/runtime.v1.RuntimeService/Version",
+        "/runtime.v1alpha2.ImageService/NotYetInvented",
     ] {
         let direct = cri::raw_unary(env.containerd.socket(), path, Vec::new()).await;
         let proxied = cri::raw_unary(pg.socket(), path, Vec::new()).await;
@@ -542,4 +542,136 @@ async fn v1alpha2_pull_goes_through_the_gate() {
         .await
         .unwrap();
     assert!(direct.into_inner().image.is_none());
+}
+
+/// Review finding: the socket forwarded every service to containerd, so `ctr --address
+/// pullgate.sock images pull` (containerd's own API) imported a denied image with no audit
+/// record, and RuntimeService calls went by the gate. Only the CRI ImageService is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_image_service_is_served() {
+    let env = TestEnv::start().await;
+    env.push_image("signed/app", "v1", "ctr bypass").await;
+    let image = env.image_ref("signed/app", "v1");
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await;
+
+    let ctr = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(pg.socket())
+        .args(["--namespace", "k8s.io", "images", "pull", "--plain-http", &image])
+        .output()
+        .expect("ctr runs");
+    let stderr = String::from_utf8_lossy(&ctr.stderr);
+    assert!(!ctr.status.success(), "ctr pulled through pullgate's socket: {stderr}");
+    assert!(stderr.contains("unknown service"), "{stderr}");
+    let direct = env
+        .containerd
+        .client()
+        .image_status(cri::image_status_request(&image))
+        .await
+        .unwrap();
+    assert!(
+        direct.into_inner().image.is_none(),
+        "the denied image reached containerd"
+    );
+    assert!(pg.audit_records().is_empty(), "no decision was asked for");
+
+    for path in [
+        "/runtime.v1.RuntimeService/Version",
+        "/runtime.v1alpha2.RuntimeService/Version",
+        "/containerd.services.images.v1.Images/List",
+        "/grpc.health.v1.Health/Check",
+        "/runtime.v1.ImageService",
+    ] {
+        let status = cri::raw_unary(pg.socket(), path, Vec::new()).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented, "{path}: {status:?}");
+    }
+}
+
+/// Review finding: containerd answers an `ImageStatus` name that is no full reference as an id
+/// prefix (`sha256:<12 hex>` or `<12 hex>`); pullgate judged the string as
+/// `docker.io/library/sha256:…`, so with a permissive `noMatch` any image in containerd was shown
+/// to kubelet. The image containerd found is judged, by every name it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_status_by_short_id_judges_the_image_found() {
+    let env = TestEnv::start().await;
+    let host = env.host();
+    env.push_image("apps/unsigned", "v1", "short id bypass").await;
+    env.push_signed_image("apps/signed", "v1", "short id verified").await;
+    let unsigned = env.image_ref("apps/unsigned", "v1");
+    let signed = env.image_ref("apps/signed", "v1");
+    // Pulled straight into containerd, as a node bootstrap script or `ctr` might.
+    env.containerd
+        .client()
+        .pull_image(cri::pull_request(&unsigned, None, None))
+        .await
+        .unwrap();
+    let rules = [rule(
+        "apps",
+        &[&format!("{host}/apps/**")],
+        "",
+        Some(("release-key", &env.signer.public_key_pem())),
+    )];
+    let pg = env.start_pullgate(&policy("enforce", "allow", &rules)).await;
+    pg.client()
+        .pull_image(cri::pull_request(&signed, None, None))
+        .await
+        .unwrap();
+
+    let id_of = |image: String| {
+        let env = &env;
+        async move {
+            let status = env
+                .containerd
+                .client()
+                .image_status(cri::image_status_request(&image))
+                .await;
+            status.unwrap().into_inner().image.expect("containerd has the image").id
+        }
+    };
+    let spellings = |id: &str| {
+        let hex = id.trim_start_matches("sha256:").to_string();
+        vec![
+            format!("sha256:{}", &hex[..12]),
+            hex[..12].to_string(),
+            id.to_string(),
+            hex,
+        ]
+    };
+    let status_paths = [method::IMAGE_STATUS, "/runtime.v1alpha2.ImageService/ImageStatus"];
+    let unsigned_id = id_of(unsigned.clone()).await;
+    for asked in spellings(&unsigned_id) {
+        // containerd itself finds the image by each of these.
+        let direct = cri::raw_unary(
+            env.containerd.socket(),
+            method::IMAGE_STATUS,
+            cri::image_status_request(&asked).encode_to_vec(),
+        )
+        .await
+        .unwrap();
+        assert!(!direct.is_empty(), "containerd finds {asked}");
+        for path in status_paths {
+            let proxied = cri::raw_unary(pg.socket(), path, cri::image_status_request(&asked).encode_to_vec())
+                .await
+                .unwrap();
+            assert!(proxied.is_empty(), "{path} {asked}: an unverified image was shown");
+        }
+    }
+    let record = pg.audit_records().pop().unwrap();
+    assert_eq!(record["event"], "status-hidden");
+    assert_eq!(record["image"], unsigned.as_str());
+    assert_eq!(record["rule"], "apps");
+
+    // The verified image is shown by each of them.
+    let signed_id = id_of(signed).await;
+    for asked in spellings(&signed_id) {
+        for path in status_paths {
+            let proxied = cri::raw_unary(pg.socket(), path, cri::image_status_request(&asked).encode_to_vec())
+                .await
+                .unwrap();
+            let shown = pullgate_proto::cri::ImageStatusResponse::decode(&proxied[..]).unwrap();
+            assert_eq!(shown.image.map(|i| i.id), Some(signed_id.clone()), "{path} {asked}");
+        }
+    }
 }

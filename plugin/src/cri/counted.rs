@@ -17,6 +17,7 @@ use http::{HeaderMap, Response};
 use http_body::{Frame, SizeHint};
 use tonic::body::Body;
 
+use super::IMAGE_SERVICES;
 use crate::metrics::Metrics;
 
 /// The ImageService methods counted by name; any other path is `other`.
@@ -28,9 +29,6 @@ const METHODS: [&str; 6] = [
     "RemoveImage",
     "ImageFsInfo",
 ];
-
-/// The services whose methods are counted by name.
-const SERVICES: [&str; 2] = ["runtime.v1.ImageService", "runtime.v1alpha2.ImageService"];
 
 /// gRPC status code names as gRPC's Go implementation and Prometheus' gRPC metrics spell them,
 /// by code.
@@ -60,7 +58,7 @@ pub fn method_label(path: &str) -> &'static str {
     let known = path
         .strip_prefix('/')
         .and_then(|p| p.split_once('/'))
-        .filter(|(service, _)| SERVICES.contains(service))
+        .filter(|(service, _)| IMAGE_SERVICES.contains(service))
         .and_then(|(_, method)| METHODS.iter().find(|m| **m == method));
     known.copied().unwrap_or("other")
 }

@@ -1,8 +1,9 @@
 //! The CRI ImageService endpoint kubelet talks to.
 //!
-//! Every call is forwarded to containerd as raw HTTP/2 and gRPC bytes, so fields pullgate does
-//! not know survive. Only `PullImage` and `ImageStatus` are read, from a copy, and handed to the
-//! gate.
+//! Every ImageService call is forwarded to containerd as raw HTTP/2 and gRPC bytes, so fields
+//! pullgate does not know survive. Only `PullImage` and `ImageStatus` are read, from a copy, and
+//! handed to the gate. No other service is served: the socket shares containerd's, and its
+//! RuntimeService or containerd's own API (`ctr images pull`) would be a way around the gate.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -22,6 +23,9 @@ pub mod grpc;
 pub mod upstream;
 
 pub use upstream::{UnaryCall, UnaryReply, Upstream};
+
+/// The services pullgate serves: the CRI ImageService, in both versions containerd speaks.
+pub const IMAGE_SERVICES: [&str; 2] = ["runtime.v1.ImageService", "runtime.v1alpha2.ImageService"];
 
 // containerd still serves the older v1alpha2 API, whose messages have the same field numbers:
 // both versions go through the gate, or v1alpha2 would be a way around it.
@@ -127,8 +131,22 @@ async fn route(gate: &Gate, request: Request<Incoming>) -> Response<Body> {
             })
             .await
         }
-        _ => gate.upstream().forward(request).await,
+        _ if image_service(path) => gate.upstream().forward(request).await,
+        _ => {
+            let service = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+            Status::unimplemented(format!(
+                "unknown service {service}: pullgate serves only the CRI ImageService; the runtime endpoint is containerd's own socket"
+            ))
+            .into_http()
+        }
     }
+}
+
+/// Whether `path` names a method of the CRI ImageService, known or not.
+fn image_service(path: &str) -> bool {
+    path.strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .is_some_and(|(service, method)| IMAGE_SERVICES.contains(&service) && !method.is_empty())
 }
 
 type GateFuture<'g> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<UnaryReply, Status>> + Send + 'g>>;
