@@ -3,7 +3,10 @@
 # protoc (containerd-client's build), htpasswd (the auth tests), shellcheck, and systemd
 # (systemd-analyze and systemd-socket-activate, for the unit and socket-activation tests), and jq
 # (the jq lines of docs/audit-log.md are run against a real audit log).
-# Packages already present are not installed again, so a second run needs no network.
+# Then the clients users call pullgate with, built once into $PULLGATE_TEST_TOOLS (default
+# /var/cache/pullgate-tests) and kept: crictl from cri-tools (`go install`, the Go module proxy)
+# and gRPC C-core's Python client grpcio (PyPI).
+# What is already present is not installed again, so a second run needs no network.
 set -euo pipefail
 
 packages=(containerd runc docker-registry protobuf-compiler apache2-utils shellcheck systemd jq)
@@ -21,3 +24,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 command -v cargo >/dev/null || { echo "setup: cargo (Rust 1.86 or later) is required" >&2; exit 1; }
+
+tools="${PULLGATE_TEST_TOOLS:-/var/cache/pullgate-tests}"
+crictl_version=v1.37.0
+grpcio_version=1.85.4
+if [ "$(cat "$tools/bin/crictl.version" 2>/dev/null)" != "$crictl_version" ]; then
+    command -v go >/dev/null || { echo "setup: go is required to build crictl" >&2; exit 1; }
+    echo "setup: building crictl $crictl_version into $tools/bin"
+    GOBIN="$tools/bin" go install "sigs.k8s.io/cri-tools/cmd/crictl@$crictl_version"
+    echo "$crictl_version" >"$tools/bin/crictl.version"
+fi
+if [ "$(cat "$tools/python/grpcio.version" 2>/dev/null)" != "$grpcio_version" ]; then
+    command -v python3 >/dev/null || { echo "setup: python3 is required for grpcio" >&2; exit 1; }
+    echo "setup: installing grpcio $grpcio_version into $tools/python"
+    rm -rf "$tools/python"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$tools/python" "grpcio==$grpcio_version"
+    echo "$grpcio_version" >"$tools/python/grpcio.version"
+fi

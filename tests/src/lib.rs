@@ -27,6 +27,7 @@ pub mod signer;
 pub mod sigstore;
 pub mod tls;
 pub mod token_server;
+pub mod tools;
 
 pub use containerd::Containerd;
 pub use env::{TestEnv, TEST_AUTHORITY};

@@ -6,7 +6,7 @@ use pullgate_proto::cri::{ImageFilter, ImageSpec, ListImagesRequest, ListImagesR
 use pullgate_tests::{
     cri::{self, method},
     policy::{policy, rule},
-    Pullgate, TestEnv,
+    tools, Pullgate, TestEnv,
 };
 use tonic::Code;
 
@@ -674,4 +674,60 @@ async fn image_status_by_short_id_judges_the_image_found() {
             assert_eq!(shown.image.map(|i| i.id), Some(signed_id.clone()), "{path} {asked}");
         }
     }
+}
+
+/// Review finding: gRPC C-core (grpcio, grpc C++/Ruby/PHP) sends the percent-encoded socket path
+/// as `:authority` on a unix socket; h2 reset those streams with PROTOCOL_ERROR where containerd
+/// answers. The real grpcio client pulls, is denied and asks status through pullgate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_core_clients_are_served() {
+    let env = TestEnv::start().await;
+    let host = env.host();
+    env.push_signed_image("signed/app", "v1", "c-core").await;
+    env.push_image("signed/unsigned", "v1", "c-core unsigned").await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{host}/signed/*")]))
+        .await;
+    let (socket, containerd) = (pg.socket(), env.containerd.socket());
+    let call = move |path: &'static str, request: Vec<u8>| {
+        let socket = socket.clone();
+        tokio::task::spawn_blocking(move || tools::grpcio_unary(&socket, path, &request))
+    };
+
+    let fs = call(method::IMAGE_FS_INFO, Vec::new()).await.unwrap();
+    assert!(fs.is_ok(), "ImageFsInfo through pullgate: {fs:?}");
+    let direct = tokio::task::spawn_blocking(move || tools::grpcio_unary(&containerd, method::IMAGE_FS_INFO, &[]));
+    assert!(direct.await.unwrap().is_ok(), "containerd serves the same client");
+
+    let signed = env.image_ref("signed/app", "v1");
+    let reply = call(
+        method::PULL_IMAGE,
+        cri::pull_request(&signed, None, None).encode_to_vec(),
+    )
+    .await
+    .unwrap()
+    .expect("the signed image is pulled");
+    let image_ref = pullgate_proto::cri::PullImageResponse::decode(&reply[..])
+        .unwrap()
+        .image_ref;
+    assert!(image_ref.starts_with("sha256:"), "{image_ref}");
+    let status = call(method::IMAGE_STATUS, cri::image_status_request(&signed).encode_to_vec())
+        .await
+        .unwrap()
+        .unwrap();
+    let shown = pullgate_proto::cri::ImageStatusResponse::decode(&status[..]).unwrap();
+    assert_eq!(shown.image.map(|i| i.id), Some(image_ref));
+
+    let unsigned = env.image_ref("signed/unsigned", "v1");
+    let (code, details) = call(
+        method::PULL_IMAGE,
+        cri::pull_request(&unsigned, None, None).encode_to_vec(),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(code, "UNKNOWN");
+    assert!(details.starts_with("SignatureValidationFailed: "), "{details}");
+    let records = pg.audit_records();
+    assert_eq!(records.len(), 2, "{records:?}");
 }

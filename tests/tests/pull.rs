@@ -7,7 +7,7 @@ use pullgate_tests::{
     cosign, cri,
     distribution::{get_blob, get_manifest, push_blob, put_manifest, sha256_digest},
     policy::{policy, rule},
-    Pullgate, Signer, TestEnv, TEST_AUTHORITY,
+    tools, Pullgate, Signer, TestEnv, TEST_AUTHORITY,
 };
 use tonic::Code;
 
@@ -408,4 +408,50 @@ async fn sighup_reloads_the_policy_and_refuses_a_broken_one() {
     pg.reload();
     pg.wait_for_log("policy reloaded").await;
     pg.pull(&image, None).await.expect("noMatch: allow after reload");
+}
+
+/// crictl, the CRI client on every node, pulls through pullgate as kubelet does: a signed image
+/// is pulled by its verified digest, an unsigned one is refused with kubelet's message, and the
+/// image list comes from containerd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crictl_pulls_through_pullgate() {
+    let env = TestEnv::start().await;
+    let digest = env.push_signed_image("signed/app", "v1", "crictl").await;
+    env.push_image("signed/unsigned", "v1", "crictl unsigned").await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await;
+    let crictl = |args: Vec<String>| {
+        let mut command = tools::crictl(&pg.socket(), &env.containerd.socket());
+        command.args(args);
+        tokio::task::spawn_blocking(move || command.output().expect("crictl runs"))
+    };
+
+    let signed = env.image_ref("signed/app", "v1");
+    let out = crictl(vec!["pull".into(), signed.clone()]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Image is up to date for sha256:"));
+    let record = pg.last_record();
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["digest"], digest.as_str());
+    assert_eq!(record["namespace"], "", "crictl pulls with no pod");
+
+    let out = crictl(vec!["images".into(), "--digests".into()]).await.unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(listed.contains(&format!("{}/signed/app", env.host())), "{listed}");
+
+    let unsigned = env.image_ref("signed/unsigned", "v1");
+    let out = crictl(vec!["pull".into(), unsigned.clone()]).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an unsigned image was pulled: {stderr}");
+    assert!(stderr.contains(SIGNED_PREFIX), "{stderr}");
+    assert_eq!(pg.last_record()["decision"], "deny");
+    let direct = env
+        .containerd
+        .client()
+        .image_status(cri::image_status_request(&unsigned))
+        .await
+        .unwrap();
+    assert!(direct.into_inner().image.is_none());
 }

@@ -18,6 +18,7 @@ use tonic::{body::Body, Status};
 
 use crate::gate::Gate;
 
+mod authority;
 mod counted;
 pub mod grpc;
 pub mod upstream;
@@ -106,8 +107,10 @@ fn serve_connection(stream: UnixStream, gate: Arc<Gate>, allowed_uids: &[u32], g
             Ok::<_, Infallible>(counted::count(response, method, gate.metrics().clone()))
         }
     });
-    let conn =
-        hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service);
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .max_frame_size(authority::MAX_FRAME_SIZE)
+        .header_table_size(authority::HEADER_TABLE_SIZE)
+        .serve_connection(TokioIo::new(authority::AuthorityFix::new(stream)), service);
     let watched = graceful.watch(conn);
     tokio::spawn(async move {
         if let Err(error) = watched.await {
