@@ -134,7 +134,7 @@ async fn route(gate: &Gate, request: Request<Incoming>) -> Response<Body> {
             })
             .await
         }
-        _ if image_service(path) => gate.upstream().forward(request).await,
+        _ if image_service(path) && request.uri().query().is_none() => gate.upstream().forward(request).await,
         _ => {
             let service = path.trim_start_matches('/').split('/').next().unwrap_or_default();
             Status::unimplemented(format!(
@@ -145,11 +145,16 @@ async fn route(gate: &Gate, request: Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// Whether `path` names a method of the CRI ImageService, known or not.
+/// Whether `path` names a method of the CRI ImageService, known or not. The method must be a
+/// plain name: a path containerd might read as another service's never passes.
 fn image_service(path: &str) -> bool {
     path.strip_prefix('/')
         .and_then(|p| p.split_once('/'))
-        .is_some_and(|(service, method)| IMAGE_SERVICES.contains(&service) && !method.is_empty())
+        .is_some_and(|(service, method)| {
+            IMAGE_SERVICES.contains(&service)
+                && !method.is_empty()
+                && method.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
 }
 
 type GateFuture<'g> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<UnaryReply, Status>> + Send + 'g>>;
@@ -173,3 +178,6 @@ async fn unary(
         Err(status) => status.into_http(),
     }
 }
+
+#[cfg(test)]
+mod tests;
