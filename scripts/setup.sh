@@ -3,9 +3,9 @@
 # protoc (containerd-client's build), htpasswd (the auth tests), shellcheck, and systemd
 # (systemd-analyze and systemd-socket-activate, for the unit and socket-activation tests), and jq
 # (the jq lines of docs/audit-log.md are run against a real audit log).
-# Then the clients users call pullgate with, built once into $PULLGATE_TEST_TOOLS (default
-# /var/cache/pullgate-tests) and kept: crictl from cri-tools (`go install`, the Go module proxy)
-# and gRPC C-core's Python client grpcio (PyPI).
+# With --clients (the test suite), also the clients users call pullgate with, built once into
+# $PULLGATE_TEST_TOOLS (default /var/cache/pullgate-tests) and kept: crictl from cri-tools
+# (`go install`, the Go module proxy) and gRPC C-core's Python client grpcio (PyPI).
 # What is already present is not installed again, so a second run needs no network.
 set -euo pipefail
 
@@ -25,6 +25,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "setup: cargo (Rust 1.86 or later) is required" >&2; exit 1; }
 
+[ "${1:-}" = --clients ] || exit 0
 tools="${PULLGATE_TEST_TOOLS:-/var/cache/pullgate-tests}"
 crictl_version=v1.37.0
 grpcio_version=1.85.4
