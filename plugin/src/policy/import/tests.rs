@@ -358,6 +358,31 @@ fn kyverno_skip_image_references_are_allowed_before_the_rule() {
     assert_eq!((rule.as_deref(), action), (Some("p.r"), Action::Verify));
 }
 
+/// Kyverno's `*` in a registry host becomes `**`, which pullgate refuses there (it reached
+/// into the path: `evil.io/x.corp.example/app`); such patterns are reported as dropped, never
+/// emitted.
+#[test]
+fn kyverno_wildcard_hosts_that_would_span_the_path_are_dropped() {
+    let pem = public_pem();
+    let entry = key_entry("\"*.corp.example/*\", \"ghcr.io/org/*\"", &pem).replace(
+        "imageReferences:",
+        "skipImageReferences: [\"*.trusted.example/*\"]\n          imageReferences:",
+    );
+    let (imported, policy) = load(&kyverno_entry("Enforce", &entry));
+    let written = &imported.policy;
+    assert!(
+        !written.contains("**.corp.example") && !written.contains("**.trusted.example"),
+        "{written}"
+    );
+    let found = dropped(&imported);
+    assert!(has(&found, &["skipImageReferences[0]:", "*.trusted.example/*", "dropped"]), "{found:#?}");
+    assert!(has(&found, &["imageReferences[0]:", "*.corp.example/*", "dropped"]), "{found:#?}");
+    let (rule, _, _) = decide(&policy, "evil.io/x.trusted.example/app:v1", "");
+    assert_ne!(rule.as_deref(), Some("p.r-skip"));
+    let (rule, action, _) = decide(&policy, "ghcr.io/org/app:v1", "");
+    assert_eq!((rule.as_deref(), action), (Some("p.r"), Action::Verify));
+}
+
 #[test]
 fn kyverno_namespaced_policy_covers_its_namespace() {
     let pem = public_pem();
