@@ -1,0 +1,264 @@
+//! Image names in every spelling, end to end (SPEC §4): the registry host is compared in one
+//! canonical form, so a rule written in one spelling meets every spelling that reaches the same
+//! repository; and what pullgate judges for a name is the image containerd itself resolves it
+//! to, or the name is refused by both.
+//!
+//! The rig's registry speaks plain HTTP on `127.0.0.1:PORT`. A containerd of these tests' own
+//! is given every spelling used here as a plain-HTTP mirror of itself, as DNS and TLS make them
+//! one server on a real node; pullgate is given the canonical spellings as `insecure`.
+
+use std::path::Path;
+
+use pullgate_tests::{
+    cri,
+    policy::{policy, rule},
+    pullgate::{config_yaml, RegistryEntry},
+    Containerd, Pullgate, TestEnv, TEST_AUTHORITY,
+};
+use serde_json::Value;
+
+const DENIED_PREFIX: &str = "SignatureValidationFailed: ";
+
+/// The registry's port.
+fn port(env: &TestEnv) -> String {
+    env.host().rsplit_once(':').expect("host:port").1.to_owned()
+}
+
+/// A containerd pulling from the env's registry under each of `spellings` of its host.
+async fn containerd_for(env: &TestEnv, spellings: &[String]) -> Containerd {
+    Containerd::start_in(&env.dir().join("containerd-spellings"), spellings).await
+}
+
+/// A pullgate in front of `containerd`, reaching `insecure` hosts over plain HTTP.
+async fn pullgate_before(env: &TestEnv, containerd: &Containerd, insecure: &[String], policy_yaml: &str) -> Pullgate {
+    let dir = env.dir().join("pullgate-spellings");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = config_yaml(
+        &dir.join("pullgate.sock"),
+        &containerd.socket(),
+        &dir.join("policy.yaml"),
+        &dir.join("audit.jsonl"),
+        insecure,
+        "10s",
+    );
+    Pullgate::start(&dir, &config, policy_yaml).await
+}
+
+/// A rule written in one spelling of a host stops an unsigned image pulled under another, even
+/// with `noMatch: allow` behind it. Before hosts were compared canonically the upper-case
+/// spelling missed the rule and `noMatch: allow` let it through.
+#[tokio::test]
+async fn a_rule_in_one_host_spelling_meets_every_spelling() {
+    let env = TestEnv::start().await;
+    let port = port(&env);
+    env.push_image("names/unsigned", "v1", "no signature at all").await;
+    let spellings = [env.host(), format!("localhost:{port}"), format!("LOCALHOST:{port}")];
+    let containerd = containerd_for(&env, &spellings).await;
+    let key = env.signer.public_key_pem();
+    let canonical_rule = rule(
+        "names",
+        &[&format!("localhost:{port}/names/**")],
+        "",
+        Some((TEST_AUTHORITY, &key)),
+    );
+    let policy_yaml = policy("enforce", "allow", &[canonical_rule]);
+    let pullgate = pullgate_before(&env, &containerd, &spellings[..2], &policy_yaml).await;
+
+    let image = format!("LOCALHOST:{port}/names/unsigned:v1");
+    let denied = pullgate
+        .pull(&image, Some("default"))
+        .await
+        .expect_err("an unsigned image under the rule's host, spelled in capitals, is denied");
+    assert!(
+        denied.message().starts_with(DENIED_PREFIX) && denied.message().contains("rule \"names\""),
+        "{}",
+        denied.message()
+    );
+    let record = pullgate.last_record();
+    assert_eq!(record["decision"], "deny", "{record}");
+    assert_eq!(record["rule"], "names", "{record}");
+    assert_eq!(record["image"], format!("localhost:{port}/names/unsigned:v1"), "{record}");
+    let status = cri::cri_client(containerd.socket())
+        .image_status(cri::image_status_request(&image))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.image.is_none(), "containerd never pulled it");
+}
+
+/// What one name became, on one side.
+#[derive(Debug, PartialEq, Eq)]
+enum Resolved {
+    /// The image's manifest digest, and for pullgate the repository it judged.
+    Image { repository: Option<String>, digest: String },
+    Refused,
+}
+
+/// Asks containerd itself, through the CRI (no pullgate), which image `name` is.
+async fn containerd_resolves(containerd: &Containerd, name: &str) -> (Resolved, String) {
+    let mut client = cri::cri_client(containerd.socket());
+    let image_ref = match client.pull_image(cri::pull_request(name, None, None)).await {
+        Ok(reply) => reply.into_inner().image_ref,
+        Err(status) => return (Resolved::Refused, status.message().to_owned()),
+    };
+    let image = client
+        .image_status(cri::image_status_request(&image_ref))
+        .await
+        .expect("status of an image containerd just pulled")
+        .into_inner()
+        .image
+        .expect("present");
+    let digests: Vec<&str> = image
+        .repo_digests
+        .iter()
+        .filter_map(|d| d.split_once('@').map(|(_, digest)| digest))
+        .collect();
+    assert!(
+        !digests.is_empty() && digests.iter().all(|d| *d == digests[0]),
+        "{name}: one manifest under every name: {:?}",
+        image.repo_digests
+    );
+    let shown = format!("{:?} {:?}", image.repo_tags, image.repo_digests);
+    (
+        Resolved::Image {
+            repository: None,
+            digest: digests[0].to_owned(),
+        },
+        shown,
+    )
+}
+
+/// Asks `pullgate verify` which repository and digest it judged for each of `names`.
+fn pullgate_judges(config: &Path, names: &[String]) -> Vec<(Resolved, Value)> {
+    let out = Pullgate::command()
+        .args(["verify", "--output", "json", "--config"])
+        .arg(config)
+        .args(names)
+        .output()
+        .unwrap();
+    let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert_eq!(
+        records.len(),
+        names.len(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    records
+        .into_iter()
+        .map(|record| {
+            let resolved = match (record["decision"].as_str(), record["digest"].as_str()) {
+                (Some("allow"), Some(digest)) => {
+                    let image = record["image"].as_str().expect("image");
+                    let repository = image.split('@').next().unwrap();
+                    let last_slash = repository.rfind('/').unwrap();
+                    let repository = match repository[last_slash..].find(':') {
+                        Some(colon) => &repository[..last_slash + colon],
+                        None => repository,
+                    };
+                    Resolved::Image {
+                        repository: Some(repository.to_owned()),
+                        digest: digest.to_owned(),
+                    }
+                }
+                _ => Resolved::Refused,
+            };
+            (resolved, record)
+        })
+        .collect()
+}
+
+/// A differential test against containerd: for names in several host spellings, ports,
+/// `library/` paths, tags, digests, `tag@digest` and upper case, the image containerd resolves
+/// (asked through the CRI, without pullgate) is the image pullgate judges, under the canonical
+/// repository; and a name containerd refuses, pullgate refuses.
+#[tokio::test]
+async fn pullgate_judges_the_image_containerd_resolves() {
+    let env = TestEnv::start().await;
+    let host = env.host();
+    let port = port(&env);
+    let v1 = env.push_signed_image("names/app", "v1", "names app v1").await;
+    let v2 = env.push_signed_image("names/app", "v2", "names app v2").await;
+    let latest = env.push_signed_image("names/app", "latest", "names app latest").await;
+    let library = env.push_signed_image("library/tool", "v1", "names library tool").await;
+    let spellings = [
+        host.clone(),
+        format!("localhost:{port}"),
+        format!("LOCALHOST:{port}"),
+        format!("Localhost:{port}"),
+    ];
+    let containerd = containerd_for(&env, &spellings).await;
+
+    let canonical = format!("{host}/names/app");
+    let local = format!("localhost:{port}/names/app");
+    let same = |repository: &str, digest: &str| {
+        Some((repository.to_owned(), digest.to_owned()))
+    };
+    // (name, the repository and digest both must name, or None: refused by both)
+    let corpus: Vec<(String, Option<(String, String)>)> = vec![
+        (format!("{host}/names/app:v1"), same(&canonical, &v1)),
+        (format!("{host}/names/app"), same(&canonical, &latest)),
+        (format!("{host}/names/app:latest"), same(&canonical, &latest)),
+        (format!("{host}/names/app@{v1}"), same(&canonical, &v1)),
+        // A digest beside a tag wins, in containerd as in pullgate: v2 names another image.
+        (format!("{host}/names/app:v2@{v1}"), same(&canonical, &v1)),
+        (format!("{host}/names/app:v2"), same(&canonical, &v2)),
+        (format!("{host}/library/tool:v1"), same(&format!("{host}/library/tool"), &library)),
+        (format!("localhost:{port}/names/app:v1"), same(&local, &v1)),
+        (format!("LOCALHOST:{port}/names/app:v1"), same(&local, &v1)),
+        (format!("Localhost:{port}/names/app@{v1}"), same(&local, &v1)),
+        // Refused by both: upper case in the path, broken tags and digests, no such image.
+        (format!("{host}/Names/app:v1"), None),
+        (format!("LOCALHOST:{port}/names/App:v1"), None),
+        (format!("{host}/names/app:-v1"), None),
+        (format!("{host}/names//app:v1"), None),
+        (format!("{host}/names/app@sha256:{}", &v1["sha256:".len()..][..12]), None),
+        (format!("{host}/names/app:v3"), None),
+        (format!("{host}/names/missing:v1"), None),
+    ];
+
+    let config = env.dir().join("verify.yaml");
+    let policy_path = env.dir().join("names-policy.yaml");
+    std::fs::write(
+        &policy_path,
+        env.key_policy(&[&format!("{host}/**"), &format!("localhost:{port}/**")]),
+    )
+    .unwrap();
+    let registries = [RegistryEntry::insecure(&host), RegistryEntry::insecure(&format!("localhost:{port}"))];
+    let entries: String = registries
+        .iter()
+        .map(|r| format!("  - host: \"{}\"\n    insecure: true\n", r.host))
+        .collect();
+    std::fs::write(
+        &config,
+        format!("policy: {}\nregistries:\n{entries}", policy_path.display()),
+    )
+    .unwrap();
+
+    let names: Vec<String> = corpus.iter().map(|(name, _)| name.clone()).collect();
+    let judged = pullgate_judges(&config, &names);
+    let mut failures = Vec::new();
+    for ((name, expected), (by_pullgate, record)) in corpus.iter().zip(judged) {
+        let (by_containerd, shown) = containerd_resolves(&containerd, name).await;
+        let agree = match (expected, &by_containerd, &by_pullgate) {
+            (None, Resolved::Refused, Resolved::Refused) => true,
+            (
+                Some((repository, digest)),
+                Resolved::Image { digest: in_containerd, .. },
+                Resolved::Image {
+                    repository: Some(judged),
+                    digest: judged_digest,
+                },
+            ) => in_containerd == digest && judged_digest == digest && judged == repository,
+            _ => false,
+        };
+        if !agree {
+            failures.push(format!(
+                "{name}: expected {expected:?}\n  containerd: {by_containerd:?} ({shown})\n  pullgate: {by_pullgate:?} ({record})"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
