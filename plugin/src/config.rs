@@ -186,7 +186,10 @@ impl Config {
             if r.insecure && !host.contains(':') && r.host.contains(':') {
                 return Err(invalid(
                     "registries[].host",
-                    format!("{:?}: plain HTTP on port 443 is not supported; references name port 443 by the host alone", r.host),
+                    format!(
+                        "{:?}: plain HTTP on port 443 is not supported; references name port 443 by the host alone",
+                        r.host
+                    ),
                 ));
             }
         }
@@ -316,7 +319,8 @@ mod tests {
         let c = load("policy: p.yaml\nregistries:\n  - host: Registry.Example.COM:443\n  - host: 127.0.0.1:05000\n    insecure: true\n").unwrap();
         assert!(c.registry("registry.example.com").is_some());
         assert!(c.registry("127.0.0.1:5000").unwrap().insecure);
-        let err = load("policy: p.yaml\nregistries:\n  - host: registry.example.com:443\n    insecure: true\n").unwrap_err();
+        let err =
+            load("policy: p.yaml\nregistries:\n  - host: registry.example.com:443\n    insecure: true\n").unwrap_err();
         assert!(err.to_string().contains("port 443"), "{err}");
         assert!(load("policy: p.yaml\nregistries:\n  - host: registry.example.com:99999\n").is_err());
     }

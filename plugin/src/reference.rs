@@ -312,7 +312,10 @@ mod tests {
             ("EVIL.EXAMPLE.COM:443/app", "evil.example.com/app:latest"),
             ("registry-1.docker.io/library/nginx:1", "docker.io/library/nginx:1"),
             ("registry-1.docker.io/bitnami/redis", "docker.io/bitnami/redis:latest"),
-            ("Registry-1.Docker.IO:443/library/nginx", "docker.io/library/nginx:latest"),
+            (
+                "Registry-1.Docker.IO:443/library/nginx",
+                "docker.io/library/nginx:latest",
+            ),
             ("INDEX.docker.io/library/nginx", "docker.io/library/nginx:latest"),
             ("docker.io:443/library/nginx", "docker.io/library/nginx:latest"),
             ("Docker.IO/library/nginx", "docker.io/library/nginx:latest"),
@@ -326,7 +329,11 @@ mod tests {
             assert_eq!(r.to_string(), want, "{input}");
         }
         let hub = Reference::parse("nginx").unwrap();
-        for spelling in ["registry-1.docker.io/library/nginx", "index.docker.io/nginx", "DOCKER.io/library/nginx"] {
+        for spelling in [
+            "registry-1.docker.io/library/nginx",
+            "index.docker.io/nginx",
+            "DOCKER.io/library/nginx",
+        ] {
             assert_eq!(Reference::parse(spelling).unwrap(), hub, "{spelling}");
         }
         assert_eq!(canonical_host("Registry-1.docker.io:443").as_deref(), Some("docker.io"));

@@ -77,7 +77,11 @@ async fn a_rule_in_one_host_spelling_meets_every_spelling() {
     let record = pullgate.last_record();
     assert_eq!(record["decision"], "deny", "{record}");
     assert_eq!(record["rule"], "names", "{record}");
-    assert_eq!(record["image"], format!("localhost:{port}/names/unsigned:v1"), "{record}");
+    assert_eq!(
+        record["image"],
+        format!("localhost:{port}/names/unsigned:v1"),
+        "{record}"
+    );
     let status = cri::cri_client(containerd.socket())
         .image_status(cri::image_status_request(&image))
         .await
@@ -90,7 +94,10 @@ async fn a_rule_in_one_host_spelling_meets_every_spelling() {
 #[derive(Debug, PartialEq, Eq)]
 enum Resolved {
     /// The image's manifest digest, and for pullgate the repository it judged.
-    Image { repository: Option<String>, digest: String },
+    Image {
+        repository: Option<String>,
+        digest: String,
+    },
     Refused,
 }
 
@@ -140,12 +147,7 @@ fn pullgate_judges(config: &Path, names: &[String]) -> Vec<(Resolved, Value)> {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect();
-    assert_eq!(
-        records.len(),
-        names.len(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(records.len(), names.len(), "{}", String::from_utf8_lossy(&out.stderr));
     records
         .into_iter()
         .map(|record| {
@@ -193,9 +195,7 @@ async fn pullgate_judges_the_image_containerd_resolves() {
 
     let canonical = format!("{host}/names/app");
     let local = format!("localhost:{port}/names/app");
-    let same = |repository: &str, digest: &str| {
-        Some((repository.to_owned(), digest.to_owned()))
-    };
+    let same = |repository: &str, digest: &str| Some((repository.to_owned(), digest.to_owned()));
     // (name, the repository and digest both must name, or None: refused by both)
     let corpus: Vec<(String, Option<(String, String)>)> = vec![
         (format!("{host}/names/app:v1"), same(&canonical, &v1)),
@@ -205,7 +205,10 @@ async fn pullgate_judges_the_image_containerd_resolves() {
         // A digest beside a tag wins, in containerd as in pullgate: v2 names another image.
         (format!("{host}/names/app:v2@{v1}"), same(&canonical, &v1)),
         (format!("{host}/names/app:v2"), same(&canonical, &v2)),
-        (format!("{host}/library/tool:v1"), same(&format!("{host}/library/tool"), &library)),
+        (
+            format!("{host}/library/tool:v1"),
+            same(&format!("{host}/library/tool"), &library),
+        ),
         (format!("localhost:{port}/names/app:v1"), same(&local, &v1)),
         (format!("LOCALHOST:{port}/names/app:v1"), same(&local, &v1)),
         (format!("Localhost:{port}/names/app@{v1}"), same(&local, &v1)),
@@ -214,7 +217,10 @@ async fn pullgate_judges_the_image_containerd_resolves() {
         (format!("LOCALHOST:{port}/names/App:v1"), None),
         (format!("{host}/names/app:-v1"), None),
         (format!("{host}/names//app:v1"), None),
-        (format!("{host}/names/app@sha256:{}", &v1["sha256:".len()..][..12]), None),
+        (
+            format!("{host}/names/app@sha256:{}", &v1["sha256:".len()..][..12]),
+            None,
+        ),
         (format!("{host}/names/app:v3"), None),
         (format!("{host}/names/missing:v1"), None),
     ];
@@ -226,7 +232,10 @@ async fn pullgate_judges_the_image_containerd_resolves() {
         env.key_policy(&[&format!("{host}/**"), &format!("localhost:{port}/**")]),
     )
     .unwrap();
-    let registries = [RegistryEntry::insecure(&host), RegistryEntry::insecure(&format!("localhost:{port}"))];
+    let registries = [
+        RegistryEntry::insecure(&host),
+        RegistryEntry::insecure(&format!("localhost:{port}")),
+    ];
     let entries: String = registries
         .iter()
         .map(|r| format!("  - host: \"{}\"\n    insecure: true\n", r.host))
@@ -246,7 +255,9 @@ async fn pullgate_judges_the_image_containerd_resolves() {
             (None, Resolved::Refused, Resolved::Refused) => true,
             (
                 Some((repository, digest)),
-                Resolved::Image { digest: in_containerd, .. },
+                Resolved::Image {
+                    digest: in_containerd, ..
+                },
                 Resolved::Image {
                     repository: Some(judged),
                     digest: judged_digest,
@@ -261,4 +272,37 @@ async fn pullgate_judges_the_image_containerd_resolves() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `pullgate policy check` refuses `**` in a pattern's host, naming the file, line and field:
+/// `**.corp.example/**` matched `evil.io/x.corp.example/app` before.
+#[test]
+fn policy_check_refuses_double_star_in_a_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    let rules = [rule(
+        "corp",
+        &["ghcr.io/ok/**", "**.corp.example/**"],
+        "      action: allow\n",
+        None,
+    )];
+    std::fs::write(&file, policy("enforce", "allow", &rules)).unwrap();
+    let out = Pullgate::command()
+        .args(["policy", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let line = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("**.corp.example"))
+        .unwrap()
+        + 1;
+    let expected = format!("{}:{line}: spec.rules[0].images[1]: ", file.display());
+    assert!(
+        stderr.contains(&expected) && stderr.contains("`**` cannot stand in the registry host"),
+        "{stderr}"
+    );
 }

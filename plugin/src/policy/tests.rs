@@ -1046,7 +1046,11 @@ fn host_spellings_meet_the_same_rule() {
         &allow_rule("no-evil", "[\"Evil.Example.com:443/**\"]").replace("allow", "deny"),
     );
     let policy = parse(&text).unwrap();
-    for reference in ["evil.example.com/app", "EVIL.EXAMPLE.COM/app", "evil.example.com:443/app"] {
+    for reference in [
+        "evil.example.com/app",
+        "EVIL.EXAMPLE.COM/app",
+        "evil.example.com:443/app",
+    ] {
         assert_eq!(rule_names(&policy, reference, "ns"), Some("no-evil"), "{reference}");
     }
 }
@@ -1056,12 +1060,22 @@ fn host_spellings_meet_the_same_rule() {
 #[test]
 fn double_star_in_a_host_is_refused_and_star_stays_in_the_host() {
     for pattern in ["**.corp.example/**", "**/app", "ghcr.io**/app", "a**b.io/x:v1"] {
-        let rules = format!("    - name: r\n      images:\n        - \"ghcr.io/ok\"\n        - \"{pattern}\"\n      action: allow\n");
+        let rules = format!(
+            "    - name: r\n      images:\n        - \"ghcr.io/ok\"\n        - \"{pattern}\"\n      action: allow\n"
+        );
         let text = with_rules("", &rules);
         let error = only_error(&text);
         assert_eq!(error.field, "spec.rules[0].images[1]", "{pattern}");
-        assert_eq!(error.line, Some(line_of(&text, &format!("- \"{pattern}\""))), "{pattern}");
-        assert!(error.message.contains("`**` cannot stand in the registry host"), "{pattern}: {}", error.message);
+        assert_eq!(
+            error.line,
+            Some(line_of(&text, &format!("- \"{pattern}\""))),
+            "{pattern}"
+        );
+        assert!(
+            error.message.contains("`**` cannot stand in the registry host"),
+            "{pattern}: {}",
+            error.message
+        );
     }
     assert_eq!(
         ImageGlob::parse("*.example.com:443/**").unwrap_err(),

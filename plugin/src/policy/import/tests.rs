@@ -375,8 +375,14 @@ fn kyverno_wildcard_hosts_that_would_span_the_path_are_dropped() {
         "{written}"
     );
     let found = dropped(&imported);
-    assert!(has(&found, &["skipImageReferences[0]:", "*.trusted.example/*", "dropped"]), "{found:#?}");
-    assert!(has(&found, &["imageReferences[0]:", "*.corp.example/*", "dropped"]), "{found:#?}");
+    assert!(
+        has(&found, &["skipImageReferences[0]:", "*.trusted.example/*", "dropped"]),
+        "{found:#?}"
+    );
+    assert!(
+        has(&found, &["imageReferences[0]:", "*.corp.example/*", "dropped"]),
+        "{found:#?}"
+    );
     let (rule, _, _) = decide(&policy, "evil.io/x.trusted.example/app:v1", "");
     assert_ne!(rule.as_deref(), Some("p.r-skip"));
     let (rule, action, _) = decide(&policy, "ghcr.io/org/app:v1", "");
