@@ -214,12 +214,15 @@ pub fn canonical_host(host: &str) -> Option<String> {
     };
     let port = match port {
         None => None,
-        // Leading zeros are allowed by the grammar and by the dialer: `:0443` is 443.
-        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u16>() {
-            Ok(0) | Err(_) => return None,
-            Ok(DEFAULT_PORT) => None,
-            Ok(port) => Some(port),
-        },
+        // Leading zeros are allowed by the reference grammar and by Go's dialer, so containerd
+        // reaches `:0443` as 443; the reference length bounds how many there can be.
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            match p.trim_start_matches('0').parse::<u16>() {
+                Ok(0) | Err(_) => return None,
+                Ok(DEFAULT_PORT) => None,
+                Ok(port) => Some(port),
+            }
+        }
         Some(_) => return None,
     };
     let name_ok = !name.is_empty()
@@ -321,6 +324,7 @@ mod tests {
             ("Docker.IO/library/nginx", "docker.io/library/nginx:latest"),
             ("localhost:443/app", "localhost/app:latest"),
             ("127.0.0.1:05000/app", "127.0.0.1:5000/app:latest"),
+            ("127.0.0.1:0005000/app", "127.0.0.1:5000/app:latest"),
             ("LOCALHOST:5000/app", "localhost:5000/app:latest"),
             ("docker.io:5000/app", "docker.io:5000/app:latest"),
         ];
@@ -355,6 +359,8 @@ mod tests {
             "evil.example.com:0/app",
             "evil.example.com:/app",
             "evil.example.com:123456/app",
+            "evil.example.com:000/app",
+            "evil.example.com:+443/app",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should be refused");
         }

@@ -209,6 +209,9 @@ async fn pullgate_judges_the_image_containerd_resolves() {
             format!("{host}/library/tool:v1"),
             same(&format!("{host}/library/tool"), &library),
         ),
+        // Leading zeros in the port reach the same port, in Go's dialer as in pullgate.
+        (format!("127.0.0.1:0{port}/names/app:v1"), same(&canonical, &v1)),
+        (format!("127.0.0.1:000{port}/names/app@{v1}"), same(&canonical, &v1)),
         (format!("localhost:{port}/names/app:v1"), same(&local, &v1)),
         (format!("LOCALHOST:{port}/names/app:v1"), same(&local, &v1)),
         (format!("Localhost:{port}/names/app@{v1}"), same(&local, &v1)),
@@ -223,6 +226,7 @@ async fn pullgate_judges_the_image_containerd_resolves() {
         ),
         (format!("{host}/names/app:v3"), None),
         (format!("{host}/names/missing:v1"), None),
+        (format!("127.0.0.1:{port}0/names/app:v1"), None),
     ];
 
     let config = env.dir().join("verify.yaml");
