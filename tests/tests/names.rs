@@ -227,6 +227,8 @@ async fn pullgate_judges_the_image_containerd_resolves() {
         (format!("{host}/names/app:v3"), None),
         (format!("{host}/names/missing:v1"), None),
         (format!("127.0.0.1:{port}0/names/app:v1"), None),
+        (format!("localhost.:{port}/names/app:v1"), None),
+        ("Localhost/names/app:v1".to_owned(), None),
     ];
 
     let config = env.dir().join("verify.yaml");
