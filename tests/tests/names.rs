@@ -12,7 +12,7 @@ use std::path::Path;
 use pullgate_tests::{
     cri,
     policy::{policy, rule},
-    pullgate::{config_yaml, RegistryEntry},
+    pullgate::config_yaml,
     Containerd, Pullgate, TestEnv, TEST_AUTHORITY,
 };
 use serde_json::Value;
@@ -90,23 +90,50 @@ async fn a_rule_in_one_host_spelling_meets_every_spelling() {
     assert!(status.image.is_none(), "containerd never pulled it");
 }
 
-/// What one name became, on one side.
-#[derive(Debug, PartialEq, Eq)]
-enum Resolved {
-    /// The image's manifest digest, and for pullgate the repository it judged.
+/// What containerd resolved a name to.
+#[derive(Debug)]
+enum InContainerd {
+    /// The image's manifest digest.
+    Image(String),
+    Refused,
+}
+
+/// What pullgate judged a name to be.
+#[derive(Debug)]
+enum Judged {
+    /// The repository and digest it verified.
     Image {
-        repository: Option<String>,
+        repository: String,
         digest: String,
+    },
+    /// The repository it asked the registry about, which cannot be reached from here (Docker Hub).
+    Unreachable {
+        repository: String,
     },
     Refused,
 }
 
+/// What a name must be on both sides.
+#[derive(Debug)]
+enum Expect {
+    /// This repository's image with this digest, to both.
+    Same(String, String),
+    /// A Docker Hub image: containerd pulls this digest from the registry standing in for Docker
+    /// Hub, and pullgate asks Docker Hub for this repository.
+    Hub(String, String),
+    /// Refused by both.
+    Refused,
+    /// containerd resolves this digest, of a repository pullgate could name no other way than
+    /// as another image; so pullgate refuses the name.
+    RefusedByPullgate(String),
+}
+
 /// Asks containerd itself, through the CRI (no pullgate), which image `name` is.
-async fn containerd_resolves(containerd: &Containerd, name: &str) -> (Resolved, String) {
+async fn containerd_resolves(containerd: &Containerd, name: &str) -> (InContainerd, String) {
     let mut client = cri::cri_client(containerd.socket());
     let image_ref = match client.pull_image(cri::pull_request(name, None, None)).await {
         Ok(reply) => reply.into_inner().image_ref,
-        Err(status) => return (Resolved::Refused, status.message().to_owned()),
+        Err(status) => return (InContainerd::Refused, status.message().to_owned()),
     };
     let image = client
         .image_status(cri::image_status_request(&image_ref))
@@ -126,17 +153,21 @@ async fn containerd_resolves(containerd: &Containerd, name: &str) -> (Resolved, 
         image.repo_digests
     );
     let shown = format!("{:?} {:?}", image.repo_tags, image.repo_digests);
-    (
-        Resolved::Image {
-            repository: None,
-            digest: digests[0].to_owned(),
-        },
-        shown,
-    )
+    (InContainerd::Image(digests[0].to_owned()), shown)
+}
+
+/// The repository of a normalized reference (`host/path`, without its tag or digest).
+fn repository_of(image: &str) -> String {
+    let name = image.split('@').next().unwrap_or_default();
+    let last_slash = name.rfind('/').unwrap_or(0);
+    match name[last_slash..].find(':') {
+        Some(colon) => name[..last_slash + colon].to_owned(),
+        None => name.to_owned(),
+    }
 }
 
 /// Asks `pullgate verify` which repository and digest it judged for each of `names`.
-fn pullgate_judges(config: &Path, names: &[String]) -> Vec<(Resolved, Value)> {
+fn pullgate_judges(config: &Path, names: &[String]) -> Vec<(Judged, Value)> {
     let out = Pullgate::command()
         .args(["verify", "--output", "json", "--config"])
         .arg(config)
@@ -151,31 +182,32 @@ fn pullgate_judges(config: &Path, names: &[String]) -> Vec<(Resolved, Value)> {
     records
         .into_iter()
         .map(|record| {
-            let resolved = match (record["decision"].as_str(), record["digest"].as_str()) {
-                (Some("allow"), Some(digest)) => {
-                    let image = record["image"].as_str().expect("image");
-                    let repository = image.split('@').next().unwrap();
-                    let last_slash = repository.rfind('/').unwrap();
-                    let repository = match repository[last_slash..].find(':') {
-                        Some(colon) => &repository[..last_slash + colon],
-                        None => repository,
-                    };
-                    Resolved::Image {
-                        repository: Some(repository.to_owned()),
-                        digest: digest.to_owned(),
-                    }
-                }
-                _ => Resolved::Refused,
+            let image = record["image"].as_str().unwrap_or_default();
+            let reason = record["reason"].as_str().unwrap_or_default();
+            let judged = match (record["decision"].as_str(), record["digest"].as_str()) {
+                (Some("allow"), Some(digest)) => Judged::Image {
+                    repository: repository_of(image),
+                    digest: digest.to_owned(),
+                },
+                _ if reason.starts_with("RegistryUnavailable: ") => Judged::Unreachable {
+                    repository: repository_of(image),
+                },
+                _ => Judged::Refused,
             };
-            (resolved, record)
+            (judged, record)
         })
         .collect()
 }
 
 /// A differential test against containerd: for names in several host spellings, ports,
-/// `library/` paths, tags, digests, `tag@digest` and upper case, the image containerd resolves
-/// (asked through the CRI, without pullgate) is the image pullgate judges, under the canonical
-/// repository; and a name containerd refuses, pullgate refuses.
+/// Docker Hub and `library/` paths, tags, digests, `tag@digest` and upper case, the image
+/// containerd resolves (asked through the CRI, without pullgate) is the image pullgate judges,
+/// under the canonical repository; and a name containerd refuses, or reads as an image no
+/// canonical name names, pullgate refuses.
+///
+/// Docker Hub is the rig's registry, as containerd's mirror for `docker.io` and
+/// `registry-1.docker.io`; pullgate cannot reach Docker Hub here, so for those names the
+/// repository it asked for is compared with the one whose image containerd pulled.
 #[tokio::test]
 async fn pullgate_judges_the_image_containerd_resolves() {
     let env = TestEnv::start().await;
@@ -185,19 +217,28 @@ async fn pullgate_judges_the_image_containerd_resolves() {
     let v2 = env.push_signed_image("names/app", "v2", "names app v2").await;
     let latest = env.push_signed_image("names/app", "latest", "names app latest").await;
     let library = env.push_signed_image("library/tool", "v1", "names library tool").await;
+    // A repository `tool` outside `library/`: what containerd asks for under some spellings.
+    let outside_library = env
+        .push_signed_image("tool", "v1", "names tool, not library/tool")
+        .await;
     let spellings = [
         host.clone(),
         format!("localhost:{port}"),
         format!("LOCALHOST:{port}"),
         format!("Localhost:{port}"),
     ];
-    let containerd = containerd_for(&env, &spellings).await;
+    let hub_mirrors = [
+        ("docker.io".to_owned(), host.clone()),
+        ("registry-1.docker.io".to_owned(), host.clone()),
+    ];
+    let containerd =
+        Containerd::start_in_with_mirrors(&env.dir().join("containerd-spellings"), &spellings, &hub_mirrors).await;
 
     let canonical = format!("{host}/names/app");
     let local = format!("localhost:{port}/names/app");
-    let same = |repository: &str, digest: &str| Some((repository.to_owned(), digest.to_owned()));
-    // (name, the repository and digest both must name, or None: refused by both)
-    let corpus: Vec<(String, Option<(String, String)>)> = vec![
+    let same = |repository: &str, digest: &str| Expect::Same(repository.to_owned(), digest.to_owned());
+    let hub = || Expect::Hub("docker.io/library/tool".to_owned(), library.clone());
+    let corpus: Vec<(String, Expect)> = vec![
         (format!("{host}/names/app:v1"), same(&canonical, &v1)),
         (format!("{host}/names/app"), same(&canonical, &latest)),
         (format!("{host}/names/app:latest"), same(&canonical, &latest)),
@@ -215,40 +256,49 @@ async fn pullgate_judges_the_image_containerd_resolves() {
         (format!("localhost:{port}/names/app:v1"), same(&local, &v1)),
         (format!("LOCALHOST:{port}/names/app:v1"), same(&local, &v1)),
         (format!("Localhost:{port}/names/app@{v1}"), same(&local, &v1)),
+        // Docker Hub: short names, library/, the legacy and API host names.
+        ("tool:v1".to_owned(), hub()),
+        ("library/tool:v1".to_owned(), hub()),
+        ("docker.io/tool:v1".to_owned(), hub()),
+        ("docker.io/library/tool:v1".to_owned(), hub()),
+        ("index.docker.io/tool:v1".to_owned(), hub()),
+        (format!("docker.io/library/tool@{library}"), hub()),
+        ("registry-1.docker.io/library/tool:v1".to_owned(), hub()),
+        // containerd puts no library/ before a short name under this spelling: it pulls `tool`.
+        (
+            "registry-1.docker.io/tool:v1".to_owned(),
+            Expect::RefusedByPullgate(outside_library.clone()),
+        ),
         // Refused by both: upper case in the path, broken tags and digests, no such image.
-        (format!("{host}/Names/app:v1"), None),
-        (format!("LOCALHOST:{port}/names/App:v1"), None),
-        (format!("{host}/names/app:-v1"), None),
-        (format!("{host}/names//app:v1"), None),
+        (format!("{host}/Names/app:v1"), Expect::Refused),
+        (format!("LOCALHOST:{port}/names/App:v1"), Expect::Refused),
+        ("Tool:v1".to_owned(), Expect::Refused),
+        (format!("{host}/names/app:-v1"), Expect::Refused),
+        (format!("{host}/names//app:v1"), Expect::Refused),
         (
             format!("{host}/names/app@sha256:{}", &v1["sha256:".len()..][..12]),
-            None,
+            Expect::Refused,
         ),
-        (format!("{host}/names/app:v3"), None),
-        (format!("{host}/names/missing:v1"), None),
-        (format!("127.0.0.1:{port}0/names/app:v1"), None),
-        (format!("localhost.:{port}/names/app:v1"), None),
-        ("Localhost/names/app:v1".to_owned(), None),
+        (format!("{host}/names/app:v3"), Expect::Refused),
+        (format!("{host}/names/missing:v1"), Expect::Refused),
+        (format!("127.0.0.1:{port}0/names/app:v1"), Expect::Refused),
+        (format!("localhost.:{port}/names/app:v1"), Expect::Refused),
+        ("Localhost/names/app:v1".to_owned(), Expect::Refused),
     ];
 
     let config = env.dir().join("verify.yaml");
     let policy_path = env.dir().join("names-policy.yaml");
     std::fs::write(
         &policy_path,
-        env.key_policy(&[&format!("{host}/**"), &format!("localhost:{port}/**")]),
+        env.key_policy(&[&format!("{host}/**"), &format!("localhost:{port}/**"), "docker.io/**"]),
     )
     .unwrap();
-    let registries = [
-        RegistryEntry::insecure(&host),
-        RegistryEntry::insecure(&format!("localhost:{port}")),
-    ];
-    let entries: String = registries
-        .iter()
-        .map(|r| format!("  - host: \"{}\"\n    insecure: true\n", r.host))
-        .collect();
     std::fs::write(
         &config,
-        format!("policy: {}\nregistries:\n{entries}", policy_path.display()),
+        format!(
+            "policy: {}\nregistries:\n  - host: \"{host}\"\n    insecure: true\n  - host: \"localhost:{port}\"\n    insecure: true\n",
+            policy_path.display()
+        ),
     )
     .unwrap();
 
@@ -258,17 +308,21 @@ async fn pullgate_judges_the_image_containerd_resolves() {
     for ((name, expected), (by_pullgate, record)) in corpus.iter().zip(judged) {
         let (by_containerd, shown) = containerd_resolves(&containerd, name).await;
         let agree = match (expected, &by_containerd, &by_pullgate) {
-            (None, Resolved::Refused, Resolved::Refused) => true,
+            (Expect::Refused, InContainerd::Refused, Judged::Refused) => true,
+            (Expect::RefusedByPullgate(digest), InContainerd::Image(resolved), Judged::Refused) => resolved == digest,
             (
-                Some((repository, digest)),
-                Resolved::Image {
-                    digest: in_containerd, ..
-                },
-                Resolved::Image {
-                    repository: Some(judged),
+                Expect::Same(repository, digest),
+                InContainerd::Image(resolved),
+                Judged::Image {
+                    repository: judged,
                     digest: judged_digest,
                 },
-            ) => in_containerd == digest && judged_digest == digest && judged == repository,
+            ) => resolved == digest && judged_digest == digest && judged == repository,
+            (
+                Expect::Hub(repository, digest),
+                InContainerd::Image(resolved),
+                Judged::Unreachable { repository: judged },
+            ) => resolved == digest && judged == repository,
             _ => false,
         };
         if !agree {
