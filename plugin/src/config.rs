@@ -124,6 +124,13 @@ impl Config {
             }
         }
         config.validate(path)?;
+        // Hosts are looked up in the canonical form references carry (`Registry.example.com:443`
+        // is `registry.example.com`); `validate` has checked that each has one.
+        for registry in &mut config.registries {
+            if let Some(host) = crate::reference::canonical_host(&registry.host) {
+                registry.host = host;
+            }
+        }
         Ok(config)
     }
 
@@ -168,10 +175,21 @@ impl Config {
             ));
         }
         for r in &self.registries {
-            if r.host.is_empty() || r.host.contains('/') {
+            let Some(host) = crate::reference::canonical_host(&r.host) else {
                 return Err(invalid(
                     "registries[].host",
                     format!("{:?} is not a host[:port]", r.host),
+                ));
+            };
+            // References drop the default port, so plain HTTP on 443 could not be told apart
+            // from the same host's HTTP on port 80.
+            if r.insecure && !host.contains(':') && r.host.contains(':') {
+                return Err(invalid(
+                    "registries[].host",
+                    format!(
+                        "{:?}: plain HTTP on port 443 is not supported; references name port 443 by the host alone",
+                        r.host
+                    ),
                 ));
             }
         }
@@ -293,6 +311,18 @@ mod tests {
         assert_eq!(c.verify_timeout, Duration::from_secs(10));
         assert_eq!(c.resolve_ttl, Duration::from_secs(10));
         assert!(c.metrics.is_none(), "no endpoint unless asked for");
+    }
+
+    /// A registries[] entry applies to every spelling of its host, as policy rules do.
+    #[test]
+    fn registry_hosts_are_canonical() {
+        let c = load("policy: p.yaml\nregistries:\n  - host: Registry.Example.COM:443\n  - host: 127.0.0.1:05000\n    insecure: true\n").unwrap();
+        assert!(c.registry("registry.example.com").is_some());
+        assert!(c.registry("127.0.0.1:5000").unwrap().insecure);
+        let err =
+            load("policy: p.yaml\nregistries:\n  - host: registry.example.com:443\n    insecure: true\n").unwrap_err();
+        assert!(err.to_string().contains("port 443"), "{err}");
+        assert!(load("policy: p.yaml\nregistries:\n  - host: registry.example.com:99999\n").is_err());
     }
 
     #[test]

@@ -646,9 +646,10 @@ impl Gate {
         let digest = image
             .repo_digests
             .iter()
-            .filter_map(|d| d.split_once('@'))
-            .find(|(repo, _)| name.is_none_or(|n| *repo == n.repository()))
-            .and_then(|(_, d)| Digest::parse(d));
+            .filter_map(|d| Reference::parse(d).ok())
+            // containerd keeps names as spelled; they meet pullgate's in canonical form.
+            .find(|r| name.is_none_or(|n| r.repository() == n.repository()))
+            .and_then(|r| r.digest().cloned());
         let reason = format!(
             "image {} is in containerd but was not verified under the policy in force",
             image.id

@@ -1,7 +1,9 @@
 //! Image references, normalized the way containerd normalizes them, and digests.
 //!
 //! `nginx` becomes `docker.io/library/nginx:latest`; `ghcr.io/org/app@sha256:…` keeps its
-//! digest. Policy globs and audit records always see the normalized form.
+//! digest. The registry host is kept in one canonical form ([`canonical_host`]), so every
+//! spelling of a registry is one identity: policy globs, caches, registry requests and audit
+//! records always see the normalized form.
 
 use std::fmt;
 
@@ -9,6 +11,13 @@ use sha2::{Digest as _, Sha256};
 
 /// The registry Docker Hub images live on when a reference names no host.
 pub const DOCKER_HUB: &str = "docker.io";
+
+/// Other names of Docker Hub's registry: containerd pulls `registry-1.docker.io/x` and
+/// `index.docker.io/x` from the same place as `docker.io/x`.
+const DOCKER_HUB_ALIASES: [&str; 2] = ["index.docker.io", "registry-1.docker.io"];
+
+/// The port a registry host without one is reached on (registries speak HTTPS).
+const DEFAULT_PORT: u16 = 443;
 
 /// Longest reference accepted, as in the distribution reference grammar.
 const MAX_REFERENCE_LEN: usize = 4096;
@@ -100,25 +109,31 @@ impl Reference {
             }
         }
 
-        let (host, path) = match name.split_once('/') {
-            // containerd maps the legacy Docker Hub name to docker.io before anything else.
-            Some(("index.docker.io", rest)) => (DOCKER_HUB.to_string(), rest.to_string()),
-            Some((first, rest)) if looks_like_host(first) => (first.to_string(), rest.to_string()),
-            Some(_) => (DOCKER_HUB.to_string(), name.to_string()),
-            None => (DOCKER_HUB.to_string(), format!("library/{name}")),
+        let (spelled, path) = match name.split_once('/') {
+            Some((first, rest)) if looks_like_host(first) => (Some(first), rest),
+            _ => (None, name),
         };
-        if !valid_host(&host) {
-            return Err(bad("registry host is not a valid host[:port]"));
-        }
+        let host = match spelled {
+            Some(spelled) => canonical_host(spelled).ok_or_else(|| bad("registry host is not a valid host[:port]"))?,
+            None => DOCKER_HUB.to_string(),
+        };
         if !path.split('/').all(valid_path_component) {
             return Err(bad(
                 "repository path must be lowercase [a-z0-9] components joined by '.', '_', '__' or '-'",
             ));
         }
         let path = if host == DOCKER_HUB && !path.contains('/') {
+            // containerd puts `library/` only before names written with no host, `docker.io`
+            // or `index.docker.io`; under any other spelling it asks Docker Hub for another
+            // repository, so no one image can be named here.
+            if !matches!(spelled, None | Some("docker.io" | "index.docker.io")) {
+                return Err(bad(
+                    "a Docker Hub image without a namespace is written docker.io/library/<name> under this host spelling",
+                ));
+            }
             format!("library/{path}")
         } else {
-            path
+            path.to_string()
         };
         // As containerd does, a digest makes the tag meaningless: `app:v1@sha256:…` is
         // `app@sha256:…`. Keeping the tag would let a tag glob match an arbitrary digest,
@@ -136,7 +151,8 @@ impl Reference {
         })
     }
 
-    /// The registry host as written (`docker.io`, `127.0.0.1:5000`).
+    /// The registry host in its canonical form (`docker.io`, `127.0.0.1:5000`), whatever
+    /// spelling the reference was written in.
     pub fn host(&self) -> &str {
         &self.host
     }
@@ -188,12 +204,27 @@ fn looks_like_host(first: &str) -> bool {
     first.contains('.') || first.contains(':') || first == "localhost"
 }
 
-fn valid_host(host: &str) -> bool {
+/// `host[:port]` in the one form all its spellings share: the name lowercased (DNS names are
+/// case-insensitive), the port as a plain number and dropped when it is the default 443, and
+/// Docker Hub's other names as `docker.io`. `None` when it is no valid `host[:port]`.
+pub fn canonical_host(host: &str) -> Option<String> {
     let (name, port) = match host.rsplit_once(':') {
         Some((n, p)) => (n, Some(p)),
         None => (host, None),
     };
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let port = match port {
+        None => None,
+        // Leading zeros are allowed by the reference grammar and by Go's dialer, so containerd
+        // reaches `:0443` as 443; the reference length bounds how many there can be.
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            match p.trim_start_matches('0').parse::<u16>() {
+                Ok(0) | Err(_) => return None,
+                Ok(DEFAULT_PORT) => None,
+                Ok(port) => Some(port),
+            }
+        }
+        Some(_) => return None,
+    };
     let name_ok = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
@@ -202,7 +233,15 @@ fn valid_host(host: &str) -> bool {
                 && !label.ends_with('-')
                 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
-    port_ok && name_ok
+    if !name_ok {
+        return None;
+    }
+    let name = name.to_ascii_lowercase();
+    Some(match port {
+        None if DOCKER_HUB_ALIASES.contains(&name.as_str()) => DOCKER_HUB.to_string(),
+        None => name,
+        Some(port) => format!("{name}:{port}"),
+    })
 }
 
 fn valid_path_component(component: &str) -> bool {
@@ -261,6 +300,69 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(Reference::parse(input).unwrap().to_string(), want, "{input}");
+        }
+    }
+
+    /// Every spelling of a registry host is one identity (SPEC §4), so a rule written for one
+    /// meets them all.
+    #[test]
+    fn host_spellings_share_one_canonical_form() {
+        let cases = [
+            ("EVIL.example.com/app:v1", "evil.example.com/app:v1"),
+            ("Evil.Example.Com/team/app", "evil.example.com/team/app:latest"),
+            ("evil.example.com:443/app", "evil.example.com/app:latest"),
+            ("evil.example.com:0443/app", "evil.example.com/app:latest"),
+            ("EVIL.EXAMPLE.COM:443/app", "evil.example.com/app:latest"),
+            ("registry-1.docker.io/library/nginx:1", "docker.io/library/nginx:1"),
+            ("registry-1.docker.io/bitnami/redis", "docker.io/bitnami/redis:latest"),
+            (
+                "Registry-1.Docker.IO:443/library/nginx",
+                "docker.io/library/nginx:latest",
+            ),
+            ("INDEX.docker.io/library/nginx", "docker.io/library/nginx:latest"),
+            ("docker.io:443/library/nginx", "docker.io/library/nginx:latest"),
+            ("Docker.IO/library/nginx", "docker.io/library/nginx:latest"),
+            ("localhost:443/app", "localhost/app:latest"),
+            ("127.0.0.1:05000/app", "127.0.0.1:5000/app:latest"),
+            ("127.0.0.1:0005000/app", "127.0.0.1:5000/app:latest"),
+            ("LOCALHOST:5000/app", "localhost:5000/app:latest"),
+            ("docker.io:5000/app", "docker.io:5000/app:latest"),
+        ];
+        for (input, want) in cases {
+            let r = Reference::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(r.to_string(), want, "{input}");
+        }
+        let hub = Reference::parse("nginx").unwrap();
+        for spelling in [
+            "registry-1.docker.io/library/nginx",
+            "index.docker.io/nginx",
+            "DOCKER.io/library/nginx",
+        ] {
+            assert_eq!(Reference::parse(spelling).unwrap(), hub, "{spelling}");
+        }
+        assert_eq!(canonical_host("Registry-1.docker.io:443").as_deref(), Some("docker.io"));
+        assert_eq!(canonical_host("127.0.0.1:5000").as_deref(), Some("127.0.0.1:5000"));
+    }
+
+    /// Only the host is case-insensitive; and a Docker Hub name without a namespace means
+    /// `library/` only under the spellings containerd gives it that meaning.
+    #[test]
+    fn refuses_spellings_containerd_reads_as_another_image() {
+        for bad in [
+            "evil.example.com/App",
+            "EVIL.example.com/Team/app",
+            "registry-1.docker.io/nginx",
+            "Docker.io/nginx",
+            "docker.io:443/nginx",
+            "INDEX.DOCKER.IO/nginx",
+            "evil.example.com:65536/app",
+            "evil.example.com:0/app",
+            "evil.example.com:/app",
+            "evil.example.com:123456/app",
+            "evil.example.com:000/app",
+            "evil.example.com:+443/app",
+        ] {
+            assert!(Reference::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }
 

@@ -78,6 +78,20 @@ impl Containerd {
         }
     }
 
+    /// As [`Containerd::start_in`], and pulling each `(name, host)` of `mirrors` from the
+    /// plain-HTTP registry `host` instead: `("docker.io", "127.0.0.1:PORT")` makes the test
+    /// registry stand in for Docker Hub.
+    pub async fn start_in_with_mirrors(
+        dir: &Path,
+        insecure_registries: &[String],
+        mirrors: &[(String, String)],
+    ) -> Containerd {
+        match Self::try_start(dir, insecure_registries, &[], mirrors).await {
+            Ok(containerd) => containerd,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     /// As [`Containerd::start_in`], returning the failure instead of panicking.
     pub async fn try_start_in(dir: &Path, insecure_registries: &[String]) -> Result<Containerd, StartError> {
         Self::try_start_in_with_tls(dir, insecure_registries, &[]).await
@@ -89,6 +103,15 @@ impl Containerd {
         insecure_registries: &[String],
         tls_registries: &[(String, PathBuf)],
     ) -> Result<Containerd, StartError> {
+        Self::try_start(dir, insecure_registries, tls_registries, &[]).await
+    }
+
+    async fn try_start(
+        dir: &Path,
+        insecure_registries: &[String],
+        tls_registries: &[(String, PathBuf)],
+        mirrors: &[(String, String)],
+    ) -> Result<Containerd, StartError> {
         for (host, _) in tls_registries {
             assert!(
                 !insecure_registries.contains(host),
@@ -98,7 +121,7 @@ impl Containerd {
         fs::create_dir_all(dir).expect("create the containerd dir");
         fs::write(
             dir.join("config.toml"),
-            config_toml(dir, insecure_registries, tls_registries),
+            config_toml(dir, insecure_registries, tls_registries, mirrors),
         )
         .expect("write config.toml");
         let daemon = Daemon::spawn(PROGRAM, command(dir), &dir.join("containerd.log"))
@@ -188,7 +211,12 @@ fn command(dir: &Path) -> Command {
 /// `pkg/cri/server/image_pull.go`). So every test registry gets a mirror of itself, which is then
 /// its one endpoint: `http://` for an insecure registry, `https://` for a TLS registry, whose
 /// `configs` entry gives containerd the `ca_file` to trust besides the system roots.
-fn config_toml(dir: &Path, insecure_registries: &[String], tls_registries: &[(String, PathBuf)]) -> String {
+fn config_toml(
+    dir: &Path,
+    insecure_registries: &[String],
+    tls_registries: &[(String, PathBuf)],
+    mirrors: &[(String, String)],
+) -> String {
     let path = |name: &str| toml_str(&dir.join(name).display().to_string());
     let disabled: Vec<String> = DISABLED_PLUGINS.iter().map(|p| toml_str(p)).collect();
     let mut toml = format!(
@@ -238,6 +266,13 @@ disabled_plugins = [{disabled}]
         let endpoint = toml_str(&format!("http://{host}"));
         toml.push_str(&format!(
             "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.{host_key}]\n  endpoint = [{endpoint}]\n"
+        ));
+    }
+    for (name, host) in mirrors {
+        let name_key = toml_str(name);
+        let endpoint = toml_str(&format!("http://{host}"));
+        toml.push_str(&format!(
+            "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.{name_key}]\n  endpoint = [{endpoint}]\n"
         ));
     }
     for (host, ca_file) in tls_registries {

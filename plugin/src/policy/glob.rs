@@ -3,10 +3,15 @@
 //! In `images`, `*` matches within one path segment and `**` across `/`. A pattern without a tag
 //! or digest names repositories and so matches every tag and digest of them; a pattern with a
 //! tag or digest must match those too. Namespace globs know only `*`.
+//!
+//! The registry host of an image pattern is put in the canonical form references are
+//! compared in (`Docker.io`, `registry-1.docker.io` and `docker.io:443` are `docker.io`), so a
+//! pattern meets every spelling of what it names. `**` may not stand in the host: there it
+//! would reach into the path (`**.corp.example/**` matching `evil.io/x.corp.example/app`).
 
 use std::fmt;
 
-use crate::reference::{Reference, DOCKER_HUB};
+use crate::reference::{canonical_host, Reference, DOCKER_HUB};
 
 /// Longest glob accepted; no image reference is longer than this.
 const MAX_GLOB_LEN: usize = 4096;
@@ -52,6 +57,10 @@ pub enum GlobError {
     EmptyDigest,
     #[error("repository paths are lowercase")]
     Uppercase,
+    #[error("`**` cannot stand in the registry host, where it would also match across `/` into the repository path; use `*`, which stays within the host")]
+    DoubleStarInHost,
+    #[error("hosts are compared without the default port 443; write the host without `:443`")]
+    DefaultPortWithWildcard,
     #[error("`*` matches within one path segment, so alone it matches no image; use `**` to match every image")]
     LoneStar,
     #[error("names a registry but no repository; write {0}/** to match every image in it")]
@@ -109,11 +118,15 @@ impl ImageGlob {
         if tag.is_some_and(|t| t.contains(':')) {
             return Err(GlobError::BadImageChar(':'));
         }
-        check_repository(repository, pattern)?;
+        // Messages suggest the pattern as it is matched: its host canonical, its tag or digest
+        // as written.
+        let suffix = &pattern[repository.len()..];
+        let repository = canonical_repository(repository)?;
+        check_repository(&repository, &format!("{repository}{suffix}"))?;
 
         Ok(Self {
             pattern: pattern.to_string(),
-            repository: Glob::compile(repository),
+            repository: Glob::compile(&repository),
             tag: tag.map(Glob::compile),
             digest: digest.map(Glob::compile),
         })
@@ -146,6 +159,35 @@ impl fmt::Display for ImageGlob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.pattern)
     }
+}
+
+/// The repository pattern with its registry host in canonical form, as references have
+/// theirs; refuses `**` in the host, and a wildcard host with the default port, which has no
+/// canonical form (`*:443` would become `*`, every host on any port).
+fn canonical_repository(repository: &str) -> Result<String, GlobError> {
+    let Some((host, path)) = repository.split_once('/') else {
+        // A lone segment is every image (`**`) or refused by `check_repository`.
+        return Ok(repository.to_string());
+    };
+    if host.contains("**") {
+        return Err(GlobError::DoubleStarInHost);
+    }
+    if !looks_like_host(host) {
+        return Ok(repository.to_string());
+    }
+    let host = if host.contains('*') {
+        let default_port = host
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()) && port.parse() == Ok(443u32));
+        if default_port {
+            return Err(GlobError::DefaultPortWithWildcard);
+        }
+        host.to_ascii_lowercase()
+    } else {
+        // A host no reference can have matches nothing either way; it is only lowercased.
+        canonical_host(host).unwrap_or_else(|| host.to_ascii_lowercase())
+    };
+    Ok(format!("{host}/{path}"))
 }
 
 /// Refuses repository patterns that could never match a normalized reference, naming the

@@ -1000,6 +1000,98 @@ fn star_stays_in_a_segment_and_double_star_crosses() {
     assert!(!port.matches(&image("127.0.0.1:5001/signed/app:v1")));
 }
 
+/// SPEC §4: two spellings that reach the same repository meet the same rule, whichever
+/// spelling the pattern or the reference is written in.
+#[test]
+fn host_spellings_meet_the_same_rule() {
+    let hub = ImageGlob::parse("docker.io/**").unwrap();
+    let evil = ImageGlob::parse("evil.example.com/**").unwrap();
+    for reference in [
+        "registry-1.docker.io/library/nginx:1",
+        "index.docker.io/library/nginx",
+        "Docker.IO/bitnami/redis",
+        "docker.io:443/library/nginx",
+    ] {
+        assert!(hub.matches(&image(reference)), "{reference}");
+    }
+    for reference in [
+        "EVIL.example.com/app:v1",
+        "evil.example.com:443/app",
+        "Evil.Example.Com:0443/team/app",
+    ] {
+        assert!(evil.matches(&image(reference)), "{reference}");
+    }
+    assert!(!evil.matches(&image("evil.example.com:5000/app")));
+
+    // Patterns are canonicalized the same way at load.
+    for pattern in [
+        "Docker.io/**",
+        "registry-1.docker.io/**",
+        "INDEX.docker.io:443/**",
+        "docker.io:443/library/nginx",
+    ] {
+        let glob = ImageGlob::parse(pattern).unwrap();
+        assert!(glob.matches(&image("nginx")), "{pattern}");
+        assert!(!glob.matches(&image("ghcr.io/library/nginx")), "{pattern}");
+    }
+    let upper = ImageGlob::parse("EVIL.Example.com:443/app:v1").unwrap();
+    assert!(upper.matches(&image("evil.example.com/app:v1")));
+    let wild = ImageGlob::parse("*.Example.COM/**").unwrap();
+    assert!(wild.matches(&image("EVIL.example.com:443/app")));
+    assert_eq!(upper.as_str(), "EVIL.Example.com:443/app:v1", "shown as written");
+
+    // A deny rule in one spelling stops every spelling before a permissive noMatch.
+    let text = with_rules(
+        "  noMatch: allow\n",
+        &allow_rule("no-evil", "[\"Evil.Example.com:443/**\"]").replace("allow", "deny"),
+    );
+    let policy = parse(&text).unwrap();
+    for reference in [
+        "evil.example.com/app",
+        "EVIL.EXAMPLE.COM/app",
+        "evil.example.com:443/app",
+    ] {
+        assert_eq!(rule_names(&policy, reference, "ns"), Some("no-evil"), "{reference}");
+    }
+}
+
+/// `**` in a host would reach into the path: `**.corp.example/**` matched
+/// `evil.io/x.corp.example/app`. It is refused, with file and line; `*` stays in the host.
+#[test]
+fn double_star_in_a_host_is_refused_and_star_stays_in_the_host() {
+    for pattern in ["**.corp.example/**", "**/app", "ghcr.io**/app", "a**b.io/x:v1"] {
+        let rules = format!(
+            "    - name: r\n      images:\n        - \"ghcr.io/ok\"\n        - \"{pattern}\"\n      action: allow\n"
+        );
+        let text = with_rules("", &rules);
+        let error = only_error(&text);
+        assert_eq!(error.field, "spec.rules[0].images[1]", "{pattern}");
+        assert_eq!(
+            error.line,
+            Some(line_of(&text, &format!("- \"{pattern}\""))),
+            "{pattern}"
+        );
+        assert!(
+            error.message.contains("`**` cannot stand in the registry host"),
+            "{pattern}: {}",
+            error.message
+        );
+    }
+    assert_eq!(
+        ImageGlob::parse("*.example.com:443/**").unwrap_err(),
+        GlobError::DefaultPortWithWildcard
+    );
+    assert!(ImageGlob::parse("**").is_ok(), "every image");
+    assert!(ImageGlob::parse("**:v1").is_ok(), "every image tagged v1");
+
+    let star = ImageGlob::parse("*.corp.example/**").unwrap();
+    assert!(star.matches(&image("registry.corp.example/app")));
+    assert!(star.matches(&image("a.b.corp.example/app")));
+    assert!(!star.matches(&image("evil.io/x.corp.example/app")));
+    let any_host = ImageGlob::parse("*/app").unwrap();
+    assert!(!any_host.matches(&image("evil.io/x/app")));
+}
+
 #[test]
 fn tagless_pattern_matches_any_tag_and_digest() {
     let glob = ImageGlob::parse("docker.io/library/nginx").unwrap();

@@ -151,11 +151,10 @@ fn docker_config_host(key: &str) -> String {
         .strip_prefix("https://")
         .or_else(|| key.strip_prefix("http://"))
         .unwrap_or(key);
-    let host = key.split('/').next().unwrap_or_default().to_ascii_lowercase();
-    match host.as_str() {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
-        _ => host,
-    }
+    // Keys are compared in the canonical form references carry, so every spelling of a
+    // registry (`Registry.example.com:443`, `index.docker.io`) finds its credentials.
+    let host = key.split('/').next().unwrap_or_default();
+    crate::reference::canonical_host(host).unwrap_or_else(|| host.to_ascii_lowercase())
 }
 
 /// A parsed `WWW-Authenticate` header: the scheme and its `key="value"` parameters.
@@ -527,6 +526,10 @@ mod tests {
         // Another port is another registry.
         let other = Credentials::from_docker_config(config, "127.0.0.1:5001").unwrap();
         assert_eq!(other.fingerprint(), Credentials::anonymous().fingerprint());
+        // Keys in another spelling of the host (case, the default port) are the same registry.
+        let spelled = br#"{"auths": {"https://GHCR.io:443": {"username": "carol", "password": "pw"}}}"#;
+        let ghcr = Credentials::from_docker_config(spelled, "ghcr.io").unwrap();
+        assert_eq!(ghcr.basic, Some(("carol".into(), "pw".into())));
         let err = Credentials::from_docker_config(b"[1,2]", "ghcr.io").unwrap_err();
         assert!(err.starts_with("not a Docker config.json"), "{err}");
     }

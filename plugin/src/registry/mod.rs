@@ -45,8 +45,9 @@ struct Inner {
     answers: auth::Answers,
     /// Tags resolved to digests, remembered for `resolveTTL` and shared while in flight.
     resolved: Cache<ResolveKey, Digest, RegistryError>,
-    /// Registries found to have no referrers API, by base URL, and until when that is believed.
-    no_referrers_api: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Repositories found to have no referrers API, by (base URL, repository), and until when
+    /// that is believed.
+    no_referrers_api: std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
 }
 
 /// (registry base URL, repository, tag, fingerprint of the credentials): a resolution is only

@@ -33,11 +33,13 @@ pub const MAX_BUNDLES_TOTAL_BYTES: u64 = 16 * 1024 * 1024;
 /// An index listing referrers is refused above this size.
 const MAX_INDEX_BYTES: usize = 1024 * 1024;
 
-/// How long a registry that answered without a referrers API is believed to have none, and how
-/// many such registries are remembered. Until then only the referrers tag is read: a registry
-/// that gains the API meanwhile can only make pullgate miss bundles, which denies, never allows.
+/// How long a repository that answered without a referrers API is believed to have none, and
+/// how many such repositories are remembered. Until then only its referrers tag is read: a
+/// repository that gains the API meanwhile can only make pullgate miss bundles, which denies,
+/// never allows. It is remembered per repository, not per registry: a registry answers 404 for
+/// a repository it does not have, which says nothing about its other repositories.
 pub const NO_API_REMEMBERED: Duration = Duration::from_secs(600);
-const MAX_NO_API_REGISTRIES: usize = 1024;
+const MAX_NO_API_REPOSITORIES: usize = 1024;
 
 /// One Sigstore bundle attached to the image.
 #[derive(Debug, Clone)]
@@ -171,7 +173,7 @@ pub async fn sigstore_bundles(
 }
 
 /// The referrers API's answer, or the referrers tag's index when the registry has no API. A
-/// registry found without the API is not asked again for [`NO_API_REMEMBERED`].
+/// repository found without the API is not asked again for [`NO_API_REMEMBERED`].
 async fn referrers_index(session: &Session<'_>, image: &Digest) -> Result<Option<Index>, RegistryError> {
     let url = format!("{}/v2/{}/referrers/{image}", session.base, session.repository);
     // Registries without the API answer 404, as the spec asks, or 400 or 405.
@@ -180,14 +182,14 @@ async fn referrers_index(session: &Session<'_>, image: &Digest) -> Result<Option
         StatusCode::BAD_REQUEST,
         StatusCode::METHOD_NOT_ALLOWED,
     ];
-    let answer = if session.registries.has_no_referrers_api(&session.base) {
+    let answer = if session.registries.has_no_referrers_api(session) {
         None
     } else {
         let answer = session
             .get_unless(&url, Some("application/vnd.oci.image.index.v1+json"), &absent)
             .await?;
         if answer.is_none() {
-            session.registries.found_no_referrers_api(&session.base);
+            session.registries.found_no_referrers_api(session);
         }
         answer
     };
@@ -204,21 +206,24 @@ async fn referrers_index(session: &Session<'_>, image: &Digest) -> Result<Option
 }
 
 impl Registries {
-    /// Whether the registry at `base` was found without a referrers API not long ago.
-    fn has_no_referrers_api(&self, base: &str) -> bool {
+    /// Whether `session`'s repository was found without a referrers API not long ago.
+    fn has_no_referrers_api(&self, session: &Session<'_>) -> bool {
         let known = self.inner.no_referrers_api.lock().unwrap_or_else(|p| p.into_inner());
-        known.get(base).is_some_and(|until| *until > Instant::now())
+        let key = (session.base.clone(), session.repository.clone());
+        known.get(&key).is_some_and(|until| *until > Instant::now())
     }
 
-    /// Remembers that the registry at `base` has no referrers API.
-    fn found_no_referrers_api(&self, base: &str) {
+    /// Remembers that `session`'s repository has no referrers API. When the memory is full of
+    /// live entries nothing more is remembered, which only costs a request.
+    fn found_no_referrers_api(&self, session: &Session<'_>) {
         let now = Instant::now();
         let mut known = self.inner.no_referrers_api.lock().unwrap_or_else(|p| p.into_inner());
-        if known.len() >= MAX_NO_API_REGISTRIES {
+        if known.len() >= MAX_NO_API_REPOSITORIES {
             known.retain(|_, until| *until > now);
         }
-        if known.len() < MAX_NO_API_REGISTRIES {
-            known.insert(base.to_string(), now + NO_API_REMEMBERED);
+        if known.len() < MAX_NO_API_REPOSITORIES {
+            let key = (session.base.clone(), session.repository.clone());
+            known.insert(key, now + NO_API_REMEMBERED);
         }
     }
 }
@@ -423,10 +428,10 @@ mod tests {
             .is_empty());
     }
 
-    /// A registry without the API (404) is asked for it once; later lookups, for any image and
-    /// any session, go straight to the referrers tag, until the memory runs out.
+    /// A repository without the API (404) is asked for it once; later lookups there, for any
+    /// image and any session, go straight to the referrers tag, until the memory runs out.
     #[tokio::test]
-    async fn a_registry_without_the_api_is_not_asked_again() {
+    async fn a_repository_without_the_api_is_not_asked_again() {
         let first = Digest::of(b"first image");
         let second = Digest::of(b"second image");
         let index = serde_json::json!({"schemaVersion": 2, "manifests": []})
@@ -470,5 +475,57 @@ mod tests {
                 format!("/v2/app/manifests/{}", referrers_tag(&second))
             ]
         );
+    }
+
+    /// One repository's 404 (here: a repository the registry does not have) does not stop
+    /// pullgate from asking another repository of the same registry, where the API answers
+    /// with a bundle reachable no other way.
+    #[tokio::test]
+    async fn one_repository_without_the_api_does_not_decide_for_the_others() {
+        let image = Digest::of(b"the image manifest");
+        let bundle = br#"{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}"#.to_vec();
+        let bundle_digest = Digest::of(&bundle);
+        let referrer = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "layers": [{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "digest": bundle_digest.to_string(), "size": bundle.len()}],
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": image.to_string(), "size": 1}
+        })
+        .to_string()
+        .into_bytes();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": Digest::of(&referrer).to_string(),
+                           "size": referrer.len(), "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json"}]
+        });
+        let routes = HashMap::from([
+            (format!("/v2/app/referrers/{image}"), index.to_string().into_bytes()),
+            (format!("/v2/app/manifests/{}", Digest::of(&referrer)), referrer.clone()),
+            (format!("/v2/app/blobs/{bundle_digest}"), bundle.clone()),
+        ]);
+        let (host, asked) = serve_recording(routes).await;
+        let registries = registries_for(&host);
+        let session = |repository: &str| {
+            let reference = Reference::parse(&format!("{host}/{repository}@{image}")).unwrap();
+            registries.session(&reference, Credentials::anonymous())
+        };
+
+        let missing = sigstore_bundles(&session("missing"), &image, &[SIGN]).await.unwrap();
+        assert!(missing.bundles.is_empty());
+        let found = sigstore_bundles(&session("app"), &image, &[SIGN]).await.unwrap();
+        assert_eq!(found.bundles.len(), 1, "{:?}", asked.lock().unwrap());
+        assert_eq!(found.bundles[0].bytes, bundle);
+        assert!(asked.lock().unwrap().contains(&format!("/v2/app/referrers/{image}")));
+
+        // The repository without the API is still remembered as such.
+        sigstore_bundles(&session("missing"), &image, &[SIGN]).await.unwrap();
+        let asked_missing = asked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.starts_with("/v2/missing/referrers/"))
+            .count();
+        assert_eq!(asked_missing, 1);
     }
 }

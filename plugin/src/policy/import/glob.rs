@@ -95,6 +95,17 @@ pub(super) fn translate(
                 None => (translated.globs, Vec::new()),
             },
         };
+        let (globs, spanning) = host_double_stars(globs, reading);
+        if let Some(spanning) = spanning {
+            report.dropped(
+                path,
+                format!(
+                    "{shown}: its wildcard in the registry name also reaches across `/` into the repository \
+                     ({spanning}); in a rule that allows that reading is dropped, and only the one within the \
+                     registry name is kept"
+                ),
+            );
+        }
         let note = join_notes(&notes);
         if let Some(note) = &note {
             report.note(path, format!("{shown}: {note}"));
@@ -424,6 +435,39 @@ fn repair(glob: &str) -> (String, bool) {
     } else {
         (format!("{head}{before}*/**{after}{suffix}"), false)
     }
+}
+
+/// Globs without `**` in their registry host, which pullgate refuses there. A host `**` that
+/// stays within the host is `*`; one that crosses into the path is `*/**` (the first such `**`
+/// found in the host). The union is exactly the source glob, which a rule that verifies keeps;
+/// a rule that allows keeps only the reading within the host, and the second value says what
+/// it left out.
+fn host_double_stars(globs: Vec<String>, reading: Reading) -> (Vec<String>, Option<String>) {
+    let mut out = Vec::new();
+    let mut left_out = Vec::new();
+    for glob in globs {
+        let Some((host, rest)) = glob.split_once('/') else {
+            out.push(glob);
+            continue;
+        };
+        if !host.contains("**") {
+            out.push(glob);
+            continue;
+        }
+        let pieces: Vec<&str> = host.split("**").collect();
+        out.push(format!("{}/{rest}", pieces.join("*")));
+        for crossing in 1..pieces.len() {
+            let before = pieces[..crossing].join("*");
+            let after = pieces[crossing..].join("**");
+            let spanning = format!("{before}*/**{after}/{rest}");
+            match reading {
+                Reading::Wide => out.push(spanning),
+                Reading::Narrow => left_out.push(spanning),
+            }
+        }
+    }
+    let left_out = (!left_out.is_empty()).then(|| left_out.join(", "));
+    (out, left_out)
 }
 
 /// Where a wildcard of the last segment can take in the source reference's tag or digest

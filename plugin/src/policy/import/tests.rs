@@ -358,6 +358,55 @@ fn kyverno_skip_image_references_are_allowed_before_the_rule() {
     assert_eq!((rule.as_deref(), action), (Some("p.r"), Action::Verify));
 }
 
+/// Kyverno's `*` in a registry host reads as `**`, which pullgate refuses there (it reaches
+/// into the path: `evil.io/x.corp.example/app`). It is never written so: a rule that verifies
+/// gets the exact equivalent without it (`*` in the host, or `*/**` where it crosses), a rule
+/// that allows only the reading within the host, and the rest is reported as dropped.
+#[test]
+fn kyverno_wildcard_hosts_are_never_written_with_double_stars_in_the_host() {
+    let pem = public_pem();
+    let entry = key_entry("\"*.corp.example/*\", \"ghcr.io/org/*\"", &pem).replace(
+        "imageReferences:",
+        "skipImageReferences: [\"*.trusted.example/*\"]\n          imageReferences:",
+    );
+    let (imported, policy) = load(&kyverno_entry("Enforce", &entry));
+    let written = &imported.policy;
+    for line in written.lines().filter(|l| l.trim_start().starts_with("- \"")) {
+        let glob = line.trim().trim_start_matches("- ").trim_matches('"');
+        let host = glob.split('/').next().unwrap_or_default();
+        assert!(!host.contains("**"), "{line}\n{written}");
+    }
+    let found = dropped(&imported);
+    assert!(
+        has(
+            &found,
+            &[
+                "skipImageReferences[0]:",
+                "*.trusted.example/*",
+                "*/**.trusted.example/**",
+                "dropped"
+            ]
+        ),
+        "{found:#?}"
+    );
+    assert!(!has(&found, &["imageReferences[0]:"]), "{found:#?}");
+
+    // The rule that allows: only what Kyverno skips, within the host.
+    let (rule, action, _) = decide(&policy, "registry.trusted.example/app:v1", "");
+    assert_eq!((rule.as_deref(), action), (Some("p.r-skip"), Action::Allow));
+    let (rule, _, _) = decide(&policy, "evil.io/x.trusted.example/app:v1", "");
+    assert_ne!(rule.as_deref(), Some("p.r-skip"));
+    // The rule that verifies: everything Kyverno verifies, the path-crossing reading included.
+    for image in [
+        "registry.corp.example/app:v1",
+        "evil.io/x.corp.example/app:v1",
+        "ghcr.io/org/app:v1",
+    ] {
+        let (rule, action, _) = decide(&policy, image, "");
+        assert_eq!((rule.as_deref(), action), (Some("p.r"), Action::Verify), "{image}");
+    }
+}
+
 #[test]
 fn kyverno_namespaced_policy_covers_its_namespace() {
     let pem = public_pem();
