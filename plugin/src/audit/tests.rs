@@ -18,6 +18,9 @@ fn record(image: &str, decision: Decision) -> Record {
         rejected: Vec::new(),
         duration_ms: 1.5,
         cache: "miss",
+        outcome: Some(Outcome::Pulled),
+        error: None,
+        count: None,
     }
 }
 
@@ -196,6 +199,7 @@ fn unwritable_log_is_an_error() {
             file: OpenOptions::new().append(true).open("/dev/full").unwrap(),
             seq: 0,
             prev: GENESIS.into(),
+            failing: None,
         })),
     };
     let err = full.append(&record("a", Decision::Allow)).unwrap_err();
