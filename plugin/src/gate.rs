@@ -447,6 +447,33 @@ impl Judgement {
     }
 }
 
+/// A pull's record while containerd pulls. Should the call be dropped before the record is
+/// written (the caller went away), it is written then, as failed: one record per decision.
+struct Unwritten<'g> {
+    record: Option<Record>,
+    gate: &'g Gate,
+}
+
+impl Unwritten<'_> {
+    fn take(mut self) -> Record {
+        self.record.take().expect("taken once")
+    }
+}
+
+impl Drop for Unwritten<'_> {
+    fn drop(&mut self) {
+        let Some(mut record) = self.record.take() else { return };
+        record.outcome = Some(Outcome::Failed);
+        record.error = Some("the caller went away before containerd's pull returned".into());
+        tracing::warn!(image = %record.image, "pull abandoned by the caller");
+        // Drop cannot wait: one synced append on this thread, as rare as callers that leave.
+        if let Err(error) = self.gate.audit.append(&record) {
+            self.gate.metrics.audit_write_failure();
+            tracing::error!(%error, "audit record not written");
+        }
+    }
+}
+
 // === impl Gate ===
 
 impl Gate {
@@ -560,7 +587,12 @@ impl Gate {
         // learns of it from this reply, which waits for the record, or from ImageStatus, which
         // shows a verified image only once it is `admitted` below. An enforced pull whose
         // record fails is answered as failed and never admitted, though containerd has it.
+        let unwritten = Unwritten {
+            record: Some(record),
+            gate: self,
+        };
         let pulled = self.pull(&call, admission).await;
+        let mut record = unwritten.take();
         match &pulled {
             Ok(_) => record.outcome = Some(Outcome::Pulled),
             Err(status) => {

@@ -563,3 +563,40 @@ async fn a_failed_audit_write_after_rotation_erases_nothing_and_readyz_follows_i
     wait_for_readyz(&pg, 503).await;
     limit_file_size(pid, None);
 }
+
+/// One record per decision, even when kubelet goes away while containerd pulls: the pull's
+/// record is written then, as failed, since kubelet was never told it went through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_its_caller_abandons_is_recorded_as_failed() {
+    let env = TestEnv::start().await;
+    env.push_image("open/app", "v1", "abandoned").await;
+    // containerd pulls through this proxy, which holds each connection for 3 s.
+    let slow = slow_proxy(env.host(), Duration::from_secs(3)).await;
+    let rule = pullgate_tests::policy::rule("open", &[&format!("{slow}/open/*")], "action: allow", None);
+    let pg = pullgate_for(&env, &slow, "10s", &pullgate_tests::policy::policy("enforce", "deny", &[rule])).await;
+    let image = format!("{slow}/open/app:v1");
+    let pull = pg.pull(&image, None);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), pull).await.is_err(),
+        "the pull was still going on"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        if let Some(record) = pg.audit_records().pop() {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "no record:\n{}", pg.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (&record["decision"], &record["outcome"], &record["rule"]),
+        (&"allow".into(), &"failed".into(), &"open".into()),
+        "{record}"
+    );
+    assert_eq!(
+        record["error"], "the caller went away before containerd's pull returned",
+        "{record}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pg.audit_records().len(), 1, "one record per decision");
+}
