@@ -415,12 +415,20 @@ async fn a_pull_containerd_fails_is_recorded_as_failed_and_readyz_follows_contai
         .await
         .unwrap_or_else(|e| panic!("{}\n{}", e.message(), pg.log()));
     let record = pg.last_record();
-    assert_eq!((&record["outcome"], &record["error"]), (&"pulled".into(), &serde_json::Value::Null));
+    assert_eq!(
+        (&record["outcome"], &record["error"]),
+        (&"pulled".into(), &serde_json::Value::Null)
+    );
     // A denial is recorded as such: containerd was not asked.
     env.push_image("signed/unsigned", "v1", "no signature").await;
-    pg.pull(&env.image_ref("signed/unsigned", "v1"), None).await.unwrap_err();
+    pg.pull(&env.image_ref("signed/unsigned", "v1"), None)
+        .await
+        .unwrap_err();
     let record = pg.last_record();
-    assert_eq!((&record["decision"], &record["outcome"]), (&"deny".into(), &"denied".into()));
+    assert_eq!(
+        (&record["decision"], &record["outcome"]),
+        (&"deny".into(), &"denied".into())
+    );
 }
 
 /// An audit record of a pull, as an earlier pullgate wrote it.
@@ -510,7 +518,11 @@ async fn a_failed_audit_write_after_rotation_erases_nothing_and_readyz_follows_i
         status.message()
     );
     assert!(pg.exited().is_none(), "pullgate survives the limit:\n{}", pg.log());
-    assert_eq!(std::fs::read_to_string(&rotated).unwrap(), kept, "the rotated log is untouched");
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap(),
+        kept,
+        "the rotated log is untouched"
+    );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
     // containerd has the image, but kubelet is never told it is there.
     let shown = pg
@@ -523,7 +535,11 @@ async fn a_failed_audit_write_after_rotation_erases_nothing_and_readyz_follows_i
     let body = wait_for_readyz(&pg, 503).await;
     assert!(body.contains("audit log") && body.contains("File too large"), "{body}");
     assert!(sample(&pg.scrape().await, failures).unwrap() >= 1.0);
-    assert!(!logged(&pg, "ERROR", "audit record not written").is_empty(), "{}", pg.log());
+    assert!(
+        !logged(&pg, "ERROR", "audit record not written").is_empty(),
+        "{}",
+        pg.log()
+    );
 
     // Room again: a probe finds out, with no pull needed, and leaves nothing behind.
     limit_file_size(pid, None);
@@ -573,7 +589,13 @@ async fn a_pull_its_caller_abandons_is_recorded_as_failed() {
     // containerd pulls through this proxy, which holds each connection for 3 s.
     let slow = slow_proxy(env.host(), Duration::from_secs(3)).await;
     let rule = pullgate_tests::policy::rule("open", &[&format!("{slow}/open/*")], "action: allow", None);
-    let pg = pullgate_for(&env, &slow, "10s", &pullgate_tests::policy::policy("enforce", "deny", &[rule])).await;
+    let pg = pullgate_for(
+        &env,
+        &slow,
+        "10s",
+        &pullgate_tests::policy::policy("enforce", "deny", &[rule]),
+    )
+    .await;
     let image = format!("{slow}/open/app:v1");
     let pull = pg.pull(&image, None);
     assert!(

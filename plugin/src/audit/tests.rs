@@ -257,14 +257,22 @@ fn in_child_a_failed_write_after_rotation_leaves_the_rotated_file_whole() {
     limit_file_size(Some(kept.len() as u64 + 20));
     let error = log.append(&record("d", Decision::Allow)).unwrap_err();
     assert!(error.to_string().contains("File too large"), "{error}");
-    assert_eq!(fs::read_to_string(&rotated).unwrap(), kept, "the rotated file keeps every byte, and no more");
+    assert_eq!(
+        fs::read_to_string(&rotated).unwrap(),
+        kept,
+        "the rotated file keeps every byte, and no more"
+    );
     // Still full: a probe fails, and leaves no trace either.
     assert!(log.check_writable().is_err());
     assert_eq!(fs::read_to_string(&rotated).unwrap(), kept);
 
     limit_file_size(None);
     log.check_writable().unwrap();
-    assert_eq!(fs::read_to_string(&rotated).unwrap(), kept, "the probe's bytes are cut off again");
+    assert_eq!(
+        fs::read_to_string(&rotated).unwrap(),
+        kept,
+        "the probe's bytes are cut off again"
+    );
     assert_eq!(log.append(&record("d", Decision::Allow)).unwrap(), 4, "seq goes on");
     assert_eq!(verify_chain(&rotated).unwrap().unwrap().records, 4);
 }
@@ -299,8 +307,26 @@ fn every_record_carries_every_key() {
     log.append(&failed).unwrap();
 
     let keys = [
-        "seq", "time", "prev", "event", "image", "digest", "namespace", "pod", "rule", "mode", "decision",
-        "reason", "outcome", "error", "signatures", "attestations", "rejected", "durationMs", "cache", "count",
+        "seq",
+        "time",
+        "prev",
+        "event",
+        "image",
+        "digest",
+        "namespace",
+        "pod",
+        "rule",
+        "mode",
+        "decision",
+        "reason",
+        "outcome",
+        "error",
+        "signatures",
+        "attestations",
+        "rejected",
+        "durationMs",
+        "cache",
+        "count",
     ];
     let text = fs::read_to_string(&path).unwrap();
     let records: Vec<serde_json::Map<String, serde_json::Value>> =
@@ -314,8 +340,18 @@ fn every_record_carries_every_key() {
     }
     let refused = &records[0];
     assert_eq!(
-        (&refused["digest"], &refused["rule"], &refused["outcome"], &refused["count"]),
-        (&serde_json::Value::Null, &serde_json::Value::Null, &serde_json::Value::Null, &serde_json::json!(3))
+        (
+            &refused["digest"],
+            &refused["rule"],
+            &refused["outcome"],
+            &refused["count"]
+        ),
+        (
+            &serde_json::Value::Null,
+            &serde_json::Value::Null,
+            &serde_json::Value::Null,
+            &serde_json::json!(3)
+        )
     );
     assert_eq!(refused["rejected"], serde_json::json!([]));
     let failed = &records[1];

@@ -288,11 +288,17 @@ async fn readyz_turns_back_when_a_check_fails_and_again_when_it_passes() {
 fn audit_write_failures_are_counted_from_zero() {
     let metrics = Metrics::new();
     let text = metrics.render();
-    assert_eq!(samples(&text, "pullgate_audit_write_failures_total"), ["pullgate_audit_write_failures_total 0"]);
+    assert_eq!(
+        samples(&text, "pullgate_audit_write_failures_total"),
+        ["pullgate_audit_write_failures_total 0"]
+    );
     metrics.audit_write_failure();
     metrics.audit_write_failure();
     let text = metrics.render();
-    assert_eq!(samples(&text, "pullgate_audit_write_failures_total"), ["pullgate_audit_write_failures_total 2"]);
+    assert_eq!(
+        samples(&text, "pullgate_audit_write_failures_total"),
+        ["pullgate_audit_write_failures_total 2"]
+    );
 }
 
 #[test]
