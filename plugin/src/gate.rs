@@ -13,7 +13,7 @@ use pullgate_proto::cri::{ImageSpec, ImageStatusRequest, ImageStatusResponse, Pu
 use tonic::Status;
 
 use crate::{
-    audit::{self, AuditLog, Event, Record},
+    audit::{self, AuditError, AuditLog, Counted, Event, Outcome, PeerRefusals, Record},
     cache::{Cache, Lookup},
     containerd::Containerd,
     cri::{UnaryCall, UnaryReply, Upstream},
@@ -88,6 +88,8 @@ pub struct Gate {
     upstream: Upstream,
     containerd: Containerd,
     admitted: Admitted,
+    /// Refused connections gathered into at most one record per peer per second.
+    peer_refusals: PeerRefusals,
     metrics: Arc<Metrics>,
 }
 
@@ -438,6 +440,36 @@ impl Judgement {
             rejected: self.rejected.clone(),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             cache: self.cache.map_or("none", Lookup::as_str),
+            outcome: None,
+            error: None,
+            count: None,
+        }
+    }
+}
+
+/// A pull's record while containerd pulls. Should the call be dropped before the record is
+/// written (the caller went away), it is written then, as failed: one record per decision.
+struct Unwritten<'g> {
+    record: Option<Record>,
+    gate: &'g Gate,
+}
+
+impl Unwritten<'_> {
+    fn take(mut self) -> Record {
+        self.record.take().expect("taken once")
+    }
+}
+
+impl Drop for Unwritten<'_> {
+    fn drop(&mut self) {
+        let Some(mut record) = self.record.take() else { return };
+        record.outcome = Some(Outcome::Failed);
+        record.error = Some("the caller went away before containerd's pull returned".into());
+        tracing::warn!(image = %record.image, "pull abandoned by the caller");
+        // Drop cannot wait: one synced append on this thread, as rare as callers that leave.
+        if let Err(error) = self.gate.audit.append(&record) {
+            self.gate.metrics.audit_write_failure();
+            tracing::error!(%error, "audit record not written");
         }
     }
 }
@@ -463,6 +495,7 @@ impl Gate {
             upstream,
             containerd,
             admitted: Admitted::default(),
+            peer_refusals: PeerRefusals::default(),
             metrics,
         }
     }
@@ -481,8 +514,25 @@ impl Gate {
 
     /// Starts a new audit file if the current one was moved away (rotation); see
     /// [`AuditLog::reopen`].
-    pub fn reopen_audit(&self) -> Result<bool, audit::AuditError> {
+    pub fn reopen_audit(&self) -> Result<bool, AuditError> {
         self.audit.reopen()
+    }
+
+    /// Whether an audit record could be written now (a readiness check); see
+    /// [`AuditLog::check_writable`].
+    pub async fn check_audit(&self) -> Result<(), AuditError> {
+        self.audit.check_writable_async().await
+    }
+
+    /// Appends `record`. A failure is logged and counted here; what it means for the decision
+    /// is the caller's to say.
+    async fn write_record(&self, record: Record) -> Result<u64, AuditError> {
+        let written = self.audit.append_async(record).await;
+        if let Err(error) = &written {
+            self.metrics.audit_write_failure();
+            tracing::error!(%error, "audit record not written");
+        }
+        written
     }
 
     /// Loads the policy at `path` and puts it in force; on error the current one stays.
@@ -501,7 +551,7 @@ impl Gate {
         Ok(())
     }
 
-    /// `PullImage`: judge, record, then pull exactly what was judged.
+    /// `PullImage`: judge, pull exactly what was judged, record what became of it, answer.
     pub async fn pull_image(&self, call: UnaryCall) -> Result<UnaryReply, Status> {
         let started = Instant::now();
         let request = PullImageRequest::decode(call.message.clone())
@@ -516,39 +566,67 @@ impl Gate {
             .judge
             .judge(&policy, image, namespace, Credentials::from_cri(request.auth.as_ref()))
             .await;
-        let record = judgement.record(Event::Pull, namespace, pod, started);
-        tracing::info!(image = %record.image, namespace, pod, rule = ?record.rule, decision = ?record.decision, reason = %record.reason, "pull");
+        let mut record = judgement.record(Event::Pull, namespace, pod, started);
         self.metrics.decision(&record);
-        if let Err(error) = self.audit.append_async(record).await {
-            tracing::error!(%error, "audit record not written");
-            if judgement.mode == Mode::Enforce {
-                return Err(Status::unavailable(format!(
-                    "{}: refusing to pull without an audit record: {error}",
-                    judgement.image
-                )));
-            }
-        }
-
+        let enforced = judgement.mode == Mode::Enforce;
         let admission = match judgement.verdict {
             Ok(admission) => admission,
-            Err(denial) if judgement.mode == Mode::Enforce => return Err(denial.status()),
+            Err(denial) if enforced => {
+                record.outcome = Some(Outcome::Denied);
+                tracing::info!(image = %record.image, namespace, pod, rule = ?record.rule, decision = ?record.decision, reason = %record.reason, "pull denied");
+                self.record_pull(record, enforced, &judgement.image).await?;
+                return Err(denial.status());
+            }
             Err(denial) => Admission::Waived(Waiver {
                 reason: format!("mode {}: {denial}", judgement.mode),
             }),
         };
-        self.pull(&call, admission, judgement.rule.as_deref(), &policy).await
+
+        // The record is written after containerd's pull returns, so it can say whether the
+        // pull went through. Nothing can use the image before its record is on disk: kubelet
+        // learns of it from this reply, which waits for the record, or from ImageStatus, which
+        // shows a verified image only once it is `admitted` below. An enforced pull whose
+        // record fails is answered as failed and never admitted, though containerd has it.
+        let unwritten = Unwritten {
+            record: Some(record),
+            gate: self,
+        };
+        let pulled = self.pull(&call, admission).await;
+        let mut record = unwritten.take();
+        match &pulled {
+            Ok(_) => record.outcome = Some(Outcome::Pulled),
+            Err(status) => {
+                tracing::warn!(image = %record.image, namespace, pod, rule = ?record.rule, decision = ?record.decision, code = ?status.code(), error = %status.message(), "allowed pull failed in containerd");
+                record.outcome = Some(Outcome::Failed);
+                record.error = Some(status.message().to_string());
+            }
+        }
+        tracing::info!(image = %record.image, namespace, pod, rule = ?record.rule, decision = ?record.decision, reason = %record.reason, outcome = ?record.outcome, "pull");
+        self.record_pull(record, enforced, &judgement.image).await?;
+        let (reply, admitted) = pulled?;
+        if let Some((repository, image_id)) = admitted {
+            let rule = judgement.rule.as_deref().unwrap_or_default();
+            self.admitted.insert(repository, image_id, policy.hash(), rule);
+        }
+        Ok(reply)
+    }
+
+    /// Writes a pull's record. Without it an enforced decision does not take effect; in warn
+    /// and audit mode the pull goes ahead, counted, logged and seen by `/readyz`.
+    async fn record_pull(&self, record: Record, enforced: bool, image: &str) -> Result<(), Status> {
+        match self.write_record(record).await {
+            Err(error) if enforced => Err(Status::unavailable(format!(
+                "{image}: refusing to pull without an audit record: {error}"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Pulls the verified digest and names it with kubelet's tag; a waived pull goes as sent.
-    async fn pull(
-        &self,
-        call: &UnaryCall,
-        admission: Admission,
-        rule: Option<&str>,
-        policy: &Policy,
-    ) -> Result<UnaryReply, Status> {
+    /// A verified pull also returns the (repository, image id) to admit once it is recorded.
+    async fn pull(&self, call: &UnaryCall, admission: Admission) -> Result<(UnaryReply, Option<ImageKey>), Status> {
         let verified = match admission {
-            Admission::Waived(_) => return self.upstream.unary(call, call.message.clone()).await,
+            Admission::Waived(_) => return Ok((self.upstream.unary(call, call.message.clone()).await?, None)),
             Admission::Verified(v) => v,
         };
         let reply = self.upstream.unary(call, pin(&call.message, &verified)).await?;
@@ -566,10 +644,7 @@ impl Gate {
                 }
             }
         }
-        let repository = verified.reference().repository();
-        self.admitted
-            .insert(repository, image_id, policy.hash(), rule.unwrap_or_default());
-        Ok(reply)
+        Ok((reply, Some((verified.reference().repository(), image_id))))
     }
 
     /// Gives the pinned image kubelet's tag, then waits until containerd's CRI plugin, which
@@ -663,17 +738,40 @@ impl Gate {
         );
         let record = judgement.record(Event::StatusHidden, "", "", started);
         tracing::info!(image = %record.image, id = %image.id, rule = ?record.rule, "image status hidden");
-        if let Err(error) = self.audit.append_async(record).await {
-            // Hiding is the safe answer either way; the failure is logged.
-            tracing::error!(%error, "audit record not written");
-        }
+        // Hiding is the safe answer either way; the failure is logged and counted.
+        let _ = self.write_record(record).await;
         // "Not present" is a response without the image field: an empty message.
         Ok(reply.with_message(Bytes::new()))
     }
 
-    /// Records a connection refused because its peer is not allowed: no call of it reaches the
-    /// gate, but the refusal belongs in the audit trail.
+    /// Audits a connection refused because its peer is not allowed (no call of it reaches the
+    /// gate): at most one record per peer per second, whose `count` says how many connections
+    /// it stands for. The call that opens a peer's window records at once and then, a window at
+    /// a time, records what each window carried, until one carries nothing.
     pub async fn refuse_peer(&self, uid: Option<u32>) {
+        match self.peer_refusals.refuse(uid) {
+            Counted::Carried => return,
+            Counted::Alone => return self.record_refusals(uid, 1).await,
+            Counted::Opened => self.record_refusals(uid, 1).await,
+        }
+        loop {
+            tokio::time::sleep(audit::PEER_REFUSAL_WINDOW).await;
+            match self.peer_refusals.close(uid) {
+                0 => return,
+                carried => self.record_refusals(uid, carried).await,
+            }
+        }
+    }
+
+    /// Records the refusals still carried, on shutdown: none goes unrecorded.
+    pub async fn flush_peer_refusals(&self) {
+        for (uid, carried) in self.peer_refusals.drain() {
+            self.record_refusals(uid, carried).await;
+        }
+    }
+
+    async fn record_refusals(&self, uid: Option<u32>, count: u64) {
+        tracing::warn!(?uid, count, "refused connections from a peer not in socket.allowedUids");
         let reason = match uid {
             Some(uid) => format!("uid {uid} is not in socket.allowedUids"),
             None => "the peer's credentials could not be read".to_string(),
@@ -688,15 +786,17 @@ impl Gate {
             mode: Mode::Enforce.as_str().to_string(),
             decision: audit::Decision::Deny,
             reason,
+            outcome: None,
+            error: None,
             signatures: Vec::new(),
             attestations: Vec::new(),
             rejected: Vec::new(),
             duration_ms: 0.0,
             cache: "none",
+            count: Some(count),
         };
-        if let Err(error) = self.audit.append_async(record).await {
-            tracing::error!(%error, "audit record not written");
-        }
+        // Refusing needs no record; a failure is logged (with the count) and counted.
+        let _ = self.write_record(record).await;
     }
 
     /// The first decision a pull of `name` could get that image `id` does not satisfy.

@@ -1,6 +1,7 @@
 //! `pullgate serve`: load everything, take the socket (systemd's, or bind one) and the metrics
-//! port, drop privileges, serve until SIGTERM, reload on SIGHUP, and tell systemd (and
-//! `/readyz`) when it is ready: once the policy and trust are loaded and containerd answers.
+//! port, drop privileges, serve until SIGTERM, reload on SIGHUP, tell systemd when it is ready,
+//! and keep `/readyz` saying whether a pull can be served now: the policy and trust loaded
+//! (before serving began), containerd answering, the audit log writable.
 
 use std::{
     sync::{
@@ -18,11 +19,17 @@ use crate::{
     containerd::Containerd,
     cri::{self, Upstream},
     gate::{Gate, Judge},
-    metrics::{self, endpoint::Probes, Metrics},
+    metrics::{self, endpoint::Readiness, Metrics},
     node,
     policy::Policy,
     registry::Registries,
 };
+
+/// How often readiness is checked once the first check ran.
+const READINESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long containerd has to answer CRI Version in a readiness check.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs the proxy described by `config` until SIGTERM or SIGINT; returns after draining.
 pub async fn run(config: Config) -> Result<(), String> {
@@ -48,6 +55,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
+    // A write past RLIMIT_FSIZE would otherwise kill the process by SIGXFSZ; handled, it fails
+    // with EFBIG, and the audit log's failed write is dealt with like a full disk.
+    let mut file_too_large =
+        signal(SignalKind::from_raw(libc::SIGXFSZ)).map_err(|e| format!("SIGXFSZ handler: {e}"))?;
     let bound_here = inherited.is_none();
     let listener = match inherited {
         Some(listener) => {
@@ -75,26 +86,33 @@ pub async fn run(config: Config) -> Result<(), String> {
         Err(error) => return Err(format!("dropping privileges: {error}")),
     }
     tracing::info!(listen = %config.listen.display(), upstream = %config.upstream.display(), "serving");
-    let ready = Arc::new(AtomicBool::new(false));
-    let readiness = tokio::spawn(announce_ready(gate.clone(), ready.clone()));
-    let metrics_endpoint = metrics_listener.map(|listener| {
-        let probes = Probes {
-            ready: ready.clone(),
-            not_ready: format!(
-                "not ready: containerd at {} has not answered CRI Version yet",
-                config.upstream.display()
-            ),
-        };
-        tokio::spawn(metrics::endpoint::serve(listener, metrics, probes))
+    let readiness = Arc::new(Readiness::new(format!(
+        "not ready: containerd at {} has not answered CRI Version yet",
+        config.upstream.display()
+    )));
+    // Set once systemd was told READY=1.
+    let announced = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_readiness(
+        gate.clone(),
+        readiness.clone(),
+        announced.clone(),
+        config.upstream.display().to_string(),
+    ));
+    let metrics_endpoint =
+        metrics_listener.map(|listener| tokio::spawn(metrics::endpoint::serve(listener, metrics, readiness)));
+    let size_limit = tokio::spawn(async move {
+        while file_too_large.recv().await.is_some() {
+            tracing::error!("SIGXFSZ: a write went past the file size limit (RLIMIT_FSIZE)");
+        }
     });
 
     let reload = {
         let gate = gate.clone();
         let path = config.policy.clone();
-        let ready = ready.clone();
+        let announced = announced.clone();
         async move {
             while hangup.recv().await.is_some() {
-                let announced = ready.load(Ordering::SeqCst);
+                let announced = announced.load(Ordering::SeqCst);
                 if announced {
                     node::notify::reloading();
                 }
@@ -125,9 +143,11 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
         node::notify::stopping();
     };
-    cri::serve(listener, gate, config.socket.allowed_uids.clone(), shutdown).await;
+    cri::serve(listener, gate.clone(), config.socket.allowed_uids.clone(), shutdown).await;
+    gate.flush_peer_refusals().await;
     reloader.abort();
-    readiness.abort();
+    watcher.abort();
+    size_limit.abort();
     if let Some(endpoint) = metrics_endpoint {
         endpoint.abort();
     }
@@ -138,31 +158,52 @@ pub async fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits until containerd answers, then tells systemd pullgate is ready (the policy and trust
-/// were loaded before serving began). Until then calls are served, and fail as containerd does.
-async fn announce_ready(gate: Arc<Gate>, ready: Arc<AtomicBool>) {
-    let mut delay = Duration::from_millis(100);
-    for attempt in 0u32.. {
-        match gate.upstream().version(Duration::from_secs(2)).await {
-            Ok(version) => {
-                tracing::info!(
-                    runtime = %version.runtime_name,
-                    version = %version.runtime_version,
-                    cri = %version.runtime_api_version,
-                    "containerd answers; ready"
-                );
-                ready.store(true, Ordering::SeqCst);
-                node::notify::ready(&format!("serving; policy {}", gate.policy().hash()));
-                return;
-            }
-            Err(status) => {
-                if attempt % 20 == 0 {
-                    tracing::warn!(error = %status.message(), "containerd does not answer yet; not ready");
+/// Checks, now and then every [`READINESS_INTERVAL`], whether a pull can be served: containerd
+/// answers CRI Version, and an audit record could be written. `/readyz` follows each check,
+/// both ways; systemd is told READY=1 the first time. Calls are served throughout, and fail as
+/// containerd or the audit log make them.
+async fn watch_readiness(gate: Arc<Gate>, readiness: Arc<Readiness>, announced: Arc<AtomicBool>, upstream: String) {
+    loop {
+        // What is missing: for systemd's one-word status, and the reason `/readyz` gives.
+        let state = match gate.upstream().version(VERSION_TIMEOUT).await {
+            Err(status) => Err((
+                "waiting for containerd",
+                format!(
+                    "not ready: containerd at {upstream} does not answer CRI Version: {}",
+                    status.message()
+                ),
+            )),
+            Ok(version) => match gate.check_audit().await {
+                Err(error) => Err(("audit log not writable", format!("not ready: {error}"))),
+                Ok(()) => {
+                    if !announced.load(Ordering::SeqCst) {
+                        tracing::info!(
+                            runtime = %version.runtime_name,
+                            version = %version.runtime_version,
+                            cri = %version.runtime_api_version,
+                            "containerd answers"
+                        );
+                    }
+                    Ok(())
                 }
-                node::notify::status("waiting for containerd");
+            },
+        };
+        let changed = readiness.set(state.as_ref().map(|_| ()).map_err(|(_, reason)| reason.clone()));
+        match &state {
+            Ok(()) if !announced.swap(true, Ordering::SeqCst) => {
+                tracing::info!("ready: containerd answers and the audit log is writable");
+                node::notify::ready(&format!("serving; policy {}", gate.policy().hash()));
             }
+            Ok(()) if changed => {
+                tracing::info!("ready again: containerd answers and the audit log is writable");
+                node::notify::status(&format!("serving; policy {}", gate.policy().hash()));
+            }
+            Err((status, reason)) if changed => {
+                tracing::warn!(%reason, "not ready");
+                node::notify::status(status);
+            }
+            _ => {}
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        tokio::time::sleep(READINESS_INTERVAL).await;
     }
 }

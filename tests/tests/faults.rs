@@ -11,7 +11,7 @@ use std::{
 
 use pullgate_tests::{
     cri,
-    pullgate::{config_yaml_with_registries, RegistryEntry},
+    pullgate::{config_yaml_with_registries, metric_sample as sample, RegistryEntry},
     sigstore::{
         attach::attach_v3_bundle, bundle::COSIGN_SIGN_PREDICATE, make_v3_signature_bundle, unix_now, SanKind,
         TestSigstore,
@@ -312,10 +312,15 @@ async fn a_full_audit_disk_fails_enforce_pulls_closed_and_says_why() {
         "{}",
         status.message()
     );
-    assert!(
-        env.containerd.image_id(&image).await.is_none(),
-        "nothing was pulled without a record"
-    );
+    // The record is written once containerd's pull returned, to say how it went; without it
+    // kubelet is told the pull failed and is never shown the image.
+    let shown = pg
+        .client()
+        .image_status(cri::image_status_request(&image))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(shown.image.is_none(), "nothing is shown without a record: {shown:?}");
 }
 
 /// A file system cannot be remounted read-only while pullgate holds its audit log open for
@@ -341,4 +346,279 @@ async fn a_read_only_audit_disk_keeps_pullgate_from_serving_and_says_why() {
     assert!(error.reason.contains("exited"), "{error}");
     assert!(error.log_tail.contains("audit.jsonl"), "{error}");
     assert!(error.log_tail.contains("Read-only file system"), "{error}");
+}
+
+/// Waits (at most 10 s) until `/readyz` answers `status`; its body.
+async fn wait_for_readyz(pg: &Pullgate, status: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (got, body) = pg.metrics_get("/readyz").await;
+        if got == status {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never answered {status} (last: {got} {body})\n{}",
+            pg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The lines pullgate logged at `level` that contain `needle`.
+fn logged(pg: &Pullgate, level: &str, needle: &str) -> Vec<String> {
+    pg.log()
+        .lines()
+        .filter(|l| l.contains(level) && l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// SPEC §6 and §7: with containerd gone an allowed pull is recorded as allowed but failed,
+/// with containerd's error, and logged at WARN; `/readyz` is 503 while containerd is gone and
+/// 200 again once it is back, in the same process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_containerd_fails_is_recorded_as_failed_and_readyz_follows_containerd() {
+    let mut env = TestEnv::start().await;
+    env.push_signed_image("signed/app", "v1", "outcome").await;
+    let pg = env
+        .start_pullgate_with_metrics(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await;
+    let image = env.image_ref("signed/app", "v1");
+    wait_for_readyz(&pg, 200).await;
+
+    env.containerd.stop();
+    let body = wait_for_readyz(&pg, 503).await;
+    assert!(body.starts_with("not ready: containerd at "), "{body}");
+    assert_eq!(body.lines().count(), 1, "{body:?}");
+    let status = pg.pull(&image, None).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let record = pg.last_record();
+    assert_eq!(
+        (&record["event"], &record["decision"], &record["outcome"]),
+        (&"pull".into(), &"allow".into(), &"failed".into()),
+        "{record}"
+    );
+    assert_eq!(record["error"], status.message(), "{record}");
+    assert!(record["digest"].is_string(), "the judged digest: {record}");
+    assert_eq!(record["count"], serde_json::Value::Null, "{record}");
+    assert_eq!(
+        logged(&pg, "WARN", "allowed pull failed in containerd").len(),
+        1,
+        "{}",
+        pg.log()
+    );
+
+    env.containerd.restart().await;
+    assert_eq!(wait_for_readyz(&pg, 200).await, "ok\n");
+    pg.pull(&image, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}\n{}", e.message(), pg.log()));
+    let record = pg.last_record();
+    assert_eq!(
+        (&record["outcome"], &record["error"]),
+        (&"pulled".into(), &serde_json::Value::Null)
+    );
+    // A denial is recorded as such: containerd was not asked.
+    env.push_image("signed/unsigned", "v1", "no signature").await;
+    pg.pull(&env.image_ref("signed/unsigned", "v1"), None)
+        .await
+        .unwrap_err();
+    let record = pg.last_record();
+    assert_eq!(
+        (&record["decision"], &record["outcome"]),
+        (&"deny".into(), &"denied".into())
+    );
+}
+
+/// An audit record of a pull, as an earlier pullgate wrote it.
+fn earlier_record() -> pullgate::audit::Record {
+    pullgate::audit::Record {
+        event: pullgate::audit::Event::Pull,
+        image: String::new(),
+        digest: None,
+        namespace: "default".into(),
+        pod: "web-0".into(),
+        rule: None,
+        mode: "enforce".into(),
+        decision: pullgate::audit::Decision::Allow,
+        reason: "no rule matches and noMatch is allow".into(),
+        outcome: Some(pullgate::audit::Outcome::Pulled),
+        error: None,
+        signatures: Vec::new(),
+        attestations: Vec::new(),
+        rejected: Vec::new(),
+        duration_ms: 0.1,
+        cache: "none",
+        count: None,
+    }
+}
+
+/// `prlimit --fsize` on the running pullgate, as root: `soft` bytes (`None`: unlimited).
+fn limit_file_size(pid: u32, soft: Option<u64>) {
+    let soft = soft.map_or_else(|| "unlimited".to_owned(), |b| b.to_string());
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--fsize={soft}:unlimited"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "prlimit --fsize={soft}");
+}
+
+/// Issue 13 item 5, as the review found it: logrotate moved the audit log and created a new
+/// file, and before SIGHUP an append fails (`prlimit --fsize`). The moved file, which pullgate
+/// still writes to, keeps every byte; the enforced pull is refused and its image not shown;
+/// the failure is counted and logged, `/readyz` is 503 until a probe can write again, and then
+/// the chain goes on across the rotation. In audit mode such a pull goes ahead, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_audit_write_after_rotation_erases_nothing_and_readyz_follows_it() {
+    let env = TestEnv::start().await;
+    // The limit applies to every file pullgate writes, its log (stderr here) too: the audit log
+    // starts with a chain of its own, far longer than pullgate's log will be.
+    let earlier = env.dir().join("earlier.jsonl");
+    {
+        let log = pullgate::audit::AuditLog::open(&earlier).unwrap();
+        let mut record = earlier_record();
+        for i in 0..200 {
+            record.image = format!("{}/earlier/app:{i}", env.host());
+            log.append(&record).unwrap();
+        }
+    }
+    env.push_signed_image("signed/app", "v1", "rotation one").await;
+    env.push_signed_image("signed/app", "v2", "rotation two").await;
+    env.push_image("signed/unsigned", "v1", "rotation, unsigned").await;
+    let mut pg = env
+        .start_pullgate_with_metrics(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await;
+    let pid = pg.pid().unwrap();
+    std::fs::rename(&earlier, pg.audit_path()).unwrap();
+    pg.reload();
+    pg.wait_for_log("audit log moved away").await;
+    let failures = "pullgate_audit_write_failures_total";
+    assert_eq!(sample(&pg.scrape().await, failures), Some(0.0));
+    pg.pull(&env.image_ref("signed/app", "v1"), None)
+        .await
+        .unwrap_or_else(|e| panic!("{}\n{}", e.message(), pg.log()));
+    wait_for_readyz(&pg, 200).await;
+
+    let path = pg.audit_path();
+    let rotated = path.with_extension("jsonl.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    std::fs::write(&path, "").unwrap();
+    let kept = std::fs::read_to_string(&rotated).unwrap();
+    limit_file_size(pid, Some(kept.len() as u64 + 20));
+
+    let v2 = env.image_ref("signed/app", "v2");
+    let status = pg.pull(&v2, None).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}\n{}", pg.log());
+    assert!(
+        status.message().contains("refusing to pull without an audit record")
+            && status.message().contains("File too large"),
+        "{}",
+        status.message()
+    );
+    assert!(pg.exited().is_none(), "pullgate survives the limit:\n{}", pg.log());
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap(),
+        kept,
+        "the rotated log is untouched"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    // containerd has the image, but kubelet is never told it is there.
+    let shown = pg
+        .client()
+        .image_status(cri::image_status_request(&v2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(shown.image.is_none(), "{shown:?}");
+    let body = wait_for_readyz(&pg, 503).await;
+    assert!(body.contains("audit log") && body.contains("File too large"), "{body}");
+    assert!(sample(&pg.scrape().await, failures).unwrap() >= 1.0);
+    assert!(
+        !logged(&pg, "ERROR", "audit record not written").is_empty(),
+        "{}",
+        pg.log()
+    );
+
+    // Room again: a probe finds out, with no pull needed, and leaves nothing behind.
+    limit_file_size(pid, None);
+    assert_eq!(wait_for_readyz(&pg, 200).await, "ok\n");
+    assert_eq!(std::fs::read_to_string(&rotated).unwrap(), kept);
+    pg.reload();
+    pg.wait_for_log("audit log moved away").await;
+    pg.pull(&v2, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}\n{}", e.message(), pg.log()));
+    let old = pullgate::audit::verify_chain(&rotated).unwrap().unwrap();
+    let new = pullgate::audit::verify_chain(&path).unwrap().unwrap();
+    assert_eq!((old.first_seq, old.last_seq), (Some(1), Some(201)));
+    assert_eq!((new.first_seq, new.last_seq), (Some(202), Some(202)));
+    let first_new = &pg.audit_records()[0];
+    let last_old = kept.lines().last().unwrap();
+    assert_eq!(first_new["prev"], pullgate::audit::line_hash(last_old.as_bytes()));
+
+    // In audit mode a pull whose record cannot be written goes ahead: counted and logged.
+    let rule = pullgate_tests::policy::rule(
+        "signed",
+        &[&format!("{}/signed/*", env.host())],
+        "",
+        Some(("test", &env.signer.public_key_pem())),
+    );
+    pg.write_policy(&pullgate_tests::policy::policy("audit", "deny", &[rule]));
+    pg.reload();
+    pg.wait_for_log("policy reloaded").await;
+    let before = sample(&pg.scrape().await, failures).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    limit_file_size(pid, Some(len + 20));
+    pg.pull(&env.image_ref("signed/unsigned", "v1"), None)
+        .await
+        .unwrap_or_else(|e| panic!("audit mode lets it go: {}\n{}", e.message(), pg.log()));
+    assert_eq!(sample(&pg.scrape().await, failures), Some(before + 1.0));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+    wait_for_readyz(&pg, 503).await;
+    limit_file_size(pid, None);
+}
+
+/// One record per decision, even when kubelet goes away while containerd pulls: the pull's
+/// record is written then, as failed, since kubelet was never told it went through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_its_caller_abandons_is_recorded_as_failed() {
+    let env = TestEnv::start().await;
+    env.push_image("open/app", "v1", "abandoned").await;
+    // containerd pulls through this proxy, which holds each connection for 3 s.
+    let slow = slow_proxy(env.host(), Duration::from_secs(3)).await;
+    let rule = pullgate_tests::policy::rule("open", &[&format!("{slow}/open/*")], "action: allow", None);
+    let pg = pullgate_for(
+        &env,
+        &slow,
+        "10s",
+        &pullgate_tests::policy::policy("enforce", "deny", &[rule]),
+    )
+    .await;
+    let image = format!("{slow}/open/app:v1");
+    let pull = pg.pull(&image, None);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), pull).await.is_err(),
+        "the pull was still going on"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        if let Some(record) = pg.audit_records().pop() {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "no record:\n{}", pg.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (&record["decision"], &record["outcome"], &record["rule"]),
+        (&"allow".into(), &"failed".into(), &"open".into()),
+        "{record}"
+    );
+    assert_eq!(
+        record["error"], "the caller went away before containerd's pull returned",
+        "{record}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pg.audit_records().len(), 1, "one record per decision");
 }

@@ -310,3 +310,62 @@ async fn tells_systemd_it_is_ready_only_once_containerd_answers() {
     };
     assert!(stopping.starts_with("STOPPING=1"));
 }
+
+/// SPEC §6: a flood of refused connections is at most one `peer-refused` record per uid per
+/// second, whose `count`s add up to every connection refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_are_recorded_once_a_second_with_their_count() {
+    let containerd = Containerd::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Only uid 4242 may connect; this test runs as root.
+    let config = write_config(dir.path(), &containerd.socket(), Some("4242"));
+    let mut command = Pullgate::command();
+    command.arg("serve").arg("--config").arg(&config);
+    let mut daemon = Daemon::spawn("pullgate", command, &dir.path().join("pullgate.log")).unwrap();
+    let socket = dir.path().join("pullgate.sock");
+    daemon
+        .wait_ready("its socket exists", Duration::from_secs(10), async || socket.exists())
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    for _ in 0..50 {
+        drop(std::os::unix::net::UnixStream::connect(&socket).unwrap());
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+
+    let audit = dir.path().join("audit.jsonl");
+    let records = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    // A record without a count (as before SPEC §6 said otherwise) stands for one connection.
+    let counted =
+        |records: &[serde_json::Value]| -> u64 { records.iter().map(|r| r["count"].as_u64().unwrap_or(1)).sum() };
+    daemon
+        .wait_ready("50 refusals are counted", Duration::from_secs(10), async || {
+            counted(&records()) == 50
+        })
+        .await
+        .unwrap();
+    // The window after the last record carried nothing, so nothing more comes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let records = records();
+    assert!((1..=2).contains(&records.len()), "{records:#?}");
+    assert_eq!(counted(&records), 50, "{records:#?}");
+    let uid = unsafe { libc::getuid() };
+    for record in &records {
+        assert_eq!(record["event"], "peer-refused");
+        assert_eq!(record["reason"], format!("uid {uid} is not in socket.allowedUids"));
+        assert!(record["count"].is_u64(), "{record}");
+    }
+    let warned = daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("refused connections"))
+        .count();
+    assert_eq!(warned, records.len(), "{}", daemon.log());
+}

@@ -13,11 +13,13 @@ use std::{
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+mod peer_refusals;
 mod record;
 #[cfg(test)]
 mod tests;
 
-pub use record::{Decision, Event, Record};
+pub use peer_refusals::{Counted, Peer, PeerRefusals, WINDOW as PEER_REFUSAL_WINDOW};
+pub use record::{Decision, Event, Outcome, Record};
 
 /// `prev` of the first record ever written.
 pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
@@ -38,6 +40,17 @@ struct Chain {
     seq: u64,
     /// `sha256:<hex>` of the last line written, without its newline.
     prev: String,
+    /// Set from a failed write until a write, or a probe, succeeds again.
+    failing: Option<Failing>,
+}
+
+/// What a failed write left to do before the log is whole and writable again.
+struct Failing {
+    /// Where the file must be cut back to: the length it had before the failed write, which
+    /// may have left part of a line (or a whole unsynced one) behind. `None` once cut.
+    cut_to: Option<u64>,
+    /// The length of the line that could not be written: what a probe must be able to write.
+    needed: usize,
 }
 
 /// A record could not be made durable; the decision it describes must not take effect.
@@ -115,6 +128,7 @@ impl AuditLog {
             file,
             seq,
             prev,
+            failing: None,
         };
         Ok(Self {
             chain: Arc::new(Mutex::new(chain)),
@@ -122,8 +136,17 @@ impl AuditLog {
     }
 
     /// Appends `record` and syncs it to disk. Returns the record's `seq`.
+    ///
+    /// On failure the file is cut back, through the open handle, to the length it had before
+    /// the write, and `seq`/`prev` stay where they were: the next record continues the chain.
+    /// That holds for a line whose bytes all reached the file but whose sync failed, too: the
+    /// caller is told there is no record (an enforced pull is refused), so a line left in the
+    /// file would tell of a decision that never took effect; and after a failed sync nobody
+    /// knows which of its bytes are on disk, while a cut that syncs is known. The path is never
+    /// read here: after a rotation it names another file.
     pub fn append(&self, record: &Record) -> Result<u64, AuditError> {
         let mut chain = self.chain.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        chain.finish_cut()?;
         let seq = chain.seq + 1;
         let line = Line {
             seq,
@@ -134,14 +157,46 @@ impl AuditLog {
         let mut bytes = serde_json::to_vec(&line).map_err(|e| chain.error(io::Error::other(e)))?;
         let hash = line_hash(&bytes);
         bytes.push(b'\n');
+        let before = match chain.file.metadata() {
+            Ok(meta) => meta.len(),
+            Err(e) => {
+                chain.failed(None, bytes.len());
+                return Err(chain.error(e));
+            }
+        };
         if let Err(e) = chain.file.write_all(&bytes).and_then(|()| chain.file.sync_data()) {
-            // Cut off whatever part of the line reached the file, so the chain stays whole.
-            chain.truncate_to_last_record();
+            chain.failed(Some(before), bytes.len());
+            // A cut that fails now is retried before the next write, which waits for it.
+            let _ = chain.finish_cut();
             return Err(chain.error(e));
         }
         chain.seq = seq;
         chain.prev = hash;
+        chain.failing = None;
         Ok(seq)
+    }
+
+    /// Whether a record could be written now. While the log is healthy this touches nothing;
+    /// after a failed write it probes: it finishes cutting the file back, then writes as many
+    /// bytes as the failed line had (no newline, so a crash mid-probe leaves a torn line that
+    /// the next start cuts off), syncs, and cuts them off again. A success makes the log
+    /// healthy, so `/readyz` sees a recovery without waiting for a pull.
+    pub fn check_writable(&self) -> Result<(), AuditError> {
+        let mut chain = self.chain.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(needed) = chain.failing.as_ref().map(|f| f.needed.min(MAX_LINE_BYTES)) else {
+            return Ok(());
+        };
+        chain.finish_cut()?;
+        let before = chain.file.metadata().map_err(|e| chain.error(e))?.len();
+        let wrote = chain
+            .file
+            .write_all(&vec![b' '; needed])
+            .and_then(|()| chain.file.sync_data());
+        chain.failed(Some(before), needed);
+        chain.finish_cut()?;
+        wrote.map_err(|e| chain.error(e))?;
+        chain.failing = None;
+        Ok(())
     }
 
     /// Appends `record` without blocking the async runtime.
@@ -149,6 +204,20 @@ impl AuditLog {
         let log = self.clone();
         let path = self.path();
         tokio::task::spawn_blocking(move || log.append(&record))
+            .await
+            .unwrap_or_else(|join| {
+                Err(AuditError {
+                    path,
+                    source: io::Error::other(join),
+                })
+            })
+    }
+
+    /// [`AuditLog::check_writable`] without blocking the async runtime.
+    pub async fn check_writable_async(&self) -> Result<(), AuditError> {
+        let log = self.clone();
+        let path = self.path();
+        tokio::task::spawn_blocking(move || log.check_writable())
             .await
             .unwrap_or_else(|join| {
                 Err(AuditError {
@@ -175,6 +244,8 @@ impl AuditLog {
             Ok(there) if there.dev() == open.dev() && there.ino() == open.ino() => return Ok(false),
             _ => {}
         }
+        // The moved file is left whole: what a failed write left in it is cut off first.
+        chain.finish_cut()?;
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -208,12 +279,27 @@ impl Chain {
         }
     }
 
-    fn truncate_to_last_record(&mut self) {
-        if let Ok(mut f) = OpenOptions::new().read(true).open(&self.path) {
-            if let Ok((_, _, keep)) = last_record(&mut f) {
-                let _ = self.file.set_len(keep);
-            }
+    /// Records a failed write: the file must go back to `cut_to` before anything else is
+    /// written, and the log is not writable until a write of `needed` bytes succeeds.
+    fn failed(&mut self, cut_to: Option<u64>, needed: usize) {
+        self.failing = Some(Failing { cut_to, needed });
+    }
+
+    /// Cuts the file back to where it ended before a failed write, through the open handle,
+    /// and syncs the cut. Until that succeeds nothing more is written: a line appended after
+    /// a leftover would break the chain for good.
+    fn finish_cut(&mut self) -> Result<(), AuditError> {
+        let Some(len) = self.failing.as_ref().and_then(|f| f.cut_to) else {
+            return Ok(());
+        };
+        self.file
+            .set_len(len)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| self.error(e))?;
+        if let Some(failing) = &mut self.failing {
+            failing.cut_to = None;
         }
+        Ok(())
     }
 }
 

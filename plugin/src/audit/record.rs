@@ -5,27 +5,34 @@ use serde::Serialize;
 use crate::verify::{AttestationOutcome, Evidence};
 
 /// One decision, as written to the audit log. `seq`, `time` and `prev` are added by the log.
+///
+/// Every key is written in every record, `null` where a value is unknown or does not apply, so
+/// log pipelines see one schema (SPEC §6).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
     pub event: Event,
     pub image: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
     pub namespace: String,
     pub pod: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     pub mode: String,
     pub decision: Decision,
     pub reason: String,
+    /// What became of a pull; `None` for other events.
+    pub outcome: Option<Outcome>,
+    /// Why the pull failed, with [`Outcome::Failed`].
+    pub error: Option<String>,
     pub signatures: Vec<Evidence>,
     pub attestations: Vec<AttestationOutcome>,
     /// On a denial, each signature found that did not count, and why.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected: Vec<String>,
     pub duration_ms: f64,
     pub cache: &'static str,
+    /// How many refused connections a `peer-refused` record stands for; `None` for other
+    /// events.
+    pub count: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -48,6 +55,18 @@ pub enum Decision {
     Warn,
     /// Would have been denied; allowed and recorded because the mode is `audit`.
     AuditDeny,
+}
+
+/// What became of a pull the record describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// containerd pulled the image.
+    Pulled,
+    /// The policy denied it; containerd was not asked.
+    Denied,
+    /// The policy let it go, but containerd's pull did not succeed.
+    Failed,
 }
 
 // === impl Decision ===

@@ -1,6 +1,41 @@
-use std::{fs, os::unix::fs::PermissionsExt};
+use std::{fs, os::unix::fs::PermissionsExt, process::Command};
 
 use super::*;
+
+/// Set in a child run of this test binary: the directory an `in_child_` test works in. Tests
+/// that lower the process's file size limit run in a child, alone, so no other test sees it.
+const CHILD_DIR: &str = "PULLGATE_AUDIT_TEST_CHILD_DIR";
+
+/// Runs the test `name` of this binary in a child process, alone, with [`CHILD_DIR`] set to
+/// `dir`; panics with the child's output unless the test ran there and passed.
+fn run_in_child(name: &str, dir: &Path) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD_DIR, dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{name} failed in the child:\n{text}");
+    assert!(text.contains("1 passed"), "{name} did not run in the child:\n{text}");
+}
+
+/// Lets this process write files up to `bytes` long (`None`: no limit), with SIGXFSZ ignored
+/// so a write past the limit fails with EFBIG instead of killing it, as in `pullgate serve`.
+fn limit_file_size(bytes: Option<u64>) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes.unwrap_or(libc::RLIM_INFINITY),
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain system calls on this (child) process's own signal disposition and limit.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+    }
+}
 
 fn record(image: &str, decision: Decision) -> Record {
     Record {
@@ -18,6 +53,9 @@ fn record(image: &str, decision: Decision) -> Record {
         rejected: Vec::new(),
         duration_ms: 1.5,
         cache: "miss",
+        outcome: Some(Outcome::Pulled),
+        error: None,
+        count: None,
     }
 }
 
@@ -184,6 +222,144 @@ fn removed_line_and_reordered_seq_are_breaks() {
     assert!(verify_chain(&path).unwrap().unwrap().continues_earlier_file);
 }
 
+/// logrotate moved the file and created a new one, and a write fails before SIGHUP: the moved
+/// file, which the log still writes to, is cut back to where it was, not to anything read at
+/// the path, and the chain goes on in it once writes succeed again.
+#[test]
+fn a_failed_write_after_rotation_leaves_the_rotated_file_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    run_in_child(
+        "audit::tests::in_child_a_failed_write_after_rotation_leaves_the_rotated_file_whole",
+        dir.path(),
+    );
+    let rotated = verify_chain(&dir.path().join("audit.jsonl.1")).unwrap().unwrap();
+    assert_eq!((rotated.records, rotated.last_seq), (4, Some(4)));
+    assert_eq!(fs::read(dir.path().join("audit.jsonl")).unwrap(), b"");
+}
+
+#[test]
+fn in_child_a_failed_write_after_rotation_leaves_the_rotated_file_whole() {
+    let Some(dir) = std::env::var_os(CHILD_DIR).map(PathBuf::from) else {
+        return;
+    };
+    let path = dir.join("audit.jsonl");
+    let rotated = dir.join("audit.jsonl.1");
+    let log = AuditLog::open(&path).unwrap();
+    for image in ["a", "b", "c"] {
+        log.append(&record(image, Decision::Allow)).unwrap();
+    }
+    fs::rename(&path, &rotated).unwrap();
+    // logrotate's `create`: an empty file at the path, before the signal.
+    fs::write(&path, "").unwrap();
+    let kept = fs::read_to_string(&rotated).unwrap();
+
+    // Room for part of the next line only: the write is cut short, then refused.
+    limit_file_size(Some(kept.len() as u64 + 20));
+    let error = log.append(&record("d", Decision::Allow)).unwrap_err();
+    assert!(error.to_string().contains("File too large"), "{error}");
+    assert_eq!(
+        fs::read_to_string(&rotated).unwrap(),
+        kept,
+        "the rotated file keeps every byte, and no more"
+    );
+    // Still full: a probe fails, and leaves no trace either.
+    assert!(log.check_writable().is_err());
+    assert_eq!(fs::read_to_string(&rotated).unwrap(), kept);
+
+    limit_file_size(None);
+    log.check_writable().unwrap();
+    assert_eq!(
+        fs::read_to_string(&rotated).unwrap(),
+        kept,
+        "the probe's bytes are cut off again"
+    );
+    assert_eq!(log.append(&record("d", Decision::Allow)).unwrap(), 4, "seq goes on");
+    assert_eq!(verify_chain(&rotated).unwrap().unwrap().records, 4);
+}
+
+/// A healthy log is writable without anything being written to check it.
+#[test]
+fn a_healthy_log_is_writable_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path).unwrap();
+    log.append(&record("a", Decision::Allow)).unwrap();
+    let modified = fs::metadata(&path).unwrap().modified().unwrap();
+    let kept = fs::read(&path).unwrap();
+    log.check_writable().unwrap();
+    assert_eq!(fs::read(&path).unwrap(), kept);
+    assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), modified);
+}
+
+/// SPEC §6: one schema: every key in every record, `null` (or empty) where nothing applies.
+#[test]
+fn every_record_carries_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path).unwrap();
+    let mut refused = record("", Decision::Deny);
+    refused.event = Event::PeerRefused;
+    (refused.rule, refused.outcome, refused.count) = (None, None, Some(3));
+    log.append(&refused).unwrap();
+    let mut failed = record("a", Decision::Allow);
+    failed.outcome = Some(Outcome::Failed);
+    failed.error = Some("connection refused".into());
+    log.append(&failed).unwrap();
+
+    let keys = [
+        "seq",
+        "time",
+        "prev",
+        "event",
+        "image",
+        "digest",
+        "namespace",
+        "pod",
+        "rule",
+        "mode",
+        "decision",
+        "reason",
+        "outcome",
+        "error",
+        "signatures",
+        "attestations",
+        "rejected",
+        "durationMs",
+        "cache",
+        "count",
+    ];
+    let text = fs::read_to_string(&path).unwrap();
+    let records: Vec<serde_json::Map<String, serde_json::Value>> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for record in &records {
+        let mut have: Vec<&str> = record.keys().map(String::as_str).collect();
+        let mut want = keys.to_vec();
+        have.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(have, want);
+    }
+    let refused = &records[0];
+    assert_eq!(
+        (
+            &refused["digest"],
+            &refused["rule"],
+            &refused["outcome"],
+            &refused["count"]
+        ),
+        (
+            &serde_json::Value::Null,
+            &serde_json::Value::Null,
+            &serde_json::Value::Null,
+            &serde_json::json!(3)
+        )
+    );
+    assert_eq!(refused["rejected"], serde_json::json!([]));
+    let failed = &records[1];
+    assert_eq!(failed["outcome"], "failed");
+    assert_eq!(failed["error"], "connection refused");
+    assert_eq!(failed["count"], serde_json::Value::Null);
+}
+
 #[test]
 fn unwritable_log_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -196,6 +372,7 @@ fn unwritable_log_is_an_error() {
             file: OpenOptions::new().append(true).open("/dev/full").unwrap(),
             seq: 0,
             prev: GENESIS.into(),
+            failing: None,
         })),
     };
     let err = full.append(&record("a", Decision::Allow)).unwrap_err();

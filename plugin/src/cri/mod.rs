@@ -82,12 +82,13 @@ pub async fn serve(
 
 /// Serves one kubelet connection on its own task. A peer whose uid is not allowed gets
 /// `PERMISSION_DENIED` for every call, so the refusal is visible to it, in our log and in the
-/// audit log (one record per connection).
+/// audit log (at most one record per uid per second, counting its connections).
 fn serve_connection(stream: UnixStream, gate: Arc<Gate>, allowed_uids: &[u32], graceful: &GracefulShutdown) {
     let peer_uid = stream.peer_cred().ok().map(|c| c.uid());
     let allowed = peer_uid.is_some_and(|uid| allowed_uids.contains(&uid));
     if !allowed {
-        tracing::warn!(?peer_uid, "refusing calls from a peer not in socket.allowedUids");
+        // Logged at WARN with its record, which the gate rate-limits; here only at DEBUG.
+        tracing::debug!(?peer_uid, "refusing calls from a peer not in socket.allowedUids");
         let gate = gate.clone();
         tokio::spawn(async move { gate.refuse_peer(peer_uid).await });
     }

@@ -7,10 +7,7 @@
 
 use std::{
     convert::Infallible,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -38,21 +35,56 @@ const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
 /// Request header fields allowed.
 const MAX_HEADERS: usize = 32;
 
-/// What `/healthz` and `/readyz` report besides the metrics.
-pub struct Probes {
-    /// Set once containerd has answered (the flag that sends systemd `READY=1`); the policy and
-    /// trust material were loaded before anything was served.
-    pub ready: Arc<AtomicBool>,
-    /// `/readyz`'s one-line answer until then.
-    pub not_ready: String,
+/// Whether pullgate can serve a pull now, as `/readyz` reports it: set by the readiness checks
+/// `pullgate serve` runs (containerd answering, the audit log writable; the policy and trust
+/// material were loaded before anything was served).
+pub struct Readiness {
+    /// `None` while ready; otherwise `/readyz`'s one-line answer.
+    not_ready: Mutex<Option<String>>,
+}
+
+// === impl Readiness ===
+
+impl Readiness {
+    /// Not ready yet, for `reason`.
+    pub fn new(reason: String) -> Self {
+        Self {
+            not_ready: Mutex::new(Some(one_line(reason))),
+        }
+    }
+
+    /// Ready (`Ok`), or not for the reason given. Returns whether that changed anything.
+    pub fn set(&self, state: Result<(), String>) -> bool {
+        let new = state.err().map(one_line);
+        let mut not_ready = self.not_ready.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = *not_ready != new;
+        *not_ready = new;
+        changed
+    }
+
+    /// `Ok` while ready, else why not.
+    pub fn get(&self) -> Result<(), String> {
+        match &*self.not_ready.lock().unwrap_or_else(PoisonError::into_inner) {
+            None => Ok(()),
+            Some(reason) => Err(reason.clone()),
+        }
+    }
+}
+
+/// `/readyz` answers with one line, whatever a reason's source put in it.
+fn one_line(reason: String) -> String {
+    if reason.contains(['\n', '\r']) {
+        reason.replace(['\n', '\r'], " ")
+    } else {
+        reason
+    }
 }
 
 /// Serves `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, probes: Probes) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
     if let Ok(listen) = listener.local_addr() {
         tracing::info!(%listen, "serving /metrics, /healthz and /readyz");
     }
-    let probes = Arc::new(probes);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -73,9 +105,9 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, probes: Probes)
                 continue;
             }
         };
-        let (metrics, probes) = (metrics.clone(), probes.clone());
+        let (metrics, readiness) = (metrics.clone(), readiness.clone());
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let response = answer(&request, &metrics, &probes);
+            let response = answer(&request, &metrics, &readiness);
             async move { Ok::<_, Infallible>(response) }
         });
         let connection = http.serve_connection(TokioIo::new(stream), service);
@@ -91,7 +123,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, probes: Probes)
 }
 
 /// The answer to one request; its body, if any, is never read.
-pub(super) fn answer<B>(request: &Request<B>, metrics: &Metrics, probes: &Probes) -> Response<Full<Bytes>> {
+pub(super) fn answer<B>(request: &Request<B>, metrics: &Metrics, readiness: &Readiness) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return plain(StatusCode::NOT_FOUND, "not found\n".into());
     }
@@ -105,8 +137,10 @@ pub(super) fn answer<B>(request: &Request<B>, metrics: &Metrics, probes: &Probes
             response
         }
         "/healthz" => plain(StatusCode::OK, "ok\n".into()),
-        "/readyz" if probes.ready.load(Ordering::SeqCst) => plain(StatusCode::OK, "ok\n".into()),
-        "/readyz" => plain(StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", probes.not_ready)),
+        "/readyz" => match readiness.get() {
+            Ok(()) => plain(StatusCode::OK, "ok\n".into()),
+            Err(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+        },
         _ => plain(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }

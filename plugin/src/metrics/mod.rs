@@ -37,6 +37,7 @@ pub struct Metrics {
     registry_requests: Family<1>,
     upstream_requests: Family<2>,
     policy_reloads: Family<1>,
+    audit_write_failures: Family<0>,
     /// `None` while the policy has no trusted root.
     trust_expiry: Mutex<Option<f64>>,
 }
@@ -95,6 +96,11 @@ impl Metrics {
             registry_requests: seeded("outcome", &RegistryOutcome::ALL.map(RegistryOutcome::as_str)),
             upstream_requests: Family::new(["method", "code"]),
             policy_reloads: seeded("result", &["success", "failure"]),
+            audit_write_failures: {
+                let family = Family::new([]);
+                family.add([], 0);
+                family
+            },
             trust_expiry: Mutex::new(None),
         }
     }
@@ -129,6 +135,12 @@ impl Metrics {
     pub fn policy_reload(&self, succeeded: bool) {
         self.policy_reloads
             .add([if succeeded { "success" } else { "failure" }], 1);
+    }
+
+    /// An audit record that could not be written (SPEC §6): an enforced pull it was for was
+    /// refused, any other decision took effect without its record.
+    pub fn audit_write_failure(&self) {
+        self.audit_write_failures.add([], 1);
     }
 
     /// When the trust material of the policy in force stops being valid (unix seconds, `+Inf`
@@ -179,6 +191,14 @@ impl Metrics {
             "pullgate_policy_reloads_total",
             "SIGHUP reloads of the policy and its trust material by result: success, or failure \
              (the new version was refused; the last good one stays in force).",
+        );
+        self.audit_write_failures.render(
+            &mut out,
+            "pullgate_audit_write_failures_total",
+            "Audit records that could not be written or synced, of any event. An enforced pull \
+             whose record failed was refused; a warn or audit pull, an ImageStatus hidden or a \
+             refused connection went ahead without its record. /readyz is 503 until a record (or \
+             a probe) can be written again.",
         );
         let expiry = "pullgate_trust_material_expiry_timestamp_seconds";
         out.family(

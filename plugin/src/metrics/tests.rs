@@ -1,9 +1,7 @@
-use std::sync::{atomic::AtomicBool, Arc};
-
 use http::{Method, Request, StatusCode};
 
 use super::{
-    endpoint::{answer, Probes},
+    endpoint::{answer, Readiness},
     text::{float, Exposition, Kind},
     *,
 };
@@ -33,6 +31,9 @@ fn record(decision: Decision, rule: Option<&str>, mode: &str) -> Record {
         rejected: Vec::new(),
         duration_ms: 0.0,
         cache: "none",
+        outcome: None,
+        error: None,
+        count: None,
     }
 }
 
@@ -205,6 +206,7 @@ fn every_family_has_help_and_type_once() {
         "pullgate_registry_requests_total",
         "pullgate_upstream_requests_total",
         "pullgate_policy_reloads_total",
+        "pullgate_audit_write_failures_total",
         "pullgate_trust_material_expiry_timestamp_seconds",
     ] {
         assert_eq!(text.matches(&format!("# HELP {name} ")).count(), 1, "{name}");
@@ -215,12 +217,12 @@ fn every_family_has_help_and_type_once() {
 
 async fn get(path: &str, method: Method, ready: bool) -> (StatusCode, String) {
     let metrics = Metrics::new();
-    let probes = Probes {
-        ready: Arc::new(AtomicBool::new(ready)),
-        not_ready: "not ready: waiting for containerd".into(),
-    };
+    let readiness = Readiness::new("not ready: waiting for containerd".into());
+    if ready {
+        readiness.set(Ok(()));
+    }
     let request = Request::builder().method(method).uri(path).body(()).unwrap();
-    let response = answer(&request, &metrics, &probes);
+    let response = answer(&request, &metrics, &readiness);
     let status = response.status();
     let body = http_body_util::BodyExt::collect(response.into_body())
         .await
@@ -249,6 +251,54 @@ async fn endpoint_routes() {
     assert_eq!(get("/", Method::GET, true).await.0, StatusCode::NOT_FOUND);
     assert_eq!(get("/metrics/", Method::GET, true).await.0, StatusCode::NOT_FOUND);
     assert_eq!(get("/metrics", Method::POST, true).await.0, StatusCode::NOT_FOUND);
+}
+
+/// `/readyz` follows what the checks find, both ways, and answers one line.
+#[tokio::test]
+async fn readyz_turns_back_when_a_check_fails_and_again_when_it_passes() {
+    let metrics = Metrics::new();
+    let readiness = Readiness::new("not ready: starting".into());
+    let readyz = || async {
+        let request = Request::builder().uri("/readyz").body(()).unwrap();
+        let response = answer(&request, &metrics, &readiness);
+        let status = response.status();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    };
+    assert_eq!(readyz().await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(readiness.set(Ok(())));
+    assert!(!readiness.set(Ok(())), "no change");
+    assert_eq!(readyz().await, (StatusCode::OK, "ok\n".into()));
+    assert!(readiness.set(Err("not ready: audit log /x: File too large\n(os error 27)".into())));
+    assert_eq!(
+        readyz().await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: audit log /x: File too large (os error 27)\n".into()
+        )
+    );
+    assert!(readiness.set(Ok(())));
+    assert_eq!(readyz().await.0, StatusCode::OK);
+}
+
+#[test]
+fn audit_write_failures_are_counted_from_zero() {
+    let metrics = Metrics::new();
+    let text = metrics.render();
+    assert_eq!(
+        samples(&text, "pullgate_audit_write_failures_total"),
+        ["pullgate_audit_write_failures_total 0"]
+    );
+    metrics.audit_write_failure();
+    metrics.audit_write_failure();
+    let text = metrics.render();
+    assert_eq!(
+        samples(&text, "pullgate_audit_write_failures_total"),
+        ["pullgate_audit_write_failures_total 2"]
+    );
 }
 
 #[test]
