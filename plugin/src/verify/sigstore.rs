@@ -107,16 +107,12 @@ pub fn verify_bundle(
             None => return Err(Rejection::IdentityMismatch("no verified certificate".into())),
         }
     }
-    let tlog_index = result
-        .tlog_verified()
-        .then(|| {
-            bundle
-                .verification_material
-                .tlog_entries
-                .first()
-                .map(|e| e.log_index.get())
-        })
-        .flatten();
+    // Entries the authority looks at must each hold, beyond what sigstore-verify checks.
+    let tlog_index = if skip_tlog {
+        None
+    } else {
+        super::tlog::check_entries(trust, bundle).map_err(Rejection::Invalid)?
+    };
     Ok(Evidence {
         authority: authority.name.clone(),
         kind: if matches!(authority.kind, AuthorityKind::Key(_)) {

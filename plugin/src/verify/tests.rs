@@ -581,3 +581,127 @@ fn a_message_signature_bundle_is_not_an_image_signature() {
         err.rejections
     );
 }
+
+// === log entries: each must hold, and the index reported is one the log vouched for ===
+
+mod log_entries {
+    use pullgate_tests::{
+        sigstore::{cosign_sign_statement, make_v3_dsse_bundle, rekor::HASHEDREKORD, unix_now, BundleSigner, TestSigstore},
+        Signer,
+    };
+    use serde_json::{json, Value};
+    use sigstore_types::{Artifact, Bundle, Sha256Hash};
+
+    use super::*;
+
+    /// A cosign v3 bundle signed with a key and logged in `sigstore`'s Rekor, as JSON to edit,
+    /// and what verifies it.
+    struct Logged {
+        sigstore: TestSigstore,
+        trust: TrustMaterial,
+        authority: Authority,
+        digest: Digest,
+        bundle: Value,
+    }
+
+    impl Logged {
+        /// The signature's entry is the `before`-th of the log.
+        fn new(before: usize) -> Logged {
+            let sigstore = TestSigstore::new();
+            for n in 0..before {
+                sigstore.rekor.append(HASHEDREKORD, format!("earlier {n}").into_bytes(), unix_now());
+            }
+            let signer = Signer::generate();
+            let digest = Digest::of(b"an image manifest");
+            let statement = cosign_sign_statement("registry.test/app", digest.as_str());
+            let bundle = make_v3_dsse_bundle(&sigstore.rekor, BundleSigner::Key(&signer), &statement, unix_now());
+            Logged {
+                trust: TrustMaterial::from_json(&sigstore.trusted_root_json()).unwrap(),
+                authority: key_authority("release", &signer.public_key_pem(), Tlog::Required),
+                sigstore,
+                digest,
+                bundle: serde_json::from_str(&bundle).unwrap(),
+            }
+        }
+
+        fn entry(&mut self) -> &mut Value {
+            &mut self.bundle["verificationMaterial"]["tlogEntries"][0]
+        }
+
+        fn verify(&self) -> Result<Evidence, Rejection> {
+            let bundle = Bundle::from_json(&self.bundle.to_string()).unwrap();
+            let hash = Sha256Hash::from_hex(self.digest.hex()).unwrap();
+            verify_bundle(&self.trust, &bundle, Artifact::from_digest(hash), &self.authority)
+        }
+    }
+
+    fn refused(verdict: Result<Evidence, Rejection>, why: &str) {
+        match verdict {
+            Err(Rejection::Invalid(what)) => assert!(what.contains(why), "{what}"),
+            other => panic!("expected a refusal for {why:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_index_reported_is_the_logged_entrys() {
+        let logged = Logged::new(3);
+        let evidence = logged.verify().unwrap();
+        assert_eq!(evidence.tlog_index, Some(3));
+        assert_eq!(evidence.time_source, "tlog");
+    }
+
+    #[test]
+    fn an_entry_with_neither_proof_nor_set_beside_a_good_one_is_refused() {
+        let mut logged = Logged::new(3);
+        let mut bare = logged.entry().clone();
+        bare["logIndex"] = json!("999");
+        bare.as_object_mut().unwrap().remove("inclusionPromise");
+        bare.as_object_mut().unwrap().remove("inclusionProof");
+        let good = logged.entry().clone();
+        logged.bundle["verificationMaterial"]["tlogEntries"] = json!([bare, good]);
+        refused(logged.verify(), "neither an inclusion proof nor a signed entry timestamp");
+    }
+
+    #[test]
+    fn a_log_index_the_proof_does_not_prove_is_refused() {
+        let mut logged = Logged::new(3);
+        // Without its SET nothing but the proof vouches for the index.
+        logged.entry().as_object_mut().unwrap().remove("inclusionPromise");
+        logged.entry()["logIndex"] = json!("7");
+        refused(logged.verify(), "log index 7, but the proof is for index 3");
+    }
+
+    #[test]
+    fn a_proof_for_another_tree_size_than_the_checkpoint_signs_is_refused() {
+        // Entry 4 of 8: its audit path also proves it in a tree of 7, whose root is the same.
+        let mut logged = Logged::new(4);
+        for n in 0..3 {
+            logged.sigstore.rekor.append(HASHEDREKORD, format!("later {n}").into_bytes(), unix_now());
+        }
+        let proof = logged.sigstore.rekor.prove(4);
+        assert_eq!(proof.tree_size, 8);
+        logged.entry()["inclusionProof"] = json!({
+            "logIndex": "4",
+            "rootHash": BASE64.encode(proof.root_hash),
+            "treeSize": "8",
+            "hashes": proof.hashes.iter().map(|h| BASE64.encode(h)).collect::<Vec<_>>(),
+            "checkpoint": { "envelope": proof.checkpoint },
+        });
+        assert_eq!(logged.verify().unwrap().tlog_index, Some(4));
+        logged.entry()["inclusionProof"]["treeSize"] = json!("7");
+        refused(logged.verify(), "the proof is for a tree of 7 entries, the checkpoint signs 8");
+    }
+
+    #[test]
+    fn a_checkpoint_naming_another_log_is_refused() {
+        let mut logged = Logged::new(0);
+        let proof = logged.sigstore.rekor.prove(0);
+        let forged = logged
+            .sigstore
+            .rekor
+            .checkpoint_with_origin("rekor.evil.example - 1", proof.tree_size, &proof.root_hash);
+        logged.entry()["inclusionProof"]["checkpoint"]["envelope"] = json!(forged);
+        refused(logged.verify(), "does not name the log https://rekor.pullgate.test");
+    }
+}
+
