@@ -148,29 +148,23 @@ pub(super) fn match_identity(keyless: &Keyless, cert: &CertificateInfo) -> Resul
     Ok(())
 }
 
-/// Where the signing time that validated the certificate came from: a verified log entry (its
-/// integrated time, or a SET checked for consistency), an RFC 3161 timestamp, or nothing.
+/// Where the verified signing times came from: a log entry (its integrated time, vouched for by
+/// its SET), RFC 3161 timestamps, both, or nothing.
 fn time_source(bundle: &Bundle, result: &VerificationResult) -> &'static str {
-    if result.integrated_time().is_some() {
-        return "tlog";
-    }
-    if result.verified_timestamps().is_empty() {
-        return "none";
-    }
-    let has_set = bundle
-        .verification_material
-        .tlog_entries
-        .iter()
-        .any(|e| e.inclusion_promise.is_some());
-    let has_tsa = !bundle
+    // sigstore-verify refuses a bundle any of whose timestamps fails, and lists one time per
+    // timestamp among the verified ones; any beyond those are integrated times.
+    let stamps = bundle
         .verification_material
         .timestamp_verification_data
         .rfc3161_timestamps
-        .is_empty();
-    match (has_set, has_tsa) {
+        .len();
+    let tsa = stamps > 0 && result.verified_timestamps().len() >= stamps;
+    let tlog = result.integrated_time().is_some() || result.verified_timestamps().len() > stamps;
+    match (tlog, tsa) {
+        (true, true) => "tlog+tsa",
         (true, false) => "tlog",
         (false, true) => "tsa",
-        _ => "tlog+tsa",
+        (false, false) => "none",
     }
 }
 

@@ -705,3 +705,19 @@ mod log_entries {
     }
 }
 
+#[test]
+fn a_bundle_with_a_log_entry_and_a_timestamp_says_both() {
+    let (Some(attached), Some(trust)) = (kubewarden_bundle(), production_trust()) else {
+        eprintln!("SKIP: ../shared/vectors is absent; the v3 bundle case is not run");
+        return;
+    };
+    let authority = keyless_authority(
+        "https://token.actions.githubusercontent.com",
+        "https://github.com/kubewarden/kubewarden-controller/.github/workflows/release.yml@refs/tags/v1.34.0",
+        Tlog::Required,
+    );
+    let bundle = attached.parse().unwrap();
+    let hash = sigstore_types::Sha256Hash::from_hex(Digest::parse(KUBEWARDEN_DIGEST).unwrap().hex()).unwrap();
+    let evidence = verify_bundle(&trust, &bundle, sigstore_types::Artifact::from_digest(hash), &authority).unwrap();
+    assert_eq!(evidence.time_source, "tlog+tsa");
+}
