@@ -23,6 +23,7 @@ pub mod certificate;
 mod intoto;
 pub mod legacy;
 mod sigstore;
+mod timestamp;
 mod tlog;
 pub(crate) mod simple_signing;
 #[cfg(test)]

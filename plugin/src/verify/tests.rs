@@ -586,7 +586,10 @@ fn a_message_signature_bundle_is_not_an_image_signature() {
 
 mod log_entries {
     use pullgate_tests::{
-        sigstore::{cosign_sign_statement, make_v3_dsse_bundle, rekor::HASHEDREKORD, unix_now, BundleSigner, TestSigstore},
+        sigstore::{
+            cosign_sign_statement, make_v3_dsse_bundle, rekor::HASHEDREKORD, unix_now, BundleSigner, SanKind,
+            TestSigstore, Tsa,
+        },
         Signer,
     };
     use serde_json::{json, Value};
@@ -604,6 +607,9 @@ mod log_entries {
         bundle: Value,
     }
 
+    const ISSUER: &str = "https://token.actions.githubusercontent.com";
+    const WORKFLOW: &str = "https://github.com/o/r/.github/workflows/release.yml@refs/heads/main";
+
     impl Logged {
         /// The signature's entry is the `before`-th of the log.
         fn new(before: usize) -> Logged {
@@ -612,16 +618,47 @@ mod log_entries {
                 sigstore.rekor.append(HASHEDREKORD, format!("earlier {n}").into_bytes(), unix_now());
             }
             let signer = Signer::generate();
+            let authority = key_authority("release", &signer.public_key_pem(), Tlog::Required);
+            Self::signed(sigstore, BundleSigner::Key(&signer), authority)
+        }
+
+        /// Signed by a Fulcio leaf for [`WORKFLOW`], with a TSA in the trusted root.
+        fn keyless(tsa: &Tsa) -> Logged {
+            let sigstore = TestSigstore::new();
+            let leaf = sigstore.issue_fulcio_leaf(SanKind::Uri(WORKFLOW.into()), ISSUER);
+            let authority = keyless_authority(ISSUER, WORKFLOW, Tlog::Required);
+            let mut logged = Self::signed(sigstore, BundleSigner::Leaf(&leaf), authority);
+            let mut root = logged.sigstore.trusted_root_value();
+            tsa.trust_in(&mut root);
+            logged.trust = TrustMaterial::from_json(&root.to_string()).unwrap();
+            logged
+        }
+
+        fn signed(sigstore: TestSigstore, signer: BundleSigner<'_>, authority: Authority) -> Logged {
             let digest = Digest::of(b"an image manifest");
             let statement = cosign_sign_statement("registry.test/app", digest.as_str());
-            let bundle = make_v3_dsse_bundle(&sigstore.rekor, BundleSigner::Key(&signer), &statement, unix_now());
+            let bundle = make_v3_dsse_bundle(&sigstore.rekor, signer, &statement, unix_now());
             Logged {
                 trust: TrustMaterial::from_json(&sigstore.trusted_root_json()).unwrap(),
-                authority: key_authority("release", &signer.public_key_pem(), Tlog::Required),
+                authority,
                 sigstore,
                 digest,
                 bundle: serde_json::from_str(&bundle).unwrap(),
             }
+        }
+
+        /// The envelope's signature, which a timestamp is over.
+        fn signature(&self) -> Vec<u8> {
+            let sig = self.bundle["dsseEnvelope"]["signatures"][0]["sig"].as_str().unwrap();
+            BASE64.decode(sig).unwrap()
+        }
+
+        fn stamp_with(&mut self, tokens: &[Vec<u8>]) {
+            let stamps: Vec<Value> = tokens
+                .iter()
+                .map(|t| json!({ "signedTimestamp": BASE64.encode(t) }))
+                .collect();
+            self.bundle["verificationMaterial"]["timestampVerificationData"] = json!({ "rfc3161Timestamps": stamps });
         }
 
         fn entry(&mut self) -> &mut Value {
@@ -702,6 +739,47 @@ mod log_entries {
             .checkpoint_with_origin("rekor.evil.example - 1", proof.tree_size, &proof.root_hash);
         logged.entry()["inclusionProof"]["checkpoint"]["envelope"] = json!(forged);
         refused(logged.verify(), "does not name the log https://rekor.pullgate.test");
+    }
+
+    // === RFC 3161 timestamps, with and without fractional seconds ===
+
+    #[test]
+    fn timestamps_with_fractional_seconds_beside_a_log_entry_are_accepted() {
+        let tsa = Tsa::generate();
+        for fraction in ["", "123", "46", "5"] {
+            let mut logged = Logged::keyless(&tsa);
+            let token = tsa.stamp(&logged.signature(), unix_now(), fraction);
+            logged.stamp_with(&[token]);
+            let evidence = logged.verify().unwrap_or_else(|e| panic!("genTime fraction {fraction:?}: {e}"));
+            assert_eq!(evidence.time_source, "tlog+tsa", "{fraction:?}");
+            assert!(evidence.tlog_index.is_some());
+        }
+    }
+
+    #[test]
+    fn a_fractional_timestamp_is_checked_as_strictly_as_any_other() {
+        let tsa = Tsa::generate();
+        let mut logged = Logged::keyless(&tsa);
+        let signature = logged.signature();
+        let now = unix_now();
+        // Over another signature.
+        logged.stamp_with(&[tsa.stamp(b"another signature", now, "123")]);
+        refused(logged.verify(), "over another signature");
+        // From a TSA the trusted root does not name.
+        logged.stamp_with(&[Tsa::generate().stamp(&signature, now, "123")]);
+        refused(logged.verify(), "signed by another TSA");
+        // Its TSTInfo changed after the TSA signed it: the fraction 123 made 124.
+        let mut token = tsa.stamp(&signature, now, "123");
+        let at = token.windows(5).position(|w| w == b".123Z").unwrap();
+        token[at + 3] = b'4';
+        logged.stamp_with(&[token]);
+        refused(logged.verify(), "the TSA signed another TSTInfo");
+        // At a time the signing certificate was not valid.
+        logged.stamp_with(&[tsa.stamp(&signature, now - 86_400, "5")]);
+        refused(logged.verify(), "signing certificate was not valid");
+        // One good stamp does not carry a bad one.
+        logged.stamp_with(&[tsa.stamp(&signature, now, "5"), tsa.stamp(b"other", now, "5")]);
+        refused(logged.verify(), "over another signature");
     }
 }
 

@@ -20,6 +20,7 @@ pub mod der;
 pub mod fulcio;
 pub mod rekor;
 pub mod trusted_root;
+pub mod tsa;
 
 use std::{
     path::{Path, PathBuf},
@@ -39,6 +40,7 @@ pub use bundle::{
 pub use ctlog::CtLog;
 pub use fulcio::{FulcioCa, Leaf, LeafRequest, SanKind};
 pub use rekor::{Rekor, RekorEntry};
+pub use tsa::Tsa;
 
 /// When the test Sigstore's CA, logs and trust root entries become valid: 2020-01-01T00:00:00Z,
 /// well before any time a test signs at.
