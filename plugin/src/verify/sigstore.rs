@@ -4,7 +4,10 @@
 
 use sigstore_crypto::CertificateInfo;
 use sigstore_types::{bundle::VerificationMaterialContent, Artifact, Bundle, DerCertificate};
-use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy, VerificationResult, Verifier};
+use sigstore_verify::{
+    bundle as sigstore_bundle, PublicKeyVerificationPolicy, TimestampError, VerificationPolicy, VerificationResult,
+    Verifier,
+};
 
 use super::{certificate::verify_signing_certificate, Evidence, Rejection};
 use crate::policy::{Authority, AuthorityKind, Keyless, Tlog};
@@ -101,10 +104,17 @@ pub fn verify_bundle(
             trust.verifier.verify(artifact, bundle, &policy)
         }
     }
-    .map_err(|e| match stamped {
-        [] => Rejection::Invalid(e.to_string()),
-        // Set aside, such stamps cannot give sigstore-verify a signing time.
-        _ => Rejection::Invalid(format!("{e} (timestamps with fractional seconds are not used as the only signing time)")),
+    .map_err(|e| match e {
+        // Set aside, such stamps cannot give sigstore-verify the signing time it needs.
+        sigstore_verify::Error::Timestamp(TimestampError::NoVerifiedTimestamp(_))
+        | sigstore_verify::Error::Bundle(sigstore_bundle::Error::MissingSigningTimeEvidence)
+            if !stamped.is_empty() =>
+        {
+            Rejection::Invalid(format!(
+                "{e} (a timestamp with fractional seconds is not used as the only signing time)"
+            ))
+        }
+        e => Rejection::Invalid(e.to_string()),
     })?;
 
     if authority.tlog == Tlog::Required && !result.tlog_verified() {

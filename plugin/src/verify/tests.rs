@@ -781,6 +781,17 @@ mod log_entries {
         logged.stamp_with(&[tsa.stamp(&signature, now, "5"), tsa.stamp(b"other", now, "5")]);
         refused(logged.verify(), "over another signature");
     }
+
+    #[test]
+    fn a_fractional_timestamp_alone_is_not_a_signing_time() {
+        // sigstore-verify must verify a signing time itself; with the SET gone, none is left.
+        let tsa = Tsa::generate();
+        let mut logged = Logged::keyless(&tsa);
+        logged.entry().as_object_mut().unwrap().remove("inclusionPromise");
+        let token = tsa.stamp(&logged.signature(), unix_now(), "5");
+        logged.stamp_with(&[token]);
+        refused(logged.verify(), "is not used as the only signing time");
+    }
 }
 
 #[test]

@@ -66,7 +66,11 @@ pub(super) fn verify(token: &[u8], signature: &[u8], authorities: &[TsaAuthority
 /// them for `sigstore-verify` to check the rest; `None` when it has none.
 pub(super) fn set_aside(trust: &TrustMaterial, bundle: &Bundle) -> Result<Option<(Bundle, Vec<Timestamp>)>, String> {
     let stamps = &bundle.verification_material.timestamp_verification_data.rfc3161_timestamps;
-    if !stamps.iter().any(|s| has_fractional_gen_time(s.signed_timestamp.as_bytes())) {
+    let (fractional, rest): (Vec<_>, Vec<_>) = stamps
+        .iter()
+        .cloned()
+        .partition(|s| has_fractional_gen_time(s.signed_timestamp.as_bytes()));
+    if fractional.is_empty() {
         return Ok(None);
     }
     let signature = match &bundle.content {
@@ -75,16 +79,13 @@ pub(super) fn set_aside(trust: &TrustMaterial, bundle: &Bundle) -> Result<Option
         _ => return Err("a bundle without a signature to timestamp".into()),
     };
     let authorities = trust.root().tsa_authorities();
-    let mut times = Vec::new();
-    let mut rest = bundle.clone();
-    rest.verification_material
-        .timestamp_verification_data
-        .rfc3161_timestamps
-        .retain(|s| !has_fractional_gen_time(s.signed_timestamp.as_bytes()));
-    for stamp in stamps.iter().filter(|s| has_fractional_gen_time(s.signed_timestamp.as_bytes())) {
-        times.push(verify(stamp.signed_timestamp.as_bytes(), signature, &authorities)?);
-    }
-    Ok(Some((rest, times)))
+    let times = fractional
+        .iter()
+        .map(|s| verify(s.signed_timestamp.as_bytes(), signature, &authorities))
+        .collect::<Result<_, _>>()?;
+    let mut bundle = bundle.clone();
+    bundle.verification_material.timestamp_verification_data.rfc3161_timestamps = rest;
+    Ok(Some((bundle, times)))
 }
 
 // === impl Token ===
