@@ -741,6 +741,25 @@ mod log_entries {
         refused(logged.verify(), "does not name the log https://rekor.pullgate.test");
     }
 
+    #[test]
+    fn a_checkpoint_signed_by_another_trusted_log_is_refused() {
+        let mut logged = Logged::new(0);
+        // A second log in the trusted root, at the same URL, signs the first log's tree.
+        let other = pullgate_tests::sigstore::Rekor::generate();
+        let mut root = logged.sigstore.trusted_root_value();
+        let mut log = root["tlogs"][0].clone();
+        log["publicKey"]["rawBytes"] = json!(BASE64.encode(other.public_key_der()));
+        log["logId"]["keyId"] = json!(BASE64.encode(other.log_id()));
+        root["tlogs"].as_array_mut().unwrap().push(log);
+        logged.trust = TrustMaterial::from_json(&root.to_string()).unwrap();
+        assert!(logged.verify().is_ok());
+        let proof = logged.sigstore.rekor.prove(0);
+        let origin = logged.sigstore.rekor.origin().to_string();
+        let envelope = other.checkpoint_with_origin(&origin, proof.tree_size, &proof.root_hash);
+        logged.entry()["inclusionProof"]["checkpoint"]["envelope"] = json!(envelope);
+        refused(logged.verify(), "the checkpoint is not signed by the entry's log");
+    }
+
     // === RFC 3161 timestamps, with and without fractional seconds ===
 
     #[test]
