@@ -23,11 +23,11 @@ pub mod certificate;
 mod intoto;
 pub mod legacy;
 mod sigstore;
-mod timestamp;
-mod tlog;
 pub(crate) mod simple_signing;
 #[cfg(test)]
 mod tests;
+mod timestamp;
+mod tlog;
 
 pub use attestation::{check_attestations, AttestationOutcome};
 pub use sigstore::{verify_bundle, TrustMaterial};

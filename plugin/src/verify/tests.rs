@@ -615,7 +615,9 @@ mod log_entries {
         fn new(before: usize) -> Logged {
             let sigstore = TestSigstore::new();
             for n in 0..before {
-                sigstore.rekor.append(HASHEDREKORD, format!("earlier {n}").into_bytes(), unix_now());
+                sigstore
+                    .rekor
+                    .append(HASHEDREKORD, format!("earlier {n}").into_bytes(), unix_now());
             }
             let signer = Signer::generate();
             let authority = key_authority("release", &signer.public_key_pem(), Tlog::Required);
@@ -696,7 +698,10 @@ mod log_entries {
         bare.as_object_mut().unwrap().remove("inclusionProof");
         let good = logged.entry().clone();
         logged.bundle["verificationMaterial"]["tlogEntries"] = json!([bare, good]);
-        refused(logged.verify(), "neither an inclusion proof nor a signed entry timestamp");
+        refused(
+            logged.verify(),
+            "neither an inclusion proof nor a signed entry timestamp",
+        );
     }
 
     #[test]
@@ -713,7 +718,10 @@ mod log_entries {
         // Entry 4 of 8: its audit path also proves it in a tree of 7, whose root is the same.
         let mut logged = Logged::new(4);
         for n in 0..3 {
-            logged.sigstore.rekor.append(HASHEDREKORD, format!("later {n}").into_bytes(), unix_now());
+            logged
+                .sigstore
+                .rekor
+                .append(HASHEDREKORD, format!("later {n}").into_bytes(), unix_now());
         }
         let proof = logged.sigstore.rekor.prove(4);
         assert_eq!(proof.tree_size, 8);
@@ -726,17 +734,21 @@ mod log_entries {
         });
         assert_eq!(logged.verify().unwrap().tlog_index, Some(4));
         logged.entry()["inclusionProof"]["treeSize"] = json!("7");
-        refused(logged.verify(), "the proof is for a tree of 7 entries, the checkpoint signs 8");
+        refused(
+            logged.verify(),
+            "the proof is for a tree of 7 entries, the checkpoint signs 8",
+        );
     }
 
     #[test]
     fn a_checkpoint_naming_another_log_is_refused() {
         let mut logged = Logged::new(0);
         let proof = logged.sigstore.rekor.prove(0);
-        let forged = logged
-            .sigstore
-            .rekor
-            .checkpoint_with_origin("rekor.evil.example - 1", proof.tree_size, &proof.root_hash);
+        let forged =
+            logged
+                .sigstore
+                .rekor
+                .checkpoint_with_origin("rekor.evil.example - 1", proof.tree_size, &proof.root_hash);
         logged.entry()["inclusionProof"]["checkpoint"]["envelope"] = json!(forged);
         refused(logged.verify(), "does not name the log https://rekor.pullgate.test");
     }
@@ -769,7 +781,9 @@ mod log_entries {
             let mut logged = Logged::keyless(&tsa);
             let token = tsa.stamp(&logged.signature(), unix_now(), fraction);
             logged.stamp_with(&[token]);
-            let evidence = logged.verify().unwrap_or_else(|e| panic!("genTime fraction {fraction:?}: {e}"));
+            let evidence = logged
+                .verify()
+                .unwrap_or_else(|e| panic!("genTime fraction {fraction:?}: {e}"));
             assert_eq!(evidence.time_source, "tlog+tsa", "{fraction:?}");
             assert!(evidence.tlog_index.is_some());
         }

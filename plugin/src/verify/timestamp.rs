@@ -65,7 +65,10 @@ pub(super) fn verify(token: &[u8], signature: &[u8], authorities: &[TsaAuthority
 /// The bundle's timestamps whose genTime has a fraction, verified here, and the bundle without
 /// them for `sigstore-verify` to check the rest; `None` when it has none.
 pub(super) fn set_aside(trust: &TrustMaterial, bundle: &Bundle) -> Result<Option<(Bundle, Vec<Timestamp>)>, String> {
-    let stamps = &bundle.verification_material.timestamp_verification_data.rfc3161_timestamps;
+    let stamps = &bundle
+        .verification_material
+        .timestamp_verification_data
+        .rfc3161_timestamps;
     let (fractional, rest): (Vec<_>, Vec<_>) = stamps
         .iter()
         .cloned()
@@ -84,7 +87,10 @@ pub(super) fn set_aside(trust: &TrustMaterial, bundle: &Bundle) -> Result<Option
         .map(|s| verify(s.signed_timestamp.as_bytes(), signature, &authorities))
         .collect::<Result<_, _>>()?;
     let mut bundle = bundle.clone();
-    bundle.verification_material.timestamp_verification_data.rfc3161_timestamps = rest;
+    bundle
+        .verification_material
+        .timestamp_verification_data
+        .rfc3161_timestamps = rest;
     Ok(Some((bundle, times)))
 }
 
@@ -156,7 +162,10 @@ impl Token {
         if !names(&signer.sid, &leaf) {
             return Err("the token is signed by another TSA".into());
         }
-        let attributes = signer.signed_attrs.as_ref().ok_or("the token has no signed attributes")?;
+        let attributes = signer
+            .signed_attrs
+            .as_ref()
+            .ok_or("the token has no signed attributes")?;
         check_attributes(attributes, signer, &self.tst_info)?;
         check_signature(signer, attributes, &leaf)?;
         check_chain(authority, time)?;
@@ -174,7 +183,10 @@ fn content_info(der: &[u8]) -> Result<ContentInfo, String> {
         [status, token] if status.tag() == Tag::Sequence => {
             // PKIStatusInfo: granted (0) or grantedWithMods (1).
             let status = status.decode_as::<Vec<Any>>().map_err(|e| format!("status: {e}"))?;
-            if !status.first().is_some_and(|s| s.tag() == Tag::Integer && matches!(s.value(), [0] | [1])) {
+            if !status
+                .first()
+                .is_some_and(|s| s.tag() == Tag::Integer && matches!(s.value(), [0] | [1]))
+            {
                 return Err("the timestamp request was not granted".into());
             }
             token.decode_as().map_err(|e| format!("TimeStampToken: {e}"))
@@ -239,8 +251,13 @@ fn check_signature(signer: &SignerInfo, attributes: &Attributes, leaf: &Certific
     let scheme = algorithm
         .resolve_signing_scheme(hash_algorithm(&signer.digest_alg.oid)?)
         .map_err(|e| format!("TSA signature: {e}"))?;
-    verify_signature(&key, &signed, &SignatureBytes::new(signer.signature.as_bytes().to_vec()), scheme)
-        .map_err(|_| "the TSA signature does not verify".to_string())
+    verify_signature(
+        &key,
+        &signed,
+        &SignatureBytes::new(signer.signature.as_bytes().to_vec()),
+        scheme,
+    )
+    .map_err(|_| "the TSA signature does not verify".to_string())
 }
 
 /// The authority's leaf chains to its root, through its own intermediates only, for time
@@ -289,12 +306,18 @@ fn digest(oid: &ObjectIdentifier, data: &[u8]) -> Result<Vec<u8>, String> {
 /// A DER GeneralizedTime (X.690 §11.7): `YYYYMMDDHHMMSS`, then optionally `.` and a fraction
 /// without trailing zeros, then `Z`. Digits past nanoseconds are dropped.
 fn parse_gen_time(value: &[u8]) -> Result<Timestamp, String> {
-    let malformed = || format!("genTime {:?} is not a DER GeneralizedTime", String::from_utf8_lossy(value));
+    let malformed = || {
+        format!(
+            "genTime {:?} is not a DER GeneralizedTime",
+            String::from_utf8_lossy(value)
+        )
+    };
     let text = std::str::from_utf8(value).map_err(|_| malformed())?;
     let body = text.strip_suffix('Z').ok_or_else(malformed)?;
     let (seconds, fraction) = body.split_once('.').unwrap_or((body, ""));
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if seconds.len() != 14 || !digits(seconds) || (body.contains('.') && (!digits(fraction) || fraction.ends_with('0'))) {
+    if seconds.len() != 14 || !digits(seconds) || (body.contains('.') && (!digits(fraction) || fraction.ends_with('0')))
+    {
         return Err(malformed());
     }
     let number = |range: std::ops::Range<usize>| seconds[range].parse::<i16>().map_err(|_| malformed());

@@ -52,14 +52,22 @@ fn check_proof(
         .ok_or("an inclusion proof without a checkpoint")?;
     let key = VerificationKey::from_spki(&log.public_key.raw_bytes).map_err(|e| format!("log key: {e}"))?;
     // A checkpoint names its signer by the first four bytes of the log's key ID.
-    let hint = log.log_id.key_id.as_bytes().get(..4).ok_or("a log ID shorter than a key hint")?;
+    let hint = log
+        .log_id
+        .key_id
+        .as_bytes()
+        .get(..4)
+        .ok_or("a log ID shorter than a key hint")?;
     let signed_by_log = checkpoint
         .signatures()
         .iter()
         .filter(|s| s.key_id.as_bytes()[..] == *hint)
         .any(|s| key.verify(checkpoint.signed_data(), &s.signature).is_ok());
     if !signed_by_log {
-        return Err(format!("the checkpoint is not signed by the entry's log ({})", log.base_url));
+        return Err(format!(
+            "the checkpoint is not signed by the entry's log ({})",
+            log.base_url
+        ));
     }
     let v2 = entry.kind_version == KindVersion::HashedRekordV002;
     if !origin_names_log(checkpoint.origin(), &log.base_url, v2) {
@@ -119,11 +127,20 @@ mod tests {
     fn origins_as_rekor_writes_them_name_their_log() {
         let v1 = |o, u| origin_names_log(o, u, false);
         let v2 = |o, u| origin_names_log(o, u, true);
-        assert!(v1("rekor.sigstore.dev - 1193050959916656506", "https://rekor.sigstore.dev"));
+        assert!(v1(
+            "rekor.sigstore.dev - 1193050959916656506",
+            "https://rekor.sigstore.dev"
+        ));
         assert!(v1("localhost:8000 - 124190645164477", "http://localhost:8000"));
-        assert!(v2("log2025-1.rekor.sigstore.dev", "https://log2025-1.rekor.sigstore.dev"));
+        assert!(v2(
+            "log2025-1.rekor.sigstore.dev",
+            "https://log2025-1.rekor.sigstore.dev"
+        ));
         assert!(v2("rekor-local", "http://rekor-local"));
-        assert!(!v1("rekor.sigstage.dev - 8050909264565447525", "https://rekor.sigstore.dev"));
+        assert!(!v1(
+            "rekor.sigstage.dev - 8050909264565447525",
+            "https://rekor.sigstore.dev"
+        ));
         assert!(!v1("rekor.sigstore.dev", "https://rekor.sigstore.dev"));
         assert!(!v1("rekor.sigstore.dev - 12x", "https://rekor.sigstore.dev"));
         assert!(!v2("rekor.sigstore.dev - 1", "https://rekor.sigstore.dev"));
