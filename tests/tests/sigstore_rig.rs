@@ -19,7 +19,7 @@ use pullgate_tests::{
         der,
         fulcio::{self, oid_content, strip_extension, SCT_LIST_OID},
         rekor::{set_payload, HASHEDREKORD},
-        unix_now, BundleSigner, LeafRequest, LegacySigned, SanKind, TestSigstore,
+        unix_now, BundleSigner, LeafRequest, LegacySigned, SanKind, TestSigstore, Tsa,
     },
     Registry, Signer,
 };
@@ -564,6 +564,38 @@ fn v3_dsse_bundle_verifies_against_the_image_digest_only() {
 
 /// What a verifier of legacy `.sig` signatures does with a layer: rebuilds the bundle v0.1 from
 /// the annotations alone.
+#[test]
+fn tsa_tokens_verify_with_sigstore_tsa_unless_their_gen_time_has_a_fraction() {
+    let sigstore = TestSigstore::new();
+    let tsa = Tsa::generate();
+    let mut root = sigstore.trusted_root_value();
+    tsa.trust_in(&mut root);
+    let verifier = sigstore_verify::Verifier::new(
+        &sigstore_trust_root::TrustedRoot::from_json(&root.to_string()).expect("a trusted root with a TSA"),
+    )
+    .expect("sigstore-verify accepts the TSA");
+    let leaf = sigstore.issue_fulcio_leaf(SanKind::Uri(WORKFLOW.to_owned()), GITHUB_ISSUER);
+    let json = sigstore::make_v3_signature_bundle(&sigstore, &leaf, "signed/app", IMAGE_DIGEST, unix_now());
+    let mut value: Value = serde_json::from_str(&json).unwrap();
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(value["dsseEnvelope"]["signatures"][0]["sig"].as_str().unwrap())
+        .unwrap();
+    let policy = VerificationPolicy::new(IdentityMatcher::Uri(WORKFLOW.to_owned()), GITHUB_ISSUER);
+    let mut verify = |token: Vec<u8>| {
+        value["verificationMaterial"]["timestampVerificationData"] =
+            json!({ "rfc3161Timestamps": [{ "signedTimestamp": b64(&token) }] });
+        verifier.verify(digest_of(IMAGE_DIGEST), &bundle(&value.to_string()), &policy)
+    };
+    let result = verify(tsa.stamp(&signature, unix_now(), "")).expect("a whole-second stamp verifies");
+    // One time from the stamp, one from the SET.
+    assert_eq!(result.verified_timestamps().len(), 2);
+    assert!(verify(tsa.stamp(b"another signature", unix_now(), "")).is_err());
+    assert!(verify(Tsa::generate().stamp(&signature, unix_now(), "")).is_err());
+    // sigstore-tsa 0.15.1 cannot read a fraction; pullgate's verify/timestamp.rs does.
+    let err = verify(tsa.stamp(&signature, unix_now(), "123")).unwrap_err();
+    assert!(err.to_string().contains("GeneralizedTime"), "{err}");
+}
+
 fn bundle_from_annotations(payload: &[u8], annotations: &BTreeMap<String, String>) -> String {
     let std = base64::engine::general_purpose::STANDARD;
     let pem_ders = |pem: &str| -> Vec<String> {

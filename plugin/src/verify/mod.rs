@@ -26,6 +26,8 @@ mod sigstore;
 pub(crate) mod simple_signing;
 #[cfg(test)]
 mod tests;
+mod timestamp;
+mod tlog;
 
 pub use attestation::{check_attestations, AttestationOutcome};
 pub use sigstore::{verify_bundle, TrustMaterial};

@@ -3,10 +3,13 @@
 //! the signer against the policy's authority is ours.
 
 use sigstore_crypto::CertificateInfo;
-use sigstore_types::{Artifact, Bundle};
-use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy, VerificationResult, Verifier};
+use sigstore_types::{bundle::VerificationMaterialContent, Artifact, Bundle, DerCertificate};
+use sigstore_verify::{
+    bundle as sigstore_bundle, PublicKeyVerificationPolicy, TimestampError, VerificationPolicy, VerificationResult,
+    Verifier,
+};
 
-use super::{Evidence, Rejection};
+use super::{certificate::verify_signing_certificate, Evidence, Rejection};
 use crate::policy::{Authority, AuthorityKind, Keyless, Tlog};
 
 /// The media type of a Sigstore `TrustedRoot` (any version).
@@ -72,6 +75,13 @@ pub fn verify_bundle(
     artifact: Artifact<'_>,
     authority: &Authority,
 ) -> Result<Evidence, Rejection> {
+    // Timestamps sigstore-tsa cannot read are verified here; sigstore-verify checks the rest.
+    let set_aside = super::timestamp::set_aside(trust, bundle)
+        .map_err(|e| Rejection::Invalid(format!("RFC 3161 timestamp: {e}")))?;
+    let (bundle, stamped) = match &set_aside {
+        Some((rest, times)) => (rest, times.as_slice()),
+        None => (bundle, &[][..]),
+    };
     let has_entries = !bundle.verification_material.tlog_entries.is_empty();
     let skip_tlog = match authority.tlog {
         Tlog::Required => false,
@@ -94,7 +104,18 @@ pub fn verify_bundle(
             trust.verifier.verify(artifact, bundle, &policy)
         }
     }
-    .map_err(|e| Rejection::Invalid(e.to_string()))?;
+    .map_err(|e| match e {
+        // Set aside, such stamps cannot give sigstore-verify the signing time it needs.
+        sigstore_verify::Error::Timestamp(TimestampError::NoVerifiedTimestamp(_))
+        | sigstore_verify::Error::Bundle(sigstore_bundle::Error::MissingSigningTimeEvidence)
+            if !stamped.is_empty() =>
+        {
+            Rejection::Invalid(format!(
+                "{e} (a timestamp with fractional seconds is not used as the only signing time)"
+            ))
+        }
+        e => Rejection::Invalid(e.to_string()),
+    })?;
 
     if authority.tlog == Tlog::Required && !result.tlog_verified() {
         return Err(Rejection::TlogRequired {
@@ -106,17 +127,18 @@ pub fn verify_bundle(
             Some(certificate) => match_identity(keyless, certificate)?,
             None => return Err(Rejection::IdentityMismatch("no verified certificate".into())),
         }
+        // sigstore-verify checks the certificate at every time it verified; these it did not see.
+        let (leaf, chain) = signing_chain(bundle)?;
+        for &at in stamped {
+            verify_signing_certificate(trust, &leaf, &chain, at).map_err(Rejection::Invalid)?;
+        }
     }
-    let tlog_index = result
-        .tlog_verified()
-        .then(|| {
-            bundle
-                .verification_material
-                .tlog_entries
-                .first()
-                .map(|e| e.log_index.get())
-        })
-        .flatten();
+    // Entries the authority looks at must each hold, beyond what sigstore-verify checks.
+    let tlog_index = if skip_tlog {
+        None
+    } else {
+        super::tlog::check_entries(trust, bundle).map_err(Rejection::Invalid)?
+    };
     Ok(Evidence {
         authority: authority.name.clone(),
         kind: if matches!(authority.kind, AuthorityKind::Key(_)) {
@@ -127,8 +149,8 @@ pub fn verify_bundle(
         subject: result.identity().map(|san| san.as_str().to_string()),
         issuer: result.issuer().map(str::to_string),
         tlog_index,
-        time_source: time_source(bundle, &result),
-        signed_at: signing_time(&result),
+        time_source: time_source(bundle, &result, stamped),
+        signed_at: signing_time(&result, stamped),
     })
 }
 
@@ -152,36 +174,45 @@ pub(super) fn match_identity(keyless: &Keyless, cert: &CertificateInfo) -> Resul
     Ok(())
 }
 
-/// Where the signing time that validated the certificate came from: a verified log entry (its
-/// integrated time, or a SET checked for consistency), an RFC 3161 timestamp, or nothing.
-fn time_source(bundle: &Bundle, result: &VerificationResult) -> &'static str {
-    if result.integrated_time().is_some() {
-        return "tlog";
-    }
-    if result.verified_timestamps().is_empty() {
-        return "none";
-    }
-    let has_set = bundle
-        .verification_material
-        .tlog_entries
-        .iter()
-        .any(|e| e.inclusion_promise.is_some());
-    let has_tsa = !bundle
+/// Where the verified signing times came from: a log entry (its integrated time, vouched for by
+/// its SET), RFC 3161 timestamps, both, or nothing.
+fn time_source(bundle: &Bundle, result: &VerificationResult, stamped: &[jiff::Timestamp]) -> &'static str {
+    // sigstore-verify refuses a bundle any of whose timestamps fails, and lists one time per
+    // timestamp among the verified ones; any beyond those are integrated times.
+    let stamps = bundle
         .verification_material
         .timestamp_verification_data
         .rfc3161_timestamps
-        .is_empty();
-    match (has_set, has_tsa) {
+        .len();
+    let tsa = !stamped.is_empty() || (stamps > 0 && result.verified_timestamps().len() >= stamps);
+    let tlog = result.integrated_time().is_some() || result.verified_timestamps().len() > stamps;
+    match (tlog, tsa) {
+        (true, true) => "tlog+tsa",
         (true, false) => "tlog",
         (false, true) => "tsa",
-        _ => "tlog+tsa",
+        (false, false) => "none",
     }
 }
 
 /// The verified signing time: the log's integrated time, else the earliest verified timestamp.
-fn signing_time(result: &VerificationResult) -> Option<i64> {
+fn signing_time(result: &VerificationResult, stamped: &[jiff::Timestamp]) -> Option<i64> {
     result
         .integrated_time()
-        .or_else(|| result.verified_timestamps().iter().min().copied())
+        .or_else(|| result.verified_timestamps().iter().chain(stamped).min().copied())
         .map(|t| t.as_second())
+}
+
+/// The bundle's signing certificate and the certificates it brings to chain it.
+fn signing_chain(bundle: &Bundle) -> Result<(DerCertificate, Vec<DerCertificate>), Rejection> {
+    match &bundle.verification_material.content {
+        VerificationMaterialContent::Certificate(c) => Ok((c.raw_bytes.clone(), Vec::new())),
+        VerificationMaterialContent::X509CertificateChain { certificates } => match certificates.as_slice() {
+            [leaf, rest @ ..] => Ok((
+                leaf.raw_bytes.clone(),
+                rest.iter().map(|c| c.raw_bytes.clone()).collect(),
+            )),
+            [] => Err(Rejection::Invalid("an empty certificate chain".into())),
+        },
+        _ => Err(Rejection::IdentityMismatch("no certificate".into())),
+    }
 }

@@ -581,3 +581,265 @@ fn a_message_signature_bundle_is_not_an_image_signature() {
         err.rejections
     );
 }
+
+// === log entries: each must hold, and the index reported is one the log vouched for ===
+
+mod log_entries {
+    use pullgate_tests::{
+        sigstore::{
+            cosign_sign_statement, make_v3_dsse_bundle, rekor::HASHEDREKORD, unix_now, BundleSigner, SanKind,
+            TestSigstore, Tsa,
+        },
+        Signer,
+    };
+    use serde_json::{json, Value};
+    use sigstore_types::{Artifact, Bundle, Sha256Hash};
+
+    use super::*;
+
+    /// A cosign v3 bundle signed with a key and logged in `sigstore`'s Rekor, as JSON to edit,
+    /// and what verifies it.
+    struct Logged {
+        sigstore: TestSigstore,
+        trust: TrustMaterial,
+        authority: Authority,
+        digest: Digest,
+        bundle: Value,
+    }
+
+    const ISSUER: &str = "https://token.actions.githubusercontent.com";
+    const WORKFLOW: &str = "https://github.com/o/r/.github/workflows/release.yml@refs/heads/main";
+
+    impl Logged {
+        /// The signature's entry is the `before`-th of the log.
+        fn new(before: usize) -> Logged {
+            let sigstore = TestSigstore::new();
+            for n in 0..before {
+                sigstore
+                    .rekor
+                    .append(HASHEDREKORD, format!("earlier {n}").into_bytes(), unix_now());
+            }
+            let signer = Signer::generate();
+            let authority = key_authority("release", &signer.public_key_pem(), Tlog::Required);
+            Self::signed(sigstore, BundleSigner::Key(&signer), authority)
+        }
+
+        /// Signed by a Fulcio leaf for [`WORKFLOW`], with a TSA in the trusted root.
+        fn keyless(tsa: &Tsa) -> Logged {
+            let sigstore = TestSigstore::new();
+            let leaf = sigstore.issue_fulcio_leaf(SanKind::Uri(WORKFLOW.into()), ISSUER);
+            let authority = keyless_authority(ISSUER, WORKFLOW, Tlog::Required);
+            let mut logged = Self::signed(sigstore, BundleSigner::Leaf(&leaf), authority);
+            let mut root = logged.sigstore.trusted_root_value();
+            tsa.trust_in(&mut root);
+            logged.trust = TrustMaterial::from_json(&root.to_string()).unwrap();
+            logged
+        }
+
+        fn signed(sigstore: TestSigstore, signer: BundleSigner<'_>, authority: Authority) -> Logged {
+            let digest = Digest::of(b"an image manifest");
+            let statement = cosign_sign_statement("registry.test/app", digest.as_str());
+            let bundle = make_v3_dsse_bundle(&sigstore.rekor, signer, &statement, unix_now());
+            Logged {
+                trust: TrustMaterial::from_json(&sigstore.trusted_root_json()).unwrap(),
+                authority,
+                sigstore,
+                digest,
+                bundle: serde_json::from_str(&bundle).unwrap(),
+            }
+        }
+
+        /// The envelope's signature, which a timestamp is over.
+        fn signature(&self) -> Vec<u8> {
+            let sig = self.bundle["dsseEnvelope"]["signatures"][0]["sig"].as_str().unwrap();
+            BASE64.decode(sig).unwrap()
+        }
+
+        fn stamp_with(&mut self, tokens: &[Vec<u8>]) {
+            let stamps: Vec<Value> = tokens
+                .iter()
+                .map(|t| json!({ "signedTimestamp": BASE64.encode(t) }))
+                .collect();
+            self.bundle["verificationMaterial"]["timestampVerificationData"] = json!({ "rfc3161Timestamps": stamps });
+        }
+
+        fn entry(&mut self) -> &mut Value {
+            &mut self.bundle["verificationMaterial"]["tlogEntries"][0]
+        }
+
+        fn verify(&self) -> Result<Evidence, Rejection> {
+            let bundle = Bundle::from_json(&self.bundle.to_string()).unwrap();
+            let hash = Sha256Hash::from_hex(self.digest.hex()).unwrap();
+            verify_bundle(&self.trust, &bundle, Artifact::from_digest(hash), &self.authority)
+        }
+    }
+
+    fn refused(verdict: Result<Evidence, Rejection>, why: &str) {
+        match verdict {
+            Err(Rejection::Invalid(what)) => assert!(what.contains(why), "{what}"),
+            other => panic!("expected a refusal for {why:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_index_reported_is_the_logged_entrys() {
+        let logged = Logged::new(3);
+        let evidence = logged.verify().unwrap();
+        assert_eq!(evidence.tlog_index, Some(3));
+        assert_eq!(evidence.time_source, "tlog");
+    }
+
+    #[test]
+    fn an_entry_with_neither_proof_nor_set_beside_a_good_one_is_refused() {
+        let mut logged = Logged::new(3);
+        let mut bare = logged.entry().clone();
+        bare["logIndex"] = json!("999");
+        bare.as_object_mut().unwrap().remove("inclusionPromise");
+        bare.as_object_mut().unwrap().remove("inclusionProof");
+        let good = logged.entry().clone();
+        logged.bundle["verificationMaterial"]["tlogEntries"] = json!([bare, good]);
+        refused(
+            logged.verify(),
+            "neither an inclusion proof nor a signed entry timestamp",
+        );
+    }
+
+    #[test]
+    fn a_log_index_the_proof_does_not_prove_is_refused() {
+        let mut logged = Logged::new(3);
+        // Without its SET nothing but the proof vouches for the index.
+        logged.entry().as_object_mut().unwrap().remove("inclusionPromise");
+        logged.entry()["logIndex"] = json!("7");
+        refused(logged.verify(), "log index 7, but the proof is for index 3");
+    }
+
+    #[test]
+    fn a_proof_for_another_tree_size_than_the_checkpoint_signs_is_refused() {
+        // Entry 4 of 8: its audit path also proves it in a tree of 7, whose root is the same.
+        let mut logged = Logged::new(4);
+        for n in 0..3 {
+            logged
+                .sigstore
+                .rekor
+                .append(HASHEDREKORD, format!("later {n}").into_bytes(), unix_now());
+        }
+        let proof = logged.sigstore.rekor.prove(4);
+        assert_eq!(proof.tree_size, 8);
+        logged.entry()["inclusionProof"] = json!({
+            "logIndex": "4",
+            "rootHash": BASE64.encode(proof.root_hash),
+            "treeSize": "8",
+            "hashes": proof.hashes.iter().map(|h| BASE64.encode(h)).collect::<Vec<_>>(),
+            "checkpoint": { "envelope": proof.checkpoint },
+        });
+        assert_eq!(logged.verify().unwrap().tlog_index, Some(4));
+        logged.entry()["inclusionProof"]["treeSize"] = json!("7");
+        refused(
+            logged.verify(),
+            "the proof is for a tree of 7 entries, the checkpoint signs 8",
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_naming_another_log_is_refused() {
+        let mut logged = Logged::new(0);
+        let proof = logged.sigstore.rekor.prove(0);
+        let forged =
+            logged
+                .sigstore
+                .rekor
+                .checkpoint_with_origin("rekor.evil.example - 1", proof.tree_size, &proof.root_hash);
+        logged.entry()["inclusionProof"]["checkpoint"]["envelope"] = json!(forged);
+        refused(logged.verify(), "does not name the log https://rekor.pullgate.test");
+    }
+
+    #[test]
+    fn a_checkpoint_signed_by_another_trusted_log_is_refused() {
+        let mut logged = Logged::new(0);
+        // A second log in the trusted root, at the same URL, signs the first log's tree.
+        let other = pullgate_tests::sigstore::Rekor::generate();
+        let mut root = logged.sigstore.trusted_root_value();
+        let mut log = root["tlogs"][0].clone();
+        log["publicKey"]["rawBytes"] = json!(BASE64.encode(other.public_key_der()));
+        log["logId"]["keyId"] = json!(BASE64.encode(other.log_id()));
+        root["tlogs"].as_array_mut().unwrap().push(log);
+        logged.trust = TrustMaterial::from_json(&root.to_string()).unwrap();
+        assert!(logged.verify().is_ok());
+        let proof = logged.sigstore.rekor.prove(0);
+        let origin = logged.sigstore.rekor.origin().to_string();
+        let envelope = other.checkpoint_with_origin(&origin, proof.tree_size, &proof.root_hash);
+        logged.entry()["inclusionProof"]["checkpoint"]["envelope"] = json!(envelope);
+        refused(logged.verify(), "the checkpoint is not signed by the entry's log");
+    }
+
+    // === RFC 3161 timestamps, with and without fractional seconds ===
+
+    #[test]
+    fn timestamps_with_fractional_seconds_beside_a_log_entry_are_accepted() {
+        let tsa = Tsa::generate();
+        for fraction in ["", "123", "46", "5"] {
+            let mut logged = Logged::keyless(&tsa);
+            let token = tsa.stamp(&logged.signature(), unix_now(), fraction);
+            logged.stamp_with(&[token]);
+            let evidence = logged
+                .verify()
+                .unwrap_or_else(|e| panic!("genTime fraction {fraction:?}: {e}"));
+            assert_eq!(evidence.time_source, "tlog+tsa", "{fraction:?}");
+            assert!(evidence.tlog_index.is_some());
+        }
+    }
+
+    #[test]
+    fn a_fractional_timestamp_is_checked_as_strictly_as_any_other() {
+        let tsa = Tsa::generate();
+        let mut logged = Logged::keyless(&tsa);
+        let signature = logged.signature();
+        let now = unix_now();
+        // Over another signature.
+        logged.stamp_with(&[tsa.stamp(b"another signature", now, "123")]);
+        refused(logged.verify(), "over another signature");
+        // From a TSA the trusted root does not name.
+        logged.stamp_with(&[Tsa::generate().stamp(&signature, now, "123")]);
+        refused(logged.verify(), "signed by another TSA");
+        // Its TSTInfo changed after the TSA signed it: the fraction 123 made 124.
+        let mut token = tsa.stamp(&signature, now, "123");
+        let at = token.windows(5).position(|w| w == b".123Z").unwrap();
+        token[at + 3] = b'4';
+        logged.stamp_with(&[token]);
+        refused(logged.verify(), "the TSA signed another TSTInfo");
+        // At a time the signing certificate was not valid.
+        logged.stamp_with(&[tsa.stamp(&signature, now - 86_400, "5")]);
+        refused(logged.verify(), "signing certificate was not valid");
+        // One good stamp does not carry a bad one.
+        logged.stamp_with(&[tsa.stamp(&signature, now, "5"), tsa.stamp(b"other", now, "5")]);
+        refused(logged.verify(), "over another signature");
+    }
+
+    #[test]
+    fn a_fractional_timestamp_alone_is_not_a_signing_time() {
+        // sigstore-verify must verify a signing time itself; with the SET gone, none is left.
+        let tsa = Tsa::generate();
+        let mut logged = Logged::keyless(&tsa);
+        logged.entry().as_object_mut().unwrap().remove("inclusionPromise");
+        let token = tsa.stamp(&logged.signature(), unix_now(), "5");
+        logged.stamp_with(&[token]);
+        refused(logged.verify(), "is not used as the only signing time");
+    }
+}
+
+#[test]
+fn a_bundle_with_a_log_entry_and_a_timestamp_says_both() {
+    let (Some(attached), Some(trust)) = (kubewarden_bundle(), production_trust()) else {
+        eprintln!("SKIP: ../shared/vectors is absent; the v3 bundle case is not run");
+        return;
+    };
+    let authority = keyless_authority(
+        "https://token.actions.githubusercontent.com",
+        "https://github.com/kubewarden/kubewarden-controller/.github/workflows/release.yml@refs/tags/v1.34.0",
+        Tlog::Required,
+    );
+    let bundle = attached.parse().unwrap();
+    let hash = sigstore_types::Sha256Hash::from_hex(Digest::parse(KUBEWARDEN_DIGEST).unwrap().hex()).unwrap();
+    let evidence = verify_bundle(&trust, &bundle, sigstore_types::Artifact::from_digest(hash), &authority).unwrap();
+    assert_eq!(evidence.time_source, "tlog+tsa");
+}

@@ -314,7 +314,7 @@ impl FulcioCa {
     }
 }
 
-fn ca_params(common_name: &str, is_ca: IsCa, not_after: i64) -> CertificateParams {
+pub(super) fn ca_params(common_name: &str, is_ca: IsCa, not_after: i64) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "pullgate.test");
@@ -328,7 +328,7 @@ fn ca_params(common_name: &str, is_ca: IsCa, not_after: i64) -> CertificateParam
 
 /// Sets `params`' validity to [`not_before`, `not_after`] (unix seconds), without naming the
 /// `time` crate's type that rcgen uses.
-fn set_validity(params: &mut CertificateParams, not_before: i64, not_after: i64) {
+pub(super) fn set_validity(params: &mut CertificateParams, not_before: i64, not_after: i64) {
     let epoch = date_time_ymd(1970, 1, 1);
     let secs = |t: i64| Duration::from_secs(u64::try_from(t).expect("a time after 1970"));
     params.not_before = epoch + secs(not_before);
@@ -342,7 +342,7 @@ fn fulcio_oid(suffix: u64) -> Vec<u64> {
 }
 
 /// 20 random bytes with the top bit clear: a positive serial of at most 20 octets.
-fn random_serial() -> Vec<u8> {
+pub(super) fn random_serial() -> Vec<u8> {
     use aws_lc_rs::rand::SecureRandom as _;
     let mut serial = vec![0u8; 20];
     aws_lc_rs::rand::SystemRandom::new()

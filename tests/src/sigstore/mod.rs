@@ -6,6 +6,7 @@
 //! | Fulcio | [`FulcioCa`]: an ECDSA P-256 root (and optionally an intermediate) issuing Fulcio-shaped code-signing leaves ([`fulcio`]) |
 //! | CT log | [`CtLog`]: an ECDSA P-256 key that signs the SCT every leaf embeds ([`ctlog`]) |
 //! | Rekor | [`Rekor`]: an ECDSA P-256 log key, a Merkle tree, SETs and signed checkpoints ([`rekor`]) |
+//! | TSA | [`Tsa`]: an ECDSA P-256 root and time-stamping leaf, RFC 3161 tokens with any genTime ([`tsa`]); not in the default trust root, [`Tsa::trust_in`] adds it |
 //! | trust root | [`TestSigstore::trusted_root_json`]: a Sigstore `trusted_root.json` naming the three ([`trusted_root`]) |
 //! | signatures | [`bundle`]: legacy cosign `.sig` material (signature, certificate, chain, SET annotation), bundles v0.1 built from it, and cosign v3 DSSE bundles v0.3 |
 //! | registry | [`attach`]: the `.sig` layout with cosign's annotations, and v3 bundle referrers with the OCI referrers tag fallback |
@@ -20,6 +21,7 @@ pub mod der;
 pub mod fulcio;
 pub mod rekor;
 pub mod trusted_root;
+pub mod tsa;
 
 use std::{
     path::{Path, PathBuf},
@@ -39,6 +41,7 @@ pub use bundle::{
 pub use ctlog::CtLog;
 pub use fulcio::{FulcioCa, Leaf, LeafRequest, SanKind};
 pub use rekor::{Rekor, RekorEntry};
+pub use tsa::Tsa;
 
 /// When the test Sigstore's CA, logs and trust root entries become valid: 2020-01-01T00:00:00Z,
 /// well before any time a test signs at.

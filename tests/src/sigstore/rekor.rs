@@ -200,6 +200,20 @@ impl Rekor {
         }
     }
 
+    /// An inclusion proof of the entry at `log_index` in the whole tree as it is now (later
+    /// entries included), with its checkpoint.
+    pub fn prove(&self, log_index: u64) -> InclusionProof {
+        let tree = self.leaves.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let root_hash = tree_hash(&tree);
+        InclusionProof {
+            log_index,
+            tree_size: tree.len() as u64,
+            root_hash,
+            hashes: inclusion_path(log_index as usize, &tree),
+            checkpoint: self.checkpoint(tree.len() as u64, &root_hash),
+        }
+    }
+
     /// The SET of an entry: the log's signature over the canonical JSON
     /// `{"body":…,"integratedTime":…,"logID":…,"logIndex":…}`.
     pub fn sign_set(&self, body: &[u8], integrated_time: i64, log_index: u64) -> Vec<u8> {
@@ -209,7 +223,13 @@ impl Rekor {
 
     /// A signed note for the tree of `tree_size` leaves with `root_hash`.
     pub fn checkpoint(&self, tree_size: u64, root_hash: &[u8; 32]) -> String {
-        let note = format!("{}\n{tree_size}\n{}\n", self.origin, b64(root_hash));
+        self.checkpoint_with_origin(&self.origin, tree_size, root_hash)
+    }
+
+    /// [`Rekor::checkpoint`] with another origin line, signed by this log's key (a checkpoint
+    /// that names another log).
+    pub fn checkpoint_with_origin(&self, origin: &str, tree_size: u64, root_hash: &[u8; 32]) -> String {
+        let note = format!("{origin}\n{tree_size}\n{}\n", b64(root_hash));
         let signature = self.key.sign(note.as_bytes()).expect("sign the checkpoint");
         let mut hint_and_signature = self.log_id()[..4].to_vec();
         hint_and_signature.extend_from_slice(signature.as_bytes());
