@@ -563,7 +563,7 @@ fn a_message_signature_bundle_is_not_an_image_signature() {
         },
         ..Attached::default()
     };
-    let any = || crate::policy::IdentityMatch::RegExp(regex::Regex::new(".*").unwrap());
+    let any = || crate::policy::IdentityMatch::RegExp(crate::policy::Re2Regex::new(".*").unwrap());
     let keyless = crate::policy::Keyless {
         issuer: any(),
         subject: any(),
