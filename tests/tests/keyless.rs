@@ -6,7 +6,7 @@ use pullgate_tests::{
     sigstore::{
         attach::{attach_keyless_signature, attach_v3_bundle},
         bundle::{make_v3_signature_bundle, COSIGN_SIGN_PREDICATE},
-        unix_now, LegacySigned, SanKind, TestSigstore,
+        unix_now, Leaf, LeafRequest, LegacySigned, SanKind, TestSigstore,
     },
     Pullgate, Signer, TestEnv,
 };
@@ -243,7 +243,7 @@ async fn sighup_reloads_trust_material_and_keeps_the_last_good_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fulcio_claims_must_match_the_policy_extensions_exactly() {
-    use pullgate_tests::sigstore::{fulcio::SOURCE_REPOSITORY_URI, LeafRequest};
+    use pullgate_tests::sigstore::fulcio::SOURCE_REPOSITORY_URI;
     let env = TestEnv::start().await;
     let sigstore = TestSigstore::new();
     let root = sigstore.write_trusted_root(env.dir());
@@ -370,4 +370,64 @@ async fn pullgate_verify_prints_the_decision_and_evidence_as_json() {
     assert_eq!(record["digest"], unsigned);
     // `verify` decides without pulling and without writing the node's audit log.
     assert!(pg.audit_records().is_empty());
+}
+
+/// Signs `repo:tag` with `leaf`: a legacy `.sig` with a SET for `apps/legacy`, a cosign v3
+/// bundle for `apps/v3`.
+async fn push_signed_by(env: &TestEnv, sigstore: &TestSigstore, repo: &str, tag: &str, leaf: &Leaf) {
+    let host = env.host();
+    let digest = env.push_image(repo, tag, &format!("{repo} {tag}")).await;
+    if repo == "apps/v3" {
+        let bundle = make_v3_signature_bundle(sigstore, leaf, &format!("{host}/{repo}"), &digest, unix_now());
+        attach_v3_bundle(&host, repo, &digest, &bundle, Some(COSIGN_SIGN_PREDICATE), None)
+            .await
+            .unwrap();
+    } else {
+        let signed = LegacySigned::keyless(leaf, &Signer::payload_for(&format!("{host}/{repo}"), &digest));
+        let entry = signed.log(&sigstore.rekor, unix_now());
+        attach_keyless_signature(&host, repo, &digest, &signed, Some(&entry), true, None)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_must_name_exactly_one_identity() {
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    let workflow = || SanKind::Uri(WORKFLOW.into());
+    // Accepts the workflow, the username `alice`, and the empty string a SAN-less certificate
+    // was once read as.
+    let regexp = r"^(https://github\.com/org/repo/\.github/workflows/release\.yml@refs/tags/v.*|alice)?$";
+    let cases = [
+        ("one-uri", vec![workflow()], Some(WORKFLOW)),
+        ("one-username", vec![SanKind::Username("alice".into())], Some("alice")),
+        ("uri-then-email", vec![workflow(), SanKind::Email("mallory@evil.example".into())], None),
+        ("dns-then-uri", vec![SanKind::Dns("evil.example".into()), workflow()], None),
+        ("username-then-uri", vec![SanKind::Username("mallory".into()), workflow()], None),
+        ("uri-then-username", vec![workflow(), SanKind::Username("mallory".into())], None),
+        ("none", vec![], None),
+    ];
+    for repo in ["apps/legacy", "apps/v3"] {
+        for (tag, sans, _) in &cases {
+            let leaf = sigstore.issue(&LeafRequest::new(workflow(), ISSUER).sans(sans.clone()));
+            push_signed_by(&env, &sigstore, repo, tag, &leaf).await;
+        }
+    }
+    let pg = start(&env, &sigstore, regexp).await;
+    for repo in ["apps/legacy", "apps/v3"] {
+        for (tag, _, allowed_as) in &cases {
+            let image = env.image_ref(repo, tag);
+            match (pg.pull(&image, None).await, allowed_as) {
+                (Ok(_), Some(subject)) => {
+                    assert_eq!(pg.last_record()["signatures"][0]["subject"], *subject, "{image}");
+                }
+                (Err(status), None) => {
+                    let message = status.message();
+                    assert!(message.contains("identity mismatch"), "{image}: {message}");
+                }
+                (outcome, _) => panic!("{image}: {outcome:?}\n{}", pg.log()),
+            }
+        }
+    }
 }

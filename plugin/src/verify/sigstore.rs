@@ -3,10 +3,10 @@
 //! the signer against the policy's authority is ours.
 
 use sigstore_crypto::CertificateInfo;
-use sigstore_types::{Artifact, Bundle};
+use sigstore_types::{Artifact, Bundle, DerCertificate};
 use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy, VerificationResult, Verifier};
 
-use super::{Evidence, Rejection};
+use super::{certificate::signing_identity, Evidence, Rejection};
 use crate::policy::{Authority, AuthorityKind, Keyless, Tlog};
 
 /// The media type of a Sigstore `TrustedRoot` (any version).
@@ -101,10 +101,12 @@ pub fn verify_bundle(
             authority: authority.name.clone(),
         });
     }
+    let mut subject = None;
     if let AuthorityKind::Keyless(keyless) = &authority.kind {
-        match result.certificate().filter(|_| result.certificate_verified()) {
-            Some(certificate) => match_identity(keyless, certificate)?,
-            None => return Err(Rejection::IdentityMismatch("no verified certificate".into())),
+        let verified = result.certificate().filter(|_| result.certificate_verified());
+        match (bundle.signing_certificate(), verified) {
+            (Some(leaf), Some(certificate)) => subject = Some(match_identity(keyless, leaf, certificate)?),
+            _ => return Err(Rejection::IdentityMismatch("no verified certificate".into())),
         }
     }
     let tlog_index = result
@@ -124,7 +126,7 @@ pub fn verify_bundle(
         } else {
             "keyless"
         },
-        subject: result.identity().map(|san| san.as_str().to_string()),
+        subject,
         issuer: result.issuer().map(str::to_string),
         tlog_index,
         time_source: time_source(bundle, &result),
@@ -132,15 +134,20 @@ pub fn verify_bundle(
     })
 }
 
-/// Matches a verified certificate's issuer, subject and Fulcio claims against the authority.
-pub(super) fn match_identity(keyless: &Keyless, cert: &CertificateInfo) -> Result<(), Rejection> {
+/// Matches a verified certificate's issuer, subject and Fulcio claims against the authority;
+/// returns the subject, the certificate's one identity (see [`signing_identity`]).
+pub(super) fn match_identity(
+    keyless: &Keyless,
+    leaf: &DerCertificate,
+    cert: &CertificateInfo,
+) -> Result<String, Rejection> {
     let mismatch = |what: String| Err(Rejection::IdentityMismatch(what));
     let issuer = cert.issuer.as_deref().unwrap_or_default();
     if !keyless.issuer.matches(issuer) {
         return mismatch(format!("issuer {issuer:?}"));
     }
-    let subject = cert.identity.as_ref().map(|san| san.as_str()).unwrap_or_default();
-    if !keyless.subject.matches(subject) {
+    let subject = signing_identity(leaf).map_err(Rejection::IdentityMismatch)?;
+    if !keyless.subject.matches(&subject) {
         return mismatch(format!("subject {subject:?}"));
     }
     for (claim, expected) in &keyless.extensions {
@@ -149,7 +156,7 @@ pub(super) fn match_identity(keyless: &Keyless, cert: &CertificateInfo) -> Resul
             return mismatch(format!("{} {:?}", claim.name(), found.unwrap_or("(absent)")));
         }
     }
-    Ok(())
+    Ok(subject)
 }
 
 /// Where the signing time that validated the certificate came from: a verified log entry (its
