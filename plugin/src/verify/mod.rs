@@ -24,6 +24,7 @@ mod intoto;
 pub mod legacy;
 mod sigstore;
 pub(crate) mod simple_signing;
+mod unambiguous;
 #[cfg(test)]
 mod tests;
 
@@ -336,6 +337,12 @@ fn check_attached_bundle(
                 attached.manifest
             ))))
         }
+    }
+    if let Err(e) = attestation::check_statement(envelope.payload.as_bytes()) {
+        return Some(Err(Rejection::Invalid(format!(
+            "bundle {}: statement: {e}",
+            attached.manifest
+        ))));
     }
     let Some(trust) = trust else {
         return Some(Err(Rejection::NoTrustedRoot));
