@@ -264,13 +264,21 @@ fn sct_issued_outside_the_log_keys_validity_is_refused() {
 }
 
 #[test]
-fn root_without_ct_logs_refuses_every_leaf() {
+fn root_without_ct_logs_asks_for_no_sct() {
+    // SPEC §4: an embedded SCT is required only when the root lists CT logs (GitHub's does not).
     let sigstore = TestSigstore::new();
-    let leaf = email_leaf(&sigstore);
     let mut root = sigstore.trusted_root_value();
     root["ctlogs"] = json!([]);
-    let error = verify(&trust(&root), &leaf.cert_der, &[], signed_at(&leaf)).unwrap_err();
-    assert_contains(&error, "trusted root names no CT log");
+    let trust = trust(&root);
+    let without_sct = sigstore.fulcio.issue(None, &request());
+    for leaf in [email_leaf(&sigstore), without_sct] {
+        let info = verify(&trust, &leaf.cert_der, &[], signed_at(&leaf)).unwrap();
+        assert_eq!(info.identity.as_ref().map(|san| san.as_str()), Some(EMAIL));
+    }
+    // The chain is still required.
+    let rogue = TestSigstore::new().fulcio.issue(None, &request());
+    let error = verify(&trust, &rogue.cert_der, &[], signed_at(&rogue)).unwrap_err();
+    assert_contains(&error, "does not chain");
 }
 
 #[test]

@@ -431,3 +431,33 @@ async fn a_certificate_must_name_exactly_one_identity() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_root_without_ct_logs_asks_for_no_sct() {
+    // GitHub's Fulcio instance has no CT log; SPEC §4 asks for an SCT only when the root lists one.
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    let request = LeafRequest::new(SanKind::Uri(WORKFLOW.into()), ISSUER);
+    let without_sct = sigstore.fulcio.issue(None, &request);
+    for repo in ["apps/legacy", "apps/v3"] {
+        push_signed_by(&env, &sigstore, repo, "v1", &without_sct).await;
+    }
+    let mut root = sigstore.trusted_root_value();
+    root["ctlogs"] = serde_json::json!([]);
+    let path = env.dir().join("trusted_root_without_ct.json");
+    std::fs::write(&path, root.to_string()).unwrap();
+    let pg = env.start_pullgate(&keyless_policy(&env, &path, SUBJECT_REGEXP)).await;
+    for repo in ["apps/legacy", "apps/v3"] {
+        pg.pull(&env.image_ref(repo, "v1"), None)
+            .await
+            .unwrap_or_else(|s| panic!("{repo}: {}\n{}", s.message(), pg.log()));
+        assert_eq!(pg.last_record()["signatures"][0]["subject"], WORKFLOW);
+    }
+
+    // With the CT log listed, the same certificates lack the SCT it asks for.
+    let listed = start(&env, &sigstore, SUBJECT_REGEXP).await;
+    for repo in ["apps/legacy", "apps/v3"] {
+        let status = listed.pull(&env.image_ref(repo, "v1"), None).await.unwrap_err();
+        assert!(status.message().starts_with(PREFIX), "{repo}: {}", status.message());
+    }
+}

@@ -91,6 +91,10 @@ pub fn verify_bundle(
             if skip_tlog {
                 policy = policy.skip_tlog_unsafe();
             }
+            // An embedded SCT is required only when the root lists CT logs (SPEC §4).
+            if trust.root.ctlogs.is_empty() {
+                policy = policy.skip_sct();
+            }
             trust.verifier.verify(artifact, bundle, &policy)
         }
     }
