@@ -461,3 +461,65 @@ async fn a_trusted_root_without_ct_logs_asks_for_no_sct() {
         assert!(status.message().starts_with(PREFIX), "{repo}: {}", status.message());
     }
 }
+
+/// A policy whose rule `apps` requires the env's key, with `tlog`, and the trusted root `root`.
+fn key_policy_with_root(env: &TestEnv, root: &std::path::Path, tlog: &str) -> String {
+    format!(
+        "apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: key-and-log
+spec:
+  trustedRoot: {}
+  rules:
+    - name: apps
+      images: [\"{}/apps/**\"]
+      authorities:
+        - name: release-key
+          tlog: {tlog}
+          key:
+            publicKey: |
+{}",
+        root.display(),
+        env.host(),
+        pullgate_tests::policy::key_block(&env.signer.public_key_pem())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_signature_with_a_certificate_has_its_log_entry_verified() {
+    // `cosign sign --key … --certificate …`: with `tlog: optional`, an entry that is there must
+    // verify; one that does not makes the signature not count.
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    let rogue = TestSigstore::new();
+    let leaf = sigstore.issue_fulcio_leaf(SanKind::Uri(WORKFLOW.into()), ISSUER);
+    let cases = [("good-entry", Some(&sigstore)), ("rogue-entry", Some(&rogue)), ("no-entry", None)];
+    for (tag, log) in cases {
+        let digest = env.push_image("apps/app", tag, tag).await;
+        let mut signed = LegacySigned::with_key(
+            &env.signer,
+            &Signer::payload_for(&format!("{}/apps/app", env.host()), &digest),
+        );
+        // Logged with the key as its verifier, then given a certificate as well.
+        let entry = log.map(|log| signed.log(&log.rekor, unix_now()));
+        signed.certificate_der = Some(leaf.cert_der.clone());
+        attach_keyless_signature(&env.host(), "apps/app", &digest, &signed, entry.as_ref(), false, None)
+            .await
+            .unwrap();
+    }
+    let root = sigstore.write_trusted_root(env.dir());
+    let pg = env.start_pullgate(&key_policy_with_root(&env, &root, "optional")).await;
+    for (tag, allowed) in [("good-entry", true), ("rogue-entry", false), ("no-entry", true)] {
+        let outcome = pg.pull(&env.image_ref("apps/app", tag), None).await;
+        assert_eq!(outcome.is_ok(), allowed, "{tag}: {outcome:?}\n{}", pg.log());
+    }
+    assert_eq!(pg.audit_records()[0]["signatures"][0]["timeSource"], "tlog");
+
+    // An authority that ignores the log accepts the key's signature whatever the entry says.
+    let ignoring = env.start_pullgate(&key_policy_with_root(&env, &root, "ignore")).await;
+    ignoring
+        .pull(&env.image_ref("apps/app", "rogue-entry"), None)
+        .await
+        .unwrap_or_else(|s| panic!("{}", s.message()));
+}

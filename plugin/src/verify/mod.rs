@@ -273,9 +273,22 @@ fn check_layer(
             let bundle = legacy::to_bundle(&layer.annotations, payload, &signature).map_err(Rejection::Invalid)?;
             let verdict = check_bundle_layer(digest, payload, &bundle, keyless, authorities, trust);
             // `cosign sign --key … --certificate …`: a key signature that also carries a
-            // certificate still counts for the key.
+            // certificate still counts for the key, and a log entry it carries must verify for
+            // that key as for any key signature (unless the authority ignores the log).
             match verdict {
-                Err(rejection) if keyless && has_key_authority => by_key().map_err(|_| rejection),
+                Err(rejection) if keyless && has_key_authority => {
+                    let key_only = if layer.annotations.contains_key(legacy::REKOR_BUNDLE_ANNOTATION) {
+                        let mut annotations = layer.annotations.clone();
+                        annotations.remove(legacy::CERTIFICATE_ANNOTATION);
+                        annotations.remove(legacy::CHAIN_ANNOTATION);
+                        legacy::to_bundle(&annotations, payload, &signature)
+                            .map_err(Rejection::Invalid)
+                            .and_then(|bundle| check_bundle_layer(digest, payload, &bundle, false, authorities, trust))
+                    } else {
+                        by_key()
+                    };
+                    key_only.map_err(|_| rejection)
+                }
                 verdict => verdict,
             }
         }
