@@ -523,3 +523,46 @@ async fn a_key_signature_with_a_certificate_has_its_log_entry_verified() {
         .await
         .unwrap_or_else(|s| panic!("{}", s.message()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p384_key_signs_with_sha384_with_or_without_a_log_entry() {
+    use aws_lc_rs::{
+        encoding::AsDer as _,
+        rand::SystemRandom,
+        signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P384_SHA384_ASN1_SIGNING},
+    };
+    // cosign signs with sigstore's default scheme for the key: ECDSA P-384 with SHA-384.
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    let rng = SystemRandom::new();
+    let key = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_ASN1_SIGNING).unwrap();
+    let spki = key.public_key().as_der().unwrap().as_ref().to_vec();
+    for (tag, logged) in [("logged", true), ("unlogged", false)] {
+        let digest = env.push_image("apps/app", tag, tag).await;
+        let payload = Signer::payload_for(&format!("{}/apps/app", env.host()), &digest);
+        let signed = LegacySigned {
+            signature: key.sign(&rng, &payload).unwrap().as_ref().to_vec(),
+            payload,
+            certificate_der: None,
+            chain_der: Vec::new(),
+            public_key_der: spki.clone(),
+        };
+        let entry = logged.then(|| signed.log(&sigstore.rekor, unix_now()));
+        pullgate_tests::sigstore::attach_key_signature(&env.host(), "apps/app", &digest, &signed, entry.as_ref(), None)
+            .await
+            .unwrap();
+    }
+    let root = sigstore.write_trusted_root(env.dir());
+    let pem = pullgate_tests::sigstore::pem("PUBLIC KEY", &spki);
+    let policy = key_policy_with_root(&env, &root, "optional").replace(
+        &pullgate_tests::policy::key_block(&env.signer.public_key_pem()),
+        &pullgate_tests::policy::key_block(&pem),
+    );
+    let pg = env.start_pullgate(&policy).await;
+    for (tag, time_source) in [("logged", "tlog"), ("unlogged", "none")] {
+        pg.pull(&env.image_ref("apps/app", tag), None)
+            .await
+            .unwrap_or_else(|s| panic!("{tag}: {}", s.message()));
+        assert_eq!(pg.last_record()["signatures"][0]["timeSource"], time_source, "{tag}");
+    }
+}

@@ -270,7 +270,7 @@ fn check_layer(
     let by_key = || check_key_signature(digest, payload, &SignatureBytes::new(signature.clone()), authorities);
     match trust {
         Some(trust) if legacy::has_sigstore_material(&layer.annotations) => {
-            let bundle = legacy::to_bundle(&layer.annotations, payload, &signature).map_err(Rejection::Invalid)?;
+            let bundle = legacy::to_bundle(&layer.annotations, &signature).map_err(Rejection::Invalid)?;
             let verdict = check_bundle_layer(digest, payload, &bundle, keyless, authorities, trust);
             // `cosign sign --key … --certificate …`: a key signature that also carries a
             // certificate still counts for the key, and a log entry it carries must verify for
@@ -281,7 +281,7 @@ fn check_layer(
                         let mut annotations = layer.annotations.clone();
                         annotations.remove(legacy::CERTIFICATE_ANNOTATION);
                         annotations.remove(legacy::CHAIN_ANNOTATION);
-                        legacy::to_bundle(&annotations, payload, &signature)
+                        legacy::to_bundle(&annotations, &signature)
                             .map_err(Rejection::Invalid)
                             .and_then(|bundle| check_bundle_layer(digest, payload, &bundle, false, authorities, trust))
                     } else {
