@@ -566,3 +566,44 @@ async fn a_p384_key_signs_with_sha384_with_or_without_a_log_entry() {
         assert_eq!(pg.last_record()["signatures"][0]["timeSource"], time_source, "{tag}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v3_statement_cosign_would_read_otherwise_is_denied() {
+    use pullgate_tests::sigstore::{bundle::make_v3_dsse_bundle, BundleSigner};
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    let host = env.host();
+    let leaf = sigstore.issue_fulcio_leaf(SanKind::Uri(WORKFLOW.into()), ISSUER);
+    let other = env.push_image("apps/other", "v1", "another image").await;
+    let statement = |tag: &str, digest: &str| -> Vec<u8> {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        let other = other.strip_prefix("sha256:").unwrap();
+        let subject = format!(r#"[{{"name":"{host}/apps/app","digest":{{"sha256":"{hex}"}}}}]"#);
+        match tag {
+            "not-a-statement" => format!(
+                r#"{{"_type":"https://example.com/NotAStatement","subject":{subject},"predicateType":"{COSIGN_SIGN_PREDICATE}","predicate":{{}}}}"#
+            ),
+            // Go reads the last `subject`, in any case: another image.
+            "second-subject" => format!(
+                r#"{{"_type":"https://in-toto.io/Statement/v1","subject":{subject},"predicateType":"{COSIGN_SIGN_PREDICATE}","predicate":{{}},"Subject":[{{"digest":{{"sha256":"{other}"}}}}]}}"#
+            ),
+            _ => format!(
+                r#"{{"_type":"https://in-toto.io/Statement/v0.1","subject":{subject},"predicateType":"{COSIGN_SIGN_PREDICATE}","predicate":{{}}}}"#
+            ),
+        }
+        .into_bytes()
+    };
+    let cases = [("v01-statement", true), ("not-a-statement", false), ("second-subject", false)];
+    for (tag, _) in cases {
+        let digest = env.push_image("apps/app", tag, tag).await;
+        let bundle = make_v3_dsse_bundle(&sigstore.rekor, BundleSigner::Leaf(&leaf), &statement(tag, &digest), unix_now());
+        attach_v3_bundle(&host, "apps/app", &digest, &bundle, Some(COSIGN_SIGN_PREDICATE), None)
+            .await
+            .unwrap();
+    }
+    let pg = start(&env, &sigstore, SUBJECT_REGEXP).await;
+    for (tag, allowed) in cases {
+        let outcome = pg.pull(&env.image_ref("apps/app", tag), None).await;
+        assert_eq!(outcome.is_ok(), allowed, "{tag}: {outcome:?}");
+    }
+}
