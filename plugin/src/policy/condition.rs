@@ -988,7 +988,7 @@ mod tests {
             "{error}"
         );
         assert!(refused("predicate.a.matches('a', 'b')").contains("takes a string and a pattern"));
-        // Too big to compile within the regex size limit (a Unicode class: `\\w` is ASCII now).
+        // Too big to compile within the regex size limit (a Unicode class: `\w` is ASCII now).
         assert!(refused(r"predicate.a.matches('\\pL{1000}')").contains("not a valid regular expression"));
     }
 
