@@ -402,10 +402,26 @@ async fn a_certificate_must_name_exactly_one_identity() {
     let cases = [
         ("one-uri", vec![workflow()], Some(WORKFLOW)),
         ("one-username", vec![SanKind::Username("alice".into())], Some("alice")),
-        ("uri-then-email", vec![workflow(), SanKind::Email("mallory@evil.example".into())], None),
-        ("dns-then-uri", vec![SanKind::Dns("evil.example".into()), workflow()], None),
-        ("username-then-uri", vec![SanKind::Username("mallory".into()), workflow()], None),
-        ("uri-then-username", vec![workflow(), SanKind::Username("mallory".into())], None),
+        (
+            "uri-then-email",
+            vec![workflow(), SanKind::Email("mallory@evil.example".into())],
+            None,
+        ),
+        (
+            "dns-then-uri",
+            vec![SanKind::Dns("evil.example".into()), workflow()],
+            None,
+        ),
+        (
+            "username-then-uri",
+            vec![SanKind::Username("mallory".into()), workflow()],
+            None,
+        ),
+        (
+            "uri-then-username",
+            vec![workflow(), SanKind::Username("mallory".into())],
+            None,
+        ),
         ("none", vec![], None),
     ];
     for repo in ["apps/legacy", "apps/v3"] {
@@ -494,7 +510,11 @@ async fn a_key_signature_with_a_certificate_has_its_log_entry_verified() {
     let sigstore = TestSigstore::new();
     let rogue = TestSigstore::new();
     let leaf = sigstore.issue_fulcio_leaf(SanKind::Uri(WORKFLOW.into()), ISSUER);
-    let cases = [("good-entry", Some(&sigstore)), ("rogue-entry", Some(&rogue)), ("no-entry", None)];
+    let cases = [
+        ("good-entry", Some(&sigstore)),
+        ("rogue-entry", Some(&rogue)),
+        ("no-entry", None),
+    ];
     for (tag, log) in cases {
         let digest = env.push_image("apps/app", tag, tag).await;
         let mut signed = LegacySigned::with_key(
@@ -593,10 +613,19 @@ async fn a_v3_statement_cosign_would_read_otherwise_is_denied() {
         }
         .into_bytes()
     };
-    let cases = [("v01-statement", true), ("not-a-statement", false), ("second-subject", false)];
+    let cases = [
+        ("v01-statement", true),
+        ("not-a-statement", false),
+        ("second-subject", false),
+    ];
     for (tag, _) in cases {
         let digest = env.push_image("apps/app", tag, tag).await;
-        let bundle = make_v3_dsse_bundle(&sigstore.rekor, BundleSigner::Leaf(&leaf), &statement(tag, &digest), unix_now());
+        let bundle = make_v3_dsse_bundle(
+            &sigstore.rekor,
+            BundleSigner::Leaf(&leaf),
+            &statement(tag, &digest),
+            unix_now(),
+        );
         attach_v3_bundle(&host, "apps/app", &digest, &bundle, Some(COSIGN_SIGN_PREDICATE), None)
             .await
             .unwrap();

@@ -9,8 +9,8 @@ use pullgate_tests::{
     sigstore::{
         attach::{attach_key_signature, attach_v3_bundle},
         bundle::{in_toto_statement, make_v3_dsse_bundle, make_v3_signature_bundle, COSIGN_SIGN_PREDICATE},
-        make_legacy_attestation, unix_now, BundleSigner, Leaf, LeafRequest, LegacyAttestation, LegacySigned, Rekor, SanKind,
-        TestSigstore,
+        make_legacy_attestation, unix_now, BundleSigner, Leaf, LeafRequest, LegacyAttestation, LegacySigned, Rekor,
+        SanKind, TestSigstore,
     },
     Pullgate, Signer, TestEnv,
 };

@@ -583,7 +583,8 @@ impl Compiler<'_> {
         };
         let source = literal.inner().to_string();
         if !self.patterns.iter().any(|(known, _)| *known == source) {
-            let regex = Re2Regex::new(&source).map_err(|e| format!("matches({source:?}): not a valid regular expression: {e}"))?;
+            let regex = Re2Regex::new(&source)
+                .map_err(|e| format!("matches({source:?}): not a valid regular expression: {e}"))?;
             self.patterns.push((source, regex));
         }
         let mut rewritten = CallExpr {

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use regex_syntax::ast::{self, Ast, AssertionKind, ClassPerl, ClassPerlKind, ClassSetItem};
+use regex_syntax::ast::{self, AssertionKind, Ast, ClassPerl, ClassPerlKind, ClassSetItem};
 
 /// Compiled patterns larger than this are refused; every policy regexp so far is far smaller.
 const SIZE_LIMIT: usize = 1 << 20;

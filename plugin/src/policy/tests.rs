@@ -223,7 +223,10 @@ fn spec_example_parses() {
     assert_eq!(
         keyless.subject,
         IdentityMatch::RegExp(
-            crate::policy::Re2Regex::new(r"^https://github\.com/org/repo/\.github/workflows/release\.yml@refs/tags/v.*$").unwrap()
+            crate::policy::Re2Regex::new(
+                r"^https://github\.com/org/repo/\.github/workflows/release\.yml@refs/tags/v.*$"
+            )
+            .unwrap()
         )
     );
     assert_eq!(

@@ -10,11 +10,7 @@
 use std::time::Duration;
 
 use const_oid::{
-    db::{
-        rfc5280::ID_CE_SUBJECT_ALT_NAME,
-        rfc5912::ID_KP_CODE_SIGNING,
-        rfc6962::CT_PRECERT_SCTS,
-    },
+    db::{rfc5280::ID_CE_SUBJECT_ALT_NAME, rfc5912::ID_KP_CODE_SIGNING, rfc6962::CT_PRECERT_SCTS},
     ObjectIdentifier,
 };
 use jiff::Timestamp;

@@ -24,9 +24,9 @@ mod intoto;
 pub mod legacy;
 mod sigstore;
 pub(crate) mod simple_signing;
-mod unambiguous;
 #[cfg(test)]
 mod tests;
+mod unambiguous;
 
 pub use attestation::{check_attestations, AttestationOutcome};
 pub use sigstore::{verify_bundle, TrustMaterial};

@@ -87,7 +87,10 @@ mod tests {
             r#"{"critical":{"image":{"docker-manifest-digest":"sha256:ab"},"type":"cosign container image signature"},"Critical":{}}"#,
         ];
         for payload in variants {
-            assert!(parse(payload.as_bytes()).unwrap_err().contains("duplicate key"), "{payload}");
+            assert!(
+                parse(payload.as_bytes()).unwrap_err().contains("duplicate key"),
+                "{payload}"
+            );
         }
     }
 }

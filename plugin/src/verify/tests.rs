@@ -610,7 +610,10 @@ fn att_layer(statement: &[u8], signers: &[&sigstore_crypto::KeyPair]) -> Signatu
         media_type: "application/vnd.dsse.envelope.v1+json".into(),
         annotations: BTreeMap::from([
             (SIGNATURE_ANNOTATION.to_string(), String::new()),
-            (crate::registry::cosign::PREDICATE_TYPE_ANNOTATION.to_string(), CYCLONEDX.into()),
+            (
+                crate::registry::cosign::PREDICATE_TYPE_ANNOTATION.to_string(),
+                CYCLONEDX.into(),
+            ),
         ]),
         payload: Payload::Fetched(serde_json::to_vec(&envelope).unwrap()),
     }
@@ -649,14 +652,23 @@ fn an_att_envelope_counts_when_any_one_of_its_signatures_verifies() {
     let statement = statement_text(STATEMENT_V1, &digest, "");
     for signers in [vec![&key], vec![&other, &key], vec![&key, &other]] {
         let outcome = attestation_outcome(&digest, vec![att_layer(&statement, &signers)], &authority);
-        assert_eq!(outcome.result, "pass", "{} signatures: {:?}", signers.len(), outcome.reason);
+        assert_eq!(
+            outcome.result,
+            "pass",
+            "{} signatures: {:?}",
+            signers.len(),
+            outcome.reason
+        );
     }
     let outcome = attestation_outcome(&digest, vec![att_layer(&statement, &[&other, &other])], &authority);
     assert_eq!(outcome.result, "fail");
     // Bounded: a layer cannot make each key try an unbounded list.
     let many = vec![&other; 17];
     let outcome = attestation_outcome(&digest, vec![att_layer(&statement, &many)], &authority);
-    assert!(outcome.reason.as_deref().unwrap_or_default().contains("17 signatures"), "{outcome:?}");
+    assert!(
+        outcome.reason.as_deref().unwrap_or_default().contains("17 signatures"),
+        "{outcome:?}"
+    );
 }
 
 #[test]
@@ -665,7 +677,11 @@ fn an_att_statement_must_be_an_in_toto_statement_read_alike_by_cosign() {
     let digest = Digest::of(b"an image");
     let other = Digest::of(b"another image");
     for kind in [STATEMENT_V1, "https://in-toto.io/Statement/v0.1"] {
-        let outcome = attestation_outcome(&digest, vec![att_layer(&statement_text(kind, &digest, ""), &[&key])], &authority);
+        let outcome = attestation_outcome(
+            &digest,
+            vec![att_layer(&statement_text(kind, &digest, ""), &[&key])],
+            &authority,
+        );
         assert_eq!(outcome.result, "pass", "{kind}: {:?}", outcome.reason);
     }
     let refused = [
@@ -720,5 +736,9 @@ fn a_payload_with_case_variant_keys_is_refused_as_cosign_would_read_the_last() {
         payload: Payload::Fetched(payload.into_bytes()),
     };
     let err = verify_signatures(&reference(), &digest, &[layer], &[authority], None).unwrap_err();
-    assert!(matches!(err.rejections[..], [Rejection::BadPayload(_)]), "{err}: {:?}", err.rejections);
+    assert!(
+        matches!(err.rejections[..], [Rejection::BadPayload(_)]),
+        "{err}: {:?}",
+        err.rejections
+    );
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair as RcgenKeyPair, KeyUsagePurpose, OtherNameValue, PublicKeyData, SanType,
-    SerialNumber, PKCS_ECDSA_P256_SHA256,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair as RcgenKeyPair, KeyUsagePurpose, OtherNameValue, PublicKeyData,
+    SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use sigstore_crypto::KeyPair;
 
