@@ -533,6 +533,10 @@ async fn a_key_signature_with_a_certificate_has_its_log_entry_verified() {
     for (tag, allowed) in [("good-entry", true), ("rogue-entry", false), ("no-entry", true)] {
         let outcome = pg.pull(&env.image_ref("apps/app", tag), None).await;
         assert_eq!(outcome.is_ok(), allowed, "{tag}: {outcome:?}\n{}", pg.log());
+        if let Err(status) = outcome {
+            // The key's own reason, not a keyless one the rule never asked for.
+            assert!(status.message().contains("1 invalid"), "{}", status.message());
+        }
     }
     assert_eq!(pg.audit_records()[0]["signatures"][0]["timeSource"], "tlog");
 

@@ -287,7 +287,9 @@ fn check_layer(
                     } else {
                         by_key()
                     };
-                    key_only.map_err(|_| rejection)
+                    // The key's reason says more when no keyless authority could have accepted.
+                    let any_keyless = authorities.iter().any(|a| matches!(a.kind, AuthorityKind::Keyless(_)));
+                    key_only.map_err(|key_rejection| if any_keyless { rejection } else { key_rejection })
                 }
                 verdict => verdict,
             }
