@@ -368,3 +368,26 @@ fn oversized_material_is_refused_before_parsing() {
     let error = verify(&trust, &leaf.cert_der, &[intermediate; 9], at).unwrap_err();
     assert_contains(&error, "9 intermediate certificates");
 }
+
+#[test]
+fn the_identity_is_the_one_san_a_certificate_names() {
+    use pullgate::verify::certificate::signing_identity;
+    let sigstore = TestSigstore::new();
+    let identity = |sans: Vec<SanKind>| {
+        let leaf = sigstore.issue(&request().sans(sans));
+        signing_identity(&DerCertificate::from_bytes(&leaf.cert_der))
+    };
+    assert_eq!(identity(vec![SanKind::Email(EMAIL.into())]).as_deref(), Ok(EMAIL));
+    assert_eq!(identity(vec![SanKind::Uri(WORKFLOW.into())]).as_deref(), Ok(WORKFLOW));
+    assert_eq!(
+        identity(vec![SanKind::Username("foo!oidc.local".into())]).as_deref(),
+        Ok("foo!oidc.local")
+    );
+    let several = identity(vec![SanKind::Email(EMAIL.into()), SanKind::Uri(WORKFLOW.into())]).unwrap_err();
+    assert_contains(&several, "names 2 identities");
+    assert_contains(&identity(vec![]).unwrap_err(), "exactly one SubjectAltName extension");
+    assert_contains(
+        &identity(vec![SanKind::Dns("registry.example".into())]).unwrap_err(),
+        "not an email, URI or Fulcio username",
+    );
+}
