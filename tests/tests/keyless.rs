@@ -478,8 +478,9 @@ async fn a_trusted_root_without_ct_logs_asks_for_no_sct() {
     }
 }
 
-/// A policy whose rule `apps` requires the env's key, with `tlog`, and the trusted root `root`.
-fn key_policy_with_root(env: &TestEnv, root: &std::path::Path, tlog: &str) -> String {
+/// A policy whose rule `apps` requires the key `public_key_pem`, with `tlog`, and the trusted
+/// root `root`.
+fn key_policy_with_root(env: &TestEnv, root: &std::path::Path, public_key_pem: &str, tlog: &str) -> String {
     format!(
         "apiVersion: pullgate.dev/v1alpha1
 kind: ImagePolicy
@@ -498,18 +499,20 @@ spec:
 {}",
         root.display(),
         env.host(),
-        pullgate_tests::policy::key_block(&env.signer.public_key_pem())
+        pullgate_tests::policy::key_block(public_key_pem)
     )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_signature_with_a_certificate_has_its_log_entry_verified() {
-    // `cosign sign --key … --certificate …`: with `tlog: optional`, an entry that is there must
-    // verify; one that does not makes the signature not count.
+    // `cosign sign --key … --certificate …`: the certificate is for the key, and the log entry
+    // names the certificate. With `tlog: optional`, an entry that is there must verify; one
+    // that does not makes the signature not count.
     let env = TestEnv::start().await;
     let sigstore = TestSigstore::new();
     let rogue = TestSigstore::new();
     let leaf = sigstore.issue_fulcio_leaf(SanKind::Uri(WORKFLOW.into()), ISSUER);
+    let key_pem = pullgate_tests::sigstore::pem("PUBLIC KEY", &leaf.public_key_der());
     let cases = [
         ("good-entry", Some(&sigstore)),
         ("rogue-entry", Some(&rogue)),
@@ -517,19 +520,19 @@ async fn a_key_signature_with_a_certificate_has_its_log_entry_verified() {
     ];
     for (tag, log) in cases {
         let digest = env.push_image("apps/app", tag, tag).await;
-        let mut signed = LegacySigned::with_key(
-            &env.signer,
+        let signed = LegacySigned::keyless(
+            &leaf,
             &Signer::payload_for(&format!("{}/apps/app", env.host()), &digest),
         );
-        // Logged with the key as its verifier, then given a certificate as well.
         let entry = log.map(|log| signed.log(&log.rekor, unix_now()));
-        signed.certificate_der = Some(leaf.cert_der.clone());
         attach_keyless_signature(&env.host(), "apps/app", &digest, &signed, entry.as_ref(), false, None)
             .await
             .unwrap();
     }
     let root = sigstore.write_trusted_root(env.dir());
-    let pg = env.start_pullgate(&key_policy_with_root(&env, &root, "optional")).await;
+    let pg = env
+        .start_pullgate(&key_policy_with_root(&env, &root, &key_pem, "optional"))
+        .await;
     for (tag, allowed) in [("good-entry", true), ("rogue-entry", false), ("no-entry", true)] {
         let outcome = pg.pull(&env.image_ref("apps/app", tag), None).await;
         assert_eq!(outcome.is_ok(), allowed, "{tag}: {outcome:?}\n{}", pg.log());
@@ -538,10 +541,28 @@ async fn a_key_signature_with_a_certificate_has_its_log_entry_verified() {
             assert!(status.message().contains("1 invalid"), "{}", status.message());
         }
     }
-    assert_eq!(pg.audit_records()[0]["signatures"][0]["timeSource"], "tlog");
+    let evidence = &pg.audit_records()[0]["signatures"][0];
+    assert_eq!(evidence["kind"], "key");
+    assert_eq!(evidence["timeSource"], "tlog");
+
+    // Another key is not accepted through the certificate's entry.
+    let other = env
+        .start_pullgate(&key_policy_with_root(
+            &env,
+            &root,
+            &env.signer.public_key_pem(),
+            "optional",
+        ))
+        .await;
+    assert!(other
+        .pull(&env.image_ref("apps/app", "good-entry"), None)
+        .await
+        .is_err());
 
     // An authority that ignores the log accepts the key's signature whatever the entry says.
-    let ignoring = env.start_pullgate(&key_policy_with_root(&env, &root, "ignore")).await;
+    let ignoring = env
+        .start_pullgate(&key_policy_with_root(&env, &root, &key_pem, "ignore"))
+        .await;
     ignoring
         .pull(&env.image_ref("apps/app", "rogue-entry"), None)
         .await
@@ -578,10 +599,7 @@ async fn a_p384_key_signs_with_sha384_with_or_without_a_log_entry() {
     }
     let root = sigstore.write_trusted_root(env.dir());
     let pem = pullgate_tests::sigstore::pem("PUBLIC KEY", &spki);
-    let policy = key_policy_with_root(&env, &root, "optional").replace(
-        &pullgate_tests::policy::key_block(&env.signer.public_key_pem()),
-        &pullgate_tests::policy::key_block(&pem),
-    );
+    let policy = key_policy_with_root(&env, &root, &pem, "optional");
     let pg = env.start_pullgate(&policy).await;
     for (tag, time_source) in [("logged", "tlog"), ("unlogged", "none")] {
         pg.pull(&env.image_ref("apps/app", tag), None)

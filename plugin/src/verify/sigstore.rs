@@ -138,6 +138,42 @@ pub fn verify_bundle(
     })
 }
 
+/// Verifies a key signature that also carries a certificate for that key (`cosign sign --key …
+/// --certificate …`), whose log entry names the certificate: the entry is checked as a keyless
+/// bundle's is (SET or proof, consistency with the signature and certificate), the chain is
+/// not, since the key authority does not ask for one, and the certificate's key must be the
+/// authority's.
+pub fn verify_key_with_certificate(
+    trust: &TrustMaterial,
+    bundle: &Bundle,
+    artifact: Artifact<'_>,
+    authority: &Authority,
+) -> Result<Evidence, Rejection> {
+    let AuthorityKind::Key(key) = &authority.kind else {
+        return Err(Rejection::KeyMismatch);
+    };
+    let policy = VerificationPolicy::any_identity().skip_certificate_chain();
+    let result = trust
+        .verifier
+        .verify(artifact, bundle, &policy)
+        .map_err(|e| Rejection::Invalid(e.to_string()))?;
+    let certified = result.certificate().map(|c| c.public_key.as_bytes());
+    if certified != Some(key.der().as_bytes()) {
+        return Err(Rejection::KeyMismatch);
+    }
+    let tlog_index = bundle
+        .verification_material
+        .tlog_entries
+        .first()
+        .map(|e| e.log_index.get());
+    Ok(Evidence {
+        tlog_index: tlog_index.filter(|_| result.tlog_verified()),
+        time_source: time_source(bundle, &result),
+        signed_at: signing_time(&result),
+        ..Evidence::key_only(authority)
+    })
+}
+
 /// Matches a verified certificate's issuer, subject and Fulcio claims against the authority;
 /// returns the subject, the certificate's one identity (see [`signing_identity`]).
 pub(super) fn match_identity(
