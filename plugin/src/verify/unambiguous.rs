@@ -67,12 +67,20 @@ fn check_node(node: &Node, shape: &Shape, path: &str) -> Result<(), String> {
     }
 }
 
-/// A key as Go's `encoding/json` compares it to a field name: case folded, Unicode included
-/// (`ſ` is `S`, `K` (Kelvin) is `K`).
+/// A key as Go's `encoding/json` compares it to a field name: each character upper-cased after
+/// being lower-cased, with Unicode's simple (one-character) mappings, so `ſ` is `S`, `K`
+/// (Kelvin) is `K` and `İ` is `I`. Rust's mappings are the full ones; where one gives several
+/// characters, the simple mapping is the first (lower case, only `İ`) or none (upper case).
 fn fold(key: &str) -> String {
     key.chars()
-        .flat_map(char::to_lowercase)
-        .flat_map(char::to_uppercase)
+        .map(|c| {
+            let lower = c.to_lowercase().next().unwrap_or(c);
+            let mut upper = lower.to_uppercase();
+            match (upper.next(), upper.next()) {
+                (Some(u), None) => u,
+                _ => lower,
+            }
+        })
         .collect()
 }
 
@@ -148,6 +156,8 @@ mod tests {
         let refused = [
             r#"{"critical":{"image":{"docker-manifest-digest":"sha256:aa","Docker-Manifest-Digest":"sha256:bb"}}}"#,
             r#"{"critical":{"image":{"docker-manifest-digest":"sha256:aa","docker-manifeſt-digest":"sha256:bb"}}}"#,
+            r#"{"critical":{"image":{}},"crİtical":{"image":{}}}"#,
+            r#"{"critical":{"image":{"docker-manifest-digest":"sha256:aa","doc\u212aer-manifest-digest":"sha256:bb"}}}"#,
             r#"{"critical":{"type":"a","Type":"b"}}"#,
             r#"{"critical":{},"CRITICAL":{}}"#,
             r#"{"Critical":{"image":{},"image":{}}}"#,
