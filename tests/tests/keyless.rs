@@ -658,3 +658,21 @@ async fn a_v3_statement_cosign_would_read_otherwise_is_denied() {
         assert_eq!(outcome.is_ok(), allowed, "{tag}: {outcome:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_regexp_classes_are_ascii_as_in_cosign() {
+    // cosign's Go RE2 `\s` is [\t\n\f\r ]: a vertical tab is not a space to it.
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    push_keyless(&env, &sigstore, &format!("{WORKFLOW}\u{0b}"), true).await;
+    let regexp = r"^https://github\.com/org/repo/\.github/workflows/release\.yml@refs/tags/v\d+\s?$";
+    let pg = start(&env, &sigstore, regexp).await;
+    let status = pg.pull(&env.image_ref("apps/app", "v1"), None).await.unwrap_err();
+    assert!(status.message().contains("identity mismatch"), "{}", status.message());
+
+    push_keyless(&env, &sigstore, &format!("{WORKFLOW} "), true).await;
+    let pg = start(&env, &sigstore, regexp).await;
+    pg.pull(&env.image_ref("apps/app", "v1"), None)
+        .await
+        .unwrap_or_else(|s| panic!("{}\n{}", s.message(), pg.log()));
+}
