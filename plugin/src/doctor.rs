@@ -664,8 +664,9 @@ fn anchor_kinds(root: &TrustedRoot, needs: TrustNeeds) -> [AnchorKind; 4] {
         ),
         (
             "CT log key",
-            needs
-                .ctlog
+            // A root that lists no CT log asks for no SCT (SPEC §4); one that lists some needs
+            // a key valid now.
+            (needs.ctlog && !root.ctlogs.is_empty())
                 .then_some("keyless authorities need one for the certificate's SCT"),
             root.ctlogs
                 .iter()

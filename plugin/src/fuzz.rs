@@ -58,7 +58,7 @@ pub fn bundle(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = legacy::RekorBundle::parse(text);
         let annotations = [(legacy::REKOR_BUNDLE_ANNOTATION.to_string(), text.to_string())].into();
-        let _ = legacy::to_bundle(&annotations, b"payload", b"signature");
+        let _ = legacy::to_bundle(&annotations, b"signature");
     }
 }
 

@@ -264,13 +264,21 @@ fn sct_issued_outside_the_log_keys_validity_is_refused() {
 }
 
 #[test]
-fn root_without_ct_logs_refuses_every_leaf() {
+fn root_without_ct_logs_asks_for_no_sct() {
+    // SPEC §4: an embedded SCT is required only when the root lists CT logs (GitHub's does not).
     let sigstore = TestSigstore::new();
-    let leaf = email_leaf(&sigstore);
     let mut root = sigstore.trusted_root_value();
     root["ctlogs"] = json!([]);
-    let error = verify(&trust(&root), &leaf.cert_der, &[], signed_at(&leaf)).unwrap_err();
-    assert_contains(&error, "trusted root names no CT log");
+    let trust = trust(&root);
+    let without_sct = sigstore.fulcio.issue(None, &request());
+    for leaf in [email_leaf(&sigstore), without_sct] {
+        let info = verify(&trust, &leaf.cert_der, &[], signed_at(&leaf)).unwrap();
+        assert_eq!(info.identity.as_ref().map(|san| san.as_str()), Some(EMAIL));
+    }
+    // The chain is still required.
+    let rogue = TestSigstore::new().fulcio.issue(None, &request());
+    let error = verify(&trust, &rogue.cert_der, &[], signed_at(&rogue)).unwrap_err();
+    assert_contains(&error, "does not chain");
 }
 
 #[test]
@@ -359,4 +367,27 @@ fn oversized_material_is_refused_before_parsing() {
     verify(&trust, &leaf.cert_der, &[intermediate; 8], at).unwrap();
     let error = verify(&trust, &leaf.cert_der, &[intermediate; 9], at).unwrap_err();
     assert_contains(&error, "9 intermediate certificates");
+}
+
+#[test]
+fn the_identity_is_the_one_san_a_certificate_names() {
+    use pullgate::verify::certificate::signing_identity;
+    let sigstore = TestSigstore::new();
+    let identity = |sans: Vec<SanKind>| {
+        let leaf = sigstore.issue(&request().sans(sans));
+        signing_identity(&DerCertificate::from_bytes(&leaf.cert_der))
+    };
+    assert_eq!(identity(vec![SanKind::Email(EMAIL.into())]).as_deref(), Ok(EMAIL));
+    assert_eq!(identity(vec![SanKind::Uri(WORKFLOW.into())]).as_deref(), Ok(WORKFLOW));
+    assert_eq!(
+        identity(vec![SanKind::Username("foo!oidc.local".into())]).as_deref(),
+        Ok("foo!oidc.local")
+    );
+    let several = identity(vec![SanKind::Email(EMAIL.into()), SanKind::Uri(WORKFLOW.into())]).unwrap_err();
+    assert_contains(&several, "names 2 identities");
+    assert_contains(&identity(vec![]).unwrap_err(), "exactly one SubjectAltName extension");
+    assert_contains(
+        &identity(vec![SanKind::Dns("registry.example".into())]).unwrap_err(),
+        "not an email, URI or Fulcio username",
+    );
 }

@@ -9,8 +9,8 @@ use pullgate_tests::{
     sigstore::{
         attach::{attach_key_signature, attach_v3_bundle},
         bundle::{in_toto_statement, make_v3_dsse_bundle, make_v3_signature_bundle, COSIGN_SIGN_PREDICATE},
-        make_legacy_attestation, unix_now, BundleSigner, Leaf, LegacyAttestation, LegacySigned, Rekor, SanKind,
-        TestSigstore,
+        make_legacy_attestation, unix_now, BundleSigner, Leaf, LeafRequest, LegacyAttestation, LegacySigned, Rekor,
+        SanKind, TestSigstore,
     },
     Pullgate, Signer, TestEnv,
 };
@@ -139,6 +139,27 @@ async fn denial_for(make: impl FnOnce(&Image) -> LegacyAttestation) -> String {
     );
     assert_eq!(pg.last_record()["attestations"][0]["result"], "fail");
     message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_naming_a_second_identity_is_denied() {
+    let message = denial_for(|image| {
+        // The policy's workflow first, then another identity: no longer read as the first.
+        let request = LeafRequest::new(SanKind::Uri(WORKFLOW.into()), ISSUER).sans(vec![
+            SanKind::Uri(WORKFLOW.into()),
+            SanKind::Email("mallory@evil.example".into()),
+        ]);
+        let leaf = image.sigstore.issue(&request);
+        let statement = image.statement(CYCLONEDX, sbom(2));
+        make_legacy_attestation(
+            Some(&image.sigstore.rekor),
+            BundleSigner::Leaf(&leaf),
+            &statement,
+            unix_now(),
+        )
+    })
+    .await;
+    assert!(message.contains("2 identities"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

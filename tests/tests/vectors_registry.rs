@@ -45,8 +45,8 @@ fn authority(subject_regexp: &str) -> Authority {
     }
 }
 
-fn regex_lite(pattern: &str) -> regex::Regex {
-    regex::Regex::new(pattern).unwrap()
+fn regex_lite(pattern: &str) -> pullgate::policy::Re2Regex {
+    pullgate::policy::Re2Regex::new(pattern).unwrap()
 }
 
 async fn discover(registry: &Registry, repo: &str, digest: &Digest) -> Vec<referrers::AttachedBundle> {

@@ -267,6 +267,19 @@ fn ended_valid_for_fails_the_kinds_the_policy_needs() {
 }
 
 #[test]
+fn a_root_without_ct_logs_is_not_missing_one() {
+    // SPEC §4: a root that lists no CT log asks for no SCT (GitHub's Fulcio instance).
+    let mut json: serde_json::Value =
+        serde_json::from_str(sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT).unwrap();
+    json["ctlogs"] = serde_json::json!([]);
+    let root = TrustedRoot::from_json(&json.to_string()).unwrap();
+    let now = at("2026-06-01T00:00:00Z");
+    let checks = trust_expiry(Path::new("/t/trusted_root.json"), &root, KEYLESS, now);
+    assert!(checks.iter().all(|c| c.level != Level::Fail), "{checks:?}");
+    assert_ne!(expiry_timestamp(&root, KEYLESS, now), 0.0);
+}
+
+#[test]
 fn the_expiry_timestamp_is_the_first_needed_kind_to_run_out() {
     let root = public_good_root();
     let seconds = |time: &str| at(time).as_second() as f64;

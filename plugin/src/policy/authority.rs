@@ -41,7 +41,7 @@ pub struct Keyless {
 pub enum IdentityMatch {
     Exact(String),
     /// Compiled when the policy loads. Anchored by the author, not by pullgate (SPEC §4).
-    RegExp(regex::Regex),
+    RegExp(super::Re2Regex),
 }
 
 /// Whether a signature must be in the transparency log.

@@ -8,8 +8,8 @@
 //! [`MAX_CONDITION_CHARS`] long and [`MAX_DEPTH`] deep. Other type errors only show when it is
 //! evaluated, as a failure that names the condition. The crate is used without its optional
 //! features: `matches()` is implemented here over the `regex` crate, with the patterns compiled
-//! once, and there are no `timestamp`/`duration` types (they would pull in chrono and
-//! chrono-tz).
+//! once and read as cel-go's RE2 reads them ([`Re2Regex`]), and there are no
+//! `timestamp`/`duration` types (they would pull in chrono and chrono-tz).
 //!
 //! Evaluation is bounded in size and in work. The statement is refused beyond
 //! [`MAX_STATEMENT_BYTES`] serialized and [`MAX_STATEMENT_DEPTH`] levels of nesting, before it is
@@ -47,7 +47,8 @@ use cel::{
     context::VariableResolver,
     Context, Env, ExecutionError, FunctionContext, ParseErrors, Value,
 };
-use regex::Regex;
+
+use super::Re2Regex;
 
 /// A condition longer than this, in characters, is refused.
 pub const MAX_CONDITION_CHARS: usize = 4096;
@@ -112,7 +113,7 @@ pub struct Condition {
 /// calls rewritten, and the regular expressions those calls use.
 struct Program {
     expr: IdedExpr,
-    patterns: Vec<(String, Regex)>,
+    patterns: Vec<(String, Re2Regex)>,
 }
 
 /// Why the conditions of an attestation do not hold for a statement.
@@ -423,7 +424,7 @@ struct Compiler<'e> {
     /// The variables the enclosing comprehensions bind.
     bound: Vec<String>,
     /// The `matches()` patterns, compiled.
-    patterns: Vec<(String, Regex)>,
+    patterns: Vec<(String, Re2Regex)>,
 }
 
 impl Compiler<'_> {
@@ -582,9 +583,7 @@ impl Compiler<'_> {
         };
         let source = literal.inner().to_string();
         if !self.patterns.iter().any(|(known, _)| *known == source) {
-            let regex = regex::RegexBuilder::new(&source)
-                .size_limit(1 << 20)
-                .build()
+            let regex = Re2Regex::new(&source)
                 .map_err(|e| format!("matches({source:?}): not a valid regular expression: {e}"))?;
             self.patterns.push((source, regex));
         }
@@ -990,8 +989,8 @@ mod tests {
             "{error}"
         );
         assert!(refused("predicate.a.matches('a', 'b')").contains("takes a string and a pattern"));
-        // Too big to compile within the regex size limit.
-        assert!(refused(r"predicate.a.matches('\\w{1000}')").contains("not a valid regular expression"));
+        // Too big to compile within the regex size limit (a Unicode class: `\w` is ASCII now).
+        assert!(refused(r"predicate.a.matches('\\pL{1000}')").contains("not a valid regular expression"));
     }
 
     #[test]
@@ -1184,6 +1183,18 @@ mod tests {
             .to_string(),
             r#"condition "a" failed: No such key: a"#
         );
+    }
+
+    #[test]
+    fn matches_reads_perl_classes_as_cel_go_does() {
+        // cel-go's RE2: `\d` is [0-9] and `\s` is [\t\n\f\r ], never an Arabic digit or a VT.
+        let statement = statement(
+            "https://example.com/p",
+            json!({"tag": "v\u{0663}", "sep": "\u{0b}", "ok": "v3"}),
+        );
+        assert!(check(r"predicate.tag.matches('^v\\d$')", &statement).is_err());
+        assert_eq!(check(r"predicate.ok.matches('^v\\d$')", &statement), Ok(()));
+        assert!(check(r"matches(predicate.sep, '^\\s$')", &statement).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod key;
 mod lines;
 pub mod predicate;
 mod read;
+mod regexp;
 mod rule;
 mod schema;
 mod validate;
@@ -41,6 +42,7 @@ pub use self::{
     fulcio::FulcioClaim,
     glob::{GlobError, ImageGlob, NamespaceGlob},
     key::PublicKey,
+    regexp::{Re2Regex, RegexError},
     rule::{Action, Attestation, Mode, NoMatch, Rule},
 };
 

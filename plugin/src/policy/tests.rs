@@ -223,7 +223,10 @@ fn spec_example_parses() {
     assert_eq!(
         keyless.subject,
         IdentityMatch::RegExp(
-            regex::Regex::new(r"^https://github\.com/org/repo/\.github/workflows/release\.yml@refs/tags/v.*$").unwrap()
+            crate::policy::Re2Regex::new(
+                r"^https://github\.com/org/repo/\.github/workflows/release\.yml@refs/tags/v.*$"
+            )
+            .unwrap()
         )
     );
     assert_eq!(
@@ -246,6 +249,36 @@ fn spec_example_parses() {
     assert_eq!(provenance.predicate_type, "https://slsa.dev/provenance/v1");
     assert_eq!(provenance.max_age, None);
     assert_eq!(provenance.conditions.len(), 1);
+}
+
+#[test]
+fn identity_regexps_read_perl_classes_as_cosign_does() {
+    // cosign's Go RE2: `\d` is [0-9], `\s` is [\t\n\f\r ], `\w` is [0-9A-Za-z_].
+    let text = "apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: re2
+spec:
+  rules:
+    - name: signed
+      images: [\"ghcr.io/org/**\"]
+      authorities:
+        - name: ci
+          keyless:
+            issuerRegExp: '^https://issuer\\s?$'
+            subjectRegExp: '^https://ci\\.example/\\w+/\\d+$'
+";
+    let policy = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    let AuthorityKind::Keyless(keyless) = &policy.rules()[0].authorities()[0].kind else {
+        panic!("expected keyless");
+    };
+    assert!(keyless.subject.matches("https://ci.example/build_1/42"));
+    assert!(!keyless.subject.matches("https://ci.example/build_1/\u{0664}\u{0662}"));
+    assert!(!keyless.subject.matches("https://ci.example/\u{00e9}t\u{00e9}/42"));
+    assert!(keyless.issuer.matches("https://issuer "));
+    assert!(!keyless.issuer.matches("https://issuer\u{0b}"));
+    // Shown as written, not as rewritten.
+    assert_eq!(keyless.subject.as_str(), r"^https://ci\.example/\w+/\d+$");
 }
 
 #[test]
@@ -288,7 +321,7 @@ spec:
     };
     assert_eq!(
         keyless.issuer,
-        IdentityMatch::RegExp(regex::Regex::new("^https://issuer$").unwrap())
+        IdentityMatch::RegExp(crate::policy::Re2Regex::new("^https://issuer$").unwrap())
     );
     assert_eq!(keyless.subject, IdentityMatch::Exact("someone@example.com".into()));
     assert!(keyless.extensions.is_empty());

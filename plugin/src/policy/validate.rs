@@ -411,7 +411,7 @@ impl Validator<'_> {
                 self.error(&format!("{field}.{regexp_name}"), "must not be empty");
                 return None;
             }
-            (None, Some(r)) => match regex::RegexBuilder::new(&r).size_limit(1 << 20).build() {
+            (None, Some(r)) => match super::Re2Regex::new(&r) {
                 Ok(compiled) => (regexp_name, IdentityMatch::RegExp(compiled)),
                 Err(e) => {
                     self.error(

@@ -5,12 +5,12 @@
 use std::fmt;
 
 use serde::Serialize;
-use sigstore_types::{Artifact, DsseEnvelope, Sha256Hash, SignatureContent};
+use sigstore_types::{Artifact, DsseEnvelope, DsseSignature, PayloadBytes, Sha256Hash, SignatureContent};
 
 use super::{
     first_accepting,
     intoto::{verify_attestation_layer, AttestationLayer},
-    verify_bundle, Attached, Evidence, Rejection, TrustMaterial,
+    unambiguous, verify_bundle, Attached, Evidence, Rejection, TrustMaterial,
 };
 use crate::{
     policy::{Attestation, Authority, MAX_STATEMENT_BYTES},
@@ -23,6 +23,30 @@ use crate::{
 
 /// The DSSE payload type of an in-toto statement.
 const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+
+/// cosign accepts a DSSE envelope when any one of its signatures verifies; an envelope with
+/// more than this many is refused unread, so a layer cannot make every key try thousands.
+const MAX_ENVELOPE_SIGNATURES: usize = 16;
+
+/// The in-toto statement versions cosign reads (`_type`).
+const STATEMENT_TYPES: [&str; 2] = ["https://in-toto.io/Statement/v0.1", "https://in-toto.io/Statement/v1"];
+
+/// Refuses a statement that is not an in-toto statement of a version cosign reads, or whose
+/// keys cosign would read otherwise (see [`super::unambiguous`]).
+pub(super) fn check_statement(payload: &[u8]) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        #[serde(rename = "_type")]
+        kind: Option<String>,
+    }
+    unambiguous::check(payload, &unambiguous::STATEMENT)?;
+    let header: Header = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+    match header.kind.as_deref() {
+        Some(kind) if STATEMENT_TYPES.contains(&kind) => Ok(()),
+        Some(kind) => Err(format!("_type {kind:?} is not an in-toto statement")),
+        None => Err("no _type: not an in-toto statement".into()),
+    }
+}
 
 /// The outcome of one attestation requirement, for the audit record and `pullgate verify`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -143,10 +167,11 @@ enum Source<'a> {
     Layer(usize, &'a SignatureLayer),
 }
 
-/// A source read far enough to see its statement, not yet authenticated.
+/// A source read far enough to see its statement, not yet authenticated. A layer's envelope
+/// may carry several signatures: one layer each, sharing the bytes and statement.
 enum Opened<'a> {
     Bundle(sigstore_types::Bundle),
-    Layer(AttestationLayer<'a>),
+    Layer(Vec<AttestationLayer<'a>>),
 }
 
 impl<'a> Source<'a> {
@@ -183,16 +208,19 @@ impl<'a> Source<'a> {
                     Payload::Fetched(bytes) => bytes,
                     Payload::Skipped(why) => return Err(why.clone()),
                 };
-                let envelope: DsseEnvelope =
-                    serde_json::from_slice(bytes).map_err(|e| format!("not a DSSE envelope: {e}"))?;
-                if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
+                let envelopes = each_signature(bytes)?;
+                if envelopes.first().is_none_or(|e| e.payload_type != IN_TOTO_PAYLOAD_TYPE) {
                     return Ok(None);
                 }
-                Ok(Some(Opened::Layer(AttestationLayer {
-                    bytes,
-                    annotations: &layer.annotations,
-                    envelope,
-                })))
+                let layers = envelopes
+                    .into_iter()
+                    .map(|envelope| AttestationLayer {
+                        bytes,
+                        annotations: &layer.annotations,
+                        envelope,
+                    })
+                    .collect();
+                Ok(Some(Opened::Layer(layers)))
             }
         }
     }
@@ -205,7 +233,7 @@ impl Opened<'_> {
                 SignatureContent::DsseEnvelope(envelope) => envelope.payload.as_bytes(),
                 _ => &[],
             },
-            Self::Layer(layer) => layer.envelope.payload.as_bytes(),
+            Self::Layer(layers) => layers.first().map_or(&[], |l| l.envelope.payload.as_bytes()),
         }
     }
 
@@ -225,8 +253,41 @@ impl Opened<'_> {
                     verify_bundle(trust, bundle, Artifact::from_digest(subject), authority)
                 })
             }
-            Self::Layer(layer) => verify_attestation_layer(layer, subject, authorities, trust),
+            Self::Layer(layers) => {
+                let mut rejection = Rejection::NotASignature("a DSSE envelope without signatures".into());
+                for layer in layers {
+                    match verify_attestation_layer(layer, subject, authorities, trust) {
+                        Ok(evidence) => return Ok(evidence),
+                        Err(r) => rejection = r,
+                    }
+                }
+                Err(rejection)
+            }
         }
+    }
+}
+
+/// A legacy `.att` layer's DSSE envelope once per signature it carries (at least one, at most
+/// [`MAX_ENVELOPE_SIGNATURES`]), for cosign's rule that any one verifying signature suffices.
+fn each_signature(bytes: &[u8]) -> Result<Vec<DsseEnvelope>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Wire {
+        payload_type: String,
+        payload: PayloadBytes,
+        signatures: Vec<DsseSignature>,
+    }
+    let wire: Wire = serde_json::from_slice(bytes).map_err(|e| format!("not a DSSE envelope: {e}"))?;
+    match wire.signatures.len() {
+        0 => Err("a DSSE envelope without signatures".into()),
+        n if n > MAX_ENVELOPE_SIGNATURES => Err(format!(
+            "a DSSE envelope with {n} signatures, more than the {MAX_ENVELOPE_SIGNATURES} allowed"
+        )),
+        _ => Ok(wire
+            .signatures
+            .into_iter()
+            .map(|signature| DsseEnvelope::new(wire.payload_type.clone(), wire.payload.clone(), signature))
+            .collect()),
     }
 }
 
@@ -251,6 +312,7 @@ fn check_one(
     if statement.get("predicateType").and_then(|t| t.as_str()) != Some(attestation.predicate_type.as_str()) {
         return Ok(None);
     }
+    check_statement(payload).map_err(unsigned)?;
     // Only signed bytes decide: the statement is the payload the signature covers. It names
     // the digests it is about; the signature is checked against one, then this image must be
     // among them.

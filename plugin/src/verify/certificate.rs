@@ -9,7 +9,10 @@
 
 use std::time::Duration;
 
-use const_oid::db::{rfc5912::ID_KP_CODE_SIGNING, rfc6962::CT_PRECERT_SCTS};
+use const_oid::{
+    db::{rfc5280::ID_CE_SUBJECT_ALT_NAME, rfc5912::ID_KP_CODE_SIGNING, rfc6962::CT_PRECERT_SCTS},
+    ObjectIdentifier,
+};
 use jiff::Timestamp;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use sigstore_crypto::{x509::parse_certificate_info, SigningScheme, VerificationKey, WEBPKI_VERIFICATION_ALGS};
@@ -17,7 +20,11 @@ use sigstore_trust_root::{CertificateAuthority, TrustedRoot};
 use sigstore_types::{DerCertificate, SignatureBytes};
 use webpki::{EndEntityCert, KeyUsage};
 use x509_cert::{
-    der::{asn1::OctetString, Decode, Encode},
+    der::{
+        asn1::{OctetString, Utf8StringRef},
+        Decode, Encode,
+    },
+    ext::pkix::{name::GeneralName, SubjectAltName},
     Certificate,
 };
 
@@ -50,7 +57,8 @@ const ECDSA: u8 = 3;
 /// - the leaf chains, at `at` and for code signing, to the last certificate of a certificate
 ///   authority whose `validFor` covers `at`; the authority's other certificates and
 ///   `intermediates` (from the layer's chain annotation) may complete the path, never end it;
-/// - an SCT embedded in the leaf verifies with a CT log key of the trusted root.
+/// - an SCT embedded in the leaf verifies with a CT log key of the trusted root, when the root
+///   lists CT logs.
 ///
 /// Returns what the certificate says about its subject, for the caller's identity match.
 pub fn verify_signing_certificate(
@@ -70,6 +78,46 @@ pub fn verify_signing_certificate(
     let issuer_spki = verify_chain(trust.root(), leaf, intermediates, at)?;
     verify_embedded_sct(trust.root(), leaf, &issuer_spki)?;
     Ok(info)
+}
+
+/// Fulcio's username identity: a SubjectAltName otherName `1.3.6.1.4.1.57264.1.7` holding a
+/// UTF8String.
+const FULCIO_USERNAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.7");
+
+/// The one identity a signing certificate names: its SubjectAltName must hold exactly one
+/// name, an email, a URI or Fulcio's username otherName. Fulcio issues one; cosign matches a
+/// policy against every SAN, so with several any would do, and with none nothing should. Both
+/// are refused rather than read as the first SAN, or as `""` that `subjectRegExp: x*` accepts.
+pub fn signing_identity(leaf: &DerCertificate) -> Result<String, String> {
+    let cert =
+        Certificate::from_der(leaf.as_bytes()).map_err(|e| format!("signing certificate does not parse: {e}"))?;
+    let mut sans = cert
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|extension| extension.extn_id == ID_CE_SUBJECT_ALT_NAME);
+    let (Some(extension), None) = (sans.next(), sans.next()) else {
+        return Err("signing certificate must have exactly one SubjectAltName extension".into());
+    };
+    let names = SubjectAltName::from_der(extension.extn_value.as_bytes())
+        .map_err(|e| format!("signing certificate's SubjectAltName is malformed: {e}"))?;
+    let [name] = names.0.as_slice() else {
+        return Err(format!(
+            "signing certificate names {} identities in its SubjectAltName; exactly one is required",
+            names.0.len()
+        ));
+    };
+    match name {
+        GeneralName::Rfc822Name(email) => Ok(email.to_string()),
+        GeneralName::UniformResourceIdentifier(uri) => Ok(uri.to_string()),
+        GeneralName::OtherName(other) if other.type_id == FULCIO_USERNAME => other
+            .value
+            .decode_as::<Utf8StringRef<'_>>()
+            .map(|name| name.as_str().to_string())
+            .map_err(|e| format!("signing certificate's username SAN is malformed: {e}")),
+        _ => Err("signing certificate's SubjectAltName is not an email, URI or Fulcio username".into()),
+    }
 }
 
 /// Refuses certificate material too large to be Fulcio's before anything parses it.
@@ -166,9 +214,10 @@ fn issuer_under(
 
 /// Requires an SCT embedded in `leaf` that a CT log of the trusted root signed: Fulcio logs every
 /// certificate it issues, and a certificate missing from CT could have been issued in secret.
+/// A root that lists no CT log (GitHub's Fulcio, say) asks for none (SPEC §4).
 fn verify_embedded_sct(root: &TrustedRoot, leaf: &DerCertificate, issuer_spki: &[u8]) -> Result<(), String> {
     if root.ctlogs.is_empty() {
-        return Err("trusted root names no CT log".into());
+        return Ok(());
     }
     let cert =
         Certificate::from_der(leaf.as_bytes()).map_err(|e| format!("signing certificate does not parse: {e}"))?;

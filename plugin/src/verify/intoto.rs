@@ -171,11 +171,12 @@ fn check_logged(
         }
         AuthorityKind::Keyless(keyless) => {
             let info = logged_certificate(trust, logged, layer)?;
-            match_identity(keyless, &info)?;
+            // logged_certificate checked that the entry's signer is the layer's leaf.
+            let subject = match_identity(keyless, &DerCertificate::from_bytes(&logged.signer), &info)?;
             let key = VerificationKey::from_spki(&info.public_key)
                 .map_err(|e| Rejection::Invalid(format!("certificate key: {e}")))?;
             verify_envelope(&layer.envelope, &key)?;
-            (info.identity.map(|san| san.as_str().to_string()), info.issuer)
+            (Some(subject), info.issuer)
         }
     };
     Ok(Evidence {

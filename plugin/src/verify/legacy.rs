@@ -99,15 +99,14 @@ pub fn has_sigstore_material(annotations: &BTreeMap<String, String>) -> bool {
     annotations.contains_key(CERTIFICATE_ANNOTATION) || annotations.contains_key(REKOR_BUNDLE_ANNOTATION)
 }
 
-/// Builds the bundle for a signature `signature` (raw bytes) over `payload`. Without a
-/// certificate annotation the bundle names a public key, for key authorities.
-pub fn to_bundle(annotations: &BTreeMap<String, String>, payload: &[u8], signature: &[u8]) -> Result<Bundle, String> {
-    let digest = crate::reference::Digest::of(payload);
-    let digest_bytes = hex::decode(digest.hex()).map_err(|e| e.to_string())?;
-    let content = json!({
-        "messageDigest": {"algorithm": "SHA2_256", "digest": BASE64.encode(digest_bytes)},
-        "signature": BASE64.encode(signature),
-    });
+/// Builds the bundle for a signature `signature` (raw bytes) over the layer's payload, which
+/// the caller verifies it against. Without a certificate annotation the bundle names a public
+/// key, for key authorities.
+pub fn to_bundle(annotations: &BTreeMap<String, String>, signature: &[u8]) -> Result<Bundle, String> {
+    // No messageDigest: sigstore-verify would take its algorithm as the signature's hash
+    // (SHA-256 for a P-384 key). Without one it uses the key's own scheme, as cosign signs
+    // and as the key-only path verifies (ECDSA P-384 with SHA-384).
+    let content = json!({"signature": BASE64.encode(signature)});
     restate(annotations, "messageSignature", content)
 }
 

@@ -28,6 +28,7 @@ pub(crate) mod simple_signing;
 mod tests;
 mod timestamp;
 mod tlog;
+mod unambiguous;
 
 pub use attestation::{check_attestations, AttestationOutcome};
 pub use sigstore::{verify_bundle, TrustMaterial};
@@ -271,12 +272,22 @@ fn check_layer(
     let by_key = || check_key_signature(digest, payload, &SignatureBytes::new(signature.clone()), authorities);
     match trust {
         Some(trust) if legacy::has_sigstore_material(&layer.annotations) => {
-            let bundle = legacy::to_bundle(&layer.annotations, payload, &signature).map_err(Rejection::Invalid)?;
+            let bundle = legacy::to_bundle(&layer.annotations, &signature).map_err(Rejection::Invalid)?;
             let verdict = check_bundle_layer(digest, payload, &bundle, keyless, authorities, trust);
             // `cosign sign --key … --certificate …`: a key signature that also carries a
-            // certificate still counts for the key.
+            // certificate still counts for the key, and a log entry it carries must verify as
+            // any key signature's must (unless the authority ignores the log).
             match verdict {
-                Err(rejection) if keyless && has_key_authority => by_key().map_err(|_| rejection),
+                Err(rejection) if keyless && has_key_authority => {
+                    let for_key = if layer.annotations.contains_key(legacy::REKOR_BUNDLE_ANNOTATION) {
+                        check_key_with_certificate(digest, payload, &bundle, &signature, authorities, trust)
+                    } else {
+                        by_key()
+                    };
+                    // The key's reason says more when no keyless authority could have accepted.
+                    let any_keyless = authorities.iter().any(|a| matches!(a.kind, AuthorityKind::Keyless(_)));
+                    for_key.map_err(|key_rejection| if any_keyless { rejection } else { key_rejection })
+                }
                 verdict => verdict,
             }
         }
@@ -339,6 +350,12 @@ fn check_attached_bundle(
             ))))
         }
     }
+    if let Err(e) = attestation::check_statement(envelope.payload.as_bytes()) {
+        return Some(Err(Rejection::Invalid(format!(
+            "bundle {}: statement: {e}",
+            attached.manifest
+        ))));
+    }
     let Some(trust) = trust else {
         return Some(Err(Rejection::NoTrustedRoot));
     };
@@ -386,6 +403,30 @@ fn check_bundle_layer(
 ) -> Result<Evidence, Rejection> {
     let evidence = first_accepting(authorities, keyless, |authority| {
         verify_bundle(trust, bundle, payload.into(), authority)
+    })?;
+    // Authenticated: now the payload may be read.
+    check_payload(digest, payload)?;
+    Ok(evidence)
+}
+
+/// A key signature whose layer also carries a certificate and a log entry: an authority that
+/// ignores the log takes the key alone; the others need the entry, which names the
+/// certificate, to verify for their key.
+fn check_key_with_certificate(
+    digest: &Digest,
+    payload: &[u8],
+    bundle: &sigstore_types::Bundle,
+    signature: &[u8],
+    authorities: &[Authority],
+    trust: &TrustMaterial,
+) -> Result<Evidence, Rejection> {
+    let ignoring: Vec<Authority> = authorities.iter().filter(|a| a.tlog == Tlog::Ignore).cloned().collect();
+    if let Ok(evidence) = check_key_signature(digest, payload, &SignatureBytes::new(signature.to_vec()), &ignoring) {
+        return Ok(evidence);
+    }
+    let logged = authorities.iter().filter(|a| a.tlog != Tlog::Ignore);
+    let evidence = first_accepting(logged, false, |authority| {
+        sigstore::verify_key_with_certificate(trust, bundle, payload.into(), authority)
     })?;
     // Authenticated: now the payload may be read.
     check_payload(digest, payload)?;

@@ -9,7 +9,10 @@ use sigstore_verify::{
     Verifier,
 };
 
-use super::{certificate::verify_signing_certificate, Evidence, Rejection};
+use super::{
+    certificate::{signing_identity, verify_signing_certificate},
+    Evidence, Rejection,
+};
 use crate::policy::{Authority, AuthorityKind, Keyless, Tlog};
 
 /// The media type of a Sigstore `TrustedRoot` (any version).
@@ -101,6 +104,10 @@ pub fn verify_bundle(
             if skip_tlog {
                 policy = policy.skip_tlog_unsafe();
             }
+            // An embedded SCT is required only when the root lists CT logs (SPEC §4).
+            if trust.root.ctlogs.is_empty() {
+                policy = policy.skip_sct();
+            }
             trust.verifier.verify(artifact, bundle, &policy)
         }
     }
@@ -122,10 +129,12 @@ pub fn verify_bundle(
             authority: authority.name.clone(),
         });
     }
+    let mut subject = None;
     if let AuthorityKind::Keyless(keyless) = &authority.kind {
-        match result.certificate().filter(|_| result.certificate_verified()) {
-            Some(certificate) => match_identity(keyless, certificate)?,
-            None => return Err(Rejection::IdentityMismatch("no verified certificate".into())),
+        let verified = result.certificate().filter(|_| result.certificate_verified());
+        match (bundle.signing_certificate(), verified) {
+            (Some(leaf), Some(certificate)) => subject = Some(match_identity(keyless, leaf, certificate)?),
+            _ => return Err(Rejection::IdentityMismatch("no verified certificate".into())),
         }
         // sigstore-verify checks the certificate at every time it verified; these it did not see.
         let (leaf, chain) = signing_chain(bundle)?;
@@ -146,7 +155,7 @@ pub fn verify_bundle(
         } else {
             "keyless"
         },
-        subject: result.identity().map(|san| san.as_str().to_string()),
+        subject,
         issuer: result.issuer().map(str::to_string),
         tlog_index,
         time_source: time_source(bundle, &result, stamped),
@@ -154,15 +163,53 @@ pub fn verify_bundle(
     })
 }
 
-/// Matches a verified certificate's issuer, subject and Fulcio claims against the authority.
-pub(super) fn match_identity(keyless: &Keyless, cert: &CertificateInfo) -> Result<(), Rejection> {
+/// Verifies a key signature that also carries a certificate for that key (`cosign sign --key …
+/// --certificate …`), whose log entry names the certificate: the entry is checked as a keyless
+/// bundle's is (SET or proof, consistency with the signature and certificate), the chain is
+/// not, since the key authority does not ask for one, and the certificate's key must be the
+/// authority's.
+pub fn verify_key_with_certificate(
+    trust: &TrustMaterial,
+    bundle: &Bundle,
+    artifact: Artifact<'_>,
+    authority: &Authority,
+) -> Result<Evidence, Rejection> {
+    let AuthorityKind::Key(key) = &authority.kind else {
+        return Err(Rejection::KeyMismatch);
+    };
+    let policy = VerificationPolicy::any_identity().skip_certificate_chain();
+    let result = trust
+        .verifier
+        .verify(artifact, bundle, &policy)
+        .map_err(|e| Rejection::Invalid(e.to_string()))?;
+    let certified = result.certificate().map(|c| c.public_key.as_bytes());
+    if certified != Some(key.der().as_bytes()) {
+        return Err(Rejection::KeyMismatch);
+    }
+    // Its entries must each hold, as a bundle's do.
+    let tlog_index = super::tlog::check_entries(trust, bundle).map_err(Rejection::Invalid)?;
+    Ok(Evidence {
+        tlog_index: tlog_index.filter(|_| result.tlog_verified()),
+        time_source: time_source(bundle, &result, &[]),
+        signed_at: signing_time(&result, &[]),
+        ..Evidence::key_only(authority)
+    })
+}
+
+/// Matches a verified certificate's issuer, subject and Fulcio claims against the authority;
+/// returns the subject, the certificate's one identity (see [`signing_identity`]).
+pub(super) fn match_identity(
+    keyless: &Keyless,
+    leaf: &DerCertificate,
+    cert: &CertificateInfo,
+) -> Result<String, Rejection> {
     let mismatch = |what: String| Err(Rejection::IdentityMismatch(what));
     let issuer = cert.issuer.as_deref().unwrap_or_default();
     if !keyless.issuer.matches(issuer) {
         return mismatch(format!("issuer {issuer:?}"));
     }
-    let subject = cert.identity.as_ref().map(|san| san.as_str()).unwrap_or_default();
-    if !keyless.subject.matches(subject) {
+    let subject = signing_identity(leaf).map_err(Rejection::IdentityMismatch)?;
+    if !keyless.subject.matches(&subject) {
         return mismatch(format!("subject {subject:?}"));
     }
     for (claim, expected) in &keyless.extensions {
@@ -171,7 +218,7 @@ pub(super) fn match_identity(keyless: &Keyless, cert: &CertificateInfo) -> Resul
             return mismatch(format!("{} {:?}", claim.name(), found.unwrap_or("(absent)")));
         }
     }
-    Ok(())
+    Ok(subject)
 }
 
 /// Where the verified signing times came from: a log entry (its integrated time, vouched for by

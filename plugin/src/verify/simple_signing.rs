@@ -13,7 +13,8 @@ pub struct SignedImage {
     pub docker_reference: Option<String>,
 }
 
-// Duplicate keys are refused by serde's derive, so a payload cannot say two things at once.
+// Exact duplicate keys are refused by serde's derive, case variants by `unambiguous`, so a
+// payload cannot say one thing to pullgate and another to cosign.
 #[derive(Deserialize)]
 struct Payload {
     critical: Critical,
@@ -42,6 +43,8 @@ struct Identity {
 
 /// Parses a payload and checks that it is a cosign image signature.
 pub fn parse(payload: &[u8]) -> Result<SignedImage, String> {
+    super::unambiguous::check(payload, &super::unambiguous::SIMPLE_SIGNING)
+        .map_err(|e| format!("not a simple-signing payload cosign reads alike: {e}"))?;
     let p: Payload = serde_json::from_slice(payload).map_err(|e| format!("not a simple-signing payload: {e}"))?;
     if p.critical.kind != COSIGN_SIGNATURE_TYPE {
         return Err(format!(
@@ -74,5 +77,20 @@ mod tests {
         let dup = br#"{"critical":{"image":{"docker-manifest-digest":"sha256:ab","docker-manifest-digest":"sha256:cd"},"type":"cosign container image signature"}}"#;
         assert!(parse(dup).unwrap_err().contains("duplicate"));
         assert!(parse(b"this is not a signature").is_err());
+    }
+
+    #[test]
+    fn refuses_case_variant_keys_that_cosign_reads_as_the_last() {
+        let variants = [
+            r#"{"critical":{"image":{"docker-manifest-digest":"sha256:ab","Docker-Manifest-Digest":"sha256:cd"},"type":"cosign container image signature"}}"#,
+            r#"{"critical":{"image":{"docker-manifest-digest":"sha256:ab"},"type":"cosign container image signature","Type":"other"}}"#,
+            r#"{"critical":{"image":{"docker-manifest-digest":"sha256:ab"},"type":"cosign container image signature"},"Critical":{}}"#,
+        ];
+        for payload in variants {
+            assert!(
+                parse(payload.as_bytes()).unwrap_err().contains("duplicate key"),
+                "{payload}"
+            );
+        }
     }
 }

@@ -563,7 +563,7 @@ fn a_message_signature_bundle_is_not_an_image_signature() {
         },
         ..Attached::default()
     };
-    let any = || crate::policy::IdentityMatch::RegExp(regex::Regex::new(".*").unwrap());
+    let any = || crate::policy::IdentityMatch::RegExp(crate::policy::Re2Regex::new(".*").unwrap());
     let keyless = crate::policy::Keyless {
         issuer: any(),
         subject: any(),
@@ -842,4 +842,165 @@ fn a_bundle_with_a_log_entry_and_a_timestamp_says_both() {
     let hash = sigstore_types::Sha256Hash::from_hex(Digest::parse(KUBEWARDEN_DIGEST).unwrap().hex()).unwrap();
     let evidence = verify_bundle(&trust, &bundle, sigstore_types::Artifact::from_digest(hash), &authority).unwrap();
     assert_eq!(evidence.time_source, "tlog+tsa");
+}
+
+// === legacy `.att` layers and simple-signing payloads signed with a key ===
+
+const STATEMENT_V1: &str = "https://in-toto.io/Statement/v1";
+const CYCLONEDX: &str = "https://cyclonedx.org/bom";
+
+fn generated_key() -> (sigstore_crypto::KeyPair, Authority) {
+    let key = sigstore_crypto::KeyPair::generate_ecdsa_p256().unwrap();
+    let pem = key.public_key_der().unwrap().to_pem();
+    let authority = key_authority("release-key", &pem, Tlog::Optional);
+    (key, authority)
+}
+
+/// A `.att` layer: a DSSE envelope over `statement`, one signature per key of `signers`.
+fn att_layer(statement: &[u8], signers: &[&sigstore_crypto::KeyPair]) -> SignatureLayer {
+    let pae = sigstore_types::pae("application/vnd.in-toto+json", statement);
+    let signatures: Vec<serde_json::Value> = signers
+        .iter()
+        .map(|key| serde_json::json!({"keyid": "", "sig": BASE64.encode(key.sign(&pae).unwrap().as_bytes())}))
+        .collect();
+    let envelope = serde_json::json!({
+        "payloadType": "application/vnd.in-toto+json",
+        "payload": BASE64.encode(statement),
+        "signatures": signatures,
+    });
+    SignatureLayer {
+        media_type: "application/vnd.dsse.envelope.v1+json".into(),
+        annotations: BTreeMap::from([
+            (SIGNATURE_ANNOTATION.to_string(), String::new()),
+            (
+                crate::registry::cosign::PREDICATE_TYPE_ANNOTATION.to_string(),
+                CYCLONEDX.into(),
+            ),
+        ]),
+        payload: Payload::Fetched(serde_json::to_vec(&envelope).unwrap()),
+    }
+}
+
+/// A statement as text, so keys can repeat: `_type`, then the subject, then `extra` members.
+fn statement_text(kind: &str, digest: &Digest, extra: &str) -> Vec<u8> {
+    format!(
+        r#"{{"_type":"{kind}","subject":[{{"name":"r/a","digest":{{"sha256":"{}"}}}}],"predicateType":"{CYCLONEDX}","predicate":{{"components":[1]}}{extra}}}"#,
+        digest.hex()
+    )
+    .into_bytes()
+}
+
+/// The one attestation outcome of `layers` for an sbom requirement.
+fn attestation_outcome(digest: &Digest, layers: Vec<SignatureLayer>, authority: &Authority) -> AttestationOutcome {
+    let attached = Attached {
+        attestations: layers,
+        ..Attached::default()
+    };
+    let required = crate::policy::Attestation {
+        name: "sbom".into(),
+        predicate_type: CYCLONEDX.into(),
+        max_age: None,
+        conditions: Vec::new(),
+    };
+    let mut outcomes = check_attestations(digest, &attached, &[required], std::slice::from_ref(authority), None, 0);
+    outcomes.remove(0)
+}
+
+#[test]
+fn an_att_envelope_counts_when_any_one_of_its_signatures_verifies() {
+    let (key, authority) = generated_key();
+    let other = sigstore_crypto::KeyPair::generate_ecdsa_p256().unwrap();
+    let digest = Digest::of(b"an image");
+    let statement = statement_text(STATEMENT_V1, &digest, "");
+    for signers in [vec![&key], vec![&other, &key], vec![&key, &other]] {
+        let outcome = attestation_outcome(&digest, vec![att_layer(&statement, &signers)], &authority);
+        assert_eq!(
+            outcome.result,
+            "pass",
+            "{} signatures: {:?}",
+            signers.len(),
+            outcome.reason
+        );
+    }
+    let outcome = attestation_outcome(&digest, vec![att_layer(&statement, &[&other, &other])], &authority);
+    assert_eq!(outcome.result, "fail");
+    // Bounded: a layer cannot make each key try an unbounded list.
+    let many = vec![&other; 17];
+    let outcome = attestation_outcome(&digest, vec![att_layer(&statement, &many)], &authority);
+    assert!(
+        outcome.reason.as_deref().unwrap_or_default().contains("17 signatures"),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn an_att_statement_must_be_an_in_toto_statement_read_alike_by_cosign() {
+    let (key, authority) = generated_key();
+    let digest = Digest::of(b"an image");
+    let other = Digest::of(b"another image");
+    for kind in [STATEMENT_V1, "https://in-toto.io/Statement/v0.1"] {
+        let outcome = attestation_outcome(
+            &digest,
+            vec![att_layer(&statement_text(kind, &digest, ""), &[&key])],
+            &authority,
+        );
+        assert_eq!(outcome.result, "pass", "{kind}: {:?}", outcome.reason);
+    }
+    let refused = [
+        ("another _type", statement_text("https://example.com/NotAStatement", &digest, "")),
+        // Go reads the last `_type`, `predicateType` or `subject`, case-insensitively.
+        (
+            "a case-variant _type",
+            statement_text(STATEMENT_V1, &digest, r#","_TYPE":"https://example.com/x""#),
+        ),
+        (
+            "a case-variant predicateType",
+            statement_text(STATEMENT_V1, &digest, r#","PredicateType":"https://example.com/x""#),
+        ),
+        (
+            "a second subject list",
+            statement_text(
+                STATEMENT_V1,
+                &digest,
+                &format!(r#","Subject":[{{"digest":{{"sha256":"{}"}}}}]"#, other.hex()),
+            ),
+        ),
+        (
+            "a case-variant digest algorithm",
+            format!(
+                r#"{{"_type":"{STATEMENT_V1}","subject":[{{"digest":{{"sha256":"{}","SHA256":"{}"}}}}],"predicateType":"{CYCLONEDX}","predicate":{{}}}}"#,
+                digest.hex(),
+                other.hex()
+            )
+            .into_bytes(),
+        ),
+    ];
+    for (what, statement) in refused {
+        let outcome = attestation_outcome(&digest, vec![att_layer(&statement, &[&key])], &authority);
+        assert_eq!(outcome.result, "fail", "{what} must be refused");
+    }
+}
+
+#[test]
+fn a_payload_with_case_variant_keys_is_refused_as_cosign_would_read_the_last() {
+    let (key, authority) = generated_key();
+    let digest = Digest::of(b"an image");
+    let other = Digest::of(b"another image");
+    let payload = format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"r/a"}},"image":{{"docker-manifest-digest":"{digest}","Docker-Manifest-Digest":"{other}"}},"type":"cosign container image signature"}},"optional":null}}"#
+    );
+    let layer = SignatureLayer {
+        media_type: SIMPLE_SIGNING.into(),
+        annotations: BTreeMap::from([(
+            SIGNATURE_ANNOTATION.to_string(),
+            BASE64.encode(key.sign(payload.as_bytes()).unwrap().as_bytes()),
+        )]),
+        payload: Payload::Fetched(payload.into_bytes()),
+    };
+    let err = verify_signatures(&reference(), &digest, &[layer], &[authority], None).unwrap_err();
+    assert!(
+        matches!(err.rejections[..], [Rejection::BadPayload(_)]),
+        "{err}: {:?}",
+        err.rejections
+    );
 }

@@ -1,6 +1,6 @@
 //! A test Fulcio: a root CA (and optionally an intermediate) that issues short-lived code-signing
 //! leaves shaped like Fulcio's: ECDSA P-256 key, KeyUsage digitalSignature, EKU codeSigning, the
-//! identity as a critical SAN (email or URI) over an empty subject, the OIDC issuer in both
+//! identity as a critical SAN (email, URI or username; [`LeafRequest::sans`] writes others) over an empty subject, the OIDC issuer in both
 //! `1.3.6.1.4.1.57264.1.8` (DER UTF8String) and the legacy `.1.1` (raw bytes), any CI claims
 //! (`.1.9`–`.1.24`, DER UTF8String), and an embedded SCT from a [`CtLog`].
 //!
@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair as RcgenKeyPair, KeyUsagePurpose, PublicKeyData, SanType,
-    SerialNumber, PKCS_ECDSA_P256_SHA256,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair as RcgenKeyPair, KeyUsagePurpose, OtherNameValue, PublicKeyData,
+    SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use sigstore_crypto::KeyPair;
 
@@ -25,6 +25,8 @@ use super::{ctlog::sct_list_extension, der, pem, unix_now, CtLog, CA_EPOCH};
 pub const FULCIO_OID_ARC: [u64; 8] = [1, 3, 6, 1, 4, 1, 57264, 1];
 /// `.1.1`: the OIDC issuer, raw bytes (deprecated).
 pub const ISSUER_V1: u64 = 1;
+/// `.1.7`: the username SAN's otherName type.
+pub const USERNAME: u64 = 7;
 /// `.1.8`: the OIDC issuer, DER UTF8String.
 pub const ISSUER_V2: u64 = 8;
 /// `.1.9`: Build Signer URI.
@@ -57,6 +59,10 @@ pub enum SanKind {
     Uri(String),
     /// An `rfc822Name` (people).
     Email(String),
+    /// Fulcio's username: an `otherName` `1.3.6.1.4.1.57264.1.7` holding a UTF8String.
+    Username(String),
+    /// A `dNSName`, which Fulcio never issues.
+    Dns(String),
 }
 
 // === impl SanKind ===
@@ -64,7 +70,7 @@ pub enum SanKind {
 impl SanKind {
     pub fn value(&self) -> &str {
         match self {
-            SanKind::Uri(v) | SanKind::Email(v) => v,
+            SanKind::Uri(v) | SanKind::Email(v) | SanKind::Username(v) | SanKind::Dns(v) => v,
         }
     }
 }
@@ -75,6 +81,9 @@ impl SanKind {
 pub struct LeafRequest {
     pub identity: SanKind,
     pub issuer: String,
+    /// The SubjectAltName's names, in order: `[identity]` unless [`LeafRequest::sans`] says
+    /// otherwise. Empty: no SubjectAltName extension at all.
+    pub sans: Vec<SanKind>,
     /// (`N` of `1.3.6.1.4.1.57264.1.N`, value), written as DER UTF8String.
     pub claims: Vec<(u64, String)>,
     pub not_before: i64,
@@ -87,6 +96,7 @@ impl LeafRequest {
     pub fn new(identity: SanKind, issuer: &str) -> LeafRequest {
         let not_before = unix_now() - 60;
         LeafRequest {
+            sans: vec![identity.clone()],
             identity,
             issuer: issuer.to_owned(),
             claims: Vec::new(),
@@ -98,6 +108,12 @@ impl LeafRequest {
     /// Adds the claim `1.3.6.1.4.1.57264.1.<suffix>` = `value`.
     pub fn claim(mut self, suffix: u64, value: &str) -> LeafRequest {
         self.claims.push((suffix, value.to_owned()));
+        self
+    }
+
+    /// A SubjectAltName of exactly `sans` (none: no extension), where Fulcio writes one name.
+    pub fn sans(mut self, sans: Vec<SanKind>) -> LeafRequest {
+        self.sans = sans;
         self
     }
 
@@ -268,10 +284,7 @@ impl FulcioCa {
         params.distinguished_name = DistinguishedName::new();
         params.serial_number = Some(SerialNumber::from(random_serial()));
         set_validity(&mut params, request.not_before, request.not_after);
-        params.subject_alt_names = vec![match &request.identity {
-            SanKind::Uri(uri) => SanType::URI(uri.as_str().try_into().expect("an IA5 URI")),
-            SanKind::Email(email) => SanType::Rfc822Name(email.as_str().try_into().expect("an IA5 email")),
-        }];
+        params.subject_alt_names = request.sans.iter().map(san_type).collect();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
         params.use_authority_key_identifier_extension = true;
@@ -311,6 +324,15 @@ impl FulcioCa {
             chain_der: self.chain_der(),
             request: request.clone(),
         }
+    }
+}
+
+fn san_type(san: &SanKind) -> SanType {
+    match san {
+        SanKind::Uri(uri) => SanType::URI(uri.as_str().try_into().expect("an IA5 URI")),
+        SanKind::Email(email) => SanType::Rfc822Name(email.as_str().try_into().expect("an IA5 email")),
+        SanKind::Dns(name) => SanType::DnsName(name.as_str().try_into().expect("an IA5 name")),
+        SanKind::Username(name) => SanType::OtherName((fulcio_oid(USERNAME), OtherNameValue::Utf8String(name.clone()))),
     }
 }
 

@@ -149,7 +149,7 @@ pub(super) fn identity(
 ) -> Option<Identity> {
     match (exact.filter(|s| !s.is_empty()), regexp.filter(|s| !s.is_empty())) {
         (Some(exact), None) => Some(Identity::exact(exact)),
-        (None, Some(regexp)) => match regex::RegexBuilder::new(regexp).size_limit(1 << 20).build() {
+        (None, Some(regexp)) => match crate::policy::Re2Regex::new(regexp) {
             Ok(_) => Some(Identity::regexp(regexp)),
             Err(e) => {
                 report.dropped(
