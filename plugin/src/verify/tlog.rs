@@ -58,19 +58,14 @@ fn check_proof(
         .as_bytes()
         .get(..4)
         .ok_or("a log ID shorter than a key hint")?;
-    let signed_by_log = checkpoint
+    let signature = checkpoint
         .signatures()
         .iter()
         .filter(|s| s.key_id.as_bytes()[..] == *hint)
-        .any(|s| key.verify(checkpoint.signed_data(), &s.signature).is_ok());
-    if !signed_by_log {
-        return Err(format!(
-            "the checkpoint is not signed by the entry's log ({})",
-            log.base_url
-        ));
-    }
+        .find(|s| key.verify(checkpoint.signed_data(), &s.signature).is_ok())
+        .ok_or_else(|| format!("the checkpoint is not signed by the entry's log ({})", log.base_url))?;
     let v2 = entry.kind_version == KindVersion::HashedRekordV002;
-    if !origin_names_log(checkpoint.origin(), &log.base_url, v2) {
+    if !origin_names_log(checkpoint.origin(), &log.base_url, &signature.name, v2) {
         return Err(format!(
             "the checkpoint's origin {:?} does not name the log {}",
             checkpoint.origin(),
@@ -98,9 +93,19 @@ fn check_proof(
     Ok(())
 }
 
-/// Whether a checkpoint origin names the log at `base_url`: Rekor v2 writes the log's host,
-/// Rekor v1 `<host> - <tree ID>` (both with the port when the URL has one).
-fn origin_names_log(origin: &str, base_url: &str, v2: bool) -> bool {
+/// Whether a checkpoint origin names the log at `base_url`. Rekor v2 writes the log's host.
+/// Rekor v1 writes `<name> - <tree ID>`, where the name is the one its signature line gives
+/// (`signer`), as a signed-note verifier requires: the public instances use their host, private
+/// ones often a pod name (sigstore-go accepts those), so v1 is held to its signer's name.
+fn origin_names_log(origin: &str, base_url: &str, signer: &str, v2: bool) -> bool {
+    if !v2 {
+        return match origin.rsplit_once(" - ") {
+            Some((name, tree)) => {
+                !name.is_empty() && name == signer && !tree.is_empty() && tree.bytes().all(|b| b.is_ascii_digit())
+            }
+            None => false,
+        };
+    }
     let authority = base_url
         .split_once("://")
         .map_or(base_url, |(_, rest)| rest)
@@ -108,15 +113,7 @@ fn origin_names_log(origin: &str, base_url: &str, v2: bool) -> bool {
         .next()
         .unwrap_or_default();
     let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
-    let name = if v2 {
-        origin
-    } else {
-        match origin.rsplit_once(" - ") {
-            Some((name, tree)) if !tree.is_empty() && tree.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => return false,
-        }
-    };
-    !authority.is_empty() && (name.eq_ignore_ascii_case(authority) || name.eq_ignore_ascii_case(host))
+    !authority.is_empty() && (origin.eq_ignore_ascii_case(authority) || origin.eq_ignore_ascii_case(host))
 }
 
 #[cfg(test)]
@@ -125,24 +122,24 @@ mod tests {
 
     #[test]
     fn origins_as_rekor_writes_them_name_their_log() {
-        let v1 = |o, u| origin_names_log(o, u, false);
-        let v2 = |o, u| origin_names_log(o, u, true);
+        let v1 = |o, signer| origin_names_log(o, "https://rekor.sigstore.dev", signer, false);
+        let v2 = |o, u| origin_names_log(o, u, "", true);
+        assert!(v1("rekor.sigstore.dev - 1193050959916656506", "rekor.sigstore.dev"));
+        assert!(v1("localhost:8000 - 124190645164477", "localhost:8000"));
+        // A private log names itself after its pod, whatever URL it is reached at.
         assert!(v1(
-            "rekor.sigstore.dev - 1193050959916656506",
-            "https://rekor.sigstore.dev"
+            "rekor-00001-deployment-56bf7777c9-jds5x - 6364419738405537866",
+            "rekor-00001-deployment-56bf7777c9-jds5x"
         ));
-        assert!(v1("localhost:8000 - 124190645164477", "http://localhost:8000"));
         assert!(v2(
             "log2025-1.rekor.sigstore.dev",
             "https://log2025-1.rekor.sigstore.dev"
         ));
         assert!(v2("rekor-local", "http://rekor-local"));
-        assert!(!v1(
-            "rekor.sigstage.dev - 8050909264565447525",
-            "https://rekor.sigstore.dev"
-        ));
-        assert!(!v1("rekor.sigstore.dev", "https://rekor.sigstore.dev"));
-        assert!(!v1("rekor.sigstore.dev - 12x", "https://rekor.sigstore.dev"));
+        assert!(!v1("rekor.sigstage.dev - 8050909264565447525", "rekor.sigstore.dev"));
+        assert!(!v1("rekor.sigstore.dev", "rekor.sigstore.dev"));
+        assert!(!v1("rekor.sigstore.dev - 12x", "rekor.sigstore.dev"));
+        assert!(!v1(" - 12", ""));
         assert!(!v2("rekor.sigstore.dev - 1", "https://rekor.sigstore.dev"));
         assert!(!v2("evil.example", "https://log2025-1.rekor.sigstore.dev"));
         assert!(!v2("", ""));
