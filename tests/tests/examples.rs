@@ -11,7 +11,7 @@ use pullgate_tests::{
         bundle::{in_toto_statement, make_v3_dsse_bundle, make_v3_signature_bundle, COSIGN_SIGN_PREDICATE},
         unix_now, BundleSigner, LeafRequest, SanKind, TestSigstore,
     },
-    Pullgate, Signer, TestEnv,
+    Pullgate, TestEnv,
 };
 use serde_json::{json, Value};
 
@@ -32,8 +32,8 @@ fn example(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// `name` as a node would have it in `dir`: the trust root at `trusted_root`, and a scanner key
-/// beside the policy. `registry.example.com` becomes `host` when given.
+/// `name` as a node would have it in `dir`: the trust root at `trusted_root`.
+/// `registry.example.com` becomes `host` when given.
 fn install(dir: &Path, name: &str, trusted_root: &Path, host: Option<&str>) -> PathBuf {
     let mut text = example(name);
     assert!(text.contains(NODE_TRUST_ROOT), "{name} names the node's trust root");
@@ -41,7 +41,6 @@ fn install(dir: &Path, name: &str, trusted_root: &Path, host: Option<&str>) -> P
     if let Some(host) = host {
         text = text.replace("registry.example.com", host);
     }
-    std::fs::write(dir.join("scanner.pub"), Signer::generate().public_key_pem()).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path

@@ -43,7 +43,7 @@ pub use self::{
     glob::{GlobError, ImageGlob, NamespaceGlob},
     key::PublicKey,
     regexp::{Re2Regex, RegexError},
-    rule::{Action, Attestation, Mode, NoMatch, Rule},
+    rule::{Action, Attestation, Mode, NoMatch, Rule, MAX_AGE_NEEDS_KEYLESS},
 };
 
 /// The `apiVersion` every policy file declares.

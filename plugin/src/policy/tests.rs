@@ -786,6 +786,27 @@ fn max_age_must_be_a_positive_duration() {
     );
 }
 
+/// Review finding: a key signature's time shows only that it existed by then, so an old
+/// key-signed attestation logged or stamped again would pass maxAge.
+#[test]
+fn max_age_needs_a_keyless_authority() {
+    let pem = public_pem();
+    let example = spec_example(&pem);
+    let keyless_start = example.find("        - name: ci\n").unwrap();
+    let keyless_end = example.find("      attestations:").unwrap();
+    let text = format!("{}{}", &example[..keyless_start], &example[keyless_end..]);
+    let error = only_error(&text);
+    assert_eq!(error.field, "spec.rules[1].attestations[0].maxAge");
+    assert_eq!(error.line, Some(line_of(&text, "maxAge:")));
+    assert!(
+        error.message.starts_with(crate::policy::MAX_AGE_NEEDS_KEYLESS),
+        "{}",
+        error.message
+    );
+    // With a keyless authority beside the key, the rule loads; key evidence still cannot meet it.
+    assert!(parse(&example).is_ok());
+}
+
 #[test]
 fn conditions_compile_when_the_policy_loads() {
     let pem = public_pem();

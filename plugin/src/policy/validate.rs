@@ -20,8 +20,8 @@ use super::{
     read,
     schema::{AttestationDoc, AuthorityDoc, Document, KeyDoc, KeylessDoc, RuleDoc},
     Action, Attestation, Authority, AuthorityKind, Condition, FulcioClaim, IdentityMatch, ImageGlob, Keyless,
-    NamespaceGlob, Policy, PolicyError, PolicyErrors, Rule, Tlog, API_VERSION, KIND, MAX_CONDITIONS,
-    MAX_TRUSTED_ROOT_BYTES,
+    NamespaceGlob, Policy, PolicyError, PolicyErrors, Rule, Tlog, API_VERSION, KIND, MAX_AGE_NEEDS_KEYLESS,
+    MAX_CONDITIONS, MAX_TRUSTED_ROOT_BYTES,
 };
 
 /// Bounds on what one policy may hold, so that a runaway file is refused whole.
@@ -256,8 +256,19 @@ impl Validator<'_> {
                 }
             }
         }
+        // Read from what was written, so a broken keyless authority is not reported twice.
+        let keyless = doc.authorities.iter().any(|a| a.keyless.is_some());
+        let signed = !doc.authorities.is_empty();
         let authorities = self.authorities(&format!("{field}.authorities"), doc.authorities);
         let attestations = self.attestations(&format!("{field}.attestations"), doc.attestations);
+        for (i, attestation) in attestations.iter().enumerate() {
+            if attestation.max_age.is_some() && signed && !keyless {
+                self.error(
+                    &format!("{field}.attestations[{i}].maxAge"),
+                    format!("{MAX_AGE_NEEDS_KEYLESS}; use a keyless authority, or drop maxAge"),
+                );
+            }
+        }
 
         Rule {
             name: doc.name,

@@ -340,6 +340,9 @@ fn check_one(
         )));
     }
     if let Some(max_age) = attestation.max_age {
+        if evidence.kind != "keyless" {
+            return Err(Unmet::Stale(crate::policy::MAX_AGE_NEEDS_KEYLESS.into()));
+        }
         let Some(signed_at) = evidence.signed_at else {
             return Err(Unmet::Stale(
                 "no verified signing time to measure maxAge against".into(),

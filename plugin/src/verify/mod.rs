@@ -20,6 +20,8 @@ use crate::{
 
 mod attestation;
 pub mod certificate;
+#[cfg(test)]
+mod crafted;
 mod intoto;
 pub mod legacy;
 mod sigstore;
