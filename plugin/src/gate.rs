@@ -13,7 +13,7 @@ use pullgate_proto::cri::{ImageSpec, ImageStatusRequest, ImageStatusResponse, Pu
 use tonic::Status;
 
 use crate::{
-    audit::{self, AuditError, AuditLog, Counted, Event, Outcome, PeerRefusals, Record},
+    audit::{self, AuditError, AuditLog, Counted, Event, Outcome, PeerRefusals, Record, Refused},
     cache::{Cache, Lookup},
     containerd::Containerd,
     cri::{UnaryCall, UnaryReply, Upstream},
@@ -28,6 +28,10 @@ use crate::{
 
 /// How long tagging a pulled image, and the CRI plugin seeing the tag, may take.
 const TAG_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a record's line adds to the record itself (seq, time, prev, an outcome and its error),
+/// with room to spare: how much a pull's record is sure to need.
+const RECORD_ENVELOPE_BYTES: usize = 1024;
 
 /// More admitted images than this and the set starts over (they are verified again on demand).
 const MAX_ADMITTED: usize = 100_000;
@@ -128,7 +132,10 @@ impl Judge {
             Ok(r) => r,
             Err(e) => {
                 let refusal = Refusal::policy(None, format!("not an image reference: {e}"));
-                return Judgement::new(image.to_string(), None, None, policy.mode(), Err(refusal));
+                // Not a reference: shown escaped, so a newline in a pod's image cannot forge
+                // a line of pullgate's log.
+                let shown = image.escape_debug().to_string();
+                return Judgement::new(shown, None, None, policy.mode(), Err(refusal));
             }
         };
         let decision = policy.decide(&reference, namespace);
@@ -582,6 +589,27 @@ impl Gate {
             }),
         };
 
+        // An enforced pull goes to containerd only when its record can be written. A verified
+        // image is shown only once its record is written (below); one an allow rule lets in
+        // would be on the node, and shown, with no record of how it came: room for its record
+        // is made sure of first.
+        let writable = match &admission {
+            Admission::Waived(_) if enforced => {
+                let needed = serde_json::to_vec(&record).map_or(0, |line| line.len()) + RECORD_ENVELOPE_BYTES;
+                self.audit.reserve_async(needed).await
+            }
+            _ if enforced && self.audit.failing() => self.audit.check_writable_async().await,
+            _ => Ok(()),
+        };
+        if let Err(error) = writable {
+            // The record cannot be written either: counted and logged as one.
+            self.metrics.audit_write_failure();
+            tracing::error!(%error, image = %record.image, "audit record not written");
+            return Err(Status::unavailable(format!(
+                "{}: refusing to pull without an audit record: {error}",
+                judgement.image
+            )));
+        }
         // The record is written after containerd's pull returns, so it can say whether the
         // pull went through. Nothing can use the image before its record is on disk: kubelet
         // learns of it from this reply, which waits for the record, or from ImageStatus, which
@@ -730,7 +758,7 @@ impl Gate {
             image.id
         );
         let judgement = Judgement::new(
-            name.map_or_else(|| asked.clone(), |n| n.to_string()),
+            name.map_or_else(|| asked.escape_debug().to_string(), |n| n.to_string()),
             name,
             rule.map(|r| r.name().to_string()),
             Mode::Enforce,
@@ -749,32 +777,36 @@ impl Gate {
     /// it stands for. The call that opens a peer's window records at once and then, a window at
     /// a time, records what each window carried, until one carries nothing.
     pub async fn refuse_peer(&self, uid: Option<u32>) {
-        match self.peer_refusals.refuse(uid) {
+        let who = match self.peer_refusals.refuse(uid) {
             Counted::Carried => return,
-            Counted::Alone => return self.record_refusals(uid, 1).await,
-            Counted::Opened => self.record_refusals(uid, 1).await,
-        }
+            Counted::Opened(who) => who,
+        };
+        self.record_refusals(who, 1).await;
         loop {
             tokio::time::sleep(audit::PEER_REFUSAL_WINDOW).await;
-            match self.peer_refusals.close(uid) {
+            match self.peer_refusals.close(who) {
                 0 => return,
-                carried => self.record_refusals(uid, carried).await,
+                carried => self.record_refusals(who, carried).await,
             }
         }
     }
 
     /// Records the refusals still carried, on shutdown: none goes unrecorded.
     pub async fn flush_peer_refusals(&self) {
-        for (uid, carried) in self.peer_refusals.drain() {
-            self.record_refusals(uid, carried).await;
+        for (who, carried) in self.peer_refusals.drain() {
+            self.record_refusals(who, carried).await;
         }
     }
 
-    async fn record_refusals(&self, uid: Option<u32>, count: u64) {
-        tracing::warn!(?uid, count, "refused connections from a peer not in socket.allowedUids");
-        let reason = match uid {
-            Some(uid) => format!("uid {uid} is not in socket.allowedUids"),
-            None => "the peer's credentials could not be read".to_string(),
+    async fn record_refusals(&self, who: Refused, count: u64) {
+        tracing::warn!(?who, count, "refused connections from a peer not in socket.allowedUids");
+        let reason = match who {
+            Refused::Peer(Some(uid)) => format!("uid {uid} is not in socket.allowedUids"),
+            Refused::Peer(None) => "the peer's credentials could not be read".to_string(),
+            Refused::Others => format!(
+                "peers beyond the first {} uids refused at once are not in socket.allowedUids",
+                audit::MAX_REFUSED_PEERS
+            ),
         };
         let record = Record {
             event: Event::PeerRefused,

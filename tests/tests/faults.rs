@@ -622,3 +622,292 @@ async fn a_pull_its_caller_abandons_is_recorded_as_failed() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(pg.audit_records().len(), 1, "one record per decision");
 }
+
+/// Found by a review of the request path: a refused peer holding descriptors, an allowed pull
+/// landing without its record, a stop outlasting systemd's patience, a log line forged through
+/// an image string.
+mod request_path_review {
+    use std::{
+        os::unix::{fs::PermissionsExt, process::CommandExt},
+        path::Path,
+        process::Command,
+        time::Duration,
+    };
+
+    use pullgate_tests::{containerd::Containerd, process::Daemon, pullgate::config_yaml, Pullgate};
+
+    const OPEN_POLICY: &str = "apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: open
+spec:
+  noMatch: allow
+  rules: []
+";
+
+    /// The uid kubelet runs as in these tests: the only one in `socket.allowedUids`.
+    const KUBELET_UID: u32 = 4242;
+
+    fn write_config(dir: &Path, upstream: &Path, allowed_uids: &str) -> std::path::PathBuf {
+        let mut config = config_yaml(
+            &dir.join("pullgate.sock"),
+            upstream,
+            &dir.join("policy.yaml"),
+            &dir.join("audit.jsonl"),
+            &[],
+            "10s",
+        );
+        let start = config.find("allowedUids: [").unwrap();
+        let end = start + config[start..].find(']').unwrap() + 1;
+        config.replace_range(start..end, &format!("allowedUids: [{allowed_uids}]"));
+        std::fs::write(dir.join("policy.yaml"), OPEN_POLICY).unwrap();
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, config).unwrap();
+        path
+    }
+
+    /// `crictl imagefsinfo` through `socket` as `uid`: whether pullgate answered within 5 s.
+    fn crictl_as(uid: u32, socket: &Path) -> Result<String, String> {
+        let endpoint = format!("unix://{}", socket.display());
+        let output = Command::new("timeout")
+            .args([
+                "10",
+                "setpriv",
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+            ])
+            .arg(pullgate_tests::tools::dir().join("bin/crictl"))
+            .args([
+                "--runtime-endpoint",
+                &endpoint,
+                "--image-endpoint",
+                &endpoint,
+                "--timeout",
+                "5s",
+                "imagefsinfo",
+            ])
+            .env("HOME", "/tmp")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if output.status.success() {
+            Ok(text)
+        } else {
+            Err(format!("{}: {text}", output.status))
+        }
+    }
+
+    /// Review finding: a peer that is not in `socket.allowedUids` is refused call by call, but its
+    /// connections are kept open for as long as it likes. Holding as many as pullgate's descriptor
+    /// limit (systemd's default soft limit, 1024; pullgate's unit sets none) stops pullgate from
+    /// accepting kubelet's connections, and from opening anything else (registry connections for
+    /// verification, the audit file on rotation): every pull on the node hangs or fails closed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_peer_cannot_exhaust_pullgates_descriptors() {
+        let containerd = Containerd::start(&[]).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // kubelet is uid 4242 here; this test process (root) plays the refused local peer. The
+        // socket's mode is widened below, as issue 13 item 6 supposes.
+        let config = write_config(dir.path(), &containerd.socket(), &KUBELET_UID.to_string());
+        let mut command = Pullgate::command();
+        command.arg("serve").arg("--config").arg(&config);
+        // What systemd gives a service without LimitNOFILE= (soft 1024).
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 1024,
+                    rlim_max: 20_000,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut daemon = Daemon::spawn("pullgate", command, &dir.path().join("pullgate.log")).unwrap();
+        let socket = dir.path().join("pullgate.sock");
+        daemon
+            .wait_ready("its socket exists", Duration::from_secs(10), async || socket.exists())
+            .await
+            .unwrap();
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+        crictl_as(KUBELET_UID, &socket).expect("kubelet is served before the flood");
+
+        // The refused peer opens connections and sends nothing.
+        let mut held = Vec::new();
+        for _ in 0..1100 {
+            match std::os::unix::net::UnixStream::connect(&socket) {
+                Ok(stream) => held.push(stream),
+                Err(_) => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let open_fds = std::fs::read_dir(format!("/proc/{}/fd", daemon.pid().unwrap()))
+            .unwrap()
+            .count();
+        let served = tokio::task::spawn_blocking({
+            let socket = socket.clone();
+            move || crictl_as(KUBELET_UID, &socket)
+        })
+        .await
+        .unwrap();
+        drop(held);
+        assert!(
+            served.is_ok(),
+            "kubelet is not served while a refused peer holds {open_fds} of pullgate's descriptors: {served:?}\n{}",
+            daemon.log_tail(5)
+        );
+    }
+
+    /// `prlimit --fsize` on the running pullgate: no append to its audit log can succeed.
+    fn forbid_audit_writes(pg: &Pullgate) {
+        let size = std::fs::metadata(pg.audit_path()).map_or(0, |m| m.len());
+        let status = Command::new("prlimit")
+            .arg(format!("--pid={}", pg.pid().unwrap()))
+            .arg(format!("--fsize={size}:unlimited"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Review finding: in enforce mode a pull the policy allows without verification (`action: allow`, or
+    /// `noMatch: allow`) is forwarded before its record is written. When the record cannot be
+    /// written, kubelet is told "refusing to pull without an audit record" — but containerd has
+    /// already pulled the image, and `ImageStatus` shows it (only verified images wait to be
+    /// `admitted`), so kubelet's retry runs it: an enforced pull took effect with no record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_allowed_pull_without_an_audit_record_never_reaches_the_node() {
+        let env = pullgate_tests::TestEnv::start().await;
+        env.push_image("open/app", "v1", "allowed without a signature").await;
+        let policy = format!(
+            "apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: allow-rule
+spec:
+  mode: enforce
+  noMatch: deny
+  rules:
+    - name: open
+      images: [\"{}/open/**\"]
+      action: allow
+",
+            env.host()
+        );
+        let pg = env.start_pullgate(&policy).await;
+        forbid_audit_writes(&pg);
+        let image = env.image_ref("open/app", "v1");
+        let status = pg.pull(&image, Some("default")).await.unwrap_err();
+        assert!(
+            status.message().contains("refusing to pull without an audit record"),
+            "{status:?}"
+        );
+        let records = pg.audit_records();
+        assert!(
+            records.iter().all(|r| r["event"] != "pull"),
+            "no record could be written: {records:#?}"
+        );
+        // kubelet's retry starts with ImageStatus.
+        let shown = pg
+            .client()
+            .image_status(pullgate_tests::cri::image_status_request(&image))
+            .await
+            .unwrap()
+            .into_inner();
+        let in_containerd = env.containerd.image_id(&image).await;
+        assert!(
+            shown.image.is_none(),
+            "kubelet was told the pull was refused for want of a record, yet the image is on the node \
+         ({in_containerd:?}) and shown to kubelet: {shown:?}"
+        );
+    }
+
+    /// Review finding (low): an image string that is not a reference is written into pullgate's log as
+    /// it came, control characters included. Kubernetes lets a pod's `image` hold a newline, so a
+    /// pod author writes whole lines of their choosing into the node's pullgate log (journald
+    /// keeps each line as its own entry) — e.g. a forged "pull ... decision=Allow" line.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pod_image_string_cannot_forge_a_line_of_pullgates_log() {
+        let env = pullgate_tests::TestEnv::start().await;
+        let pg = env
+            .start_pullgate(&env.key_policy(&[&format!("{}/signed/**", env.host())]))
+            .await;
+        let forged = "2026-12-07T00:00:00.000000Z  INFO pullgate::gate: pull image=127.0.0.1:5000/signed/app:v1 decision=Allow outcome=Some(Pulled)";
+        let image = format!("{}/signed/app:v1\n{forged}", env.host());
+        pg.pull(&image, Some("default")).await.unwrap_err();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let log = pg.log();
+        assert!(
+            !log.lines().any(|l| l.starts_with(forged)),
+            "a forged line stands in pullgate's log:\n{log}"
+        );
+    }
+
+    /// Review finding: pullgate's drain on SIGTERM waited up to 30.5 s (LINGER 0.5 s + DRAIN_TIMEOUT 30 s in
+    /// cri/mod.rs), but the shipped unit's `TimeoutStopSec=30s` SIGKILLs it at 30 s. A pull still in
+    /// containerd at SIGTERM (any image pull over 30 s) keeps the drain waiting, so pullgate is
+    /// killed before it writes the record of the abandoned pull (`Unwritten`'s drop) and before it
+    /// flushes the peer refusals it carries: those records are lost on every stop or restart
+    /// during a long pull. Simulated here: SIGTERM, then what systemd does at `TimeoutStopSec`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_during_a_long_pull_records_it_before_systemd_kills_pullgate() {
+        let unit =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/pullgate.service")).unwrap();
+        let stop_timeout: u64 = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+            .and_then(|v| v.trim().trim_end_matches('s').parse().ok())
+            .expect("TimeoutStopSec=<n>s in the unit");
+
+        let env = pullgate_tests::TestEnv::start().await;
+        // A "registry" that accepts and never answers: containerd's pull waits on it.
+        let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = stall.local_addr().unwrap().port();
+        let (reached, reached_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in stall.incoming() {
+                held.push(stream);
+                let _ = reached.send(());
+            }
+        });
+        let mut pg = env.start_pullgate(OPEN_POLICY).await;
+        let image = format!("127.0.0.1:{port}/stall/app:v1");
+        let mut client = pg.client();
+        let request = pullgate_tests::cri::pull_request(&image, None, Some("default"));
+        let pulling = tokio::spawn(async move { client.pull_image(request).await });
+        tokio::task::spawn_blocking(move || reached_rx.recv_timeout(Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .expect("containerd reaches the stalling registry");
+
+        unsafe { libc::kill(pg.pid().unwrap() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(stop_timeout);
+        let mut exited = None;
+        while std::time::Instant::now() < deadline {
+            exited = pg.exited();
+            if exited.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // systemd's SIGKILL at TimeoutStopSec.
+        let records = pg.audit_records();
+        pulling.abort();
+        assert!(
+            exited.is_some()
+                && records
+                    .iter()
+                    .any(|r| r["event"] == "pull" && r["image"] == image.as_str()),
+            "{stop_timeout} s after SIGTERM (TimeoutStopSec) pullgate has exited: {exited:?}; the abandoned pull's \
+         record: {records:#?}\n{}",
+            pg.log()
+        );
+    }
+}

@@ -18,7 +18,9 @@ mod record;
 #[cfg(test)]
 mod tests;
 
-pub use peer_refusals::{Counted, Peer, PeerRefusals, WINDOW as PEER_REFUSAL_WINDOW};
+pub use peer_refusals::{
+    Counted, Peer, PeerRefusals, Refused, MAX_PEERS as MAX_REFUSED_PEERS, WINDOW as PEER_REFUSAL_WINDOW,
+};
 pub use record::{Decision, Event, Outcome, Record};
 
 /// `prev` of the first record ever written.
@@ -183,20 +185,41 @@ impl AuditLog {
     /// healthy, so `/readyz` sees a recovery without waiting for a pull.
     pub fn check_writable(&self) -> Result<(), AuditError> {
         let mut chain = self.chain.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(needed) = chain.failing.as_ref().map(|f| f.needed.min(MAX_LINE_BYTES)) else {
+        let Some(needed) = chain.failing.as_ref().map(|f| f.needed) else {
             return Ok(());
         };
-        chain.finish_cut()?;
-        let before = chain.file.metadata().map_err(|e| chain.error(e))?.len();
-        let wrote = chain
-            .file
-            .write_all(&vec![b' '; needed])
-            .and_then(|()| chain.file.sync_data());
-        chain.failed(Some(before), needed);
-        chain.finish_cut()?;
-        wrote.map_err(|e| chain.error(e))?;
-        chain.failing = None;
-        Ok(())
+        chain.probe(needed)
+    }
+
+    /// Makes sure a line of `needed` bytes can be written now, by writing and cutting off as
+    /// many (see [`AuditLog::check_writable`]): for a record that can only be written after
+    /// what it records has happened.
+    pub fn reserve(&self, needed: usize) -> Result<(), AuditError> {
+        let mut chain = self.chain.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        chain.probe(needed)
+    }
+
+    /// [`AuditLog::reserve`] without blocking the async runtime.
+    pub async fn reserve_async(&self, needed: usize) -> Result<(), AuditError> {
+        let log = self.clone();
+        let path = self.path();
+        tokio::task::spawn_blocking(move || log.reserve(needed))
+            .await
+            .unwrap_or_else(|join| {
+                Err(AuditError {
+                    path,
+                    source: io::Error::other(join),
+                })
+            })
+    }
+
+    /// Whether the last write failed and no write or probe has succeeded since.
+    pub fn failing(&self) -> bool {
+        self.chain
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .failing
+            .is_some()
     }
 
     /// Appends `record` without blocking the async runtime.
@@ -272,6 +295,24 @@ impl AuditLog {
 }
 
 impl Chain {
+    /// Writes `needed` bytes (no newline, so a crash mid-probe leaves a torn line that the next
+    /// start cuts off), syncs, and cuts them off again: whether a line that long can be
+    /// written now. A success makes the log healthy.
+    fn probe(&mut self, needed: usize) -> Result<(), AuditError> {
+        let needed = needed.min(MAX_LINE_BYTES);
+        self.finish_cut()?;
+        let before = self.file.metadata().map_err(|e| self.error(e))?.len();
+        let wrote = self
+            .file
+            .write_all(&vec![b' '; needed])
+            .and_then(|()| self.file.sync_data());
+        self.failed(Some(before), needed);
+        self.finish_cut()?;
+        wrote.map_err(|e| self.error(e))?;
+        self.failing = None;
+        Ok(())
+    }
+
     fn error(&self, source: io::Error) -> AuditError {
         AuditError {
             path: self.path.clone(),

@@ -11,30 +11,36 @@ use std::{
 /// How long the refusals of one peer are gathered into one record.
 pub const WINDOW: Duration = Duration::from_secs(1);
 
-/// Peers with a window open at once. Beyond, a refusal is recorded on its own: memory stays
-/// bounded and nothing is dropped (so many uids at once takes root to make).
-const MAX_PEERS: usize = 1024;
+/// Peers with a window of their own open at once. Refusals from further peers share one
+/// window and one record a second, so memory and records stay bounded even for a user with a
+/// range of uids of its own.
+pub const MAX_PEERS: usize = 1024;
 
 /// Who a refused connection came from: its uid, or `None` when its credentials could not be
 /// read.
 pub type Peer = Option<u32>;
 
-/// The open windows: per peer, the refusals counted since its last record.
+/// Whose refusals a window counts: one peer's, or, past [`MAX_PEERS`], every other peer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Refused {
+    Peer(Peer),
+    Others,
+}
+
+/// The open windows: the refusals counted since each one's last record.
 #[derive(Default)]
 pub struct PeerRefusals {
-    windows: Mutex<HashMap<Peer, u64>>,
+    windows: Mutex<HashMap<Refused, u64>>,
 }
 
 /// What to do about one refused connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counted {
-    /// The peer had no window open: record this refusal now (`count` 1), and close the window
+    /// No window was open: record this refusal now (`count` 1), and close the window
     /// [`WINDOW`] later with [`PeerRefusals::close`].
-    Opened,
-    /// Counted into the peer's open window; the record that closes it carries it.
+    Opened(Refused),
+    /// Counted into an open window; the record that closes it carries it.
     Carried,
-    /// Too many peers have windows open: record this refusal now, on its own.
-    Alone,
 }
 
 // === impl PeerRefusals ===
@@ -43,36 +49,44 @@ impl PeerRefusals {
     /// Counts one refused connection from `peer`.
     pub fn refuse(&self, peer: Peer) -> Counted {
         let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(carried) = windows.get_mut(&peer) {
-            *carried += 1;
-            return Counted::Carried;
+        let own = Refused::Peer(peer);
+        let others_open = windows.contains_key(&Refused::Others);
+        let who = if windows.contains_key(&own) || windows.len() - usize::from(others_open) < MAX_PEERS {
+            own
+        } else {
+            Refused::Others
+        };
+        match windows.get_mut(&who) {
+            Some(carried) => {
+                *carried += 1;
+                Counted::Carried
+            }
+            None => {
+                windows.insert(who, 0);
+                Counted::Opened(who)
+            }
         }
-        if windows.len() >= MAX_PEERS {
-            return Counted::Alone;
-        }
-        windows.insert(peer, 0);
-        Counted::Opened
     }
 
-    /// Ends `peer`'s window: the refusals it carried, to be recorded now. When there were any,
+    /// Ends `who`'s window: the refusals it carried, to be recorded now. When there were any,
     /// a new window opens in its place (close it [`WINDOW`] later), so records stay a window
-    /// apart; when there were none, the peer is forgotten and 0 returned.
-    pub fn close(&self, peer: Peer) -> u64 {
+    /// apart; when there were none, the window is forgotten and 0 returned.
+    pub fn close(&self, who: Refused) -> u64 {
         let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
-        match windows.get_mut(&peer) {
+        match windows.get_mut(&who) {
             Some(carried) if *carried > 0 => std::mem::take(carried),
             Some(_) => {
-                windows.remove(&peer);
+                windows.remove(&who);
                 0
             }
             None => 0,
         }
     }
 
-    /// Ends every window (on shutdown): the refusals still carried, per peer, to be recorded.
-    pub fn drain(&self) -> Vec<(Peer, u64)> {
+    /// Ends every window (on shutdown): the refusals still carried, to be recorded.
+    pub fn drain(&self) -> Vec<(Refused, u64)> {
         let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut carried: Vec<(Peer, u64)> = windows.drain().filter(|(_, n)| *n > 0).collect();
+        let mut carried: Vec<(Refused, u64)> = windows.drain().filter(|(_, n)| *n > 0).collect();
         carried.sort_unstable();
         carried
     }
@@ -82,40 +96,50 @@ impl PeerRefusals {
 mod tests {
     use super::*;
 
+    const fn peer(uid: u32) -> Refused {
+        Refused::Peer(Some(uid))
+    }
+
     #[test]
     fn one_record_opens_a_window_and_the_close_carries_the_rest() {
         let refusals = PeerRefusals::default();
-        assert_eq!(refusals.refuse(Some(1000)), Counted::Opened);
+        assert_eq!(refusals.refuse(Some(1000)), Counted::Opened(peer(1000)));
         for _ in 0..49 {
             assert_eq!(refusals.refuse(Some(1000)), Counted::Carried);
         }
         // Another peer has a window of its own.
-        assert_eq!(refusals.refuse(Some(1001)), Counted::Opened);
-        assert_eq!(refusals.refuse(None), Counted::Opened);
+        assert_eq!(refusals.refuse(Some(1001)), Counted::Opened(peer(1001)));
+        assert_eq!(refusals.refuse(None), Counted::Opened(Refused::Peer(None)));
 
-        assert_eq!(refusals.close(Some(1000)), 49);
+        assert_eq!(refusals.close(peer(1000)), 49);
         // The window that carried refusals is followed by another: a refusal now waits.
         assert_eq!(refusals.refuse(Some(1000)), Counted::Carried);
-        assert_eq!(refusals.close(Some(1000)), 1);
+        assert_eq!(refusals.close(peer(1000)), 1);
         // A quiet window ends the peer's state.
-        assert_eq!(refusals.close(Some(1000)), 0);
-        assert_eq!(refusals.close(Some(1000)), 0);
-        assert_eq!(refusals.refuse(Some(1000)), Counted::Opened);
+        assert_eq!(refusals.close(peer(1000)), 0);
+        assert_eq!(refusals.close(peer(1000)), 0);
+        assert_eq!(refusals.refuse(Some(1000)), Counted::Opened(peer(1000)));
     }
 
+    /// Review finding: peers past the bound were recorded one connection at a time, so a user
+    /// with a range of uids of its own could still fill the audit disk.
     #[test]
-    fn peers_beyond_the_bound_are_recorded_one_by_one() {
+    fn peers_beyond_the_bound_share_one_window() {
         let refusals = PeerRefusals::default();
         for uid in 0..MAX_PEERS as u32 {
-            assert_eq!(refusals.refuse(Some(uid)), Counted::Opened);
+            assert_eq!(refusals.refuse(Some(uid)), Counted::Opened(peer(uid)));
         }
-        assert_eq!(refusals.refuse(Some(u32::MAX)), Counted::Alone);
-        assert_eq!(refusals.refuse(Some(u32::MAX)), Counted::Alone);
-        assert_eq!(refusals.windows.lock().unwrap().len(), MAX_PEERS);
+        assert_eq!(refusals.refuse(Some(u32::MAX)), Counted::Opened(Refused::Others));
+        for uid in 0..10_000 {
+            assert_eq!(refusals.refuse(Some(100_000 + uid)), Counted::Carried);
+        }
+        assert_eq!(refusals.windows.lock().unwrap().len(), MAX_PEERS + 1);
         // A peer already counted keeps its window.
         assert_eq!(refusals.refuse(Some(7)), Counted::Carried);
-        assert_eq!(refusals.close(Some(8)), 0);
-        assert_eq!(refusals.refuse(Some(u32::MAX)), Counted::Opened);
+        assert_eq!(refusals.close(Refused::Others), 10_000);
+        // A freed place goes to the next new peer.
+        assert_eq!(refusals.close(peer(8)), 0);
+        assert_eq!(refusals.refuse(Some(u32::MAX)), Counted::Opened(peer(u32::MAX)));
     }
 
     #[test]
@@ -127,7 +151,7 @@ mod tests {
         refusals.refuse(Some(6));
         refusals.refuse(None);
         refusals.refuse(None);
-        assert_eq!(refusals.drain(), vec![(None, 1), (Some(5), 2)]);
-        assert_eq!(refusals.refuse(Some(5)), Counted::Opened);
+        assert_eq!(refusals.drain(), vec![(Refused::Peer(None), 1), (peer(5), 2)]);
+        assert_eq!(refusals.refuse(Some(5)), Counted::Opened(peer(5)));
     }
 }

@@ -13,7 +13,10 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::graceful::GracefulShutdown,
 };
-use tokio::net::{UnixListener, UnixStream};
+use tokio::{
+    net::{UnixListener, UnixStream},
+    sync::Semaphore,
+};
 use tonic::{body::Body, Status};
 
 use crate::gate::Gate;
@@ -43,8 +46,17 @@ const IMAGE_STATUS: [&str; 2] = [
 /// away.
 const LINGER: Duration = Duration::from_millis(500);
 
-/// How long in-flight calls may take to finish after SIGTERM.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight calls may take to finish after SIGTERM: with LINGER, well within the
+/// unit's `TimeoutStopSec=30s`, so the records of calls cut off are written before systemd
+/// would kill pullgate.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a refused peer's connection is served, long enough to read its PERMISSION_DENIED,
+/// before it is closed; and how many may be open at once. Past that a refused connection is
+/// closed unanswered (it is still recorded), so peers that are not allowed cannot hold the
+/// descriptors kubelet's connections and registry requests need.
+const REFUSED_LIFETIME: Duration = Duration::from_secs(1);
+const MAX_REFUSED_CONNECTIONS: usize = 64;
 
 /// Serves kubelet's connections until `shutdown` resolves, then drains in-flight calls.
 pub async fn serve(
@@ -54,11 +66,12 @@ pub async fn serve(
     shutdown: impl std::future::Future,
 ) {
     let graceful = GracefulShutdown::new();
+    let refused = Arc::new(Semaphore::new(MAX_REFUSED_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => serve_connection(stream, gate.clone(), &allowed_uids, &graceful),
+                Ok((stream, _)) => serve_connection(stream, gate.clone(), &allowed_uids, &refused, &graceful),
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(%error, "accept failed");
@@ -81,16 +94,29 @@ pub async fn serve(
 }
 
 /// Serves one kubelet connection on its own task. A peer whose uid is not allowed gets
-/// `PERMISSION_DENIED` for every call, so the refusal is visible to it, in our log and in the
-/// audit log (at most one record per uid per second, counting its connections).
-fn serve_connection(stream: UnixStream, gate: Arc<Gate>, allowed_uids: &[u32], graceful: &GracefulShutdown) {
+/// `PERMISSION_DENIED` for every call for [`REFUSED_LIFETIME`], so the refusal is visible to it,
+/// in our log and in the audit log (at most one record per uid per second, counting its
+/// connections).
+fn serve_connection(
+    stream: UnixStream,
+    gate: Arc<Gate>,
+    allowed_uids: &[u32],
+    refused: &Arc<Semaphore>,
+    graceful: &GracefulShutdown,
+) {
     let peer_uid = stream.peer_cred().ok().map(|c| c.uid());
     let allowed = peer_uid.is_some_and(|uid| allowed_uids.contains(&uid));
+    let mut lifetime = None;
     if !allowed {
         // Logged at WARN with its record, which the gate rate-limits; here only at DEBUG.
         tracing::debug!(?peer_uid, "refusing calls from a peer not in socket.allowedUids");
-        let gate = gate.clone();
-        tokio::spawn(async move { gate.refuse_peer(peer_uid).await });
+        let recorder = gate.clone();
+        tokio::spawn(async move { recorder.refuse_peer(peer_uid).await });
+        match refused.clone().try_acquire_owned() {
+            Ok(permit) => lifetime = Some(permit),
+            // Dropping the stream closes it.
+            Err(_) => return,
+        }
     }
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let gate = gate.clone();
@@ -114,7 +140,14 @@ fn serve_connection(stream: UnixStream, gate: Arc<Gate>, allowed_uids: &[u32], g
         .serve_connection(TokioIo::new(authority::AuthorityFix::new(stream)), service);
     let watched = graceful.watch(conn);
     tokio::spawn(async move {
-        if let Err(error) = watched.await {
+        let ended = match lifetime {
+            None => watched.await,
+            Some(_permit) => match tokio::time::timeout(REFUSED_LIFETIME, watched).await {
+                Ok(ended) => ended,
+                Err(_) => return,
+            },
+        };
+        if let Err(error) = ended {
             tracing::debug!(%error, "connection ended with an error");
         }
     });
