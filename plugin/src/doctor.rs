@@ -7,17 +7,14 @@
 //! from [`Options`] or the configuration, so the checks run as well against a temp dir.
 
 use std::{
-    ffi::CString,
     fmt, fs, io,
-    os::unix::{
-        ffi::OsStrExt,
-        fs::{FileTypeExt, PermissionsExt},
-    },
+    os::unix::fs::{FileTypeExt, PermissionsExt},
     path::{Component, Path, PathBuf},
     time::Duration,
 };
 
 use jiff::{SignedDuration, Timestamp};
+use nix::unistd::AccessFlags;
 use sigstore_trust_root::{trusted_root::CertChain, TrustedRoot};
 use sigstore_types::TimeRange;
 use x509_cert::{der::Decode, Certificate};
@@ -944,19 +941,12 @@ fn audit_log(path: &Path) -> Check {
 /// Whether this process may write `path` (for a directory: create entries in it), as the
 /// kernel decides, read-only mounts included.
 fn writable(path: &Path) -> io::Result<()> {
-    let c_path =
-        CString::new(path.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let wanted = if path.is_dir() {
-        libc::W_OK | libc::X_OK
+        AccessFlags::W_OK | AccessFlags::X_OK
     } else {
-        libc::W_OK
+        AccessFlags::W_OK
     };
-    // SAFETY: access reads a NUL-terminated string that lives across the call.
-    if unsafe { libc::access(c_path.as_ptr(), wanted) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    nix::unistd::access(path, wanted).map_err(io::Error::from)
 }
 
 /// Messages from other crates may hold newlines; a check is one line.
