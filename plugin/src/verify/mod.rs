@@ -20,6 +20,7 @@ use crate::{
 
 mod attestation;
 pub mod certificate;
+pub mod expiry;
 mod intoto;
 pub mod legacy;
 mod sigstore;
@@ -31,6 +32,7 @@ mod tlog;
 mod unambiguous;
 
 pub use attestation::{check_attestations, AttestationOutcome};
+pub use expiry::TrustNeeds;
 pub use sigstore::{verify_bundle, TrustMaterial};
 
 /// The predicate type of a cosign v3 image signature statement.
