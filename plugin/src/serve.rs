@@ -58,8 +58,8 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
     // A write past RLIMIT_FSIZE would otherwise kill the process by SIGXFSZ; handled, it fails
     // with EFBIG, and the audit log's failed write is dealt with like a full disk.
-    let mut file_too_large =
-        signal(SignalKind::from_raw(nix::sys::signal::Signal::SIGXFSZ as i32)).map_err(|e| format!("SIGXFSZ handler: {e}"))?;
+    let mut file_too_large = signal(SignalKind::from_raw(nix::sys::signal::Signal::SIGXFSZ as i32))
+        .map_err(|e| format!("SIGXFSZ handler: {e}"))?;
     let bound_here = inherited.is_none();
     let listener = match inherited {
         Some(listener) => {

@@ -245,7 +245,10 @@ fn a_passed_descriptor_that_is_not_one_listening_unix_stream_socket_is_refused()
         );
         let log = daemon.log();
         assert!(log.contains("socket activation") && log.contains(why), "{name}: {log}");
-        assert!(!dir.path().join("pullgate.sock").exists(), "{name}: bound the listen path");
+        assert!(
+            !dir.path().join("pullgate.sock").exists(),
+            "{name}: bound the listen path"
+        );
     }
 }
 

@@ -99,7 +99,11 @@ pub async fn run(options: &Options) -> Report {
         kubelet::kubelet_wiring(&config, &options.kubelet_config, &options.kubelet_dropins),
         policy::policy_loads(&config.policy, &policy),
     ];
-    checks.extend(policy::trust_material(&config.policy, policy.as_ref().ok(), Timestamp::now()));
+    checks.extend(policy::trust_material(
+        &config.policy,
+        policy.as_ref().ok(),
+        Timestamp::now(),
+    ));
     checks.push(audit::audit_log(&config.audit.path));
     Report {
         checks,

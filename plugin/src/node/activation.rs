@@ -42,13 +42,11 @@ pub fn inherited_listener() -> io::Result<Option<UnixListener>> {
 
 /// Takes ownership of descriptor `fd` after checking it is a listening unix stream socket.
 fn listener_at(fd: RawFd) -> io::Result<UnixListener> {
+    // SAFETY: systemd passed it to this process, listen_fds found it open, TAKEN lets it be owned once.
     #[allow(unsafe_code)]
-    // SAFETY: systemd passed this descriptor to this process, listen_fds found it open, and
-    // TAKEN makes this the only owner it ever gets.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let not_ours = |why: &str| invalid(format!("the socket systemd passed (fd {fd}) {why}"));
-    let address: SockaddrStorage =
-        socket::getsockname(owned.as_raw_fd()).map_err(|_| not_ours("is not a socket"))?;
+    let address: SockaddrStorage = socket::getsockname(owned.as_raw_fd()).map_err(|_| not_ours("is not a socket"))?;
     if address.family() != Some(AddressFamily::Unix) {
         return Err(not_ours("is not a unix socket; use ListenStream=/path"));
     }
