@@ -310,3 +310,37 @@ fn a_policy_that_does_not_load_still_names_its_trusted_root() {
     assert_eq!(checks[0].level, Level::Fail, "{checks:?}");
     assert!(checks[0].message.contains("trust/root.json"), "{checks:?}");
 }
+
+/// A policy that does not load is read with the policy's own tlog values and defaults.
+#[test]
+fn a_policy_that_does_not_load_is_read_with_the_policys_tlog_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    let needs = |authorities: &str| {
+        fs::write(
+            &policy,
+            format!("spec:\n  bogus: 1\n  rules:\n    - name: a\n      authorities:\n{authorities}"),
+        )
+        .unwrap();
+        raw_trust_needs(&policy).unwrap().1
+    };
+    // A key's default is optional: no log needed.
+    assert_eq!(needs("        - key: {}\n"), TrustNeeds::default());
+    assert_eq!(
+        needs("        - key: {}\n          tlog: required\n"),
+        TrustNeeds {
+            tlog: true,
+            ..TrustNeeds::default()
+        }
+    );
+    // Keyless defaults to required; `tlog: ignore` needs a timestamp authority instead.
+    assert_eq!(needs("        - keyless: {}\n          tlog: null\n"), KEYLESS);
+    assert_eq!(
+        needs("        - keyless: {}\n          tlog: ignore\n"),
+        TrustNeeds {
+            tlog: false,
+            tsa: true,
+            ..KEYLESS
+        }
+    );
+}
