@@ -18,7 +18,6 @@ use crate::{
     containerd::Containerd,
     cri::{UnaryCall, UnaryReply, Upstream},
     denial::{Denial, DenialKind},
-    doctor,
     metrics::Metrics,
     policy::{predicate, Action, Decision, Mode, Policy, Rule},
     reference::{Digest, Reference},
@@ -494,7 +493,7 @@ impl Gate {
         containerd: Containerd,
         metrics: Arc<Metrics>,
     ) -> Self {
-        metrics.trust_expiry(doctor::trust_expiry_timestamp(&policy, jiff::Timestamp::now()));
+        metrics.trust_expiry(policy.trust_expiry_timestamp(jiff::Timestamp::now()));
         Self {
             policy: RwLock::new(Arc::new(policy)),
             judge,
@@ -551,7 +550,7 @@ impl Gate {
                 return Err(errors.to_string());
             }
         };
-        let expiry = doctor::trust_expiry_timestamp(&policy, jiff::Timestamp::now());
+        let expiry = policy.trust_expiry_timestamp(jiff::Timestamp::now());
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
         self.metrics.trust_expiry(expiry);
         self.metrics.policy_reload(true);

@@ -3,6 +3,10 @@
 //!
 //! A pull's life reads top to bottom in [`gate`]; each step is a call into the module that
 //! owns it.
+//!
+//! No unsafe code: OS calls go through `nix`, `caps` and `sd-notify`. The one reviewed
+//! exception adopts the listening socket systemd passes (`node/activation.rs`).
+#![deny(unsafe_code)]
 
 pub mod audit;
 pub mod cache;

@@ -9,6 +9,7 @@ use pullgate::{
     doctor,
     gate::Judge,
     metrics::Metrics,
+    node,
     policy::Policy,
     registry::{Credentials, Registries},
 };
@@ -207,7 +208,18 @@ fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime().block_on(pullgate::serve::run(config)) {
+    // systemd's socket, taken before the runtime exists. Edition 2021 lets `remove_var` be
+    // called safely, but it is sound only while no other thread reads the environment: here,
+    // single-threaded, before the runtime's threads start.
+    let inherited = node::inherited_listener();
+    for name in node::ACTIVATION_VARIABLES {
+        std::env::remove_var(name);
+    }
+    let outcome = match inherited {
+        Ok(inherited) => runtime().block_on(pullgate::serve::run(config, inherited)),
+        Err(e) => Err(format!("socket activation: {e}")),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "pullgate stopped");

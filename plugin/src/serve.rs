@@ -31,11 +31,12 @@ const READINESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long containerd has to answer CRI Version in a readiness check.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs the proxy described by `config` until SIGTERM or SIGINT; returns after draining.
-pub async fn run(config: Config) -> Result<(), String> {
+/// Runs the proxy described by `config` until SIGTERM or SIGINT; returns after draining. It
+/// serves on `inherited`, the socket systemd passed ([`node::inherited_listener`]), if there
+/// is one, and binds `config.listen` otherwise.
+pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListener>) -> Result<(), String> {
     // Before anything is created: the audit log and state are not for other users.
     node::restrict_umask();
-    let inherited = node::inherited_listener().map_err(|e| format!("socket activation: {e}"))?;
     let policy = Policy::load(&config.policy).map_err(|e| e.to_string())?;
     tracing::info!(policy = %config.policy.display(), name = policy.name(), hash = policy.hash(), "policy loaded");
     let audit = AuditLog::open(&config.audit.path).map_err(|e| e.to_string())?;
@@ -57,8 +58,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
     // A write past RLIMIT_FSIZE would otherwise kill the process by SIGXFSZ; handled, it fails
     // with EFBIG, and the audit log's failed write is dealt with like a full disk.
-    let mut file_too_large =
-        signal(SignalKind::from_raw(libc::SIGXFSZ)).map_err(|e| format!("SIGXFSZ handler: {e}"))?;
+    let mut file_too_large = signal(SignalKind::from_raw(nix::sys::signal::Signal::SIGXFSZ as i32))
+        .map_err(|e| format!("SIGXFSZ handler: {e}"))?;
     let bound_here = inherited.is_none();
     let listener = match inherited {
         Some(listener) => {

@@ -69,17 +69,42 @@ fn write_config(dir: &Path, upstream: &Path, allowed_uids: Option<&str>) -> Path
 /// `pullgate serve --config config` with the listening socket `listener` as descriptor 3 and
 /// `LISTEN_FDS=1`, `LISTEN_PID` its own pid: what systemd does for a socket unit.
 fn serve_on_inherited(config: &Path, listener: RawFd, log: &Path) -> Daemon {
+    serve_on_passed(config, &[listener], log)
+}
+
+/// `pullgate serve --config config` passed `fds` as descriptors 3, 4, … the way systemd passes
+/// a socket unit's sockets: `LISTEN_FDS` their count, `LISTEN_PID` pullgate's pid.
+fn serve_on_passed(config: &Path, fds: &[RawFd], log: &Path) -> Daemon {
     let mut command = Command::new("/bin/sh");
     command
         .arg("-c")
-        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" serve --config \"$1\"")
+        .arg(format!(
+            "LISTEN_PID=$$ LISTEN_FDS={} exec \"$0\" serve --config \"$1\"",
+            fds.len()
+        ))
         .arg(Pullgate::binary())
         .arg(config);
-    // SAFETY: dup2 and fcntl are async-signal-safe and only touch descriptors.
+    // A fixed array: nothing may allocate between fork and exec.
+    let mut passed: [RawFd; 4] = [-1; 4];
+    assert!(fds.len() <= passed.len(), "at most {} descriptors", passed.len());
+    passed[..fds.len()].copy_from_slice(fds);
+    let count = fds.len();
+    // SAFETY: fcntl and dup2 are async-signal-safe and only touch descriptors.
     unsafe {
         command.pre_exec(move || {
-            if libc::dup2(listener, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
+            // Out of the way first (closed on exec), so that placing one cannot overwrite
+            // another, and each placed copy is inherited even where a descriptor already is 3.
+            let mut moved = passed;
+            for fd in &mut moved[..count] {
+                *fd = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100);
+                if *fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in moved[..count].iter().enumerate() {
+                if libc::dup2(*fd, 3 + i as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -187,6 +212,44 @@ async fn serves_on_the_socket_systemd_socket_activate_passes() {
         !dir.path().join("pullgate.sock").exists(),
         "the configured listen path is not bound when a socket is passed"
     );
+}
+
+/// A passed descriptor pullgate cannot serve on stops it, saying why, before it binds anything.
+#[test]
+fn a_passed_descriptor_that_is_not_one_listening_unix_stream_socket_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &dir.path().join("containerd.sock"), None);
+    let file = std::fs::File::create(dir.path().join("not-a-socket")).unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let datagram = UnixDatagram::bind(dir.path().join("datagram.sock")).unwrap();
+    let (connected, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let listening = std::os::unix::net::UnixListener::bind(dir.path().join("listening.sock")).unwrap();
+    let cases: [(&str, Vec<RawFd>, &str); 5] = [
+        ("file", vec![file.as_raw_fd()], "is not a socket"),
+        ("tcp", vec![tcp.as_raw_fd()], "is not a unix socket"),
+        ("datagram", vec![datagram.as_raw_fd()], "is not a stream socket"),
+        ("connected", vec![connected.as_raw_fd()], "is not listening"),
+        (
+            "two",
+            vec![listening.as_raw_fd(), listening.as_raw_fd()],
+            "systemd passed 2 sockets",
+        ),
+    ];
+    for (name, fds, why) in cases {
+        let mut daemon = serve_on_passed(&config, &fds, &dir.path().join(format!("{name}.log")));
+        let status = daemon.wait_exit(Duration::from_secs(10));
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{name}: {status:?}\n{}",
+            daemon.log()
+        );
+        let log = daemon.log();
+        assert!(log.contains("socket activation") && log.contains(why), "{name}: {log}");
+        assert!(
+            !dir.path().join("pullgate.sock").exists(),
+            "{name}: bound the listen path"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,18 +23,18 @@ fn run_in_child(name: &str, dir: &Path) {
     assert!(text.contains("1 passed"), "{name} did not run in the child:\n{text}");
 }
 
-/// Lets this process write files up to `bytes` long (`None`: no limit), with SIGXFSZ ignored
-/// so a write past the limit fails with EFBIG instead of killing it, as in `pullgate serve`.
+/// Lets this process write files up to `bytes` long (`None`: no limit), with SIGXFSZ blocked
+/// in this thread, where the writes happen, so a write past the limit fails with EFBIG instead
+/// of killing the process, as in `pullgate serve` (which handles the signal).
 fn limit_file_size(bytes: Option<u64>) {
-    let limit = libc::rlimit {
-        rlim_cur: bytes.unwrap_or(libc::RLIM_INFINITY),
-        rlim_max: libc::RLIM_INFINITY,
+    use nix::sys::{
+        resource::{setrlimit, Resource, RLIM_INFINITY},
+        signal::{pthread_sigmask, SigSet, SigmaskHow, Signal},
     };
-    // SAFETY: plain system calls on this (child) process's own signal disposition and limit.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
-    }
+    let mut xfsz = SigSet::empty();
+    xfsz.add(Signal::SIGXFSZ);
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&xfsz), None).unwrap();
+    setrlimit(Resource::RLIMIT_FSIZE, bytes.unwrap_or(RLIM_INFINITY), RLIM_INFINITY).unwrap();
 }
 
 fn record(image: &str, decision: Decision) -> Record {

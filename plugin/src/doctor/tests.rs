@@ -1,6 +1,20 @@
-use std::os::unix::net::UnixListener;
+use std::{
+    fs,
+    os::unix::{fs::PermissionsExt, net::UnixListener},
+    path::Path,
+};
 
-use super::*;
+use sigstore_trust_root::TrustedRoot;
+
+use super::{
+    audit::audit_log,
+    containerd::upstream,
+    kubelet::{endpoint_path, image_service_flag, kubelet_wiring},
+    policy::{raw_trust_needs, trust_expiry, trust_material},
+    socket::{listen_directory, listen_socket},
+    *,
+};
+use crate::verify::TrustNeeds;
 
 fn config_in(dir: &Path) -> Config {
     let mut config = Config::with_policy(dir.join("policy.yaml"));
@@ -276,54 +290,6 @@ fn a_root_without_ct_logs_is_not_missing_one() {
     let now = at("2026-06-01T00:00:00Z");
     let checks = trust_expiry(Path::new("/t/trusted_root.json"), &root, KEYLESS, now);
     assert!(checks.iter().all(|c| c.level != Level::Fail), "{checks:?}");
-    assert_ne!(expiry_timestamp(&root, KEYLESS, now), 0.0);
-}
-
-#[test]
-fn the_expiry_timestamp_is_the_first_needed_kind_to_run_out() {
-    let root = public_good_root();
-    let seconds = |time: &str| at(time).as_second() as f64;
-    let now = at("2026-06-01T00:00:00Z");
-    // The Fulcio CA's certificates end 2031-10-05; the current log keys have no end.
-    let ca_end = expiry_timestamp(&root, KEYLESS, now);
-    assert!(
-        (seconds("2031-10-05T00:00:00Z")..seconds("2031-10-06T00:00:00Z")).contains(&ca_end),
-        "{ca_end}"
-    );
-    assert_eq!(expiry_timestamp(&root, TrustNeeds::default(), now), f64::INFINITY);
-    let logs_only = TrustNeeds {
-        tlog: true,
-        ..TrustNeeds::default()
-    };
-    assert_eq!(expiry_timestamp(&root, logs_only, now), f64::INFINITY);
-    // Past the CA's end, the gauge says when it ended.
-    assert_eq!(expiry_timestamp(&root, KEYLESS, at("2031-10-06T00:00:00Z")), ca_end);
-
-    let mut json: serde_json::Value =
-        serde_json::from_str(sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT).unwrap();
-    for log in json["tlogs"].as_array_mut().unwrap() {
-        log["publicKey"]["validFor"]["end"] = "2027-01-01T00:00:00Z".into();
-    }
-    json["timestampAuthorities"] = serde_json::json!([]);
-    let root = TrustedRoot::from_json(&json.to_string()).unwrap();
-    assert_eq!(expiry_timestamp(&root, KEYLESS, now), seconds("2027-01-01T00:00:00Z"));
-    // A needed kind the root does not list at all has never been valid.
-    let needs_tsa = TrustNeeds { tsa: true, ..KEYLESS };
-    assert_eq!(expiry_timestamp(&root, needs_tsa, now), 0.0);
-}
-
-#[test]
-fn needs_follow_the_authorities() {
-    assert_eq!(needs_of([(false, Tlog::Optional)].into_iter()), TrustNeeds::default());
-    assert_eq!(needs_of([(true, Tlog::Required)].into_iter()), KEYLESS);
-    assert_eq!(
-        needs_of([(true, Tlog::Ignore)].into_iter()),
-        TrustNeeds {
-            tlog: false,
-            tsa: true,
-            ..KEYLESS
-        }
-    );
 }
 
 #[test]
@@ -343,4 +309,38 @@ fn a_policy_that_does_not_load_still_names_its_trusted_root() {
     assert_eq!(checks.len(), 1, "{checks:?}");
     assert_eq!(checks[0].level, Level::Fail, "{checks:?}");
     assert!(checks[0].message.contains("trust/root.json"), "{checks:?}");
+}
+
+/// A policy that does not load is read with the policy's own tlog values and defaults.
+#[test]
+fn a_policy_that_does_not_load_is_read_with_the_policys_tlog_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    let needs = |authorities: &str| {
+        fs::write(
+            &policy,
+            format!("spec:\n  bogus: 1\n  rules:\n    - name: a\n      authorities:\n{authorities}"),
+        )
+        .unwrap();
+        raw_trust_needs(&policy).unwrap().1
+    };
+    // A key's default is optional: no log needed.
+    assert_eq!(needs("        - key: {}\n"), TrustNeeds::default());
+    assert_eq!(
+        needs("        - key: {}\n          tlog: required\n"),
+        TrustNeeds {
+            tlog: true,
+            ..TrustNeeds::default()
+        }
+    );
+    // Keyless defaults to required; `tlog: ignore` needs a timestamp authority instead.
+    assert_eq!(needs("        - keyless: {}\n          tlog: null\n"), KEYLESS);
+    assert_eq!(
+        needs("        - keyless: {}\n          tlog: ignore\n"),
+        TrustNeeds {
+            tlog: false,
+            tsa: true,
+            ..KEYLESS
+        }
+    );
 }

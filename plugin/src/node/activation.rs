@@ -5,43 +5,35 @@
 use std::{
     io,
     os::{
-        fd::{FromRawFd, RawFd},
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::net::UnixListener,
     },
+    sync::atomic::{AtomicBool, Ordering},
 };
 
-/// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
-const FIRST_FD: RawFd = 3;
+use nix::sys::socket::{self, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage};
 
-/// The socket systemd passed to this process, if it passed one. The variables are removed so
-/// that nothing this process starts mistakes them for its own.
+/// The variables socket activation sets, for `main` to remove once they were read, so that
+/// nothing this process starts mistakes them for its own.
+pub const ACTIVATION_VARIABLES: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+
+/// Set once the passed descriptor was taken, so it is never owned twice.
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The socket systemd passed to this process, if it passed one (`LISTEN_PID` names this
+/// process). Only the first call can take it; later calls find none.
 ///
 /// pullgate listens on one socket: more than one passed descriptor is an error, as is one that
 /// is not a listening unix stream socket.
 pub fn inherited_listener() -> io::Result<Option<UnixListener>> {
-    let pid = std::env::var("LISTEN_PID").ok();
-    let fds = std::env::var("LISTEN_FDS").ok();
-    // SAFETY: removing variables is unsound only while another thread reads the environment;
-    // this runs first in `serve`, when the runtime's idle workers are the only other threads.
-    unsafe {
-        std::env::remove_var("LISTEN_PID");
-        std::env::remove_var("LISTEN_FDS");
-        std::env::remove_var("LISTEN_FDNAMES");
-    }
-    let (Some(pid), Some(fds)) = (pid, fds) else {
-        return Ok(None);
-    };
-    // Passed to another process (our parent, say): not ours.
-    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
-        return Ok(None);
-    }
-    let count: u32 = fds
-        .trim()
-        .parse()
-        .map_err(|_| invalid(format!("LISTEN_FDS={fds:?} is not a number")))?;
-    match count {
+    // Checks LISTEN_PID, counts LISTEN_FDS and marks each passed descriptor close-on-exec.
+    let mut fds = sd_notify::listen_fds().map_err(|e| invalid(format!("LISTEN_PID/LISTEN_FDS: {e}")))?;
+    match fds.len() {
         0 => Ok(None),
-        1 => listener_at(FIRST_FD).map(Some),
+        1 => match fds.next() {
+            Some(fd) if !TAKEN.swap(true, Ordering::SeqCst) => listener_at(fd).map(Some),
+            _ => Ok(None),
+        },
         n => Err(invalid(format!(
             "systemd passed {n} sockets; pullgate listens on one (give the socket unit one ListenStream=)"
         ))),
@@ -50,34 +42,22 @@ pub fn inherited_listener() -> io::Result<Option<UnixListener>> {
 
 /// Takes ownership of descriptor `fd` after checking it is a listening unix stream socket.
 fn listener_at(fd: RawFd) -> io::Result<UnixListener> {
-    let option = |name: libc::c_int| -> io::Result<libc::c_int> {
-        let mut value: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `value` and `len` are valid for writes of the sizes given.
-        let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, name, (&raw mut value).cast(), &raw mut len) };
-        if rc == 0 {
-            Ok(value)
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
+    // SAFETY: systemd passed it to this process, listen_fds found it open, TAKEN lets it be owned once.
+    #[allow(unsafe_code)]
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let not_ours = |why: &str| invalid(format!("the socket systemd passed (fd {fd}) {why}"));
-    if option(libc::SO_DOMAIN).map_err(|_| not_ours("is not a socket"))? != libc::AF_UNIX {
+    let address: SockaddrStorage = socket::getsockname(owned.as_raw_fd()).map_err(|_| not_ours("is not a socket"))?;
+    if address.family() != Some(AddressFamily::Unix) {
         return Err(not_ours("is not a unix socket; use ListenStream=/path"));
     }
-    if option(libc::SO_TYPE)? != libc::SOCK_STREAM {
+    if socket::getsockopt(&owned, sockopt::SockType).map_err(io::Error::from)? != SockType::Stream {
         return Err(not_ours("is not a stream socket; use ListenStream="));
     }
-    if option(libc::SO_ACCEPTCONN)? == 0 {
+    if !socket::getsockopt(&owned, sockopt::AcceptConn).map_err(io::Error::from)? {
         return Err(not_ours("is not listening"));
     }
-    // SAFETY: systemd handed this descriptor to this process, nothing else in it owns it, and
-    // it was just checked to be a listening unix stream socket.
-    let listener = unsafe { UnixListener::from_raw_fd(fd) };
+    let listener = UnixListener::from(owned);
     listener.set_nonblocking(true)?;
-    // Not inherited by anything this process might start.
-    // SAFETY: plain fcntl on a descriptor this process owns.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     Ok(listener)
 }
 

@@ -5,7 +5,7 @@ mod activation;
 pub mod notify;
 mod privileges;
 
-pub use activation::inherited_listener;
+pub use activation::{inherited_listener, ACTIVATION_VARIABLES};
 pub use privileges::{drop_privileges, restrict_umask};
 
 use std::{

@@ -103,6 +103,16 @@ impl Eq for IdentityMatch {}
 // === impl Tlog ===
 
 impl Tlog {
+    /// What an authority gets that does not say (SPEC §4): `required` for keyless, `optional`
+    /// for keys.
+    pub fn default_for(keyless: bool) -> Self {
+        if keyless {
+            Self::Required
+        } else {
+            Self::Optional
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Required => "required",

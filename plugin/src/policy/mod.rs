@@ -29,7 +29,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::verify::TrustMaterial;
+use crate::verify::{TrustMaterial, TrustNeeds};
 
 pub use self::{
     authority::{Authority, AuthorityKind, IdentityMatch, Keyless, Tlog},
@@ -133,6 +133,23 @@ impl Policy {
     /// two are reloaded together and a broken one keeps the last good pair in force.
     pub fn trust(&self) -> Option<&TrustMaterial> {
         self.trust.as_deref()
+    }
+
+    /// What the authorities of every rule need from the trust material.
+    pub fn trust_needs(&self) -> TrustNeeds {
+        TrustNeeds::of(
+            self.rules
+                .iter()
+                .flat_map(|rule| rule.authorities())
+                .map(|a| (matches!(a.kind, AuthorityKind::Keyless(_)), a.tlog)),
+        )
+    }
+
+    /// When the trust material this policy needs stops being valid, in unix seconds, as
+    /// `pullgate_trust_material_expiry_timestamp_seconds` reports it (see
+    /// [`crate::verify::expiry::expiry_timestamp`]). `None` when the policy has no trusted root.
+    pub fn trust_expiry_timestamp(&self, now: jiff::Timestamp) -> Option<f64> {
+        Some(self.trust()?.expiry_timestamp(self.trust_needs(), now))
     }
 
     /// The rules, in the order they are tried.

@@ -320,12 +320,12 @@ impl Validator<'_> {
         let (kind, default_tlog) = match (doc.key, doc.keyless) {
             (Some(key), None) => (
                 self.key(&format!("{field}.key"), key).map(AuthorityKind::Key),
-                Tlog::Optional,
+                Tlog::default_for(false),
             ),
             (None, Some(keyless)) => (
                 self.keyless(&format!("{field}.keyless"), keyless)
                     .map(AuthorityKind::Keyless),
-                Tlog::Required,
+                Tlog::default_for(true),
             ),
             (Some(_), Some(_)) => {
                 self.error(field, "set exactly one of `key` or `keyless`, not both");

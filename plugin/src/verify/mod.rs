@@ -22,6 +22,7 @@ mod attestation;
 pub mod certificate;
 #[cfg(test)]
 mod crafted;
+pub mod expiry;
 mod intoto;
 pub mod legacy;
 mod sigstore;
@@ -33,6 +34,7 @@ mod tlog;
 mod unambiguous;
 
 pub use attestation::{check_attestations, AttestationOutcome};
+pub use expiry::TrustNeeds;
 pub use sigstore::{verify_bundle, TrustMaterial};
 
 /// The predicate type of a cosign v3 image signature statement.
