@@ -23,7 +23,7 @@
 //! matches; a pattern that cannot be written so is dropped and reported, and its images are
 //! left to the rules after it.
 
-use super::{document::Report, rule::Image};
+use super::{document::Report, draft::DraftImage};
 use crate::{policy::ImageGlob, reference::DOCKER_HUB};
 
 /// Which product a pattern comes from.
@@ -57,7 +57,7 @@ pub(super) fn translate(
     reading: Reading,
     path: &str,
     report: &mut Report<'_>,
-) -> Vec<Image> {
+) -> Vec<DraftImage> {
     let shown = format!("{} {pattern:?}", dialect.product());
     let alternatives = match dialect {
         Dialect::KyvernoGlob => match expand_braces(pattern) {
@@ -122,7 +122,7 @@ pub(super) fn translate(
                 Some(note) => format!("{shown}: {note}"),
                 None => format!("{shown}{}", dialect.star_note()),
             });
-            let image = Image { glob, comment };
+            let image = DraftImage { glob, comment };
             if !images.contains(&image) {
                 images.push(image);
             }

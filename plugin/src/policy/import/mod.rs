@@ -19,6 +19,7 @@
 mod authority;
 mod condition;
 mod document;
+mod draft;
 mod failure_action;
 mod glob;
 mod image_validating;
@@ -26,7 +27,6 @@ mod kyverno;
 mod order;
 mod overlap;
 mod policy_controller;
-mod rule;
 mod scope;
 mod write;
 
@@ -44,7 +44,7 @@ use serde_json::Value;
 pub use self::document::{Finding, FindingKind};
 use self::{
     document::{Report, Source},
-    rule::Rule,
+    draft::DraftRule,
     scope::Home,
 };
 use super::{read, validate, Action, NoMatch, MAX_CONDITIONS, MAX_POLICY_BYTES};
@@ -99,7 +99,7 @@ pub enum ImportError {
 /// What the documents read so far have produced.
 #[derive(Default)]
 pub(super) struct Imports {
-    rules: Vec<Rule>,
+    rules: Vec<DraftRule>,
     names: BTreeSet<String>,
     families: usize,
     groups: usize,
@@ -243,7 +243,7 @@ pub fn import_str(text: &str, file: &Path, options: &Options) -> Result<Imported
 /// one predicate type are both named after it), at most [`MAX_AUTHORITIES`] signers (fewer
 /// signers pass fewer images), and a rule asking for more attestations or conditions than a
 /// policy may hold denies.
-fn fit(rule: &mut Rule, findings: &mut Vec<Finding>) {
+fn fit(rule: &mut DraftRule, findings: &mut Vec<Finding>) {
     let mut used = Vec::new();
     for attestation in &mut rule.attestations {
         attestation.name = unique_in(&mut used, &attestation.name, false);
