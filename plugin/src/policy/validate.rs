@@ -12,12 +12,11 @@ use std::{
 
 use sha2::{Digest as _, Sha256};
 
-use crate::verify::TrustMaterial;
+use crate::{file::read_bounded, verify::TrustMaterial};
 
 use super::{
     key::{self, PublicKey, MAX_KEY_FILE_BYTES},
     lines::LineIndex,
-    read,
     schema::{AttestationDoc, AuthorityDoc, Document, KeyDoc, KeylessDoc, RuleDoc},
     Action, Attestation, Authority, AuthorityKind, Condition, FulcioClaim, IdentityMatch, ImageGlob, Keyless,
     NamespaceGlob, Policy, PolicyError, PolicyErrors, Rule, Tlog, API_VERSION, KIND, MAX_CONDITIONS,
@@ -170,7 +169,7 @@ impl Validator<'_> {
     fn trust_material(&mut self, path: &Path) -> Option<Arc<TrustMaterial>> {
         let field = "spec.trustedRoot";
         let shown = path.display();
-        let bytes = match read::bounded(path, MAX_TRUSTED_ROOT_BYTES) {
+        let bytes = match read_bounded(path, MAX_TRUSTED_ROOT_BYTES) {
             Ok(bytes) => bytes,
             Err(e) => {
                 self.error(field, format!("{shown}: {e}"));
@@ -353,7 +352,7 @@ impl Validator<'_> {
 
     fn key_file(&mut self, field: &str, path: &Path) -> Option<PublicKey> {
         let shown = path.display();
-        let bytes = match read::bounded(path, MAX_KEY_FILE_BYTES) {
+        let bytes = match read_bounded(path, MAX_KEY_FILE_BYTES) {
             Ok(bytes) => bytes,
             Err(e) => {
                 self.error(field, format!("{shown}: {e}"));

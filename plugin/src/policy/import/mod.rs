@@ -47,7 +47,8 @@ use self::{
     draft::DraftRule,
     scope::Home,
 };
-use super::{read, validate, Action, NoMatch, MAX_CONDITIONS, MAX_POLICY_BYTES};
+use super::{validate, Action, NoMatch, MAX_CONDITIONS, MAX_POLICY_BYTES};
+use crate::file::read_bounded;
 
 /// Where install.sh puts the Sigstore trusted root; the imported policy names it unless told
 /// otherwise.
@@ -174,7 +175,7 @@ pub(super) fn unique_in(used: &mut Vec<String>, base: &str, numbered: bool) -> S
 
 /// Reads and imports the file at `path`.
 pub fn import(path: &Path, options: &Options) -> Result<Imported, ImportError> {
-    let bytes = read::bounded(path, MAX_POLICY_BYTES).map_err(|e| ImportError::Unreadable(e.to_string()))?;
+    let bytes = read_bounded(path, MAX_POLICY_BYTES).map_err(|e| ImportError::Unreadable(e.to_string()))?;
     let text = String::from_utf8(bytes).map_err(|e| ImportError::Unreadable(format!("not UTF-8: {e}")))?;
     import_str(&text, path, options)
 }
