@@ -24,7 +24,10 @@
 //! left to the rules after it.
 
 use super::{document::Report, draft::DraftImage};
-use crate::{policy::ImageGlob, reference::DOCKER_HUB};
+use crate::{
+    policy::ImageGlob,
+    reference::{looks_like_host, DOCKER_HUB},
+};
 
 /// Which product a pattern comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -391,11 +394,6 @@ fn hub(rest: &str, dialect: Dialect, why: Loose) -> Vec<(String, Loose)> {
     } else {
         vec![(in_library, library_added), (as_written, why)]
     }
-}
-
-/// Docker's rule: a first segment with a `.` or `:`, or `localhost`, is a registry host.
-fn looks_like_host(segment: &str) -> bool {
-    segment.contains(['.', ':']) || segment == "localhost"
 }
 
 /// Whether the start of a pattern without `/` reads as a registry host, with a port or the start
