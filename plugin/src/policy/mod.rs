@@ -19,6 +19,7 @@ mod regexp;
 mod rule;
 mod schema;
 mod validate;
+pub mod yaml;
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,9 @@
 //! [`Finding`], which the command prints on stderr, one line each, naming the document and the
 //! field. Every part of the output is checked with pullgate's own parsers as it is made, so
 //! the policy written always loads (given its trusted root).
+//!
+//! It reaches the rest of pullgate only through public items (`policy`, `reference::
+//! looks_like_host`, `file::read_bounded`), as it would from a crate of its own.
 
 mod authority;
 mod condition;
@@ -47,8 +50,10 @@ use self::{
     draft::DraftRule,
     scope::Home,
 };
-use super::{validate, Action, NoMatch, MAX_CONDITIONS, MAX_POLICY_BYTES};
-use crate::file::read_bounded;
+use crate::{
+    file::read_bounded,
+    policy::{yaml, Action, NoMatch, MAX_CONDITIONS, MAX_POLICY_BYTES},
+};
 
 /// Where install.sh puts the Sigstore trusted root; the imported policy names it unless told
 /// otherwise.
@@ -185,7 +190,7 @@ pub fn import_str(text: &str, file: &Path, options: &Options) -> Result<Imported
     if text.len() as u64 > MAX_POLICY_BYTES {
         return Err(ImportError::Unreadable(format!("larger than {MAX_POLICY_BYTES} bytes")));
     }
-    if let Some(line) = validate::too_deep(text) {
+    if let Some(line) = yaml::too_deep(text) {
         return Err(ImportError::TooDeep(line));
     }
     let mut documents = Vec::new();
