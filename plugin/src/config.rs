@@ -2,13 +2,15 @@
 //! fields are errors that name the field.
 
 use std::{
-    fs,
+    io,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use serde::Deserialize;
+
+use crate::file::{read_bounded, ReadError};
 
 /// Configuration files larger than this are refused rather than parsed.
 const MAX_CONFIG_BYTES: u64 = 256 * 1024;
@@ -106,10 +108,16 @@ impl Config {
             path: path.to_owned(),
             source,
         };
-        if fs::metadata(path).map_err(read)?.len() > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge { path: path.to_owned() });
-        }
-        let text = fs::read_to_string(path).map_err(read)?;
+        let bytes = read_bounded(path, MAX_CONFIG_BYTES).map_err(|e| match e {
+            ReadError::Io(source) => read(source),
+            ReadError::TooLarge(_) => ConfigError::TooLarge { path: path.to_owned() },
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            read(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            ))
+        })?;
         let mut config: Config = serde_yaml_ng::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source,
@@ -290,6 +298,8 @@ mod duration {
 
 #[cfg(test)]
 mod tests {
+    use std::{fs, io::Write, process::Command};
+
     use super::*;
 
     fn load(text: &str) -> Result<Config, ConfigError> {
@@ -297,6 +307,34 @@ mod tests {
         let path = dir.path().join("config.yaml");
         fs::write(&path, text).unwrap();
         Config::load(&path)
+    }
+
+    /// The limit holds for what is read: a FIFO's metadata says 0 bytes, as a file's does
+    /// before it grows.
+    #[test]
+    fn a_config_larger_than_its_metadata_says_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        assert!(Command::new("mkfifo").arg(&path).status().unwrap().success());
+        let writer = {
+            let path = path.clone();
+            let text = format!("policy: /p\n# {}\n", "x".repeat(MAX_CONFIG_BYTES as usize));
+            // Fails with EPIPE once the reader has seen enough, which is fine.
+            std::thread::spawn(move || {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .unwrap()
+                    .write_all(text.as_bytes())
+            })
+        };
+        let error = Config::load(&path).expect_err("a config past the limit is refused");
+        let _ = writer.join().unwrap();
+        assert!(matches!(error, ConfigError::TooLarge { .. }), "{error}");
+        assert_eq!(
+            error.to_string(),
+            format!("{}: larger than {MAX_CONFIG_BYTES} bytes", path.display())
+        );
     }
 
     #[test]

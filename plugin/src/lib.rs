@@ -15,6 +15,7 @@ pub mod containerd;
 pub mod cri;
 pub mod denial;
 pub mod doctor;
+pub mod file;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod gate;

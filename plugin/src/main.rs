@@ -7,6 +7,7 @@ use pullgate::{
     audit,
     config::Config,
     doctor,
+    file::{read_bounded, ReadError},
     gate::Judge,
     metrics::Metrics,
     node,
@@ -309,15 +310,10 @@ fn verify(
 
 /// A Docker config.json, refused beyond 1 MiB.
 fn read_docker_config(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(1024 * 1024 + 1).read_to_end(&mut bytes))
-        .map_err(|e| format!("--docker-config {}: {e}", path.display()))?;
-    if bytes.len() > 1024 * 1024 {
-        return Err(format!("--docker-config {}: larger than 1 MiB", path.display()));
-    }
-    Ok(bytes)
+    read_bounded(path, 1024 * 1024).map_err(|e| match e {
+        ReadError::Io(e) => format!("--docker-config {}: {e}", path.display()),
+        ReadError::TooLarge(_) => format!("--docker-config {}: larger than 1 MiB", path.display()),
+    })
 }
 
 fn policy_check(path: &std::path::Path) -> ExitCode {

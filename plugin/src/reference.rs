@@ -199,9 +199,10 @@ impl fmt::Display for Reference {
     }
 }
 
-/// Docker's rule: the first component is a host if it has a '.' or ':' or is `localhost`.
-fn looks_like_host(first: &str) -> bool {
-    first.contains('.') || first.contains(':') || first == "localhost"
+/// Docker's rule: the first `/`-separated component of a reference (or of a pattern of one)
+/// names a registry host when it has a `.` or `:` or is `localhost`.
+pub fn looks_like_host(first: &str) -> bool {
+    first.contains(['.', ':']) || first == "localhost"
 }
 
 /// `host[:port]` in the one form all its spellings share: the name lowercased (DNS names are

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use crate::reference::{canonical_host, Reference, DOCKER_HUB};
+use crate::reference::{canonical_host, looks_like_host, Reference, DOCKER_HUB};
 
 /// Longest glob accepted; no image reference is longer than this.
 const MAX_GLOB_LEN: usize = 4096;
@@ -219,11 +219,6 @@ fn check_repository(repository: &str, pattern: &str) -> Result<(), GlobError> {
         return Err(GlobError::Uppercase);
     }
     Ok(())
-}
-
-/// Docker's rule: a first segment with a '.' or ':', or `localhost`, is a registry host.
-fn looks_like_host(segment: &str) -> bool {
-    segment.contains(['.', ':']) || segment == "localhost"
 }
 
 // === impl NamespaceGlob ===

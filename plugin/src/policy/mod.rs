@@ -15,11 +15,11 @@ pub mod import;
 mod key;
 mod lines;
 pub mod predicate;
-mod read;
 mod regexp;
 mod rule;
 mod schema;
 mod validate;
+pub mod yaml;
 
 #[cfg(test)]
 mod tests;
@@ -29,7 +29,10 @@ use std::{
     sync::Arc,
 };
 
-use crate::verify::{TrustMaterial, TrustNeeds};
+use crate::{
+    file::{read_bounded, ReadError},
+    verify::{TrustMaterial, TrustNeeds},
+};
 
 pub use self::{
     authority::{Authority, AuthorityKind, IdentityMatch, Keyless, Tlog},
@@ -85,7 +88,7 @@ impl Policy {
                 message,
             })
         };
-        let bytes = read::bounded(path, MAX_POLICY_BYTES).map_err(|e| unreadable(e.to_string()))?;
+        let bytes = read_bounded(path, MAX_POLICY_BYTES).map_err(|e| unreadable(e.to_string()))?;
         let text = String::from_utf8(bytes).map_err(|e| unreadable(format!("not UTF-8: {e}")))?;
         Self::from_str(&text, path)
     }
@@ -98,7 +101,7 @@ impl Policy {
                 file: file.to_owned(),
                 line: None,
                 field: String::new(),
-                message: read::ReadError::TooLarge(MAX_POLICY_BYTES).to_string(),
+                message: ReadError::TooLarge(MAX_POLICY_BYTES).to_string(),
             }));
         }
         validate::compile(text, file)

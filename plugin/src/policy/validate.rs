@@ -12,14 +12,13 @@ use std::{
 
 use sha2::{Digest as _, Sha256};
 
-use crate::verify::TrustMaterial;
+use crate::{file::read_bounded, verify::TrustMaterial};
 
 use super::{
     key::{self, PublicKey, MAX_KEY_FILE_BYTES},
     lines::LineIndex,
-    read,
     schema::{AttestationDoc, AuthorityDoc, Document, KeyDoc, KeylessDoc, RuleDoc},
-    Action, Attestation, Authority, AuthorityKind, Condition, FulcioClaim, IdentityMatch, ImageGlob, Keyless,
+    yaml, Action, Attestation, Authority, AuthorityKind, Condition, FulcioClaim, IdentityMatch, ImageGlob, Keyless,
     NamespaceGlob, Policy, PolicyError, PolicyErrors, Rule, Tlog, API_VERSION, KIND, MAX_AGE_NEEDS_KEYLESS,
     MAX_CONDITIONS, MAX_TRUSTED_ROOT_BYTES,
 };
@@ -33,12 +32,15 @@ const MAX_NAME_LEN: usize = 253;
 
 /// Parses and validates `text`, read from `file`.
 pub(super) fn compile(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
-    if let Some(line) = too_deep(text) {
+    if let Some(line) = yaml::too_deep(text) {
         return Err(PolicyErrors::one(PolicyError {
             file: file.to_owned(),
             line: Some(line),
             field: String::new(),
-            message: format!("flow collections ([ ] and {{ }}) nested deeper than {MAX_FLOW_DEPTH} levels"),
+            message: format!(
+                "flow collections ([ ] and {{ }}) nested deeper than {} levels",
+                yaml::MAX_FLOW_DEPTH
+            ),
         }));
     }
     let doc: Document =
@@ -57,50 +59,6 @@ pub(super) fn compile(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
         Some(errors) => Err(errors),
         None => Ok(policy),
     }
-}
-
-/// Flow collections nested deeper than this are refused before the YAML parser sees them: its
-/// time grows with the square of the depth (a 200 KB file of brackets took minutes), and no
-/// policy needs more than a few levels.
-const MAX_FLOW_DEPTH: usize = 64;
-
-/// The line where `[`/`{` nesting first passes [`MAX_FLOW_DEPTH`], outside quoted scalars and
-/// comments; `None` when it never does.
-pub(super) fn too_deep(text: &str) -> Option<usize> {
-    let mut depth = 0usize;
-    for (n, line) in text.lines().enumerate() {
-        let mut quote: Option<char> = None;
-        let mut previous = ' ';
-        let mut chars = line.chars().peekable();
-        while let Some(c) = chars.next() {
-            match (quote, c) {
-                (Some('"'), '\\') => {
-                    chars.next();
-                }
-                (Some('\''), '\'') if chars.peek() == Some(&'\'') => {
-                    chars.next();
-                }
-                (Some(q), c) if c == q => quote = None,
-                (Some(_), _) => {}
-                // A quote opens a quoted scalar only where a scalar can start; inside a plain
-                // scalar (`don't`) it is just a character.
-                (None, '"' | '\'') if previous.is_whitespace() || matches!(previous, '[' | '{' | ',' | ':') => {
-                    quote = Some(c)
-                }
-                (None, '#') if previous.is_whitespace() => break,
-                (None, '[' | '{') => {
-                    depth += 1;
-                    if depth > MAX_FLOW_DEPTH {
-                        return Some(n + 1);
-                    }
-                }
-                (None, ']' | '}') => depth = depth.saturating_sub(1),
-                (None, _) => {}
-            }
-            previous = c;
-        }
-    }
-    None
 }
 
 /// Walks a document, building what is valid and recording what is not.
@@ -170,7 +128,7 @@ impl Validator<'_> {
     fn trust_material(&mut self, path: &Path) -> Option<Arc<TrustMaterial>> {
         let field = "spec.trustedRoot";
         let shown = path.display();
-        let bytes = match read::bounded(path, MAX_TRUSTED_ROOT_BYTES) {
+        let bytes = match read_bounded(path, MAX_TRUSTED_ROOT_BYTES) {
             Ok(bytes) => bytes,
             Err(e) => {
                 self.error(field, format!("{shown}: {e}"));
@@ -364,7 +322,7 @@ impl Validator<'_> {
 
     fn key_file(&mut self, field: &str, path: &Path) -> Option<PublicKey> {
         let shown = path.display();
-        let bytes = match read::bounded(path, MAX_KEY_FILE_BYTES) {
+        let bytes = match read_bounded(path, MAX_KEY_FILE_BYTES) {
             Ok(bytes) => bytes,
             Err(e) => {
                 self.error(field, format!("{shown}: {e}"));

@@ -8,7 +8,8 @@ use serde_json::Value;
 use super::{
     condition::{cel_string, wildcard_regex},
     document::{items, Fields, Report},
-    rule::{Authority, AuthorityKind, Identity},
+    draft::{DraftAuthority, DraftAuthorityKind, DraftIdentity},
+    unique_in,
 };
 use crate::policy::{FulcioClaim, PublicKey, Tlog};
 
@@ -66,7 +67,7 @@ pub(super) fn sha256_only(fields: &mut Fields<'_>, algorithm_field: &str, report
 const PUBLIC_FULCIO: [&str; 2] = ["https://fulcio.sigstore.dev", "https://fulcio.sigstore.dev/"];
 
 /// A key authority from one PEM block; a key pullgate cannot use is reported and dropped.
-pub(super) fn key(name: String, pem: &str, tlog: Tlog, path: &str, report: &mut Report<'_>) -> Option<Authority> {
+pub(super) fn key(name: String, pem: &str, tlog: Tlog, path: &str, report: &mut Report<'_>) -> Option<DraftAuthority> {
     if let Some(why) = reference(pem) {
         report.dropped(path, format!("{why}; dropped"));
         return None;
@@ -75,9 +76,9 @@ pub(super) fn key(name: String, pem: &str, tlog: Tlog, path: &str, report: &mut 
         report.dropped(path, format!("{e}; dropped"));
         return None;
     }
-    Some(Authority {
+    Some(DraftAuthority {
         name,
-        kind: AuthorityKind::Key {
+        kind: DraftAuthorityKind::Key {
             pem: normalize_pem(pem),
         },
         tlog,
@@ -126,11 +127,11 @@ fn normalize_pem(pem: &str) -> String {
 
 /// A Kyverno `subject` or `issuer`: exact unless it holds `*` or `?`, Kyverno's wildcards,
 /// which become an anchored regular expression with everything else escaped.
-pub(super) fn wildcard_identity(field: &str, value: &str) -> Identity {
+pub(super) fn wildcard_identity(field: &str, value: &str) -> DraftIdentity {
     if !value.contains(['*', '?']) {
-        return Identity::exact(value);
+        return DraftIdentity::exact(value);
     }
-    let mut identity = Identity::regexp(wildcard_regex(value, false));
+    let mut identity = DraftIdentity::regexp(wildcard_regex(value, false));
     identity.comment = Some(format!(
         "Kyverno {field} {} (a wildcard: * any characters, ? one).",
         cel_string(value)
@@ -146,11 +147,11 @@ pub(super) fn identity(
     path: &str,
     what: &str,
     report: &mut Report<'_>,
-) -> Option<Identity> {
+) -> Option<DraftIdentity> {
     match (exact.filter(|s| !s.is_empty()), regexp.filter(|s| !s.is_empty())) {
-        (Some(exact), None) => Some(Identity::exact(exact)),
+        (Some(exact), None) => Some(DraftIdentity::exact(exact)),
         (None, Some(regexp)) => match crate::policy::Re2Regex::new(regexp) {
-            Ok(_) => Some(Identity::regexp(regexp)),
+            Ok(_) => Some(DraftIdentity::regexp(regexp)),
             Err(e) => {
                 report.dropped(
                     path,
@@ -286,7 +287,7 @@ pub(super) fn keyless_identities(
     name: &str,
     tlog: Tlog,
     report: &mut Report<'_>,
-) -> Vec<Authority> {
+) -> Vec<DraftAuthority> {
     let list = items(identities, path, report);
     let several = list.len() > 1;
     let mut authorities = Vec::new();
@@ -314,13 +315,13 @@ pub(super) fn keyless_identities(
             report,
         );
         if let (Some(issuer), Some(subject)) = (issuer, subject) {
-            authorities.push(Authority {
+            authorities.push(DraftAuthority {
                 name: if several {
                     format!("{name}-{j}")
                 } else {
                     name.to_string()
                 },
-                kind: AuthorityKind::Keyless {
+                kind: DraftAuthorityKind::Keyless {
                     issuer,
                     subject,
                     extensions: Default::default(),
@@ -331,4 +332,20 @@ pub(super) fn keyless_identities(
         }
     }
     authorities
+}
+
+/// Names authorities after what they are: `key-1`, `keyless-1`, …
+pub(super) fn name_authorities(authorities: &mut [DraftAuthority]) {
+    let mut used = Vec::new();
+    for authority in authorities.iter_mut() {
+        if authority.name.is_empty() {
+            let base = match authority.kind {
+                DraftAuthorityKind::Key { .. } => "key",
+                DraftAuthorityKind::Keyless { .. } => "keyless",
+            };
+            authority.name = unique_in(&mut used, base, true);
+        } else {
+            authority.name = unique_in(&mut used, &authority.name.clone(), false);
+        }
+    }
 }

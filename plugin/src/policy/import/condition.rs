@@ -22,13 +22,13 @@ use serde_json::Value;
 
 use super::{
     document::{items, show, Fields, Report},
-    rule::Condition,
+    draft::DraftCondition,
 };
 use crate::policy::Condition as Cel;
 
 /// The CEL conditions `conditions` (a Kyverno `conditions` list at `path`) stand for; `None`
 /// when they can never hold.
-pub(super) fn translate(conditions: &Value, path: &str, report: &mut Report<'_>) -> Option<Vec<Condition>> {
+pub(super) fn translate(conditions: &Value, path: &str, report: &mut Report<'_>) -> Option<Vec<DraftCondition>> {
     let mut translated = Vec::new();
     let mut never = false;
     for (block_path, block) in items(conditions, path, report) {
@@ -55,9 +55,9 @@ pub(super) fn translate(conditions: &Value, path: &str, report: &mut Report<'_>)
 }
 
 /// A condition of `all`.
-fn required(item: &Value, path: &str, report: &mut Report<'_>) -> Option<Condition> {
+fn required(item: &Value, path: &str, report: &mut Report<'_>) -> Option<DraftCondition> {
     match one(item) {
-        Ok((cel, original)) => Some(Condition {
+        Ok((cel, original)) => Some(DraftCondition {
             cel,
             comment: format!("Kyverno {}: {original}", relative(path)),
         }),
@@ -70,7 +70,7 @@ fn required(item: &Value, path: &str, report: &mut Report<'_>) -> Option<Conditi
 
 /// `any`: one condition, the alternatives joined by `||`; `None`, reported, when no alternative
 /// is left, as then it never holds.
-fn alternatives(any: &Value, path: &str, report: &mut Report<'_>) -> Option<Condition> {
+fn alternatives(any: &Value, path: &str, report: &mut Report<'_>) -> Option<DraftCondition> {
     let mut cel = Vec::new();
     let mut originals = Vec::new();
     for (item_path, item) in items(any, path, report) {
@@ -104,7 +104,7 @@ fn alternatives(any: &Value, path: &str, report: &mut Report<'_>) -> Option<Cond
         );
         return None;
     }
-    Some(Condition {
+    Some(DraftCondition {
         cel: joined,
         comment: format!("Kyverno {}: one of: {}", relative(path), originals.join("; ")),
     })

@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use super::{
     document::{items, show, Fields, Report},
-    rule::Rule,
+    draft::DraftRule,
     scope, Imports,
 };
 use crate::policy::{Mode, NamespaceGlob};
@@ -128,13 +128,13 @@ impl Actions {
     /// returns the copies of it that carry the overrides, to go before it.
     pub fn apply(
         &self,
-        rule: &mut Rule,
+        rule: &mut DraftRule,
         own: Option<Mode>,
         base: &str,
         path: &str,
         imports: &mut Imports,
         report: &mut Report<'_>,
-    ) -> Vec<Rule> {
+    ) -> Vec<DraftRule> {
         rule.mode = own.unwrap_or(self.policy);
         if rule.mode == Mode::Audit && self.some_enforce {
             report.dropped(
@@ -182,9 +182,9 @@ impl Actions {
     fn stricter(
         &self,
         o: &Override,
-        rule: &mut Rule,
+        rule: &mut DraftRule,
         path: &str,
-        copies: &mut Vec<Rule>,
+        copies: &mut Vec<DraftRule>,
         base: &str,
         imports: &mut Imports,
         report: &mut Report<'_>,
@@ -241,13 +241,13 @@ impl Actions {
     fn weaker(
         &self,
         o: &Override,
-        rule: &Rule,
+        rule: &DraftRule,
         enforced: Option<&[String]>,
         path: &str,
         base: &str,
         imports: &mut Imports,
         report: &mut Report<'_>,
-    ) -> Option<Rule> {
+    ) -> Option<DraftRule> {
         let enforced = enforced?;
         if self.any_set {
             report.dropped(
@@ -292,13 +292,13 @@ impl Actions {
 
 /// A copy of `rule` in `mode`, limited to `namespaces` and not `also_excluded`.
 fn copy(
-    rule: &Rule,
+    rule: &DraftRule,
     mode: Mode,
     namespaces: Vec<String>,
     also_excluded: &[String],
     base: &str,
     imports: &mut Imports,
-) -> Rule {
+) -> DraftRule {
     let mut copy = rule.clone();
     copy.name = imports.name(&format!("{base}-{mode}"));
     copy.namespaces = Some(namespaces);

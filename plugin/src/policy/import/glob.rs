@@ -23,8 +23,11 @@
 //! matches; a pattern that cannot be written so is dropped and reported, and its images are
 //! left to the rules after it.
 
-use super::{document::Report, rule::Image};
-use crate::{policy::ImageGlob, reference::DOCKER_HUB};
+use super::{document::Report, draft::DraftImage};
+use crate::{
+    policy::ImageGlob,
+    reference::{looks_like_host, DOCKER_HUB},
+};
 
 /// Which product a pattern comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +60,7 @@ pub(super) fn translate(
     reading: Reading,
     path: &str,
     report: &mut Report<'_>,
-) -> Vec<Image> {
+) -> Vec<DraftImage> {
     let shown = format!("{} {pattern:?}", dialect.product());
     let alternatives = match dialect {
         Dialect::KyvernoGlob => match expand_braces(pattern) {
@@ -122,7 +125,7 @@ pub(super) fn translate(
                 Some(note) => format!("{shown}: {note}"),
                 None => format!("{shown}{}", dialect.star_note()),
             });
-            let image = Image { glob, comment };
+            let image = DraftImage { glob, comment };
             if !images.contains(&image) {
                 images.push(image);
             }
@@ -391,11 +394,6 @@ fn hub(rest: &str, dialect: Dialect, why: Loose) -> Vec<(String, Loose)> {
     } else {
         vec![(in_library, library_added), (as_written, why)]
     }
-}
-
-/// Docker's rule: a first segment with a `.` or `:`, or `localhost`, is a registry host.
-fn looks_like_host(segment: &str) -> bool {
-    segment.contains(['.', ':']) || segment == "localhost"
 }
 
 /// Whether the start of a pattern without `/` reads as a registry host, with a port or the start

@@ -23,11 +23,11 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::{
-    authority::{self, OwnTrust},
+    authority::{self, name_authorities, OwnTrust},
     document::{items, string, strings, Fields, Report},
+    draft::{narrow_to, same_signers, short_name, DraftAttestation, DraftAuthority, DraftImage, DraftRule, Narrowed},
     glob::{self, Dialect, Reading},
-    kyverno::{name_authorities, short_name, DIGEST_SETTINGS},
-    rule::{narrow_to, same_signers, Attestation, Authority, Image, Narrowed, Rule},
+    kyverno::DIGEST_SETTINGS,
     scope::{self, Home, Scope},
     Imports,
 };
@@ -49,11 +49,11 @@ pub(super) fn policy(doc: &Value, name: &str, home: Home<'_>, imports: &mut Impo
         .map(|value| validation_actions(value, &spec.path("validationActions"), report))
         .unwrap_or(Mode::Enforce);
     let family = imports.family();
-    let mut rule = Rule::new(imports.name(name), origin, family, mode);
+    let mut rule = DraftRule::new(imports.name(name), origin, family, mode);
 
     rule.images = match spec.get("matchImageReferences") {
         Some(list) => image_references(list, &spec.path("matchImageReferences"), report),
-        None => vec![Image {
+        None => vec![DraftImage {
             glob: "**".to_string(),
             comment: Some("No matchImageReferences: the policy checks every image.".to_string()),
         }],
@@ -167,14 +167,14 @@ enum Check {
 /// signature check (or, without one, of the first attestation check), narrowed to those each
 /// attestation check names too (see [`narrow_to`]).
 fn assemble(
-    rule: &mut Rule,
-    attestors: &BTreeMap<String, Option<Vec<Authority>>>,
-    attestations: &BTreeMap<String, Option<Attestation>>,
+    rule: &mut DraftRule,
+    attestors: &BTreeMap<String, Option<Vec<DraftAuthority>>>,
+    attestations: &BTreeMap<String, Option<DraftAttestation>>,
     checks: &[Check],
     report: &mut Report<'_>,
 ) {
     // The signers a list of attestor names stands for; `None` when one is not defined.
-    let signers = |names: &[String], path: &str, report: &mut Report<'_>| -> Option<Vec<Authority>> {
+    let signers = |names: &[String], path: &str, report: &mut Report<'_>| -> Option<Vec<DraftAuthority>> {
         let mut all = Vec::new();
         for name in names {
             match attestors.get(name) {
@@ -192,7 +192,7 @@ fn assemble(
         }
         Some(all)
     };
-    let mut chosen: Option<Vec<Authority>> = None;
+    let mut chosen: Option<Vec<DraftAuthority>> = None;
     let mut poisoned = false;
     for check in checks {
         let Check::Signatures { attestors: names, path } = check else {
@@ -287,7 +287,7 @@ fn validation_actions(value: &Value, path: &str, report: &mut Report<'_>) -> Mod
     }
 }
 
-fn image_references(list: &Value, path: &str, report: &mut Report<'_>) -> Vec<Image> {
+fn image_references(list: &Value, path: &str, report: &mut Report<'_>) -> Vec<DraftImage> {
     let mut images = Vec::new();
     for (item_path, item) in items(list, path, report) {
         let mut fields = Fields::of(item, item_path.clone());
@@ -353,7 +353,7 @@ fn evaluation(value: &Value, path: &str, report: &mut Report<'_>) {
 }
 
 /// The policy's attestors by name: their authorities, or `None` when one could not be had.
-fn attestors(value: &Value, path: &str, report: &mut Report<'_>) -> BTreeMap<String, Option<Vec<Authority>>> {
+fn attestors(value: &Value, path: &str, report: &mut Report<'_>) -> BTreeMap<String, Option<Vec<DraftAuthority>>> {
     let mut by_name = BTreeMap::new();
     for (item_path, item) in items(value, path, report) {
         let mut fields = Fields::of(item, item_path.clone());
@@ -376,12 +376,12 @@ fn attestors(value: &Value, path: &str, report: &mut Report<'_>) -> BTreeMap<Str
             report.unread(&fields, "the attestor is dropped rather than accepted without it");
             authorities = None;
         }
-        by_name.insert(name, authorities.filter(|a: &Vec<Authority>| !a.is_empty()));
+        by_name.insert(name, authorities.filter(|a: &Vec<DraftAuthority>| !a.is_empty()));
     }
     by_name
 }
 
-fn cosign_attestor(value: &Value, path: &str, name: &str, report: &mut Report<'_>) -> Option<Vec<Authority>> {
+fn cosign_attestor(value: &Value, path: &str, name: &str, report: &mut Report<'_>) -> Option<Vec<DraftAuthority>> {
     let mut fields = Fields::of(value, path);
     let mut usable = true;
     let mut trust = OwnTrust::default();
@@ -470,7 +470,7 @@ fn cosign_key(
     tlog: Tlog,
     usable: &mut bool,
     report: &mut Report<'_>,
-) -> Option<Authority> {
+) -> Option<DraftAuthority> {
     let mut key = Fields::of(value, path);
     authority::off_node_key(&mut key, "secretRef", report);
     if key.get("expression").is_some() {
@@ -497,7 +497,7 @@ fn cosign_key(
 }
 
 /// The policy's attestations by name; `None` for one that cannot be checked.
-fn attestations(value: &Value, path: &str, report: &mut Report<'_>) -> BTreeMap<String, Option<Attestation>> {
+fn attestations(value: &Value, path: &str, report: &mut Report<'_>) -> BTreeMap<String, Option<DraftAttestation>> {
     let mut by_name = BTreeMap::new();
     for (i, (item_path, item)) in items(value, path, report).into_iter().enumerate() {
         let mut fields = Fields::of(item, item_path.clone());
@@ -513,7 +513,7 @@ fn attestations(value: &Value, path: &str, report: &mut Report<'_>) -> BTreeMap<
             let type_path = format!("{}.type", fields.path("intoto"));
             match intoto.get("type").and_then(Value::as_str).map(predicate::resolve) {
                 Some(Ok(uri)) => {
-                    attestation = Some(Attestation {
+                    attestation = Some(DraftAttestation {
                         name: if name.is_empty() {
                             short_name(&uri, i)
                         } else {

@@ -15,10 +15,14 @@
 //! [`Finding`], which the command prints on stderr, one line each, naming the document and the
 //! field. Every part of the output is checked with pullgate's own parsers as it is made, so
 //! the policy written always loads (given its trusted root).
+//!
+//! It reaches the rest of pullgate only through public items (`policy`, `reference::
+//! looks_like_host`, `file::read_bounded`), as it would from a crate of its own.
 
 mod authority;
 mod condition;
 mod document;
+mod draft;
 mod failure_action;
 mod glob;
 mod image_validating;
@@ -26,7 +30,6 @@ mod kyverno;
 mod order;
 mod overlap;
 mod policy_controller;
-mod rule;
 mod scope;
 mod write;
 
@@ -44,10 +47,13 @@ use serde_json::Value;
 pub use self::document::{Finding, FindingKind};
 use self::{
     document::{Report, Source},
-    rule::Rule,
+    draft::DraftRule,
     scope::Home,
 };
-use super::{read, validate, Action, NoMatch, MAX_CONDITIONS, MAX_POLICY_BYTES};
+use crate::{
+    file::read_bounded,
+    policy::{yaml, Action, NoMatch, MAX_CONDITIONS, MAX_POLICY_BYTES},
+};
 
 /// Where install.sh puts the Sigstore trusted root; the imported policy names it unless told
 /// otherwise.
@@ -99,7 +105,7 @@ pub enum ImportError {
 /// What the documents read so far have produced.
 #[derive(Default)]
 pub(super) struct Imports {
-    rules: Vec<Rule>,
+    rules: Vec<DraftRule>,
     names: BTreeSet<String>,
     families: usize,
     groups: usize,
@@ -174,7 +180,7 @@ pub(super) fn unique_in(used: &mut Vec<String>, base: &str, numbered: bool) -> S
 
 /// Reads and imports the file at `path`.
 pub fn import(path: &Path, options: &Options) -> Result<Imported, ImportError> {
-    let bytes = read::bounded(path, MAX_POLICY_BYTES).map_err(|e| ImportError::Unreadable(e.to_string()))?;
+    let bytes = read_bounded(path, MAX_POLICY_BYTES).map_err(|e| ImportError::Unreadable(e.to_string()))?;
     let text = String::from_utf8(bytes).map_err(|e| ImportError::Unreadable(format!("not UTF-8: {e}")))?;
     import_str(&text, path, options)
 }
@@ -184,7 +190,7 @@ pub fn import_str(text: &str, file: &Path, options: &Options) -> Result<Imported
     if text.len() as u64 > MAX_POLICY_BYTES {
         return Err(ImportError::Unreadable(format!("larger than {MAX_POLICY_BYTES} bytes")));
     }
-    if let Some(line) = validate::too_deep(text) {
+    if let Some(line) = yaml::too_deep(text) {
         return Err(ImportError::TooDeep(line));
     }
     let mut documents = Vec::new();
@@ -243,7 +249,7 @@ pub fn import_str(text: &str, file: &Path, options: &Options) -> Result<Imported
 /// one predicate type are both named after it), at most [`MAX_AUTHORITIES`] signers (fewer
 /// signers pass fewer images), and a rule asking for more attestations or conditions than a
 /// policy may hold denies.
-fn fit(rule: &mut Rule, findings: &mut Vec<Finding>) {
+fn fit(rule: &mut DraftRule, findings: &mut Vec<Finding>) {
     let mut used = Vec::new();
     for attestation in &mut rule.attestations {
         attestation.name = unique_in(&mut used, &attestation.name, false);

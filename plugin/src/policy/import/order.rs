@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 
 use super::{
     document::{Finding, FindingKind},
+    draft::DraftRule,
     overlap::shared_pull,
-    rule::Rule,
 };
 use crate::policy::Action;
 
@@ -22,7 +22,7 @@ use crate::policy::Action;
 type SharedPull = Option<(String, Option<String>)>;
 
 /// `rules` in the order to write them, and a finding for each pair that overlaps.
-pub(super) fn order(rules: Vec<Rule>, findings: &mut Vec<Finding>) -> Vec<Rule> {
+pub(super) fn order(rules: Vec<DraftRule>, findings: &mut Vec<Finding>) -> Vec<DraftRule> {
     let n = rules.len();
     // Families with a rule that lets images through unchecked (skipped images): Kyverno does
     // not count a skipped image as one the rule applied to.
@@ -31,7 +31,7 @@ pub(super) fn order(rules: Vec<Rule>, findings: &mut Vec<Finding>) -> Vec<Rule> 
         .filter(|rule| rule.action == Action::Allow)
         .map(|rule| rule.family)
         .collect();
-    let intended = |a: &Rule, b: &Rule| intended(a, b, &allowing);
+    let intended = |a: &DraftRule, b: &DraftRule| intended(a, b, &allowing);
     let shared: Vec<Vec<SharedPull>> = (0..n)
         .map(|i| {
             (0..n)
@@ -79,13 +79,13 @@ pub(super) fn order(rules: Vec<Rule>, findings: &mut Vec<Finding>) -> Vec<Rule> 
             }
         }
     }
-    let mut slots: Vec<Option<Rule>> = rules.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<DraftRule>> = rules.into_iter().map(Some).collect();
     sequence.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 /// Whether of two overlapping rules `a` must come first: it is stricter, or neither is and
 /// only `a` can refuse a pull.
-fn goes_first(a: &Rule, b: &Rule) -> bool {
+fn goes_first(a: &DraftRule, b: &DraftRule) -> bool {
     match (a.implies(b), b.implies(a)) {
         (true, false) => true,
         (false, false) => a.can_refuse() && !b.can_refuse(),
@@ -99,7 +99,7 @@ fn goes_first(a: &Rule, b: &Rule) -> bool {
 /// it covers: it covers no more than its source (nothing that narrowed it was dropped), and its
 /// family lets no image through unchecked, as a skipped image is not one Kyverno counts as
 /// applied, so the next rule must still check it.
-fn intended(a: &Rule, b: &Rule, allowing: &BTreeSet<usize>) -> bool {
+fn intended(a: &DraftRule, b: &DraftRule, allowing: &BTreeSet<usize>) -> bool {
     a.family == b.family
         || (a.first_match_group.is_some()
             && a.first_match_group == b.first_match_group
@@ -107,7 +107,7 @@ fn intended(a: &Rule, b: &Rule, allowing: &BTreeSet<usize>) -> bool {
             && !allowing.contains(&a.family))
 }
 
-fn describe(first: &Rule, later: &Rule, image: &str, namespace: Option<&str>) -> Finding {
+fn describe(first: &DraftRule, later: &DraftRule, image: &str, namespace: Option<&str>) -> Finding {
     let pull = match namespace {
         Some(ns) if !ns.is_empty() => format!("{image} in namespace {ns}"),
         _ => image.to_string(),

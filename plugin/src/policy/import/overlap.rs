@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::rule::{Image, Rule};
+use super::draft::{DraftImage, DraftRule};
 
 /// A glob element, as pullgate's globs have them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +30,7 @@ struct Parts {
 
 /// An image and a namespace that both rules match, if there is one: `registry/repo:tag`
 /// (or `@digest`), and the namespace (`None` when either rule covers every namespace).
-pub(super) fn shared_pull(a: &Rule, b: &Rule) -> Option<(String, Option<String>)> {
+pub(super) fn shared_pull(a: &DraftRule, b: &DraftRule) -> Option<(String, Option<String>)> {
     let image = a
         .images
         .iter()
@@ -40,7 +40,7 @@ pub(super) fn shared_pull(a: &Rule, b: &Rule) -> Option<(String, Option<String>)
     Some((image, namespace))
 }
 
-fn shared_image(a: &Image, b: &Image) -> Option<String> {
+fn shared_image(a: &DraftImage, b: &DraftImage) -> Option<String> {
     let (a, b) = (parts(&a.glob), parts(&b.glob));
     let repository = intersect(&a.repository, &b.repository)?;
     // A pattern without a tag or digest matches any; with one, the reference must have it.
@@ -57,8 +57,8 @@ fn shared_image(a: &Image, b: &Image) -> Option<String> {
 
 /// A namespace both rules cover: `Some(None)` when every namespace is (or the search cannot
 /// name one), `Some(Some(ns))` for an example, `None` when no namespace is shared.
-fn shared_namespace(a: &Rule, b: &Rule) -> Option<Option<String>> {
-    let unrestricted = |rule: &Rule| rule.namespaces.is_none() && rule.exclude_namespaces.is_empty();
+fn shared_namespace(a: &DraftRule, b: &DraftRule) -> Option<Option<String>> {
+    let unrestricted = |rule: &DraftRule| rule.namespaces.is_none() && rule.exclude_namespaces.is_empty();
     if unrestricted(a) && unrestricted(b) {
         return Some(None);
     }
@@ -68,7 +68,7 @@ fn shared_namespace(a: &Rule, b: &Rule) -> Option<Option<String>> {
             .chain(&b.exclude_namespaces)
             .any(|glob| matches(&compile(glob), namespace))
     };
-    let included = |rule: &Rule, namespace: &str| match &rule.namespaces {
+    let included = |rule: &DraftRule, namespace: &str| match &rule.namespaces {
         None => true,
         Some(globs) => globs.iter().any(|glob| matches(&compile(glob), namespace)),
     };
@@ -85,7 +85,7 @@ fn shared_namespace(a: &Rule, b: &Rule) -> Option<Option<String>> {
             .find(|name| included(other, name) && !excluded(name))
             .map(|name| Some(name.clone()));
     }
-    let includes = |rule: &Rule| -> Vec<Vec<Elem>> {
+    let includes = |rule: &DraftRule| -> Vec<Vec<Elem>> {
         match &rule.namespaces {
             None => vec![vec![Elem::Star]],
             Some(globs) => globs.iter().map(|glob| compile(glob)).collect(),
@@ -233,11 +233,11 @@ fn path_to(previous: &Trail, mut state: (usize, usize)) -> String {
 #[cfg(test)]
 pub(super) fn glob_intersection(a: &str, b: &str) -> Option<String> {
     shared_image(
-        &Image {
+        &DraftImage {
             glob: a.to_string(),
             comment: None,
         },
-        &Image {
+        &DraftImage {
             glob: b.to_string(),
             comment: None,
         },

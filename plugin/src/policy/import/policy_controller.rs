@@ -16,11 +16,10 @@
 use serde_json::Value;
 
 use super::{
-    authority::{self, OwnTrust},
+    authority::{self, name_authorities, OwnTrust},
     document::{items, string, Fields, Report},
+    draft::{short_name, DraftAttestation, DraftAuthority, DraftRule},
     glob::{self, Dialect, Reading},
-    kyverno::{name_authorities, short_name},
-    rule::{Attestation, Authority, Rule},
     Imports,
 };
 use crate::policy::{predicate, Action, Mode, NoMatch, Tlog};
@@ -117,7 +116,7 @@ pub(super) fn cluster_image_policy(doc: &Value, name: &str, imports: &mut Import
     }
 
     let family = imports.family();
-    let mut rule = Rule::new(imports.name(name), origin, family, mode);
+    let mut rule = DraftRule::new(imports.name(name), origin, family, mode);
     rule.widened = selects;
     let reading = if passes { Reading::Narrow } else { Reading::Wide };
     for (pattern, path) in &patterns {
@@ -152,8 +151,8 @@ pub(super) fn cluster_image_policy(doc: &Value, name: &str, imports: &mut Import
 struct Translated {
     path: String,
     outcome: Outcome,
-    authorities: Vec<Authority>,
-    attestations: Option<Vec<Attestation>>,
+    authorities: Vec<DraftAuthority>,
+    attestations: Option<Vec<DraftAttestation>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -167,7 +166,7 @@ enum Outcome {
 }
 
 /// The rule's authorities and attestations from the translated authorities.
-fn choose(rule: &mut Rule, translated: Vec<Translated>, report: &mut Report<'_>) {
+fn choose(rule: &mut DraftRule, translated: Vec<Translated>, report: &mut Report<'_>) {
     let attesting = translated
         .iter()
         .position(|t| t.attestations.is_some() && !t.authorities.is_empty());
@@ -305,7 +304,7 @@ fn ctlog(fields: &mut Fields<'_>, trust: &mut OwnTrust, report: &mut Report<'_>)
     Tlog::Required
 }
 
-fn key_authority(value: &Value, path: &str, name: &str, tlog: Tlog, report: &mut Report<'_>) -> Option<Authority> {
+fn key_authority(value: &Value, path: &str, name: &str, tlog: Tlog, report: &mut Report<'_>) -> Option<DraftAuthority> {
     let mut fields = Fields::of(value, path);
     let off_node = authority::off_node_key(&mut fields, "secretRef", report);
     let mut usable = authority::sha256_only(&mut fields, "hashAlgorithm", report) && !off_node;
@@ -326,7 +325,7 @@ fn keyless_authorities(
     tlog: Tlog,
     trust: &mut OwnTrust,
     report: &mut Report<'_>,
-) -> Vec<Authority> {
+) -> Vec<DraftAuthority> {
     let mut fields = Fields::of(value, path);
     if let Some(url) = fields.get("url").and_then(Value::as_str) {
         if !authority::public_fulcio(url) {
@@ -366,7 +365,7 @@ fn keyless_authorities(
 
 /// An attestation of an authority; its `policy` (CUE or Rego) is reported and dropped, the
 /// attestation itself still required. `None`, reported, for one that cannot be checked.
-fn attestation(value: &Value, path: &str, j: usize, report: &mut Report<'_>) -> Option<Attestation> {
+fn attestation(value: &Value, path: &str, j: usize, report: &mut Report<'_>) -> Option<DraftAttestation> {
     let mut fields = Fields::of(value, path);
     let name = fields.get("name").and_then(Value::as_str).map(str::to_string);
     let predicate_type = match fields.get("predicateType") {
@@ -404,7 +403,7 @@ fn attestation(value: &Value, path: &str, j: usize, report: &mut Report<'_>) -> 
         );
     }
     report.unread(&fields, "dropped");
-    Some(Attestation {
+    Some(DraftAttestation {
         name: name.unwrap_or_else(|| short_name(&predicate_type, j)),
         predicate_type,
         conditions: Vec::new(),

@@ -4,7 +4,7 @@
 
 use std::{fmt::Write as _, path::Path};
 
-use super::rule::{Authority, AuthorityKind, Identity, Rule};
+use super::draft::{DraftAuthority, DraftAuthorityKind, DraftIdentity, DraftRule};
 use crate::policy::{Action, Mode, NoMatch, API_VERSION, KIND};
 
 /// Comments are wrapped at this width.
@@ -19,7 +19,7 @@ pub(super) struct Document<'a> {
     pub no_match: NoMatch,
     pub no_match_comment: &'a str,
     pub trusted_root: Option<&'a Path>,
-    pub rules: &'a [Rule],
+    pub rules: &'a [DraftRule],
 }
 
 pub(super) fn write(doc: &Document<'_>) -> String {
@@ -69,7 +69,7 @@ pub(super) fn write(doc: &Document<'_>) -> String {
     out
 }
 
-fn write_rule(out: &mut String, rule: &Rule) {
+fn write_rule(out: &mut String, rule: &DraftRule) {
     comment(out, 4, &format!("From {}.", rule.origin));
     for line in &rule.comments {
         comment(out, 4, line);
@@ -115,20 +115,20 @@ fn write_rule(out: &mut String, rule: &Rule) {
     }
 }
 
-fn write_authority(out: &mut String, authority: &Authority) {
+fn write_authority(out: &mut String, authority: &DraftAuthority) {
     if let Some(note) = &authority.comment {
         comment(out, 8, note);
     }
     let _ = writeln!(out, "        - name: {}", q(&authority.name));
     match &authority.kind {
-        AuthorityKind::Key { pem } => {
+        DraftAuthorityKind::Key { pem } => {
             out.push_str("          key:\n");
             out.push_str("            publicKey: |\n");
             for line in pem.lines().map(str::trim).filter(|line| !line.is_empty()) {
                 let _ = writeln!(out, "              {line}");
             }
         }
-        AuthorityKind::Keyless {
+        DraftAuthorityKind::Keyless {
             issuer,
             subject,
             extensions,
@@ -147,7 +147,7 @@ fn write_authority(out: &mut String, authority: &Authority) {
     let _ = writeln!(out, "          tlog: {}", authority.tlog);
 }
 
-fn write_identity(out: &mut String, field: &str, identity: &Identity) {
+fn write_identity(out: &mut String, field: &str, identity: &DraftIdentity) {
     if let Some(note) = &identity.comment {
         comment(out, 12, note);
     }

@@ -1,5 +1,7 @@
 //! An imported rule before it is written: each part already checked against what pullgate's
-//! policy accepts, with the comments that say where it came from.
+//! policy accepts, with the comments that say where it came from. The types are `Draft…` so that
+//! none is mistaken for the policy's own `Rule`, `Authority` or `Condition`, which the written
+//! YAML becomes when pullgate loads it.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +10,7 @@ use crate::policy::{Action, Mode, Tlog};
 
 /// A pullgate rule made from one source rule (or a part of one).
 #[derive(Clone, Debug)]
-pub(super) struct Rule {
+pub(super) struct DraftRule {
     pub name: String,
     /// `document 1 (ClusterPolicy/verify): spec.rules[0].verifyImages[0]`.
     pub origin: String,
@@ -20,7 +22,7 @@ pub(super) struct Rule {
     /// do, so where the earlier of two of them stands for its source exactly, their overlap is
     /// neither reordered nor reported (see `order`).
     pub first_match_group: Option<usize>,
-    pub images: Vec<Image>,
+    pub images: Vec<DraftImage>,
     pub namespaces: Option<Vec<String>>,
     pub exclude_namespaces: Vec<String>,
     /// Something that narrowed the source rule's pulls was dropped, so this rule covers pulls
@@ -28,35 +30,35 @@ pub(super) struct Rule {
     pub widened: bool,
     pub mode: Mode,
     pub action: Action,
-    pub authorities: Vec<Authority>,
-    pub attestations: Vec<Attestation>,
+    pub authorities: Vec<DraftAuthority>,
+    pub attestations: Vec<DraftAttestation>,
     /// Comment lines written above the rule, after its origin.
     pub comments: Vec<String>,
 }
 
 /// One entry of a rule's `images`, and how it was translated when that is worth saying.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Image {
+pub(super) struct DraftImage {
     pub glob: String,
     pub comment: Option<String>,
 }
 
 /// Whose signature satisfies a rule.
 #[derive(Clone, Debug)]
-pub(super) struct Authority {
+pub(super) struct DraftAuthority {
     pub name: String,
-    pub kind: AuthorityKind,
+    pub kind: DraftAuthorityKind,
     pub tlog: Tlog,
     pub comment: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum AuthorityKind {
+pub(super) enum DraftAuthorityKind {
     /// A PEM public key, checked when it was read.
     Key { pem: String },
     Keyless {
-        issuer: Identity,
-        subject: Identity,
+        issuer: DraftIdentity,
+        subject: DraftIdentity,
         /// Fulcio claims by pullgate's names.
         extensions: BTreeMap<String, String>,
     },
@@ -64,7 +66,7 @@ pub(super) enum AuthorityKind {
 
 /// An issuer or subject: exact, or a regular expression (compiled when it was made).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Identity {
+pub(super) struct DraftIdentity {
     pub regexp: bool,
     pub value: String,
     pub comment: Option<String>,
@@ -72,23 +74,23 @@ pub(super) struct Identity {
 
 /// An attestation a rule requires.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Attestation {
+pub(super) struct DraftAttestation {
     pub name: String,
     /// A URI, resolved from cosign's short names.
     pub predicate_type: String,
-    pub conditions: Vec<Condition>,
+    pub conditions: Vec<DraftCondition>,
 }
 
 /// A CEL condition (compiled when it was made) and the original it was translated from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Condition {
+pub(super) struct DraftCondition {
     pub cel: String,
     pub comment: String,
 }
 
 // === impl Rule ===
 
-impl Rule {
+impl DraftRule {
     pub fn new(name: String, origin: String, family: usize, mode: Mode) -> Self {
         Self {
             name,
@@ -126,7 +128,7 @@ impl Rule {
     /// Whether every image this rule lets through would pass `other` too, in a mode at least as
     /// strict: then, where both match, applying only this rule loses nothing. A rule that
     /// allows lets everything through, whatever its mode.
-    pub fn implies(&self, other: &Rule) -> bool {
+    pub fn implies(&self, other: &DraftRule) -> bool {
         if other.action == Action::Allow {
             return true;
         }
@@ -173,7 +175,7 @@ pub(super) enum Narrowed {
 /// authorities, so keeping a signer the attestation's attestors do not include would accept an
 /// attestation the source refuses. Images signed only by a signer left out are denied, and
 /// attestations signed only by an attestor the rule lacks are refused: both stricter.
-pub(super) fn narrow_to(signers: &mut Vec<Authority>, attestors: &[Authority]) -> Narrowed {
+pub(super) fn narrow_to(signers: &mut Vec<DraftAuthority>, attestors: &[DraftAuthority]) -> Narrowed {
     let before = signers.len();
     let mut raised = false;
     signers.retain_mut(|signer| match attestors.iter().find(|a| a.kind.same(&signer.kind)) {
@@ -203,21 +205,21 @@ fn strictness(tlog: Tlog) -> u8 {
 }
 
 /// Whether two lists name the same signers, checked the same way.
-pub(super) fn same_signers(a: &[Authority], b: &[Authority]) -> bool {
+pub(super) fn same_signers(a: &[DraftAuthority], b: &[DraftAuthority]) -> bool {
     a.iter().all(|x| b.iter().any(|y| x.same_signer(y))) && b.iter().all(|y| a.iter().any(|x| x.same_signer(y)))
 }
 
 // === impl Authority ===
 
-impl Authority {
+impl DraftAuthority {
     /// The same signer, checked the same way, whatever either is called.
-    pub fn same_signer(&self, other: &Authority) -> bool {
+    pub fn same_signer(&self, other: &DraftAuthority) -> bool {
         self.tlog == other.tlog && self.kind.same(&other.kind)
     }
 }
 
-impl AuthorityKind {
-    fn same(&self, other: &AuthorityKind) -> bool {
+impl DraftAuthorityKind {
+    fn same(&self, other: &DraftAuthorityKind) -> bool {
         match (self, other) {
             (Self::Key { pem: a }, Self::Key { pem: b }) => pem_body(a) == pem_body(b),
             (
@@ -245,7 +247,7 @@ fn pem_body(pem: &str) -> String {
         .collect()
 }
 
-impl Identity {
+impl DraftIdentity {
     pub fn exact(value: impl Into<String>) -> Self {
         Self {
             regexp: false,
@@ -262,21 +264,38 @@ impl Identity {
         }
     }
 
-    fn same(&self, other: &Identity) -> bool {
+    fn same(&self, other: &DraftIdentity) -> bool {
         self.regexp == other.regexp && self.value == other.value
     }
 }
 
 // === impl Attestation ===
 
-impl Attestation {
+impl DraftAttestation {
     /// Whether holding this attestation means holding `other`: the same predicate type and at
     /// least its conditions.
-    fn at_least(&self, other: &Attestation) -> bool {
+    fn at_least(&self, other: &DraftAttestation) -> bool {
         self.predicate_type == other.predicate_type
             && other
                 .conditions
                 .iter()
                 .all(|theirs| self.conditions.iter().any(|mine| mine.cel == theirs.cel))
     }
+}
+
+/// An attestation's name from its predicate type: cosign's short name where there is one.
+pub(super) fn short_name(predicate_type: &str, i: usize) -> String {
+    const SHORT: [(&str, &str); 7] = [
+        ("https://cyclonedx.org/bom", "cyclonedx"),
+        ("https://spdx.dev/Document", "spdx"),
+        ("https://slsa.dev/provenance/v0.2", "slsaprovenance"),
+        ("https://slsa.dev/provenance/v1", "slsaprovenance1"),
+        ("https://cosign.sigstore.dev/attestation/vuln/v1", "vuln"),
+        ("https://openvex.dev/ns", "openvex"),
+        ("https://in-toto.io/Link/v1", "link"),
+    ];
+    SHORT
+        .iter()
+        .find(|(uri, _)| *uri == predicate_type)
+        .map_or_else(|| format!("attestation-{i}"), |(_, short)| short.to_string())
 }
