@@ -192,7 +192,27 @@ fn init_logging(format: LogFormat) {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    build_runtime(tokio::runtime::Builder::new_multi_thread().enable_all())
+}
+
+/// `serve`'s runtime. Capabilities and no_new_privs belong to each thread, and the runtime's
+/// threads are started before the main thread has bound its sockets and dropped them: each
+/// drops its own as it starts, needing none. One that cannot stops pullgate.
+fn serve_runtime() -> tokio::runtime::Runtime {
+    build_runtime(
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .on_thread_start(|| {
+                if let Err(error) = node::drop_privileges() {
+                    eprintln!("pullgate: dropping privileges on a runtime thread: {error}");
+                    std::process::abort();
+                }
+            }),
+    )
+}
+
+fn build_runtime(builder: &mut tokio::runtime::Builder) -> tokio::runtime::Runtime {
+    match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pullgate: cannot start the async runtime: {e}");
@@ -217,7 +237,7 @@ fn serve(path: PathBuf) -> ExitCode {
         std::env::remove_var(name);
     }
     let outcome = match inherited {
-        Ok(inherited) => runtime().block_on(pullgate::serve::run(config, inherited)),
+        Ok(inherited) => serve_runtime().block_on(pullgate::serve::run(config, inherited)),
         Err(e) => Err(format!("socket activation: {e}")),
     };
     match outcome {

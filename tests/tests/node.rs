@@ -33,9 +33,9 @@ spec:
   rules: []
 ";
 
-/// The `Name:\tvalue` lines of `/proc/<pid>/status`.
-fn proc_status(pid: u32) -> Vec<(String, String)> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// The `Name:\tvalue` lines of `/proc/<task>/status` (`<pid>` or `<pid>/task/<tid>`).
+fn proc_status(task: &str) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{task}/status"))
         .unwrap()
         .lines()
         .filter_map(|l| l.split_once(':'))
@@ -112,24 +112,38 @@ fn serve_on_passed(config: &Path, fds: &[RawFd], log: &Path) -> Daemon {
     Daemon::spawn("pullgate", command, log).unwrap()
 }
 
+/// Capabilities and no_new_privs belong to each thread: every thread of pullgate, the
+/// runtime's workers and blocking threads included, must have dropped them (a review found the
+/// workers, started before the drop, kept every capability).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capabilities_are_dropped_and_no_new_privs_set_after_binding() {
     let env = TestEnv::start().await;
     let pg = env.start_pullgate(OPEN_POLICY).await;
-    let status = proc_status(pg.pid().unwrap());
-    let field = |name: &str| {
-        status
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("{name} in /proc/<pid>/status"))
-    };
-    // The tests run as root, so pullgate started with every capability.
-    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-        assert_eq!(field(set), "0000000000000000", "{set}");
+    // Work that starts blocking threads (audit appends) first.
+    let image = env.push_image("app", "v1", "threads").await;
+    pg.pull(&format!("{}/app@{image}", env.host()), None).await.unwrap();
+    let pid = pg.pid().unwrap();
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| t.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(tasks.len() > 2, "the runtime's threads: {tasks:?}");
+    for task in tasks {
+        let status = proc_status(&format!("{pid}/task/{task}"));
+        let field = |name: &str| {
+            status
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("{name} in /proc/{pid}/task/{task}/status"))
+        };
+        // The tests run as root, so pullgate started with every capability.
+        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(field(set), "0000000000000000", "{set} of thread {task}");
+        }
+        assert_eq!(field("NoNewPrivs"), "1", "thread {task}");
+        assert_eq!(field("Umask"), "0027");
     }
-    assert_eq!(field("NoNewPrivs"), "1");
-    assert_eq!(field("Umask"), "0027");
     // Without capabilities it still does its work: containerd answers through it.
     cri::image_fs_info(pg.socket()).await.unwrap();
 }
