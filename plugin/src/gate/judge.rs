@@ -1,0 +1,407 @@
+//! Which rule decides a pull, and whether the image satisfies it: shared by `serve` and
+//! `pullgate verify`.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    audit::{self, Event, Record},
+    cache::{Cache, Lookup},
+    denial::{Denial, DenialKind},
+    metrics::Metrics,
+    policy::{predicate, Action, Mode, Policy, Rule},
+    reference::{Digest, Reference},
+    registry::{cosign, referrers, Credentials, Registries, RegistryError, Session},
+    verify::{self, AttestationOutcome, Evidence, TrustMaterial, Verified},
+};
+
+/// Decides pulls: which rule applies, and whether the image satisfies it.
+#[derive(Clone)]
+pub struct Judge {
+    registries: Registries,
+    verify_timeout: Duration,
+    /// Successes remembered, and verifications in flight shared, per image and rule under one
+    /// policy generation.
+    cache: Arc<Cache<VerificationKey, Verified, Refusal>>,
+    metrics: Arc<Metrics>,
+}
+
+/// What a verification's outcome depends on: (repository, digest, policy and trust generation,
+/// rule). A reload changes the generation, so no remembered allow outlives its policy.
+type VerificationKey = (String, String, String, String);
+
+/// How long a verified image is remembered at most, and how many are.
+const CACHE_TTL: Duration = Duration::from_secs(300);
+const CACHE_CAPACITY: usize = 4096;
+
+/// What the policy said about one image, and why.
+pub struct Judgement {
+    /// The normalized reference as asked for.
+    pub image: String,
+    /// The digest that was judged, once the registry named one.
+    pub digest: Option<Digest>,
+    pub rule: Option<String>,
+    pub mode: Mode,
+    pub verdict: Result<Admission, Denial>,
+    /// The rule's attestations as checked, passed or not.
+    pub attestations: Vec<AttestationOutcome>,
+    /// On a denial, each signature found that did not count, and why.
+    pub rejected: Vec<String>,
+    /// How the verification was answered; `None` when the decision needed none.
+    pub cache: Option<Lookup>,
+}
+
+/// Permission to pull. The verified kind pins the digest; the waived kind forwards kubelet's
+/// request unchanged and only exists for `action: allow` and non-enforcing modes.
+pub enum Admission {
+    Verified(Verified),
+    Waived(Waiver),
+}
+
+/// Why an image is pulled without a verified digest. Only the gate makes these.
+pub struct Waiver {
+    pub(super) reason: String,
+}
+
+// === impl Judge ===
+
+impl Judge {
+    /// A judge counting its cache lookups and verifications in `metrics`.
+    pub fn new(registries: Registries, verify_timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        Self {
+            registries,
+            verify_timeout,
+            cache: Arc::new(Cache::new(CACHE_TTL, CACHE_CAPACITY)),
+            metrics,
+        }
+    }
+
+    /// Decides `image` for a pod in `namespace`, fetching what it must with `credentials`.
+    pub async fn judge(&self, policy: &Policy, image: &str, namespace: &str, credentials: Credentials) -> Judgement {
+        let reference = match Reference::parse(image) {
+            Ok(r) => r,
+            Err(e) => {
+                let refusal = Refusal::policy(None, format!("not an image reference: {e}"));
+                // Not a reference: shown escaped, so a newline in a pod's image cannot forge
+                // a line of pullgate's log.
+                let shown = image.escape_debug().to_string();
+                return Judgement::new(shown, None, None, policy.mode(), Err(refusal));
+            }
+        };
+        let decision = policy.decide(&reference, namespace);
+        let mut cache = None;
+        let waive = |reason: &str| {
+            Ok(Admission::Waived(Waiver {
+                reason: reason.to_string(),
+            }))
+        };
+        let verdict = match (decision.action, decision.rule) {
+            (Action::Allow, Some(_)) => waive("the rule allows it without verification"),
+            (Action::Allow, None) => waive("no rule matches and noMatch is allow"),
+            (Action::Deny, Some(_)) => Err(Refusal::policy(None, "the rule denies it".into())),
+            (Action::Deny, None) => Err(Refusal::policy(
+                None,
+                format!("no rule matches: noMatch is {}", policy.no_match()),
+            )),
+            (Action::Verify, None) => Err(Refusal::policy(
+                None,
+                "no rule matches and none to verify against".into(),
+            )),
+            (Action::Verify, Some(rule)) => {
+                let verifying = self.verify(&reference, rule, policy, credentials);
+                match tokio::time::timeout(self.verify_timeout, verifying).await {
+                    Ok((outcome, lookup)) => {
+                        cache = Some(lookup);
+                        outcome.map(Admission::Verified)
+                    }
+                    Err(_elapsed) => {
+                        let limit = humantime::format_duration(self.verify_timeout);
+                        let reason = format!("verification did not finish within verifyTimeout ({limit})");
+                        Err(Refusal {
+                            digest: None,
+                            kind: DenialKind::RegistryUnavailable,
+                            reason,
+                            attestations: Vec::new(),
+                            rejected: Vec::new(),
+                        })
+                    }
+                }
+            }
+        };
+        let rule = decision.rule.map(|r| r.name().to_string());
+        let mut judgement = Judgement::new(reference.to_string(), Some(&reference), rule, decision.mode, verdict);
+        judgement.cache = cache;
+        judgement
+    }
+
+    /// Resolves the digest, then checks the image's signatures and attestations against the
+    /// rule, or takes the outcome from the cache: a remembered success, or a verification of
+    /// the same image already in flight.
+    async fn verify(
+        &self,
+        reference: &Reference,
+        rule: &Rule,
+        policy: &Policy,
+        credentials: Credentials,
+    ) -> (Result<Verified, Refusal>, Lookup) {
+        let session = self.registries.session(reference, credentials);
+        let digest = match session.resolve(reference).await {
+            Ok(digest) => digest,
+            Err(e) => return (Err(Refusal::from_registry(None, e)), Lookup::Miss),
+        };
+        let key = (
+            reference.repository(),
+            digest.to_string(),
+            policy.hash().to_string(),
+            rule.name().to_string(),
+        );
+        // Only a verification that runs to its end is timed: one cut off by verifyTimeout is
+        // dropped here, and neither it nor its lookup is counted.
+        let check = || async {
+            let started = Instant::now();
+            let outcome = self.check(reference, &session, &digest, rule, policy.trust()).await;
+            self.metrics.verification(started.elapsed());
+            outcome
+        };
+        let (outcome, lookup) = self
+            .cache
+            .get_or_verify(key, check, |verified| remember_until(verified, rule))
+            .await;
+        self.metrics.cache_lookup(lookup);
+        // Shared or remembered outcomes may come from a pull of another tag of the repository.
+        (outcome.map(|v| v.for_reference(reference)), lookup)
+    }
+
+    /// Fetches the signatures and attestations of `digest` and checks them against the rule.
+    async fn check(
+        &self,
+        reference: &Reference,
+        session: &Session<'_>,
+        digest: &Digest,
+        rule: &Rule,
+        trust: Option<&TrustMaterial>,
+    ) -> Result<Verified, Refusal> {
+        let from_registry = |e: RegistryError| Refusal::from_registry(Some(digest), e);
+        // Legacy .sig and .att tags and v3 bundle referrers are looked up at the same time.
+        // Any lookup failing as a whole (the registry went away) fails the verification: a
+        // signature that could not be fetched might be the one that counts.
+        let mut wanted = vec![verify::COSIGN_SIGN_PREDICATE];
+        wanted.extend(rule.attestations().iter().map(|a| a.predicate_type.as_str()));
+        let attestations = async {
+            match rule.attestations() {
+                [] => Ok(Vec::new()),
+                _ => cosign::legacy_attestations(session, digest, &wanted).await,
+            }
+        };
+        let (layers, referrers, attestations) = tokio::join!(
+            cosign::legacy_signatures(session, digest),
+            referrers::sigstore_bundles(session, digest, &wanted),
+            attestations,
+        );
+        let attached = verify::Attached {
+            layers: layers.map_err(from_registry)?,
+            referrers: referrers.map_err(from_registry)?,
+            attestations: attestations.map_err(from_registry)?,
+        };
+        // Checking signatures, certificates and conditions is CPU work: it runs where it cannot
+        // hold up the workers that serve other calls.
+        off_the_workers(|| judge_attached(reference, digest, &attached, rule, trust))
+    }
+}
+
+/// The verdict on what was found attached to `digest`: its signatures, then the rule's
+/// attestations. No I/O.
+fn judge_attached(
+    reference: &Reference,
+    digest: &Digest,
+    attached: &verify::Attached,
+    rule: &Rule,
+    trust: Option<&TrustMaterial>,
+) -> Result<Verified, Refusal> {
+    let verified =
+        verify::verify_image(reference, digest, attached, rule.authorities(), trust).map_err(|unverified| Refusal {
+            rejected: unverified.rejections.iter().map(ToString::to_string).collect(),
+            ..Refusal::policy(Some(digest.clone()), unverified.to_string())
+        })?;
+    if rule.attestations().is_empty() {
+        return Ok(verified);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    verified
+        .require_attestations(attached, rule.attestations(), rule.authorities(), trust, now)
+        .map_err(|outcomes| {
+            let failed: Vec<String> = outcomes
+                .iter()
+                .filter(|o| o.result != "pass")
+                .map(|o| {
+                    format!(
+                        "attestation {:?} ({}): {}",
+                        o.name,
+                        predicate::describe(&o.predicate_type),
+                        o.reason.as_deref().unwrap_or("failed")
+                    )
+                })
+                .collect();
+            Refusal {
+                attestations: outcomes,
+                ..Refusal::policy(Some(digest.clone()), failed.join("; "))
+            }
+        })
+}
+
+/// Runs CPU-bound `work` on this thread after telling a multi-thread runtime to move its other
+/// tasks elsewhere; inline on a current-thread runtime, which cannot.
+fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+/// How long a verified image may be remembered: until its youngest required attestation would
+/// pass its `maxAge` (the cache's own TTL bounds it further).
+fn remember_until(verified: &Verified, rule: &Rule) -> Option<Instant> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    rule.attestations()
+        .iter()
+        .filter_map(|required| {
+            let max_age = required.max_age?;
+            let outcome = verified.attestations().iter().find(|o| o.name == required.name)?;
+            let signed_at = outcome.signature.as_ref()?.signed_at?;
+            let stale_at = signed_at.saturating_add(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX));
+            let left = u64::try_from(stale_at.saturating_sub(now)).unwrap_or(0);
+            Some(Instant::now() + Duration::from_secs(left))
+        })
+        .min()
+}
+
+/// Why the judge refused, before it is rendered into a [`Denial`] with the image and rule.
+#[derive(Clone)]
+pub struct Refusal {
+    digest: Option<Digest>,
+    kind: DenialKind,
+    reason: String,
+    /// The rule's attestations, as far as they were checked.
+    attestations: Vec<AttestationOutcome>,
+    /// Each signature found that did not count, and why.
+    rejected: Vec<String>,
+}
+
+impl Refusal {
+    /// A registry failure: unreachable is `RegistryUnavailable`, bad content a policy denial.
+    fn from_registry(digest: Option<&Digest>, e: RegistryError) -> Self {
+        let kind = match e {
+            RegistryError::Unavailable(_) => DenialKind::RegistryUnavailable,
+            RegistryError::Invalid(_) | RegistryError::NotFound(_) => DenialKind::Policy,
+        };
+        Self {
+            digest: digest.cloned(),
+            kind,
+            reason: e.to_string(),
+            attestations: Vec::new(),
+            rejected: Vec::new(),
+        }
+    }
+
+    pub(super) fn policy(digest: Option<Digest>, reason: String) -> Self {
+        Self {
+            digest,
+            kind: DenialKind::Policy,
+            reason,
+            attestations: Vec::new(),
+            rejected: Vec::new(),
+        }
+    }
+}
+
+// === impl Judgement ===
+
+impl Judgement {
+    /// Renders a refusal into the one [`Denial`] kubelet, the audit log and the log line see.
+    /// The denial names `repo@digest` once a digest was judged, as SPEC §5 shows.
+    pub(super) fn new(
+        image: String,
+        reference: Option<&Reference>,
+        rule: Option<String>,
+        mode: Mode,
+        verdict: Result<Admission, Refusal>,
+    ) -> Self {
+        let (digest, attestations, rejected) = match &verdict {
+            Ok(Admission::Verified(v)) => (Some(v.digest().clone()), v.attestations().to_vec(), Vec::new()),
+            Ok(Admission::Waived(_)) => (None, Vec::new(), Vec::new()),
+            Err(refusal) => (
+                refusal.digest.clone(),
+                refusal.attestations.clone(),
+                refusal.rejected.clone(),
+            ),
+        };
+        let named = match (reference, &digest) {
+            (Some(r), Some(d)) => r.pinned(d),
+            _ => image.clone(),
+        };
+        let verdict = verdict.map_err(|refusal| Denial {
+            image: named,
+            rule: rule.clone(),
+            kind: refusal.kind,
+            reason: refusal.reason,
+        });
+        Self {
+            image,
+            digest,
+            rule,
+            mode,
+            verdict,
+            attestations,
+            rejected,
+            cache: None,
+        }
+    }
+
+    /// The audit record of this judgement.
+    pub fn record(&self, event: Event, namespace: &str, pod: &str, started: Instant) -> Record {
+        let (decision, reason, signatures): (audit::Decision, String, Vec<Evidence>) = match &self.verdict {
+            Ok(Admission::Verified(v)) => {
+                let names: Vec<&str> = v.evidence().iter().map(|e| e.authority.as_str()).collect();
+                (
+                    audit::Decision::Allow,
+                    format!("verified by authority {:?}", names.join(", ")),
+                    v.evidence().to_vec(),
+                )
+            }
+            Ok(Admission::Waived(w)) => (audit::Decision::Allow, w.reason.clone(), Vec::new()),
+            Err(denial) => {
+                let decision = match self.mode {
+                    Mode::Enforce => audit::Decision::Deny,
+                    Mode::Warn => audit::Decision::Warn,
+                    Mode::Audit => audit::Decision::AuditDeny,
+                };
+                (decision, denial.to_string(), Vec::new())
+            }
+        };
+        Record {
+            event,
+            image: self.image.clone(),
+            digest: self.digest.as_ref().map(|d| d.to_string()),
+            namespace: namespace.to_string(),
+            pod: pod.to_string(),
+            rule: self.rule.clone(),
+            mode: self.mode.to_string(),
+            decision,
+            reason,
+            signatures,
+            attestations: self.attestations.clone(),
+            rejected: self.rejected.clone(),
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            cache: self.cache.map_or("none", Lookup::as_str),
+            outcome: None,
+            error: None,
+            count: None,
+        }
+    }
+}

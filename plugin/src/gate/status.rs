@@ -1,0 +1,156 @@
+//! `ImageStatus`: an image is shown only once it was verified under the policy in force.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Mutex,
+    time::Instant,
+};
+
+use bytes::Bytes;
+use prost::Message;
+use pullgate_proto::cri::{ImageStatusRequest, ImageStatusResponse};
+use tonic::Status;
+
+use super::{
+    judge::{Judgement, Refusal},
+    Gate,
+};
+use crate::{
+    audit::Event,
+    cri::{UnaryCall, UnaryReply},
+    policy::{Action, Decision, Mode, Policy},
+    reference::Reference,
+};
+
+/// More admitted images than this and the set starts over (they are verified again on demand).
+const MAX_ADMITTED: usize = 100_000;
+
+/// Images pulled through the verified path, by (repository, image id): the policy generation
+/// and the rules they were verified under, so `ImageStatus` can tell them from images that
+/// reached containerd some other way, or were verified for another rule.
+#[derive(Default)]
+pub(super) struct Admitted(Mutex<HashMap<ImageKey, Verifications>>);
+
+/// (repository, image id).
+pub(super) type ImageKey = (String, String);
+
+/// The rules an image was verified under, in one policy generation.
+#[derive(Default)]
+struct Verifications {
+    generation: String,
+    rules: BTreeSet<String>,
+}
+
+// === impl Gate: ImageStatus ===
+
+impl Gate {
+    /// `ImageStatus`: an image that did not come through the verified path under the policy now
+    /// in force is answered "not present", so kubelet pulls it — through pullgate — first.
+    ///
+    /// `ImageStatus` carries no namespace, so the image is shown only when every decision a
+    /// pull of it could get, in any namespace, is satisfied: not enforced, `allow`, or verified
+    /// under that very rule.
+    pub async fn image_status(&self, call: UnaryCall) -> Result<UnaryReply, Status> {
+        let started = Instant::now();
+        let reply = self.upstream.unary(&call, call.message.clone()).await?;
+        let answer = ImageStatusResponse::decode(reply.message.clone())
+            .map_err(|e| Status::internal(format!("containerd's ImageStatusResponse: {e}")))?;
+        let Some(image) = answer.image else { return Ok(reply) };
+        let asked = ImageStatusRequest::decode(call.message.clone())
+            .map_err(|e| Status::invalid_argument(format!("ImageStatusRequest: {e}")))?
+            .image
+            .map(|i| i.image)
+            .unwrap_or_default();
+
+        let policy = self.policy();
+        let names = names_to_judge(&asked, &image);
+        // An image with no name a rule could meet is never shown: nothing vouches for it.
+        let unmet = names
+            .iter()
+            .find_map(|n| self.unmet_decision(&policy, n, &image.id).map(|d| (n, d)));
+        if unmet.is_none() && !names.is_empty() {
+            return Ok(reply);
+        }
+        let name = unmet.map(|(n, _)| n).or(names.first());
+        let rule = unmet.and_then(|(_, d)| d.rule);
+        let digest = image
+            .repo_digests
+            .iter()
+            .filter_map(|d| Reference::parse(d).ok())
+            // containerd keeps names as spelled; they meet pullgate's in canonical form.
+            .find(|r| name.is_none_or(|n| r.repository() == n.repository()))
+            .and_then(|r| r.digest().cloned());
+        let reason = format!(
+            "image {} is in containerd but was not verified under the policy in force",
+            image.id
+        );
+        let judgement = Judgement::new(
+            name.map_or_else(|| asked.escape_debug().to_string(), |n| n.to_string()),
+            name,
+            rule.map(|r| r.name().to_string()),
+            Mode::Enforce,
+            Err(Refusal::policy(digest, reason)),
+        );
+        let record = judgement.record(Event::StatusHidden, "", "", started);
+        tracing::info!(image = %record.image, id = %image.id, rule = ?record.rule, "image status hidden");
+        // Hiding is the safe answer either way; the failure is logged and counted.
+        let _ = self.write_record(record).await;
+        // "Not present" is a response without the image field: an empty message.
+        Ok(reply.with_message(Bytes::new()))
+    }
+
+    /// The first decision a pull of `name` could get that image `id` does not satisfy.
+    fn unmet_decision<'p>(&self, policy: &'p Policy, name: &Reference, id: &str) -> Option<Decision<'p>> {
+        policy.decisions_in_any_namespace(name).into_iter().find(|decision| {
+            let satisfied = decision.mode != Mode::Enforce
+                || decision.action == Action::Allow
+                || decision.rule.is_some_and(|rule| {
+                    self.admitted
+                        .contains(&name.repository(), id, policy.hash(), rule.name())
+                });
+            !satisfied
+        })
+    }
+}
+
+/// The names an `ImageStatus` answer is judged under. containerd answers for an image found by
+/// a name, a full id or an id prefix, so the string asked proves nothing about which image that
+/// is: it is judged by itself only when it is one of the image's own names; asked any other way
+/// (an id, a prefix, another spelling), every name the image has must pass.
+fn names_to_judge(asked: &str, image: &pullgate_proto::cri::Image) -> Vec<Reference> {
+    let names: Vec<Reference> = image
+        .repo_tags
+        .iter()
+        .chain(&image.repo_digests)
+        .filter_map(|n| Reference::parse(n).ok())
+        .collect();
+    match Reference::parse(asked) {
+        Ok(asked) if names.contains(&asked) => vec![asked],
+        _ => names,
+    }
+}
+
+// === impl Admitted ===
+
+impl Admitted {
+    pub(super) fn insert(&self, repository: String, image_id: String, generation: &str, rule: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_ADMITTED {
+            map.clear();
+        }
+        let entry = map.entry((repository, image_id)).or_default();
+        if entry.generation != generation {
+            *entry = Verifications {
+                generation: generation.to_string(),
+                rules: BTreeSet::new(),
+            };
+        }
+        entry.rules.insert(rule.to_string());
+    }
+
+    fn contains(&self, repository: &str, image_id: &str, generation: &str, rule: &str) -> bool {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(repository.to_string(), image_id.to_string()))
+            .is_some_and(|v| v.generation == generation && v.rules.contains(rule))
+    }
+}
