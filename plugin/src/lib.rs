@@ -8,6 +8,7 @@
 //! exception adopts the listening socket systemd passes (`node/activation.rs`).
 #![deny(unsafe_code)]
 
+pub mod admission;
 pub mod audit;
 pub mod cache;
 pub mod config;

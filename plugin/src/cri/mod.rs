@@ -5,7 +5,7 @@
 //! handed to the gate. No other service is served: the socket shares containerd's, and its
 //! RuntimeService or containerd's own API (`ctr images pull`) would be a way around the gate.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -19,7 +19,7 @@ use tokio::{
 };
 use tonic::{body::Body, Status};
 
-use crate::gate::Gate;
+use crate::metrics::Metrics;
 
 mod authority;
 mod counted;
@@ -27,6 +27,20 @@ pub mod grpc;
 pub mod upstream;
 
 pub use upstream::{UnaryCall, UnaryReply, Upstream};
+
+/// What decides the calls pullgate reads, and hears of refused peers: the gate. The endpoint
+/// knows it only through this, so the arrow between them points one way.
+pub trait ImageGate: Send + Sync + 'static {
+    /// `PullImage`: judged, and pulled as admitted.
+    fn pull_image(&self, call: UnaryCall) -> impl Future<Output = Result<UnaryReply, Status>> + Send;
+    /// `ImageStatus`: shown only as the policy in force allows.
+    fn image_status(&self, call: UnaryCall) -> impl Future<Output = Result<UnaryReply, Status>> + Send;
+    /// A connection from `uid`, not in `socket.allowedUids`, was refused.
+    fn refuse_peer(&self, uid: Option<u32>) -> impl Future<Output = ()> + Send;
+    /// containerd, for the calls that are forwarded as they are.
+    fn upstream(&self) -> &Upstream;
+    fn metrics(&self) -> &Arc<Metrics>;
+}
 
 /// The services pullgate serves: the CRI ImageService, in both versions containerd speaks.
 pub const IMAGE_SERVICES: [&str; 2] = ["runtime.v1.ImageService", "runtime.v1alpha2.ImageService"];
@@ -59,9 +73,9 @@ const REFUSED_LIFETIME: Duration = Duration::from_secs(1);
 const MAX_REFUSED_CONNECTIONS: usize = 64;
 
 /// Serves kubelet's connections until `shutdown` resolves, then drains in-flight calls.
-pub async fn serve(
+pub async fn serve<G: ImageGate>(
     listener: UnixListener,
-    gate: Arc<Gate>,
+    gate: Arc<G>,
     allowed_uids: Vec<u32>,
     shutdown: impl std::future::Future,
 ) {
@@ -97,9 +111,9 @@ pub async fn serve(
 /// `PERMISSION_DENIED` for every call for [`REFUSED_LIFETIME`], so the refusal is visible to it,
 /// in our log and in the audit log (at most one record per uid per second, counting its
 /// connections).
-fn serve_connection(
+fn serve_connection<G: ImageGate>(
     stream: UnixStream,
-    gate: Arc<Gate>,
+    gate: Arc<G>,
     allowed_uids: &[u32],
     refused: &Arc<Semaphore>,
     graceful: &GracefulShutdown,
@@ -123,7 +137,7 @@ fn serve_connection(
         async move {
             let method = counted::method_label(request.uri().path());
             let response = if allowed {
-                route(&gate, request).await
+                route(gate.as_ref(), request).await
             } else {
                 let peer = peer_uid.map_or_else(
                     || "a peer whose uid cannot be read".to_string(),
@@ -153,21 +167,11 @@ fn serve_connection(
     });
 }
 
-async fn route(gate: &Gate, request: Request<Incoming>) -> Response<Body> {
+async fn route<G: ImageGate>(gate: &G, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path();
     match path {
-        _ if PULL_IMAGE.contains(&path) => {
-            unary(gate, request, "PullImageRequest", |gate, call| {
-                Box::pin(gate.pull_image(call))
-            })
-            .await
-        }
-        _ if IMAGE_STATUS.contains(&path) => {
-            unary(gate, request, "ImageStatusRequest", |gate, call| {
-                Box::pin(gate.image_status(call))
-            })
-            .await
-        }
+        _ if PULL_IMAGE.contains(&path) => unary(request, "PullImageRequest", |call| gate.pull_image(call)).await,
+        _ if IMAGE_STATUS.contains(&path) => unary(request, "ImageStatusRequest", |call| gate.image_status(call)).await,
         _ if image_service(path) && request.uri().query().is_none() => gate.upstream().forward(request).await,
         _ => {
             let service = path.trim_start_matches('/').split('/').next().unwrap_or_default();
@@ -191,14 +195,11 @@ fn image_service(path: &str) -> bool {
         })
 }
 
-type GateFuture<'g> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<UnaryReply, Status>> + Send + 'g>>;
-
-async fn unary(
-    gate: &Gate,
-    request: Request<Incoming>,
-    what: &str,
-    handler: impl for<'g> FnOnce(&'g Gate, UnaryCall) -> GateFuture<'g>,
-) -> Response<Body> {
+/// Reads the one message of a unary call and answers with what `handler` makes of it.
+async fn unary<F>(request: Request<Incoming>, what: &str, handler: impl FnOnce(UnaryCall) -> F) -> Response<Body>
+where
+    F: Future<Output = Result<UnaryReply, Status>>,
+{
     let (head, body) = request.into_parts();
     if let Some(encoding) = head.headers.get("grpc-encoding").filter(|e| *e != "identity") {
         return Status::unimplemented(format!("{what}: grpc-encoding {encoding:?} is not supported")).into_http();
@@ -207,7 +208,7 @@ async fn unary(
         Ok(m) => m,
         Err(status) => return status.into_http(),
     };
-    match handler(gate, UnaryCall { head, message }).await {
+    match handler(UnaryCall { head, message }).await {
         Ok(reply) => reply.into_response(),
         Err(status) => status.into_http(),
     }

@@ -10,9 +10,14 @@ use hyper_util::rt::TokioIo;
 use tonic::{body::Body, transport::Channel, Status};
 use tower::{Service, ServiceExt};
 
-use pullgate_proto::cri::{runtime_service_client::RuntimeServiceClient, VersionRequest, VersionResponse};
+use prost::Message;
+use pullgate_proto::cri::{
+    runtime_service_client::RuntimeServiceClient, Image, ImageSpec, ImageStatusRequest, ImageStatusResponse,
+    PullImageRequest, PullImageResponse, VersionRequest, VersionResponse,
+};
 
 use super::grpc;
+use crate::admission::Admission;
 
 /// The CRI API version pullgate speaks, as `Version` requests name it.
 const CRI_VERSION: &str = "v1";
@@ -89,9 +94,54 @@ impl Upstream {
         }
     }
 
+    /// Sends kubelet's `PullImage` as `admission` allows: a verified image pinned to the digest
+    /// that was verified, a waived one as kubelet sent it. Returns containerd's reply and the
+    /// id of the image it pulled.
+    pub async fn pull(&self, call: &UnaryCall, admission: &Admission) -> Result<(UnaryReply, String), Status> {
+        let message = match admission {
+            Admission::Verified(verified) => with_image(&call.message, verified.pinned()),
+            Admission::Waived(_) => call.message.clone(),
+        };
+        let reply = self.unary(call, message).await?;
+        let image_id = PullImageResponse::decode(reply.message.clone())
+            .map_err(|e| Status::internal(format!("containerd's PullImageResponse: {e}")))?
+            .image_ref;
+        Ok((reply, image_id))
+    }
+
+    /// Forwards kubelet's `ImageStatus` as sent; returns containerd's reply and the image it
+    /// found, if any.
+    pub async fn image_status(&self, call: &UnaryCall) -> Result<(UnaryReply, Option<Image>), Status> {
+        let reply = self.unary(call, call.message.clone()).await?;
+        let answer = ImageStatusResponse::decode(reply.message.clone())
+            .map_err(|e| Status::internal(format!("containerd's ImageStatusResponse: {e}")))?;
+        Ok((reply, answer.image))
+    }
+
+    /// The id of the image containerd's CRI plugin finds by `name`, asked with the head of
+    /// kubelet's `call` (its deadline and metadata).
+    pub async fn image_id_of(&self, call: &UnaryCall, name: &str) -> Result<Option<String>, Status> {
+        let request = ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: name.to_string(),
+                ..Default::default()
+            }),
+            verbose: false,
+        };
+        let mut head = call.head.clone();
+        head.uri = http::Uri::from_static("/runtime.v1.ImageService/ImageStatus");
+        let status_call = UnaryCall {
+            head,
+            message: Bytes::from(request.encode_to_vec()),
+        };
+        let reply = self.unary(&status_call, status_call.message.clone()).await?;
+        let answer = ImageStatusResponse::decode(reply.message).ok().and_then(|r| r.image);
+        Ok(answer.map(|image| image.id))
+    }
+
     /// Sends `message` with the head of `call` and reads the one-message reply. A gRPC error
     /// from containerd comes back as `Err`, with its code and message.
-    pub async fn unary(&self, call: &UnaryCall, message: Bytes) -> Result<UnaryReply, Status> {
+    async fn unary(&self, call: &UnaryCall, message: Bytes) -> Result<UnaryReply, Status> {
         let mut request = Request::new(Body::new(grpc::UnaryBody::new(grpc::frame(&message), None)));
         *request.method_mut() = call.head.method.clone();
         *request.uri_mut() = call.head.uri.clone();
@@ -149,4 +199,26 @@ impl UnaryReply {
         let body = Body::new(grpc::UnaryBody::new(grpc::frame(&self.message), self.trailers));
         Response::from_parts(self.head, body)
     }
+}
+
+/// The `PullImageRequest` kubelet sent, with its image replaced by `image`.
+///
+/// Protobuf merges a repeated embedded message field into the first, and the last `image`
+/// string wins, so appending `image { image: "<repo>@<digest>" }` changes that one string
+/// and keeps every other byte kubelet sent, including fields pullgate does not know.
+pub(super) fn with_image(message: &Bytes, image: String) -> Bytes {
+    let spec = ImageSpec {
+        image,
+        ..Default::default()
+    };
+    let patch = PullImageRequest {
+        image: Some(spec),
+        auth: None,
+        sandbox_config: None,
+    }
+    .encode_to_vec();
+    let mut pinned = Vec::with_capacity(message.len() + patch.len());
+    pinned.extend_from_slice(message);
+    pinned.extend_from_slice(&patch);
+    Bytes::from(pinned)
 }

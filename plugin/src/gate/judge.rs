@@ -7,6 +7,7 @@ use std::{
 };
 
 use crate::{
+    admission::{Admission, Waiver},
     audit::{self, Event, Record},
     cache::{Cache, Lookup},
     denial::{Denial, DenialKind},
@@ -53,18 +54,6 @@ pub struct Judgement {
     pub cache: Option<Lookup>,
 }
 
-/// Permission to pull. The verified kind pins the digest; the waived kind forwards kubelet's
-/// request unchanged and only exists for `action: allow` and non-enforcing modes.
-pub enum Admission {
-    Verified(Verified),
-    Waived(Waiver),
-}
-
-/// Why an image is pulled without a verified digest. Only the gate makes these.
-pub struct Waiver {
-    pub(super) reason: String,
-}
-
 // === impl Judge ===
 
 impl Judge {
@@ -92,11 +81,7 @@ impl Judge {
         };
         let decision = policy.decide(&reference, namespace);
         let mut cache = None;
-        let waive = |reason: &str| {
-            Ok(Admission::Waived(Waiver {
-                reason: reason.to_string(),
-            }))
-        };
+        let waive = |reason: &str| Ok(Admission::Waived(Waiver::new(reason.to_string())));
         let verdict = match (decision.action, decision.rule) {
             (Action::Allow, Some(_)) => waive("the rule allows it without verification"),
             (Action::Allow, None) => waive("no rule matches and noMatch is allow"),
@@ -374,7 +359,7 @@ impl Judgement {
                     v.evidence().to_vec(),
                 )
             }
-            Ok(Admission::Waived(w)) => (audit::Decision::Allow, w.reason.clone(), Vec::new()),
+            Ok(Admission::Waived(w)) => (audit::Decision::Allow, w.reason().to_string(), Vec::new()),
             Err(denial) => {
                 let decision = match self.mode {
                     Mode::Enforce => audit::Decision::Deny,

@@ -6,6 +6,7 @@
 //! connections.
 
 use std::{
+    future::Future,
     path::Path,
     sync::{Arc, RwLock},
     time::Instant,
@@ -16,9 +17,10 @@ use pullgate_proto::cri::PullImageRequest;
 use tonic::Status;
 
 use crate::{
+    admission::{Admission, Waiver},
     audit::{AuditError, AuditLog, Event, Outcome, PeerRefusals, Record},
     containerd::Containerd,
-    cri::{UnaryCall, UnaryReply, Upstream},
+    cri::{ImageGate, UnaryCall, UnaryReply, Upstream},
     metrics::Metrics,
     policy::{Mode, Policy},
     registry::Credentials,
@@ -29,7 +31,7 @@ mod peers;
 mod pull;
 mod status;
 
-pub use judge::{Admission, Judge, Judgement, Waiver};
+pub use judge::{Judge, Judgement};
 use status::Admitted;
 
 /// What a record's line adds to the record itself (seq, time, prev, an outcome and its error),
@@ -179,9 +181,7 @@ impl Gate {
                 self.record_pull(record, enforced, &judgement.image).await?;
                 return Err(denial.status());
             }
-            Err(denial) => Admission::Waived(Waiver {
-                reason: format!("mode {}: {denial}", judgement.mode),
-            }),
+            Err(denial) => Admission::Waived(Waiver::new(format!("mode {}: {denial}", judgement.mode))),
         };
 
         // An enforced pull goes to containerd only when its record can be written. A verified
@@ -243,5 +243,29 @@ impl Gate {
             ))),
             _ => Ok(()),
         }
+    }
+}
+
+// === impl ImageGate for Gate ===
+
+impl ImageGate for Gate {
+    fn pull_image(&self, call: UnaryCall) -> impl Future<Output = Result<UnaryReply, Status>> + Send {
+        Gate::pull_image(self, call)
+    }
+
+    fn image_status(&self, call: UnaryCall) -> impl Future<Output = Result<UnaryReply, Status>> + Send {
+        Gate::image_status(self, call)
+    }
+
+    fn refuse_peer(&self, uid: Option<u32>) -> impl Future<Output = ()> + Send {
+        Gate::refuse_peer(self, uid)
+    }
+
+    fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 }

@@ -8,7 +8,7 @@ use std::{
 
 use bytes::Bytes;
 use prost::Message;
-use pullgate_proto::cri::{ImageStatusRequest, ImageStatusResponse};
+use pullgate_proto::cri::ImageStatusRequest;
 use tonic::Status;
 
 use super::{
@@ -52,10 +52,8 @@ impl Gate {
     /// under that very rule.
     pub async fn image_status(&self, call: UnaryCall) -> Result<UnaryReply, Status> {
         let started = Instant::now();
-        let reply = self.upstream.unary(&call, call.message.clone()).await?;
-        let answer = ImageStatusResponse::decode(reply.message.clone())
-            .map_err(|e| Status::internal(format!("containerd's ImageStatusResponse: {e}")))?;
-        let Some(image) = answer.image else { return Ok(reply) };
+        let (reply, found) = self.upstream.image_status(&call).await?;
+        let Some(image) = found else { return Ok(reply) };
         let asked = ImageStatusRequest::decode(call.message.clone())
             .map_err(|e| Status::invalid_argument(format!("ImageStatusRequest: {e}")))?
             .image
