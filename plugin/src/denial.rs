@@ -1,39 +1,53 @@
 //! A refused image, as data. Rendered once into the kubelet message, the audit record's reason
 //! and the log line, so the three can never disagree.
 
-use std::fmt;
+use std::{fmt, time::Duration};
 
 use tonic::Status;
 
+use crate::{
+    policy::{predicate, NoMatch},
+    reference::InvalidReference,
+    registry::RegistryError,
+    verify::{AttestationOutcome, Unverified},
+};
+
 /// Why an image may not be pulled.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Denial {
     /// The normalized reference, with the digest once it is known.
     pub image: String,
     /// The rule that decided; `None` when no rule matched.
     pub rule: Option<String>,
-    pub kind: DenialKind,
-    pub reason: String,
+    pub cause: Cause,
 }
 
-/// The class of a denial; it chooses the prefix kubelet turns into the pod's status reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenialKind {
-    /// The policy refuses the image: `SignatureValidationFailed`.
-    Policy,
-    /// Signatures could not be fetched, so nothing could be verified: `RegistryUnavailable`.
-    RegistryUnavailable,
+/// What refused the image, one variant per reason. It chooses the prefix kubelet turns into the
+/// pod's status reason, and renders the reason once.
+#[derive(Debug, Clone)]
+pub enum Cause {
+    /// The name asked is no image reference.
+    NotAReference(InvalidReference),
+    /// No rule matched, and `noMatch` refuses.
+    NoRule(NoMatch),
+    /// The rule that matched is `action: deny`.
+    RuleDenies,
+    /// The registry could not be asked (`RegistryUnavailable`), or answered something that
+    /// cannot be trusted.
+    Registry(RegistryError),
+    /// Verification did not finish within `verifyTimeout`.
+    Timeout(Duration),
+    /// No signature satisfies the rule.
+    Unverified(Unverified),
+    /// The image is signed, but the rule's attestations do not all hold: each as checked.
+    Attestations(Vec<AttestationOutcome>),
+    /// `ImageStatus`: the image is in containerd but was not verified under the policy in force.
+    NotAdmitted { image_id: String },
 }
+
+// === impl Denial ===
 
 impl Denial {
-    /// The prefix kubelet recognizes (SPEC §5).
-    pub fn prefix(&self) -> &'static str {
-        match self.kind {
-            DenialKind::Policy => "SignatureValidationFailed",
-            DenialKind::RegistryUnavailable => "RegistryUnavailable",
-        }
-    }
-
     /// The gRPC error kubelet gets: `UNKNOWN`, so kubelet shows the message's prefix as the reason.
     pub fn status(&self) -> Status {
         Status::unknown(self.to_string())
@@ -44,18 +58,70 @@ impl fmt::Display for Denial {
     /// `SignatureValidationFailed: <image>: rule "apps": <reason>`, on one line; without a rule
     /// the reason says why none decided.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: ", self.prefix(), self.image)?;
+        write!(f, "{}: {}: ", self.cause.prefix(), self.image)?;
         if let Some(rule) = &self.rule {
             write!(f, "rule {rule:?}: ")?;
         }
         // One line: kubelet shows the message in pod events and status.
-        for (i, line) in self.reason.lines().enumerate() {
+        let reason = self.cause.to_string();
+        for (i, line) in reason.lines().enumerate() {
             if i > 0 {
                 f.write_str(" ")?;
             }
             f.write_str(line)?;
         }
         Ok(())
+    }
+}
+
+// === impl Cause ===
+
+impl Cause {
+    /// The prefix kubelet recognizes (SPEC §5): `RegistryUnavailable` when nothing could be
+    /// verified because the registry could not be asked in time; `SignatureValidationFailed`
+    /// for everything the policy refuses.
+    pub fn prefix(&self) -> &'static str {
+        match self {
+            Cause::Registry(RegistryError::Unavailable(_)) | Cause::Timeout(_) => "RegistryUnavailable",
+            _ => "SignatureValidationFailed",
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::NotAReference(e) => write!(f, "not an image reference: {e}"),
+            Cause::NoRule(no_match) => write!(f, "no rule matches: noMatch is {no_match}"),
+            Cause::RuleDenies => f.write_str("the rule denies it"),
+            Cause::Registry(e) => write!(f, "{e}"),
+            Cause::Timeout(limit) => write!(
+                f,
+                "verification did not finish within verifyTimeout ({})",
+                humantime::format_duration(*limit)
+            ),
+            Cause::Unverified(unverified) => write!(f, "{unverified}"),
+            Cause::Attestations(outcomes) => {
+                let failed = outcomes.iter().filter(|o| !o.passed());
+                for (i, o) in failed.enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(
+                        f,
+                        "attestation {:?} ({}): {}",
+                        o.name,
+                        predicate::describe(&o.predicate_type),
+                        o.reason.as_deref().unwrap_or("failed")
+                    )?;
+                }
+                Ok(())
+            }
+            Cause::NotAdmitted { image_id } => write!(
+                f,
+                "image {image_id} is in containerd but was not verified under the policy in force"
+            ),
+        }
     }
 }
 
@@ -68,23 +134,26 @@ mod tests {
         let d = Denial {
             image: "127.0.0.1:5000/signed/app@sha256:ab".into(),
             rule: Some("apps".into()),
-            kind: DenialKind::Policy,
-            reason: "no signature from authority \"release-key\"".into(),
+            cause: Cause::RuleDenies,
         };
         assert_eq!(
             d.to_string(),
-            "SignatureValidationFailed: 127.0.0.1:5000/signed/app@sha256:ab: rule \"apps\": no signature from authority \"release-key\""
+            "SignatureValidationFailed: 127.0.0.1:5000/signed/app@sha256:ab: rule \"apps\": the rule denies it"
         );
         assert_eq!(d.status().code(), tonic::Code::Unknown);
         let r = Denial {
-            kind: DenialKind::RegistryUnavailable,
+            cause: Cause::Registry(RegistryError::Unavailable("a\nb".into())),
             rule: None,
-            reason: "a\nb".into(),
             ..d
         };
         assert_eq!(
             r.to_string(),
             "RegistryUnavailable: 127.0.0.1:5000/signed/app@sha256:ab: a b"
         );
+        let t = Denial {
+            cause: Cause::Timeout(Duration::from_secs(10)),
+            ..r
+        };
+        assert!(t.to_string().starts_with("RegistryUnavailable: "), "{t}");
     }
 }

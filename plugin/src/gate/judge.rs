@@ -10,9 +10,9 @@ use crate::{
     admission::{Admission, Waiver},
     audit::{self, Event, Record},
     cache::{Cache, Lookup},
-    denial::{Denial, DenialKind},
+    denial::{Cause, Denial},
     metrics::Metrics,
-    policy::{predicate, Action, Mode, Policy, Rule},
+    policy::{Action, Mode, Policy, Rule},
     reference::{Digest, Reference},
     registry::{cosign, referrers, Credentials, Registries, RegistryError, Session},
     verify::{self, AttestationOutcome, Evidence, TrustMaterial, Verified},
@@ -72,7 +72,7 @@ impl Judge {
         let reference = match Reference::parse(image) {
             Ok(r) => r,
             Err(e) => {
-                let refusal = Refusal::policy(None, format!("not an image reference: {e}"));
+                let refusal = Refusal::new(None, Cause::NotAReference(e));
                 // Not a reference: shown escaped, so a newline in a pod's image cannot forge
                 // a line of pullgate's log.
                 let shown = image.escape_debug().to_string();
@@ -85,15 +85,9 @@ impl Judge {
         let verdict = match (decision.action, decision.rule) {
             (Action::Allow, Some(_)) => waive("the rule allows it without verification"),
             (Action::Allow, None) => waive("no rule matches and noMatch is allow"),
-            (Action::Deny, Some(_)) => Err(Refusal::policy(None, "the rule denies it".into())),
-            (Action::Deny, None) => Err(Refusal::policy(
-                None,
-                format!("no rule matches: noMatch is {}", policy.no_match()),
-            )),
-            (Action::Verify, None) => Err(Refusal::policy(
-                None,
-                "no rule matches and none to verify against".into(),
-            )),
+            (Action::Deny, Some(_)) => Err(Refusal::new(None, Cause::RuleDenies)),
+            // noMatch decides only allow or deny: a verify without a rule is a deny.
+            (Action::Deny | Action::Verify, None) => Err(Refusal::new(None, Cause::NoRule(policy.no_match()))),
             (Action::Verify, Some(rule)) => {
                 let verifying = self.verify(&reference, rule, policy, credentials);
                 match tokio::time::timeout(self.verify_timeout, verifying).await {
@@ -101,17 +95,7 @@ impl Judge {
                         cache = Some(lookup);
                         outcome.map(Admission::Verified)
                     }
-                    Err(_elapsed) => {
-                        let limit = humantime::format_duration(self.verify_timeout);
-                        let reason = format!("verification did not finish within verifyTimeout ({limit})");
-                        Err(Refusal {
-                            digest: None,
-                            kind: DenialKind::RegistryUnavailable,
-                            reason,
-                            attestations: Vec::new(),
-                            rejected: Vec::new(),
-                        })
-                    }
+                    Err(_elapsed) => Err(Refusal::new(None, Cause::Timeout(self.verify_timeout))),
                 }
             }
         };
@@ -205,11 +189,8 @@ fn judge_attached(
     rule: &Rule,
     trust: Option<&TrustMaterial>,
 ) -> Result<Verified, Refusal> {
-    let verified =
-        verify::verify_image(reference, digest, attached, rule.authorities(), trust).map_err(|unverified| Refusal {
-            rejected: unverified.rejections.iter().map(ToString::to_string).collect(),
-            ..Refusal::policy(Some(digest.clone()), unverified.to_string())
-        })?;
+    let verified = verify::verify_image(reference, digest, attached, rule.authorities(), trust)
+        .map_err(|unverified| Refusal::new(Some(digest.clone()), Cause::Unverified(unverified)))?;
     if rule.attestations().is_empty() {
         return Ok(verified);
     }
@@ -218,24 +199,7 @@ fn judge_attached(
         .map_or(0, |d| d.as_secs() as i64);
     verified
         .require_attestations(attached, rule.attestations(), rule.authorities(), trust, now)
-        .map_err(|outcomes| {
-            let failed: Vec<String> = outcomes
-                .iter()
-                .filter(|o| o.result != "pass")
-                .map(|o| {
-                    format!(
-                        "attestation {:?} ({}): {}",
-                        o.name,
-                        predicate::describe(&o.predicate_type),
-                        o.reason.as_deref().unwrap_or("failed")
-                    )
-                })
-                .collect();
-            Refusal {
-                attestations: outcomes,
-                ..Refusal::policy(Some(digest.clone()), failed.join("; "))
-            }
-        })
+        .map_err(|outcomes| Refusal::new(Some(digest.clone()), Cause::Attestations(outcomes)))
 }
 
 /// Runs CPU-bound `work` on this thread after telling a multi-thread runtime to move its other
@@ -270,37 +234,32 @@ fn remember_until(verified: &Verified, rule: &Rule) -> Option<Instant> {
 #[derive(Clone)]
 pub struct Refusal {
     digest: Option<Digest>,
-    kind: DenialKind,
-    reason: String,
-    /// The rule's attestations, as far as they were checked.
-    attestations: Vec<AttestationOutcome>,
-    /// Each signature found that did not count, and why.
-    rejected: Vec<String>,
+    cause: Cause,
 }
 
 impl Refusal {
+    pub(super) fn new(digest: Option<Digest>, cause: Cause) -> Self {
+        Self { digest, cause }
+    }
+
     /// A registry failure: unreachable is `RegistryUnavailable`, bad content a policy denial.
     fn from_registry(digest: Option<&Digest>, e: RegistryError) -> Self {
-        let kind = match e {
-            RegistryError::Unavailable(_) => DenialKind::RegistryUnavailable,
-            RegistryError::Invalid(_) | RegistryError::NotFound(_) => DenialKind::Policy,
-        };
-        Self {
-            digest: digest.cloned(),
-            kind,
-            reason: e.to_string(),
-            attestations: Vec::new(),
-            rejected: Vec::new(),
+        Self::new(digest.cloned(), Cause::Registry(e))
+    }
+
+    /// The rule's attestations as far as they were checked.
+    fn attestations(&self) -> Vec<AttestationOutcome> {
+        match &self.cause {
+            Cause::Attestations(outcomes) => outcomes.clone(),
+            _ => Vec::new(),
         }
     }
 
-    pub(super) fn policy(digest: Option<Digest>, reason: String) -> Self {
-        Self {
-            digest,
-            kind: DenialKind::Policy,
-            reason,
-            attestations: Vec::new(),
-            rejected: Vec::new(),
+    /// Each signature found that did not count, and why.
+    fn rejected(&self) -> Vec<String> {
+        match &self.cause {
+            Cause::Unverified(unverified) => unverified.rejections.iter().map(ToString::to_string).collect(),
+            _ => Vec::new(),
         }
     }
 }
@@ -320,11 +279,7 @@ impl Judgement {
         let (digest, attestations, rejected) = match &verdict {
             Ok(Admission::Verified(v)) => (Some(v.digest().clone()), v.attestations().to_vec(), Vec::new()),
             Ok(Admission::Waived(_)) => (None, Vec::new(), Vec::new()),
-            Err(refusal) => (
-                refusal.digest.clone(),
-                refusal.attestations.clone(),
-                refusal.rejected.clone(),
-            ),
+            Err(refusal) => (refusal.digest.clone(), refusal.attestations(), refusal.rejected()),
         };
         let named = match (reference, &digest) {
             (Some(r), Some(d)) => r.pinned(d),
@@ -333,8 +288,7 @@ impl Judgement {
         let verdict = verdict.map_err(|refusal| Denial {
             image: named,
             rule: rule.clone(),
-            kind: refusal.kind,
-            reason: refusal.reason,
+            cause: refusal.cause,
         });
         Self {
             image,

@@ -18,6 +18,7 @@ use super::{
 use crate::{
     audit::Event,
     cri::{UnaryCall, UnaryReply},
+    denial::Cause,
     policy::{Action, Decision, Mode, Policy},
     reference::Reference,
 };
@@ -78,16 +79,15 @@ impl Gate {
             // containerd keeps names as spelled; they meet pullgate's in canonical form.
             .find(|r| name.is_none_or(|n| r.repository() == n.repository()))
             .and_then(|r| r.digest().cloned());
-        let reason = format!(
-            "image {} is in containerd but was not verified under the policy in force",
-            image.id
-        );
+        let cause = Cause::NotAdmitted {
+            image_id: image.id.clone(),
+        };
         let judgement = Judgement::new(
             name.map_or_else(|| asked.escape_debug().to_string(), |n| n.to_string()),
             name,
             rule.map(|r| r.name().to_string()),
             Mode::Enforce,
-            Err(Refusal::policy(digest, reason)),
+            Err(Refusal::new(digest, cause)),
         );
         let record = judgement.record(Event::StatusHidden, "", "", started);
         tracing::info!(image = %record.image, id = %image.id, rule = ?record.rule, "image status hidden");

@@ -62,6 +62,13 @@ pub struct AttestationOutcome {
     pub signature: Option<Evidence>,
 }
 
+impl AttestationOutcome {
+    /// Whether the requirement held.
+    pub fn passed(&self) -> bool {
+        self.result == "pass"
+    }
+}
+
 /// Why no statement satisfied one requirement; the most telling failure is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Unmet {
