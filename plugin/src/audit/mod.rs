@@ -179,10 +179,9 @@ impl AuditLog {
     }
 
     /// Whether a record could be written now. While the log is healthy this touches nothing;
-    /// after a failed write it probes: it finishes cutting the file back, then writes as many
-    /// bytes as the failed line had (no newline, so a crash mid-probe leaves a torn line that
-    /// the next start cuts off), syncs, and cuts them off again. A success makes the log
-    /// healthy, so `/readyz` sees a recovery without waiting for a pull.
+    /// after a failed write it finishes cutting the file back, then checks there is room for a
+    /// line as long as the failed one, writing nothing. A success makes the log healthy, so
+    /// `/readyz` sees a recovery without waiting for a pull.
     pub fn check_writable(&self) -> Result<(), AuditError> {
         let mut chain = self.chain.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let Some(needed) = chain.failing.as_ref().map(|f| f.needed) else {
@@ -191,9 +190,8 @@ impl AuditLog {
         chain.probe(needed)
     }
 
-    /// Makes sure a line of `needed` bytes can be written now, by writing and cutting off as
-    /// many (see [`AuditLog::check_writable`]): for a record that can only be written after
-    /// what it records has happened.
+    /// Makes room for a line of `needed` bytes now, writing nothing: for a record that can only
+    /// be written after what it records has happened (see [`room`]).
     pub fn reserve(&self, needed: usize) -> Result<(), AuditError> {
         let mut chain = self.chain.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         chain.probe(needed)
@@ -295,20 +293,23 @@ impl AuditLog {
 }
 
 impl Chain {
-    /// Writes `needed` bytes (no newline, so a crash mid-probe leaves a torn line that the next
-    /// start cuts off), syncs, and cuts them off again: whether a line that long can be
-    /// written now. A success makes the log healthy.
+    /// Whether a line of `needed` bytes can be written now: the file-size limit allows it and
+    /// the filesystem gives its blocks (see [`room`]). Nothing is written, so readers of the
+    /// live log, and a file rotated away, never see it change. A success makes the log healthy;
+    /// a failure makes it unhealthy until a write or another check succeeds.
     fn probe(&mut self, needed: usize) -> Result<(), AuditError> {
         let needed = needed.min(MAX_LINE_BYTES);
         self.finish_cut()?;
-        let before = self.file.metadata().map_err(|e| self.error(e))?.len();
-        let wrote = self
+        let checked = self
             .file
-            .write_all(&vec![b' '; needed])
-            .and_then(|()| self.file.sync_data());
-        self.failed(Some(before), needed);
-        self.finish_cut()?;
-        wrote.map_err(|e| self.error(e))?;
+            .metadata()
+            .and_then(|meta| room(&self.file, meta.len(), needed));
+        if let Err(e) = checked {
+            if self.failing.is_none() {
+                self.failing = Some(Failing { cut_to: None, needed });
+            }
+            return Err(self.error(e));
+        }
         self.failing = None;
         Ok(())
     }
@@ -451,5 +452,30 @@ pub fn verify_chain(path: &Path) -> io::Result<Result<ChainSummary, ChainBreak>>
         summary.records += 1;
         summary.last_seq = Some(seq);
         prev_hash = Some(line_hash(line));
+    }
+}
+
+/// Whether `needed` more bytes fit after `len` bytes of `file`: RLIMIT_FSIZE allows the file to
+/// grow that far, and the filesystem allocates their blocks now, past the end without changing
+/// the size (so a disk that fills while a pull runs cannot take the record's room). A
+/// filesystem that cannot preallocate is taken at its word.
+fn room(file: &File, len: u64, needed: usize) -> io::Result<()> {
+    use nix::{
+        errno::Errno,
+        fcntl::{fallocate, FallocateFlags},
+        sys::resource::{getrlimit, Resource, RLIM_INFINITY},
+    };
+    let end = len.saturating_add(needed as u64);
+    let (soft, _) = getrlimit(Resource::RLIMIT_FSIZE)?;
+    if soft != RLIM_INFINITY && end > soft {
+        return Err(Errno::EFBIG.into());
+    }
+    let (offset, length) = match (i64::try_from(len), i64::try_from(needed)) {
+        (Ok(offset), Ok(length)) => (offset, length),
+        _ => return Err(Errno::EFBIG.into()),
+    };
+    match fallocate(file, FallocateFlags::FALLOC_FL_KEEP_SIZE, offset, length) {
+        Ok(()) | Err(Errno::EOPNOTSUPP) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
