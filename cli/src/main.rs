@@ -132,7 +132,7 @@ enum PolicyCommand {
         /// The Sigstore trusted_root.json the policy names in spec.trustedRoot when a rule
         /// verifies signatures (keyless certificates, log entries and Sigstore bundles are
         /// checked against it).
-        #[arg(long, default_value = pullgate::policy::import::DEFAULT_TRUSTED_ROOT)]
+        #[arg(long, default_value = pullgate_import::DEFAULT_TRUSTED_ROOT)]
         trusted_root: PathBuf,
     },
 }
@@ -355,8 +355,8 @@ fn policy_check(path: &std::path::Path) -> ExitCode {
 }
 
 fn policy_import(file: &std::path::Path, trusted_root: PathBuf) -> ExitCode {
-    let options = pullgate::policy::import::Options { trusted_root };
-    match pullgate::policy::import::import(file, &options) {
+    let options = pullgate_import::Options { trusted_root };
+    match pullgate_import::import(file, &options) {
         Ok(imported) => {
             print!("{}", imported.policy);
             for finding in &imported.findings {
