@@ -51,7 +51,7 @@ enum Command {
     /// if the audit log was moved away (rotated), starts a new file that continues its chain;
     /// SIGTERM stops accepting, drains in-flight calls and exits 0.
     Serve {
-        /// The configuration file (SPEC §3).
+        /// The configuration file (its fields: docs/contract.md).
         #[arg(long, env = "PULLGATE_CONFIG")]
         config: PathBuf,
     },
@@ -98,7 +98,7 @@ enum Command {
     /// Exit status: 0 when nothing failed, 1 when something did, 2 when the configuration
     /// cannot be read.
     Doctor {
-        /// The configuration file (SPEC §3).
+        /// The configuration file (its fields: docs/contract.md).
         #[arg(long, env = "PULLGATE_CONFIG", default_value = doctor::DEFAULT_CONFIG)]
         config: PathBuf,
         /// kubelet's KubeletConfiguration file.
