@@ -14,7 +14,10 @@
 //!   `pullgate_…` name in the docs is one it does not serve;
 //! - the `jq` lines of `audit-log.md` run against an audit log written by a real pullgate, each
 //!   printing something;
-//! - the index links every page, and relative links lead to files that exist.
+//! - the index links every page, and relative links lead to files that exist;
+//! - the user's documentation stands alone: no markdown link in README.md, docs/, installer/,
+//!   systemd/ or examples/ leaves the repository, and none of it sends the reader to a
+//!   specification that is not in it.
 //!
 //! The policy reference's field table is checked against the schema by a unit test beside it
 //! (`plugin/src/policy/schema/reference.rs`), which needs the schema's private types.
@@ -338,7 +341,9 @@ fn code_corpus() -> String {
         }
     }
     let mut corpus = String::new();
-    walk(&repo().join("plugin/src"), &mut corpus);
+    for crate_dir in ["plugin/src", "cli/src", "import/src"] {
+        walk(&repo().join(crate_dir), &mut corpus);
+    }
     walk(&repo().join("tests"), &mut corpus);
     corpus.replace("\\\"", "\"").replace("\\\\", "\\")
 }
@@ -618,4 +623,60 @@ fn the_index_links_every_page_and_relative_links_lead_somewhere() {
             assert!(path.exists(), "docs/{name} links {target}, which does not exist");
         }
     }
+}
+
+/// The markdown files a user reads: the README, docs/ and the READMEs of installer/, systemd/ and
+/// examples/, relative to the repository.
+fn user_markdown() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for path in entries.map(|e| e.unwrap().path()) {
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = vec![repo().join("README.md")];
+    for dir in ["docs", "installer", "systemd", "examples"] {
+        walk(&repo().join(dir), &mut files);
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn no_link_in_the_users_documentation_leaves_the_repository() {
+    let root = repo().canonicalize().unwrap();
+    let link = regex::Regex::new(r"\]\(([^)#\s]*)(#[^)]*)?\)").unwrap();
+    let files = user_markdown();
+    assert!(files.len() >= 12, "found only {files:?}");
+    let mut links = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let name = file.strip_prefix(repo()).unwrap_or(&file).display().to_string();
+        for phrase in ["SPEC.md", "SPEC §", "../shared"] {
+            assert!(
+                !text.contains(phrase),
+                "{name} mentions {phrase}, which a user's clone does not have"
+            );
+        }
+        for target in link.captures_iter(&text).map(|c| c[1].to_string()) {
+            if target.is_empty() {
+                continue; // an anchor on the same page
+            }
+            assert!(!target.contains(':'), "{name} links {target}, outside the repository");
+            let path = file.parent().unwrap().join(&target);
+            let resolved = path
+                .canonicalize()
+                .unwrap_or_else(|e| panic!("{name} links {target}: {e}"));
+            assert!(
+                resolved.starts_with(&root),
+                "{name} links {target}, outside the repository"
+            );
+            links += 1;
+        }
+    }
+    assert!(links >= 20, "only {links} links checked");
 }

@@ -183,7 +183,8 @@ impl fmt::Display for Report {
 fn config_unreadable(path: &Path, error: &crate::config::ConfigError) -> Check {
     let fix = match error {
         crate::config::ConfigError::Read { source, .. } if source.kind() == io::ErrorKind::NotFound => {
-            "write the configuration (SPEC §3), or name it with --config PATH or PULLGATE_CONFIG".to_string()
+            "write the configuration (its fields: docs/contract.md), or name it with --config PATH or PULLGATE_CONFIG"
+                .to_string()
         }
         _ => format!(
             "correct {}: `pullgate serve` refuses it too; nothing else was checked",

@@ -11,7 +11,6 @@ mod decide;
 mod error;
 mod fulcio;
 mod glob;
-pub mod import;
 mod key;
 mod lines;
 pub mod predicate;

@@ -40,7 +40,7 @@ use super::{
     scope::{self, Home, Scope},
     Imports,
 };
-use crate::policy::Action;
+use pullgate::policy::Action;
 
 /// Kyverno's digest settings, which the node makes moot: it always pulls the digest it verified.
 /// `ImageValidatingPolicy`'s `validationConfigurations` has the same three.

@@ -16,7 +16,7 @@ use super::{
     draft::DraftRule,
     overlap::shared_pull,
 };
-use crate::policy::Action;
+use pullgate::policy::Action;
 
 /// A pull two rules share: an image and, when it matters, a namespace.
 type SharedPull = Option<(String, Option<String>)>;

@@ -5,7 +5,7 @@
 use std::{fmt::Write as _, path::Path};
 
 use super::draft::{DraftAuthority, DraftAuthorityKind, DraftIdentity, DraftRule};
-use crate::policy::{Action, Mode, NoMatch, API_VERSION, KIND};
+use pullgate::policy::{Action, Mode, NoMatch, API_VERSION, KIND};
 
 /// Comments are wrapped at this width.
 const WIDTH: usize = 100;

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::{decide, dropped, has, indent, lines, load, statement};
-use crate::policy::{evaluate_conditions, Action, Mode, NoMatch};
+use pullgate::policy::{evaluate_conditions, Action, Mode, NoMatch};
 
 /// The P-256 key the review's probes are signed with.
 const PEM: &str = "-----BEGIN PUBLIC KEY-----
@@ -519,7 +519,10 @@ spec:
     let (imported, policy) = load(&yaml);
     let authorities = policy.rules()[0].authorities();
     assert_eq!(authorities.len(), 1);
-    assert!(matches!(authorities[0].kind, crate::policy::AuthorityKind::Keyless(_)));
+    assert!(matches!(
+        authorities[0].kind,
+        pullgate::policy::AuthorityKind::Keyless(_)
+    ));
     assert!(has(&dropped(&imported), &["spec.attestors[0].cosign.key:", "keyless"]));
 }
 
@@ -713,7 +716,7 @@ spec:
         imported.policy
     );
     assert_eq!(decide(&policy, "ghcr.io/org/app:v1", "").2, Mode::Enforce);
-    let crate::policy::AuthorityKind::Keyless(keyless) = &policy.rules()[0].authorities()[0].kind else {
+    let pullgate::policy::AuthorityKind::Keyless(keyless) = &policy.rules()[0].authorities()[0].kind else {
         panic!("keyless expected");
     };
     assert!(keyless

@@ -31,7 +31,7 @@ use super::{
     scope::{self, Home, Scope},
     Imports,
 };
-use crate::policy::{predicate, Mode, Tlog};
+use pullgate::policy::{predicate, Mode, Tlog};
 
 /// Translates one `ImageValidatingPolicy` (`home` says where a namespaced one lives).
 pub(super) fn policy(doc: &Value, name: &str, home: Home<'_>, imports: &mut Imports, report: &mut Report<'_>) {

@@ -10,7 +10,7 @@
 use serde_json::Value;
 
 use super::document::{items, string, Fields, Report};
-use crate::policy::NamespaceGlob;
+use pullgate::policy::NamespaceGlob;
 
 /// The namespaces a rule covers: `namespaces` (`None` for all) minus `exclude`.
 #[derive(Clone, Debug, Default)]

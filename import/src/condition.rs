@@ -24,7 +24,7 @@ use super::{
     document::{items, show, Fields, Report},
     draft::DraftCondition,
 };
-use crate::policy::Condition as Cel;
+use pullgate::policy::Condition as Cel;
 
 /// The CEL conditions `conditions` (a Kyverno `conditions` list at `path`) stand for; `None`
 /// when they can never hold.

@@ -14,7 +14,7 @@ use super::{
     overlap::glob_intersection,
     ImportError, Imported, Options,
 };
-use crate::{
+use pullgate::{
     policy::{evaluate_conditions, Action, AuthorityKind, Mode, NoMatch, Policy, Tlog},
     reference::Reference,
 };
@@ -535,7 +535,7 @@ fn conditions_with_one_reading_become_cel() {
 fn membership_conditions_read_a_key_that_is_one_value_or_a_list() {
     let check = |operator: &str, key: Value| {
         let cel = translate_one(&json!({"key": "{{ r }}", "operator": operator, "value": ["ana", "bob"]})).unwrap();
-        let condition = crate::policy::Condition::compile(&cel).unwrap();
+        let condition = pullgate::policy::Condition::compile(&cel).unwrap();
         evaluate_conditions(&[condition], &statement(json!({ "r": key }))).is_ok()
     };
     assert!(check("AnyIn", json!("ana")));
@@ -549,7 +549,7 @@ fn membership_conditions_read_a_key_that_is_one_value_or_a_list() {
     assert!(check("NotIn", json!("eve")));
     // Wildcards in Equals match the whole value, across lines too.
     let cel = translate_one(&json!({"key": "{{ v }}", "operator": "Equals", "value": "v1.*"})).unwrap();
-    let condition = crate::policy::Condition::compile(&cel).unwrap();
+    let condition = pullgate::policy::Condition::compile(&cel).unwrap();
     assert!(evaluate_conditions(std::slice::from_ref(&condition), &statement(json!({"v": "v1.2\nrc"}))).is_ok());
     assert!(evaluate_conditions(std::slice::from_ref(&condition), &statement(json!({"v": "xv1.2"}))).is_err());
     assert!(evaluate_conditions(&[condition], &statement(json!({"v": "v1x2"}))).is_err());

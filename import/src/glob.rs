@@ -24,7 +24,7 @@
 //! left to the rules after it.
 
 use super::{document::Report, draft::DraftImage};
-use crate::{
+use pullgate::{
     policy::ImageGlob,
     reference::{looks_like_host, DOCKER_HUB},
 };

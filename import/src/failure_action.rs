@@ -28,7 +28,7 @@ use super::{
     draft::DraftRule,
     scope, Imports,
 };
-use crate::policy::{Mode, NamespaceGlob};
+use pullgate::policy::{Mode, NamespaceGlob};
 
 /// What decides the modes of a policy's entries.
 pub(super) struct Actions {

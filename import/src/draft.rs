@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::document::Report;
-use crate::policy::{Action, Mode, Tlog};
+use pullgate::policy::{Action, Mode, Tlog};
 
 /// A pullgate rule made from one source rule (or a part of one).
 #[derive(Clone, Debug)]

@@ -22,7 +22,7 @@ use super::{
     glob::{self, Dialect, Reading},
     Imports,
 };
-use crate::policy::{predicate, Action, Mode, NoMatch, Tlog};
+use pullgate::policy::{predicate, Action, Mode, NoMatch, Tlog};
 
 /// The ConfigMap policy-controller reads its settings from.
 pub(super) const CONFIG_MAP: &str = "config-policy-controller";

@@ -11,7 +11,7 @@ use super::{
     draft::{DraftAuthority, DraftAuthorityKind, DraftIdentity},
     unique_in,
 };
-use crate::policy::{FulcioClaim, PublicKey, Tlog};
+use pullgate::policy::{FulcioClaim, PublicKey, Tlog};
 
 /// Transparency logs pullgate's trusted root names by default; a source naming one of them
 /// asks for nothing more.
@@ -150,7 +150,7 @@ pub(super) fn identity(
 ) -> Option<DraftIdentity> {
     match (exact.filter(|s| !s.is_empty()), regexp.filter(|s| !s.is_empty())) {
         (Some(exact), None) => Some(DraftIdentity::exact(exact)),
-        (None, Some(regexp)) => match crate::policy::Re2Regex::new(regexp) {
+        (None, Some(regexp)) => match pullgate::policy::Re2Regex::new(regexp) {
             Ok(_) => Some(DraftIdentity::regexp(regexp)),
             Err(e) => {
                 report.dropped(

@@ -16,8 +16,11 @@
 //! field. Every part of the output is checked with pullgate's own parsers as it is made, so
 //! the policy written always loads (given its trusted root).
 //!
-//! It reaches the rest of pullgate only through public items (`policy`, `reference::
-//! looks_like_host`, `file::read_bounded`), as it would from a crate of its own.
+//! A crate of its own over pullgate's public API (`policy`, `reference::looks_like_host`,
+//! `file::read_bounded`): only the `pullgate policy import` command uses it, and nothing in the
+//! node's request path depends on it.
+
+#![forbid(unsafe_code)]
 
 mod authority;
 mod condition;
@@ -50,7 +53,7 @@ use self::{
     draft::DraftRule,
     scope::Home,
 };
-use crate::{
+use pullgate::{
     file::read_bounded,
     policy::{yaml, Action, NoMatch, MAX_CONDITIONS, MAX_POLICY_BYTES},
 };
@@ -104,7 +107,7 @@ pub enum ImportError {
 
 /// What the documents read so far have produced.
 #[derive(Default)]
-pub(super) struct Imports {
+pub(crate) struct Imports {
     rules: Vec<DraftRule>,
     names: BTreeSet<String>,
     families: usize,
@@ -154,7 +157,7 @@ impl Imports {
 
 /// `base` made a valid pullgate name (letters, digits, `-`, `_`, `.`; at most 253), and unique
 /// among `used`, which it joins: `base`, `base-2`, … (`base-1`, `base-2`, … when `numbered`).
-pub(super) fn unique_in(used: &mut Vec<String>, base: &str, numbered: bool) -> String {
+pub(crate) fn unique_in(used: &mut Vec<String>, base: &str, numbered: bool) -> String {
     let mut clean: String = base
         .chars()
         .map(|c| {

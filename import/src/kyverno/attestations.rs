@@ -11,7 +11,7 @@ use super::{
     },
     attestors::attestor_sets,
 };
-use crate::policy::predicate;
+use pullgate::policy::predicate;
 
 /// An attestation with the signers of its own `attestors`, if it has any.
 pub(super) struct Attested {

@@ -11,7 +11,7 @@ use super::{
     },
     Attested,
 };
-use crate::policy::Tlog;
+use pullgate::policy::Tlog;
 
 /// The signers an entry names for the image, when it has `attestors`; empty when none could be
 /// carried over.

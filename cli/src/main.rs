@@ -51,7 +51,7 @@ enum Command {
     /// if the audit log was moved away (rotated), starts a new file that continues its chain;
     /// SIGTERM stops accepting, drains in-flight calls and exits 0.
     Serve {
-        /// The configuration file (SPEC §3).
+        /// The configuration file (its fields: docs/contract.md).
         #[arg(long, env = "PULLGATE_CONFIG")]
         config: PathBuf,
     },
@@ -98,7 +98,7 @@ enum Command {
     /// Exit status: 0 when nothing failed, 1 when something did, 2 when the configuration
     /// cannot be read.
     Doctor {
-        /// The configuration file (SPEC §3).
+        /// The configuration file (its fields: docs/contract.md).
         #[arg(long, env = "PULLGATE_CONFIG", default_value = doctor::DEFAULT_CONFIG)]
         config: PathBuf,
         /// kubelet's KubeletConfiguration file.
@@ -132,7 +132,7 @@ enum PolicyCommand {
         /// The Sigstore trusted_root.json the policy names in spec.trustedRoot when a rule
         /// verifies signatures (keyless certificates, log entries and Sigstore bundles are
         /// checked against it).
-        #[arg(long, default_value = pullgate::policy::import::DEFAULT_TRUSTED_ROOT)]
+        #[arg(long, default_value = pullgate_import::DEFAULT_TRUSTED_ROOT)]
         trusted_root: PathBuf,
     },
 }
@@ -355,8 +355,8 @@ fn policy_check(path: &std::path::Path) -> ExitCode {
 }
 
 fn policy_import(file: &std::path::Path, trusted_root: PathBuf) -> ExitCode {
-    let options = pullgate::policy::import::Options { trusted_root };
-    match pullgate::policy::import::import(file, &options) {
+    let options = pullgate_import::Options { trusted_root };
+    match pullgate_import::import(file, &options) {
         Ok(imported) => {
             print!("{}", imported.policy);
             for finding in &imported.findings {
