@@ -280,6 +280,12 @@ impl Drop for SmallFs {
 
 /// A pullgate whose audit log is on `fs`, requiring the env's key for `signed/*`.
 async fn pullgate_auditing_on(env: &TestEnv, fs: &SmallFs) -> Pullgate {
+    let policy = env.key_policy(&[&format!("{}/signed/*", env.host())]);
+    pullgate_with_policy_auditing_on(env, fs, &policy).await
+}
+
+/// A pullgate whose audit log is on `fs`, with `policy`.
+async fn pullgate_with_policy_auditing_on(env: &TestEnv, fs: &SmallFs, policy: &str) -> Pullgate {
     let dir = env.dir().join("audited");
     let config = config_yaml_with_registries(
         &dir.join("pullgate.sock"),
@@ -289,7 +295,7 @@ async fn pullgate_auditing_on(env: &TestEnv, fs: &SmallFs) -> Pullgate {
         &[RegistryEntry::insecure(&env.host())],
         "10s",
     );
-    Pullgate::start(&dir, &config, &env.key_policy(&[&format!("{}/signed/*", env.host())])).await
+    Pullgate::start(&dir, &config, policy).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -910,4 +916,118 @@ spec:
             pg.log()
         );
     }
+}
+
+/// Holds every connection to the registry at `upstream` until released, then relays it: a
+/// pull that waits in containerd while a test changes the node under it. Sends on `reached`
+/// when containerd connects.
+fn held_registry(upstream: String, reached: std::sync::mpsc::Sender<()>) -> (u16, std::sync::Arc<tokio::sync::Notify>) {
+    use std::{
+        io::{Read, Write},
+        net::{TcpListener, TcpStream},
+    };
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = proxy.local_addr().unwrap().port();
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let released = release.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(released.notified());
+        for client in proxy.incoming().flatten() {
+            let _ = reached.send(());
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            };
+            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pipe(server, client);
+        }
+    });
+    (port, release)
+}
+
+/// Re-review finding: room for an allow-rule pull's record was "reserved" by writing and
+/// cutting off bytes, which held nothing: a disk that filled while containerd pulled lost the
+/// record, and the image was on the node with none. The room is now allocated before the pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_pull_keeps_room_for_its_record_while_the_disk_fills() {
+    let env = TestEnv::start().await;
+    env.push_image("open/app", "v1", "allowed while the disk fills").await;
+    let Some(fs) = SmallFs::mount(env.dir()) else { return };
+    let (reached, reached_rx) = std::sync::mpsc::channel();
+    let (port, release) = held_registry(env.host(), reached);
+    let policy = format!(
+        "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: open\nspec:\n  rules:\n    - name: open\n      images: [\"127.0.0.1:{port}/**\"]\n      action: allow\n"
+    );
+    let pg = pullgate_with_policy_auditing_on(&env, &fs, &policy).await;
+    let image = format!("127.0.0.1:{port}/open/app:v1");
+    let mut client = pg.client();
+    let request = cri::pull_request(&image, None, Some("default"));
+    let pulling = tokio::spawn(async move { client.pull_image(request).await });
+    // pullgate has made room and forwarded the pull; the disk fills while containerd waits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fs.fill();
+    release.notify_one();
+    tokio::task::spawn_blocking(move || reached_rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("containerd reaches the registry");
+    let pulled = pulling.await.unwrap();
+    let records = pg.audit_records();
+    assert!(pulled.is_ok(), "{pulled:?}\n{records:#?}");
+    let record = records.last().expect("the pull's record");
+    assert_eq!(record["image"], image.as_str());
+    assert_eq!(record["outcome"], "pulled");
+}
+
+/// Re-review finding: the old probe wrote spaces into the live log and cut them off on every
+/// allow-rule pull, so a shipper tailing the log saw it truncated and shipped mangled lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_pull_never_truncates_the_live_audit_log_under_a_shipper() {
+    let env = TestEnv::start().await;
+    env.push_image("open/app", "v1", "allowed without a signature").await;
+    let rules = [pullgate_tests::policy::rule(
+        "open",
+        &[&format!("{}/open/**", env.host())],
+        "action: allow",
+        None,
+    )];
+    let pg = env
+        .start_pullgate(&pullgate_tests::policy::policy("enforce", "deny", &rules))
+        .await;
+    let shipper = Command::new("tail")
+        .args(["-n", "+1", "-F", "-s", "0.01"])
+        .arg(pg.audit_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let image = env.image_ref("open/app", "v1");
+    for _ in 0..10 {
+        pg.pull(&image, Some("default")).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = Command::new("kill").arg(shipper.id().to_string()).status();
+    let out = shipper.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let shipped = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(shipped.lines().count(), 10, "{shipped}");
+    assert!(
+        !stderr.contains("truncated") && shipped.lines().all(|l| l.starts_with('{')),
+        "the shipper saw the log truncated or shipped mangled lines:\n{stderr}\n{shipped}"
+    );
 }
