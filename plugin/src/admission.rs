@@ -1,5 +1,5 @@
 //! Permission to pull: what the gate hands containerd's side, and the only way a `PullImage`
-//! reaches containerd ([`crate::cri::Upstream::pull`]). A verified admission pins the digest
+//! reaches containerd (`Upstream::pull` in cri/). A verified admission pins the digest
 //! that was verified; a waiver forwards kubelet's request unchanged.
 
 use crate::verify::Verified;
