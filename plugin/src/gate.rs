@@ -22,7 +22,7 @@ use crate::{
     policy::{predicate, Action, Decision, Mode, Policy, Rule},
     reference::{Digest, Reference},
     registry::{cosign, referrers, Credentials, Registries, RegistryError, Session},
-    verify::{self, AttestationOutcome, Evidence, TrustMaterial, Verified},
+    verify::{self, AttestationOutcome, AttestationResult, Evidence, TrustMaterial, Verified},
 };
 
 /// How long tagging a pulled image, and the CRI plugin seeing the tag, may take.
@@ -283,7 +283,7 @@ fn judge_attached(
         .map_err(|outcomes| {
             let failed: Vec<String> = outcomes
                 .iter()
-                .filter(|o| o.result != "pass")
+                .filter(|o| o.result != AttestationResult::Pass)
                 .map(|o| {
                     format!(
                         "attestation {:?} ({}): {}",
