@@ -20,7 +20,7 @@ use crate::{
 pub mod attached;
 mod attestation;
 mod authority;
-pub mod certificate;
+mod certificate;
 pub mod condition;
 #[cfg(test)]
 mod crafted;
