@@ -339,6 +339,7 @@ fn code_corpus() -> String {
     }
     let mut corpus = String::new();
     walk(&repo().join("plugin/src"), &mut corpus);
+    walk(&repo().join("verify/src"), &mut corpus);
     walk(&repo().join("tests"), &mut corpus);
     corpus.replace("\\\"", "\"").replace("\\\\", "\\")
 }
