@@ -995,3 +995,12 @@ fn a_payload_with_case_variant_keys_is_refused_as_cosign_would_read_the_last() {
         err.rejections
     );
 }
+
+/// The audit record (SPEC §6) spells attestation results `pass` and `fail`; the enum must not
+/// change that.
+#[test]
+fn attestation_results_serialize_as_the_audit_record_spells_them() {
+    assert_eq!(serde_json::to_value(AttestationResult::Pass).unwrap(), "pass");
+    assert_eq!(serde_json::to_value(AttestationResult::Fail).unwrap(), "fail");
+    assert_eq!(AttestationResult::Fail.to_string(), "fail");
+}
