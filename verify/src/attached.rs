@@ -6,6 +6,17 @@ use std::collections::BTreeMap;
 
 use crate::reference::Digest;
 
+/// Everything found attached to an image that may be a signature or attestation of it.
+#[derive(Debug, Default)]
+pub struct Attached {
+    /// Layers of the legacy `.sig` tag.
+    pub layers: Vec<SignatureLayer>,
+    /// Sigstore bundles among the image's referrers, and the referrers that could not be read.
+    pub referrers: Referrers,
+    /// Layers of the legacy `.att` tag (only fetched when the rule asks for attestations).
+    pub attestations: Vec<SignatureLayer>,
+}
+
 /// Media type of a cosign simple-signing payload layer.
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 use sigstore_types::SignatureBytes;
 
 use crate::{
-    attached::{AttachedBundle, Payload, Referrers, SignatureLayer},
+    attached::{AttachedBundle, Payload, SignatureLayer},
     reference::{Digest, Reference},
 };
 
@@ -42,6 +42,7 @@ mod timestamp;
 mod tlog;
 mod unambiguous;
 
+pub use attached::Attached;
 pub use attestation::{check_attestations, AttestationOutcome, AttestationResult};
 pub use authority::{Authority, AuthorityKind, IdentityMatch, Keyless, Tlog};
 pub use condition::{evaluate as evaluate_conditions, Condition, ConditionFailure};
@@ -203,17 +204,6 @@ pub fn verify_signatures(
         ..Attached::default()
     };
     verify_image(reference, digest, &attached, authorities, trust)
-}
-
-/// Everything found attached to an image that may be a signature or attestation of it.
-#[derive(Debug, Default)]
-pub struct Attached {
-    /// Layers of the legacy `.sig` tag.
-    pub layers: Vec<SignatureLayer>,
-    /// Sigstore bundles among the image's referrers, and the referrers that could not be read.
-    pub referrers: Referrers,
-    /// Layers of the legacy `.att` tag (only fetched when the rule asks for attestations).
-    pub attestations: Vec<SignatureLayer>,
 }
 
 /// Checks every signature found for the image: legacy `.sig` layers and Sigstore bundles
