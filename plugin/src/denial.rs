@@ -9,7 +9,7 @@ use crate::{
     policy::{predicate, NoMatch},
     reference::InvalidReference,
     registry::RegistryError,
-    verify::{AttestationOutcome, Unverified},
+    verify::{AttestationOutcome, AttestationResult, Unverified},
 };
 
 /// Why an image may not be pulled.
@@ -102,7 +102,7 @@ impl fmt::Display for Cause {
             ),
             Cause::Unverified(unverified) => write!(f, "{unverified}"),
             Cause::Attestations(outcomes) => {
-                let failed = outcomes.iter().filter(|o| !o.passed());
+                let failed = outcomes.iter().filter(|o| o.result != AttestationResult::Pass);
                 for (i, o) in failed.enumerate() {
                     if i > 0 {
                         f.write_str("; ")?;

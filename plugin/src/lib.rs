@@ -23,10 +23,12 @@ pub mod gate;
 pub mod metrics;
 pub mod node;
 pub mod policy;
-pub mod reference;
 pub mod registry;
 pub mod serve;
-pub mod verify;
+
+/// Verification lives in its own crate, free of I/O and async; these keep the paths the rest of
+/// pullgate (and its users) name.
+pub use pullgate_verify::{self as verify, reference};
 
 /// The version `pullgate --version` prints: the release, then the git revision it was built
 /// from ("unknown" when built outside a git checkout).

@@ -591,7 +591,7 @@ fn tsa_tokens_verify_with_sigstore_tsa_unless_their_gen_time_has_a_fraction() {
     assert_eq!(result.verified_timestamps().len(), 2);
     assert!(verify(tsa.stamp(b"another signature", unix_now(), "")).is_err());
     assert!(verify(Tsa::generate().stamp(&signature, unix_now(), "")).is_err());
-    // sigstore-tsa 0.15.1 cannot read a fraction; pullgate's verify/timestamp.rs does.
+    // sigstore-tsa 0.15.1 cannot read a fraction; pullgate-verify's timestamp.rs does.
     let err = verify(tsa.stamp(&signature, unix_now(), "123")).unwrap_err();
     assert!(err.to_string().contains("GeneralizedTime"), "{err}");
 }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::verify::{AttestationOutcome, Evidence};
+use crate::verify::{AttestationOutcome, AttestationResult, Evidence};
 
 /// One decision, as written to the audit log. `seq`, `time` and `prev` are added by the log.
 ///
@@ -107,7 +107,11 @@ impl Record {
             line("rejected", rejected);
         }
         for outcome in &self.attestations {
-            let result = if outcome.result == "pass" { "pass" } else { "FAIL" };
+            let result = if outcome.result == AttestationResult::Pass {
+                "pass"
+            } else {
+                "FAIL"
+            };
             line(
                 "attested",
                 &format!(

@@ -383,7 +383,7 @@ fn unwritable_log_is_an_error() {
 
 #[test]
 fn verify_text_names_signatures_and_each_attestation_with_its_outcome() {
-    use crate::verify::{AttestationOutcome, Evidence};
+    use crate::verify::{AttestationOutcome, AttestationResult, Evidence};
     let evidence = Evidence {
         authority: "ci".into(),
         kind: "keyless",
@@ -400,14 +400,14 @@ fn verify_text_names_signatures_and_each_attestation_with_its_outcome() {
         AttestationOutcome {
             name: "sbom".into(),
             predicate_type: "https://cyclonedx.org/bom".into(),
-            result: "pass",
+            result: AttestationResult::Pass,
             reason: None,
             signature: Some(evidence),
         },
         AttestationOutcome {
             name: "scan".into(),
             predicate_type: "https://security.sigstore.dev/attestations/vuln/trivy/v1".into(),
-            result: "fail",
+            result: AttestationResult::Fail,
             reason: Some("condition 'predicate.critical == 0' is false".into()),
             signature: None,
         },

@@ -5,16 +5,11 @@
 //! names the file, the line and the field, and all the semantic errors of a file are reported
 //! together, so an operator can fix them in one pass.
 
-mod authority;
-mod condition;
 mod decide;
 mod error;
-mod fulcio;
 mod glob;
-mod key;
 mod lines;
 pub mod predicate;
-mod regexp;
 mod rule;
 mod schema;
 mod validate;
@@ -28,24 +23,30 @@ use std::{
     sync::Arc,
 };
 
+// What validation uses of the verify crate's key parsing, by the module name it had here.
+use pullgate_verify::key;
+
+// The value types a policy is built of live in the verify crate, which judges by them; they
+// keep their paths here.
+pub use pullgate_verify::{
+    condition::{
+        evaluate as evaluate_conditions, Condition, ConditionFailure, MAX_CONDITIONS, MAX_CONDITION_CHARS, MAX_DEPTH,
+        MAX_STATEMENT_BYTES, MAX_STATEMENT_DEPTH, MAX_STEPS,
+    },
+    Attestation, Authority, AuthorityKind, FulcioClaim, IdentityMatch, Keyless, PublicKey, Re2Regex, RegexError, Tlog,
+    MAX_AGE_NEEDS_KEYLESS,
+};
+
 use crate::{
     file::{read_bounded, ReadError},
     verify::{TrustMaterial, TrustNeeds},
 };
 
 pub use self::{
-    authority::{Authority, AuthorityKind, IdentityMatch, Keyless, Tlog},
-    condition::{
-        evaluate as evaluate_conditions, Condition, ConditionFailure, MAX_CONDITIONS, MAX_CONDITION_CHARS, MAX_DEPTH,
-        MAX_STATEMENT_BYTES, MAX_STATEMENT_DEPTH, MAX_STEPS,
-    },
     decide::Decision,
     error::{PolicyError, PolicyErrors},
-    fulcio::FulcioClaim,
     glob::{GlobError, ImageGlob, NamespaceGlob},
-    key::PublicKey,
-    regexp::{Re2Regex, RegexError},
-    rule::{Action, Attestation, Mode, NoMatch, Rule, MAX_AGE_NEEDS_KEYLESS},
+    rule::{Action, Mode, NoMatch, Rule},
 };
 
 /// The `apiVersion` every policy file declares.

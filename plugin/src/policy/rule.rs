@@ -1,10 +1,10 @@
 //! A policy rule: which images in which namespaces it covers, and what it asks of them.
 
-use std::{fmt, time::Duration};
+use std::fmt;
 
 use serde::Deserialize;
 
-use super::{Authority, Condition, ImageGlob, NamespaceGlob};
+use super::{Attestation, Authority, ImageGlob, NamespaceGlob};
 use crate::reference::Reference;
 
 /// Whether a decision blocks the pull (`enforce`) or is only logged (`warn`) or recorded as
@@ -53,25 +53,6 @@ pub struct Rule {
     pub(super) mode: Option<Mode>,
     pub(super) authorities: Vec<Authority>,
     pub(super) attestations: Vec<Attestation>,
-}
-
-/// Why `maxAge` takes a keyless signature: a log entry or timestamp shows only that a
-/// signature existed by then, so an old key-signed attestation logged or stamped again today
-/// would pass; a certificate's short validity pins when a keyless one was made.
-pub const MAX_AGE_NEEDS_KEYLESS: &str = "maxAge needs a keyless signature: a key signature's log entry or timestamp shows only that it existed by then, and an old attestation logged or stamped again would pass";
-
-/// An in-toto attestation a rule requires: a statement of `predicate_type` about the image,
-/// signed by one of the rule's authorities.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Attestation {
-    pub name: String,
-    pub predicate_type: String,
-    /// The signing time may be no older than this; only a keyless signature's time counts
-    /// (see [`MAX_AGE_NEEDS_KEYLESS`]).
-    pub max_age: Option<Duration>,
-    /// CEL expressions over `predicate` and `statement`, compiled when the policy loaded; all
-    /// must hold (see [`evaluate_conditions`](super::evaluate_conditions)).
-    pub conditions: Vec<Condition>,
 }
 
 // === impl Mode ===

@@ -8,9 +8,7 @@ use serde::Deserialize;
 
 use super::{RegistryError, Session};
 use crate::reference::Digest;
-
-/// Media type of a cosign simple-signing payload layer.
-pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+pub use pullgate_verify::attached::{Payload, SignatureLayer, PREDICATE_TYPE_ANNOTATION, SIMPLE_SIGNING};
 
 /// More signature layers than this on one image are refused rather than fetched.
 pub const MAX_SIGNATURES: usize = 64;
@@ -21,32 +19,11 @@ pub const MAX_PAYLOAD_BYTES: u64 = 64 * 1024;
 /// Media type of a `cosign attest` layer: a DSSE envelope around an in-toto statement.
 pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
 
-/// The layer annotation in which cosign names an attestation's predicate type, so layers of
-/// types no rule asks for are not downloaded. Older cosign did not write it.
-pub const PREDICATE_TYPE_ANNOTATION: &str = "predicateType";
-
 /// An attestation envelope larger than this is not fetched: room for a large SBOM.
 pub const MAX_ENVELOPE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// What the layers of one tag may add up to; layers beyond it are not fetched.
 pub const MAX_TAG_BYTES: u64 = 16 * 1024 * 1024;
-
-/// One layer of a `.sig` or `.att` manifest: its descriptor annotations and, when it is a
-/// payload of the expected type and an acceptable size, its bytes (checked against the layer
-/// digest).
-#[derive(Debug, Clone)]
-pub struct SignatureLayer {
-    pub media_type: String,
-    pub annotations: BTreeMap<String, String>,
-    pub payload: Payload,
-}
-
-#[derive(Debug, Clone)]
-pub enum Payload {
-    Fetched(Vec<u8>),
-    /// Not fetched, and why: not a signature layer, or too large.
-    Skipped(String),
-}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

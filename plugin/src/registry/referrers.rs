@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::{read_bounded, Registries, RegistryError, Session};
 use crate::reference::Digest;
+pub use pullgate_verify::attached::{AttachedBundle, Referrers};
 
 /// `artifactType` of a referrer holding a Sigstore bundle (v0.1–v0.3 share this prefix).
 pub const BUNDLE_ARTIFACT_TYPE: &str = "application/vnd.dev.sigstore.bundle";
@@ -40,15 +41,6 @@ const MAX_INDEX_BYTES: usize = 1024 * 1024;
 /// a repository it does not have, which says nothing about its other repositories.
 pub const NO_API_REMEMBERED: Duration = Duration::from_secs(600);
 const MAX_NO_API_REPOSITORIES: usize = 1024;
-
-/// One Sigstore bundle attached to the image.
-#[derive(Debug, Clone)]
-pub struct AttachedBundle {
-    /// The referrer manifest it came from, for messages.
-    pub manifest: Digest,
-    pub predicate_type: Option<String>,
-    pub bytes: Vec<u8>,
-}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -82,14 +74,6 @@ struct ReferrerManifest {
     annotations: BTreeMap<String, String>,
 }
 
-impl AttachedBundle {
-    /// The bundle, parsed.
-    pub fn parse(&self) -> Result<sigstore_types::Bundle, String> {
-        let text = std::str::from_utf8(&self.bytes).map_err(|e| format!("bundle {}: {e}", self.manifest))?;
-        sigstore_types::Bundle::from_json(text).map_err(|e| format!("bundle {}: {e}", self.manifest))
-    }
-}
-
 /// Parses `bytes` as a referrers index and as a referrer manifest (for the fuzz targets: the
 /// same parsing discovery does); how many descriptors each lists.
 pub(crate) fn parse_index_and_manifest(bytes: &[u8]) -> (Option<usize>, Option<usize>) {
@@ -103,14 +87,6 @@ pub(crate) fn parse_index_and_manifest(bytes: &[u8]) -> (Option<usize>, Option<u
 /// The referrers tag of `image`: where registries without the referrers API keep the index.
 pub fn referrers_tag(image: &Digest) -> String {
     format!("sha256-{}", image.hex())
-}
-
-/// What the referrers of one image held: the bundles that could be read, and why the others
-/// could not, so one broken referrer does not hide the rest.
-#[derive(Debug, Default)]
-pub struct Referrers {
-    pub bundles: Vec<AttachedBundle>,
-    pub unreadable: Vec<String>,
 }
 
 /// Fetches the Sigstore bundles that refer to `image`, at most [`MAX_BUNDLES`]: those whose

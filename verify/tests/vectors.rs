@@ -12,14 +12,12 @@ use std::{
 };
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-use pullgate::{
-    policy::{Authority, AuthorityKind, IdentityMatch, Keyless, PublicKey, Tlog},
+use pullgate_verify::{
+    attached::{Payload, SignatureLayer, SIMPLE_SIGNING},
+    legacy,
     reference::{Digest, Reference},
-    registry::cosign::{Payload, SignatureLayer, SIMPLE_SIGNING},
-    verify::{
-        legacy, verify_bundle, verify_signatures, Evidence, Rejection, TrustMaterial, Unverified, Verified,
-        SIGNATURE_ANNOTATION,
-    },
+    verify_bundle, verify_signatures, Authority, AuthorityKind, Evidence, IdentityMatch, Keyless, PublicKey, Rejection,
+    Tlog, TrustMaterial, Unverified, Verified, SIGNATURE_ANNOTATION,
 };
 use sigstore_types::{Artifact, ArtifactDigest, Bundle, HashAlgorithm, Sha256Hash};
 
@@ -55,7 +53,7 @@ fn exact(s: &str) -> IdentityMatch {
 }
 
 fn regexp(s: &str) -> IdentityMatch {
-    IdentityMatch::RegExp(pullgate::policy::Re2Regex::new(s).unwrap())
+    IdentityMatch::RegExp(pullgate_verify::Re2Regex::new(s).unwrap())
 }
 
 fn keyless(issuer: IdentityMatch, subject: IdentityMatch, tlog: Tlog) -> Authority {

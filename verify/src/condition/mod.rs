@@ -44,7 +44,7 @@ use std::{
 use cel::{common::ast::IdedExpr, Context, Value};
 
 use self::{functions::Budget, value::Bindings};
-use super::Re2Regex;
+use crate::Re2Regex;
 
 /// A condition longer than this, in characters, is refused.
 pub const MAX_CONDITION_CHARS: usize = 4096;

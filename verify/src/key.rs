@@ -4,11 +4,11 @@ use sigstore_crypto::{validate_raw_public_key, KeyAlgorithm, VerificationKey};
 use sigstore_types::DerPublicKey;
 
 /// Key files larger than this are refused; a public key is at most a few kilobytes.
-pub(super) const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+pub const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 
 /// Why PEM text is not a public key pullgate can verify with.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum KeyError {
+pub enum KeyError {
     #[error("not a PEM public key: no -----BEGIN PUBLIC KEY----- line")]
     NoBlock,
     #[error("not a PEM public key: holds {0} PEM blocks where exactly one PUBLIC KEY is allowed")]
@@ -51,7 +51,7 @@ impl std::ops::Deref for PublicKey {
     }
 }
 
-pub(super) fn parse_pem(pem: &str) -> Result<PublicKey, KeyError> {
+pub fn parse_pem(pem: &str) -> Result<PublicKey, KeyError> {
     let begins: Vec<&str> = pem
         .lines()
         .filter_map(|line| line.trim().strip_prefix("-----BEGIN "))

@@ -1,7 +1,10 @@
-//! Signature verification: bytes and trust material in, a verdict with evidence out. No I/O.
+//! Signature verification: bytes and trust material in, a verdict with evidence out. No I/O
+//! and no async runtime: the registry fetches what is attached to an image ([`attached`]), the
+//! policy names the authorities and requirements, and this crate judges.
 //!
 //! A [`Verified`] value can only be made here, and the upstream pull takes one, so pullgate
-//! cannot pull a digest by the verified path unless this module vouched for it.
+//! cannot pull a digest by the verified path unless this crate vouched for it.
+#![forbid(unsafe_code)]
 
 use std::{collections::BTreeMap, fmt};
 
@@ -10,31 +13,44 @@ use serde::Serialize;
 use sigstore_types::SignatureBytes;
 
 use crate::{
-    policy::{Authority, AuthorityKind, Tlog},
+    attached::{AttachedBundle, Payload, SignatureLayer},
     reference::{Digest, Reference},
-    registry::{
-        cosign::{Payload, SignatureLayer},
-        referrers::{AttachedBundle, Referrers},
-    },
 };
 
+pub mod attached;
 mod attestation;
-pub mod certificate;
+mod authority;
+mod certificate;
+pub mod condition;
 #[cfg(test)]
 mod crafted;
 pub mod expiry;
+mod fulcio;
 mod intoto;
+pub mod key;
 pub mod legacy;
+pub mod reference;
+mod regexp;
+mod requirement;
 mod sigstore;
-pub(crate) mod simple_signing;
+// Public for pullgate's fuzz targets, which parse payloads the way verification does.
+#[doc(hidden)]
+pub mod simple_signing;
 #[cfg(test)]
 mod tests;
 mod timestamp;
 mod tlog;
 mod unambiguous;
 
-pub use attestation::{check_attestations, AttestationOutcome};
+pub use attached::Attached;
+pub use attestation::{check_attestations, AttestationOutcome, AttestationResult};
+pub use authority::{Authority, AuthorityKind, IdentityMatch, Keyless, Tlog};
+pub use condition::{evaluate as evaluate_conditions, Condition, ConditionFailure};
 pub use expiry::TrustNeeds;
+pub use fulcio::FulcioClaim;
+pub use key::PublicKey;
+pub use regexp::{Re2Regex, RegexError};
+pub use requirement::{Attestation, MAX_AGE_NEEDS_KEYLESS};
 pub use sigstore::{verify_bundle, TrustMaterial};
 
 /// The predicate type of a cosign v3 image signature statement.
@@ -160,13 +176,13 @@ impl Verified {
     pub fn require_attestations(
         mut self,
         attached: &Attached,
-        required: &[crate::policy::Attestation],
+        required: &[Attestation],
         authorities: &[Authority],
         trust: Option<&TrustMaterial>,
         now: i64,
     ) -> Result<Self, Vec<AttestationOutcome>> {
         let outcomes = check_attestations(&self.digest, attached, required, authorities, trust, now);
-        if outcomes.iter().any(|o| o.result != "pass") {
+        if outcomes.iter().any(|o| o.result != AttestationResult::Pass) {
             return Err(outcomes);
         }
         self.attestations = outcomes;
@@ -188,17 +204,6 @@ pub fn verify_signatures(
         ..Attached::default()
     };
     verify_image(reference, digest, &attached, authorities, trust)
-}
-
-/// Everything found attached to an image that may be a signature or attestation of it.
-#[derive(Debug, Default)]
-pub struct Attached {
-    /// Layers of the legacy `.sig` tag.
-    pub layers: Vec<SignatureLayer>,
-    /// Sigstore bundles among the image's referrers, and the referrers that could not be read.
-    pub referrers: Referrers,
-    /// Layers of the legacy `.att` tag (only fetched when the rule asks for attestations).
-    pub attestations: Vec<SignatureLayer>,
 }
 
 /// Checks every signature found for the image: legacy `.sig` layers and Sigstore bundles

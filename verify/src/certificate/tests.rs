@@ -1,13 +1,11 @@
-//! `pullgate::verify::certificate`: a Fulcio signing certificate checked at an already verified
+//! A Fulcio signing certificate checked at an already verified
 //! time against the test Sigstore's trusted root — validity window, chain to a CA valid then,
 //! embedded SCT from a CT log the root names — and refused, without panicking, otherwise.
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use pullgate::verify::{
-    certificate::{verify_signing_certificate, CertificateInfo},
-    TrustMaterial,
-};
+use super::{verify_signing_certificate, CertificateInfo};
+use crate::TrustMaterial;
 use pullgate_tests::sigstore::{
     b64, ctlog::sct_list_extension, der, rfc3339, CtLog, Leaf, LeafRequest, SanKind, TestSigstore, CA_EPOCH,
 };
@@ -371,7 +369,7 @@ fn oversized_material_is_refused_before_parsing() {
 
 #[test]
 fn the_identity_is_the_one_san_a_certificate_names() {
-    use pullgate::verify::certificate::signing_identity;
+    use super::signing_identity;
     let sigstore = TestSigstore::new();
     let identity = |sans: Vec<SanKind>| {
         let leaf = sigstore.issue(&request().sans(sans));

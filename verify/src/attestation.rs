@@ -13,12 +13,10 @@ use super::{
     unambiguous, verify_bundle, Attached, Evidence, Rejection, TrustMaterial,
 };
 use crate::{
-    policy::{Attestation, Authority, MAX_STATEMENT_BYTES},
+    attached::{self, AttachedBundle, Payload, SignatureLayer},
+    condition::MAX_STATEMENT_BYTES,
     reference::Digest,
-    registry::{
-        cosign::{self, Payload, SignatureLayer},
-        referrers::AttachedBundle,
-    },
+    Attestation, Authority,
 };
 
 /// The DSSE payload type of an in-toto statement.
@@ -54,18 +52,36 @@ pub(super) fn check_statement(payload: &[u8]) -> Result<(), String> {
 pub struct AttestationOutcome {
     pub name: String,
     pub predicate_type: String,
-    /// `pass` or `fail`.
-    pub result: &'static str,
+    pub result: AttestationResult,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<Evidence>,
 }
 
-impl AttestationOutcome {
-    /// Whether the requirement held.
-    pub fn passed(&self) -> bool {
-        self.result == "pass"
+/// Whether one attestation requirement held; serialized `pass` or `fail`, as SPEC §6's audit
+/// record has it.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttestationResult {
+    Pass,
+    Fail,
+}
+
+// === impl AttestationResult ===
+
+impl AttestationResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+        }
+    }
+}
+
+impl fmt::Display for AttestationResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -155,8 +171,8 @@ pub fn check_attestations(
 
 fn outcome(attestation: &Attestation, result: Result<Evidence, Unmet>) -> AttestationOutcome {
     let (result, reason, signature) = match result {
-        Ok(evidence) => ("pass", None, Some(evidence)),
-        Err(unmet) => ("fail", Some(unmet.to_string()), None),
+        Ok(evidence) => (AttestationResult::Pass, None, Some(evidence)),
+        Err(unmet) => (AttestationResult::Fail, Some(unmet.to_string()), None),
     };
     AttestationOutcome {
         name: attestation.name.clone(),
@@ -188,7 +204,7 @@ impl<'a> Source<'a> {
             Self::Bundle(bundle) => bundle.predicate_type.as_deref(),
             Self::Layer(_, layer) => layer
                 .annotations
-                .get(cosign::PREDICATE_TYPE_ANNOTATION)
+                .get(attached::PREDICATE_TYPE_ANNOTATION)
                 .map(String::as_str),
         }
     }
@@ -348,7 +364,7 @@ fn check_one(
     }
     if let Some(max_age) = attestation.max_age {
         if evidence.kind != "keyless" {
-            return Err(Unmet::Stale(crate::policy::MAX_AGE_NEEDS_KEYLESS.into()));
+            return Err(Unmet::Stale(crate::MAX_AGE_NEEDS_KEYLESS.into()));
         }
         let Some(signed_at) = evidence.signed_at else {
             return Err(Unmet::Stale(
@@ -368,7 +384,7 @@ fn check_one(
             return Err(Unmet::Stale(format!("signed {signed}, older than maxAge {limit}")));
         }
     }
-    crate::policy::evaluate_conditions(&attestation.conditions, &statement)
+    crate::evaluate_conditions(&attestation.conditions, &statement)
         .map_err(|failure| Unmet::Condition(failure.to_string()))?;
     Ok(Some(evidence))
 }

@@ -30,7 +30,7 @@ use super::{
     sigstore::match_identity,
     verify_bundle, Evidence, Rejection, TrustMaterial,
 };
-use crate::policy::{Authority, AuthorityKind, Tlog};
+use crate::{Authority, AuthorityKind, Tlog};
 
 /// One layer of the `.att` tag, read: the bytes as stored, and the envelope they hold.
 pub struct AttestationLayer<'a> {

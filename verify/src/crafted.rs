@@ -11,16 +11,13 @@ use pullgate_tests::{
 use serde_json::{json, Value};
 
 use super::*;
-use crate::{
-    policy::Tlog,
-    registry::referrers::{AttachedBundle, Referrers},
-};
+use crate::attached::{AttachedBundle, Referrers};
 
 const CYCLONEDX: &str = "https://cyclonedx.org/bom";
 const DAY: i64 = 86_400;
 
 fn key_authority(name: &str, pem: &str, tlog: Tlog) -> Authority {
-    let key = crate::policy::PublicKey::from_pem(pem).unwrap();
+    let key = crate::PublicKey::from_pem(pem).unwrap();
     Authority {
         name: name.to_string(),
         kind: AuthorityKind::Key(Arc::new(key)),
@@ -36,8 +33,8 @@ fn attached_bundle(bundle: &Value, predicate_type: &str) -> AttachedBundle {
     }
 }
 
-fn sbom_requirement(max_age: Option<Duration>) -> crate::policy::Attestation {
-    crate::policy::Attestation {
+fn sbom_requirement(max_age: Option<Duration>) -> crate::Attestation {
+    crate::Attestation {
         name: "sbom".into(),
         predicate_type: CYCLONEDX.into(),
         max_age,
@@ -48,7 +45,7 @@ fn sbom_requirement(max_age: Option<Duration>) -> crate::policy::Attestation {
 fn outcome_of(
     digest: &Digest,
     bundles: Vec<AttachedBundle>,
-    required: crate::policy::Attestation,
+    required: crate::Attestation,
     authority: &Authority,
     trust: &TrustMaterial,
 ) -> AttestationOutcome {
@@ -110,7 +107,7 @@ fn a_fresh_timestamp_over_an_old_key_signature_does_not_make_it_fresh() {
         &authority,
         &trust,
     );
-    assert_eq!(honest.result, "fail", "{honest:?}");
+    assert_eq!(honest.result, AttestationResult::Fail, "{honest:?}");
 
     // The attacker drops the entry and adds a stamp taken today over the same signature.
     let signature = BASE64
@@ -128,7 +125,8 @@ fn a_fresh_timestamp_over_an_old_key_signature_does_not_make_it_fresh() {
         &trust,
     );
     assert_eq!(
-        outcome.result, "fail",
+        outcome.result,
+        AttestationResult::Fail,
         "a 100-day-old attestation passed maxAge 24h on a timestamp taken today: {outcome:?}"
     );
 }
@@ -136,7 +134,7 @@ fn a_fresh_timestamp_over_an_old_key_signature_does_not_make_it_fresh() {
 /// A key-signed `.sig` layer over `payload`.
 fn sig_layer(signer: &Signer, payload: &[u8]) -> SignatureLayer {
     SignatureLayer {
-        media_type: crate::registry::cosign::SIMPLE_SIGNING.into(),
+        media_type: crate::attached::SIMPLE_SIGNING.into(),
         annotations: BTreeMap::from([(SIGNATURE_ANNOTATION.to_string(), signer.sign(payload))]),
         payload: Payload::Fetched(payload.to_vec()),
     }
@@ -253,7 +251,7 @@ fn a_key_signed_attestation_logged_again_today_does_not_become_fresh() {
         &authority,
         &trust,
     );
-    assert_eq!(honest.result, "fail", "{honest:?}");
+    assert_eq!(honest.result, AttestationResult::Fail, "{honest:?}");
 
     // Anyone: the same envelope with a keyid, submitted today.
     let mut envelope = bundle["dsseEnvelope"].clone();
@@ -278,7 +276,8 @@ fn a_key_signed_attestation_logged_again_today_does_not_become_fresh() {
         &trust,
     );
     assert_eq!(
-        outcome.result, "fail",
+        outcome.result,
+        AttestationResult::Fail,
         "a 100-day-old attestation passed maxAge 24h on an entry logged again today: {outcome:?}"
     );
 }

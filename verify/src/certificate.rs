@@ -33,6 +33,9 @@ pub use sigstore_crypto::CertificateInfo;
 
 use super::TrustMaterial;
 
+#[cfg(test)]
+mod tests;
+
 /// Fulcio's certificates are about 1 KiB; one this large is not one of them.
 const MAX_CERTIFICATE_BYTES: usize = 16 * 1024;
 /// Fulcio's chains have one intermediate; more would only make path building expensive.

@@ -9,7 +9,7 @@ use sigstore_types::TimeRange;
 use x509_cert::{der::Decode, Certificate};
 
 use super::TrustMaterial;
-use crate::policy::Tlog;
+use crate::Tlog;
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use serde::Deserialize;
 
-use super::{FulcioClaim, PublicKey};
+use crate::{FulcioClaim, PublicKey};
 
 /// A signer a rule trusts. A valid signature from any one authority of a rule satisfies it.
 #[derive(Clone, Debug)]
@@ -41,7 +41,7 @@ pub struct Keyless {
 pub enum IdentityMatch {
     Exact(String),
     /// Compiled when the policy loads. Anchored by the author, not by pullgate (SPEC §4).
-    RegExp(super::Re2Regex),
+    RegExp(crate::Re2Regex),
 }
 
 /// Whether a signature must be in the transparency log.

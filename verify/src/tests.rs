@@ -4,13 +4,7 @@
 use std::{path::PathBuf, sync::Arc};
 
 use super::*;
-use crate::{
-    policy::Tlog,
-    registry::{
-        cosign::SIMPLE_SIGNING,
-        referrers::{AttachedBundle, Referrers},
-    },
-};
+use crate::attached::{AttachedBundle, Referrers, SIMPLE_SIGNING};
 
 fn fixtures() -> Option<PathBuf> {
     let dir =
@@ -27,7 +21,7 @@ fn fixtures() -> Option<PathBuf> {
 }
 
 fn key_authority(name: &str, pem: &str, tlog: Tlog) -> Authority {
-    let key = crate::policy::PublicKey::from_pem(pem).unwrap();
+    let key = crate::PublicKey::from_pem(pem).unwrap();
     Authority {
         name: name.to_string(),
         kind: AuthorityKind::Key(Arc::new(key)),
@@ -284,9 +278,9 @@ fn production_trust() -> Option<TrustMaterial> {
 }
 
 fn keyless_authority(issuer: &str, subject: &str, tlog: Tlog) -> Authority {
-    let keyless = crate::policy::Keyless {
-        issuer: crate::policy::IdentityMatch::Exact(issuer.into()),
-        subject: crate::policy::IdentityMatch::Exact(subject.into()),
+    let keyless = crate::Keyless {
+        issuer: crate::IdentityMatch::Exact(issuer.into()),
+        subject: crate::IdentityMatch::Exact(subject.into()),
         extensions: Default::default(),
     };
     Authority {
@@ -563,8 +557,8 @@ fn a_message_signature_bundle_is_not_an_image_signature() {
         },
         ..Attached::default()
     };
-    let any = || crate::policy::IdentityMatch::RegExp(crate::policy::Re2Regex::new(".*").unwrap());
-    let keyless = crate::policy::Keyless {
+    let any = || crate::IdentityMatch::RegExp(crate::Re2Regex::new(".*").unwrap());
+    let keyless = crate::Keyless {
         issuer: any(),
         subject: any(),
         extensions: Default::default(),
@@ -872,10 +866,7 @@ fn att_layer(statement: &[u8], signers: &[&sigstore_crypto::KeyPair]) -> Signatu
         media_type: "application/vnd.dsse.envelope.v1+json".into(),
         annotations: BTreeMap::from([
             (SIGNATURE_ANNOTATION.to_string(), String::new()),
-            (
-                crate::registry::cosign::PREDICATE_TYPE_ANNOTATION.to_string(),
-                CYCLONEDX.into(),
-            ),
+            (crate::attached::PREDICATE_TYPE_ANNOTATION.to_string(), CYCLONEDX.into()),
         ]),
         payload: Payload::Fetched(serde_json::to_vec(&envelope).unwrap()),
     }
@@ -896,7 +887,7 @@ fn attestation_outcome(digest: &Digest, layers: Vec<SignatureLayer>, authority: 
         attestations: layers,
         ..Attached::default()
     };
-    let required = crate::policy::Attestation {
+    let required = crate::Attestation {
         name: "sbom".into(),
         predicate_type: CYCLONEDX.into(),
         max_age: None,
@@ -916,14 +907,14 @@ fn an_att_envelope_counts_when_any_one_of_its_signatures_verifies() {
         let outcome = attestation_outcome(&digest, vec![att_layer(&statement, &signers)], &authority);
         assert_eq!(
             outcome.result,
-            "pass",
+            AttestationResult::Pass,
             "{} signatures: {:?}",
             signers.len(),
             outcome.reason
         );
     }
     let outcome = attestation_outcome(&digest, vec![att_layer(&statement, &[&other, &other])], &authority);
-    assert_eq!(outcome.result, "fail");
+    assert_eq!(outcome.result, AttestationResult::Fail);
     // Bounded: a layer cannot make each key try an unbounded list.
     let many = vec![&other; 17];
     let outcome = attestation_outcome(&digest, vec![att_layer(&statement, &many)], &authority);
@@ -944,7 +935,7 @@ fn an_att_statement_must_be_an_in_toto_statement_read_alike_by_cosign() {
             vec![att_layer(&statement_text(kind, &digest, ""), &[&key])],
             &authority,
         );
-        assert_eq!(outcome.result, "pass", "{kind}: {:?}", outcome.reason);
+        assert_eq!(outcome.result, AttestationResult::Pass, "{kind}: {:?}", outcome.reason);
     }
     let refused = [
         ("another _type", statement_text("https://example.com/NotAStatement", &digest, "")),
@@ -977,7 +968,7 @@ fn an_att_statement_must_be_an_in_toto_statement_read_alike_by_cosign() {
     ];
     for (what, statement) in refused {
         let outcome = attestation_outcome(&digest, vec![att_layer(&statement, &[&key])], &authority);
-        assert_eq!(outcome.result, "fail", "{what} must be refused");
+        assert_eq!(outcome.result, AttestationResult::Fail, "{what} must be refused");
     }
 }
 
@@ -1003,4 +994,13 @@ fn a_payload_with_case_variant_keys_is_refused_as_cosign_would_read_the_last() {
         "{err}: {:?}",
         err.rejections
     );
+}
+
+/// The audit record (SPEC §6) spells attestation results `pass` and `fail`; the enum must not
+/// change that.
+#[test]
+fn attestation_results_serialize_as_the_audit_record_spells_them() {
+    assert_eq!(serde_json::to_value(AttestationResult::Pass).unwrap(), "pass");
+    assert_eq!(serde_json::to_value(AttestationResult::Fail).unwrap(), "fail");
+    assert_eq!(AttestationResult::Fail.to_string(), "fail");
 }

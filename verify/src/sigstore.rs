@@ -13,7 +13,7 @@ use super::{
     certificate::{signing_identity, verify_signing_certificate},
     Evidence, Rejection,
 };
-use crate::policy::{Authority, AuthorityKind, Keyless, Tlog};
+use crate::{Authority, AuthorityKind, Keyless, Tlog};
 
 /// The media type of a Sigstore `TrustedRoot` (any version).
 const TRUSTED_ROOT_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.trustedroot+json";
