@@ -281,3 +281,33 @@ fn a_key_signed_attestation_logged_again_today_does_not_become_fresh() {
         "a 100-day-old attestation passed maxAge 24h on an entry logged again today: {outcome:?}"
     );
 }
+
+/// A verification speaks for its repository and digest only: the cache hands it to another tag
+/// of the same repository, never to another repository or to a reference pinned elsewhere.
+#[test]
+fn a_verification_is_not_lent_to_another_image() {
+    let signer = Signer::generate();
+    let authority = key_authority("release-key", &signer.public_key_pem(), Tlog::Optional);
+    let digest = Digest::of(b"an image");
+    let payload = format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"registry.test/app"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
+    );
+    let verified = verify_signatures(
+        &reference(),
+        &digest,
+        &[sig_layer(&signer, payload.as_bytes())],
+        std::slice::from_ref(&authority),
+        None,
+    )
+    .unwrap();
+    let another_tag = Reference::parse("registry.test/app:v2").unwrap();
+    let lent = verified
+        .clone()
+        .for_reference(&another_tag)
+        .expect("another tag, same image");
+    assert_eq!(lent.reference(), &another_tag);
+    let another_repository = Reference::parse("registry.test/other:v1").unwrap();
+    assert!(verified.clone().for_reference(&another_repository).is_none());
+    let pinned_elsewhere = Reference::parse(&format!("registry.test/app@{}", Digest::of(b"another"))).unwrap();
+    assert!(verified.for_reference(&pinned_elsewhere).is_none());
+}

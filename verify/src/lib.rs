@@ -148,13 +148,15 @@ impl Verified {
     }
 
     /// The same verification for another reference of the same repository and digest (another
-    /// tag, say), as the cache hands it to a later pull.
-    pub fn for_reference(self, reference: &Reference) -> Self {
-        debug_assert_eq!(reference.repository(), self.reference.repository());
-        Self {
+    /// tag, say), as the cache hands it to a later pull; `None` for a reference of another
+    /// repository or digest, which this verification says nothing about.
+    pub fn for_reference(self, reference: &Reference) -> Option<Self> {
+        let same_repository = reference.repository() == self.reference.repository();
+        let same_digest = reference.digest().is_none_or(|d| *d == self.digest);
+        (same_repository && same_digest).then(|| Self {
             reference: reference.clone(),
             ..self
-        }
+        })
     }
 
     /// `host/path@sha256:…`: the only reference pullgate asks containerd to pull.

@@ -29,9 +29,17 @@ pub struct Judge {
     metrics: Arc<Metrics>,
 }
 
-/// What a verification's outcome depends on: (repository, digest, policy and trust generation,
-/// rule). A reload changes the generation, so no remembered allow outlives its policy.
-type VerificationKey = (String, String, String, String);
+/// What a verification's outcome depends on. A reload changes the generation, so no
+/// remembered allow outlives its policy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct VerificationKey {
+    /// In canonical form: every spelling of the repository shares one verification.
+    repository: String,
+    digest: Digest,
+    /// The policy's and trust material's hash.
+    generation: String,
+    rule: String,
+}
 
 /// How long a verified image is remembered at most, and how many are.
 const CACHE_TTL: Duration = Duration::from_secs(300);
@@ -120,12 +128,12 @@ impl Judge {
             Ok(digest) => digest,
             Err(e) => return (Err(Refusal::from_registry(None, e)), Lookup::Miss),
         };
-        let key = (
-            reference.repository(),
-            digest.to_string(),
-            policy.hash().to_string(),
-            rule.name().to_string(),
-        );
+        let key = VerificationKey {
+            repository: reference.repository(),
+            digest: digest.clone(),
+            generation: policy.hash().to_string(),
+            rule: rule.name().to_string(),
+        };
         // Only a verification that runs to its end is timed: one cut off by verifyTimeout is
         // dropped here, and neither it nor its lookup is counted.
         let check = || async {
@@ -139,8 +147,16 @@ impl Judge {
             .get_or_verify(key, check, |verified| remember_until(verified, rule))
             .await;
         self.metrics.cache_lookup(lookup);
-        // Shared or remembered outcomes may come from a pull of another tag of the repository.
-        (outcome.map(|v| v.for_reference(reference)), lookup)
+        // Shared or remembered outcomes may come from a pull of another tag of the repository;
+        // one for anything else (the cache's key rules it out) refuses rather than vouches.
+        let outcome = outcome.and_then(|verified| {
+            let digest = verified.digest().clone();
+            verified.for_reference(reference).ok_or_else(|| {
+                let why = format!("a verification of another image was offered for {reference}");
+                Refusal::from_registry(Some(&digest), RegistryError::Invalid(why))
+            })
+        });
+        (outcome, lookup)
     }
 
     /// Fetches the signatures and attestations of `digest` and checks them against the rule.
