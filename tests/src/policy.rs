@@ -1,5 +1,16 @@
 //! SPEC §4 policy documents for tests, written as YAML text the way an operator would.
 
+/// A policy that lets every image through (`noMatch: allow`, no rules): for tests of the
+/// process around the gate, not of its decisions.
+pub const OPEN_POLICY: &str = "apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: open
+spec:
+  noMatch: allow
+  rules: []
+";
+
 /// A policy in enforce mode that denies unmatched images, with one rule `signed` that requires
 /// a signature by the key `public_key_pem` (named `authority`) for `images` (globs such as
 /// `127.0.0.1:PORT/signed/**`).

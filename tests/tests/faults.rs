@@ -642,14 +642,7 @@ mod request_path_review {
 
     use pullgate_tests::{containerd::Containerd, process::Daemon, pullgate::config_yaml, Pullgate};
 
-    const OPEN_POLICY: &str = "apiVersion: pullgate.dev/v1alpha1
-kind: ImagePolicy
-metadata:
-  name: open
-spec:
-  noMatch: allow
-  rules: []
-";
+    use pullgate_tests::policy::OPEN_POLICY;
 
     /// The uid kubelet runs as in these tests: the only one in `socket.allowedUids`.
     const KUBELET_UID: u32 = 4242;

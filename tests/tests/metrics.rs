@@ -17,14 +17,7 @@ use pullgate_tests::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const OPEN_POLICY: &str = "apiVersion: pullgate.dev/v1alpha1
-kind: ImagePolicy
-metadata:
-  name: open
-spec:
-  noMatch: allow
-  rules: []
-";
+use pullgate_tests::policy::OPEN_POLICY;
 
 const EXPIRY: &str = "pullgate_trust_material_expiry_timestamp_seconds";
 

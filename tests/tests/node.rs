@@ -24,14 +24,7 @@ use pullgate_tests::{
     Pullgate, TestEnv,
 };
 
-const OPEN_POLICY: &str = "apiVersion: pullgate.dev/v1alpha1
-kind: ImagePolicy
-metadata:
-  name: open
-spec:
-  noMatch: allow
-  rules: []
-";
+use pullgate_tests::policy::OPEN_POLICY;
 
 /// The `Name:\tvalue` lines of `/proc/<task>/status` (`<pid>` or `<pid>/task/<tid>`).
 fn proc_status(task: &str) -> Vec<(String, String)> {
