@@ -83,8 +83,8 @@ fn has(findings: &[String], needles: &[&str]) -> bool {
 fn decide(policy: &Policy, image: &str, namespace: &str) -> (Option<String>, Action, Mode) {
     let decision = policy.decide(&Reference::parse(image).unwrap(), namespace);
     (
-        decision.rule.map(|r| r.name().to_string()),
-        decision.action,
+        decision.rule().map(|r| r.name().to_string()),
+        decision.action(),
         decision.mode,
     )
 }

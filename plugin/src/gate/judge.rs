@@ -12,7 +12,7 @@ use crate::{
     cache::{Cache, Lookup},
     denial::{Cause, Denial},
     metrics::Metrics,
-    policy::{Action, Mode, Policy, Rule},
+    policy::{Mode, Policy, Rule, Verdict},
     reference::{Digest, Reference},
     registry::{cosign, referrers, Credentials, Registries, RegistryError, Session},
     verify::{self, AttestationOutcome, Evidence, TrustMaterial, Verified},
@@ -90,13 +90,12 @@ impl Judge {
         let decision = policy.decide(&reference, namespace);
         let mut cache = None;
         let waive = |reason: &str| Ok(Admission::Waived(Waiver::new(reason.to_string())));
-        let verdict = match (decision.action, decision.rule) {
-            (Action::Allow, Some(_)) => waive("the rule allows it without verification"),
-            (Action::Allow, None) => waive("no rule matches and noMatch is allow"),
-            (Action::Deny, Some(_)) => Err(Refusal::new(None, Cause::RuleDenies)),
-            // noMatch decides only allow or deny: a verify without a rule is a deny.
-            (Action::Deny | Action::Verify, None) => Err(Refusal::new(None, Cause::NoRule(policy.no_match()))),
-            (Action::Verify, Some(rule)) => {
+        let verdict = match decision.verdict {
+            Verdict::Allow(Some(_)) => waive("the rule allows it without verification"),
+            Verdict::Allow(None) => waive("no rule matches and noMatch is allow"),
+            Verdict::Deny(Some(_)) => Err(Refusal::new(None, Cause::RuleDenies)),
+            Verdict::Deny(None) => Err(Refusal::new(None, Cause::NoRule(policy.no_match()))),
+            Verdict::Verify(rule) => {
                 let verifying = self.verify(&reference, rule, policy, credentials);
                 match tokio::time::timeout(self.verify_timeout, verifying).await {
                     Ok((outcome, lookup)) => {
@@ -107,7 +106,7 @@ impl Judge {
                 }
             }
         };
-        let rule = decision.rule.map(|r| r.name().to_string());
+        let rule = decision.rule().map(|r| r.name().to_string());
         let mut judgement = Judgement::new(reference.to_string(), Some(&reference), rule, decision.mode, verdict);
         judgement.cache = cache;
         judgement

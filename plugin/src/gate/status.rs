@@ -19,7 +19,7 @@ use crate::{
     audit::Event,
     cri::{UnaryCall, UnaryReply},
     denial::Cause,
-    policy::{Action, Decision, Mode, Policy},
+    policy::{Decision, Mode, Policy, Verdict},
     reference::Reference,
 };
 
@@ -71,7 +71,7 @@ impl Gate {
             return Ok(reply);
         }
         let name = unmet.map(|(n, _)| n).or(names.first());
-        let rule = unmet.and_then(|(_, d)| d.rule);
+        let rule = unmet.and_then(|(_, d)| d.rule());
         let digest = image
             .repo_digests
             .iter()
@@ -101,11 +101,13 @@ impl Gate {
     fn unmet_decision<'p>(&self, policy: &'p Policy, name: &Reference, id: &str) -> Option<Decision<'p>> {
         policy.decisions_in_any_namespace(name).into_iter().find(|decision| {
             let satisfied = decision.mode != Mode::Enforce
-                || decision.action == Action::Allow
-                || decision.rule.is_some_and(|rule| {
-                    self.admitted
-                        .contains(&name.repository(), id, policy.hash(), rule.name())
-                });
+                || match decision.verdict {
+                    Verdict::Allow(_) => true,
+                    Verdict::Verify(rule) => self
+                        .admitted
+                        .contains(&name.repository(), id, policy.hash(), rule.name()),
+                    Verdict::Deny(_) => false,
+                };
             !satisfied
         })
     }

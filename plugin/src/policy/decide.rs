@@ -3,13 +3,51 @@
 use super::{Action, Mode, NoMatch, Policy, Rule};
 use crate::reference::Reference;
 
-/// What the policy decides for one pull before any signature is looked at: the rule that
-/// matched (none when `noMatch` decided), what to do, and whether the outcome is enforced.
+/// What the policy decides for one pull before any signature is looked at, and whether the
+/// outcome is enforced.
 #[derive(Clone, Copy, Debug)]
 pub struct Decision<'p> {
-    pub rule: Option<&'p Rule>,
-    pub action: Action,
+    pub verdict: Verdict<'p>,
     pub mode: Mode,
+}
+
+/// What to do with the pull. Only a rule can ask for verification; allow and deny come from a
+/// rule, or from `noMatch` when none matched.
+#[derive(Clone, Copy, Debug)]
+pub enum Verdict<'p> {
+    Verify(&'p Rule),
+    Allow(Option<&'p Rule>),
+    Deny(Option<&'p Rule>),
+}
+
+// === impl Decision ===
+
+impl<'p> Decision<'p> {
+    /// The decision of `rule`, in `mode`.
+    fn by(rule: &'p Rule, mode: Mode) -> Self {
+        let verdict = match rule.action() {
+            Action::Verify => Verdict::Verify(rule),
+            Action::Allow => Verdict::Allow(Some(rule)),
+            Action::Deny => Verdict::Deny(Some(rule)),
+        };
+        Self { verdict, mode }
+    }
+
+    /// The rule that decided; `None` when `noMatch` did.
+    pub fn rule(&self) -> Option<&'p Rule> {
+        match self.verdict {
+            Verdict::Verify(rule) => Some(rule),
+            Verdict::Allow(rule) | Verdict::Deny(rule) => rule,
+        }
+    }
+
+    pub fn action(&self) -> Action {
+        match self.verdict {
+            Verdict::Verify(_) => Action::Verify,
+            Verdict::Allow(_) => Action::Allow,
+            Verdict::Deny(_) => Action::Deny,
+        }
+    }
 }
 
 // === impl Policy ===
@@ -19,11 +57,7 @@ impl Policy {
     /// for a pull without a sandbox.
     pub fn decide(&self, image: &Reference, namespace: &str) -> Decision<'_> {
         if let Some(rule) = self.rules.iter().find(|rule| rule.matches(image, namespace)) {
-            return Decision {
-                rule: Some(rule),
-                action: rule.action(),
-                mode: rule.mode().unwrap_or(self.mode),
-            };
+            return Decision::by(rule, rule.mode().unwrap_or(self.mode));
         }
         self.no_match_decision()
     }
@@ -36,11 +70,7 @@ impl Policy {
     pub fn decisions_in_any_namespace(&self, image: &Reference) -> Vec<Decision<'_>> {
         let mut decisions = Vec::new();
         for rule in self.rules.iter().filter(|r| r.matches_image(image)) {
-            decisions.push(Decision {
-                rule: Some(rule),
-                action: rule.action(),
-                mode: rule.mode().unwrap_or(self.mode),
-            });
+            decisions.push(Decision::by(rule, rule.mode().unwrap_or(self.mode)));
             if rule.covers_every_namespace() {
                 return decisions;
             }
@@ -50,16 +80,12 @@ impl Policy {
     }
 
     fn no_match_decision(&self) -> Decision<'_> {
-        let (action, mode) = match self.no_match {
-            NoMatch::Deny => (Action::Deny, self.mode),
-            NoMatch::Allow => (Action::Allow, self.mode),
+        let (verdict, mode) = match self.no_match {
+            NoMatch::Deny => (Verdict::Deny(None), self.mode),
+            NoMatch::Allow => (Verdict::Allow(None), self.mode),
             // Recorded as a denial, but never blocked.
-            NoMatch::Warn => (Action::Deny, Mode::Warn),
+            NoMatch::Warn => (Verdict::Deny(None), Mode::Warn),
         };
-        Decision {
-            rule: None,
-            action,
-            mode,
-        }
+        Decision { verdict, mode }
     }
 }

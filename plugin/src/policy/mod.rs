@@ -43,7 +43,7 @@ use crate::{
 };
 
 pub use self::{
-    decide::Decision,
+    decide::{Decision, Verdict},
     error::{PolicyError, PolicyErrors},
     glob::{GlobError, ImageGlob, NamespaceGlob},
     rule::{Action, Mode, NoMatch, Rule},

@@ -106,7 +106,7 @@ fn allow_rule(name: &str, images: &str) -> String {
 }
 
 fn rule_names<'p>(policy: &'p Policy, reference: &str, namespace: &str) -> Option<&'p str> {
-    policy.decide(&image(reference), namespace).rule.map(Rule::name)
+    policy.decide(&image(reference), namespace).rule().map(Rule::name)
 }
 
 /// The example of SPEC §4, with its placeholder key replaced by `pem`.
@@ -330,7 +330,7 @@ spec:
     let empty = "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: x}\nspec: {noMatch: allow}\n";
     let policy = parse(empty).unwrap_or_else(|e| panic!("{e}"));
     assert!(policy.rules().is_empty());
-    assert_eq!(policy.decide(&image("nginx"), "").action, Action::Allow);
+    assert_eq!(policy.decide(&image("nginx"), "").action(), Action::Allow);
 }
 
 #[test]
@@ -1262,8 +1262,8 @@ fn no_match_decides_images_no_rule_covers() {
     let decide = |spec: &str| {
         let policy = parse(&with_rules(spec, &rules)).unwrap();
         let decision = policy.decide(&image("quay.io/x/y"), "default");
-        assert!(decision.rule.is_none());
-        (decision.action, decision.mode)
+        assert!(decision.rule().is_none());
+        (decision.action(), decision.mode)
     };
     assert_eq!(decide(""), (Action::Deny, Mode::Enforce));
     assert_eq!(decide("  noMatch: deny\n  mode: audit\n"), (Action::Deny, Mode::Audit));
@@ -1272,8 +1272,8 @@ fn no_match_decides_images_no_rule_covers() {
 
     let policy = parse(&with_rules("  noMatch: warn\n", &rules)).unwrap();
     let matched = policy.decide(&image("ghcr.io/x/y"), "default");
-    assert_eq!(matched.rule.map(Rule::name), Some("ghcr"));
-    assert_eq!((matched.action, matched.mode), (Action::Allow, Mode::Enforce));
+    assert_eq!(matched.rule().map(Rule::name), Some("ghcr"));
+    assert_eq!((matched.action(), matched.mode), (Action::Allow, Mode::Enforce));
 }
 
 #[test]
@@ -1288,9 +1288,9 @@ fn rule_mode_overrides_policy_mode() {
 ";
     let policy = parse(&with_rules("  mode: warn\n", rules)).unwrap();
     let quiet = policy.decide(&image("ghcr.io/quiet/a"), "default");
-    assert_eq!((quiet.action, quiet.mode), (Action::Deny, Mode::Audit));
+    assert_eq!((quiet.action(), quiet.mode), (Action::Deny, Mode::Audit));
     let loud = policy.decide(&image("ghcr.io/loud/a"), "default");
-    assert_eq!((loud.action, loud.mode), (Action::Deny, Mode::Warn));
+    assert_eq!((loud.action(), loud.mode), (Action::Deny, Mode::Warn));
     assert_eq!(Mode::Audit.to_string(), "audit");
     assert_eq!(Action::Verify.to_string(), "verify");
 }
@@ -1354,7 +1354,7 @@ fn decisions_in_any_namespace_stop_at_the_first_rule_covering_every_namespace() 
         policy
             .decisions_in_any_namespace(&image(img))
             .iter()
-            .map(|d| d.rule.map(Rule::name))
+            .map(|d| d.rule().map(Rule::name))
             .collect()
     };
     assert_eq!(
@@ -1372,10 +1372,10 @@ fn decisions_in_any_namespace_stop_at_the_first_rule_covering_every_namespace() 
     let policy = parse(&with_rules("", scoped_only)).unwrap();
     let decisions = policy.decisions_in_any_namespace(&image("quay.io/x/y"));
     assert_eq!(
-        decisions.iter().map(|d| d.rule.map(Rule::name)).collect::<Vec<_>>(),
+        decisions.iter().map(|d| d.rule().map(Rule::name)).collect::<Vec<_>>(),
         vec![Some("scoped"), None]
     );
-    assert_eq!(decisions[1].action, Action::Deny);
+    assert_eq!(decisions[1].action(), Action::Deny);
 }
 
 #[test]
