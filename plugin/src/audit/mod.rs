@@ -21,7 +21,7 @@ mod tests;
 pub use peer_refusals::{
     Counted, Peer, PeerRefusals, Refused, MAX_PEERS as MAX_REFUSED_PEERS, WINDOW as PEER_REFUSAL_WINDOW,
 };
-pub use record::{Decision, Event, Outcome, Record};
+pub use record::{Attested, Decision, Event, Outcome, Record, Signature};
 
 /// `prev` of the first record ever written.
 pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";

@@ -24,8 +24,8 @@ pub struct Record {
     pub outcome: Option<Outcome>,
     /// Why the pull failed, with [`Outcome::Failed`].
     pub error: Option<String>,
-    pub signatures: Vec<Evidence>,
-    pub attestations: Vec<AttestationOutcome>,
+    pub signatures: Vec<Signature>,
+    pub attestations: Vec<Attested>,
     /// On a denial, each signature found that did not count, and why.
     pub rejected: Vec<String>,
     pub duration_ms: f64,
@@ -33,6 +33,41 @@ pub struct Record {
     /// How many refused connections a `peer-refused` record stands for; `None` for other
     /// events.
     pub count: Option<u64>,
+}
+
+/// A signature that counted, as the audit log spells it. The log's own shape, filled from
+/// verify's evidence: renaming a field in verify cannot change the log's format.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Signature {
+    pub authority: String,
+    /// `key` or `keyless`.
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tlog_index: Option<u64>,
+    /// `tlog`, `tsa`, `tlog+tsa` or `none`.
+    pub time_source: &'static str,
+    /// The verified signing time, unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_at: Option<i64>,
+}
+
+/// One attestation requirement as checked, as the audit log spells it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Attested {
+    pub name: String,
+    pub predicate_type: String,
+    /// `pass` or `fail`.
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,6 +118,37 @@ impl Decision {
     }
 }
 
+// === impl Signature, Attested ===
+
+impl From<&Evidence> for Signature {
+    fn from(evidence: &Evidence) -> Self {
+        Self {
+            authority: evidence.authority.clone(),
+            kind: evidence.kind,
+            subject: evidence.subject.clone(),
+            issuer: evidence.issuer.clone(),
+            tlog_index: evidence.tlog_index,
+            time_source: evidence.time_source,
+            signed_at: evidence.signed_at,
+        }
+    }
+}
+
+impl From<&AttestationOutcome> for Attested {
+    fn from(outcome: &AttestationOutcome) -> Self {
+        Self {
+            name: outcome.name.clone(),
+            predicate_type: outcome.predicate_type.clone(),
+            result: match outcome.result {
+                AttestationResult::Pass => "pass",
+                AttestationResult::Fail => "fail",
+            },
+            reason: outcome.reason.clone(),
+            signature: outcome.signature.as_ref().map(Signature::from),
+        }
+    }
+}
+
 // === impl Record ===
 
 impl Record {
@@ -107,11 +173,7 @@ impl Record {
             line("rejected", rejected);
         }
         for outcome in &self.attestations {
-            let result = if outcome.result == AttestationResult::Pass {
-                "pass"
-            } else {
-                "FAIL"
-            };
+            let result = if outcome.result == "pass" { "pass" } else { "FAIL" };
             line(
                 "attested",
                 &format!(
@@ -140,12 +202,12 @@ impl Record {
     }
 }
 
-fn signer(evidence: &Evidence) -> String {
+fn signer(evidence: &Signature) -> String {
     format!("authority {:?} ({})", evidence.authority, evidence.kind)
 }
 
 /// Subject, issuer, log entry and signing time, as far as the evidence has them.
-fn evidence_details(evidence: &Evidence) -> Vec<String> {
+fn evidence_details(evidence: &Signature) -> Vec<String> {
     let mut details = Vec::new();
     if let Some(subject) = &evidence.subject {
         details.push(format!("  subject  {subject}"));

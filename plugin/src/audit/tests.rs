@@ -395,8 +395,8 @@ fn verify_text_names_signatures_and_each_attestation_with_its_outcome() {
     };
     let mut record = record("registry.example.com/app:v1", Decision::Deny);
     record.digest = Some(format!("sha256:{}", "ab".repeat(32)));
-    record.signatures = vec![evidence.clone()];
-    record.attestations = vec![
+    record.signatures = vec![(&evidence).into()];
+    record.attestations = [
         AttestationOutcome {
             name: "sbom".into(),
             predicate_type: "https://cyclonedx.org/bom".into(),
@@ -411,7 +411,10 @@ fn verify_text_names_signatures_and_each_attestation_with_its_outcome() {
             reason: Some("condition 'predicate.critical == 0' is false".into()),
             signature: None,
         },
-    ];
+    ]
+    .iter()
+    .map(super::Attested::from)
+    .collect();
     record.rejected = vec!["key mismatch".into()];
     let text = record.to_text();
     let lines: Vec<&str> = text.lines().collect();
@@ -430,4 +433,37 @@ fn verify_text_names_signatures_and_each_attestation_with_its_outcome() {
         "{text}"
     );
     assert!(text.contains("condition 'predicate.critical == 0' is false"), "{text}");
+}
+
+/// The audit log spells signatures and attestations in its own types: the keys SPEC §6 and
+/// docs/audit-log.md promise, whatever verify's evidence types are called.
+#[test]
+fn signatures_and_attestations_keep_the_logs_spelling() {
+    use crate::verify::{AttestationOutcome, AttestationResult, Evidence};
+    let evidence = Evidence {
+        authority: "ci".into(),
+        kind: "keyless",
+        subject: Some("s".into()),
+        issuer: Some("i".into()),
+        tlog_index: Some(7),
+        time_source: "tlog+tsa",
+        signed_at: Some(1),
+    };
+    assert_eq!(
+        serde_json::to_value(super::Signature::from(&evidence)).unwrap(),
+        serde_json::json!({"authority": "ci", "kind": "keyless", "subject": "s", "issuer": "i",
+                           "tlogIndex": 7, "timeSource": "tlog+tsa", "signedAt": 1})
+    );
+    let outcome = AttestationOutcome {
+        name: "sbom".into(),
+        predicate_type: "https://cyclonedx.org/bom".into(),
+        result: AttestationResult::Fail,
+        reason: Some("why".into()),
+        signature: None,
+    };
+    assert_eq!(
+        serde_json::to_value(super::Attested::from(&outcome)).unwrap(),
+        serde_json::json!({"name": "sbom", "predicateType": "https://cyclonedx.org/bom",
+                           "result": "fail", "reason": "why"})
+    );
 }

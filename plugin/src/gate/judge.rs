@@ -15,7 +15,7 @@ use crate::{
     policy::{Mode, Policy, Rule, Verdict},
     reference::{Digest, Reference},
     registry::{cosign, referrers, Credentials, Registries, RegistryError, Session},
-    verify::{self, AttestationOutcome, Evidence, TrustMaterial, Verified},
+    verify::{self, AttestationOutcome, TrustMaterial, Verified},
 };
 
 /// Decides pulls: which rule applies, and whether the image satisfies it.
@@ -319,13 +319,13 @@ impl Judgement {
 
     /// The audit record of this judgement.
     pub fn record(&self, event: Event, namespace: &str, pod: &str, started: Instant) -> Record {
-        let (decision, reason, signatures): (audit::Decision, String, Vec<Evidence>) = match &self.verdict {
+        let (decision, reason, signatures): (audit::Decision, String, Vec<audit::Signature>) = match &self.verdict {
             Ok(Admission::Verified(v)) => {
                 let names: Vec<&str> = v.evidence().iter().map(|e| e.authority.as_str()).collect();
                 (
                     audit::Decision::Allow,
                     format!("verified by authority {:?}", names.join(", ")),
-                    v.evidence().to_vec(),
+                    v.evidence().iter().map(audit::Signature::from).collect(),
                 )
             }
             Ok(Admission::Waived(w)) => (audit::Decision::Allow, w.reason().to_string(), Vec::new()),
@@ -349,7 +349,7 @@ impl Judgement {
             decision,
             reason,
             signatures,
-            attestations: self.attestations.clone(),
+            attestations: self.attestations.iter().map(audit::Attested::from).collect(),
             rejected: self.rejected.clone(),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             cache: self.cache.map_or("none", Lookup::as_str),
