@@ -18,9 +18,7 @@ mod record;
 #[cfg(test)]
 mod tests;
 
-pub use peer_refusals::{
-    Counted, Peer, PeerRefusals, Refused, MAX_PEERS as MAX_REFUSED_PEERS, WINDOW as PEER_REFUSAL_WINDOW,
-};
+pub use peer_refusals::{Counted, Peer, PeerRefusals, Refused, WINDOW as PEER_REFUSAL_WINDOW};
 pub use record::{Attested, Decision, Event, Outcome, Record, Signature};
 
 /// `prev` of the first record ever written.

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::peer_refusals::{Refused, MAX_PEERS};
 use crate::verify::{AttestationOutcome, AttestationResult, Evidence};
 
 /// One decision, as written to the audit log. `seq`, `time` and `prev` are added by the log.
@@ -152,6 +153,37 @@ impl From<&AttestationOutcome> for Attested {
 // === impl Record ===
 
 impl Record {
+    /// The record of `count` connections refused from `who` (at most one a second per peer).
+    pub fn peer_refused(who: Refused, count: u64) -> Self {
+        let reason = match who {
+            Refused::Peer(Some(uid)) => format!("uid {uid} is not in socket.allowedUids"),
+            Refused::Peer(None) => "the peer's credentials could not be read".to_string(),
+            Refused::Others => {
+                format!("peers beyond the first {MAX_PEERS} uids refused at once are not in socket.allowedUids")
+            }
+        };
+        Self {
+            event: Event::PeerRefused,
+            image: String::new(),
+            digest: None,
+            namespace: String::new(),
+            pod: String::new(),
+            rule: None,
+            // A refusal is always enforced, whatever the policy's mode.
+            mode: "enforce".to_string(),
+            decision: Decision::Deny,
+            reason,
+            outcome: None,
+            error: None,
+            signatures: Vec::new(),
+            attestations: Vec::new(),
+            rejected: Vec::new(),
+            duration_ms: 0.0,
+            cache: "none",
+            count: Some(count),
+        }
+    }
+
     /// The record as `pullgate verify` prints it for a person: the decision, then what was
     /// checked, one fact per line.
     pub fn to_text(&self) -> String {

@@ -1,10 +1,7 @@
 //! Connections from peers not in `socket.allowedUids`, recorded at most once a second each.
 
 use super::Gate;
-use crate::{
-    audit::{self, Counted, Event, Record, Refused},
-    policy::Mode,
-};
+use crate::audit::{self, Counted, Record, Refused};
 
 // === impl Gate: refused peers ===
 
@@ -37,33 +34,7 @@ impl Gate {
 
     async fn record_refusals(&self, who: Refused, count: u64) {
         tracing::warn!(?who, count, "refused connections from a peer not in socket.allowedUids");
-        let reason = match who {
-            Refused::Peer(Some(uid)) => format!("uid {uid} is not in socket.allowedUids"),
-            Refused::Peer(None) => "the peer's credentials could not be read".to_string(),
-            Refused::Others => format!(
-                "peers beyond the first {} uids refused at once are not in socket.allowedUids",
-                audit::MAX_REFUSED_PEERS
-            ),
-        };
-        let record = Record {
-            event: Event::PeerRefused,
-            image: String::new(),
-            digest: None,
-            namespace: String::new(),
-            pod: String::new(),
-            rule: None,
-            mode: Mode::Enforce.as_str().to_string(),
-            decision: audit::Decision::Deny,
-            reason,
-            outcome: None,
-            error: None,
-            signatures: Vec::new(),
-            attestations: Vec::new(),
-            rejected: Vec::new(),
-            duration_ms: 0.0,
-            cache: "none",
-            count: Some(count),
-        };
+        let record = Record::peer_refused(who, count);
         // Refusing needs no record; a failure is logged (with the count) and counted.
         let _ = self.write_record(record).await;
     }
