@@ -366,22 +366,36 @@ fn check_one(
         if evidence.kind != "keyless" {
             return Err(Unmet::Stale(crate::MAX_AGE_NEEDS_KEYLESS.into()));
         }
-        let Some(signed_at) = evidence.signed_at else {
+        let (Some(signed_at), Some(certified_from)) = (evidence.signed_at, evidence.certified_from) else {
             return Err(Unmet::Stale(
                 "no verified signing time to measure maxAge against".into(),
             ));
         };
-        let age = now.saturating_sub(signed_at);
-        if age < 0 || age as u64 > max_age.as_secs() {
-            let signed = humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(signed_at.max(0) as u64),
-            );
-            // As a policy writes it: whole hours, else humantime's form.
-            let limit = match max_age.as_secs() {
-                secs if secs % 3600 == 0 => format!("{}h", secs / 3600),
-                _ => humantime::format_duration(max_age).to_string(),
-            };
-            return Err(Unmet::Stale(format!("signed {signed}, older than maxAge {limit}")));
+        let rfc3339 = |t: i64| {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64))
+        };
+        // As a policy writes it: whole hours, else humantime's form.
+        let limit = match max_age.as_secs() {
+            secs if secs % 3600 == 0 => format!("{}h", secs / 3600),
+            _ => humantime::format_duration(max_age).to_string(),
+        };
+        let too_old = |t: i64| {
+            let age = now.saturating_sub(t);
+            age < 0 || age as u64 > max_age.as_secs()
+        };
+        if too_old(signed_at) {
+            return Err(Unmet::Stale(format!(
+                "signed {}, older than maxAge {limit}",
+                rfc3339(signed_at)
+            )));
+        }
+        // The signature can be as old as its certificate: a long-lived one (a private CA) does
+        // not pin when it was made, and an old signature can be logged again today.
+        if too_old(certified_from) {
+            return Err(Unmet::Stale(format!(
+                "signed with a certificate valid from {}, older than maxAge {limit}",
+                rfc3339(certified_from)
+            )));
         }
     }
     crate::evaluate_conditions(&attestation.conditions, &statement)

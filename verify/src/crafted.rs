@@ -311,3 +311,85 @@ fn a_verification_is_not_lent_to_another_image() {
     let pinned_elsewhere = Reference::parse(&format!("registry.test/app@{}", Digest::of(b"another"))).unwrap();
     assert!(verified.for_reference(&pinned_elsewhere).is_none());
 }
+
+/// Review of the fixes: maxAge trusted a keyless signature's log time because "its short certificate pins
+/// when it was signed", but nothing checked that the certificate is short. A keyless authority
+/// under a trusted root whose CA issues long-lived leaves (a private CA) let an attestation
+/// signed 100 days ago be logged again today, as in the key case above, and pass maxAge 24h. maxAge is now
+/// measured from the certificate's notBefore.
+#[test]
+fn a_keyless_attestation_under_a_long_lived_leaf_logged_again_today_does_not_become_fresh() {
+    use pullgate_tests::sigstore::SanKind;
+    const ISSUER: &str = "https://issuer.test";
+    const WORKFLOW: &str = "https://ci.test/release";
+    let sigstore = TestSigstore::new();
+    let trust = TrustMaterial::from_json(&sigstore.trusted_root_json()).unwrap();
+    let now = unix_now();
+    let leaf = sigstore.issue_leaf(
+        SanKind::Uri(WORKFLOW.into()),
+        ISSUER,
+        &[],
+        now - 101 * DAY,
+        now + 265 * DAY,
+    );
+    let keyless = crate::Keyless {
+        issuer: crate::IdentityMatch::Exact(ISSUER.into()),
+        subject: crate::IdentityMatch::Exact(WORKFLOW.into()),
+        extensions: Default::default(),
+    };
+    let authority = Authority {
+        name: "ci".into(),
+        kind: AuthorityKind::Keyless(keyless),
+        tlog: Tlog::Required,
+    };
+    let digest = Digest::of(b"an image manifest");
+    let statement = in_toto_statement(
+        "registry.test/app",
+        digest.as_str(),
+        CYCLONEDX,
+        json!({"components": [1]}),
+    );
+    let bundle: Value = serde_json::from_str(&make_v3_dsse_bundle(
+        &sigstore.rekor,
+        BundleSigner::Leaf(&leaf),
+        &statement,
+        now - 100 * DAY,
+    ))
+    .unwrap();
+    let max_age = Some(Duration::from_secs(86_400));
+    let honest = outcome_of(
+        &digest,
+        vec![attached_bundle(&bundle, CYCLONEDX)],
+        sbom_requirement(max_age),
+        &authority,
+        &trust,
+    );
+    assert_eq!(honest.result, AttestationResult::Fail, "{honest:?}");
+
+    let mut envelope = bundle["dsseEnvelope"].clone();
+    envelope["signatures"][0]["keyid"] = json!("again");
+    let signature = BASE64
+        .decode(envelope["signatures"][0]["sig"].as_str().unwrap())
+        .unwrap();
+    let again = sigstore.rekor.log_dsse(
+        &serde_json::to_vec(&envelope).unwrap(),
+        &statement,
+        &signature,
+        &BundleSigner::Leaf(&leaf).verifier_pem(),
+        now,
+    );
+    let mut relogged = bundle.clone();
+    relogged["verificationMaterial"]["tlogEntries"] = json!([again.tlog_entry()]);
+    let outcome = outcome_of(
+        &digest,
+        vec![attached_bundle(&relogged, CYCLONEDX)],
+        sbom_requirement(max_age),
+        &authority,
+        &trust,
+    );
+    assert_eq!(
+        outcome.result,
+        AttestationResult::Fail,
+        "a 100-day-old keyless attestation passed maxAge 24h on an entry logged again today: {outcome:?}"
+    );
+}

@@ -161,13 +161,13 @@ fn check_logged(
     layer: &AttestationLayer<'_>,
     authority: &Authority,
 ) -> Result<Evidence, Rejection> {
-    let (subject, issuer) = match &authority.kind {
+    let (subject, issuer, certified_from) = match &authority.kind {
         AuthorityKind::Key(key) => {
             if logged.signer != key.der().as_bytes() {
                 return Err(Rejection::KeyMismatch);
             }
             verify_envelope(&layer.envelope, key)?;
-            (None, None)
+            (None, None, None)
         }
         AuthorityKind::Keyless(keyless) => {
             let info = logged_certificate(trust, logged, layer)?;
@@ -176,7 +176,7 @@ fn check_logged(
             let key = VerificationKey::from_spki(&info.public_key)
                 .map_err(|e| Rejection::Invalid(format!("certificate key: {e}")))?;
             verify_envelope(&layer.envelope, &key)?;
-            (Some(subject), info.issuer)
+            (Some(subject), info.issuer, Some(info.not_before.as_second()))
         }
     };
     Ok(Evidence {
@@ -190,6 +190,7 @@ fn check_logged(
         tlog_index: Some(logged.log_index),
         time_source: "tlog",
         signed_at: Some(logged.integrated_time),
+        certified_from,
     })
 }
 

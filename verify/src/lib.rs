@@ -83,10 +83,14 @@ pub struct Evidence {
     pub tlog_index: Option<u64>,
     /// Where the signing time came from; `none` for a key signature without a log entry.
     pub time_source: &'static str,
-    /// The verified signing time (unix seconds), when there is one: what `maxAge` is
-    /// measured against.
+    /// The verified signing time (unix seconds), when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signed_at: Option<i64>,
+    /// A keyless signature's certificate was valid from this time (unix seconds): the earliest
+    /// the signature can have been made, what `maxAge` is measured from. A log entry or
+    /// timestamp only shows the signature existed by its time; an old one can be logged again.
+    #[serde(skip)]
+    pub certified_from: Option<i64>,
 }
 
 /// Why one signature layer did not count.
@@ -132,6 +136,7 @@ impl Evidence {
             tlog_index: None,
             time_source: "none",
             signed_at: None,
+            certified_from: None,
         }
     }
 }

@@ -130,10 +130,14 @@ pub fn verify_bundle(
         });
     }
     let mut subject = None;
+    let mut certified_from = None;
     if let AuthorityKind::Keyless(keyless) = &authority.kind {
         let verified = result.certificate().filter(|_| result.certificate_verified());
         match (bundle.signing_certificate(), verified) {
-            (Some(leaf), Some(certificate)) => subject = Some(match_identity(keyless, leaf, certificate)?),
+            (Some(leaf), Some(certificate)) => {
+                subject = Some(match_identity(keyless, leaf, certificate)?);
+                certified_from = Some(certificate.not_before.as_second());
+            }
             _ => return Err(Rejection::IdentityMismatch("no verified certificate".into())),
         }
         // sigstore-verify checks the certificate at every time it verified; these it did not see.
@@ -160,6 +164,7 @@ pub fn verify_bundle(
         tlog_index,
         time_source: time_source(bundle, &result, stamped),
         signed_at: signing_time(&result, stamped),
+        certified_from,
     })
 }
 

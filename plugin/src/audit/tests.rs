@@ -392,6 +392,7 @@ fn verify_text_names_signatures_and_each_attestation_with_its_outcome() {
         tlog_index: Some(42),
         time_source: "tlog",
         signed_at: Some(1_763_856_000),
+        certified_from: None,
     };
     let mut record = record("registry.example.com/app:v1", Decision::Deny);
     record.digest = Some(format!("sha256:{}", "ab".repeat(32)));
@@ -448,6 +449,7 @@ fn signatures_and_attestations_keep_the_logs_spelling() {
         tlog_index: Some(7),
         time_source: "tlog+tsa",
         signed_at: Some(1),
+        certified_from: None,
     };
     assert_eq!(
         serde_json::to_value(super::Signature::from(&evidence)).unwrap(),

@@ -237,7 +237,8 @@ fn remember_until(verified: &Verified, rule: &Rule) -> Option<Instant> {
         .filter_map(|required| {
             let max_age = required.max_age?;
             let outcome = verified.attestations().iter().find(|o| o.name == required.name)?;
-            let signed_at = outcome.signature.as_ref()?.signed_at?;
+            // As maxAge measures it: from when the signing certificate became valid.
+            let signed_at = outcome.signature.as_ref()?.certified_from?;
             let stale_at = signed_at.saturating_add(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX));
             let left = u64::try_from(stale_at.saturating_sub(now)).unwrap_or(0);
             Some(Instant::now() + Duration::from_secs(left))
