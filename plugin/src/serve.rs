@@ -17,7 +17,7 @@ use crate::{
     audit::AuditLog,
     config::Config,
     containerd::Containerd,
-    cri::{self, Upstream},
+    cri::{self, ImageGate, Upstream},
     gate::{Gate, Judge},
     metrics::{self, endpoint::Readiness, Metrics},
     node,

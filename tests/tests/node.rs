@@ -141,11 +141,11 @@ async fn capabilities_are_dropped_and_no_new_privs_set_after_binding() {
     cri::image_fs_info(pg.socket()).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_outside_allowed_uids_is_refused_and_audited() {
+/// pullgate serving only uid 4242 (the tests run as root, so every call of theirs is
+/// refused), in front of a containerd of its own, with its socket up.
+async fn serving_only_uid_4242() -> (Containerd, tempfile::TempDir, Daemon) {
     let containerd = Containerd::start(&[]).await;
     let dir = tempfile::tempdir().unwrap();
-    // Only uid 4242 may connect; this test runs as root.
     let config = write_config(dir.path(), &containerd.socket(), Some("4242"));
     let mut command = Pullgate::command();
     command.arg("serve").arg("--config").arg(&config);
@@ -155,6 +155,13 @@ async fn a_peer_outside_allowed_uids_is_refused_and_audited() {
         .wait_ready("its socket exists", Duration::from_secs(10), async || socket.exists())
         .await
         .unwrap();
+    (containerd, dir, daemon)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_outside_allowed_uids_is_refused_and_audited() {
+    let (_containerd, dir, mut daemon) = serving_only_uid_4242().await;
+    let socket = dir.path().join("pullgate.sock");
     let status = cri::image_fs_info(&socket).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert_eq!(
@@ -385,18 +392,8 @@ async fn tells_systemd_it_is_ready_only_once_containerd_answers() {
 /// second, whose `count`s add up to every connection refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connections_are_recorded_once_a_second_with_their_count() {
-    let containerd = Containerd::start(&[]).await;
-    let dir = tempfile::tempdir().unwrap();
-    // Only uid 4242 may connect; this test runs as root.
-    let config = write_config(dir.path(), &containerd.socket(), Some("4242"));
-    let mut command = Pullgate::command();
-    command.arg("serve").arg("--config").arg(&config);
-    let mut daemon = Daemon::spawn("pullgate", command, &dir.path().join("pullgate.log")).unwrap();
+    let (_containerd, dir, mut daemon) = serving_only_uid_4242().await;
     let socket = dir.path().join("pullgate.sock");
-    daemon
-        .wait_ready("its socket exists", Duration::from_secs(10), async || socket.exists())
-        .await
-        .unwrap();
 
     let started = std::time::Instant::now();
     for _ in 0..50 {

@@ -68,6 +68,26 @@ fn outcome_of(
     .remove(0)
 }
 
+/// `bundle` as anyone can remake it: the same envelope with a `keyid` added (so the log takes
+/// it as a new entry), submitted to the log at `at`, and carrying only that entry.
+fn logged_again(sigstore: &TestSigstore, bundle: &Value, statement: &[u8], verifier_pem: &str, at: i64) -> Value {
+    let mut envelope = bundle["dsseEnvelope"].clone();
+    envelope["signatures"][0]["keyid"] = json!("again");
+    let signature = BASE64
+        .decode(envelope["signatures"][0]["sig"].as_str().unwrap())
+        .unwrap();
+    let again = sigstore.rekor.log_dsse(
+        &serde_json::to_vec(&envelope).unwrap(),
+        statement,
+        &signature,
+        verifier_pem,
+        at,
+    );
+    let mut relogged = bundle.clone();
+    relogged["verificationMaterial"]["tlogEntries"] = json!([again.tlog_entry()]);
+    relogged
+}
+
 /// An attestation signed with a key 100 days ago and logged then is stale under `maxAge: 24h`.
 /// Anyone can ask a public TSA (the Sigstore TSA in the production trusted root stamps any hash)
 /// to timestamp the old signature today; with the log entry dropped from the bundle, that stamp
@@ -253,21 +273,7 @@ fn a_key_signed_attestation_logged_again_today_does_not_become_fresh() {
     );
     assert_eq!(honest.result, AttestationResult::Fail, "{honest:?}");
 
-    // Anyone: the same envelope with a keyid, submitted today.
-    let mut envelope = bundle["dsseEnvelope"].clone();
-    envelope["signatures"][0]["keyid"] = json!("again");
-    let signature = BASE64
-        .decode(envelope["signatures"][0]["sig"].as_str().unwrap())
-        .unwrap();
-    let again = sigstore.rekor.log_dsse(
-        &serde_json::to_vec(&envelope).unwrap(),
-        &statement,
-        &signature,
-        &signer.public_key_pem(),
-        unix_now(),
-    );
-    let mut relogged = bundle.clone();
-    relogged["verificationMaterial"]["tlogEntries"] = json!([again.tlog_entry()]);
+    let relogged = logged_again(&sigstore, &bundle, &statement, &signer.public_key_pem(), unix_now());
     let outcome = outcome_of(
         &digest,
         vec![attached_bundle(&relogged, CYCLONEDX)],
@@ -366,20 +372,13 @@ fn a_keyless_attestation_under_a_long_lived_leaf_logged_again_today_does_not_bec
     );
     assert_eq!(honest.result, AttestationResult::Fail, "{honest:?}");
 
-    let mut envelope = bundle["dsseEnvelope"].clone();
-    envelope["signatures"][0]["keyid"] = json!("again");
-    let signature = BASE64
-        .decode(envelope["signatures"][0]["sig"].as_str().unwrap())
-        .unwrap();
-    let again = sigstore.rekor.log_dsse(
-        &serde_json::to_vec(&envelope).unwrap(),
+    let relogged = logged_again(
+        &sigstore,
+        &bundle,
         &statement,
-        &signature,
         &BundleSigner::Leaf(&leaf).verifier_pem(),
         now,
     );
-    let mut relogged = bundle.clone();
-    relogged["verificationMaterial"]["tlogEntries"] = json!([again.tlog_entry()]);
     let outcome = outcome_of(
         &digest,
         vec![attached_bundle(&relogged, CYCLONEDX)],
