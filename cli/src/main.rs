@@ -307,7 +307,7 @@ fn verify(
             _ => Credentials::anonymous(),
         };
         let judgement = rt.block_on(judge.judge(&policy, image, namespace, credentials));
-        let record = judgement.record(audit::Event::Pull, namespace, "", started);
+        let record = judgement.record(namespace, "", started);
         // warn and audit-deny are allowed pulls; only an enforced denial blocks one.
         any_denied |= record.decision == audit::Decision::Deny;
         match output {

@@ -19,7 +19,7 @@ mod record;
 mod tests;
 
 pub use peer_refusals::{Counted, Peer, PeerRefusals, Refused, WINDOW as PEER_REFUSAL_WINDOW};
-pub use record::{Attested, Decision, Event, Outcome, Record, Signature};
+pub use record::{Attested, Decision, Event, Judged, Outcome, Record, Signature};
 
 /// `prev` of the first record ever written.
 pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";

@@ -1,5 +1,7 @@
 //! What one audit record says about one decision.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::peer_refusals::{Refused, MAX_PEERS};
@@ -150,9 +152,83 @@ impl From<&AttestationOutcome> for Attested {
     }
 }
 
+/// What the gate judged about one image, for [`Record::pull`]: the record's shape (which keys
+/// are set for which event) is decided here, not by each caller.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    /// The image as asked, normalized.
+    pub image: String,
+    pub digest: Option<String>,
+    pub rule: Option<String>,
+    /// `enforce`, `warn` or `audit`.
+    pub mode: String,
+    pub decision: Decision,
+    pub reason: String,
+    pub signatures: Vec<Signature>,
+    pub attestations: Vec<Attested>,
+    pub rejected: Vec<String>,
+    /// How the verification cache answered: `hit`, `miss`, `shared` or `none`.
+    pub cache: &'static str,
+}
+
 // === impl Record ===
 
 impl Record {
+    /// The record of one `PullImage` decision (also what `pullgate verify` prints). Its
+    /// `outcome` is set by the gate once it knows what became of the pull.
+    pub fn pull(judged: Judged, namespace: &str, pod: &str, duration: Duration) -> Self {
+        Self {
+            event: Event::Pull,
+            image: judged.image,
+            digest: judged.digest,
+            namespace: namespace.to_string(),
+            pod: pod.to_string(),
+            rule: judged.rule,
+            mode: judged.mode,
+            decision: judged.decision,
+            reason: judged.reason,
+            outcome: None,
+            error: None,
+            signatures: judged.signatures,
+            attestations: judged.attestations,
+            rejected: judged.rejected,
+            duration_ms: duration.as_secs_f64() * 1000.0,
+            cache: judged.cache,
+            count: None,
+        }
+    }
+
+    /// The record of an `ImageStatus` answered "not present": `image` (the name it was judged
+    /// by) is in containerd but was not verified under the policy in force. Hiding is enforced
+    /// whatever the policy's mode says, since only enforced rules hide.
+    pub fn status_hidden(
+        image: String,
+        digest: Option<String>,
+        rule: Option<String>,
+        reason: String,
+        duration: Duration,
+    ) -> Self {
+        Self {
+            event: Event::StatusHidden,
+            image,
+            digest,
+            namespace: String::new(),
+            pod: String::new(),
+            rule,
+            mode: "enforce".to_string(),
+            decision: Decision::Deny,
+            reason,
+            outcome: None,
+            error: None,
+            signatures: Vec::new(),
+            attestations: Vec::new(),
+            rejected: Vec::new(),
+            duration_ms: duration.as_secs_f64() * 1000.0,
+            cache: "none",
+            count: None,
+        }
+    }
+
     /// The record of `count` connections refused from `who` (at most one a second per peer).
     pub fn peer_refused(who: Refused, count: u64) -> Self {
         let reason = match who {

@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     admission::{Admission, Waiver},
-    audit::{self, Event, Record},
+    audit::{self, Record},
     cache::{Cache, Lookup},
     denial::{Cause, Denial},
     metrics::Metrics,
@@ -318,8 +318,8 @@ impl Judgement {
         }
     }
 
-    /// The audit record of this judgement.
-    pub fn record(&self, event: Event, namespace: &str, pod: &str, started: Instant) -> Record {
+    /// The audit record of this judgement, as a `PullImage` decision.
+    pub fn record(&self, namespace: &str, pod: &str, started: Instant) -> Record {
         let (decision, reason, signatures): (audit::Decision, String, Vec<audit::Signature>) = match &self.verdict {
             Ok(Admission::Verified(v)) => {
                 let names: Vec<&str> = v.evidence().iter().map(|e| e.authority.as_str()).collect();
@@ -339,12 +339,9 @@ impl Judgement {
                 (decision, denial.to_string(), Vec::new())
             }
         };
-        Record {
-            event,
+        let judged = audit::Judged {
             image: self.image.clone(),
             digest: self.digest.as_ref().map(|d| d.to_string()),
-            namespace: namespace.to_string(),
-            pod: pod.to_string(),
             rule: self.rule.clone(),
             mode: self.mode.to_string(),
             decision,
@@ -352,11 +349,8 @@ impl Judgement {
             signatures,
             attestations: self.attestations.iter().map(audit::Attested::from).collect(),
             rejected: self.rejected.clone(),
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
             cache: self.cache.map_or("none", Lookup::as_str),
-            outcome: None,
-            error: None,
-            count: None,
-        }
+        };
+        Record::pull(judged, namespace, pod, started.elapsed())
     }
 }

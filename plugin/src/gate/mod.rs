@@ -18,7 +18,7 @@ use tonic::Status;
 
 use crate::{
     admission::{Admission, Waiver},
-    audit::{AuditError, AuditLog, Event, Outcome, PeerRefusals, Record},
+    audit::{AuditError, AuditLog, Outcome, PeerRefusals, Record},
     containerd::Containerd,
     cri::{ImageGate, UnaryCall, UnaryReply, Upstream},
     metrics::Metrics,
@@ -162,7 +162,7 @@ impl Gate {
             .judge
             .judge(&policy, image, namespace, Credentials::from_cri(request.auth.as_ref()))
             .await;
-        let mut record = judgement.record(Event::Pull, namespace, pod, started);
+        let mut record = judgement.record(namespace, pod, started);
         self.metrics.decision(&record);
         let enforced = judgement.mode == Mode::Enforce;
         let admission = match judgement.verdict {

@@ -11,14 +11,11 @@ use prost::Message;
 use pullgate_proto::cri::ImageStatusRequest;
 use tonic::Status;
 
-use super::{
-    judge::{Judgement, Refusal},
-    Gate,
-};
+use super::Gate;
 use crate::{
-    audit::Event,
+    audit::Record,
     cri::{UnaryCall, UnaryReply},
-    denial::Cause,
+    denial::{Cause, Denial},
     policy::{Decision, Mode, Policy, Verdict},
     reference::Reference,
 };
@@ -79,17 +76,20 @@ impl Gate {
             // containerd keeps names as spelled; they meet pullgate's in canonical form.
             .find(|r| name.is_none_or(|n| r.repository() == n.repository()))
             .and_then(|r| r.digest().cloned());
-        let cause = Cause::NotAdmitted {
-            image_id: image.id.clone(),
+        let image_name = name.map_or_else(|| asked.escape_debug().to_string(), |n| n.to_string());
+        let rule = rule.map(|r| r.name().to_string());
+        let denial = Denial {
+            image: match (name, &digest) {
+                (Some(n), Some(d)) => n.pinned(d),
+                _ => image_name.clone(),
+            },
+            rule: rule.clone(),
+            cause: Cause::NotAdmitted {
+                image_id: image.id.clone(),
+            },
         };
-        let judgement = Judgement::new(
-            name.map_or_else(|| asked.escape_debug().to_string(), |n| n.to_string()),
-            name,
-            rule.map(|r| r.name().to_string()),
-            Mode::Enforce,
-            Err(Refusal::new(digest, cause)),
-        );
-        let record = judgement.record(Event::StatusHidden, "", "", started);
+        let digest = digest.map(|d| d.to_string());
+        let record = Record::status_hidden(image_name, digest, rule, denial.to_string(), started.elapsed());
         tracing::info!(image = %record.image, id = %image.id, rule = ?record.rule, "image status hidden");
         // Hiding is the safe answer either way; the failure is logged and counted.
         let _ = self.write_record(record).await;
