@@ -238,7 +238,10 @@ fn serve(path: PathBuf) -> ExitCode {
     }
     let outcome = match inherited {
         Ok(inherited) => serve_runtime().block_on(pullgate::serve::run(config, inherited)),
-        Err(e) => Err(format!("socket activation: {e}")),
+        Err(source) => Err(pullgate::serve::ServeError::Os {
+            what: "socket activation".to_string(),
+            source,
+        }),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,8 @@ use std::{
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::{audit::AuditError, containerd::NamespaceError, policy::PolicyErrors};
+
 use crate::{
     audit::AuditLog,
     config::Config,
@@ -25,6 +27,30 @@ use crate::{
     registry::Registries,
 };
 
+/// Why `pullgate serve` could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Policy(#[from] PolicyErrors),
+    #[error("{0}")]
+    Audit(#[from] AuditError),
+    /// The registry clients could not be built (an unreadable CA file, say).
+    #[error("{0}")]
+    Registries(String),
+    #[error("{0}")]
+    Namespace(#[from] NamespaceError),
+    /// An operating-system resource `serve` needs: a signal handler, a socket, a port.
+    #[error("{what}: {source}")]
+    Os { what: String, source: std::io::Error },
+    #[error("dropping privileges: {0}")]
+    Privileges(std::io::Error),
+}
+
+fn os(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let what = what.into();
+    move |source| ServeError::Os { what, source }
+}
+
 /// How often readiness is checked once the first check ran.
 const READINESS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -34,14 +60,14 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(2);
 /// Runs the proxy described by `config` until SIGTERM or SIGINT; returns after draining. It
 /// serves on `inherited`, the socket systemd passed ([`node::inherited_listener`]), if there
 /// is one, and binds `config.listen` otherwise.
-pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListener>) -> Result<(), String> {
+pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListener>) -> Result<(), ServeError> {
     // Before anything is created: the audit log and state are not for other users.
     node::restrict_umask();
-    let policy = Policy::load(&config.policy).map_err(|e| e.to_string())?;
+    let policy = Policy::load(&config.policy)?;
     tracing::info!(policy = %config.policy.display(), name = policy.name(), hash = policy.hash(), "policy loaded");
-    let audit = AuditLog::open(&config.audit.path).map_err(|e| e.to_string())?;
+    let audit = AuditLog::open(&config.audit.path)?;
     let metrics = Arc::new(Metrics::new());
-    let registries = Registries::new(&config, metrics.clone())?;
+    let registries = Registries::new(&config, metrics.clone()).map_err(ServeError::Registries)?;
     let upstream = Upstream::connect_lazy(&config.upstream);
     let containerd = Containerd::new(upstream.channel(), &config.containerd_namespace)?;
     let gate = Arc::new(Gate::new(
@@ -53,27 +79,27 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
         metrics.clone(),
     ));
 
-    let mut terminate = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
-    let mut hangup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(os("SIGTERM handler"))?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(os("SIGINT handler"))?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(os("SIGHUP handler"))?;
     // A write past RLIMIT_FSIZE would otherwise kill the process by SIGXFSZ; handled, it fails
     // with EFBIG, and the audit log's failed write is dealt with like a full disk.
-    let mut file_too_large = signal(SignalKind::from_raw(nix::sys::signal::Signal::SIGXFSZ as i32))
-        .map_err(|e| format!("SIGXFSZ handler: {e}"))?;
+    let mut file_too_large =
+        signal(SignalKind::from_raw(nix::sys::signal::Signal::SIGXFSZ as i32)).map_err(os("SIGXFSZ handler"))?;
     let bound_here = inherited.is_none();
     let listener = match inherited {
         Some(listener) => {
             tracing::info!("using the socket systemd passed (socket activation)");
-            tokio::net::UnixListener::from_std(listener).map_err(|e| format!("socket activation: {e}"))?
+            tokio::net::UnixListener::from_std(listener).map_err(os("socket activation"))?
         }
         None => node::bind_socket(&config.listen, config.socket.mode)
-            .map_err(|e| format!("listen {}: {e}", config.listen.display()))?,
+            .map_err(os(format!("listen {}", config.listen.display())))?,
     };
     let metrics_listener = match &config.metrics {
         Some(m) => Some(
             tokio::net::TcpListener::bind(m.listen)
                 .await
-                .map_err(|e| format!("metrics.listen {}: {e}", m.listen))?,
+                .map_err(os(format!("metrics.listen {}", m.listen)))?,
         ),
         None => None,
     };
@@ -84,7 +110,7 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
             left,
             "capabilities dropped, but without CAP_SETPCAP the bounding set keeps {left}; no_new_privs keeps them out of reach"
         ),
-        Err(error) => return Err(format!("dropping privileges: {error}")),
+        Err(error) => return Err(ServeError::Privileges(error)),
     }
     tracing::info!(listen = %config.listen.display(), upstream = %config.upstream.display(), "serving");
     let readiness = Arc::new(Readiness::new(format!(

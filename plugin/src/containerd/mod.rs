@@ -7,6 +7,11 @@ use containerd_client::services::v1::{
 use tonic::{metadata::MetadataValue, transport::Channel, Code, Request, Status};
 
 /// The images service of one containerd namespace.
+/// A containerd namespace that cannot travel in gRPC metadata.
+#[derive(Debug, thiserror::Error)]
+#[error("containerd namespace {0:?} is not ASCII")]
+pub struct NamespaceError(String);
+
 #[derive(Clone)]
 pub struct Containerd {
     images: ImagesClient<Channel>,
@@ -14,9 +19,8 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    pub fn new(channel: Channel, namespace: &str) -> Result<Self, String> {
-        let namespace = MetadataValue::try_from(namespace)
-            .map_err(|_| format!("containerd namespace {namespace:?} is not ASCII"))?;
+    pub fn new(channel: Channel, namespace: &str) -> Result<Self, NamespaceError> {
+        let namespace = MetadataValue::try_from(namespace).map_err(|_| NamespaceError(namespace.to_string()))?;
         Ok(Self {
             images: ImagesClient::new(channel),
             namespace,

@@ -22,7 +22,7 @@ use crate::{
     containerd::Containerd,
     cri::{ImageGate, UnaryCall, UnaryReply, Upstream},
     metrics::Metrics,
-    policy::{Mode, Policy},
+    policy::{Mode, Policy, PolicyErrors},
     registry::Credentials,
 };
 
@@ -132,12 +132,12 @@ impl Gate {
     }
 
     /// Loads the policy at `path` and puts it in force; on error the current one stays.
-    pub fn reload_policy(&self, path: &Path) -> Result<(), String> {
+    pub fn reload_policy(&self, path: &Path) -> Result<(), PolicyErrors> {
         let policy = match Policy::load(path) {
             Ok(policy) => policy,
             Err(errors) => {
                 self.metrics.policy_reload(false);
-                return Err(errors.to_string());
+                return Err(errors);
             }
         };
         let expiry = policy.trust_expiry_timestamp(jiff::Timestamp::now());
