@@ -221,3 +221,60 @@ async fn a_private_repository_attestation_timestamped_without_a_log_is_admitted(
     assert_eq!(record["attestations"][0]["result"], "pass");
     assert!(record["attestations"][0]["signature"]["tlogIndex"].is_null(), "{record}");
 }
+
+/// A policy-controller ClusterImagePolicy whose authority passes on its provenance alone is
+/// imported as a rule with `requireSignature: false`, not as a stricter one, and that rule
+/// admits the GitHub-attested image and nothing less.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_controller_policy_passing_on_provenance_imports_to_a_rule_that_admits_it() {
+    let gh = Github::new().await;
+    let good = gh.attested("app", &gh.leaf, None, "https://github.com/org/repo").await;
+    let bare = gh.env.image_ref("org/bare", "v1");
+    gh.env.push_image("org/bare", "v1", "nothing attached").await;
+    let cip = format!(
+        r#"apiVersion: policy.sigstore.dev/v1beta1
+kind: ClusterImagePolicy
+metadata:
+  name: github
+spec:
+  images:
+    - glob: "{host}/org/**"
+  authorities:
+    - name: github
+      keyless:
+        url: https://fulcio.sigstore.dev
+        identities:
+          - issuer: {ISSUER}
+            subjectRegExp: '^https://github\.com/org/repo/\.github/workflows/release\.yml@refs/heads/main$'
+      ctlog:
+        url: https://rekor.sigstore.dev
+      attestations:
+        - name: provenance
+          predicateType: {SLSA_V1}
+"#,
+        host = gh.env.host()
+    );
+    let input = gh.env.dir().join("cip.yaml");
+    std::fs::write(&input, cip).unwrap();
+    let root = gh.sigstore.write_trusted_root(gh.env.dir());
+    let out = Pullgate::command()
+        .args(["policy", "import", "--trusted-root"])
+        .arg(&root)
+        .arg(&input)
+        .output()
+        .unwrap();
+    let (policy, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
+    assert_eq!(out.status.code(), Some(0), "nothing dropped or made stricter: {stderr}\n{policy}");
+    assert!(
+        stderr.contains("passes this authority on its attestations alone, without an image signature; so does pullgate"),
+        "{stderr}"
+    );
+    assert!(policy.contains("requireSignature: false"), "{policy}");
+
+    let pg = gh.env.start_pullgate(&policy).await;
+    pg.pull(&good, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}\n{policy}", e.message()));
+    let message = denied(&pg, &bare).await;
+    assert!(message.contains("no signature required"), "{message}");
+}
