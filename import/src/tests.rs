@@ -505,13 +505,18 @@ fn kyverno_attestations_without_image_attestors_need_no_signature() {
             attestors(pems, 16)
         )
     };
-    let entry = |attestations: &str| {
-        format!("imageReferences: [\"ghcr.io/org/*\"]\n          attestations:\n{attestations}")
-    };
+    let entry =
+        |attestations: &str| format!("imageReferences: [\"ghcr.io/org/*\"]\n          attestations:\n{attestations}");
 
-    let (imported, policy) = load(&kyverno_entry("Enforce", &entry(&attestation("https://slsa.dev/provenance/v1", &[&a]))));
+    let (imported, policy) = load(&kyverno_entry(
+        "Enforce",
+        &entry(&attestation("https://slsa.dev/provenance/v1", &[&a])),
+    ));
     assert!(!imported.dropped_anything(), "{:#?}", lines(&imported));
-    assert!(has(&lines(&imported), &["verifyImages[0].attestations:", "requireSignature: false"]));
+    assert!(has(
+        &lines(&imported),
+        &["verifyImages[0].attestations:", "requireSignature: false"]
+    ));
     let rule = &policy.rules()[0];
     assert!(!rule.requires_signature());
     assert_eq!(rule.authorities().len(), 1);
@@ -519,17 +524,28 @@ fn kyverno_attestations_without_image_attestors_need_no_signature() {
 
     // Two attestations by different signers: only a signer both name is kept (stricter), and
     // with none in common the rule denies.
-    let both = attestation("https://slsa.dev/provenance/v1", &[&a, &b]) + &attestation("https://cyclonedx.org/bom", &[&a]);
+    let both =
+        attestation("https://slsa.dev/provenance/v1", &[&a, &b]) + &attestation("https://cyclonedx.org/bom", &[&a]);
     let (imported, policy) = load(&kyverno_entry("Enforce", &entry(&both)));
     assert!(!policy.rules()[0].requires_signature());
     assert_eq!(policy.rules()[0].authorities().len(), 1);
-    assert!(has(&dropped(&imported), &["attestations[1].attestors:", "keeps only the signers all attestations name"]));
+    assert!(has(
+        &dropped(&imported),
+        &[
+            "attestations[1].attestors:",
+            "keeps only the signers all attestations name"
+        ]
+    ));
     let apart = attestation("https://slsa.dev/provenance/v1", &[&a]) + &attestation("https://cyclonedx.org/bom", &[&b]);
     let (_, policy) = load(&kyverno_entry("Enforce", &entry(&apart)));
     assert_eq!(policy.rules()[0].action(), Action::Deny);
 
     // With image attestors, the image's signature is still required.
-    let signed = format!("{}          attestations:\n{}", key_entry("\"ghcr.io/org/*\"", &a), attestation("https://slsa.dev/provenance/v1", &[&a]));
+    let signed = format!(
+        "{}          attestations:\n{}",
+        key_entry("\"ghcr.io/org/*\"", &a),
+        attestation("https://slsa.dev/provenance/v1", &[&a])
+    );
     let (_, policy) = load(&kyverno_entry("Enforce", &signed));
     assert!(policy.rules()[0].requires_signature());
 }
@@ -1104,7 +1120,11 @@ fn policy_controller_attestations_alone_pass_here_too_and_their_policies_are_dro
         !has(&dropped(&imported), &["spec.authorities[0].attestations:"]),
         "not reported as stricter: {found:#?}"
     );
-    assert!(imported.policy.contains("      requireSignature: false\n"), "{}", imported.policy);
+    assert!(
+        imported.policy.contains("      requireSignature: false\n"),
+        "{}",
+        imported.policy
+    );
     let rule = &policy.rules()[0];
     assert!(!rule.requires_signature());
     assert_eq!(rule.mode(), Some(Mode::Warn));
@@ -1260,7 +1280,10 @@ spec:
     );
     let (imported, policy) = load(&yaml);
     assert!(!imported.dropped_anything(), "{:#?}", lines(&imported));
-    assert!(has(&lines(&imported), &["spec.validations[0].expression:", "requireSignature: false"]));
+    assert!(has(
+        &lines(&imported),
+        &["spec.validations[0].expression:", "requireSignature: false"]
+    ));
     let rule = &policy.rules()[0];
     assert!(!rule.requires_signature());
     assert_eq!(rule.authorities().len(), 1);

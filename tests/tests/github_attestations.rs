@@ -126,9 +126,13 @@ async fn provenance_alone_admits_an_image_github_attested_and_nothing_less() {
     let fork = gh.sigstore.issue_fulcio_leaf(SanKind::Uri(FORK.into()), ISSUER);
     let other = format!("sha256:{}", "ab".repeat(32));
     let good = gh.attested("app", &gh.leaf, None, "https://github.com/org/repo").await;
-    let elsewhere = gh.attested("moved", &gh.leaf, Some(&other), "https://github.com/org/repo").await;
+    let elsewhere = gh
+        .attested("moved", &gh.leaf, Some(&other), "https://github.com/org/repo")
+        .await;
     let forked = gh.attested("forked", &fork, None, "https://github.com/org/repo").await;
-    let built_elsewhere = gh.attested("built", &gh.leaf, None, "https://github.com/fork/repo").await;
+    let built_elsewhere = gh
+        .attested("built", &gh.leaf, None, "https://github.com/fork/repo")
+        .await;
     let bare = gh.env.image_ref("org/bare", "v1");
     gh.env.push_image("org/bare", "v1", "nothing attached").await;
 
@@ -219,7 +223,10 @@ async fn a_private_repository_attestation_timestamped_without_a_log_is_admitted(
         .unwrap_or_else(|e| panic!("{}\n{}", e.message(), pg.log()));
     let record = pg.last_record();
     assert_eq!(record["attestations"][0]["result"], "pass");
-    assert!(record["attestations"][0]["signature"]["tlogIndex"].is_null(), "{record}");
+    assert!(
+        record["attestations"][0]["signature"]["tlogIndex"].is_null(),
+        "{record}"
+    );
 }
 
 /// A policy-controller ClusterImagePolicy whose authority passes on its provenance alone is
@@ -263,10 +270,18 @@ spec:
         .arg(&input)
         .output()
         .unwrap();
-    let (policy, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
-    assert_eq!(out.status.code(), Some(0), "nothing dropped or made stricter: {stderr}\n{policy}");
+    let (policy, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "nothing dropped or made stricter: {stderr}\n{policy}"
+    );
     assert!(
-        stderr.contains("passes this authority on its attestations alone, without an image signature; so does pullgate"),
+        stderr
+            .contains("passes this authority on its attestations alone, without an image signature; so does pullgate"),
         "{stderr}"
     );
     assert!(policy.contains("requireSignature: false"), "{policy}");

@@ -145,7 +145,10 @@ pub fn verify_attestations(
 ) -> Result<Verified, Unattested> {
     let outcomes = check_attestations(digest, attached, required, authorities, trust, now);
     // An empty list passes `all`; here it must not.
-    let proven = !outcomes.is_empty() && outcomes.iter().all(|o| o.result == AttestationResult::Pass && o.signature.is_some());
+    let proven = !outcomes.is_empty()
+        && outcomes
+            .iter()
+            .all(|o| o.result == AttestationResult::Pass && o.signature.is_some());
     if !proven {
         return Err(Unattested { outcomes });
     }

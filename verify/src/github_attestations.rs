@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use pullgate_tests::sigstore::{
-    cosign_sign_statement, in_toto_statement, make_v3_dsse_bundle, unix_now, BundleSigner, Leaf, SanKind,
-    TestSigstore, Tsa,
+    cosign_sign_statement, in_toto_statement, make_v3_dsse_bundle, unix_now, BundleSigner, Leaf, SanKind, TestSigstore,
+    Tsa,
 };
 use serde_json::{json, Value};
 
@@ -49,10 +49,7 @@ fn provenance_requirement(conditions: &[&str]) -> Attestation {
         name: "provenance".into(),
         predicate_type: SLSA_V1.into(),
         max_age: None,
-        conditions: Condition::compile_all(&texts)
-            .into_iter()
-            .map(|c| c.unwrap())
-            .collect(),
+        conditions: Condition::compile_all(&texts).into_iter().map(|c| c.unwrap()).collect(),
     }
 }
 
@@ -139,7 +136,8 @@ fn provenance_signed_by_the_workflow_proves_the_image_without_a_signature() {
     let gh = Github::new();
     let bundle = gh.bundle(&gh.leaf, &gh.digest, "https://github.com/org/repo");
     let attached = referred(&bundle, SLSA_V1);
-    let condition = r#"predicate.buildDefinition.externalParameters.workflow.repository == "https://github.com/org/repo""#;
+    let condition =
+        r#"predicate.buildDefinition.externalParameters.workflow.repository == "https://github.com/org/repo""#;
     let verified = gh
         .prove(&attached, &[provenance_requirement(&[condition])], Tlog::Required)
         .unwrap_or_else(|e| panic!("{:?}", reasons(&e)));
@@ -149,14 +147,23 @@ fn provenance_signed_by_the_workflow_proves_the_image_without_a_signature() {
         panic!("one attestation outcome");
     };
     assert_eq!(outcome.result, AttestationResult::Pass);
-    let signature = outcome.signature.as_ref().expect("the attestation's signature is the evidence");
+    let signature = outcome
+        .signature
+        .as_ref()
+        .expect("the attestation's signature is the evidence");
     assert_eq!(signature.authority, "github");
     assert_eq!(signature.subject.as_deref(), Some(WORKFLOW));
     assert!(signature.tlog_index.is_some());
 
     // The same referrer is no image signature: a rule that requires one refuses the image.
-    let unverified = verify_image(&gh.reference, &gh.digest, &attached, &[github_authority(Tlog::Required)], Some(&gh.trust))
-        .unwrap_err();
+    let unverified = verify_image(
+        &gh.reference,
+        &gh.digest,
+        &attached,
+        &[github_authority(Tlog::Required)],
+        Some(&gh.trust),
+    )
+    .unwrap_err();
     assert!(unverified.rejections.is_empty(), "{unverified}");
 }
 
@@ -181,15 +188,29 @@ fn another_signer_another_digest_or_a_failed_condition_proves_nothing() {
         ISSUER,
     );
     let other = Digest::of(b"another image manifest");
-    let condition = r#"predicate.buildDefinition.externalParameters.workflow.repository == "https://github.com/org/repo""#;
+    let condition =
+        r#"predicate.buildDefinition.externalParameters.workflow.repository == "https://github.com/org/repo""#;
     let cases = [
-        (gh.bundle(&fork, &gh.digest, "https://github.com/org/repo"), "identity mismatch"),
-        (gh.bundle(&gh.leaf, &other, "https://github.com/org/repo"), "not this image"),
-        (gh.bundle(&gh.leaf, &gh.digest, "https://github.com/fork/repo"), "workflow.repository == "),
+        (
+            gh.bundle(&fork, &gh.digest, "https://github.com/org/repo"),
+            "identity mismatch",
+        ),
+        (
+            gh.bundle(&gh.leaf, &other, "https://github.com/org/repo"),
+            "not this image",
+        ),
+        (
+            gh.bundle(&gh.leaf, &gh.digest, "https://github.com/fork/repo"),
+            "workflow.repository == ",
+        ),
     ];
     for (bundle, why) in cases {
         let unattested = gh
-            .prove(&referred(&bundle, SLSA_V1), &[provenance_requirement(&[condition])], Tlog::Required)
+            .prove(
+                &referred(&bundle, SLSA_V1),
+                &[provenance_requirement(&[condition])],
+                Tlog::Required,
+            )
             .unwrap_err();
         let reasons = reasons(&unattested);
         assert!(reasons[0].contains(why), "{why}: {reasons:?}");
@@ -221,7 +242,8 @@ fn a_timestamped_attestation_without_a_log_entry_needs_the_log_not_required() {
     let mut root = gh.sigstore.trusted_root_value();
     tsa.trust_in(&mut root);
     let trust = TrustMaterial::from_json(&root.to_string()).unwrap();
-    let mut bundle: Value = serde_json::from_str(&gh.bundle(&gh.leaf, &gh.digest, "https://github.com/org/repo")).unwrap();
+    let mut bundle: Value =
+        serde_json::from_str(&gh.bundle(&gh.leaf, &gh.digest, "https://github.com/org/repo")).unwrap();
     let signature = BASE64
         .decode(bundle["dsseEnvelope"]["signatures"][0]["sig"].as_str().unwrap())
         .unwrap();

@@ -99,7 +99,10 @@ fn only_attestations_signed_by_the_rule_about_the_digest_admit_without_a_signatu
 
     let judgement = judge(&unsigned, &with(vec![provenance(&key, &digest, "github")]));
     let Ok(Admission::Verified(verified)) = &judgement.verdict else {
-        panic!("admitted: {:?}", judgement.verdict.as_ref().err().map(ToString::to_string));
+        panic!(
+            "admitted: {:?}",
+            judgement.verdict.as_ref().err().map(ToString::to_string)
+        );
     };
     assert!(verified.evidence().is_empty());
     let record = judgement.record(Event::Pull, "default", "web-0", Instant::now());
@@ -126,7 +129,11 @@ fn only_attestations_signed_by_the_rule_about_the_digest_admit_without_a_signatu
         let Err(denial) = &judgement.verdict else {
             panic!("{why}: admitted");
         };
-        assert!(matches!(denial.cause, Cause::Unattested(_)), "{why}: {:?}", denial.cause);
+        assert!(
+            matches!(denial.cause, Cause::Unattested(_)),
+            "{why}: {:?}",
+            denial.cause
+        );
         let message = denial.to_string();
         assert!(
             message.starts_with("SignatureValidationFailed: ghcr.io/org/app@sha256:"),
