@@ -30,6 +30,9 @@ pub(super) struct DraftRule {
     pub widened: bool,
     pub mode: Mode,
     pub action: Action,
+    /// `requireSignature`: false when the source passes images on their attestations alone.
+    /// Written only for a `verify` rule with attestations, the only one that may carry it.
+    pub require_signature: bool,
     pub authorities: Vec<DraftAuthority>,
     pub attestations: Vec<DraftAttestation>,
     /// Comment lines written above the rule, after its origin.
@@ -103,6 +106,7 @@ impl DraftRule {
             widened: false,
             mode,
             action: Action::Verify,
+            require_signature: true,
             authorities: Vec::new(),
             attestations: Vec::new(),
             comments: Vec::new(),
@@ -138,6 +142,8 @@ impl DraftRule {
         match (self.action, other.action) {
             (_, Action::Allow) | (Action::Deny, _) => true,
             (Action::Allow, _) | (_, Action::Deny) => false,
+            // An image this rule admits on attestations alone may carry no signature at all.
+            (Action::Verify, Action::Verify) if !self.require_signature && other.require_signature => false,
             (Action::Verify, Action::Verify) => {
                 let signers_accepted = self
                     .authorities

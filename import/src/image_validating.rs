@@ -245,17 +245,22 @@ fn assemble(
         };
         match &mut chosen {
             None => {
-                report.dropped(
+                report.note(
                     path,
-                    "no validation checks the image's signature; pullgate also requires the image to be \
-                     signed by the attestation's signers (stricter)",
+                    "no validation checks the image's signature, only attestations; so does pullgate, with \
+                     requireSignature: false",
                 );
+                rule.require_signature = false;
                 chosen = Some(own);
             }
             Some(chosen) => {
                 let before = chosen.len();
                 if narrow_to(chosen, &own) == Narrowed::Stricter {
-                    let message = if chosen.len() < before {
+                    let message = if !rule.require_signature {
+                        "pullgate checks every attestation against the rule's authorities, so it keeps only the \
+                         signers all attestation checks name; attestations signed only by the others are refused \
+                         (stricter)"
+                    } else if chosen.len() < before {
                         "pullgate checks attestations against the rule's authorities, so it keeps only the \
                          image's signers that are among these attestors too; images signed only by the others \
                          are denied (stricter)"

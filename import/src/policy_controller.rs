@@ -5,9 +5,10 @@
 //! - An image passes a ClusterImagePolicy when any one of its `authorities` passes: pullgate's
 //!   rule authorities are the same any-of.
 //! - An authority with `attestations` passes on its attestations alone, without an image
-//!   signature. pullgate requires a signature from the rule's authorities as well, and checks
-//!   attestations against all of them, so only one authority with attestations carries over,
-//!   with the signature requirement added (stricter), and the others are reported.
+//!   signature: a rule with `requireSignature: false`, whose attestations are checked against
+//!   the authority's signers. pullgate checks attestations against all of a rule's authorities
+//!   and cannot offer a signature as an alternative to them, so only one authority with
+//!   attestations carries over, and the others are reported (stricter).
 //! - `static` authorities pass (`action: pass`) or fail everything.
 //! - Signatures need a transparency-log entry (the public Rekor, or `ctlog.url`): `tlog:
 //!   required`.
@@ -167,9 +168,10 @@ enum Outcome {
 
 /// The rule's authorities and attestations from the translated authorities.
 fn choose(rule: &mut DraftRule, translated: Vec<Translated>, report: &mut Report<'_>) {
+    // policy-controller checks attestations instead of signatures when the list is not empty.
     let attesting = translated
         .iter()
-        .position(|t| t.attestations.is_some() && !t.authorities.is_empty());
+        .position(|t| t.attestations.as_ref().is_some_and(|a| !a.is_empty()) && !t.authorities.is_empty());
     match attesting {
         None => {
             for t in translated {
@@ -182,13 +184,14 @@ fn choose(rule: &mut DraftRule, translated: Vec<Translated>, report: &mut Report
                     continue;
                 }
                 if i == chosen {
-                    report.dropped(
+                    report.note(
                         &format!("{}.attestations", t.path),
-                        "policy-controller passes this authority on its attestations alone; pullgate also \
-                         requires an image signature from it (stricter)",
+                        "policy-controller passes this authority on its attestations alone, without an image \
+                         signature; so does pullgate, with requireSignature: false",
                     );
                     rule.authorities = t.authorities;
                     rule.attestations = t.attestations.unwrap_or_default();
+                    rule.require_signature = false;
                 } else {
                     report.dropped(
                         &t.path,

@@ -469,6 +469,87 @@ fn attestation_attestors_narrow_the_rule_signers_never_widen_them() {
     assert!(!imported.dropped_anything(), "{:#?}", lines(&imported));
 }
 
+/// A policy-controller authority with an empty `attestations` list checks signatures, as
+/// policy-controller does; only a list with entries replaces them.
+#[test]
+fn policy_controller_an_empty_attestation_list_checks_signatures() {
+    let pem = public_pem();
+    let yaml = cip(&format!(
+        "  images:\n    - glob: \"registry.example.com/**\"\n  authorities:\n    - key:\n        data: |\n{}      attestations: []\n",
+        indent(&pem, 10)
+    ));
+    let (imported, policy) = load(&yaml);
+    assert!(!imported.dropped_anything(), "{:#?}", lines(&imported));
+    assert!(policy.rules()[0].requires_signature());
+    assert!(!imported.policy.contains("requireSignature"), "{}", imported.policy);
+}
+
+/// A Kyverno entry without `attestors` verifies only its attestations, each by its own
+/// attestors: a rule with `requireSignature: false`, not reported as stricter.
+#[test]
+fn kyverno_attestations_without_image_attestors_need_no_signature() {
+    let (a, b) = (public_pem(), public_pem());
+    let attestors = |pems: &[&String], by: usize| {
+        let mut out = String::from("- count: 1\n  entries:\n");
+        for pem in pems {
+            out.push_str(&format!(
+                "    - keys:\n        publicKeys: |\n{}        rekor: {{ignoreTlog: true}}\n",
+                indent(pem, 10)
+            ));
+        }
+        indent(&out, by)
+    };
+    let attestation = |predicate: &str, pems: &[&String]| {
+        format!(
+            "            - predicateType: {predicate}\n              attestors:\n{}",
+            attestors(pems, 16)
+        )
+    };
+    let entry =
+        |attestations: &str| format!("imageReferences: [\"ghcr.io/org/*\"]\n          attestations:\n{attestations}");
+
+    let (imported, policy) = load(&kyverno_entry(
+        "Enforce",
+        &entry(&attestation("https://slsa.dev/provenance/v1", &[&a])),
+    ));
+    assert!(!imported.dropped_anything(), "{:#?}", lines(&imported));
+    assert!(has(
+        &lines(&imported),
+        &["verifyImages[0].attestations:", "requireSignature: false"]
+    ));
+    let rule = &policy.rules()[0];
+    assert!(!rule.requires_signature());
+    assert_eq!(rule.authorities().len(), 1);
+    assert_eq!(rule.attestations()[0].predicate_type, "https://slsa.dev/provenance/v1");
+
+    // Two attestations by different signers: only a signer both name is kept (stricter), and
+    // with none in common the rule denies.
+    let both =
+        attestation("https://slsa.dev/provenance/v1", &[&a, &b]) + &attestation("https://cyclonedx.org/bom", &[&a]);
+    let (imported, policy) = load(&kyverno_entry("Enforce", &entry(&both)));
+    assert!(!policy.rules()[0].requires_signature());
+    assert_eq!(policy.rules()[0].authorities().len(), 1);
+    assert!(has(
+        &dropped(&imported),
+        &[
+            "attestations[1].attestors:",
+            "keeps only the signers all attestations name"
+        ]
+    ));
+    let apart = attestation("https://slsa.dev/provenance/v1", &[&a]) + &attestation("https://cyclonedx.org/bom", &[&b]);
+    let (_, policy) = load(&kyverno_entry("Enforce", &entry(&apart)));
+    assert_eq!(policy.rules()[0].action(), Action::Deny);
+
+    // With image attestors, the image's signature is still required.
+    let signed = format!(
+        "{}          attestations:\n{}",
+        key_entry("\"ghcr.io/org/*\"", &a),
+        attestation("https://slsa.dev/provenance/v1", &[&a])
+    );
+    let (_, policy) = load(&kyverno_entry("Enforce", &signed));
+    assert!(policy.rules()[0].requires_signature());
+}
+
 // --- JMESPath conditions ---
 
 #[test]
@@ -996,7 +1077,7 @@ fn allow_rules_keep_only_patterns_read_exactly() {
 }
 
 #[test]
-fn policy_controller_attestations_need_a_signature_here_and_their_policies_are_dropped() {
+fn policy_controller_attestations_alone_pass_here_too_and_their_policies_are_dropped() {
     let pem = public_pem();
     let yaml = cip(&format!(
         r#"  mode: warn
@@ -1031,11 +1112,21 @@ fn policy_controller_attestations_need_a_signature_here_and_their_policies_are_d
         format!("{doc}: spec.authorities[0].attestations[0].policy: CUE policies have no pullgate equivalent; the policy is dropped, the attestation is still required"),
         format!("{doc}: spec.authorities[0].attestations[1].policy: Rego policies have no pullgate equivalent; the policy is dropped, the attestation is still required"),
         format!("{doc}: spec.authorities[1].key.secretRef: keys in Kubernetes secrets cannot be read on the node; dropped"),
-        format!("{doc}: spec.authorities[0].attestations: policy-controller passes this authority on its attestations alone; pullgate also requires an image signature from it (stricter)"),
+        format!("{doc}: spec.authorities[0].attestations: policy-controller passes this authority on its attestations alone, without an image signature; so does pullgate, with requireSignature: false"),
     ] {
         assert!(found.contains(&line), "missing {line:?} in {found:#?}");
     }
+    assert!(
+        !has(&dropped(&imported), &["spec.authorities[0].attestations:"]),
+        "not reported as stricter: {found:#?}"
+    );
+    assert!(
+        imported.policy.contains("      requireSignature: false\n"),
+        "{}",
+        imported.policy
+    );
     let rule = &policy.rules()[0];
+    assert!(!rule.requires_signature());
     assert_eq!(rule.mode(), Some(Mode::Warn));
     let types: Vec<&str> = rule.attestations().iter().map(|a| a.predicate_type.as_str()).collect();
     assert_eq!(types, ["https://cyclonedx.org/bom", "https://slsa.dev/provenance/v0.2"]);
@@ -1156,6 +1247,47 @@ spec:
     assert!(decide(&policy, "registry.example.com/team-a/x/y:1", "default")
         .0
         .is_some());
+}
+
+/// An ImageValidatingPolicy that verifies only an attestation's signatures checks no image
+/// signature: a rule with `requireSignature: false`, not reported as stricter.
+#[test]
+fn image_validating_policy_attestation_checks_alone_need_no_signature() {
+    let pem = public_pem();
+    let yaml = format!(
+        r#"apiVersion: policies.kyverno.io/v1beta1
+kind: ImageValidatingPolicy
+metadata:
+  name: ivp
+spec:
+  matchImageReferences:
+    - glob: "ghcr.io/org/*"
+  attestors:
+    - name: github
+      cosign:
+        key:
+          data: |
+{}        ctlog:
+          insecureIgnoreTlog: true
+  attestations:
+    - name: provenance
+      intoto:
+        type: https://slsa.dev/provenance/v1
+  validations:
+    - expression: "images.containers.all(i, verifyAttestationSignatures(i, attestations.provenance, [attestors.github]) > 0)"
+"#,
+        indent(&pem, 12)
+    );
+    let (imported, policy) = load(&yaml);
+    assert!(!imported.dropped_anything(), "{:#?}", lines(&imported));
+    assert!(has(
+        &lines(&imported),
+        &["spec.validations[0].expression:", "requireSignature: false"]
+    ));
+    let rule = &policy.rules()[0];
+    assert!(!rule.requires_signature());
+    assert_eq!(rule.authorities().len(), 1);
+    assert_eq!(rule.attestations()[0].predicate_type, "https://slsa.dev/provenance/v1");
 }
 
 #[test]

@@ -93,6 +93,9 @@ fn write_rule(out: &mut String, rule: &DraftRule) {
         let _ = writeln!(out, "      action: {}", rule.action);
         return;
     }
+    if !rule.require_signature && !rule.attestations.is_empty() {
+        out.push_str("      requireSignature: false\n");
+    }
     out.push_str("      authorities:\n");
     for authority in &rule.authorities {
         write_authority(out, authority);

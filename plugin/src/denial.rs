@@ -9,7 +9,7 @@ use crate::{
     policy::{predicate, NoMatch},
     reference::InvalidReference,
     registry::RegistryError,
-    verify::{AttestationOutcome, AttestationResult, Unverified},
+    verify::{AttestationOutcome, AttestationResult, Unattested, Unverified},
 };
 
 /// Why an image may not be pulled.
@@ -41,6 +41,9 @@ pub enum Cause {
     Unverified(Unverified),
     /// The image is signed, but the rule's attestations do not all hold: each as checked.
     Attestations(Vec<AttestationOutcome>),
+    /// The rule requires no signature (`requireSignature: false`), and its attestations, which
+    /// must then prove the image, do not all hold: each as checked.
+    Unattested(Unattested),
     /// `ImageStatus`: the image is in containerd but was not verified under the policy in force.
     NotAdmitted { image_id: String },
 }
@@ -101,21 +104,13 @@ impl fmt::Display for Cause {
                 humantime::format_duration(*limit)
             ),
             Cause::Unverified(unverified) => write!(f, "{unverified}"),
-            Cause::Attestations(outcomes) => {
-                let failed = outcomes.iter().filter(|o| o.result != AttestationResult::Pass);
-                for (i, o) in failed.enumerate() {
-                    if i > 0 {
-                        f.write_str("; ")?;
-                    }
-                    write!(
-                        f,
-                        "attestation {:?} ({}): {}",
-                        o.name,
-                        predicate::describe(&o.predicate_type),
-                        o.reason.as_deref().unwrap_or("failed")
-                    )?;
-                }
-                Ok(())
+            Cause::Attestations(outcomes) => failed_attestations(f, outcomes),
+            Cause::Unattested(Unattested { outcomes }) if outcomes.is_empty() => {
+                f.write_str("the rule requires no signature and no attestation: nothing proves the image")
+            }
+            Cause::Unattested(Unattested { outcomes }) => {
+                f.write_str("no signature required, but the attestations that must prove the image do not: ")?;
+                failed_attestations(f, outcomes)
             }
             Cause::NotAdmitted { image_id } => write!(
                 f,
@@ -123,6 +118,24 @@ impl fmt::Display for Cause {
             ),
         }
     }
+}
+
+/// `attestation "sbom" (CycloneDX SBOM, https://cyclonedx.org/bom): why`, for each that failed.
+fn failed_attestations(f: &mut fmt::Formatter<'_>, outcomes: &[AttestationOutcome]) -> fmt::Result {
+    let failed = outcomes.iter().filter(|o| o.result != AttestationResult::Pass);
+    for (i, o) in failed.enumerate() {
+        if i > 0 {
+            f.write_str("; ")?;
+        }
+        write!(
+            f,
+            "attestation {:?} ({}): {}",
+            o.name,
+            predicate::describe(&o.predicate_type),
+            o.reason.as_deref().unwrap_or("failed")
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -155,5 +168,19 @@ mod tests {
             ..r
         };
         assert!(t.to_string().starts_with("RegistryUnavailable: "), "{t}");
+    }
+
+    #[test]
+    fn a_rule_without_signature_or_attestation_is_refused_as_proving_nothing() {
+        let d = Denial {
+            image: "ghcr.io/org/app@sha256:ab".into(),
+            rule: Some("github".into()),
+            cause: Cause::Unattested(Unattested { outcomes: Vec::new() }),
+        };
+        assert_eq!(
+            d.to_string(),
+            "SignatureValidationFailed: ghcr.io/org/app@sha256:ab: rule \"github\": the rule requires no signature \
+             and no attestation: nothing proves the image"
+        );
     }
 }

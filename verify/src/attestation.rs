@@ -10,12 +10,12 @@ use sigstore_types::{Artifact, DsseEnvelope, DsseSignature, PayloadBytes, Sha256
 use super::{
     first_accepting,
     intoto::{verify_attestation_layer, AttestationLayer},
-    unambiguous, verify_bundle, Attached, Evidence, Rejection, TrustMaterial,
+    unambiguous, verify_bundle, Attached, Evidence, Rejection, TrustMaterial, Verified,
 };
 use crate::{
     attached::{self, AttachedBundle, Payload, SignatureLayer},
     condition::MAX_STATEMENT_BYTES,
-    reference::Digest,
+    reference::{Digest, Reference},
     Attestation, Authority,
 };
 
@@ -120,6 +120,44 @@ impl fmt::Display for Unmet {
             Self::Unsigned(why) | Self::OtherSubject(why) | Self::Stale(why) | Self::Condition(why) => f.write_str(why),
         }
     }
+}
+
+/// A rule that requires no image signature (`requireSignature: false`) was not proven by its
+/// attestations: each requirement as checked, or none when the rule asked for none, which
+/// proves nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unattested {
+    pub outcomes: Vec<AttestationOutcome>,
+}
+
+/// Proves `digest` of `reference` by attestations alone, for a rule that requires no image
+/// signature: there must be at least one requirement, and every one must be held by a
+/// statement naming the digest and signed by one of `authorities`. The [`Verified`] it makes
+/// carries no signature evidence; its attestations, each with its signature, are the proof.
+pub fn verify_attestations(
+    reference: &Reference,
+    digest: &Digest,
+    attached: &Attached,
+    required: &[Attestation],
+    authorities: &[Authority],
+    trust: Option<&TrustMaterial>,
+    now: i64,
+) -> Result<Verified, Unattested> {
+    let outcomes = check_attestations(digest, attached, required, authorities, trust, now);
+    // An empty list passes `all`; here it must not.
+    let proven = !outcomes.is_empty()
+        && outcomes
+            .iter()
+            .all(|o| o.result == AttestationResult::Pass && o.signature.is_some());
+    if !proven {
+        return Err(Unattested { outcomes });
+    }
+    Ok(Verified {
+        reference: reference.clone(),
+        digest: digest.clone(),
+        evidence: Vec::new(),
+        attestations: outcomes,
+    })
 }
 
 /// Checks each of `required` against the statements attached to the image: bundles among its

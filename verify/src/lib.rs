@@ -26,6 +26,8 @@ pub mod condition;
 mod crafted;
 pub mod expiry;
 mod fulcio;
+#[cfg(test)]
+mod github_attestations;
 mod intoto;
 pub mod key;
 pub mod legacy;
@@ -43,7 +45,7 @@ mod tlog;
 mod unambiguous;
 
 pub use attached::Attached;
-pub use attestation::{check_attestations, AttestationOutcome, AttestationResult};
+pub use attestation::{check_attestations, verify_attestations, AttestationOutcome, AttestationResult, Unattested};
 pub use authority::{Authority, AuthorityKind, IdentityMatch, Keyless, Tlog};
 pub use condition::{evaluate as evaluate_conditions, Condition, ConditionFailure};
 pub use expiry::TrustNeeds;
@@ -60,7 +62,9 @@ pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 
 /// Proof that `digest` of `reference`'s repository carries a valid signature from one of the
-/// authorities of the rule that matched it. Constructed only by [`verify_image`].
+/// authorities of the rule that matched it — or, for a rule that requires no signature, that
+/// every attestation the rule requires (at least one) is signed by one of them and names the
+/// digest. Constructed only by [`verify_image`] and [`verify_attestations`].
 #[derive(Debug, Clone)]
 pub struct Verified {
     reference: Reference,
@@ -169,6 +173,8 @@ impl Verified {
         self.reference.pinned(&self.digest)
     }
 
+    /// The image signatures that were accepted; empty when the attestations alone are the
+    /// proof (see [`verify_attestations`]).
     pub fn evidence(&self) -> &[Evidence] {
         &self.evidence
     }

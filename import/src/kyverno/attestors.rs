@@ -33,10 +33,10 @@ pub(super) fn choose_signers(
         Some(image) => image.clone(),
         None => match attestations.iter().find_map(|a| a.signers.clone()) {
             Some(first) => {
-                report.dropped(
+                report.note(
                     &format!("{path}.attestations"),
-                    "Kyverno checks no image signature here, only attestations; pullgate also requires \
-                     the image to be signed by the attestations' signers (stricter)",
+                    "Kyverno checks no image signature here, only attestations; so does pullgate, with \
+                     requireSignature: false",
                 );
                 first
             }
@@ -58,7 +58,10 @@ pub(super) fn choose_signers(
         };
         let before = chosen.len();
         if narrow_to(&mut chosen, own) == Narrowed::Stricter {
-            let message = if chosen.len() < before {
+            let message = if signers.image.is_none() {
+                "pullgate checks every attestation against the rule's authorities, so it keeps only the signers \
+                 all attestations name; attestations signed only by the others are refused (stricter)"
+            } else if chosen.len() < before {
                 "pullgate checks attestations against the rule's authorities, so it keeps only the image's \
                  signers that are among these attestors too; images signed only by the others are denied (stricter)"
             } else {

@@ -10,7 +10,8 @@
 //! - `attestations[]` each need a statement of their predicate type signed by their own
 //!   `attestors` (or the image's when they have none) that meets their `conditions`. pullgate
 //!   checks attestations against the rule's authorities; where those differ, attestations
-//!   signed only by the attestation's own attestors are refused, which is reported.
+//!   signed only by the attestation's own attestors are refused, which is reported. An entry
+//!   without `attestors` checks no image signature: `requireSignature: false`.
 //! - Legacy signer fields on the entry (`key`, or `issuer` with `subject` and `roots`) are one
 //!   more attestor set: alone, the entry's signer; next to `attestors`, a second requirement,
 //!   which pullgate cannot ask, so the rule denies. `subject` without `issuer` is ignored, as
@@ -315,6 +316,8 @@ fn verify_image(entry: &Value, place: &Place<'_>, report: &mut Report<'_>, impor
     let never = attestations.iter().any(|a| a.never);
     let authorities = choose_signers(&signers, &attestations, path, report);
     rule.authorities = authorities;
+    // Without attestors of its own, Kyverno verifies the entry's attestations only.
+    rule.require_signature = signers.image.is_some();
     rule.attestations = attestations.into_iter().map(|a| a.attestation).collect();
     if annotations {
         report.dropped(

@@ -170,8 +170,13 @@ impl Judge {
         let from_registry = |e: RegistryError| Refusal::from_registry(Some(digest), e);
         // Legacy .sig and .att tags and v3 bundle referrers are looked up at the same time.
         // Any lookup failing as a whole (the registry went away) fails the verification: a
-        // signature that could not be fetched might be the one that counts.
-        let mut wanted = vec![verify::COSIGN_SIGN_PREDICATE];
+        // signature that could not be fetched might be the one that counts. A rule that
+        // requires no signature is not shown any: only its attestations can prove the image.
+        let signed = rule.requires_signature();
+        let mut wanted = Vec::new();
+        if signed {
+            wanted.push(verify::COSIGN_SIGN_PREDICATE);
+        }
         wanted.extend(rule.attestations().iter().map(|a| a.predicate_type.as_str()));
         let attestations = async {
             match rule.attestations() {
@@ -179,8 +184,14 @@ impl Judge {
                 _ => cosign::legacy_attestations(session, digest, &wanted).await,
             }
         };
+        let signatures = async {
+            match signed {
+                true => cosign::legacy_signatures(session, digest).await,
+                false => Ok(Vec::new()),
+            }
+        };
         let (layers, referrers, attestations) = tokio::join!(
-            cosign::legacy_signatures(session, digest),
+            signatures,
             referrers::sigstore_bundles(session, digest, &wanted),
             attestations,
         );
@@ -196,22 +207,27 @@ impl Judge {
 }
 
 /// The verdict on what was found attached to `digest`: its signatures, then the rule's
-/// attestations. No I/O.
-fn judge_attached(
+/// attestations; or, for a rule that requires no signature, its attestations alone. No I/O.
+pub(super) fn judge_attached(
     reference: &Reference,
     digest: &Digest,
     attached: &verify::Attached,
     rule: &Rule,
     trust: Option<&TrustMaterial>,
 ) -> Result<Verified, Refusal> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if !rule.requires_signature() {
+        let (required, authorities) = (rule.attestations(), rule.authorities());
+        return verify::verify_attestations(reference, digest, attached, required, authorities, trust, now)
+            .map_err(|unattested| Refusal::new(Some(digest.clone()), Cause::Unattested(unattested)));
+    }
     let verified = verify::verify_image(reference, digest, attached, rule.authorities(), trust)
         .map_err(|unverified| Refusal::new(Some(digest.clone()), Cause::Unverified(unverified)))?;
     if rule.attestations().is_empty() {
         return Ok(verified);
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
     verified
         .require_attestations(attached, rule.attestations(), rule.authorities(), trust, now)
         .map_err(|outcomes| Refusal::new(Some(digest.clone()), Cause::Attestations(outcomes)))
@@ -246,6 +262,27 @@ fn remember_until(verified: &Verified, rule: &Rule) -> Option<Instant> {
         .min()
 }
 
+/// The audit reason of an admission: whose signature verified it, or, without one, which
+/// attestations proved it and whose signatures they carry.
+fn verified_reason(verified: &Verified) -> String {
+    if !verified.evidence().is_empty() {
+        let names: Vec<&str> = verified.evidence().iter().map(|e| e.authority.as_str()).collect();
+        return format!("verified by authority {:?}", names.join(", "));
+    }
+    let attestations: Vec<&str> = verified.attestations().iter().map(|o| o.name.as_str()).collect();
+    let mut authorities: Vec<&str> = Vec::new();
+    for signature in verified.attestations().iter().filter_map(|o| o.signature.as_ref()) {
+        if !authorities.contains(&signature.authority.as_str()) {
+            authorities.push(&signature.authority);
+        }
+    }
+    format!(
+        "no signature required; proven by attestation {:?} signed by authority {:?}",
+        attestations.join(", "),
+        authorities.join(", ")
+    )
+}
+
 /// Why the judge refused, before it is rendered into a [`Denial`] with the image and rule.
 #[derive(Clone)]
 pub struct Refusal {
@@ -266,7 +303,7 @@ impl Refusal {
     /// The rule's attestations as far as they were checked.
     fn attestations(&self) -> Vec<AttestationOutcome> {
         match &self.cause {
-            Cause::Attestations(outcomes) => outcomes.clone(),
+            Cause::Attestations(outcomes) | Cause::Unattested(verify::Unattested { outcomes }) => outcomes.clone(),
             _ => Vec::new(),
         }
     }
@@ -321,14 +358,11 @@ impl Judgement {
     /// The audit record of this judgement, as a `PullImage` decision.
     pub fn record(&self, namespace: &str, pod: &str, started: Instant) -> Record {
         let (decision, reason, signatures): (audit::Decision, String, Vec<audit::Signature>) = match &self.verdict {
-            Ok(Admission::Verified(v)) => {
-                let names: Vec<&str> = v.evidence().iter().map(|e| e.authority.as_str()).collect();
-                (
-                    audit::Decision::Allow,
-                    format!("verified by authority {:?}", names.join(", ")),
-                    v.evidence().iter().map(audit::Signature::from).collect(),
-                )
-            }
+            Ok(Admission::Verified(v)) => (
+                audit::Decision::Allow,
+                verified_reason(v),
+                v.evidence().iter().map(audit::Signature::from).collect(),
+            ),
             Ok(Admission::Waived(w)) => (audit::Decision::Allow, w.reason().to_string(), Vec::new()),
             Err(denial) => {
                 let decision = match self.mode {

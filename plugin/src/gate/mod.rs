@@ -30,6 +30,8 @@ mod judge;
 mod peers;
 mod pull;
 mod status;
+#[cfg(test)]
+mod tests;
 
 pub use judge::{Judge, Judgement};
 use status::Admitted;

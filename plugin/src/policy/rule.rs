@@ -42,7 +42,8 @@ pub enum Action {
 }
 
 /// A rule of the policy. Only validation builds one, so a `verify` rule always has at least one
-/// authority and an `allow` or `deny` rule has none.
+/// authority, one that requires no signature at least one attestation, and an `allow` or `deny`
+/// rule has none.
 #[derive(Debug)]
 pub struct Rule {
     pub(super) name: String,
@@ -51,6 +52,7 @@ pub struct Rule {
     pub(super) exclude_namespaces: Vec<NamespaceGlob>,
     pub(super) action: Action,
     pub(super) mode: Option<Mode>,
+    pub(super) require_signature: bool,
     pub(super) authorities: Vec<Authority>,
     pub(super) attestations: Vec<Attestation>,
 }
@@ -136,6 +138,12 @@ impl Rule {
     /// The rule's own mode, if it overrides the policy's.
     pub fn mode(&self) -> Option<Mode> {
         self.mode
+    }
+
+    /// Whether the image needs a signature of its own (`requireSignature`, default true). When
+    /// not, its attestations, signed by the rule's authorities, are the proof.
+    pub fn requires_signature(&self) -> bool {
+        self.require_signature
     }
 
     /// Whose signatures satisfy the rule; a valid signature from any one of them does.

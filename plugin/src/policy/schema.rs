@@ -48,6 +48,8 @@ pub(super) struct RuleDoc {
     #[serde(default)]
     pub action: Action,
     pub mode: Option<Mode>,
+    /// `None` (the default) means true; validation refuses it on rules that verify nothing.
+    pub require_signature: Option<bool>,
     #[serde(default)]
     pub authorities: Vec<AuthorityDoc>,
     #[serde(default)]

@@ -314,6 +314,7 @@ spec:
     assert_eq!(rule.mode(), None);
     assert!(rule.namespaces().is_none() && rule.exclude_namespaces().is_empty());
     assert!(rule.attestations().is_empty());
+    assert!(rule.requires_signature());
     let tlogs: Vec<Tlog> = rule.authorities().iter().map(|a| a.tlog).collect();
     assert_eq!(tlogs, [Tlog::Optional, Tlog::Required]);
     let AuthorityKind::Keyless(keyless) = &rule.authorities()[1].kind else {
@@ -671,6 +672,82 @@ fn rule_shape_follows_its_action() {
         "    - name: r\n      images: [\"ghcr.io/a\"]\n      namespaces: []\n      action: allow\n",
     );
     assert_eq!(only_error(&text).field, "spec.rules[0].namespaces");
+}
+
+/// A GitHub-attested rule: keyless, its provenance the proof; `extra` goes after `images`.
+fn attested_rule(extra: &str, attestations: &str) -> String {
+    with_rules(
+        "",
+        &format!(
+            "    - name: github
+      images: [\"ghcr.io/org/**\"]
+{extra}      authorities:
+        - name: ci
+          keyless:
+            issuer: https://token.actions.githubusercontent.com
+            subjectRegExp: '^https://github\\.com/org/'
+{attestations}"
+        ),
+    )
+}
+
+const PROVENANCE: &str = "      attestations:
+        - name: provenance
+          predicateType: https://slsa.dev/provenance/v1
+";
+
+#[test]
+fn require_signature_false_makes_the_attestations_the_proof() {
+    let text = attested_rule("      requireSignature: false\n", PROVENANCE);
+    let policy = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let rule = &policy.rules()[0];
+    assert!(!rule.requires_signature());
+    assert_eq!(rule.attestations()[0].predicate_type, "https://slsa.dev/provenance/v1");
+
+    // Written out as true, it is the default.
+    let text = attested_rule("      requireSignature: true\n", PROVENANCE);
+    assert!(parse(&text).unwrap().rules()[0].requires_signature());
+}
+
+#[test]
+fn require_signature_false_without_attestations_is_an_error_at_its_line() {
+    for attestations in ["", "      attestations: []\n"] {
+        let text = attested_rule("      requireSignature: false\n", attestations);
+        let error = only_error(&text);
+        assert_eq!(error.field, "spec.rules[0].requireSignature");
+        assert_eq!(error.line, Some(line_of(&text, "requireSignature")));
+        assert!(
+            error.message.contains("needs at least one attestation"),
+            "{}",
+            error.message
+        );
+        assert!(
+            error.to_string().starts_with(&format!(
+                "/etc/pullgate/policy.yaml:{}: spec.rules[0].requireSignature: ",
+                line_of(&text, "requireSignature")
+            )),
+            "{error}"
+        );
+    }
+    // Not a boolean: a type error at its line.
+    let text = attested_rule("      requireSignature: sometimes\n", PROVENANCE);
+    let error = only_error(&text);
+    assert_eq!(error.line, Some(line_of(&text, "requireSignature")), "{error}");
+}
+
+#[test]
+fn only_verify_rules_take_require_signature() {
+    for action in ["allow", "deny"] {
+        for value in ["false", "true"] {
+            let text = with_rules(
+                "",
+                &format!("    - name: r\n      images: [\"ghcr.io/a\"]\n      action: {action}\n      requireSignature: {value}\n"),
+            );
+            let error = only_error(&text);
+            assert_eq!(error.field, "spec.rules[0].requireSignature");
+            assert_eq!(error.line, Some(line_of(&text, "requireSignature")));
+        }
+    }
 }
 
 #[test]

@@ -200,19 +200,29 @@ impl Validator<'_> {
             Action::Verify => {}
             Action::Allow | Action::Deny => {
                 for (list, empty) in [
+                    ("requireSignature", doc.require_signature.is_none()),
                     ("authorities", doc.authorities.is_empty()),
                     ("attestations", doc.attestations.is_empty()),
                 ] {
                     if !empty {
                         let message = format!(
                             "a rule with action {} verifies nothing, so it takes no {list}; \
-                             remove them or use action verify",
+                             remove the field or use action verify",
                             doc.action
                         );
                         self.error(&format!("{field}.{list}"), message);
                     }
                 }
             }
+        }
+        // Without a signature of its own, only attestations prove the image: a rule asking for
+        // none would admit anything its authorities never touched.
+        let require_signature = doc.require_signature.unwrap_or(true);
+        if !require_signature && doc.action == Action::Verify && doc.attestations.is_empty() {
+            self.error(
+                &format!("{field}.requireSignature"),
+                "a rule with requireSignature false needs at least one attestation, which then proves the image",
+            );
         }
         // Read from what was written, so a broken keyless authority is not reported twice.
         let keyless = doc.authorities.iter().any(|a| a.keyless.is_some());
@@ -235,6 +245,7 @@ impl Validator<'_> {
             exclude_namespaces,
             action: doc.action,
             mode: doc.mode,
+            require_signature,
             authorities,
             attestations,
         }
