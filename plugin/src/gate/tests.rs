@@ -10,7 +10,6 @@ use sigstore_crypto::KeyPair;
 use super::judge::{judge_attached, Judgement};
 use crate::{
     admission::Admission,
-    audit::Event,
     denial::Cause,
     policy::{Mode, Policy},
     reference::{Digest, Reference},
@@ -105,7 +104,7 @@ fn only_attestations_signed_by_the_rule_about_the_digest_admit_without_a_signatu
         );
     };
     assert!(verified.evidence().is_empty());
-    let record = judgement.record(Event::Pull, "default", "web-0", Instant::now());
+    let record = judgement.record("default", "web-0", Instant::now());
     assert!(record.signatures.is_empty(), "no image signature was proven");
     assert_eq!(record.attestations[0].result, "pass");
     assert_eq!(
@@ -147,7 +146,7 @@ fn only_attestations_signed_by_the_rule_about_the_digest_admit_without_a_signatu
             "{message}"
         );
         assert!(message.contains(why), "{why}: {message}");
-        let record = judgement.record(Event::Pull, "default", "web-0", Instant::now());
+        let record = judgement.record("default", "web-0", Instant::now());
         assert_eq!(record.attestations[0].result, "fail", "{why}");
     }
 }
