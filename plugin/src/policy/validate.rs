@@ -19,8 +19,8 @@ use super::{
     lines::LineIndex,
     schema::{AttestationDoc, AuthorityDoc, Document, KeyDoc, KeylessDoc, RuleDoc},
     yaml, Action, Attestation, Authority, AuthorityKind, Condition, FulcioClaim, IdentityMatch, ImageGlob, Keyless,
-    NamespaceGlob, Policy, PolicyError, PolicyErrors, Rule, Tlog, API_VERSION, KIND, MAX_AGE_NEEDS_KEYLESS,
-    MAX_CONDITIONS, MAX_TRUSTED_ROOT_BYTES,
+    NamespaceGlob, Policy, PolicyError, PolicyErrors, PolicyRoot, Rule, Tlog, API_VERSION, DEFAULT_ROOT, KIND,
+    MAX_AGE_NEEDS_KEYLESS, MAX_CONDITIONS, MAX_TRUSTED_ROOTS, MAX_TRUSTED_ROOT_BYTES,
 };
 
 /// Bounds on what one policy may hold, so that a runaway file is refused whole.
@@ -52,6 +52,7 @@ pub(super) fn compile(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
         lines: &lines,
         errors: Vec::new(),
         hash: Sha256::new(),
+        roots: Vec::new(),
     };
     validator.hash_part(text.as_bytes());
     let policy = validator.policy(doc);
@@ -68,8 +69,18 @@ struct Validator<'a> {
     base: &'a Path,
     lines: &'a LineIndex,
     errors: Vec<PolicyError>,
-    /// Over the policy text and every key file read, in document order.
+    /// Over the policy text and every key file and trusted root read, in document order.
     hash: Sha256,
+    /// `spec.trustedRoot` (as [`DEFAULT_ROOT`]) and `spec.trustedRoots`, by name, read before
+    /// the rules so keyless authorities can be given theirs.
+    roots: Vec<RootSlot>,
+}
+
+/// A trusted root the policy names; `trust` is `None` when it did not load (already reported).
+struct RootSlot {
+    name: String,
+    path: PathBuf,
+    trust: Option<Arc<TrustMaterial>>,
 }
 
 /// Names already used in one scope, with the field that first used each.
@@ -103,30 +114,64 @@ impl Validator<'_> {
             self.error("kind", format!("must be {KIND}, not {:?}", doc.kind));
         }
         self.name("metadata.name", &doc.metadata.name);
-        let trusted_root = doc
-            .spec
-            .trusted_root
-            .and_then(|path| self.path("spec.trustedRoot", &path));
-        let trust = trusted_root.as_deref().and_then(|path| self.trust_material(path));
-        let rules = self.rules(doc.spec.rules);
-        if trusted_root.is_none() {
-            self.keyless_needs_trust(&rules);
+        if let Some(path) = doc.spec.trusted_root {
+            self.root("spec.trustedRoot", DEFAULT_ROOT.to_string(), &path);
         }
+        self.named_roots(doc.spec.trusted_roots);
+        let rules = self.rules(doc.spec.rules);
+        // A root that did not load has been reported, and its policy is not returned.
+        let roots = std::mem::take(&mut self.roots)
+            .into_iter()
+            .filter_map(|slot| {
+                Some(PolicyRoot {
+                    trust: slot.trust?,
+                    name: slot.name,
+                    path: slot.path,
+                })
+            })
+            .collect();
         Policy {
             file: self.file.to_owned(),
             name: doc.metadata.name,
             mode: doc.spec.mode,
             no_match: doc.spec.no_match,
-            trusted_root,
-            trust,
+            roots,
             rules,
             hash: format!("sha256:{}", hex::encode(self.hash.clone().finalize())),
         }
     }
 
-    /// Reads the Sigstore trusted root; it is part of the policy's generation.
-    fn trust_material(&mut self, path: &Path) -> Option<Arc<TrustMaterial>> {
-        let field = "spec.trustedRoot";
+    /// `spec.trustedRoots`: each name checked and each root read, in the order of their names.
+    fn named_roots(&mut self, roots: BTreeMap<String, String>) {
+        if !self.bounded("spec.trustedRoots", "trusted roots", roots.len(), MAX_TRUSTED_ROOTS) {
+            return;
+        }
+        for (name, path) in roots {
+            let field = format!("spec.trustedRoots.{name}");
+            if !self.name(&field, &name) {
+                continue;
+            }
+            if name == DEFAULT_ROOT {
+                let message = format!("the name {DEFAULT_ROOT:?} stands for spec.trustedRoot; choose another");
+                self.error(&field, message);
+                continue;
+            }
+            self.root(&field, name, Path::new(&path));
+        }
+    }
+
+    /// Reads one trusted root into [`Validator::roots`], a slot even when it does not load, so
+    /// that authorities naming it are not also told the name is unknown.
+    fn root(&mut self, field: &str, name: String, path: &Path) {
+        let Some(path) = self.path(field, path) else {
+            return;
+        };
+        let trust = self.trust_material(field, &path);
+        self.roots.push(RootSlot { name, path, trust });
+    }
+
+    /// Reads a Sigstore trusted root; it is part of the policy's generation.
+    fn trust_material(&mut self, field: &str, path: &Path) -> Option<Arc<TrustMaterial>> {
         let shown = path.display();
         let bytes = match read_bounded(path, MAX_TRUSTED_ROOT_BYTES) {
             Ok(bytes) => bytes,
@@ -148,18 +193,86 @@ impl Validator<'_> {
         }
     }
 
-    /// Keyless signatures can only be checked against a trusted root.
-    fn keyless_needs_trust(&mut self, rules: &[Rule]) {
-        for (i, rule) in rules.iter().enumerate() {
-            for (j, authority) in rule.authorities().iter().enumerate() {
-                if matches!(authority.kind, AuthorityKind::Keyless(_)) {
-                    let field = format!("spec.rules[{i}].authorities[{j}].keyless");
-                    self.error(
-                        &field,
-                        "keyless authorities need spec.trustedRoot (a Sigstore trusted_root.json)",
-                    );
-                }
+    /// The root a keyless authority names (`spec.trustedRoot` when it names none); `None`, with
+    /// the error recorded unless the root itself failed to load, when there is no such root.
+    fn keyless_root(&mut self, field: &str, name: Option<&str>) -> Option<Arc<TrustMaterial>> {
+        let wanted = name.unwrap_or(DEFAULT_ROOT);
+        if let Some(slot) = self.roots.iter().find(|slot| slot.name == wanted) {
+            return slot.trust.clone();
+        }
+        match name {
+            None => self.error(
+                field,
+                "keyless authorities need spec.trustedRoot (a Sigstore trusted_root.json), \
+                 or keyless.trustedRoot naming one of spec.trustedRoots",
+            ),
+            Some(name) => {
+                let known: Vec<&str> = self.roots.iter().map(|slot| slot.name.as_str()).collect();
+                let known = match known.as_slice() {
+                    [] => "the policy names no trusted root".to_string(),
+                    names => format!("known: {}", names.join(", ")),
+                };
+                let message = format!("unknown trusted root {name:?}; {known}");
+                self.error(&format!("{field}.trustedRoot"), message);
             }
+        }
+        None
+    }
+
+    /// An authority whose root lacks what it needs could never admit anything: refused at load
+    /// rather than denying every pull. `explicit_tlog` is whether the policy wrote `tlog`.
+    fn signing_time_sources(&mut self, field: &str, authority: &Authority, explicit_tlog: bool) {
+        let keyless = match &authority.kind {
+            AuthorityKind::Keyless(keyless) => Some(keyless),
+            AuthorityKind::Key(_) => None,
+        };
+        let default = self.roots.iter().find(|slot| slot.name == DEFAULT_ROOT);
+        let trust = match keyless {
+            Some(keyless) => keyless.trusted_root.clone(),
+            None => default.and_then(|slot| slot.trust.clone()),
+        };
+        let Some(trust) = trust else {
+            return;
+        };
+        let label = match self.roots.iter().find(|slot| slot.trust.as_ref().is_some_and(|t| Arc::ptr_eq(t, &trust))) {
+            Some(slot) if slot.name == DEFAULT_ROOT => format!("spec.trustedRoot {}", slot.path.display()),
+            Some(slot) => format!("trusted root {:?} ({})", slot.name, slot.path.display()),
+            None => "the trusted root".to_string(),
+        };
+        let root = trust.root();
+        let tlog_field = if explicit_tlog {
+            format!("{field}.tlog")
+        } else {
+            format!("{field}.keyless")
+        };
+        if authority.tlog == Tlog::Required && root.tlogs.is_empty() {
+            let (default, instead) = match keyless {
+                Some(_) => (
+                    if explicit_tlog { "" } else { " (the default for keyless)" },
+                    "set tlog: ignore to take the signing time from its timestamp authority",
+                ),
+                None => ("", "set tlog: optional or ignore"),
+            };
+            let message = format!(
+                "{label} lists no Rekor log, so tlog: required{default} can never be met; {instead}"
+            );
+            self.error(&tlog_field, message);
+            return;
+        }
+        let Some(_) = keyless else {
+            return;
+        };
+        if root.certificate_authorities.is_empty() {
+            let message = format!("{label} lists no Fulcio CA, so no keyless signature verifies under it");
+            self.error(&format!("{field}.keyless"), message);
+        }
+        let logged = authority.tlog != Tlog::Ignore && !root.tlogs.is_empty();
+        if !logged && root.timestamp_authorities.is_empty() {
+            let message = format!(
+                "{label} lists no timestamp authority, so with tlog: {} a keyless signature has no verified signing time",
+                authority.tlog
+            );
+            self.error(&tlog_field, message);
         }
     }
 
@@ -275,6 +388,7 @@ impl Validator<'_> {
     }
 
     fn authority(&mut self, field: &str, doc: AuthorityDoc) -> Option<Authority> {
+        let explicit_tlog = doc.tlog.is_some();
         let (kind, default_tlog) = match (doc.key, doc.keyless) {
             (Some(key), None) => (
                 self.key(&format!("{field}.key"), key).map(AuthorityKind::Key),
@@ -294,11 +408,13 @@ impl Validator<'_> {
                 (None, Tlog::Required)
             }
         };
-        Some(Authority {
+        let authority = Authority {
             name: doc.name,
             kind: kind?,
             tlog: doc.tlog.unwrap_or(default_tlog),
-        })
+        };
+        self.signing_time_sources(field, &authority, explicit_tlog);
+        Some(authority)
     }
 
     fn key(&mut self, field: &str, doc: KeyDoc) -> Option<Arc<PublicKey>> {
@@ -340,6 +456,7 @@ impl Validator<'_> {
     }
 
     fn keyless(&mut self, field: &str, doc: KeylessDoc) -> Option<Keyless> {
+        let trusted_root = self.keyless_root(field, doc.trusted_root.as_deref());
         let issuer = self.identity(field, ("issuer", doc.issuer), ("issuerRegExp", doc.issuer_reg_exp));
         let subject = self.identity(field, ("subject", doc.subject), ("subjectRegExp", doc.subject_reg_exp));
         let mut extensions = BTreeMap::new();
@@ -363,6 +480,7 @@ impl Validator<'_> {
             issuer: issuer?,
             subject: subject?,
             extensions,
+            trusted_root: Some(trusted_root?),
         })
     }
 
