@@ -119,10 +119,7 @@ async fn pulls_are_counted_by_decision_cache_registry_and_grpc_code() {
     );
     // The rig's readiness probe went through pullgate, forwarded to containerd.
     assert!(value(r#"pullgate_upstream_requests_total{method="ImageFsInfo",code="OK"}"#) >= 1.0);
-    assert!(
-        !has_expiry(&text),
-        "a key policy without a trustedRoot:\n{text}"
-    );
+    assert!(!has_expiry(&text), "a key policy without a trustedRoot:\n{text}");
 
     // The audit log tells the same story.
     let records = pg.audit_records();

@@ -196,7 +196,10 @@ async fn sighup_with_a_broken_second_root_keeps_the_last_good_policy_and_roots()
     pg.wait_for_log("policy reload refused").await;
     let log = pg.log();
     assert!(log.contains("github_trusted_root.json"), "{log}");
-    assert!(log.contains("policy.yaml:8"), "the line of spec.trustedRoots.github:\n{log}");
+    assert!(
+        log.contains("policy.yaml:8"),
+        "the line of spec.trustedRoots.github:\n{log}"
+    );
     pg.pull(&env.image_ref("private/app", "v2"), None)
         .await
         .unwrap_or_else(|s| panic!("the last good roots stay in force: {}\n{}", s.message(), pg.log()));

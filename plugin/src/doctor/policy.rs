@@ -79,7 +79,10 @@ pub(super) fn trust_material(policy_path: &Path, policy: Option<&Policy>, now: T
             Ok(root) => {
                 if name != DEFAULT_ROOT && needs == TrustNeeds::default() {
                     checks.push(Check::warn(
-                        format!("trusted root {name:?} ({}) is in spec.trustedRoots, but no authority names it", path.display()),
+                        format!(
+                            "trusted root {name:?} ({}) is in spec.trustedRoots, but no authority names it",
+                            path.display()
+                        ),
                         "name it in a keyless authority's trustedRoot, or remove it from spec.trustedRoots",
                     ));
                 }
@@ -161,7 +164,9 @@ fn expiry_of_kind(root: &str, root_path: &Path, kind: AnchorKind, now: Timestamp
     };
     let plural = if count == 1 { "" } else { "s" };
     Some(match until {
-        None => Check::ok(format!("trust {root}: {count} {kind}{plural} valid now, with no end date")),
+        None => Check::ok(format!(
+            "trust {root}: {count} {kind}{plural} valid now, with no end date"
+        )),
         Some(end) if end.duration_since(now) < EXPIRY_WARNING => {
             let days = end.duration_since(now).as_secs() / 86_400;
             Check::warn(
@@ -195,7 +200,11 @@ pub(super) fn raw_trust_needs(policy_path: &Path) -> Option<Vec<RawRoot>> {
         path: spec.get("trustedRoot").and_then(|v| v.as_str()).map(|p| base.join(p)),
         needs: TrustNeeds::default(),
     }];
-    let named = spec.get("trustedRoots").and_then(|r| r.as_mapping()).into_iter().flatten();
+    let named = spec
+        .get("trustedRoots")
+        .and_then(|r| r.as_mapping())
+        .into_iter()
+        .flatten();
     for (name, path) in named {
         if let (Some(name), Some(path)) = (name.as_str(), path.as_str()) {
             if name != DEFAULT_ROOT {

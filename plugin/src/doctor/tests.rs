@@ -348,9 +348,21 @@ fn a_policy_that_does_not_load_is_read_with_the_policys_tlog_defaults() {
 /// A policy with the public-good root as spec.trustedRoot and GitHub's (no Rekor) as `github`,
 /// a keyless authority on each, and an `internal` root no authority names.
 fn two_roots_policy(dir: &Path) -> std::path::PathBuf {
-    fs::write(dir.join("public.json"), sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT).unwrap();
-    fs::write(dir.join("github.json"), sigstore_trust_root::SIGSTORE_GITHUB_TRUSTED_ROOT).unwrap();
-    fs::write(dir.join("internal.json"), sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT).unwrap();
+    fs::write(
+        dir.join("public.json"),
+        sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
+    )
+    .unwrap();
+    fs::write(
+        dir.join("github.json"),
+        sigstore_trust_root::SIGSTORE_GITHUB_TRUSTED_ROOT,
+    )
+    .unwrap();
+    fs::write(
+        dir.join("internal.json"),
+        sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
+    )
+    .unwrap();
     let policy = dir.join("policy.yaml");
     fs::write(
         &policy,
@@ -430,7 +442,9 @@ fn every_root_is_checked_by_name_with_what_its_own_authorities_need() {
     assert_eq!(failed.len(), 2, "{checks:#?}");
     assert!(failed.iter().all(|c| c.message.contains("\"github\"")), "{failed:#?}");
     // A policy that does not load is read for the same roots and needs.
-    let broken = fs::read_to_string(&path).unwrap().replace("name: two", "name: two\n  bogus: 1");
+    let broken = fs::read_to_string(&path)
+        .unwrap()
+        .replace("name: two", "name: two\n  bogus: 1");
     fs::write(&path, broken).unwrap();
     let unloaded = trust_material(&path, None, at("2026-08-01T00:00:00Z"));
     let levels = |checks: &[Check]| checks.iter().map(|c| (c.level, c.message.clone())).collect::<Vec<_>>();

@@ -167,7 +167,10 @@ impl Policy {
     /// What the authorities of every rule need from the trust material, whichever root each
     /// uses (what doctor asks of a policy that does not load, see [`Policy::root_needs`]).
     pub fn trust_needs(&self) -> TrustNeeds {
-        TrustNeeds::of(self.authorities().map(|a| (matches!(a.kind, AuthorityKind::Keyless(_)), a.tlog)))
+        TrustNeeds::of(
+            self.authorities()
+                .map(|a| (matches!(a.kind, AuthorityKind::Keyless(_)), a.tlog)),
+        )
     }
 
     /// What the authorities checked against `root` need from it: key authorities and keyless
@@ -192,7 +195,12 @@ impl Policy {
     pub fn trust_expiry_timestamps(&self, now: jiff::Timestamp) -> Vec<(String, f64)> {
         self.roots
             .iter()
-            .map(|root| (root.name.clone(), root.trust.expiry_timestamp(self.root_needs(root), now)))
+            .map(|root| {
+                (
+                    root.name.clone(),
+                    root.trust.expiry_timestamp(self.root_needs(root), now),
+                )
+            })
             .collect()
     }
 

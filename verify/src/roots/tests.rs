@@ -109,19 +109,45 @@ fn a_signature_of_one_instance_verifies_only_under_the_authority_naming_it() {
     // Whatever the default root given is, an authority's own root decides.
     for default in [&instances.public_root, &instances.github_root] {
         let default = Some(default.as_ref());
-        let verified = verify_image(&reference, &digest, &from_github, &[on_github.clone()], default)
-            .unwrap_or_else(|e| panic!("{e}: {:?}", e.rejections));
+        let verified = verify_image(
+            &reference,
+            &digest,
+            &from_github,
+            std::slice::from_ref(&on_github),
+            default,
+        )
+        .unwrap_or_else(|e| panic!("{e}: {:?}", e.rejections));
         assert_eq!(verified.evidence()[0].time_source, "tsa");
-        let refused = verify_image(&reference, &digest, &from_github, &[on_public.clone()], default).unwrap_err();
+        let refused = verify_image(
+            &reference,
+            &digest,
+            &from_github,
+            std::slice::from_ref(&on_public),
+            default,
+        )
+        .unwrap_err();
         assert!(
             matches!(&refused.rejections[..], [Rejection::Invalid(_)]),
             "{:?}",
             refused.rejections
         );
 
-        verify_image(&reference, &digest, &from_public, &[on_public.clone()], default)
-            .unwrap_or_else(|e| panic!("{e}: {:?}", e.rejections));
-        let refused = verify_image(&reference, &digest, &from_public, &[on_github.clone()], default).unwrap_err();
+        verify_image(
+            &reference,
+            &digest,
+            &from_public,
+            std::slice::from_ref(&on_public),
+            default,
+        )
+        .unwrap_or_else(|e| panic!("{e}: {:?}", e.rejections));
+        let refused = verify_image(
+            &reference,
+            &digest,
+            &from_public,
+            std::slice::from_ref(&on_github),
+            default,
+        )
+        .unwrap_err();
         assert!(!refused.rejections.is_empty());
     }
     // Even under an authority that would take a signing time from either (tlog: ignore), and
@@ -229,7 +255,12 @@ fn key_authorities_keep_the_default_root_for_log_entries() {
     let (reference, digest) = image();
     let signer = Signer::generate();
     let statement = cosign_sign_statement("registry.test/app", digest.as_str());
-    let logged = make_v3_dsse_bundle(&instances.public.rekor, BundleSigner::Key(&signer), &statement, unix_now());
+    let logged = make_v3_dsse_bundle(
+        &instances.public.rekor,
+        BundleSigner::Key(&signer),
+        &statement,
+        unix_now(),
+    );
     let key = Authority {
         name: "release".into(),
         kind: AuthorityKind::Key(Arc::new(crate::PublicKey::from_pem(&signer.public_key_pem()).unwrap())),

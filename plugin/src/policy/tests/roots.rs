@@ -79,7 +79,10 @@ fn a_keyless_authority_is_given_the_root_it_names_and_others_the_default() {
     let policy = dir.load(&with_rules(ROOTS, &rules)).unwrap();
     let names: Vec<&str> = policy.roots().iter().map(|r| r.name()).collect();
     assert_eq!(names, [DEFAULT_ROOT, "github"]);
-    assert_eq!(policy.trusted_root(), Some(dir.dir.path().join("public.json").as_path()));
+    assert_eq!(
+        policy.trusted_root(),
+        Some(dir.dir.path().join("public.json").as_path())
+    );
     let root_of = |rule: usize| {
         let AuthorityKind::Keyless(keyless) = &policy.rules()[rule].authorities()[0].kind else {
             panic!("keyless");
@@ -94,7 +97,10 @@ fn a_keyless_authority_is_given_the_root_it_names_and_others_the_default() {
     let github_needs = policy.root_needs(github);
     assert!(github_needs.ca && !github_needs.tlog, "{github_needs:?}");
     let public_needs = policy.root_needs(public);
-    assert!(public_needs.ca && public_needs.tlog && !public_needs.tsa, "{public_needs:?}");
+    assert!(
+        public_needs.ca && public_needs.tlog && !public_needs.tsa,
+        "{public_needs:?}"
+    );
     let series = policy.trust_expiry_timestamps(jiff::Timestamp::now());
     let series: Vec<&str> = series.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(series, [DEFAULT_ROOT, "github"]);
@@ -138,7 +144,11 @@ fn an_unreadable_or_broken_root_is_an_error_at_its_line_and_nothing_loads() {
         &keyless_rule("            trustedRoot: gone\n", ""),
     );
     let errors = dir.errors(&text);
-    assert_eq!(errors.len(), 2, "only the roots, not the authority naming one: {errors:#?}");
+    assert_eq!(
+        errors.len(),
+        2,
+        "only the roots, not the authority naming one: {errors:#?}"
+    );
     let broken = errors.iter().find(|e| e.field == "spec.trustedRoots.broken").unwrap();
     assert_eq!(broken.line, Some(line_of(&text, "broken: broken.json")));
     assert!(broken.message.contains("broken.json"), "{broken}");
