@@ -164,15 +164,6 @@ impl Policy {
         self.roots.iter().find(|root| root.name == DEFAULT_ROOT)
     }
 
-    /// What the authorities of every rule need from the trust material, whichever root each
-    /// uses (what doctor asks of a policy that does not load, see [`Policy::root_needs`]).
-    pub fn trust_needs(&self) -> TrustNeeds {
-        TrustNeeds::of(
-            self.authorities()
-                .map(|a| (matches!(a.kind, AuthorityKind::Keyless(_)), a.tlog)),
-        )
-    }
-
     /// What the authorities checked against `root` need from it: key authorities and keyless
     /// ones naming no root use `spec.trustedRoot`, the others the root they name.
     pub fn root_needs(&self, root: &PolicyRoot) -> TrustNeeds {
