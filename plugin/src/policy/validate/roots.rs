@@ -148,9 +148,9 @@ impl Validator<'_> {
             self.error(&tlog_field, message);
             return;
         }
-        let Some(_) = keyless else {
+        if keyless.is_none() {
             return;
-        };
+        }
         if root.certificate_authorities.is_empty() {
             let message = format!("{label} lists no Fulcio CA, so no keyless signature verifies under it");
             self.error(&format!("{field}.keyless"), message);
