@@ -33,7 +33,11 @@ use pullgate::{
     metrics::Metrics,
     policy::{FulcioClaim, Policy},
 };
-use pullgate_tests::{cri, sigstore::TestSigstore, Pullgate, Signer, TestEnv, TEST_AUTHORITY};
+use pullgate_tests::{
+    cri,
+    sigstore::{TestSigstore, Tsa},
+    Pullgate, Signer, TestEnv, TEST_AUTHORITY,
+};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -114,6 +118,16 @@ fn with_test_files(text: &str, dir: &Path, root: &Path) -> String {
     let mut text = text.to_string();
     if let Some(trusted_root) = doc["spec"]["trustedRoot"].as_str() {
         text = text.replace(trusted_root, &root.display().to_string());
+    }
+    // Other roots are other instances: a test instance without Rekor, as GitHub's is.
+    let named = doc["spec"]["trustedRoots"].as_mapping().cloned().unwrap_or_default();
+    for (name, path) in named {
+        let (Some(name), Some(path)) = (name.as_str(), path.as_str()) else {
+            continue;
+        };
+        let file = dir.join(format!("root-{name}.json"));
+        std::fs::write(&file, TestSigstore::new().rekorless_trusted_root_json(&Tsa::generate())).unwrap();
+        text = text.replace(path, &file.display().to_string());
     }
     let rules = doc["spec"]["rules"].as_sequence().cloned().unwrap_or_default();
     let key_paths: BTreeSet<String> = rules

@@ -37,6 +37,7 @@ fn authority(subject_regexp: &str) -> Authority {
         issuer: IdentityMatch::RegExp(regex_lite(".*")),
         subject: IdentityMatch::RegExp(regex_lite(subject_regexp)),
         extensions: Default::default(),
+        trusted_root: None,
     };
     Authority {
         name: "any".into(),

@@ -306,6 +306,26 @@ impl Opened<'_> {
         authorities: &[Authority],
         trust: Option<&TrustMaterial>,
     ) -> Result<Evidence, Rejection> {
+        // Each root is tried with only the authorities that named it (see `roots`).
+        let mut rejection = None;
+        for verdict in crate::roots::each_root(authorities, trust, |authorities, trust| {
+            self.authenticate_with(subject, authorities, trust)
+        }) {
+            match verdict {
+                Ok(evidence) => return Ok(evidence),
+                Err(r) => rejection = Some(r),
+            }
+        }
+        Err(rejection.unwrap_or(Rejection::KeyMismatch))
+    }
+
+    /// [`Opened::authenticate`] for authorities that all use `trust`.
+    fn authenticate_with(
+        &self,
+        subject: Sha256Hash,
+        authorities: &[Authority],
+        trust: Option<&TrustMaterial>,
+    ) -> Result<Evidence, Rejection> {
         match self {
             Self::Bundle(bundle) => {
                 let trust = trust.ok_or(Rejection::NoTrustedRoot)?;

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use serde::Deserialize;
 
-use crate::{FulcioClaim, PublicKey};
+use crate::{FulcioClaim, PublicKey, TrustMaterial};
 
 /// A signer a rule trusts. A valid signature from any one authority of a rule satisfies it.
 #[derive(Clone, Debug)]
@@ -25,7 +25,7 @@ pub enum AuthorityKind {
 }
 
 /// The identity a Fulcio certificate must carry for a keyless signature to count.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Keyless {
     /// The OIDC issuer that vouched for the identity.
     pub issuer: IdentityMatch,
@@ -33,6 +33,10 @@ pub struct Keyless {
     pub subject: IdentityMatch,
     /// Claims that must be present with exactly these values.
     pub extensions: BTreeMap<FulcioClaim, String>,
+    /// The Sigstore instance whose Fulcio CAs, CT logs, Rekor logs and TSAs alone vouch for
+    /// this authority's signatures (`keyless.trustedRoot`). `None`: the default trust material
+    /// verification is given (the policy's `spec.trustedRoot`).
+    pub trusted_root: Option<Arc<TrustMaterial>>,
 }
 
 /// How an issuer or subject is compared: exactly, or by a regular expression the author
@@ -67,6 +71,21 @@ impl fmt::Debug for AuthorityKind {
         }
     }
 }
+
+// === impl Keyless ===
+
+impl PartialEq for Keyless {
+    fn eq(&self, other: &Self) -> bool {
+        // Two roots are the same trust when their files are byte for byte the same.
+        let root = |k: &Self| k.trusted_root.as_ref().map(|t| t.version().to_string());
+        self.issuer == other.issuer
+            && self.subject == other.subject
+            && self.extensions == other.extensions
+            && root(self) == root(other)
+    }
+}
+
+impl Eq for Keyless {}
 
 // === impl IdentityMatch ===
 

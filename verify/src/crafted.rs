@@ -342,6 +342,7 @@ fn a_keyless_attestation_under_a_long_lived_leaf_logged_again_today_does_not_bec
         issuer: crate::IdentityMatch::Exact(ISSUER.into()),
         subject: crate::IdentityMatch::Exact(WORKFLOW.into()),
         extensions: Default::default(),
+        trusted_root: None,
     };
     let authority = Authority {
         name: "ci".into(),

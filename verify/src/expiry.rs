@@ -177,7 +177,13 @@ pub fn anchor_kinds(root: &TrustedRoot, needs: TrustNeeds) -> [AnchorKind; 4] {
         },
         AnchorKind {
             name: "timestamp authority",
-            needed_because: needs.tsa.then_some("keyless authorities with tlog: ignore need one"),
+            // Without a Rekor log in the root, a timestamp is a keyless signature's only
+            // signing time, whatever the authority's tlog says.
+            needed_because: if needs.ca && root.tlogs.is_empty() {
+                Some("keyless authorities need one: the root lists no Rekor log")
+            } else {
+                needs.tsa.then_some("keyless authorities with tlog: ignore need one")
+            },
             windows: root
                 .timestamp_authorities
                 .iter()

@@ -34,6 +34,7 @@ pub mod legacy;
 pub mod reference;
 mod regexp;
 mod requirement;
+mod roots;
 mod sigstore;
 // Public for pullgate's fuzz targets, which parse payloads the way verification does.
 #[doc(hidden)]
@@ -237,18 +238,20 @@ pub fn verify_image(
         .cloned()
         .map(Rejection::Invalid)
         .collect();
-    let outcomes = attached
-        .layers
-        .iter()
-        .map(|layer| Some(check_layer(digest, layer, authorities, trust)))
-        .chain(
-            attached
-                .referrers
-                .bundles
-                .iter()
-                .map(|bundle| check_attached_bundle(digest, bundle, authorities, trust)),
-        );
-    for outcome in outcomes.flatten() {
+    // Each root is checked with only the authorities that named it (see `roots`).
+    let outcomes = roots::each_root(authorities, trust, |authorities, trust| {
+        let layers = attached
+            .layers
+            .iter()
+            .map(|layer| Some(check_layer(digest, layer, authorities, trust)));
+        let bundles = attached
+            .referrers
+            .bundles
+            .iter()
+            .map(|bundle| check_attached_bundle(digest, bundle, authorities, trust));
+        layers.chain(bundles).flatten().collect::<Vec<_>>()
+    });
+    for outcome in outcomes.into_iter().flatten() {
         match outcome {
             Ok(e) => evidence.push(e),
             Err(r) => rejections.push(r),

@@ -78,6 +78,8 @@ pub fn verify_bundle(
     artifact: Artifact<'_>,
     authority: &Authority,
 ) -> Result<Evidence, Rejection> {
+    // A keyless authority that names its own root is never checked against another.
+    let trust = authority.trust(Some(trust)).unwrap_or(trust);
     // Timestamps sigstore-tsa cannot read are verified here; sigstore-verify checks the rest.
     let set_aside = super::timestamp::set_aside(trust, bundle)
         .map_err(|e| Rejection::Invalid(format!("RFC 3161 timestamp: {e}")))?;

@@ -282,6 +282,7 @@ fn keyless_authority(issuer: &str, subject: &str, tlog: Tlog) -> Authority {
         issuer: crate::IdentityMatch::Exact(issuer.into()),
         subject: crate::IdentityMatch::Exact(subject.into()),
         extensions: Default::default(),
+        trusted_root: None,
     };
     Authority {
         name: "ci".into(),
@@ -562,6 +563,7 @@ fn a_message_signature_bundle_is_not_an_image_signature() {
         issuer: any(),
         subject: any(),
         extensions: Default::default(),
+        trusted_root: None,
     };
     let authority = Authority {
         name: "any".into(),

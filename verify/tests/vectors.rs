@@ -63,6 +63,7 @@ fn keyless(issuer: IdentityMatch, subject: IdentityMatch, tlog: Tlog) -> Authori
             issuer,
             subject,
             extensions: BTreeMap::new(),
+            trusted_root: None,
         }),
         tlog,
     }
@@ -169,6 +170,7 @@ impl ConformanceCase {
                 issuer: exact(&self.issuer),
                 subject: exact(&self.identity),
                 extensions: BTreeMap::new(),
+                trusted_root: None,
             }),
         };
         let authority = Authority {

@@ -11,7 +11,7 @@ use sigstore_trust_root::TrustedRoot;
 
 use super::Check;
 use crate::{
-    policy::{Policy, PolicyErrors, Tlog, MAX_TRUSTED_ROOT_BYTES},
+    policy::{Policy, PolicyErrors, Tlog, DEFAULT_ROOT, MAX_TRUSTED_ROOT_BYTES},
     verify::{
         expiry::{self, AnchorKind, Standing, Window},
         TrustNeeds,
@@ -47,58 +47,94 @@ pub(super) fn policy_loads(path: &Path, loaded: &Result<Policy, PolicyErrors>) -
     }
 }
 
-/// The trust material the policy names is valid now and not about to expire, kind by kind.
+/// The trust material the policy names is valid now and not about to expire, kind by kind and
+/// root by root (`spec.trustedRoot`, then each of `spec.trustedRoots`).
 ///
-/// When the policy does not load, its `spec.trustedRoot` and authorities are still read from
-/// the YAML, so an expired root is reported beside the policy's other errors.
+/// When the policy does not load, its roots and authorities are still read from the YAML, so
+/// an expired root is reported beside the policy's other errors.
 pub(super) fn trust_material(policy_path: &Path, policy: Option<&Policy>, now: Timestamp) -> Vec<Check> {
-    let (root_path, needs) = match policy {
-        Some(policy) => (policy.trusted_root().map(Path::to_owned), policy.trust_needs()),
+    let roots: Vec<RawRoot> = match policy {
+        Some(policy) => policy
+            .roots()
+            .iter()
+            .map(|root| RawRoot {
+                name: root.name().to_string(),
+                path: Some(root.path().to_owned()),
+                needs: policy.root_needs(root),
+            })
+            .collect(),
         None => match raw_trust_needs(policy_path) {
             Some(found) => found,
             None => return Vec::new(),
         },
     };
-    let Some(root_path) = root_path else {
+    let mut checks = Vec::new();
+    for RawRoot { name, path, needs } in roots {
         // A keyless authority without a trusted root is a policy error, reported there.
-        return match policy {
-            Some(_) => vec![Check::ok("policy names no trustedRoot: key authorities only")],
-            None => Vec::new(),
-        };
-    };
-    let loaded = policy.and_then(Policy::trust).map(|t| Ok(t.root().clone()));
-    let root = match loaded.unwrap_or_else(|| read_trusted_root(&root_path)) {
-        Ok(root) => root,
-        Err(e) => {
-            return vec![Check::fail(
-                format!("trusted root {}: {e}", root_path.display()),
+        let Some(path) = path else { continue };
+        let loaded = policy
+            .and_then(|p| p.roots().iter().find(|r| r.name() == name))
+            .map(|r| Ok(r.trust().root().clone()));
+        match loaded.unwrap_or_else(|| read_trusted_root(&path)) {
+            Ok(root) => {
+                if name != DEFAULT_ROOT && needs == TrustNeeds::default() {
+                    checks.push(Check::warn(
+                        format!(
+                            "trusted root {name:?} ({}) is in spec.trustedRoots, but no authority names it",
+                            path.display()
+                        ),
+                        "name it in a keyless authority's trustedRoot, or remove it from spec.trustedRoots",
+                    ));
+                }
+                checks.extend(root_expiry(&name, &path, &root, needs, now));
+            }
+            Err(e) => checks.push(Check::fail(
+                format!("trusted root {}: {e}", label(&name, &path)),
                 "install Sigstore's trusted_root.json there (the TUF target of that name) and reload pullgate",
-            )]
+            )),
         }
-    };
-    trust_expiry(&root_path, &root, needs, now)
+    }
+    if checks.is_empty() && policy.is_some() {
+        checks.push(Check::ok("policy names no trustedRoot: key authorities only"));
+    }
+    checks
 }
 
-/// The checks of each kind of trust material in `root`, at `now`.
+/// A root as messages name it: `spec.trustedRoot` by its path, the others by name and path.
+fn label(name: &str, path: &Path) -> String {
+    match name {
+        DEFAULT_ROOT => path.display().to_string(),
+        name => format!("{name:?} ({})", path.display()),
+    }
+}
+
+/// The checks of each kind of trust material in `spec.trustedRoot`'s `root`, at `now`.
+#[cfg(test)]
 pub(super) fn trust_expiry(root_path: &Path, root: &TrustedRoot, needs: TrustNeeds, now: Timestamp) -> Vec<Check> {
+    root_expiry(DEFAULT_ROOT, root_path, root, needs, now)
+}
+
+/// The checks of each kind of trust material in the root called `name`, at `now`.
+fn root_expiry(name: &str, root_path: &Path, root: &TrustedRoot, needs: TrustNeeds, now: Timestamp) -> Vec<Check> {
+    let label = label(name, root_path);
     expiry::anchor_kinds(root, needs)
         .into_iter()
-        .filter_map(|kind| expiry_of_kind(root_path, kind, now))
+        .filter_map(|kind| expiry_of_kind(&label, root_path, kind, now))
         .collect()
 }
 
 /// One kind of trust anchor: FAIL when the policy needs it and none is valid now, warn when
 /// the last valid one ends within [`EXPIRY_WARNING`]. `None` for a kind neither present nor
 /// needed.
-fn expiry_of_kind(root_path: &Path, kind: AnchorKind, now: Timestamp) -> Option<Check> {
+fn expiry_of_kind(root: &str, root_path: &Path, kind: AnchorKind, now: Timestamp) -> Option<Check> {
     let AnchorKind {
         name: kind,
         needed_because,
         windows,
     } = kind;
-    let root = root_path.display();
     let renew = format!(
-        "install a current trusted_root.json at {root} (Sigstore's TUF target of that name) and reload pullgate (SIGHUP)"
+        "install a current trusted_root.json at {} (the TUF target of that name of its Sigstore instance) and reload pullgate (SIGHUP)",
+        root_path.display()
     );
     if let Some(e) = windows.iter().find_map(|w| w.as_ref().err()) {
         return Some(Check::fail(format!("trusted root {root}: a {kind}: {e}"), renew));
@@ -128,7 +164,9 @@ fn expiry_of_kind(root_path: &Path, kind: AnchorKind, now: Timestamp) -> Option<
     };
     let plural = if count == 1 { "" } else { "s" };
     Some(match until {
-        None => Check::ok(format!("trust: {count} {kind}{plural} valid now, with no end date")),
+        None => Check::ok(format!(
+            "trust {root}: {count} {kind}{plural} valid now, with no end date"
+        )),
         Some(end) if end.duration_since(now) < EXPIRY_WARNING => {
             let days = end.duration_since(now).as_secs() / 86_400;
             Check::warn(
@@ -136,19 +174,50 @@ fn expiry_of_kind(root_path: &Path, kind: AnchorKind, now: Timestamp) -> Option<
                 format!("before then, {renew}"),
             )
         }
-        Some(end) => Check::ok(format!("trust: {count} {kind}{plural} valid now, until {end}")),
+        Some(end) => Check::ok(format!("trust {root}: {count} {kind}{plural} valid now, until {end}")),
     })
 }
 
-/// `spec.trustedRoot` (resolved against the policy's directory) and what the authorities need,
-/// read leniently from a policy file that does not validate. `None` when it is not even YAML.
-pub(super) fn raw_trust_needs(policy_path: &Path) -> Option<(Option<PathBuf>, TrustNeeds)> {
+/// One trusted root of a policy and what the authorities that use it need.
+#[derive(Debug)]
+pub(super) struct RawRoot {
+    pub name: String,
+    /// `None` for [`DEFAULT_ROOT`] when the policy has no `spec.trustedRoot`.
+    pub path: Option<PathBuf>,
+    pub needs: TrustNeeds,
+}
+
+/// The roots a policy names (`spec.trustedRoot` first, as [`DEFAULT_ROOT`], always present;
+/// paths resolved against the policy's directory) and what the authorities need of each, read
+/// leniently from a policy file that does not validate. `None` when it is not even YAML.
+pub(super) fn raw_trust_needs(policy_path: &Path) -> Option<Vec<RawRoot>> {
     let text = fs::read_to_string(policy_path).ok()?;
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).ok()?;
     let spec = doc.get("spec")?;
     let base = policy_path.parent().unwrap_or(Path::new("."));
-    let root = spec.get("trustedRoot").and_then(|v| v.as_str()).map(|p| base.join(p));
-    let authorities = spec
+    let mut roots = vec![RawRoot {
+        name: DEFAULT_ROOT.to_string(),
+        path: spec.get("trustedRoot").and_then(|v| v.as_str()).map(|p| base.join(p)),
+        needs: TrustNeeds::default(),
+    }];
+    let named = spec
+        .get("trustedRoots")
+        .and_then(|r| r.as_mapping())
+        .into_iter()
+        .flatten();
+    for (name, path) in named {
+        if let (Some(name), Some(path)) = (name.as_str(), path.as_str()) {
+            if name != DEFAULT_ROOT {
+                roots.push(RawRoot {
+                    name: name.to_string(),
+                    path: Some(base.join(path)),
+                    needs: TrustNeeds::default(),
+                });
+            }
+        }
+    }
+    // Each authority as (the root it uses, keyless, tlog).
+    let authorities: Vec<(&str, bool, Tlog)> = spec
         .get("rules")
         .and_then(|r| r.as_sequence())
         .into_iter()
@@ -156,18 +225,24 @@ pub(super) fn raw_trust_needs(policy_path: &Path) -> Option<(Option<PathBuf>, Tr
         .filter_map(|rule| rule.get("authorities").and_then(|a| a.as_sequence()))
         .flatten()
         .map(|authority| {
-            let keyless = authority.get("keyless").is_some();
+            let keyless = authority.get("keyless");
             // Read and defaulted as the policy reads it; a value it refuses is reported there
             // and asks for nothing here.
             let tlog = authority.get("tlog").cloned().unwrap_or_default();
             let tlog = match serde_yaml_ng::from_value::<Option<Tlog>>(tlog) {
                 Ok(Some(tlog)) => tlog,
-                Ok(None) => Tlog::default_for(keyless),
+                Ok(None) => Tlog::default_for(keyless.is_some()),
                 Err(_) => Tlog::Optional,
             };
-            (keyless, tlog)
-        });
-    Some((root, TrustNeeds::of(authorities)))
+            let named = keyless.and_then(|k| k.get("trustedRoot")).and_then(|n| n.as_str());
+            (named.unwrap_or(DEFAULT_ROOT), keyless.is_some(), tlog)
+        })
+        .collect();
+    for root in &mut roots {
+        let users = authorities.iter().filter(|(name, ..)| *name == root.name);
+        root.needs = TrustNeeds::of(users.map(|&(_, keyless, tlog)| (keyless, tlog)));
+    }
+    Some(roots)
 }
 
 /// Reads a trusted root the policy could not load for us, bounded as the policy bounds it.

@@ -301,9 +301,9 @@ fn a_policy_that_does_not_load_still_names_its_trusted_root() {
         "spec:\n  trustedRoot: trust/root.json\n  rules:\n    - name: a\n      bogus: 1\n      authorities:\n        - name: ci\n          keyless: {}\n",
     )
     .unwrap();
-    let (root, needs) = raw_trust_needs(&policy).unwrap();
-    assert_eq!(root, Some(dir.path().join("trust/root.json")));
-    assert_eq!(needs, KEYLESS);
+    let roots = raw_trust_needs(&policy).unwrap();
+    assert_eq!(roots[0].path, Some(dir.path().join("trust/root.json")));
+    assert_eq!(roots[0].needs, KEYLESS);
 
     let checks = trust_material(&policy, None, Timestamp::now());
     assert_eq!(checks.len(), 1, "{checks:?}");
@@ -322,7 +322,7 @@ fn a_policy_that_does_not_load_is_read_with_the_policys_tlog_defaults() {
             format!("spec:\n  bogus: 1\n  rules:\n    - name: a\n      authorities:\n{authorities}"),
         )
         .unwrap();
-        raw_trust_needs(&policy).unwrap().1
+        raw_trust_needs(&policy).unwrap().remove(0).needs
     };
     // A key's default is optional: no log needed.
     assert_eq!(needs("        - key: {}\n"), TrustNeeds::default());
@@ -343,4 +343,110 @@ fn a_policy_that_does_not_load_is_read_with_the_policys_tlog_defaults() {
             ..KEYLESS
         }
     );
+}
+
+/// A policy with the public-good root as spec.trustedRoot and GitHub's (no Rekor) as `github`,
+/// a keyless authority on each, and an `internal` root no authority names.
+fn two_roots_policy(dir: &Path) -> std::path::PathBuf {
+    fs::write(
+        dir.join("public.json"),
+        sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
+    )
+    .unwrap();
+    fs::write(
+        dir.join("github.json"),
+        sigstore_trust_root::SIGSTORE_GITHUB_TRUSTED_ROOT,
+    )
+    .unwrap();
+    fs::write(
+        dir.join("internal.json"),
+        sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
+    )
+    .unwrap();
+    let policy = dir.join("policy.yaml");
+    fs::write(
+        &policy,
+        "apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: two
+spec:
+  trustedRoot: public.json
+  trustedRoots:
+    github: github.json
+    internal: internal.json
+  rules:
+    - name: private
+      images: [\"ghcr.io/org/private/**\"]
+      authorities:
+        - name: ci
+          keyless:
+            trustedRoot: github
+            issuer: https://token.actions.githubusercontent.com
+            subjectRegExp: '^https://github\\.com/org/'
+          tlog: ignore
+    - name: public
+      images: [\"ghcr.io/org/**\"]
+      authorities:
+        - name: ci
+          keyless:
+            issuer: https://token.actions.githubusercontent.com
+            subjectRegExp: '^https://github\\.com/org/'
+",
+    )
+    .unwrap();
+    policy
+}
+
+#[test]
+fn every_root_is_checked_by_name_with_what_its_own_authorities_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = two_roots_policy(dir.path());
+    let policy = Policy::load(&path).unwrap();
+    // GitHub's root as embedded: a CA and TSA valid from 2026-06-12 with no end.
+    let checks = trust_material(&path, Some(&policy), at("2026-08-01T00:00:00Z"));
+    let github: Vec<&Check> = checks.iter().filter(|c| c.message.contains("\"github\"")).collect();
+    assert!(
+        github
+            .iter()
+            .any(|c| c.level == Level::Ok && c.message.contains("timestamp authority")),
+        "GitHub's TSA is needed and checked: {checks:#?}"
+    );
+    assert!(
+        !github.iter().any(|c| c.message.contains("Rekor")),
+        "a root without Rekor is not missing one: {checks:#?}"
+    );
+    let unused = checks.iter().find(|c| c.message.contains("\"internal\"")).unwrap();
+    assert_eq!(unused.level, Level::Warn, "{checks:#?}");
+    assert!(unused.message.contains("no authority names it"), "{unused}");
+    // The default root is checked for what its keyless authority needs: Rekor among them.
+    assert!(
+        checks
+            .iter()
+            .any(|c| c.message.contains("public.json") && c.message.contains("Rekor log key")),
+        "{checks:#?}"
+    );
+
+    // Once GitHub's current CA and TSA end, only its root fails.
+    let mut github: serde_json::Value =
+        serde_json::from_str(sigstore_trust_root::SIGSTORE_GITHUB_TRUSTED_ROOT).unwrap();
+    for kind in ["certificateAuthorities", "timestampAuthorities"] {
+        for entry in github[kind].as_array_mut().unwrap() {
+            entry["validFor"]["end"] = "2026-07-13T00:00:00Z".into();
+        }
+    }
+    fs::write(dir.path().join("github.json"), github.to_string()).unwrap();
+    let policy = Policy::load(&path).unwrap();
+    let checks = trust_material(&path, Some(&policy), at("2026-08-01T00:00:00Z"));
+    let failed: Vec<&Check> = checks.iter().filter(|c| c.level == Level::Fail).collect();
+    assert_eq!(failed.len(), 2, "{checks:#?}");
+    assert!(failed.iter().all(|c| c.message.contains("\"github\"")), "{failed:#?}");
+    // A policy that does not load is read for the same roots and needs.
+    let broken = fs::read_to_string(&path)
+        .unwrap()
+        .replace("name: two", "name: two\n  bogus: 1");
+    fs::write(&path, broken).unwrap();
+    let unloaded = trust_material(&path, None, at("2026-08-01T00:00:00Z"));
+    let levels = |checks: &[Check]| checks.iter().map(|c| (c.level, c.message.clone())).collect::<Vec<_>>();
+    assert_eq!(levels(&unloaded), levels(&checks));
 }

@@ -93,7 +93,7 @@ impl Gate {
         containerd: Containerd,
         metrics: Arc<Metrics>,
     ) -> Self {
-        metrics.trust_expiry(policy.trust_expiry_timestamp(jiff::Timestamp::now()));
+        metrics.trust_expiry(policy.trust_expiry_timestamps(jiff::Timestamp::now()));
         Self {
             policy: RwLock::new(Arc::new(policy)),
             judge,
@@ -142,7 +142,7 @@ impl Gate {
                 return Err(errors);
             }
         };
-        let expiry = policy.trust_expiry_timestamp(jiff::Timestamp::now());
+        let expiry = policy.trust_expiry_timestamps(jiff::Timestamp::now());
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
         self.metrics.trust_expiry(expiry);
         self.metrics.policy_reload(true);

@@ -38,8 +38,8 @@ pub struct Metrics {
     upstream_requests: Family<2>,
     policy_reloads: Family<1>,
     audit_write_failures: Family<0>,
-    /// `None` while the policy has no trusted root.
-    trust_expiry: Mutex<Option<f64>>,
+    /// One per trusted root of the policy in force, by name; empty while it has none.
+    trust_expiry: Mutex<Vec<(String, f64)>>,
 }
 
 /// How one HTTP request to a registry, or to its token realm, ended.
@@ -101,7 +101,7 @@ impl Metrics {
                 family.add([], 0);
                 family
             },
-            trust_expiry: Mutex::new(None),
+            trust_expiry: Mutex::new(Vec::new()),
         }
     }
 
@@ -143,10 +143,10 @@ impl Metrics {
         self.audit_write_failures.add([], 1);
     }
 
-    /// When the trust material of the policy in force stops being valid (unix seconds, `+Inf`
-    /// for never); `None` when the policy has no trusted root.
-    pub fn trust_expiry(&self, at: Option<f64>) {
-        *lock(&self.trust_expiry) = at;
+    /// When the trust material of each root of the policy in force stops being valid (unix
+    /// seconds, `+Inf` for never), by root name; the series of roots not listed go away.
+    pub fn trust_expiry(&self, by_root: Vec<(String, f64)>) {
+        *lock(&self.trust_expiry) = by_root;
     }
 
     /// Everything, in the Prometheus text format.
@@ -204,16 +204,18 @@ impl Metrics {
         out.family(
             expiry,
             Kind::Gauge,
-            "Unix time at which the trust material the policy needs stops being valid: for each kind \
-             its authorities need (Fulcio CA and CT log key for keyless, Rekor key for tlog: \
-             required, timestamp authority for keyless with tlog: ignore), the latest end among that \
-             kind's entries in the trusted root that were valid at the last load or reload (a CA's \
-             validFor narrowed by its certificates' validity); the earliest of those ends. +Inf \
-             when none of them ends; a past time (0 if none ever ended) when a needed kind has no \
-             valid entry. Absent when the policy has no trustedRoot.",
+            "Unix time at which the trust material of one trusted root (label root: default for \
+             spec.trustedRoot, else its name in spec.trustedRoots) stops being valid for the \
+             authorities that use it: for each kind they need (Fulcio CA and CT log key for \
+             keyless, Rekor key for tlog: required, timestamp authority for keyless with tlog: \
+             ignore or on a root without a Rekor log), the latest end among that kind's entries in \
+             the root that were valid at the last load or reload (a CA's validFor narrowed by its \
+             certificates' validity); the earliest of those ends. +Inf when none of them ends or no \
+             authority uses the root; a past time (0 if none ever ended) when a needed kind has no \
+             valid entry. No series when the policy has no trusted root.",
         );
-        if let Some(at) = *lock(&self.trust_expiry) {
-            out.value(expiry, &[], at);
+        for (root, at) in lock(&self.trust_expiry).iter() {
+            out.value(expiry, &[("root", root)], *at);
         }
         out.finish()
     }

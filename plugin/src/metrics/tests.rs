@@ -182,17 +182,32 @@ fn upstream_requests_are_counted_by_method_and_code() {
 }
 
 #[test]
-fn trust_expiry_is_absent_without_a_trusted_root() {
+fn trust_expiry_has_one_series_per_root_and_none_without_a_trusted_root() {
     let metrics = Metrics::new();
     let name = "pullgate_trust_material_expiry_timestamp_seconds";
     let text = metrics.render();
     assert!(text.contains(&format!("# TYPE {name} gauge\n")), "{text}");
     assert!(samples(&text, name).is_empty(), "{text}");
-    metrics.trust_expiry(Some(1_900_000_000.0));
-    assert_eq!(samples(&metrics.render(), name), [format!("{name} 1900000000")]);
-    metrics.trust_expiry(Some(f64::INFINITY));
-    assert_eq!(samples(&metrics.render(), name), [format!("{name} +Inf")]);
-    metrics.trust_expiry(None);
+    metrics.trust_expiry(vec![("default".into(), 1_900_000_000.0)]);
+    assert_eq!(
+        samples(&metrics.render(), name),
+        [format!("{name}{{root=\"default\"}} 1900000000")]
+    );
+    metrics.trust_expiry(vec![
+        ("default".into(), f64::INFINITY),
+        ("github".into(), 1_800_000_000.0),
+    ]);
+    assert_eq!(
+        samples(&metrics.render(), name),
+        [
+            format!("{name}{{root=\"default\"}} +Inf"),
+            format!("{name}{{root=\"github\"}} 1800000000"),
+        ]
+    );
+    // A root the reloaded policy no longer names loses its series.
+    metrics.trust_expiry(vec![("github".into(), 1_800_000_000.0)]);
+    assert_eq!(samples(&metrics.render(), name).len(), 1);
+    metrics.trust_expiry(Vec::new());
     assert!(samples(&metrics.render(), name).is_empty());
 }
 

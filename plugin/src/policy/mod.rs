@@ -58,6 +58,13 @@ pub const KIND: &str = "ImagePolicy";
 /// A trusted root larger than this is refused (the public-good one is about 10 KiB).
 pub const MAX_TRUSTED_ROOT_BYTES: u64 = 4 * 1024 * 1024;
 
+/// At most this many roots in `spec.trustedRoots`: each is read and kept in memory.
+pub const MAX_TRUSTED_ROOTS: usize = 32;
+
+/// The name `spec.trustedRoot` goes by beside the roots of `spec.trustedRoots` (in doctor's
+/// checks and the expiry metric's `root` label); no root of `spec.trustedRoots` may take it.
+pub const DEFAULT_ROOT: &str = "default";
+
 /// Policy files larger than this are refused rather than parsed.
 pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
 
@@ -69,10 +76,18 @@ pub struct Policy {
     name: String,
     mode: Mode,
     no_match: NoMatch,
-    trusted_root: Option<PathBuf>,
-    trust: Option<Arc<TrustMaterial>>,
+    /// `spec.trustedRoot` first (as [`DEFAULT_ROOT`]), then `spec.trustedRoots` by name.
+    roots: Vec<PolicyRoot>,
     rules: Vec<Rule>,
     hash: String,
+}
+
+/// A trusted root of the policy, loaded and checked with it.
+#[derive(Debug)]
+pub struct PolicyRoot {
+    name: String,
+    path: PathBuf,
+    trust: Arc<TrustMaterial>,
 }
 
 // === impl Policy ===
@@ -129,30 +144,55 @@ impl Policy {
 
     /// `spec.trustedRoot`, resolved against the policy file's directory.
     pub fn trusted_root(&self) -> Option<&Path> {
-        self.trusted_root.as_deref()
+        self.default_root().map(PolicyRoot::path)
     }
 
     /// The trust material `spec.trustedRoot` holds, loaded and checked with the policy, so the
-    /// two are reloaded together and a broken one keeps the last good pair in force.
+    /// two are reloaded together and a broken one keeps the last good pair in force. Key
+    /// authorities, and keyless ones that name no root, are checked against it.
     pub fn trust(&self) -> Option<&TrustMaterial> {
-        self.trust.as_deref()
+        self.default_root().map(PolicyRoot::trust)
     }
 
-    /// What the authorities of every rule need from the trust material.
-    pub fn trust_needs(&self) -> TrustNeeds {
+    /// Every trusted root: `spec.trustedRoot` first (named [`DEFAULT_ROOT`]), then those of
+    /// `spec.trustedRoots` in the order of their names.
+    pub fn roots(&self) -> &[PolicyRoot] {
+        &self.roots
+    }
+
+    fn default_root(&self) -> Option<&PolicyRoot> {
+        self.roots.iter().find(|root| root.name == DEFAULT_ROOT)
+    }
+
+    /// What the authorities checked against `root` need from it: key authorities and keyless
+    /// ones naming no root use `spec.trustedRoot`, the others the root they name.
+    pub fn root_needs(&self, root: &PolicyRoot) -> TrustNeeds {
+        let default = self.trust();
         TrustNeeds::of(
-            self.rules
-                .iter()
-                .flat_map(|rule| rule.authorities())
+            self.authorities()
+                .filter(|a| a.trust(default).is_some_and(|t| std::ptr::eq(t, root.trust())))
                 .map(|a| (matches!(a.kind, AuthorityKind::Keyless(_)), a.tlog)),
         )
     }
 
-    /// When the trust material this policy needs stops being valid, in unix seconds, as
-    /// `pullgate_trust_material_expiry_timestamp_seconds` reports it (see
-    /// [`crate::verify::expiry::expiry_timestamp`]). `None` when the policy has no trusted root.
-    pub fn trust_expiry_timestamp(&self, now: jiff::Timestamp) -> Option<f64> {
-        Some(self.trust()?.expiry_timestamp(self.trust_needs(), now))
+    fn authorities(&self) -> impl Iterator<Item = &Authority> {
+        self.rules.iter().flat_map(|rule| rule.authorities())
+    }
+
+    /// When the trust material of each root stops being valid for the authorities that use it,
+    /// in unix seconds, by root name, as `pullgate_trust_material_expiry_timestamp_seconds`
+    /// reports it (see [`crate::verify::expiry::expiry_timestamp`]). Empty when the policy has
+    /// no trusted root; `+∞` for a root no authority uses.
+    pub fn trust_expiry_timestamps(&self, now: jiff::Timestamp) -> Vec<(String, f64)> {
+        self.roots
+            .iter()
+            .map(|root| {
+                (
+                    root.name.clone(),
+                    root.trust.expiry_timestamp(self.root_needs(root), now),
+                )
+            })
+            .collect()
     }
 
     /// The rules, in the order they are tried.
@@ -160,9 +200,27 @@ impl Policy {
         &self.rules
     }
 
-    /// `sha256:<hex>` over the policy file, every key file and the trusted root it read: the generation of the
+    /// `sha256:<hex>` over the policy file, every key file and every trusted root it read: the generation of the
     /// policy, which changes when any of them does.
     pub fn hash(&self) -> &str {
         &self.hash
+    }
+}
+
+// === impl PolicyRoot ===
+
+impl PolicyRoot {
+    /// [`DEFAULT_ROOT`] for `spec.trustedRoot`, else its name in `spec.trustedRoots`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The file, resolved against the policy file's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn trust(&self) -> &TrustMaterial {
+        &self.trust
     }
 }

@@ -33,6 +33,9 @@ pub(super) struct Spec {
     #[serde(default)]
     pub no_match: NoMatch,
     pub trusted_root: Option<PathBuf>,
+    /// More roots by name; the paths are resolved and read by validation.
+    #[serde(default, deserialize_with = "unique_keys")]
+    pub trusted_roots: BTreeMap<String, String>,
     #[serde(default)]
     pub rules: Vec<RuleDoc>,
 }
@@ -75,6 +78,8 @@ pub(super) struct KeyDoc {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct KeylessDoc {
+    /// A name from `spec.trustedRoots`; `spec.trustedRoot` when absent.
+    pub trusted_root: Option<String>,
     pub issuer: Option<String>,
     pub issuer_reg_exp: Option<String>,
     pub subject: Option<String>,
@@ -96,7 +101,7 @@ pub(super) struct AttestationDoc {
 }
 
 /// Reads a mapping of strings, refusing a key given twice: YAML forbids it, and silently keeping
-/// one of the values could pin a claim to a value the author did not mean.
+/// one of the values could pin a claim to a value (or a root to a file) the author did not mean.
 fn unique_keys<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
     struct UniqueKeys;
 
@@ -104,7 +109,7 @@ fn unique_keys<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<St
         type Value = BTreeMap<String, String>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a mapping of claim names to strings")
+            f.write_str("a mapping of names to strings")
         }
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {

@@ -5,6 +5,8 @@ use sigstore_crypto::{KeyAlgorithm, KeyPair, SigningScheme};
 use super::{lines::LineIndex, *};
 use crate::reference::Reference;
 
+mod roots;
+
 // --- helpers ---
 
 /// A fresh P-256 public key as PEM.

@@ -2,6 +2,8 @@
 //! and parsed, defaults filled in. Every error found is collected, each with the line of the
 //! field it is about.
 
+mod roots;
+
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
@@ -12,15 +14,17 @@ use std::{
 
 use sha2::{Digest as _, Sha256};
 
-use crate::{file::read_bounded, verify::TrustMaterial};
+use self::roots::RootSlot;
+
+use crate::file::read_bounded;
 
 use super::{
     key::{self, PublicKey, MAX_KEY_FILE_BYTES},
     lines::LineIndex,
     schema::{AttestationDoc, AuthorityDoc, Document, KeyDoc, KeylessDoc, RuleDoc},
     yaml, Action, Attestation, Authority, AuthorityKind, Condition, FulcioClaim, IdentityMatch, ImageGlob, Keyless,
-    NamespaceGlob, Policy, PolicyError, PolicyErrors, Rule, Tlog, API_VERSION, KIND, MAX_AGE_NEEDS_KEYLESS,
-    MAX_CONDITIONS, MAX_TRUSTED_ROOT_BYTES,
+    NamespaceGlob, Policy, PolicyError, PolicyErrors, PolicyRoot, Rule, Tlog, API_VERSION, DEFAULT_ROOT, KIND,
+    MAX_AGE_NEEDS_KEYLESS, MAX_CONDITIONS,
 };
 
 /// Bounds on what one policy may hold, so that a runaway file is refused whole.
@@ -52,6 +56,7 @@ pub(super) fn compile(text: &str, file: &Path) -> Result<Policy, PolicyErrors> {
         lines: &lines,
         errors: Vec::new(),
         hash: Sha256::new(),
+        roots: Vec::new(),
     };
     validator.hash_part(text.as_bytes());
     let policy = validator.policy(doc);
@@ -68,8 +73,11 @@ struct Validator<'a> {
     base: &'a Path,
     lines: &'a LineIndex,
     errors: Vec<PolicyError>,
-    /// Over the policy text and every key file read, in document order.
+    /// Over the policy text and every key file and trusted root read, in document order.
     hash: Sha256,
+    /// `spec.trustedRoot` (as [`DEFAULT_ROOT`]) and `spec.trustedRoots`, by name, read before
+    /// the rules so keyless authorities can be given theirs.
+    roots: Vec<RootSlot>,
 }
 
 /// Names already used in one scope, with the field that first used each.
@@ -103,63 +111,30 @@ impl Validator<'_> {
             self.error("kind", format!("must be {KIND}, not {:?}", doc.kind));
         }
         self.name("metadata.name", &doc.metadata.name);
-        let trusted_root = doc
-            .spec
-            .trusted_root
-            .and_then(|path| self.path("spec.trustedRoot", &path));
-        let trust = trusted_root.as_deref().and_then(|path| self.trust_material(path));
-        let rules = self.rules(doc.spec.rules);
-        if trusted_root.is_none() {
-            self.keyless_needs_trust(&rules);
+        if let Some(path) = doc.spec.trusted_root {
+            self.root("spec.trustedRoot", DEFAULT_ROOT.to_string(), &path);
         }
+        self.named_roots(doc.spec.trusted_roots);
+        let rules = self.rules(doc.spec.rules);
+        // A root that did not load has been reported, and its policy is not returned.
+        let roots = std::mem::take(&mut self.roots)
+            .into_iter()
+            .filter_map(|slot| {
+                Some(PolicyRoot {
+                    trust: slot.trust?,
+                    name: slot.name,
+                    path: slot.path,
+                })
+            })
+            .collect();
         Policy {
             file: self.file.to_owned(),
             name: doc.metadata.name,
             mode: doc.spec.mode,
             no_match: doc.spec.no_match,
-            trusted_root,
-            trust,
+            roots,
             rules,
             hash: format!("sha256:{}", hex::encode(self.hash.clone().finalize())),
-        }
-    }
-
-    /// Reads the Sigstore trusted root; it is part of the policy's generation.
-    fn trust_material(&mut self, path: &Path) -> Option<Arc<TrustMaterial>> {
-        let field = "spec.trustedRoot";
-        let shown = path.display();
-        let bytes = match read_bounded(path, MAX_TRUSTED_ROOT_BYTES) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                self.error(field, format!("{shown}: {e}"));
-                return None;
-            }
-        };
-        self.hash_part(&bytes);
-        let parsed = std::str::from_utf8(&bytes)
-            .map_err(|e| e.to_string())
-            .and_then(TrustMaterial::from_json);
-        match parsed {
-            Ok(trust) => Some(Arc::new(trust)),
-            Err(e) => {
-                self.error(field, format!("{shown}: {e}"));
-                None
-            }
-        }
-    }
-
-    /// Keyless signatures can only be checked against a trusted root.
-    fn keyless_needs_trust(&mut self, rules: &[Rule]) {
-        for (i, rule) in rules.iter().enumerate() {
-            for (j, authority) in rule.authorities().iter().enumerate() {
-                if matches!(authority.kind, AuthorityKind::Keyless(_)) {
-                    let field = format!("spec.rules[{i}].authorities[{j}].keyless");
-                    self.error(
-                        &field,
-                        "keyless authorities need spec.trustedRoot (a Sigstore trusted_root.json)",
-                    );
-                }
-            }
         }
     }
 
@@ -286,6 +261,7 @@ impl Validator<'_> {
     }
 
     fn authority(&mut self, field: &str, doc: AuthorityDoc) -> Option<Authority> {
+        let explicit_tlog = doc.tlog.is_some();
         let (kind, default_tlog) = match (doc.key, doc.keyless) {
             (Some(key), None) => (
                 self.key(&format!("{field}.key"), key).map(AuthorityKind::Key),
@@ -305,11 +281,13 @@ impl Validator<'_> {
                 (None, Tlog::Required)
             }
         };
-        Some(Authority {
+        let authority = Authority {
             name: doc.name,
             kind: kind?,
             tlog: doc.tlog.unwrap_or(default_tlog),
-        })
+        };
+        self.signing_time_sources(field, &authority, explicit_tlog);
+        Some(authority)
     }
 
     fn key(&mut self, field: &str, doc: KeyDoc) -> Option<Arc<PublicKey>> {
@@ -351,6 +329,7 @@ impl Validator<'_> {
     }
 
     fn keyless(&mut self, field: &str, doc: KeylessDoc) -> Option<Keyless> {
+        let trusted_root = self.keyless_root(field, doc.trusted_root.as_deref());
         let issuer = self.identity(field, ("issuer", doc.issuer), ("issuerRegExp", doc.issuer_reg_exp));
         let subject = self.identity(field, ("subject", doc.subject), ("subjectRegExp", doc.subject_reg_exp));
         let mut extensions = BTreeMap::new();
@@ -374,6 +353,7 @@ impl Validator<'_> {
             issuer: issuer?,
             subject: subject?,
             extensions,
+            trusted_root: Some(trusted_root?),
         })
     }
 

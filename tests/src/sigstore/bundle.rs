@@ -7,6 +7,8 @@
 //! - [`make_v3_dsse_bundle`] / [`make_v3_signature_bundle`]: a cosign v3 bundle v0.3 — a DSSE
 //!   envelope over an in-toto Statement v1, `certificate` (or `publicKey`), and a dsse 0.0.1 tlog
 //!   entry with its SET and inclusion proof + checkpoint (v0.3 requires the proof).
+//! - [`make_v3_timestamped_dsse_bundle`]: the same from an instance without Rekor (GitHub's, for
+//!   private repositories): no tlog entry, an RFC 3161 timestamp over the signature instead.
 //! - [`make_legacy_attestation`]: a `cosign attest` `.att` layer — a DSSE envelope and its
 //!   annotations, logged as an intoto 0.0.1 entry.
 
@@ -14,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::{b64, pem, sha256, Leaf, Rekor, RekorEntry, TestSigstore};
+use super::{b64, pem, sha256, Leaf, Rekor, RekorEntry, TestSigstore, Tsa};
 use crate::{
     cosign::{self, BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, SIGNATURE_ANNOTATION},
     signer::Signer,
@@ -239,6 +241,27 @@ pub fn make_v3_dsse_bundle(rekor: &Rekor, signer: BundleSigner<'_>, statement: &
         "mediaType": BUNDLE_V03_MEDIA_TYPE,
         "verificationMaterial": material,
         "dsseEnvelope": envelope,
+    }))
+    .expect("serialize a bundle")
+}
+
+/// A bundle v0.3 as an instance without Rekor makes it (GitHub's, for private repositories):
+/// a DSSE envelope over `statement` signed by `signer`, no tlog entry, and a timestamp from
+/// `tsa` at `at` over the signature, the only signing time it has.
+pub fn make_v3_timestamped_dsse_bundle(tsa: &Tsa, signer: BundleSigner<'_>, statement: &[u8], at: i64) -> String {
+    let signature = signer.sign(&sigstore_types::pae(IN_TOTO_PAYLOAD_TYPE, statement));
+    let mut material = signer.material_v03();
+    material["tlogEntries"] = json!([]);
+    material["timestampVerificationData"] =
+        json!({ "rfc3161Timestamps": [{ "signedTimestamp": b64(&tsa.stamp(&signature, at, "")) }] });
+    serde_json::to_string(&json!({
+        "mediaType": BUNDLE_V03_MEDIA_TYPE,
+        "verificationMaterial": material,
+        "dsseEnvelope": {
+            "payload": b64(statement),
+            "payloadType": IN_TOTO_PAYLOAD_TYPE,
+            "signatures": [{ "sig": b64(&signature) }],
+        },
     }))
     .expect("serialize a bundle")
 }

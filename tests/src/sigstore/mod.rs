@@ -7,7 +7,7 @@
 //! | CT log | [`CtLog`]: an ECDSA P-256 key that signs the SCT every leaf embeds ([`ctlog`]) |
 //! | Rekor | [`Rekor`]: an ECDSA P-256 log key, a Merkle tree, SETs and signed checkpoints ([`rekor`]) |
 //! | TSA | [`Tsa`]: an ECDSA P-256 root and time-stamping leaf, RFC 3161 tokens with any genTime ([`tsa`]); not in the default trust root, [`Tsa::trust_in`] adds it |
-//! | trust root | [`TestSigstore::trusted_root_json`]: a Sigstore `trusted_root.json` naming the three ([`trusted_root`]) |
+//! | trust root | [`TestSigstore::trusted_root_json`]: a Sigstore `trusted_root.json` naming the three ([`trusted_root`]); [`TestSigstore::rekorless_trusted_root_json`]: a second instance's, like GitHub's (Fulcio CA and a TSA, no Rekor, no CT log) |
 //! | signatures | [`bundle`]: legacy cosign `.sig` material (signature, certificate, chain, SET annotation), bundles v0.1 built from it, and cosign v3 DSSE bundles v0.3 |
 //! | registry | [`attach`]: the `.sig` layout with cosign's annotations, and v3 bundle referrers with the OCI referrers tag fallback |
 //!
@@ -36,7 +36,7 @@ use sigstore_verify::Verifier;
 pub use attach::{attach_key_signature, attach_keyless_signature, attach_v3_bundle, read_referrers_tag, referrers_tag};
 pub use bundle::{
     cosign_sign_statement, in_toto_statement, make_legacy_attestation, make_v3_dsse_bundle, make_v3_signature_bundle,
-    BundleSigner, LegacyAttestation, LegacySigned,
+    make_v3_timestamped_dsse_bundle, BundleSigner, LegacyAttestation, LegacySigned,
 };
 pub use ctlog::CtLog;
 pub use fulcio::{FulcioCa, Leaf, LeafRequest, SanKind};
@@ -90,6 +90,17 @@ impl TestSigstore {
     /// [`TestSigstore::trusted_root_json`] as a JSON value, for tests that edit it.
     pub fn trusted_root_value(&self) -> serde_json::Value {
         trusted_root::trusted_root(&self.fulcio, &self.ctlog, &self.rekor)
+    }
+
+    /// The `trusted_root.json` of an instance like GitHub's for private repositories: this
+    /// Sigstore's Fulcio CA and `tsa`, no Rekor log and no CT log, so its signatures carry a
+    /// timestamp as their only signing time (see [`bundle::make_v3_timestamped_dsse_bundle`]).
+    pub fn rekorless_trusted_root_json(&self, tsa: &Tsa) -> String {
+        let mut root = self.trusted_root_value();
+        root["tlogs"] = serde_json::json!([]);
+        root["ctlogs"] = serde_json::json!([]);
+        tsa.trust_in(&mut root);
+        serde_json::to_string_pretty(&root).expect("serialize a trusted root")
     }
 
     /// The trusted root as sigstore-trust-root parses it.
