@@ -28,6 +28,7 @@ fn github_authority(tlog: Tlog) -> Authority {
             issuer: IdentityMatch::Exact(ISSUER.into()),
             subject: IdentityMatch::RegExp(subject),
             extensions: BTreeMap::new(),
+            trusted_root: None,
         }),
         tlog,
     }
