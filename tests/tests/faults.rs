@@ -2,6 +2,11 @@
 //! registry, a registry serving bytes that are not the digest, containerd going away and
 //! coming back, SIGTERM with a call in flight, a broken trust root on SIGHUP, and an audit log
 //! on a full or read-only file system.
+//!
+//! A binary of its own, not a module of `e2e`: one test here
+//! (`a_refused_peer_cannot_exhaust_pullgates_descriptors`) holds about 1,100 connections from this
+//! process, which under a 1024 descriptor limit would keep every suite sharing the process from
+//! opening anything.
 
 use std::{
     path::{Path, PathBuf},

@@ -1,6 +1,7 @@
 //! Soak: thousands of mixed CRI calls through pullgate, concurrently, with no unexpected error
 //! and no memory growth after warm-up. `SOAK_CALLS` sets the size (default 4,000 here; the
 //! benchmark's full size is 20,000: `SOAK_CALLS=20000 cargo nextest run --test soak`).
+//! A binary of its own, not a module of `e2e`: it is the load test, run alone and by name.
 
 use std::time::Duration;
 

@@ -12,7 +12,7 @@
 //! | registry | [`attach`]: the `.sig` layout with cosign's annotations, and v3 bundle referrers with the OCI referrers tag fallback |
 //!
 //! Everything verifies offline with `sigstore-verify` against the trusted root (see the tests in
-//! `tests/sigstore_rig.rs`). All times are unix seconds.
+//! `tests/e2e/sigstore_rig.rs`). All times are unix seconds.
 
 pub mod attach;
 pub mod bundle;
