@@ -1290,6 +1290,56 @@ spec:
     assert_eq!(rule.attestations()[0].predicate_type, "https://slsa.dev/provenance/v1");
 }
 
+/// A validation that checks the image's signature in a shape the importer cannot read still
+/// requires a signature in Kyverno, which must hold beside the attestation check: the rule may
+/// not admit images on their attestations alone, nor say no validation checks the signature.
+#[test]
+fn image_validating_policy_an_unread_signature_check_keeps_attestations_from_proving_alone() {
+    let pem = public_pem();
+    let yaml = format!(
+        r#"apiVersion: policies.kyverno.io/v1beta1
+kind: ImageValidatingPolicy
+metadata:
+  name: ivp
+spec:
+  matchImageReferences:
+    - glob: "ghcr.io/org/*"
+  attestors:
+    - name: github
+      cosign:
+        key:
+          data: |
+{}        ctlog:
+          insecureIgnoreTlog: true
+  attestations:
+    - name: provenance
+      intoto:
+        type: https://slsa.dev/provenance/v1
+  validations:
+    - expression: "images.containers.all(i, i.startsWith('ghcr.io/org/base') || verifyImageSignatures(i, [attestors.github]) > 0)"
+    - expression: "images.containers.all(i, verifyAttestationSignatures(i, attestations.provenance, [attestors.github]) > 0)"
+"#,
+        indent(&pem, 12)
+    );
+    let (imported, policy) = load(&yaml);
+    let rule = &policy.rules()[0];
+    assert!(
+        rule.requires_signature() || rule.action() == Action::Deny,
+        "attestations alone admit: {}",
+        imported.policy
+    );
+    assert!(
+        !has(&lines(&imported), &["no validation checks the image's signature"]),
+        "{:#?}",
+        lines(&imported)
+    );
+    assert_eq!(rule.action(), Action::Deny, "{}", imported.policy);
+    assert!(has(
+        &dropped(&imported),
+        &["spec.validations[0].expression:", "whose signature it needs is unknown"]
+    ));
+}
+
 #[test]
 fn image_validating_policy_other_validations_are_dropped_and_deny() {
     let yaml = r#"apiVersion: policies.kyverno.io/v1alpha1

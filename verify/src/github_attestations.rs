@@ -313,6 +313,8 @@ fn only_a_sha256_subject_of_the_signed_statement_names_the_image() {
         json!([{"name": "b", "digest": {"sha256": gh.digest.hex()}}]),
         "https://slsa.dev/provenance/v0.2",
     ));
-    let unattested = gh.prove(&referred(&spoofed, SLSA_V1), &required, Tlog::Required).unwrap_err();
+    let unattested = gh
+        .prove(&referred(&spoofed, SLSA_V1), &required, Tlog::Required)
+        .unwrap_err();
     assert_eq!(reasons(&unattested), ["no attestation of this predicate type"]);
 }
