@@ -1076,6 +1076,50 @@ fn allow_rules_keep_only_patterns_read_exactly() {
     }
 }
 
+/// policy-controller passes an authority with attestations on them alone, but a policy over all
+/// authorities' results (`spec.policy`) is how it asks for a signature beside them: one
+/// authority checks the image's signature, another its attestations, and the policy needs
+/// both. That policy cannot be read here, so the image's signature stays required.
+#[test]
+fn policy_controller_a_policy_over_all_authorities_keeps_the_signature_required() {
+    let pem = public_pem();
+    let yaml = cip(&format!(
+        r#"  images:
+    - glob: "registry.example.com/**"
+  authorities:
+    - name: signature
+      key:
+        data: |
+{pem}    - name: attested
+      key:
+        data: |
+{pem}      attestations:
+        - name: provenance
+          predicateType: slsaprovenance1
+  policy:
+    type: rego
+    data: |
+      package sigstore
+      isCompliant[response] {{
+        response := {{"result": count(input.authorityMatches.signature.signatures) > 0, "error": "", "warning": ""}}
+      }}
+"#,
+        pem = indent(&pem, 10)
+    ));
+    let (imported, policy) = load(&yaml);
+    let rule = &policy.rules()[0];
+    assert!(
+        rule.requires_signature() || rule.action() == Action::Deny,
+        "attestations alone admit what spec.policy refuses: {}",
+        imported.policy
+    );
+    assert!(
+        !has(&lines(&imported), &["so does pullgate, with requireSignature: false"]),
+        "{:#?}",
+        lines(&imported)
+    );
+}
+
 #[test]
 fn policy_controller_attestations_alone_pass_here_too_and_their_policies_are_dropped() {
     let pem = public_pem();
