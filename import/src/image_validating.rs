@@ -15,7 +15,9 @@
 //! The first two are a `verify` rule whose authorities are the attestors named (any one of them
 //! signs); the third requires the attestation. Any other validation has no pullgate form, is
 //! reported as dropped, and, as it may deny what the rest allows, leaves a rule that denies
-//! unless a signature check was understood.
+//! unless a signature check was understood. One that calls `verifyImageSignatures` still asks
+//! for the image's signature: without an image signature check understood, the rule denies
+//! rather than take the attestation checks alone as the proof.
 
 use std::collections::BTreeMap;
 
@@ -149,7 +151,8 @@ pub(super) fn policy(doc: &Value, name: &str, home: Home<'_>, imports: &mut Impo
     imports.rules.push(rule);
 }
 
-/// A validation understood as a signature check.
+/// A validation understood as a signature check, or one not understood that checks the
+/// image's signature all the same.
 #[derive(Debug, PartialEq, Eq)]
 enum Check {
     Signatures {
@@ -159,6 +162,11 @@ enum Check {
     Attestation {
         attestation: String,
         attestors: Vec<String>,
+        path: String,
+    },
+    /// Calls `verifyImageSignatures` in a shape pullgate cannot read: the image must be signed,
+    /// by signers unknown here.
+    UnreadSignatures {
         path: String,
     },
 }
@@ -215,6 +223,20 @@ fn assemble(
             None => chosen = Some(these),
         }
     }
+    // Kyverno requires every validation: one that checks the image's signature, unread, still
+    // asks for a signature, so the attestations alone cannot be the proof.
+    let unread_signatures = checks.iter().find_map(|check| match check {
+        Check::UnreadSignatures { path } => Some(path),
+        _ => None,
+    });
+    if let (None, Some(path)) = (&chosen, unread_signatures) {
+        report.dropped(
+            path,
+            "checks the image's signature in a form pullgate cannot read, so whose signature it needs is \
+             unknown; the rule denies rather than admit images on their attestations alone",
+        );
+        poisoned = true;
+    }
     for check in checks {
         let Check::Attestation {
             attestation,
@@ -244,6 +266,8 @@ fn assemble(
             continue;
         };
         match &mut chosen {
+            // The image's signature is required, but by whom is unknown: poisoned above.
+            None if unread_signatures.is_some() => {}
             None => {
                 report.note(
                     path,
@@ -554,13 +578,20 @@ fn validations(value: &Value, path: &str, report: &mut Report<'_>) -> Vec<Check>
         report.unread(&fields, "dropped");
         match recognize(expression, &fields.path("expression")) {
             Some(check) => checks.push(check),
-            None => report.dropped(
-                &fields.path("expression"),
-                format!(
-                    "{:?} is not a signature check pullgate can carry over; dropped",
-                    shorten(expression)
-                ),
-            ),
+            None => {
+                report.dropped(
+                    &fields.path("expression"),
+                    format!(
+                        "{:?} is not a signature check pullgate can carry over; dropped",
+                        shorten(expression)
+                    ),
+                );
+                if expression.contains("verifyImageSignatures") {
+                    checks.push(Check::UnreadSignatures {
+                        path: fields.path("expression"),
+                    });
+                }
+            }
         }
     }
     checks
@@ -646,5 +677,6 @@ pub(super) fn recognizes(expression: &str) -> Option<(bool, Vec<String>)> {
     match recognize(expression, "")? {
         Check::Signatures { attestors, .. } => Some((true, attestors)),
         Check::Attestation { attestors, .. } => Some((false, attestors)),
+        Check::UnreadSignatures { .. } => None,
     }
 }

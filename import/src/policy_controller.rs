@@ -8,7 +8,9 @@
 //!   signature: a rule with `requireSignature: false`, whose attestations are checked against
 //!   the authority's signers. pullgate checks attestations against all of a rule's authorities
 //!   and cannot offer a signature as an alternative to them, so only one authority with
-//!   attestations carries over, and the others are reported (stricter).
+//!   attestations carries over, and the others are reported (stricter). With `spec.policy` over
+//!   all authorities' results (how policy-controller asks for a signature beside attestations),
+//!   which pullgate cannot read, the image's signature stays required.
 //! - `static` authorities pass (`action: pass`) or fail everything.
 //! - Signatures need a transparency-log entry (the public Rekor, or `ctlog.url`): `tlog:
 //!   required`.
@@ -142,7 +144,7 @@ pub(super) fn cluster_image_policy(doc: &Value, name: &str, imports: &mut Import
         imports.rules.push(rule);
         return;
     }
-    choose(&mut rule, translated, report);
+    choose(&mut rule, translated, policy, report);
     name_authorities(&mut rule.authorities);
     rule.fail_closed(report, "spec.authorities");
     imports.rules.push(rule);
@@ -166,8 +168,9 @@ enum Outcome {
     Never,
 }
 
-/// The rule's authorities and attestations from the translated authorities.
-fn choose(rule: &mut DraftRule, translated: Vec<Translated>, report: &mut Report<'_>) {
+/// The rule's authorities and attestations from the translated authorities; `combined` when a
+/// policy over all their results (`spec.policy`) decides, which may require a signature too.
+fn choose(rule: &mut DraftRule, translated: Vec<Translated>, combined: bool, report: &mut Report<'_>) {
     // policy-controller checks attestations instead of signatures when the list is not empty.
     let attesting = translated
         .iter()
@@ -183,7 +186,18 @@ fn choose(rule: &mut DraftRule, translated: Vec<Translated>, report: &mut Report
                 if t.outcome != Outcome::Verify || t.authorities.is_empty() {
                     continue;
                 }
-                if i == chosen {
+                if i == chosen && combined {
+                    // spec.policy may need another authority's signature too: attestations
+                    // alone must not pass what it refuses.
+                    report.dropped(
+                        &format!("{}.attestations", t.path),
+                        "policy-controller passes this authority on its attestations alone unless spec.policy, \
+                         which pullgate cannot read, asks for more, as it does to require a signature beside \
+                         them; pullgate also requires an image signature from this authority",
+                    );
+                    rule.authorities = t.authorities;
+                    rule.attestations = t.attestations.unwrap_or_default();
+                } else if i == chosen {
                     report.note(
                         &format!("{}.attestations", t.path),
                         "policy-controller passes this authority on its attestations alone, without an image \

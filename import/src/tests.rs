@@ -1076,6 +1076,50 @@ fn allow_rules_keep_only_patterns_read_exactly() {
     }
 }
 
+/// policy-controller passes an authority with attestations on them alone, but a policy over all
+/// authorities' results (`spec.policy`) is how it asks for a signature beside them: one
+/// authority checks the image's signature, another its attestations, and the policy needs
+/// both. That policy cannot be read here, so the image's signature stays required.
+#[test]
+fn policy_controller_a_policy_over_all_authorities_keeps_the_signature_required() {
+    let pem = public_pem();
+    let yaml = cip(&format!(
+        r#"  images:
+    - glob: "registry.example.com/**"
+  authorities:
+    - name: signature
+      key:
+        data: |
+{pem}    - name: attested
+      key:
+        data: |
+{pem}      attestations:
+        - name: provenance
+          predicateType: slsaprovenance1
+  policy:
+    type: rego
+    data: |
+      package sigstore
+      isCompliant[response] {{
+        response := {{"result": count(input.authorityMatches.signature.signatures) > 0, "error": "", "warning": ""}}
+      }}
+"#,
+        pem = indent(&pem, 10)
+    ));
+    let (imported, policy) = load(&yaml);
+    let rule = &policy.rules()[0];
+    assert!(
+        rule.requires_signature() || rule.action() == Action::Deny,
+        "attestations alone admit what spec.policy refuses: {}",
+        imported.policy
+    );
+    assert!(
+        !has(&lines(&imported), &["so does pullgate, with requireSignature: false"]),
+        "{:#?}",
+        lines(&imported)
+    );
+}
+
 #[test]
 fn policy_controller_attestations_alone_pass_here_too_and_their_policies_are_dropped() {
     let pem = public_pem();
@@ -1288,6 +1332,56 @@ spec:
     assert!(!rule.requires_signature());
     assert_eq!(rule.authorities().len(), 1);
     assert_eq!(rule.attestations()[0].predicate_type, "https://slsa.dev/provenance/v1");
+}
+
+/// A validation that checks the image's signature in a shape the importer cannot read still
+/// requires a signature in Kyverno, which must hold beside the attestation check: the rule may
+/// not admit images on their attestations alone, nor say no validation checks the signature.
+#[test]
+fn image_validating_policy_an_unread_signature_check_keeps_attestations_from_proving_alone() {
+    let pem = public_pem();
+    let yaml = format!(
+        r#"apiVersion: policies.kyverno.io/v1beta1
+kind: ImageValidatingPolicy
+metadata:
+  name: ivp
+spec:
+  matchImageReferences:
+    - glob: "ghcr.io/org/*"
+  attestors:
+    - name: github
+      cosign:
+        key:
+          data: |
+{}        ctlog:
+          insecureIgnoreTlog: true
+  attestations:
+    - name: provenance
+      intoto:
+        type: https://slsa.dev/provenance/v1
+  validations:
+    - expression: "images.containers.all(i, i.startsWith('ghcr.io/org/base') || verifyImageSignatures(i, [attestors.github]) > 0)"
+    - expression: "images.containers.all(i, verifyAttestationSignatures(i, attestations.provenance, [attestors.github]) > 0)"
+"#,
+        indent(&pem, 12)
+    );
+    let (imported, policy) = load(&yaml);
+    let rule = &policy.rules()[0];
+    assert!(
+        rule.requires_signature() || rule.action() == Action::Deny,
+        "attestations alone admit: {}",
+        imported.policy
+    );
+    assert!(
+        !has(&lines(&imported), &["no validation checks the image's signature"]),
+        "{:#?}",
+        lines(&imported)
+    );
+    assert_eq!(rule.action(), Action::Deny, "{}", imported.policy);
+    assert!(has(
+        &dropped(&imported),
+        &["spec.validations[0].expression:", "whose signature it needs is unknown"]
+    ));
 }
 
 #[test]

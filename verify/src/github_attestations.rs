@@ -267,3 +267,55 @@ fn a_timestamped_attestation_without_a_log_entry_needs_the_log_not_required() {
     // Without the TSA in the trusted root there is no signing time at all.
     assert!(gh.prove(&attached, &required, Tlog::Optional).is_err());
 }
+
+/// The image's digest must be a sha256 subject of the signed statement, however the statement
+/// is dressed: listed among others it counts; under another algorithm's name, another case of
+/// the key, or only in the announced predicate type, it does not.
+#[test]
+fn only_a_sha256_subject_of_the_signed_statement_names_the_image() {
+    let gh = Github::new();
+    let other = Digest::of(b"another image manifest");
+    let signed = |statement: Value| {
+        let bytes = serde_json::to_vec(&statement).unwrap();
+        make_v3_dsse_bundle(&gh.sigstore.rekor, BundleSigner::Leaf(&gh.leaf), &bytes, unix_now())
+    };
+    let statement = |subject: Value, predicate_type: &str| {
+        json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": subject,
+            "predicateType": predicate_type,
+            "predicate": provenance("https://github.com/org/repo"),
+        })
+    };
+    let required = [provenance_requirement(&[])];
+
+    let among = statement(
+        json!([{"name": "a", "digest": {"sha256": other.hex()}}, {"name": "b", "digest": {"sha256": gh.digest.hex()}}]),
+        SLSA_V1,
+    );
+    gh.prove(&referred(&signed(among), SLSA_V1), &required, Tlog::Required)
+        .unwrap_or_else(|e| panic!("{:?}", reasons(&e)));
+
+    let not_the_image = [
+        json!([{"name": "a", "digest": {"sha256": other.hex()}}, {"name": "b", "digest": {"sha512": gh.digest.hex()}}]),
+        json!([{"name": "a", "digest": {"sha256": other.hex()}}, {"name": "b", "digest": {"SHA256": gh.digest.hex()}}]),
+        json!([{"name": "a", "digest": {"sha256": other.hex()}}, {"name": "b", "digest": {"sha256": format!("sha256:{}", gh.digest.hex())}}]),
+    ];
+    for subject in not_the_image {
+        let bundle = signed(statement(subject.clone(), SLSA_V1));
+        let unattested = gh
+            .prove(&referred(&bundle, SLSA_V1), &required, Tlog::Required)
+            .expect_err(&subject.to_string());
+        assert_eq!(unattested.outcomes[0].result, AttestationResult::Fail, "{subject}");
+    }
+
+    // Announced as SLSA v1, holding SLSA v0.2: not the attestation the rule asks for.
+    let spoofed = signed(statement(
+        json!([{"name": "b", "digest": {"sha256": gh.digest.hex()}}]),
+        "https://slsa.dev/provenance/v0.2",
+    ));
+    let unattested = gh
+        .prove(&referred(&spoofed, SLSA_V1), &required, Tlog::Required)
+        .unwrap_err();
+    assert_eq!(reasons(&unattested), ["no attestation of this predicate type"]);
+}
