@@ -156,6 +156,9 @@ struct Translated {
     outcome: Outcome,
     authorities: Vec<DraftAuthority>,
     attestations: Option<Vec<DraftAttestation>>,
+    /// An attestation's `policy` (CUE or Rego) was dropped: the attestation alone proves less
+    /// than policy-controller asked.
+    policy_dropped: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -197,6 +200,18 @@ fn choose(rule: &mut DraftRule, translated: Vec<Translated>, combined: bool, rep
                     );
                     rule.authorities = t.authorities;
                     rule.attestations = t.attestations.unwrap_or_default();
+                } else if i == chosen && t.policy_dropped {
+                    // Without its policy, an attestation proves only that the authority
+                    // attested something of that type (a scanner attests failing images too):
+                    // too little to stand in for the image's signature.
+                    report.dropped(
+                        &format!("{}.attestations", t.path),
+                        "policy-controller passes this authority on its attestations alone, judged by their \
+                         policies, which pullgate cannot read; pullgate also requires an image signature from \
+                         this authority",
+                    );
+                    rule.authorities = t.authorities;
+                    rule.attestations = t.attestations.unwrap_or_default();
                 } else if i == chosen {
                     report.note(
                         &format!("{}.attestations", t.path),
@@ -229,6 +244,7 @@ fn authority(value: &Value, path: &str, i: usize, report: &mut Report<'_>) -> Tr
         outcome: Outcome::Verify,
         authorities: Vec::new(),
         attestations: None,
+        policy_dropped: false,
     };
     let mut trust = OwnTrust::default();
     let tlog = ctlog(&mut fields, &mut trust, report);
@@ -265,6 +281,7 @@ fn authority(value: &Value, path: &str, i: usize, report: &mut Report<'_>) -> Tr
             .into_iter()
             .enumerate()
         {
+            translated.policy_dropped |= attestation.get("policy").is_some();
             match self::attestation(attestation, &attestation_path, j, report) {
                 Some(attestation) => attestations.push(attestation),
                 None => unchecked = true,
