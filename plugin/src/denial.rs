@@ -37,8 +37,9 @@ pub enum Cause {
     Registry(RegistryError),
     /// Verification did not finish within `verifyTimeout`.
     Timeout(Duration),
-    /// No signature satisfies the rule.
-    Unverified(Unverified),
+    /// No signature satisfies the rule; with the hosts that answered when a mirror of
+    /// containerd's registry host configuration was among them.
+    Unverified(Unverified, Option<String>),
     /// The image is signed, but the rule's attestations do not all hold: each as checked.
     Attestations(Vec<AttestationOutcome>),
     /// `ImageStatus`: the image is in containerd but was not verified under the policy in force.
@@ -100,7 +101,10 @@ impl fmt::Display for Cause {
                 "verification did not finish within verifyTimeout ({})",
                 humantime::format_duration(*limit)
             ),
-            Cause::Unverified(unverified) => write!(f, "{unverified}"),
+            Cause::Unverified(unverified, None) => write!(f, "{unverified}"),
+            Cause::Unverified(unverified, Some(hosts)) => {
+                write!(f, "{unverified}; registry hosts that answered: {hosts}")
+            }
             Cause::Attestations(outcomes) => {
                 let failed = outcomes.iter().filter(|o| o.result != AttestationResult::Pass);
                 for (i, o) in failed.enumerate() {
