@@ -355,15 +355,12 @@ impl Session<'_> {
             return Err(failures.remove(0));
         }
         if failures.is_empty() {
-            let what = match need {
-                Need::Pull => "pull",
-                Need::Resolve => "resolve tags",
-                Need::Referrers => "list referrers",
+            let why = match need {
+                Need::Pull => "no host of its registry host configuration may pull",
+                Need::Resolve => "no host of its registry host configuration may resolve tags",
+                Need::Referrers => "no host of its registry host configuration may list referrers",
             };
-            return Err(RegistryError::Invalid(format!(
-                "{}: no host of its registry host configuration may {what}",
-                self.registry
-            )));
+            return Err(RegistryError::Invalid(format!("{}: {why}", self.registry)));
         }
         let all: Vec<String> = failures.iter().map(ToString::to_string).collect();
         Err(RegistryError::Unavailable(all.join("; ")))
