@@ -160,4 +160,22 @@ mod tests {
         };
         assert!(t.to_string().starts_with("RegistryUnavailable: "), "{t}");
     }
+
+    /// Behind a mirror the denial names the hosts that answered; it is still a policy denial.
+    #[test]
+    fn a_missing_signature_behind_a_mirror_names_the_hosts_that_answered() {
+        let unverified = Unverified {
+            authorities: vec!["release-key".into()],
+            rejections: Vec::new(),
+        };
+        let d = Denial {
+            image: "registry.invalid:5000/app@sha256:ab".into(),
+            rule: Some("apps".into()),
+            cause: Cause::Unverified(unverified, Some("10.0.0.5:5000".into())),
+        };
+        assert_eq!(
+            d.to_string(),
+            "SignatureValidationFailed: registry.invalid:5000/app@sha256:ab: rule \"apps\": no signature from authority \"release-key\" (no signatures found); registry hosts that answered: 10.0.0.5:5000"
+        );
+    }
 }

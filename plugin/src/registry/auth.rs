@@ -266,7 +266,8 @@ pub(super) async fn answer(
     endpoint: &Endpoint,
     www_authenticate: &str,
 ) -> Result<Answer, RegistryError> {
-    let unauthorized = |why: &str| RegistryError::Unavailable(format!("{}: unauthorized: {why}", endpoint.route.root));
+    let unauthorized =
+        |why: &str| RegistryError::Unavailable(format!("{}: unauthorized: {why}", endpoint.route.origin));
     let challenge =
         Challenge::parse(www_authenticate).ok_or_else(|| unauthorized("unreadable WWW-Authenticate challenge"))?;
     // Headers made from kubelet's own credentials are as good as those credentials; they are

@@ -48,6 +48,8 @@ pub(super) struct Route {
     pub client: reqwest::Client,
     /// `scheme://host/v2` (or the path `override_path` gives): request paths follow it.
     pub root: String,
+    /// `scheme://host`: how messages about the host as a whole name it.
+    pub origin: String,
     /// `host[:port]`, as messages name it.
     pub host: String,
     pub capabilities: Capabilities,
@@ -196,6 +198,7 @@ impl Routes {
         Route {
             client,
             root: format!("{scheme}://{host}/v2"),
+            origin: format!("{scheme}://{host}"),
             host: host.to_string(),
             capabilities: Capabilities::ALL,
             ns: None,
@@ -210,6 +213,7 @@ impl Routes {
         Route {
             client: own.unwrap_or(&self.default).clone(),
             root: url.root(),
+            origin: url.origin(),
             host: url.host.clone(),
             capabilities: host.capabilities,
             ns: (!itself).then(|| registry.to_string()),

@@ -177,11 +177,16 @@ impl fmt::Debug for Capabilities {
 impl HostUrl {
     /// `scheme://host/path`: what request paths are appended to.
     pub fn root(&self) -> String {
+        format!("{}{}", self.origin(), self.path)
+    }
+
+    /// `scheme://host`.
+    pub fn origin(&self) -> String {
         let scheme = match self.scheme {
             Scheme::Http => "http",
             Scheme::Https => "https",
         };
-        format!("{scheme}://{}{}", self.host, self.path)
+        format!("{scheme}://{}", self.host)
     }
 }
 
