@@ -511,7 +511,7 @@ fn a_reload_that_does_not_parse_keeps_the_hosts_in_use() {
     let (root, _) = hosts_dir(&[("registry.invalid:5000", "[host.\"http://127.0.0.1:5001\"]\n")]);
     let registries = Registries::new(&config(Some(root.path())), Default::default()).unwrap();
     let before = registries.hosts();
-    assert_eq!(registries.reload_hosts().unwrap(), false, "nothing changed");
+    assert!(!registries.reload_hosts().unwrap(), "nothing changed");
 
     let file = root.path().join("registry.invalid:5000/hosts.toml");
     fs::write(&file, "[host.\"http://127.0.0.1:5002\"]\n  capabilities = [\"pull\",\n").unwrap();
@@ -520,7 +520,7 @@ fn a_reload_that_does_not_parse_keeps_the_hosts_in_use() {
     assert_eq!(registries.hosts(), before);
 
     fs::write(&file, "[host.\"http://127.0.0.1:5002\"]\n").unwrap();
-    assert_eq!(registries.reload_hosts().unwrap(), true);
+    assert!(registries.reload_hosts().unwrap());
     let (_, namespace) = registries
         .hosts()
         .lookup("registry.invalid:5000")
