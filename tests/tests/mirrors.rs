@@ -182,3 +182,59 @@ async fn a_hosts_toml_that_does_not_parse_on_sighup_keeps_the_last_good_hosts() 
     );
     assert!(stdout.contains(&expected), "{stdout}");
 }
+
+/// A TLS mirror with a private CA is trusted through the `ca` its `hosts.toml` names, with no
+/// `registries` entry; without it the mirror's certificate is refused, and `skip_verify`
+/// accepts it. `pullgate verify` reads the same configuration as `serve`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_mirror_is_trusted_through_the_ca_its_hosts_toml_names() {
+    let env = TestEnv::start_with_tls().await;
+    let digest = env.push_signed_image("signed/app", "v1", "signed behind TLS").await;
+    let ca = env.registry.ca_file().expect("a TLS registry has a CA").to_owned();
+    let dir = env.dir().join("verify");
+    fs::create_dir_all(&dir).unwrap();
+    let policy_yaml = policy::key_policy(
+        TEST_AUTHORITY,
+        &env.signer.public_key_pem(),
+        &[&format!("{UPSTREAM}/**")],
+    );
+    fs::write(dir.join("policy.yaml"), policy_yaml).unwrap();
+    fs::write(dir.join("config.yaml"), "policy: policy.yaml\nregistryHosts: certs.d\n").unwrap();
+    let image = format!("{UPSTREAM}/signed/app:v1");
+    let verify = |settings: &str| {
+        let hosts = format!(
+            "server = \"https://{UPSTREAM}\"\n\n[host.\"https://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n{settings}",
+            env.host()
+        );
+        write_hosts(&dir.join("certs.d"), &hosts);
+        let output = Pullgate::command()
+            .args(["verify", "--output", "json", "--config"])
+            .arg(dir.join("config.yaml"))
+            .arg(&image)
+            .output()
+            .expect("run pullgate verify");
+        let record: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+        (output.status.code(), record)
+    };
+
+    let (code, record) = verify("");
+    assert_eq!(code, Some(1), "{record}");
+    let reason = record["reason"].as_str().unwrap();
+    assert!(reason.starts_with("RegistryUnavailable: "), "{reason}");
+    assert!(
+        reason.contains(&env.host()) && reason.contains(UPSTREAM),
+        "every host tried: {reason}"
+    );
+
+    let ca_line = format!("  ca = {}\n", serde_json::to_string(&ca.display().to_string()).unwrap());
+    let (code, record) = verify(&ca_line);
+    assert_eq!(code, Some(0), "{record}");
+    assert_eq!(
+        (&record["decision"], &record["digest"]),
+        (&"allow".into(), &digest.clone().into())
+    );
+
+    let (code, record) = verify("  skip_verify = true\n");
+    assert_eq!(code, Some(0), "{record}");
+}
