@@ -322,6 +322,12 @@ fn routes_carry_ns_to_mirrors_and_registries_settings_to_the_registry() {
         insecure: true,
         ca_file: None,
     });
+    // hosts.toml says https for the hub mirror: an `insecure` entry for it changes nothing.
+    config.registries.push(RegistryConfig {
+        host: "hub-mirror".into(),
+        insecure: true,
+        ca_file: None,
+    });
     let routes = Routes::new(&config, hosts).unwrap();
     let shown = |registry: &str| -> Vec<(String, Option<String>)> {
         routes
@@ -348,7 +354,7 @@ fn routes_carry_ns_to_mirrors_and_registries_settings_to_the_registry() {
     // No directory and no `_default`: the registry alone.
     assert_eq!(shown("ghcr.io"), [("https://ghcr.io/v2".into(), None)]);
     assert!(routes.allows_plain_http("127.0.0.1:5001"));
-    assert!(!routes.allows_plain_http("hub-mirror"));
+    assert!(!routes.allows_plain_http("registry-1.docker.io"));
 }
 
 #[test]
@@ -380,7 +386,8 @@ fn unreadable_certificate_files_fail_the_load_naming_file_and_host() {
 }
 
 /// A registry on loopback that answers `routes` (path → body) with 200 and everything else with
-/// 404, recording each request line's target (path and query).
+/// 404, recording each request line's target (path and query), and with `+ name: value` after
+/// it each `x-…` header the request carried.
 async fn serve(routes: HashMap<String, Vec<u8>>) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let host = listener.local_addr().unwrap().to_string();
@@ -395,7 +402,12 @@ async fn serve(routes: HashMap<String, Vec<u8>>) -> (String, Arc<std::sync::Mute
                 let n = stream.read(&mut buf).await.unwrap_or(0);
                 let request = String::from_utf8_lossy(&buf[..n]).to_string();
                 let target = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-                recorder.lock().unwrap().push(target.clone());
+                let extra: String = request
+                    .lines()
+                    .filter(|l| l.to_ascii_lowercase().starts_with("x-"))
+                    .map(|l| format!(" + {}", l.to_ascii_lowercase()))
+                    .collect();
+                recorder.lock().unwrap().push(format!("{target}{extra}"));
                 let path = target.split('?').next().unwrap_or("/");
                 let (status, body) = match routes.get(path) {
                     Some(body) => ("200 OK", body.clone()),
@@ -419,7 +431,10 @@ async fn serve(routes: HashMap<String, Vec<u8>>) -> (String, Arc<std::sync::Mute
 fn through_mirror(mirror: &str, capabilities: &str) -> (tempfile::TempDir, Registries) {
     let (root, _) = hosts_dir(&[(
         "registry.invalid:5000",
-        &format!("server = \"http://127.0.0.1:1\"\n\n[host.\"http://{mirror}\"]\n  capabilities = {capabilities}\n"),
+        &format!(
+            "server = \"http://127.0.0.1:1\"\n\n[host.\"http://{mirror}\"]\n  capabilities = {capabilities}\n  \
+             [host.\"http://{mirror}\".header]\n    x-mirror-tenant = \"node-7\"\n"
+        ),
     )]);
     let registries = Registries::new(&config(Some(root.path())), Default::default()).unwrap();
     (root, registries)
@@ -438,7 +453,8 @@ async fn a_mirror_resolves_with_ns_and_its_not_there_is_the_answer_when_the_upst
     assert_eq!(session.resolve(&reference).await.unwrap(), digest);
     assert_eq!(
         asked.lock().unwrap()[0],
-        "/v2/app/manifests/v1?ns=registry.invalid%3A5000"
+        "/v2/app/manifests/v1?ns=registry.invalid%3A5000 + x-mirror-tenant: node-7",
+        "the ns parameter and the host's header"
     );
 
     // The mirror has no signature tag; the upstream cannot be asked: no signature, not
