@@ -40,6 +40,11 @@ pub struct Config {
     /// credentials; 0 resolves every pull.
     #[serde(default = "defaults::resolve_ttl", rename = "resolveTTL", with = "duration")]
     pub resolve_ttl: Duration,
+    /// containerd's registry host directory (its CRI `config_path`): every registry request
+    /// follows the `hosts.toml` containerd would. `None` (`""`) reaches registries directly; a
+    /// directory that does not exist configures nothing.
+    #[serde(default = "defaults::registry_hosts", deserialize_with = "optional_path")]
+    pub registry_hosts: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,6 +136,9 @@ impl Config {
                 *ca = base.join(&*ca);
             }
         }
+        if let Some(hosts) = &mut config.registry_hosts {
+            *hosts = base.join(&*hosts);
+        }
         config.validate(path)?;
         // Hosts are looked up in the canonical form references carry (`Registry.example.com:443`
         // is `registry.example.com`); `validate` has checked that each has one.
@@ -155,6 +163,7 @@ impl Config {
             socket: SocketConfig::default(),
             verify_timeout: defaults::verify_timeout(),
             resolve_ttl: defaults::resolve_ttl(),
+            registry_hosts: defaults::registry_hosts(),
         }
     }
 
@@ -254,6 +263,10 @@ mod defaults {
     pub fn resolve_ttl() -> Duration {
         Duration::from_secs(10)
     }
+    /// containerd's conventional `config_path`; when it does not exist nothing is configured.
+    pub fn registry_hosts() -> Option<PathBuf> {
+        Some("/etc/containerd/certs.d".into())
+    }
 }
 
 /// `unix:///run/x.sock` (or a bare absolute path) to a path; other schemes are refused.
@@ -266,6 +279,12 @@ fn unix_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error
         )));
     }
     Ok(PathBuf::from(path))
+}
+
+/// A path, or `""` for none.
+fn optional_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok((!s.is_empty()).then(|| PathBuf::from(s)))
 }
 
 /// `127.0.0.1:9469` or `[::1]:9469`: an address to bind, not a name to resolve.
@@ -393,6 +412,19 @@ resolveTTL: 0s
         assert_eq!(c.verify_timeout, Duration::from_millis(2500));
         assert_eq!(c.resolve_ttl, Duration::ZERO);
         assert_eq!(c.metrics.unwrap().listen, "127.0.0.1:9469".parse().unwrap());
+    }
+
+    /// `registryHosts` defaults to containerd's conventional directory, is relative to the
+    /// configuration like every path, and `""` turns it off.
+    #[test]
+    fn registry_hosts_default_relative_and_off() {
+        let c = load("policy: p.yaml\n").unwrap();
+        assert_eq!(c.registry_hosts.as_deref(), Some(Path::new("/etc/containerd/certs.d")));
+        let c = load("policy: p.yaml\nregistryHosts: certs.d\n").unwrap();
+        let hosts = c.registry_hosts.unwrap();
+        assert!(hosts.is_absolute() && hosts.ends_with("certs.d"), "{}", hosts.display());
+        let c = load("policy: p.yaml\nregistryHosts: \"\"\n").unwrap();
+        assert_eq!(c.registry_hosts, None);
     }
 
     #[test]

@@ -37,8 +37,9 @@ pub enum Cause {
     Registry(RegistryError),
     /// Verification did not finish within `verifyTimeout`.
     Timeout(Duration),
-    /// No signature satisfies the rule.
-    Unverified(Unverified),
+    /// No signature satisfies the rule; with the hosts that answered when a mirror of
+    /// containerd's registry host configuration was among them.
+    Unverified(Unverified, Option<String>),
     /// The image is signed, but the rule's attestations do not all hold: each as checked.
     Attestations(Vec<AttestationOutcome>),
     /// The rule requires no signature (`requireSignature: false`), and its attestations, which
@@ -103,7 +104,10 @@ impl fmt::Display for Cause {
                 "verification did not finish within verifyTimeout ({})",
                 humantime::format_duration(*limit)
             ),
-            Cause::Unverified(unverified) => write!(f, "{unverified}"),
+            Cause::Unverified(unverified, None) => write!(f, "{unverified}"),
+            Cause::Unverified(unverified, Some(hosts)) => {
+                write!(f, "{unverified}; registry hosts that answered: {hosts}")
+            }
             Cause::Attestations(outcomes) => failed_attestations(f, outcomes),
             Cause::Unattested(Unattested { outcomes }) if outcomes.is_empty() => {
                 f.write_str("the rule requires no signature and no attestation: nothing proves the image")
@@ -181,6 +185,24 @@ mod tests {
             d.to_string(),
             "SignatureValidationFailed: ghcr.io/org/app@sha256:ab: rule \"github\": the rule requires no signature \
              and no attestation: nothing proves the image"
+        );
+    }
+
+    /// Behind a mirror the denial names the hosts that answered; it is still a policy denial.
+    #[test]
+    fn a_missing_signature_behind_a_mirror_names_the_hosts_that_answered() {
+        let unverified = Unverified {
+            authorities: vec!["release-key".into()],
+            rejections: Vec::new(),
+        };
+        let d = Denial {
+            image: "registry.invalid:5000/app@sha256:ab".into(),
+            rule: Some("apps".into()),
+            cause: Cause::Unverified(unverified, Some("10.0.0.5:5000".into())),
+        };
+        assert_eq!(
+            d.to_string(),
+            "SignatureValidationFailed: registry.invalid:5000/app@sha256:ab: rule \"apps\": no signature from authority \"release-key\" (no signatures found); registry hosts that answered: 10.0.0.5:5000"
         );
     }
 }

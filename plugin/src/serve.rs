@@ -13,7 +13,7 @@ use std::{
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::{audit::AuditError, containerd::NamespaceError, policy::PolicyErrors};
+use crate::{audit::AuditError, containerd::NamespaceError, policy::PolicyErrors, registry::RegistriesError};
 
 use crate::{
     audit::AuditLog,
@@ -34,9 +34,10 @@ pub enum ServeError {
     Policy(#[from] PolicyErrors),
     #[error("{0}")]
     Audit(#[from] AuditError),
-    /// The registry clients could not be built (an unreadable CA file, say).
+    /// The registry clients could not be built (an unreadable CA file, a hosts.toml that does
+    /// not parse).
     #[error("{0}")]
-    Registries(String),
+    Registries(#[from] RegistriesError),
     #[error("{0}")]
     Namespace(#[from] NamespaceError),
     /// An operating-system resource `serve` needs: a signal handler, a socket, a port.
@@ -67,12 +68,13 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
     tracing::info!(policy = %config.policy.display(), name = policy.name(), hash = policy.hash(), "policy loaded");
     let audit = AuditLog::open(&config.audit.path)?;
     let metrics = Arc::new(Metrics::new());
-    let registries = Registries::new(&config, metrics.clone()).map_err(ServeError::Registries)?;
+    let registries = Registries::new(&config, metrics.clone())?;
+    log_hosts(&registries);
     let upstream = Upstream::connect_lazy(&config.upstream);
     let containerd = Containerd::new(upstream.channel(), &config.containerd_namespace)?;
     let gate = Arc::new(Gate::new(
         policy,
-        Judge::new(registries, config.verify_timeout, metrics.clone()),
+        Judge::new(registries.clone(), config.verify_timeout, metrics.clone()),
         audit,
         upstream,
         containerd,
@@ -126,7 +128,7 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
         config.upstream.display().to_string(),
     ));
     let metrics_endpoint =
-        metrics_listener.map(|listener| tokio::spawn(metrics::endpoint::serve(listener, metrics, readiness)));
+        metrics_listener.map(|listener| tokio::spawn(metrics::endpoint::serve(listener, metrics.clone(), readiness)));
     let size_limit = tokio::spawn(async move {
         while file_too_large.recv().await.is_some() {
             tracing::error!("SIGXFSZ: a write went past the file size limit (RLIMIT_FSIZE)");
@@ -135,6 +137,7 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
 
     let reload = {
         let gate = gate.clone();
+        let metrics = metrics.clone();
         let path = config.policy.clone();
         let announced = announced.clone();
         async move {
@@ -148,6 +151,16 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
                     Ok(false) => {}
                     Err(error) => {
                         tracing::error!(%error, "audit log not reopened; records keep going to the moved file")
+                    }
+                }
+                // containerd's hosts.toml files: a broken one keeps the hosts in use, and
+                // counts as a refused reload.
+                match registries.reload_hosts() {
+                    Ok(true) => log_hosts(&registries),
+                    Ok(false) => {}
+                    Err(error) => {
+                        metrics.policy_reload(false);
+                        tracing::error!(%error, "registryHosts reload refused; the last good registry host configuration stays in force")
                     }
                 }
                 match gate.reload_policy(&path) {
@@ -183,6 +196,21 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
         let _ = std::fs::remove_file(&config.listen);
     }
     Ok(())
+}
+
+/// Logs the registry host configuration in use: each directory and its hosts in order.
+fn log_hosts(registries: &Registries) {
+    let hosts = registries.hosts();
+    let Some(root) = hosts.root() else {
+        return tracing::info!("registryHosts disabled: registries are reached directly");
+    };
+    if !hosts.exists() {
+        return tracing::info!(registry_hosts = %root.display(), "registryHosts does not exist: registries are reached directly");
+    }
+    for (name, namespace) in hosts.namespaces() {
+        let order = crate::registry::hosts::describe(&namespace.hosts);
+        tracing::info!(registry_hosts = %root.display(), registry = name, hosts = %order, "registry host configuration");
+    }
 }
 
 /// Checks, now and then every [`READINESS_INTERVAL`], whether a pull can be served: containerd

@@ -92,6 +92,29 @@ impl Containerd {
         }
     }
 
+    /// A containerd in `dir` whose CRI plugin reaches registries only as the `hosts.toml` files
+    /// under `certs_dir` say (`registry.config_path`), with no mirrors or configs of its own.
+    pub async fn start_with_config_path(dir: &Path, certs_dir: &Path) -> Containerd {
+        fs::create_dir_all(dir).expect("create the containerd dir");
+        let config_path = toml_str(&certs_dir.display().to_string());
+        let toml = format!(
+            "{}\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = {config_path}\n",
+            config_toml(dir, &[], &[], &[])
+        );
+        fs::write(dir.join("config.toml"), toml).expect("write config.toml");
+        let daemon = Daemon::spawn(PROGRAM, command(dir), &dir.join("containerd.log"))
+            .unwrap_or_else(|e| panic!("spawn {PROGRAM} (Debian package containerd): {e}"));
+        let mut containerd = Containerd {
+            daemon,
+            dir: dir.to_owned(),
+            _tmp: None,
+        };
+        if let Err(e) = containerd.wait_ready().await {
+            panic!("{e}");
+        }
+        containerd
+    }
+
     /// As [`Containerd::start_in`], returning the failure instead of panicking.
     pub async fn try_start_in(dir: &Path, insecure_registries: &[String]) -> Result<Containerd, StartError> {
         Self::try_start_in_with_tls(dir, insecure_registries, &[]).await

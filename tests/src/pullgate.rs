@@ -84,7 +84,7 @@ impl Pullgate {
     pub async fn try_start(dir: &Path, config_yaml: &str, policy_yaml: &str) -> Result<Pullgate, StartError> {
         fs::create_dir_all(dir).expect("create the pullgate dir");
         let config_path = dir.join("config.yaml");
-        fs::write(&config_path, config_yaml).expect("write config.yaml");
+        fs::write(&config_path, hermetic(config_yaml)).expect("write config.yaml");
         fs::write(dir.join("policy.yaml"), policy_yaml).expect("write policy.yaml");
         let (socket, audit) = paths_of(dir, config_yaml);
 
@@ -256,6 +256,23 @@ impl RegistryEntry {
             ca_file: Some(ca_file.to_owned()),
         }
     }
+}
+
+/// `config_yaml` with the files pullgate reads by default when they exist on the machine
+/// (containerd's `/etc/containerd/certs.d`, kubelet's `config.json`) turned off, unless the
+/// test names its own: a test sees only the registries and credentials it set up.
+fn hermetic(config_yaml: &str) -> String {
+    let mut config = config_yaml.to_string();
+    for key in ["registryHosts"] {
+        let named = config.lines().any(|l| l.starts_with(&format!("{key}:")));
+        if !named {
+            if !config.is_empty() && !config.ends_with('\n') {
+                config.push('\n');
+            }
+            config.push_str(&format!("{key}: \"\"\n"));
+        }
+    }
+    config
 }
 
 /// A SPEC §3 configuration: pullgate on `listen_sock` in front of `upstream_sock`, plain HTTP

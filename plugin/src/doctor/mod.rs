@@ -9,12 +9,14 @@
 //!
 //! One file per family of checks: [`socket`] (the listen socket and its directory),
 //! [`containerd`], [`kubelet`] (its wiring to pullgate), [`policy`] (the policy and its trust
-//! material's expiry) and [`audit`] (the audit log).
+//! material's expiry), [`registry_hosts`] (containerd's hosts.toml as pullgate follows it) and
+//! [`audit`] (the audit log).
 
 mod audit;
 mod containerd;
 mod kubelet;
 mod policy;
+mod registry_hosts;
 mod socket;
 #[cfg(test)]
 mod tests;
@@ -104,6 +106,7 @@ pub async fn run(options: &Options) -> Report {
         policy.as_ref().ok(),
         Timestamp::now(),
     ));
+    checks.extend(registry_hosts::registry_hosts(&config));
     checks.push(audit::audit_log(&config.audit.path));
     Report {
         checks,

@@ -203,6 +203,7 @@ impl Judge {
         // Checking signatures, certificates and conditions is CPU work: it runs where it cannot
         // hold up the workers that serve other calls.
         off_the_workers(|| judge_attached(reference, digest, &attached, rule, trust))
+            .map_err(|refusal| refusal.answered_by(session.mirrors_answered()))
     }
 }
 
@@ -224,7 +225,7 @@ pub(super) fn judge_attached(
             .map_err(|unattested| Refusal::new(Some(digest.clone()), Cause::Unattested(unattested)));
     }
     let verified = verify::verify_image(reference, digest, attached, rule.authorities(), trust)
-        .map_err(|unverified| Refusal::new(Some(digest.clone()), Cause::Unverified(unverified)))?;
+        .map_err(|unverified| Refusal::new(Some(digest.clone()), Cause::Unverified(unverified, None)))?;
     if rule.attestations().is_empty() {
         return Ok(verified);
     }
@@ -300,6 +301,15 @@ impl Refusal {
         Self::new(digest.cloned(), Cause::Registry(e))
     }
 
+    /// A refusal for want of a signature names the hosts that answered, when a mirror did: the
+    /// operator then knows which copy of the repository lacked it.
+    fn answered_by(self, hosts: Option<String>) -> Self {
+        match self.cause {
+            Cause::Unverified(unverified, None) => Self::new(self.digest, Cause::Unverified(unverified, hosts)),
+            cause => Self::new(self.digest, cause),
+        }
+    }
+
     /// The rule's attestations as far as they were checked.
     fn attestations(&self) -> Vec<AttestationOutcome> {
         match &self.cause {
@@ -311,7 +321,7 @@ impl Refusal {
     /// Each signature found that did not count, and why.
     fn rejected(&self) -> Vec<String> {
         match &self.cause {
-            Cause::Unverified(unverified) => unverified.rejections.iter().map(ToString::to_string).collect(),
+            Cause::Unverified(unverified, _) => unverified.rejections.iter().map(ToString::to_string).collect(),
             _ => Vec::new(),
         }
     }

@@ -12,7 +12,7 @@ use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use reqwest::header;
 use sha2::{Digest as _, Sha256};
 
-use super::{outcome_of, read_bounded, unavailable, RegistryError, Session};
+use super::{outcome_of, read_bounded, unavailable, Endpoint, RegistryError, Session};
 use crate::metrics::RegistryOutcome;
 
 /// Token responses larger than this are refused.
@@ -112,7 +112,7 @@ impl Credentials {
 
     /// A digest of everything the credentials hold, so answers earned with one set are never
     /// sent with another. The secrets themselves are not kept for this.
-    fn fingerprint(&self) -> [u8; 32] {
+    pub(super) fn fingerprint(&self) -> [u8; 32] {
         let mut hash = Sha256::new();
         let mut field = |value: Option<&str>| {
             let value = value.unwrap_or_default();
@@ -261,8 +261,13 @@ impl Answers {
 
 /// Answers a 401 challenge: the `Authorization` header value to retry with, and for how long it
 /// may be used again.
-pub(super) async fn answer(session: &Session<'_>, www_authenticate: &str) -> Result<Answer, RegistryError> {
-    let unauthorized = |why: &str| RegistryError::Unavailable(format!("{}: unauthorized: {why}", session.base));
+pub(super) async fn answer(
+    session: &Session<'_>,
+    endpoint: &Endpoint,
+    www_authenticate: &str,
+) -> Result<Answer, RegistryError> {
+    let unauthorized =
+        |why: &str| RegistryError::Unavailable(format!("{}: unauthorized: {why}", endpoint.route.origin));
     let challenge =
         Challenge::parse(www_authenticate).ok_or_else(|| unauthorized("unreadable WWW-Authenticate challenge"))?;
     // Headers made from kubelet's own credentials are as good as those credentials; they are
@@ -289,13 +294,14 @@ pub(super) async fn answer(session: &Session<'_>, www_authenticate: &str) -> Res
                 Some(p) => format!("{}:{p}", realm.host_str().unwrap_or_default()),
                 None => realm.host_str().unwrap_or_default().to_string(),
             };
-            if realm.scheme() != "https" && !(realm.scheme() == "http" && session.registries.is_insecure(&realm_host)) {
+            if realm.scheme() != "https" && !(realm.scheme() == "http" && session.routes.allows_plain_http(&realm_host))
+            {
                 return Err(unauthorized(
                     "token realm is not HTTPS and its host is not marked insecure",
                 ));
             }
             let scope = format!("repository:{}:pull", session.repository);
-            let (token, lifetime) = fetch_token(session, &realm, challenge.param("service"), &scope).await?;
+            let (token, lifetime) = fetch_token(session, endpoint, &realm, challenge.param("service"), &scope).await?;
             Ok(Answer {
                 authorization: format!("Bearer {token}"),
                 lifetime,
@@ -309,6 +315,7 @@ pub(super) async fn answer(session: &Session<'_>, www_authenticate: &str) -> Res
 /// sent an identity token, otherwise the classic GET with basic credentials (or anonymously).
 async fn fetch_token(
     session: &Session<'_>,
+    endpoint: &Endpoint,
     realm: &reqwest::Url,
     service: Option<&str>,
     scope: &str,
@@ -329,7 +336,8 @@ async fn fetch_token(
             .map(|(k, v)| format!("{k}={}", url_encode(v)))
             .collect::<Vec<_>>()
             .join("&");
-        session
+        endpoint
+            .route
             .client
             .post(realm.clone())
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -343,7 +351,7 @@ async fn fetch_token(
             }
             query.append_pair("scope", scope);
         }
-        let mut request = session.client.get(get_url);
+        let mut request = endpoint.route.client.get(get_url);
         if let Some(basic) = session.credentials.basic_header() {
             request = request.header(header::AUTHORIZATION, basic);
         }
@@ -381,7 +389,7 @@ async fn fetch_token(
     Ok((token, lifetime))
 }
 
-fn url_encode(s: &str) -> String {
+pub(super) fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {

@@ -1,7 +1,11 @@
 //! The OCI distribution client: resolve tags, fetch manifests and blobs, with kubelet's
 //! credentials, plain HTTP only where configured, and a bound on every size.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+    time::Instant,
+};
 
 use reqwest::{header, StatusCode};
 
@@ -14,9 +18,14 @@ use crate::{
 
 mod auth;
 pub mod cosign;
+pub mod hosts;
 pub mod referrers;
+mod routes;
 
 pub use auth::Credentials;
+pub use hosts::{HostsDir, HostsError};
+pub use routes::RegistriesError;
+use routes::{Route, Routes};
 
 /// Manifests and indexes larger than this are refused (distribution's own limit is 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -27,31 +36,31 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
     application/vnd.docker.distribution.manifest.v2+json";
 
-/// Registry clients for every host, built once from the configuration.
+/// Registry clients for every host, built from the configuration and containerd's host
+/// configuration (`registryHosts`), which SIGHUP reads again.
 #[derive(Clone)]
 pub struct Registries {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    /// Hosts reached over plain HTTP; every other host needs TLS.
-    insecure: HashSet<String>,
-    /// Hosts with their own CA file get their own client.
-    with_ca: Vec<(String, reqwest::Client)>,
-    default: reqwest::Client,
+    /// What the routes are rebuilt from on reload.
+    config: Config,
+    /// The hosts to ask for each registry, and their clients; replaced whole on reload.
+    routes: RwLock<Arc<Routes>>,
     /// Where every request's outcome is counted.
     metrics: Arc<Metrics>,
     /// Authorization headers that answered challenges, reused by later sessions.
     answers: auth::Answers,
     /// Tags resolved to digests, remembered for `resolveTTL` and shared while in flight.
     resolved: Cache<ResolveKey, Digest, RegistryError>,
-    /// Repositories found to have no referrers API, by (base URL, repository), and until when
+    /// Repositories found to have no referrers API, by (host root, repository), and until when
     /// that is believed.
-    no_referrers_api: std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>,
+    no_referrers_api: Mutex<HashMap<(String, String), Instant>>,
 }
 
-/// (registry base URL, repository, tag, fingerprint of the credentials): a resolution is only
-/// reused for the same tag asked with the same credentials.
+/// (the hosts asked, repository, tag, fingerprint of the credentials): a resolution is only
+/// reused for the same tag asked of the same hosts with the same credentials.
 type ResolveKey = (String, String, String, [u8; 32]);
 
 /// How many tag resolutions are remembered.
@@ -79,60 +88,53 @@ pub struct Manifest {
     pub bytes: Vec<u8>,
 }
 
-/// Requests to one repository with one set of credentials. Starts with the header that answered
-/// an earlier session's challenge, if any, and keeps the one that answers its own.
+/// Requests to one repository with one set of credentials, sent to the registry's hosts in
+/// order (containerd's `hosts.toml`, or the registry alone).
 pub struct Session<'r> {
-    client: &'r reqwest::Client,
     registries: &'r Registries,
-    base: String,
+    routes: Arc<Routes>,
+    /// The registry as the image names it: the `ns` mirrors are told.
+    registry: String,
     repository: String,
     credentials: Credentials,
-    /// Where this session's answers are remembered for later sessions.
+    endpoints: Vec<Endpoint>,
+    /// Hosts that answered, with content or with "not there", in the order they first did.
+    answered: Mutex<Vec<String>>,
+}
+
+/// One host of a session, with the header that answered its challenge, if any.
+struct Endpoint {
+    route: Route,
+    /// Where this host's answers are remembered for later sessions.
     answers_key: auth::AnswerKey,
     /// The header to send; shared by concurrent requests.
-    authorization: std::sync::Mutex<Option<String>>,
+    authorization: Mutex<Option<String>>,
+}
+
+/// What a request is for, which decides the hosts asked (containerd's capabilities).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Content by digest: hosts with `pull`.
+    Pull,
+    /// A manifest by tag: hosts with `pull` and `resolve`.
+    Resolve,
+    /// The referrers API and referrers tag: hosts with `resolve` or `referrers`. A referrers
+    /// list changes as a tag does, so a host trusted with neither is not asked; one trusted to
+    /// resolve is, even without containerd 2's `referrers` (which containerd 1.x does not know).
+    Referrers,
 }
 
 // === impl Registries ===
 
 impl Registries {
-    /// Clients for the registries `config` describes, counting their requests in `metrics`.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let insecure: HashSet<String> = config
-            .registries
-            .iter()
-            .filter(|r| r.insecure)
-            .map(|r| r.host.clone())
-            .collect();
-        let builder = |extra_ca: Option<reqwest::Certificate>| {
-            let insecure = insecure.clone();
-            let mut b = reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(config.verify_timeout)
-                .pool_idle_timeout(Duration::from_secs(90))
-                .user_agent(concat!("pullgate/", env!("CARGO_PKG_VERSION")))
-                .redirect(redirect_policy(insecure));
-            if let Some(ca) = extra_ca {
-                b = b.add_root_certificate(ca);
-            }
-            b.build().map_err(|e| format!("building the registry client: {e}"))
-        };
-        let mut with_ca = Vec::new();
-        for r in &config.registries {
-            if let Some(path) = &r.ca_file {
-                let pem = std::fs::read(path)
-                    .map_err(|e| format!("registries[{}].caFile {}: {e}", r.host, path.display()))?;
-                let ca = reqwest::Certificate::from_pem(&pem)
-                    .map_err(|e| format!("registries[{}].caFile {}: {e}", r.host, path.display()))?;
-                with_ca.push((r.host.clone(), builder(Some(ca))?));
-            }
-        }
-        let default = builder(None)?;
+    /// Clients for the registries `config` describes, and for the hosts its `registryHosts`
+    /// names, counting their requests in `metrics`.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, RegistriesError> {
+        let routes = Routes::new(config, load_hosts(config)?)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                insecure,
-                with_ca,
-                default,
+                config: config.clone(),
+                routes: RwLock::new(Arc::new(routes)),
                 metrics,
                 answers: auth::Answers::default(),
                 resolved: Cache::new(config.resolve_ttl, MAX_RESOLVED),
@@ -141,39 +143,54 @@ impl Registries {
         })
     }
 
-    /// A session for `reference`'s repository, authenticating with `credentials`.
-    pub fn session(&self, reference: &Reference, credentials: Credentials) -> Session<'_> {
-        let host = reference.host();
-        let client = self
-            .inner
-            .with_ca
-            .iter()
-            .find(|(h, _)| h == host)
-            .map_or(&self.inner.default, |(_, c)| c);
-        let scheme = if self.is_insecure(host) { "http" } else { "https" };
-        // Docker Hub's API lives on a different host from its image names.
-        let api_host = if host == crate::reference::DOCKER_HUB {
-            "registry-1.docker.io"
-        } else {
-            host
-        };
-        let base = format!("{scheme}://{api_host}");
-        let repository = reference.path().to_string();
-        let answers_key = auth::Answers::key(&base, &repository, &credentials);
-        let authorization = self.inner.answers.get(&answers_key);
-        Session {
-            client,
-            registries: self,
-            base,
-            repository,
-            credentials,
-            answers_key,
-            authorization: std::sync::Mutex::new(authorization),
+    /// Reads `registryHosts` again (SIGHUP). On any error the hosts in use stay; `Ok(true)` when
+    /// what was read differs from them.
+    pub fn reload_hosts(&self) -> Result<bool, RegistriesError> {
+        let hosts = load_hosts(&self.inner.config)?;
+        if hosts == *self.routes().hosts() {
+            return Ok(false);
         }
+        let routes = Routes::new(&self.inner.config, hosts)?;
+        *self.inner.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+        Ok(true)
     }
 
-    fn is_insecure(&self, host: &str) -> bool {
-        self.inner.insecure.contains(host)
+    /// The host configuration in use.
+    pub fn hosts(&self) -> HostsDir {
+        self.routes().hosts().clone()
+    }
+
+    fn routes(&self) -> Arc<Routes> {
+        self.inner.routes.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A session for `reference`'s repository, authenticating with `credentials`.
+    pub fn session(&self, reference: &Reference, credentials: Credentials) -> Session<'_> {
+        let routes = self.routes();
+        let registry = reference.host().to_string();
+        let repository = reference.path().to_string();
+        let endpoints = routes
+            .for_registry(&registry)
+            .into_iter()
+            .map(|route| {
+                let answers_key = auth::Answers::key(&route.root, &repository, &credentials);
+                let authorization = Mutex::new(self.inner.answers.get(&answers_key));
+                Endpoint {
+                    route,
+                    answers_key,
+                    authorization,
+                }
+            })
+            .collect();
+        Session {
+            registries: self,
+            routes,
+            registry,
+            repository,
+            credentials,
+            endpoints,
+            answered: Mutex::new(Vec::new()),
+        }
     }
 
     /// Counts one HTTP request to a registry or a token realm.
@@ -182,27 +199,12 @@ impl Registries {
     }
 }
 
-/// Follows redirects (registries send blob downloads to storage hosts) but never downgrades to
-/// plain HTTP for a host that is not marked insecure.
-fn redirect_policy(insecure: HashSet<String>) -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() >= 5 {
-            return attempt.error("too many redirects");
-        }
-        let url = attempt.url().clone();
-        let host = match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-            (None, _) => return attempt.error("redirect without a host"),
-        };
-        if url.scheme() == "https" || (url.scheme() == "http" && insecure.contains(&host)) {
-            attempt.follow()
-        } else {
-            attempt.error(format!(
-                "refusing redirect to {url}: plain HTTP to a host not marked insecure"
-            ))
-        }
-    })
+/// `registryHosts` as configured: nothing when it is `""`.
+fn load_hosts(config: &Config) -> Result<HostsDir, HostsError> {
+    match &config.registry_hosts {
+        Some(root) => HostsDir::load(root),
+        None => Ok(HostsDir::disabled()),
+    }
 }
 
 // === impl Session ===
@@ -212,20 +214,22 @@ impl Session<'_> {
     ///
     /// The digest is computed over the bytes received, and must agree with the registry's
     /// `Docker-Content-Digest` header and with a digest in the reference, if either is present.
-    /// A tag resolved with the same credentials less than `resolveTTL` ago is not asked again,
-    /// and concurrent resolutions of one tag share one request: the digest is what gets verified
-    /// and pulled, so a tag moved meanwhile can only make the pull the one made a moment earlier.
+    /// A tag is only resolved by hosts with the `resolve` capability. A tag resolved with the
+    /// same credentials less than `resolveTTL` ago is not asked again, and concurrent
+    /// resolutions of one tag share one request: the digest is what gets verified and pulled,
+    /// so a tag moved meanwhile can only make the pull the one made a moment earlier.
     pub async fn resolve(&self, reference: &Reference) -> Result<Digest, RegistryError> {
         let target = match (reference.digest(), reference.tag()) {
             (Some(d), _) => return self.fetch_resolution(reference, d.as_str()).await,
             (None, Some(t)) => t,
             (None, None) => return Err(RegistryError::Invalid(format!("{reference}: neither tag nor digest"))),
         };
+        let hosts: Vec<&str> = self.endpoints(Need::Resolve).map(|e| e.route.root.as_str()).collect();
         let key = (
-            self.base.clone(),
+            hosts.join(" "),
             self.repository.clone(),
             target.to_string(),
-            self.answers_key.2,
+            self.credentials.fingerprint(),
         );
         let fetch = || self.fetch_resolution(reference, target);
         // With a resolveTTL of 0 nothing is remembered, but concurrent pulls still share.
@@ -244,53 +248,45 @@ impl Session<'_> {
         }
     }
 
-    /// Fetches the manifest `tag_or_digest` of this repository; `None` when the registry
-    /// says it does not exist.
+    /// Fetches the manifest `tag_or_digest` of this repository from the first host that has it;
+    /// `None` when a host said it does not exist and none had it.
     pub async fn manifest(&self, tag_or_digest: &str) -> Result<Option<Manifest>, RegistryError> {
-        let url = format!("{}/v2/{}/manifests/{}", self.base, self.repository, tag_or_digest);
-        let Some(response) = self.get(&url, Some(MANIFEST_ACCEPT)).await? else {
+        let need = if Digest::parse(tag_or_digest).is_some() {
+            Need::Pull
+        } else {
+            Need::Resolve
+        };
+        let tail = format!("manifests/{tag_or_digest}");
+        let found = self
+            .ask(need, &tail, Some(MANIFEST_ACCEPT), &[StatusCode::NOT_FOUND])
+            .await?;
+        let Some((response, url)) = found else {
             return Ok(None);
         };
-        let media_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
-            .unwrap_or_default();
-        let advertised = response
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let bytes = read_bounded(response, MAX_MANIFEST_BYTES, &url).await?;
-        let digest = Digest::of(&bytes);
-        if let Some(advertised) = advertised {
-            if advertised != digest.as_str() {
-                return Err(RegistryError::Invalid(format!(
-                    "{url}: registry says digest {advertised} but the manifest bytes hash to {digest}"
-                )));
-            }
-        }
-        if let Some(expected) = Digest::parse(tag_or_digest) {
-            if expected != digest {
-                return Err(RegistryError::Invalid(format!(
-                    "{url}: manifest bytes hash to {digest}, not {expected}"
-                )));
-            }
-        }
-        Ok(Some(Manifest {
-            digest,
-            media_type,
-            bytes,
-        }))
+        read_manifest(response, &url, tag_or_digest).await.map(Some)
+    }
+
+    /// As [`Session::manifest`], from one host only.
+    async fn manifest_from(&self, endpoint: &Endpoint, tag_or_digest: &str) -> Result<Option<Manifest>, RegistryError> {
+        let tail = format!("manifests/{tag_or_digest}");
+        let found = self
+            .get_from(endpoint, &tail, Some(MANIFEST_ACCEPT), &[StatusCode::NOT_FOUND])
+            .await?;
+        let Some((response, url)) = found else {
+            return Ok(None);
+        };
+        read_manifest(response, &url, tag_or_digest).await.map(Some)
     }
 
     /// Fetches blob `digest`, refusing more than `max` bytes and content that does not hash to
     /// `digest`.
     pub async fn blob(&self, digest: &Digest, max: usize) -> Result<Vec<u8>, RegistryError> {
-        let url = format!("{}/v2/{}/blobs/{}", self.base, self.repository, digest);
-        let Some(response) = self.get(&url, None).await? else {
-            return Err(RegistryError::Invalid(format!("{url}: blob not found")));
+        let tail = format!("blobs/{digest}");
+        let Some((response, url)) = self.ask(Need::Pull, &tail, None, &[StatusCode::NOT_FOUND]).await? else {
+            return Err(RegistryError::Invalid(format!(
+                "{}/{}/{tail}: blob not found",
+                self.registry, self.repository
+            )));
         };
         let bytes = read_bounded(response, max, &url).await?;
         if Digest::of(&bytes) != *digest {
@@ -301,25 +297,114 @@ impl Session<'_> {
         Ok(bytes)
     }
 
-    /// GET with authentication: answers one challenge, then retries once. `None` on 404.
-    async fn get(&self, url: &str, accept: Option<&str>) -> Result<Option<reqwest::Response>, RegistryError> {
-        self.get_unless(url, accept, &[StatusCode::NOT_FOUND]).await
+    /// The hosts that answered this session with a mirror among them, for a denial to name
+    /// where signatures were looked for; `None` when only the registry itself answered.
+    pub fn mirrors_answered(&self) -> Option<String> {
+        let answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        let mirrored = self
+            .endpoints
+            .iter()
+            .any(|e| e.route.ns.is_some() && answered.contains(&e.route.host));
+        mirrored.then(|| answered.join(", "))
     }
 
-    /// GET, with `None` for any of the `absent` statuses.
+    /// The hosts asked for `need`, in order.
+    fn endpoints(&self, need: Need) -> impl Iterator<Item = &Endpoint> {
+        use hosts::Capabilities as C;
+        self.endpoints.iter().filter(move |e| {
+            let can = e.route.capabilities;
+            match need {
+                Need::Pull => can.has(C::PULL),
+                Need::Resolve => can.has(C::PULL | C::RESOLVE),
+                Need::Referrers => can.has(C::RESOLVE) || can.has(C::REFERRERS),
+            }
+        })
+    }
+
+    /// GET `tail` (`manifests/…`, `blobs/…`) of this repository from the hosts for `need`, in
+    /// order, until one has it. A host that cannot be reached (or answers an error) is passed
+    /// over for the next, as containerd does; so is one that says it has no such thing. The
+    /// first that has it answers; `None` when one said "not there" and none had it, even if
+    /// others could not be reached (SPEC §3).
+    async fn ask(
+        &self,
+        need: Need,
+        tail: &str,
+        accept: Option<&str>,
+        absent: &[StatusCode],
+    ) -> Result<Option<(reqwest::Response, String)>, RegistryError> {
+        let mut failures = Vec::new();
+        let mut said_absent = false;
+        for endpoint in self.endpoints(need) {
+            match self.get_from(endpoint, tail, accept, absent).await {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => said_absent = true,
+                Err(e) => failures.push(e),
+            }
+        }
+        self.none_found(need, said_absent, failures).map(|()| None)
+    }
+
+    /// The outcome when no host had what was asked: "not there" if one said so, else the
+    /// failures of all that were asked (or that none may be asked).
+    fn none_found(&self, need: Need, said_absent: bool, mut failures: Vec<RegistryError>) -> Result<(), RegistryError> {
+        if said_absent {
+            return Ok(());
+        }
+        if failures.len() == 1 {
+            return Err(failures.remove(0));
+        }
+        if failures.is_empty() {
+            let why = match need {
+                Need::Pull => "no host of its registry host configuration may pull",
+                Need::Resolve => "no host of its registry host configuration may resolve tags",
+                Need::Referrers => "no host of its registry host configuration may list referrers",
+            };
+            return Err(RegistryError::Invalid(format!("{}: {why}", self.registry)));
+        }
+        let all: Vec<String> = failures.iter().map(ToString::to_string).collect();
+        Err(RegistryError::Unavailable(all.join("; ")))
+    }
+
+    /// GET `tail` of this repository from one host, with authentication: answers one
+    /// challenge, then retries once. `None` for any of the `absent` statuses.
+    async fn get_from(
+        &self,
+        endpoint: &Endpoint,
+        tail: &str,
+        accept: Option<&str>,
+        absent: &[StatusCode],
+    ) -> Result<Option<(reqwest::Response, String)>, RegistryError> {
+        let route = &endpoint.route;
+        let mut url = format!("{}/{}/{tail}", route.root, self.repository);
+        if let Some(ns) = &route.ns {
+            url.push_str(&format!("?ns={}", auth::url_encode(ns)));
+        }
+        let answer = self.get_unless(endpoint, &url, accept, absent).await?;
+        let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        if !answered.contains(&route.host) {
+            answered.push(route.host.clone());
+        }
+        Ok(answer.map(|response| (response, url)))
+    }
+
     async fn get_unless(
         &self,
+        endpoint: &Endpoint,
         url: &str,
         accept: Option<&str>,
         absent: &[StatusCode],
     ) -> Result<Option<reqwest::Response>, RegistryError> {
         let mut challenged = false;
         loop {
-            let mut request = self.client.get(url);
+            let mut request = endpoint.route.client.get(url);
+            for (name, value) in &endpoint.route.header {
+                request = request.header(name, value);
+            }
             if let Some(accept) = accept {
                 request = request.header(header::ACCEPT, accept);
             }
-            let authorization = self.authorization.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let authorization = endpoint.authorization.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if let Some(authorization) = authorization {
                 request = request.header(header::AUTHORIZATION, authorization);
             }
@@ -343,18 +428,18 @@ impl Session<'_> {
                         .unwrap_or_default()
                         .to_string();
                     let answers = &self.registries.inner.answers;
-                    let answer = match auth::answer(self, &challenge).await {
+                    let answer = match auth::answer(self, endpoint, &challenge).await {
                         Ok(answer) => answer,
                         Err(e) => {
-                            answers.forget(&self.answers_key);
+                            answers.forget(&endpoint.answers_key);
                             return Err(e);
                         }
                     };
-                    answers.remember(self.answers_key.clone(), &answer);
-                    *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer.authorization);
+                    answers.remember(endpoint.answers_key.clone(), &answer);
+                    *endpoint.authorization.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer.authorization);
                 }
                 StatusCode::UNAUTHORIZED => {
-                    self.registries.inner.answers.forget(&self.answers_key);
+                    self.registries.inner.answers.forget(&endpoint.answers_key);
                     let why = "the registry refused the credentials kubelet sent (or the lack of them)";
                     return Err(RegistryError::Unavailable(format!(
                         "{url}: HTTP 401 Unauthorized: {why}"
@@ -364,6 +449,43 @@ impl Session<'_> {
             }
         }
     }
+}
+
+/// Reads a manifest the registry sent for `tag_or_digest`: its digest computed over the bytes,
+/// which must agree with the `Docker-Content-Digest` header and with a digest asked for.
+async fn read_manifest(response: reqwest::Response, url: &str, tag_or_digest: &str) -> Result<Manifest, RegistryError> {
+    let media_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
+        .unwrap_or_default();
+    let advertised = response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = read_bounded(response, MAX_MANIFEST_BYTES, url).await?;
+    let digest = Digest::of(&bytes);
+    if let Some(advertised) = advertised {
+        if advertised != digest.as_str() {
+            return Err(RegistryError::Invalid(format!(
+                "{url}: registry says digest {advertised} but the manifest bytes hash to {digest}"
+            )));
+        }
+    }
+    if let Some(expected) = Digest::parse(tag_or_digest) {
+        if expected != digest {
+            return Err(RegistryError::Invalid(format!(
+                "{url}: manifest bytes hash to {digest}, not {expected}"
+            )));
+        }
+    }
+    Ok(Manifest {
+        digest,
+        media_type,
+        bytes,
+    })
 }
 
 /// How a registry's answer is counted; `absent` are the statuses the caller takes for "there is

@@ -10,7 +10,7 @@ use std::{
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::{read_bounded, Registries, RegistryError, Session};
+use super::{read_bounded, Endpoint, Need, Registries, RegistryError, Session};
 use crate::reference::Digest;
 pub use pullgate_verify::attached::{AttachedBundle, Referrers};
 
@@ -148,57 +148,73 @@ pub async fn sigstore_bundles(
     Ok(found)
 }
 
-/// The referrers API's answer, or the referrers tag's index when the registry has no API. A
-/// repository found without the API is not asked again for [`NO_API_REMEMBERED`].
+/// The referrers index of `image`: from the first host that has one, through its referrers
+/// API or, where it has none, its referrers tag. A host that says it has neither is passed over
+/// like one that cannot be reached; "none" is the answer when one said so and none had it.
 async fn referrers_index(session: &Session<'_>, image: &Digest) -> Result<Option<Index>, RegistryError> {
-    let url = format!("{}/v2/{}/referrers/{image}", session.base, session.repository);
+    let mut failures = Vec::new();
+    let mut said_absent = false;
+    for endpoint in session.endpoints(Need::Referrers) {
+        match index_from(session, endpoint, image).await {
+            Ok(Some(bytes)) => {
+                return serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| RegistryError::Invalid(format!("referrers of {image}: not an image index: {e}")))
+            }
+            Ok(None) => said_absent = true,
+            Err(e @ RegistryError::Unavailable(_)) => failures.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    session
+        .none_found(Need::Referrers, said_absent, failures)
+        .map(|()| None)
+}
+
+/// One host's referrers index of `image`: its referrers API's answer, or its referrers tag's
+/// index when it has no API. A repository found without the API is not asked again for
+/// [`NO_API_REMEMBERED`].
+async fn index_from(
+    session: &Session<'_>,
+    endpoint: &Endpoint,
+    image: &Digest,
+) -> Result<Option<Vec<u8>>, RegistryError> {
     // Registries without the API answer 404, as the spec asks, or 400 or 405.
     let absent = [
         StatusCode::NOT_FOUND,
         StatusCode::BAD_REQUEST,
         StatusCode::METHOD_NOT_ALLOWED,
     ];
-    let answer = if session.registries.has_no_referrers_api(session) {
-        None
-    } else {
-        let answer = session
-            .get_unless(&url, Some("application/vnd.oci.image.index.v1+json"), &absent)
-            .await?;
-        if answer.is_none() {
-            session.registries.found_no_referrers_api(session);
+    let key = (endpoint.route.root.clone(), session.repository.clone());
+    if !session.registries.has_no_referrers_api(&key) {
+        let tail = format!("referrers/{image}");
+        let accept = Some("application/vnd.oci.image.index.v1+json");
+        match session.get_from(endpoint, &tail, accept, &absent).await? {
+            Some((response, url)) => return read_bounded(response, MAX_INDEX_BYTES, &url).await.map(Some),
+            None => session.registries.found_no_referrers_api(key),
         }
-        answer
-    };
-    let bytes = match answer {
-        Some(response) => read_bounded(response, MAX_INDEX_BYTES, &url).await?,
-        None => match session.manifest(&referrers_tag(image)).await? {
-            Some(manifest) => manifest.bytes,
-            None => return Ok(None),
-        },
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| RegistryError::Invalid(format!("referrers of {image}: not an image index: {e}")))
+    }
+    let manifest = session.manifest_from(endpoint, &referrers_tag(image)).await?;
+    Ok(manifest.map(|m| m.bytes))
 }
 
 impl Registries {
-    /// Whether `session`'s repository was found without a referrers API not long ago.
-    fn has_no_referrers_api(&self, session: &Session<'_>) -> bool {
+    /// Whether the repository at a host, `(root, repository)`, was found without a referrers
+    /// API not long ago.
+    fn has_no_referrers_api(&self, key: &(String, String)) -> bool {
         let known = self.inner.no_referrers_api.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (session.base.clone(), session.repository.clone());
-        known.get(&key).is_some_and(|until| *until > Instant::now())
+        known.get(key).is_some_and(|until| *until > Instant::now())
     }
 
-    /// Remembers that `session`'s repository has no referrers API. When the memory is full of
+    /// Remembers that the repository at a host has no referrers API. When the memory is full of
     /// live entries nothing more is remembered, which only costs a request.
-    fn found_no_referrers_api(&self, session: &Session<'_>) {
+    fn found_no_referrers_api(&self, key: (String, String)) {
         let now = Instant::now();
         let mut known = self.inner.no_referrers_api.lock().unwrap_or_else(|p| p.into_inner());
         if known.len() >= MAX_NO_API_REPOSITORIES {
             known.retain(|_, until| *until > now);
         }
         if known.len() < MAX_NO_API_REPOSITORIES {
-            let key = (session.base.clone(), session.repository.clone());
             known.insert(key, now + NO_API_REMEMBERED);
         }
     }

@@ -24,6 +24,7 @@ mod keyless;
 mod legacy_attestations;
 mod log_entries_and_timestamps;
 mod metrics;
+mod mirrors;
 mod names;
 mod node;
 mod node_image;
