@@ -13,7 +13,7 @@ use std::{
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::{audit::AuditError, containerd::NamespaceError, policy::PolicyErrors};
+use crate::{audit::AuditError, containerd::NamespaceError, policy::PolicyErrors, registry::DockerConfigError};
 
 use crate::{
     audit::AuditLog,
@@ -24,7 +24,7 @@ use crate::{
     metrics::{self, endpoint::Readiness, Metrics},
     node,
     policy::Policy,
-    registry::Registries,
+    registry::{DockerConfig, Registries},
 };
 
 /// Why `pullgate serve` could not start, or stopped with an error.
@@ -39,6 +39,9 @@ pub enum ServeError {
     Registries(String),
     #[error("{0}")]
     Namespace(#[from] NamespaceError),
+    /// `dockerConfig` could not be read.
+    #[error("dockerConfig: {0}")]
+    DockerConfig(#[from] DockerConfigError),
     /// An operating-system resource `serve` needs: a signal handler, a socket, a port.
     #[error("{what}: {source}")]
     Os { what: String, source: std::io::Error },
@@ -68,11 +71,15 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
     let audit = AuditLog::open(&config.audit.path)?;
     let metrics = Arc::new(Metrics::new());
     let registries = Registries::new(&config, metrics.clone()).map_err(ServeError::Registries)?;
+    let docker_config = DockerConfig::read(&config.docker_config)?;
+    tracing::info!(keys = docker_config.len(), "docker config loaded");
     let upstream = Upstream::connect_lazy(&config.upstream);
     let containerd = Containerd::new(upstream.channel(), &config.containerd_namespace)?;
+    let judge = Judge::new(registries, config.verify_timeout, metrics.clone());
+    judge.set_docker_config(docker_config);
     let gate = Arc::new(Gate::new(
         policy,
-        Judge::new(registries, config.verify_timeout, metrics.clone()),
+        judge,
         audit,
         upstream,
         containerd,
@@ -136,6 +143,7 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
     let reload = {
         let gate = gate.clone();
         let path = config.policy.clone();
+        let docker_config = config.docker_config.clone();
         let announced = announced.clone();
         async move {
             while hangup.recv().await.is_some() {
@@ -148,6 +156,12 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
                     Ok(false) => {}
                     Err(error) => {
                         tracing::error!(%error, "audit log not reopened; records keep going to the moved file")
+                    }
+                }
+                match gate.reload_docker_config(&docker_config) {
+                    Ok(()) => tracing::info!("docker config reloaded"),
+                    Err(error) => {
+                        tracing::error!(%error, "docker config reload refused; the last good one stays in force")
                     }
                 }
                 match gate.reload_policy(&path) {

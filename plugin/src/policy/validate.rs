@@ -19,7 +19,7 @@ use super::{
     lines::LineIndex,
     schema::{AttestationDoc, AuthorityDoc, Document, KeyDoc, KeylessDoc, RuleDoc},
     yaml, Action, Attestation, Authority, AuthorityKind, Condition, FulcioClaim, IdentityMatch, ImageGlob, Keyless,
-    NamespaceGlob, Policy, PolicyError, PolicyErrors, Rule, Tlog, API_VERSION, KIND, MAX_AGE_NEEDS_KEYLESS,
+    NamespaceGlob, Policy, PolicyError, PolicyErrors, Rule, SignatureRepository, Tlog, API_VERSION, KIND, MAX_AGE_NEEDS_KEYLESS,
     MAX_CONDITIONS, MAX_TRUSTED_ROOT_BYTES,
 };
 
@@ -202,6 +202,7 @@ impl Validator<'_> {
                 for (list, empty) in [
                     ("authorities", doc.authorities.is_empty()),
                     ("attestations", doc.attestations.is_empty()),
+                    ("signatureRepository", doc.signature_repository.is_none()),
                 ] {
                     if !empty {
                         let message = format!(
@@ -217,6 +218,10 @@ impl Validator<'_> {
         // Read from what was written, so a broken keyless authority is not reported twice.
         let keyless = doc.authorities.iter().any(|a| a.keyless.is_some());
         let signed = !doc.authorities.is_empty();
+        let signature_repository = doc.signature_repository.as_deref().and_then(|text| {
+            let field = format!("{field}.signatureRepository");
+            SignatureRepository::parse(text).map_err(|e| self.error(&field, e)).ok()
+        });
         let authorities = self.authorities(&format!("{field}.authorities"), doc.authorities);
         let attestations = self.attestations(&format!("{field}.attestations"), doc.attestations);
         for (i, attestation) in attestations.iter().enumerate() {
@@ -237,6 +242,7 @@ impl Validator<'_> {
             mode: doc.mode,
             authorities,
             attestations,
+            signature_repository,
         }
     }
 

@@ -14,9 +14,11 @@ use crate::{
 
 mod auth;
 pub mod cosign;
+mod docker_config;
 pub mod referrers;
 
-pub use auth::Credentials;
+pub use auth::{Credentials, Origin};
+pub use docker_config::{DockerConfig, DockerConfigError, MAX_DOCKER_CONFIG_BYTES};
 
 /// Manifests and indexes larger than this are refused (distribution's own limit is 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -355,7 +357,7 @@ impl Session<'_> {
                 }
                 StatusCode::UNAUTHORIZED => {
                     self.registries.inner.answers.forget(&self.answers_key);
-                    let why = "the registry refused the credentials kubelet sent (or the lack of them)";
+                    let why = self.credentials.origin().refusal();
                     return Err(RegistryError::Unavailable(format!(
                         "{url}: HTTP 401 Unauthorized: {why}"
                     )));
