@@ -318,3 +318,84 @@ async fn the_token_server_of_a_signature_registry_never_sees_kubelets_user() {
         assert_eq!(request.scopes, ["repository:sigs/app:pull"], "{request:#?}");
     }
 }
+
+/// cosign itself (v2, `go install`ed into the test tools directory) signing with
+/// `COSIGN_REPOSITORY` on a second, htpasswd-protected registry, logged in through the same
+/// `config.json` pullgate reads as its `dockerConfig`: admitted under the rule naming that
+/// repository, denied under one that looks beside the image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosign_signing_with_cosign_repository_is_found_there() {
+    const SIGNER_USER: &str = "bob";
+    const SIGNER_PASS: &str = "b0b-pass";
+    let cosign = pullgate_tests::tools::dir().join("bin/cosign2");
+    assert!(
+        cosign.exists(),
+        "{} is missing: scripts/setup.sh builds cosign v2 with go install",
+        cosign.display()
+    );
+    let env = TestEnv::start().await;
+    let signatures = Registry::start_with_htpasswd(SIGNER_USER, SIGNER_PASS).await;
+    let digest = env.push_image("apps/app", "v1", "signed by cosign elsewhere").await;
+    let home = env.dir().join("cosign");
+    std::fs::create_dir_all(&home).unwrap();
+    // `docker login`'s file, with the key spelled as docker writes it for a plain registry.
+    let docker_config = home.join("config.json");
+    write_docker_config(&docker_config, &[(&signatures.host(), SIGNER_USER, SIGNER_PASS)]);
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(&cosign)
+            .args(args)
+            .current_dir(&home)
+            .env("HOME", &home)
+            .env("DOCKER_CONFIG", &home)
+            .env("COSIGN_PASSWORD", "")
+            .env("COSIGN_REPOSITORY", format!("{}/sigs/app", signatures.host()))
+            .output()
+            .expect("run cosign");
+        assert!(
+            output.status.success(),
+            "cosign {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(&["generate-key-pair", "--output-key-prefix", "release"]);
+    let image_by_digest = env.image_ref("apps/app", &digest);
+    run(&[
+        "sign",
+        "--key",
+        "release.key",
+        "--tlog-upload=false",
+        "--allow-http-registry",
+        "--allow-insecure-registry",
+        "--yes",
+        &image_by_digest,
+    ]);
+    let public_key = std::fs::read_to_string(home.join("release.pub")).unwrap();
+    let authority = |name: &str, namespace: &str, repository: Option<&str>| {
+        let repository = repository.map_or_else(String::new, |r| format!("      signatureRepository: {r:?}\n"));
+        format!(
+            "    - name: {name}\n      images: [\"{}/apps/**\"]\n      namespaces: [{namespace:?}]\n{repository}      authorities:\n        - name: cosign-release\n          key:\n            publicKey: |\n{}",
+            env.host(),
+            key_block(&public_key)
+        )
+    };
+    let repository = format!("{}/sigs/app", signatures.host());
+    let policy_yaml = policy(
+        "enforce",
+        "deny",
+        &[
+            authority("elsewhere", "with", Some(&repository)),
+            authority("beside", "without", None),
+        ],
+    );
+    let pg = start_pullgate(&env, "pullgate", &policy_yaml, &[signatures.host()], Some(&docker_config)).await;
+    let image = env.image_ref("apps/app", "v1");
+
+    let beside = denied(pull(&pg, &image, None, "without").await, DENIED);
+    assert!(beside.contains("no signature from authority \"cosign-release\""), "{beside}");
+    pull(&pg, &image, None, "with").await.expect("cosign's signature found in the signature repository");
+    let record = pg.last_record();
+    assert_eq!(record["digest"], digest);
+    assert_eq!(record["signatures"][0]["authority"], "cosign-release");
+    assert!(pullgate_got_in_as(&signatures, SIGNER_USER), "{}", signatures.log());
+}
