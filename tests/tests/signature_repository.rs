@@ -399,3 +399,56 @@ async fn cosign_signing_with_cosign_repository_is_found_there() {
     assert_eq!(record["signatures"][0]["authority"], "cosign-release");
     assert!(pullgate_got_in_as(&signatures, SIGNER_USER), "{}", signatures.log());
 }
+
+/// `pullgate verify --docker-config` reads the same file for the image's registry (as kubelet's
+/// credentials) and for the signature registry, through the same key matching as `serve`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pullgate_verify_reads_a_signature_registry_with_its_docker_config() {
+    let TwoRegistries {
+        env,
+        signatures,
+        digest,
+        docker_config,
+    } = two_registries().await;
+    let images = format!("{}/apps/**", env.host());
+    let repository = format!("{}/sigs/app", signatures.host());
+    let policy_yaml = policy("enforce", "deny", &[rule(&env, "elsewhere", &images, "*", Some(&repository))]);
+    let dir = env.dir().join("verify");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("policy.yaml"), policy_yaml).unwrap();
+    let config_path = dir.join("config.yaml");
+    let registries = [
+        RegistryEntry::insecure(&env.host()),
+        RegistryEntry::insecure(&signatures.host()),
+    ];
+    let config = env.pullgate_config_with(&dir, &registries, "10s");
+    std::fs::write(&config_path, format!("{config}dockerConfig: \"\"\n")).unwrap();
+    let verify = || {
+        Pullgate::command()
+            .args(["verify", "--output", "json", "--config"])
+            .arg(&config_path)
+            .arg("--docker-config")
+            .arg(&docker_config)
+            .arg(env.image_ref("apps/app", "v1"))
+            .output()
+            .unwrap()
+    };
+
+    // A path prefix key for the image's repository, a glob-free host key for the signatures'.
+    write_docker_config(&docker_config, &[(&format!("{}/apps", env.host()), USER, PASS)]);
+    let without = verify();
+    assert_eq!(without.status.code(), Some(1), "{without:?}");
+    let record: serde_json::Value = serde_json::from_slice(&without.stdout).unwrap();
+    let reason = record["reason"].as_str().unwrap();
+    assert!(reason.starts_with(UNAVAILABLE) && reason.contains("has none for it"), "{record}");
+
+    write_docker_config(
+        &docker_config,
+        &[(&format!("{}/apps", env.host()), USER, PASS), (&signatures.host(), USER, PASS)],
+    );
+    let with = verify();
+    assert_eq!(with.status.code(), Some(0), "{}", String::from_utf8_lossy(&with.stdout));
+    let record: serde_json::Value = serde_json::from_slice(&with.stdout).unwrap();
+    assert_eq!(record["digest"], digest);
+    assert_eq!(record["decision"], "allow");
+}
