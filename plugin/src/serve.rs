@@ -77,14 +77,7 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
     let containerd = Containerd::new(upstream.channel(), &config.containerd_namespace)?;
     let judge = Judge::new(registries, config.verify_timeout, metrics.clone());
     judge.set_docker_config(docker_config);
-    let gate = Arc::new(Gate::new(
-        policy,
-        judge,
-        audit,
-        upstream,
-        containerd,
-        metrics.clone(),
-    ));
+    let gate = Arc::new(Gate::new(policy, judge, audit, upstream, containerd, metrics.clone()));
 
     let mut terminate = signal(SignalKind::terminate()).map_err(os("SIGTERM handler"))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(os("SIGINT handler"))?;

@@ -412,7 +412,10 @@ async fn verify_uses_the_credentials_of_a_docker_config() {
     assert_eq!(broken.status.code(), Some(2), "{broken:?}");
     let stderr = String::from_utf8_lossy(&broken.stderr);
     assert!(
-        stderr.contains(&format!("--docker-config {}:1: not a Docker config.json", config.display())),
+        stderr.contains(&format!(
+            "--docker-config {}:1: not a Docker config.json",
+            config.display()
+        )),
         "{stderr}"
     );
 }

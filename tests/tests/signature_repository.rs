@@ -57,7 +57,12 @@ fn write_docker_config(path: &Path, entries: &[(&str, &str, &str)]) {
 }
 
 /// Pulls `image` for a pod in `namespace`, sending `auth` as kubelet would.
-async fn pull(pg: &Pullgate, image: &str, auth: Option<(&str, &str)>, namespace: &str) -> Result<String, tonic::Status> {
+async fn pull(
+    pg: &Pullgate,
+    image: &str,
+    auth: Option<(&str, &str)>,
+    namespace: &str,
+) -> Result<String, tonic::Status> {
     pg.client()
         .pull_image(cri::pull_request(image, auth, Some(namespace)))
         .await
@@ -134,8 +139,13 @@ async fn signatures_in_another_repository_admit_only_under_a_rule_naming_it() {
     );
     assert_eq!(pg.last_record()["reason"], message);
 
-    let image_ref = pull(&pg, &image, None, "with").await.expect("admitted under the rule naming sigs/app");
-    assert_eq!(env.containerd.image_id(&image).await.as_deref(), Some(image_ref.as_str()));
+    let image_ref = pull(&pg, &image, None, "with")
+        .await
+        .expect("admitted under the rule naming sigs/app");
+    assert_eq!(
+        env.containerd.image_id(&image).await.as_deref(),
+        Some(image_ref.as_str())
+    );
     let record = pg.last_record();
     assert_eq!(record["decision"], "allow");
     assert_eq!(record["rule"], "elsewhere");
@@ -169,7 +179,14 @@ async fn two_registries() -> TwoRegistries {
     let signatures = Registry::start_with_htpasswd(USER, PASS).await;
     let digest = env.push_image("apps/app", "v1", "signatures on another registry").await;
     env.signer
-        .sign_image_into(&env.host(), "apps/app", &digest, &signatures.host(), "sigs/app", signatures.credentials())
+        .sign_image_into(
+            &env.host(),
+            "apps/app",
+            &digest,
+            &signatures.host(),
+            "sigs/app",
+            signatures.credentials(),
+        )
         .await
         .expect("sign into the second registry");
     let docker_config = env.dir().join("docker-config.json");
@@ -195,10 +212,21 @@ async fn a_signature_registry_gets_docker_config_credentials_and_never_kubelets(
     } = two_registries().await;
     let images = format!("{}/apps/**", env.host());
     let repository = format!("{}/sigs/app", signatures.host());
-    let policy_yaml = policy("enforce", "deny", &[rule(&env, "elsewhere", &images, "*", Some(&repository))]);
+    let policy_yaml = policy(
+        "enforce",
+        "deny",
+        &[rule(&env, "elsewhere", &images, "*", Some(&repository))],
+    );
     // Credentials for the image's registry only, as a node's kubelet config would hold them.
     write_docker_config(&docker_config, &[(&env.host(), USER, PASS)]);
-    let pg = start_pullgate(&env, "pullgate", &policy_yaml, &[signatures.host()], Some(&docker_config)).await;
+    let pg = start_pullgate(
+        &env,
+        "pullgate",
+        &policy_yaml,
+        &[signatures.host()],
+        Some(&docker_config),
+    )
+    .await;
     let image = env.image_ref("apps/app", "v1");
     let kubelet = Some((USER, PASS));
 
@@ -233,7 +261,9 @@ async fn a_signature_registry_gets_docker_config_credentials_and_never_kubelets(
     write_docker_config(&docker_config, &[(&url_key, USER, PASS)]);
     pg.reload();
     wait_for_logged(&pg, "docker config reloaded", 2).await;
-    pull(&pg, &image, kubelet, "default").await.expect("admitted with dockerConfig's credentials");
+    pull(&pg, &image, kubelet, "default")
+        .await
+        .expect("admitted with dockerConfig's credentials");
     let record = pg.last_record();
     assert_eq!(record["decision"], "allow");
     assert_eq!(record["digest"], digest);
@@ -250,13 +280,21 @@ async fn a_signature_registry_gets_docker_config_credentials_and_never_kubelets(
     pg.reload();
     wait_for_logged(&pg, "docker config reload refused", 1).await;
     assert!(
-        pg.log().contains(&format!("{}:3: not a Docker config.json", docker_config.display())),
+        pg.log()
+            .contains(&format!("{}:3: not a Docker config.json", docker_config.display())),
         "{}",
         pg.log()
     );
     let second = env.push_image("apps/app", "v2", "after a bad reload").await;
     env.signer
-        .sign_image_into(&env.host(), "apps/app", &second, &signatures.host(), "sigs/app", signatures.credentials())
+        .sign_image_into(
+            &env.host(),
+            "apps/app",
+            &second,
+            &signatures.host(),
+            "sigs/app",
+            signatures.credentials(),
+        )
         .await
         .unwrap();
     pull(&pg, &env.image_ref("apps/app", "v2"), kubelet, "default")
@@ -276,12 +314,23 @@ async fn the_token_server_of_a_signature_registry_never_sees_kubelets_user() {
     let token_server = signatures.token_server().expect("a token server");
     let digest = env.push_image("apps/app", "v1", "signatures behind tokens").await;
     env.signer
-        .sign_image_into(&env.host(), "apps/app", &digest, &signatures.host(), "sigs/app", signatures.credentials())
+        .sign_image_into(
+            &env.host(),
+            "apps/app",
+            &digest,
+            &signatures.host(),
+            "sigs/app",
+            signatures.credentials(),
+        )
         .await
         .expect("sign into the token registry");
     let images = format!("{}/apps/**", env.host());
     let repository = format!("{}/sigs/app", signatures.host());
-    let policy_yaml = policy("enforce", "deny", &[rule(&env, "elsewhere", &images, "*", Some(&repository))]);
+    let policy_yaml = policy(
+        "enforce",
+        "deny",
+        &[rule(&env, "elsewhere", &images, "*", Some(&repository))],
+    );
     let docker_config = env.dir().join("docker-config.json");
     write_docker_config(&docker_config, &[(&env.host(), USER, PASS)]);
     let others = [signatures.host(), token_server.host()];
@@ -303,14 +352,21 @@ async fn the_token_server_of_a_signature_registry_never_sees_kubelets_user() {
 
     write_docker_config(
         &docker_config,
-        &[(&env.host(), USER, PASS), (&signatures.host(), SIGNER_USER, SIGNER_PASS)],
+        &[
+            (&env.host(), USER, PASS),
+            (&signatures.host(), SIGNER_USER, SIGNER_PASS),
+        ],
     );
     pg.reload();
     wait_for_logged(&pg, "docker config reloaded", 1).await;
-    pull(&pg, &image, kubelet, "default").await.expect("admitted with bob's token");
+    pull(&pg, &image, kubelet, "default")
+        .await
+        .expect("admitted with bob's token");
     let asked = asked_by_pullgate();
     assert!(
-        asked.iter().any(|r| r.user.as_deref() == Some(SIGNER_USER) && r.status == 200),
+        asked
+            .iter()
+            .any(|r| r.user.as_deref() == Some(SIGNER_USER) && r.status == 200),
         "{asked:#?}"
     );
     assert!(asked.iter().all(|r| r.user.as_deref() != Some(USER)), "{asked:#?}");
@@ -388,12 +444,24 @@ async fn cosign_signing_with_cosign_repository_is_found_there() {
             authority("beside", "without", None),
         ],
     );
-    let pg = start_pullgate(&env, "pullgate", &policy_yaml, &[signatures.host()], Some(&docker_config)).await;
+    let pg = start_pullgate(
+        &env,
+        "pullgate",
+        &policy_yaml,
+        &[signatures.host()],
+        Some(&docker_config),
+    )
+    .await;
     let image = env.image_ref("apps/app", "v1");
 
     let beside = denied(pull(&pg, &image, None, "without").await, DENIED);
-    assert!(beside.contains("no signature from authority \"cosign-release\""), "{beside}");
-    pull(&pg, &image, None, "with").await.expect("cosign's signature found in the signature repository");
+    assert!(
+        beside.contains("no signature from authority \"cosign-release\""),
+        "{beside}"
+    );
+    pull(&pg, &image, None, "with")
+        .await
+        .expect("cosign's signature found in the signature repository");
     let record = pg.last_record();
     assert_eq!(record["digest"], digest);
     assert_eq!(record["signatures"][0]["authority"], "cosign-release");
@@ -412,7 +480,11 @@ async fn pullgate_verify_reads_a_signature_registry_with_its_docker_config() {
     } = two_registries().await;
     let images = format!("{}/apps/**", env.host());
     let repository = format!("{}/sigs/app", signatures.host());
-    let policy_yaml = policy("enforce", "deny", &[rule(&env, "elsewhere", &images, "*", Some(&repository))]);
+    let policy_yaml = policy(
+        "enforce",
+        "deny",
+        &[rule(&env, "elsewhere", &images, "*", Some(&repository))],
+    );
     let dir = env.dir().join("verify");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("policy.yaml"), policy_yaml).unwrap();
@@ -440,11 +512,17 @@ async fn pullgate_verify_reads_a_signature_registry_with_its_docker_config() {
     assert_eq!(without.status.code(), Some(1), "{without:?}");
     let record: serde_json::Value = serde_json::from_slice(&without.stdout).unwrap();
     let reason = record["reason"].as_str().unwrap();
-    assert!(reason.starts_with(UNAVAILABLE) && reason.contains("has none for it"), "{record}");
+    assert!(
+        reason.starts_with(UNAVAILABLE) && reason.contains("has none for it"),
+        "{record}"
+    );
 
     write_docker_config(
         &docker_config,
-        &[(&format!("{}/apps", env.host()), USER, PASS), (&signatures.host(), USER, PASS)],
+        &[
+            (&format!("{}/apps", env.host()), USER, PASS),
+            (&signatures.host(), USER, PASS),
+        ],
     );
     let with = verify();
     assert_eq!(with.status.code(), Some(0), "{}", String::from_utf8_lossy(&with.stdout));

@@ -93,7 +93,12 @@ impl Judge {
     /// The credentials for the repository signatures are looked up in: kubelet's when it is on
     /// the image's registry (they were sent for that registry), else the Docker config's. Never
     /// kubelet's for another registry.
-    fn signature_credentials(&self, image: &Reference, repository: &SignatureRepository, kubelet: &Credentials) -> Credentials {
+    fn signature_credentials(
+        &self,
+        image: &Reference,
+        repository: &SignatureRepository,
+        kubelet: &Credentials,
+    ) -> Credentials {
         if repository.host() == image.host() {
             return kubelet.clone();
         }

@@ -19,10 +19,10 @@ use tonic::Status;
 use crate::{
     admission::{Admission, Waiver},
     audit::{AuditError, AuditLog, Outcome, PeerRefusals, Record},
+    config::DockerConfigFile,
     containerd::Containerd,
     cri::{ImageGate, UnaryCall, UnaryReply, Upstream},
     metrics::Metrics,
-    config::DockerConfigFile,
     policy::{Mode, Policy, PolicyErrors},
     registry::{Credentials, DockerConfig, DockerConfigError},
 };

@@ -1505,7 +1505,11 @@ fn signature_repository_with_a_tag_or_digest_or_bad_name_is_refused_at_its_line(
         let text = signature_repository_policy(Some(written));
         let error = only_error(&text);
         assert_eq!(error.field, "spec.rules[0].signatureRepository", "{written}: {error}");
-        assert_eq!(error.line, Some(line_of(&text, "signatureRepository")), "{written}: {error}");
+        assert_eq!(
+            error.line,
+            Some(line_of(&text, "signatureRepository")),
+            "{written}: {error}"
+        );
     }
     let tagged = only_error(&signature_repository_policy(Some("ghcr.io/org/signatures:v1")));
     assert!(tagged.message.contains("tag or digest"), "{tagged}");

@@ -19,8 +19,8 @@ use super::{
     lines::LineIndex,
     schema::{AttestationDoc, AuthorityDoc, Document, KeyDoc, KeylessDoc, RuleDoc},
     yaml, Action, Attestation, Authority, AuthorityKind, Condition, FulcioClaim, IdentityMatch, ImageGlob, Keyless,
-    NamespaceGlob, Policy, PolicyError, PolicyErrors, Rule, SignatureRepository, Tlog, API_VERSION, KIND, MAX_AGE_NEEDS_KEYLESS,
-    MAX_CONDITIONS, MAX_TRUSTED_ROOT_BYTES,
+    NamespaceGlob, Policy, PolicyError, PolicyErrors, Rule, SignatureRepository, Tlog, API_VERSION, KIND,
+    MAX_AGE_NEEDS_KEYLESS, MAX_CONDITIONS, MAX_TRUSTED_ROOT_BYTES,
 };
 
 /// Bounds on what one policy may hold, so that a runaway file is refused whole.

@@ -62,9 +62,7 @@ impl Origin {
             Origin::NotInDockerConfig(Some(file)) => {
                 format!("the registry wants credentials and {} has none for it", file.display())
             }
-            Origin::NotInDockerConfig(None) => {
-                "the registry wants credentials and no dockerConfig is read".to_string()
-            }
+            Origin::NotInDockerConfig(None) => "the registry wants credentials and no dockerConfig is read".to_string(),
         }
     }
 }

@@ -58,7 +58,11 @@ pub enum DockerConfigError {
     #[error("{}: {source}", path.display())]
     Read { path: PathBuf, source: ReadError },
     #[error("{}:{line}: not a Docker config.json: {message}", path.display())]
-    Parse { path: PathBuf, line: usize, message: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("{}{}: auths key {key:?}: {why}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
     Entry {
         path: PathBuf,
@@ -182,7 +186,11 @@ impl DockerConfig {
         let found = self.entries.iter().find(|entry| {
             entry.port == port
                 && entry.labels.len() == labels.len()
-                && entry.labels.iter().zip(&labels).all(|(glob, label)| label_matches(glob, label))
+                && entry
+                    .labels
+                    .iter()
+                    .zip(&labels)
+                    .all(|(glob, label)| label_matches(glob, label))
                 && entry.path.len() <= segments.len()
                 && entry.path.iter().zip(&segments).all(|(want, have)| want == have)
         });

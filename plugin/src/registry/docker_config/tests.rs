@@ -39,7 +39,10 @@ fn every_way_docker_and_kubelet_write_a_key_is_read() {
     assert_eq!(user(&config, "docker.io", "library/nginx").as_deref(), Some("bob"));
     assert_eq!(user(&config, "127.0.0.1:5000", "sigs/app").as_deref(), Some("alice"));
     assert_eq!(key_for(&config, "ghcr.io", "org/app").as_deref(), Some("ghcr.io"));
-    assert_eq!(user(&config, "registry.example.com", "team/app").as_deref(), Some("carol"));
+    assert_eq!(
+        user(&config, "registry.example.com", "team/app").as_deref(),
+        Some("carol")
+    );
     assert_eq!(user(&config, "plain.example.com:8080", "x").as_deref(), Some("dave"));
     // Another port is another registry, and credential helpers are not run.
     assert_eq!(key_for(&config, "127.0.0.1:5001", "sigs/app"), None);
@@ -49,8 +52,10 @@ fn every_way_docker_and_kubelet_write_a_key_is_read() {
 
 #[test]
 fn spellings_of_one_registry_meet() {
-    let config = parse(r#"{"auths": {"https://GHCR.io:443": {"username": "carol", "password": "pw"},
-        "registry-1.docker.io": {"username": "hub", "password": "pw"}}}"#);
+    let config = parse(
+        r#"{"auths": {"https://GHCR.io:443": {"username": "carol", "password": "pw"},
+        "registry-1.docker.io": {"username": "hub", "password": "pw"}}}"#,
+    );
     assert_eq!(user(&config, "ghcr.io", "org/app").as_deref(), Some("carol"));
     assert_eq!(user(&config, "docker.io", "library/nginx").as_deref(), Some("hub"));
 }
@@ -170,11 +175,21 @@ fn load_bounds_the_file_and_names_it() {
     let path = dir.path().join("config.json");
     let missing = DockerConfig::load(&path).unwrap_err();
     assert!(matches!(missing, DockerConfigError::Read { .. }), "{missing}");
-    assert!(missing.to_string().starts_with(&path.display().to_string()), "{missing}");
+    assert!(
+        missing.to_string().starts_with(&path.display().to_string()),
+        "{missing}"
+    );
     std::fs::write(&path, " ".repeat(MAX_DOCKER_CONFIG_BYTES as usize + 1)).unwrap();
     let large = DockerConfig::load(&path).unwrap_err().to_string();
-    assert!(large.ends_with(&format!("larger than {MAX_DOCKER_CONFIG_BYTES} bytes")), "{large}");
-    std::fs::write(&path, r#"{"auths": {"a.io": {"username": "u", "password": "secret-pw"}}}"#).unwrap();
+    assert!(
+        large.ends_with(&format!("larger than {MAX_DOCKER_CONFIG_BYTES} bytes")),
+        "{large}"
+    );
+    std::fs::write(
+        &path,
+        r#"{"auths": {"a.io": {"username": "u", "password": "secret-pw"}}}"#,
+    )
+    .unwrap();
     let config = DockerConfig::load(&path).unwrap();
     assert_eq!(config.len(), 1);
     // Debug shows the keys, never a secret.
