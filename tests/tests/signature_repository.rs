@@ -530,3 +530,73 @@ async fn pullgate_verify_reads_a_signature_registry_with_its_docker_config() {
     assert_eq!(record["digest"], digest);
     assert_eq!(record["decision"], "allow");
 }
+
+/// A cosign v3 bundle attached as a referrer in the signature repository (whose registry has no
+/// referrers API, so the referrers tag holds it) is found there under the rule naming it, and
+/// not beside the image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v3_bundle_referrer_in_the_signature_repository_is_found() {
+    use pullgate_tests::{
+        distribution::get_manifest,
+        policy::keyless_policy,
+        sigstore::{
+            attach::{attach_v3_bundle_to, Subject},
+            bundle::{make_v3_signature_bundle, COSIGN_SIGN_PREDICATE},
+            unix_now, SanKind, TestSigstore,
+        },
+    };
+    const ISSUER: &str = "https://token.actions.githubusercontent.com";
+    const WORKFLOW: &str = "https://github.com/org/repo/.github/workflows/release.yml@refs/tags/v1";
+    let env = TestEnv::start().await;
+    let sigstore = TestSigstore::new();
+    let host = env.host();
+    let digest = env.push_image("apps/app", "v1", "a v3 bundle elsewhere").await;
+    let leaf = sigstore.issue_fulcio_leaf(SanKind::Uri(WORKFLOW.into()), ISSUER);
+    let bundle = make_v3_signature_bundle(&sigstore, &leaf, &format!("{host}/apps/app"), &digest, unix_now());
+    let (manifest, media_type) = get_manifest(&host, "apps/app", &digest, None).await.unwrap();
+    let subject = Subject {
+        digest: &digest,
+        media_type: &media_type,
+        size: manifest.len(),
+    };
+    attach_v3_bundle_to(&host, "sigs/app", subject, &bundle, Some(COSIGN_SIGN_PREDICATE), None)
+        .await
+        .unwrap();
+    let root = sigstore.write_trusted_root(env.dir());
+    let beside = keyless_policy(&root, &format!("{host}/apps/**"), ISSUER, &regex_escape(WORKFLOW));
+    let elsewhere = beside.replace(
+        "      authorities:\n",
+        &format!("      signatureRepository: \"{host}/sigs/app\"\n      authorities:\n"),
+    );
+    assert_ne!(beside, elsewhere);
+    let image = env.image_ref("apps/app", "v1");
+
+    let pg = start_pullgate(&env, "pullgate", &elsewhere, &[], None).await;
+    pg.pull(&image, None)
+        .await
+        .unwrap_or_else(|s| panic!("{}\n{}", s.message(), pg.log()));
+    assert_eq!(pg.last_record()["signatures"][0]["subject"], WORKFLOW);
+    let log = env.registry.log();
+    let hex = digest.trim_start_matches("sha256:");
+    assert!(log.contains(&format!("/v2/sigs/app/referrers/{digest}")), "{log}");
+    assert!(log.contains(&format!("/v2/sigs/app/manifests/sha256-{hex} ")), "{log}");
+
+    let looking_beside = start_pullgate(&env, "pullgate-beside", &beside, &[], None).await;
+    let message = denied(looking_beside.pull(&image, None).await, DENIED);
+    assert!(message.contains("no signatures found"), "{message}");
+}
+
+/// `text` as a regular expression matching exactly it.
+fn regex_escape(text: &str) -> String {
+    let escaped: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '/' || c == ':' || c == '@' || c == '-' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect();
+    format!("^{escaped}$")
+}
