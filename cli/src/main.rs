@@ -91,7 +91,7 @@ enum Command {
         command: AuditCommand,
     },
     /// Check the node: sockets, permissions, kubelet wiring, containerd, policy, trust
-    /// material expiry, audit log.
+    /// material expiry, dockerConfig, audit log.
     ///
     /// Runs every check and prints one line each: "ok", "warn … — fix: …" or "FAIL … — fix: …".
     /// kubelet's wiring is read from its KubeletConfiguration (imageServiceEndpoint) and from

@@ -9,10 +9,11 @@
 //!
 //! One file per family of checks: [`socket`] (the listen socket and its directory),
 //! [`containerd`], [`kubelet`] (its wiring to pullgate), [`policy`] (the policy and its trust
-//! material's expiry) and [`audit`] (the audit log).
+//! material's expiry), [`credentials`] (`dockerConfig`) and [`audit`] (the audit log).
 
 mod audit;
 mod containerd;
+mod credentials;
 mod kubelet;
 mod policy;
 mod socket;
@@ -104,6 +105,7 @@ pub async fn run(options: &Options) -> Report {
         policy.as_ref().ok(),
         Timestamp::now(),
     ));
+    checks.push(credentials::docker_config(&config.docker_config));
     checks.push(audit::audit_log(&config.audit.path));
     Report {
         checks,
