@@ -91,15 +91,16 @@ impl Judge {
     }
 
     /// The credentials for the repository signatures are looked up in: kubelet's when it is on
-    /// the image's registry (they were sent for that registry), else the Docker config's. Never
-    /// kubelet's for another registry.
+    /// the image's registry and kubelet sent some (they were sent for that registry), else the
+    /// Docker config's, as SPEC §3 has it for a registry the pull carried no credentials for.
+    /// Never kubelet's for another registry.
     fn signature_credentials(
         &self,
         image: &Reference,
         repository: &SignatureRepository,
         kubelet: &Credentials,
     ) -> Credentials {
-        if repository.host() == image.host() {
+        if repository.host() == image.host() && !kubelet.is_anonymous() {
             return kubelet.clone();
         }
         let config = self.docker_config.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -412,5 +413,58 @@ impl Judgement {
             cache: self.cache.map_or("none", Lookup::as_str),
         };
         Record::pull(judged, namespace, pod, started.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{config::Config, registry::Origin};
+
+    fn judge(docker_config: &str) -> Judge {
+        let metrics = Arc::new(Metrics::new());
+        let config = Config::with_policy("policy.yaml".into());
+        let judge = Judge::new(
+            Registries::new(&config, metrics.clone()).unwrap(),
+            Duration::from_secs(1),
+            metrics,
+        );
+        judge.set_docker_config(DockerConfig::parse(docker_config.as_bytes(), Path::new("/d/config.json")).unwrap());
+        judge
+    }
+
+    fn credentials_for(judge: &Judge, image: &str, repository: &str, kubelet: &Credentials) -> Credentials {
+        let image = Reference::parse(image).unwrap();
+        let repository = SignatureRepository::parse(repository).unwrap();
+        judge.signature_credentials(&image, &repository, kubelet)
+    }
+
+    #[test]
+    fn kubelets_credentials_go_only_to_the_images_registry() {
+        let judge = judge(
+            r#"{"auths": {"sigs.example.com": {"username": "bob", "password": "pw"},
+                          "registry.example.com": {"username": "carol", "password": "pw"}}}"#,
+        );
+        let kubelet = Credentials::basic("alice", "pw");
+        let anonymous = Credentials::anonymous();
+        let image = "registry.example.com/team/app:v1";
+
+        // The image's registry: kubelet's, whatever dockerConfig says.
+        let same = credentials_for(&judge, image, "Registry.example.com:443/team/sigs", &kubelet);
+        assert_eq!((same.username(), same.origin()), (Some("alice"), &Origin::Kubelet));
+        // The image's registry, but kubelet sent nothing: dockerConfig's for that registry.
+        let same = credentials_for(&judge, image, "registry.example.com/team/sigs", &anonymous);
+        assert_eq!(same.username(), Some("carol"));
+        // Another registry: dockerConfig's, or none; never kubelet's.
+        let other = credentials_for(&judge, image, "sigs.example.com/team/sigs", &kubelet);
+        assert_eq!(other.username(), Some("bob"));
+        let unknown = credentials_for(&judge, image, "elsewhere.example.com/sigs", &kubelet);
+        assert_eq!(unknown.username(), None);
+        assert_eq!(
+            unknown.origin(),
+            &Origin::NotInDockerConfig(Some("/d/config.json".into()))
+        );
     }
 }

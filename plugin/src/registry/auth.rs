@@ -122,6 +122,11 @@ impl Credentials {
         }
     }
 
+    /// Whether these credentials hold nothing to send.
+    pub fn is_anonymous(&self) -> bool {
+        self.basic.is_none() && self.identity_token.is_none() && self.registry_token.is_none()
+    }
+
     /// The user name of basic credentials, if they are that.
     pub fn username(&self) -> Option<&str> {
         self.basic.as_ref().map(|(u, _)| u.as_str())
