@@ -5,14 +5,13 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand, ValueEnum};
 use pullgate::{
     audit,
-    config::Config,
+    config::{Config, ConfigError},
     doctor,
-    file::{read_bounded, ReadError},
     gate::Judge,
     metrics::Metrics,
     node,
-    policy::Policy,
-    registry::{Credentials, Registries},
+    policy::{Policy, PolicyErrors},
+    registry::{Credentials, DockerConfig, DockerConfigError, Registries},
 };
 
 /// A CRI ImageService proxy that verifies cosign / Sigstore signatures before kubelet's image
@@ -71,8 +70,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
         /// Registry credentials, as kubelet would send them: a Docker config.json (`docker
-        /// login`'s, or a `.dockerconfigjson` pull secret), read for each image's registry.
-        /// Without it, registries are asked anonymously.
+        /// login`'s, or a `.dockerconfigjson` pull secret), read for each image's registry, and
+        /// for a rule's signatureRepository on another registry (in place of the configuration's
+        /// dockerConfig). Keys match as kubelet matches them: host (with * globs), port, path
+        /// prefix. Without it, images' registries are asked anonymously.
         #[arg(long, value_name = "CONFIG_JSON")]
         docker_config: Option<PathBuf>,
         /// Images to decide, e.g. ghcr.io/org/app:v1.
@@ -90,7 +91,7 @@ enum Command {
         command: AuditCommand,
     },
     /// Check the node: sockets, permissions, kubelet wiring, containerd, policy, trust
-    /// material expiry, audit log.
+    /// material expiry, dockerConfig, audit log.
     ///
     /// Runs every check and prints one line each: "ok", "warn … — fix: …" or "FAIL … — fix: …".
     /// kubelet's wiring is read from its KubeletConfiguration (imageServiceEndpoint) and from
@@ -261,25 +262,8 @@ fn verify(
     docker_config: Option<&std::path::Path>,
     images: &[String],
 ) -> ExitCode {
-    let docker_config = match docker_config.map(read_docker_config).transpose() {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            eprintln!("pullgate verify: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let loaded = match (config, policy) {
-        (Some(path), _) => Config::load(&path).map_err(|e| e.to_string()).and_then(|c| {
-            let policy = Policy::load(&c.policy).map_err(|e| e.to_string())?;
-            Ok((c, policy))
-        }),
-        (None, Some(path)) => Policy::load(&path)
-            .map_err(|e| e.to_string())
-            .map(|policy| (Config::with_policy(path), policy)),
-        (None, None) => Err("give --config or --policy".to_string()),
-    };
-    let (config, policy) = match loaded {
-        Ok(pair) => pair,
+    let (config, policy, elsewhere, docker_config) = match load_for_verify(config, policy, docker_config) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("pullgate verify: {e}");
             return ExitCode::from(2);
@@ -295,18 +279,14 @@ fn verify(
         }
     };
     let judge = Judge::new(registries, config.verify_timeout, metrics);
+    judge.set_docker_config(elsewhere);
     let mut any_denied = false;
     let rt = runtime();
     for image in images {
         let started = std::time::Instant::now();
+        // --docker-config stands in for the credentials kubelet would send for the image.
         let credentials = match (&docker_config, pullgate::reference::Reference::parse(image)) {
-            (Some(json), Ok(reference)) => match Credentials::from_docker_config(json, reference.host()) {
-                Ok(credentials) => credentials,
-                Err(e) => {
-                    eprintln!("pullgate verify: --docker-config: {e}");
-                    return ExitCode::from(2);
-                }
-            },
+            (Some(keys), Ok(reference)) => Credentials::from_docker_config(keys, reference.host(), reference.path()),
             _ => Credentials::anonymous(),
         };
         let judgement = rt.block_on(judge.judge(&policy, image, namespace, credentials));
@@ -331,12 +311,58 @@ fn verify(
     }
 }
 
-/// A Docker config.json, refused beyond 1 MiB.
-fn read_docker_config(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    read_bounded(path, 1024 * 1024).map_err(|e| match e {
-        ReadError::Io(e) => format!("--docker-config {}: {e}", path.display()),
-        ReadError::TooLarge(_) => format!("--docker-config {}: larger than 1 MiB", path.display()),
-    })
+/// Why `pullgate verify` could not start deciding.
+enum VerifyError {
+    Config(ConfigError),
+    Policy(PolicyErrors),
+    /// `--docker-config`.
+    DockerConfig(DockerConfigError),
+    /// The configuration's `dockerConfig`.
+    ConfiguredDockerConfig(DockerConfigError),
+}
+
+impl std::fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "{e}"),
+            Self::Policy(e) => write!(f, "{e}"),
+            Self::DockerConfig(e) => write!(f, "--docker-config {e}"),
+            Self::ConfiguredDockerConfig(e) => write!(f, "dockerConfig: {e}"),
+        }
+    }
+}
+
+/// The configuration and policy `verify` decides with; the Docker config for registries other
+/// than the image's (`--docker-config`, else the configuration's `dockerConfig`, as `serve` reads
+/// it); and `--docker-config` for the image's own registry, if given.
+fn load_for_verify(
+    config: Option<PathBuf>,
+    policy: Option<PathBuf>,
+    docker_config: Option<&std::path::Path>,
+) -> Result<(Config, Policy, DockerConfig, Option<DockerConfig>), VerifyError> {
+    let docker_config = docker_config
+        .map(DockerConfig::load)
+        .transpose()
+        .map_err(VerifyError::DockerConfig)?;
+    let (config, policy, elsewhere) = match (config, policy) {
+        (Some(path), _) => {
+            let config = Config::load(&path).map_err(VerifyError::Config)?;
+            let policy = Policy::load(&config.policy).map_err(VerifyError::Policy)?;
+            let elsewhere = match &docker_config {
+                Some(given) => given.clone(),
+                None => DockerConfig::read(&config.docker_config).map_err(VerifyError::ConfiguredDockerConfig)?,
+            };
+            (config, policy, elsewhere)
+        }
+        // clap requires one of the two.
+        (None, policy) => {
+            let path = policy.unwrap_or_default();
+            let policy = Policy::load(&path).map_err(VerifyError::Policy)?;
+            let elsewhere = docker_config.clone().unwrap_or_else(DockerConfig::empty);
+            (Config::with_policy(path), policy, elsewhere)
+        }
+    };
+    Ok((config, policy, elsewhere, docker_config))
 }
 
 fn policy_check(path: &std::path::Path) -> ExitCode {

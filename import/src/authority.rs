@@ -23,7 +23,7 @@ const PUBLIC_REKOR: [&str; 3] = [
 
 /// Why a source's signature location (`repository`, `source`) is dropped.
 pub(super) const SIGNATURES_ELSEWHERE: &str =
-    "pullgate looks for signatures only in the image's own repository, so signatures kept elsewhere are not found (stricter)";
+    "the importer does not carry a signature repository over (pullgate's is one per rule: signatureRepository), so signatures kept elsewhere are not found (stricter)";
 /// Why a signer with required signature `annotations` is dropped.
 pub(super) const NO_ANNOTATION_CHECKS: &str =
     "pullgate does not check signature annotations; the attestor is dropped rather than accepted without them";

@@ -45,6 +45,21 @@ pub struct Config {
     /// directory that does not exist configures nothing.
     #[serde(default = "defaults::registry_hosts", deserialize_with = "optional_path")]
     pub registry_hosts: Option<PathBuf>,
+    /// Registry credentials for registries the `PullImage` request carried none for (a
+    /// `signatureRepository` on another registry).
+    #[serde(default = "defaults::docker_config", deserialize_with = "docker_config_file")]
+    pub docker_config: DockerConfigFile,
+}
+
+/// Where `dockerConfig` says the Docker config.json is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerConfigFile {
+    /// Not set: kubelet's own `/var/lib/kubelet/config.json`, read when it exists.
+    Default(PathBuf),
+    /// Set to a path: that file, which must exist.
+    Path(PathBuf),
+    /// Set to `""`: no Docker config is read; other registries are asked anonymously.
+    Disabled,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +154,9 @@ impl Config {
         if let Some(hosts) = &mut config.registry_hosts {
             *hosts = base.join(&*hosts);
         }
+        if let DockerConfigFile::Path(file) = &mut config.docker_config {
+            *file = base.join(&*file);
+        }
         config.validate(path)?;
         // Hosts are looked up in the canonical form references carry (`Registry.example.com:443`
         // is `registry.example.com`); `validate` has checked that each has one.
@@ -164,6 +182,7 @@ impl Config {
             verify_timeout: defaults::verify_timeout(),
             resolve_ttl: defaults::resolve_ttl(),
             registry_hosts: defaults::registry_hosts(),
+            docker_config: defaults::docker_config(),
         }
     }
 
@@ -267,6 +286,20 @@ mod defaults {
     pub fn registry_hosts() -> Option<PathBuf> {
         Some("/etc/containerd/certs.d".into())
     }
+    /// Where kubelet reads its own registry credentials.
+    pub fn docker_config() -> super::DockerConfigFile {
+        super::DockerConfigFile::Default("/var/lib/kubelet/config.json".into())
+    }
+}
+
+/// `dockerConfig`: a path, or `""` for none.
+fn docker_config_file<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DockerConfigFile, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(if s.is_empty() {
+        DockerConfigFile::Disabled
+    } else {
+        DockerConfigFile::Path(PathBuf::from(s))
+    })
 }
 
 /// `unix:///run/x.sock` (or a bare absolute path) to a path; other schemes are refused.
@@ -368,6 +401,23 @@ mod tests {
         assert_eq!(c.verify_timeout, Duration::from_secs(10));
         assert_eq!(c.resolve_ttl, Duration::from_secs(10));
         assert!(c.metrics.is_none(), "no endpoint unless asked for");
+        assert_eq!(
+            c.docker_config,
+            DockerConfigFile::Default("/var/lib/kubelet/config.json".into())
+        );
+    }
+
+    #[test]
+    fn docker_config_is_a_path_relative_to_the_config_or_empty_for_none() {
+        let c = load("policy: p.yaml\ndockerConfig: creds/config.json\n").unwrap();
+        match &c.docker_config {
+            DockerConfigFile::Path(p) => assert!(p.is_absolute() && p.ends_with("creds/config.json"), "{p:?}"),
+            other => panic!("{other:?}"),
+        }
+        let c = load("policy: p.yaml\ndockerConfig: \"\"\n").unwrap();
+        assert_eq!(c.docker_config, DockerConfigFile::Disabled);
+        let err = load("policy: p.yaml\ndockerConfig: [a]\n").unwrap_err().to_string();
+        assert!(err.contains("dockerConfig") || err.contains("line 2"), "{err}");
     }
 
     /// A registries[] entry applies to every spelling of its host, as policy rules do.

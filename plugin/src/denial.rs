@@ -20,6 +20,8 @@ pub struct Denial {
     /// The rule that decided; `None` when no rule matched.
     pub rule: Option<String>,
     pub cause: Cause,
+    /// The rule's `signatureRepository`: named in a denial for what was (not) found there.
+    pub signatures_in: Option<String>,
 }
 
 /// What refused the image, one variant per reason. It chooses the prefix kubelet turns into the
@@ -65,6 +67,12 @@ impl fmt::Display for Denial {
         write!(f, "{}: {}: ", self.cause.prefix(), self.image)?;
         if let Some(rule) = &self.rule {
             write!(f, "rule {rule:?}: ")?;
+        }
+        // What was found depends on where it was looked for, when that is not beside the image.
+        if let (Some(repository), Cause::Unverified(..) | Cause::Attestations(_) | Cause::Unattested(_)) =
+            (&self.signatures_in, &self.cause)
+        {
+            write!(f, "signatures in {repository}: ")?;
         }
         // One line: kubelet shows the message in pod events and status.
         let reason = self.cause.to_string();
@@ -152,6 +160,7 @@ mod tests {
             image: "127.0.0.1:5000/signed/app@sha256:ab".into(),
             rule: Some("apps".into()),
             cause: Cause::RuleDenies,
+            signatures_in: None,
         };
         assert_eq!(
             d.to_string(),
@@ -180,6 +189,7 @@ mod tests {
             image: "ghcr.io/org/app@sha256:ab".into(),
             rule: Some("github".into()),
             cause: Cause::Unattested(Unattested { outcomes: Vec::new() }),
+            signatures_in: None,
         };
         assert_eq!(
             d.to_string(),
@@ -199,10 +209,38 @@ mod tests {
             image: "registry.invalid:5000/app@sha256:ab".into(),
             rule: Some("apps".into()),
             cause: Cause::Unverified(unverified, Some("10.0.0.5:5000".into())),
+            signatures_in: None,
         };
         assert_eq!(
             d.to_string(),
             "SignatureValidationFailed: registry.invalid:5000/app@sha256:ab: rule \"apps\": no signature from authority \"release-key\" (no signatures found); registry hosts that answered: 10.0.0.5:5000"
         );
+    }
+
+    /// A rule's signatureRepository is named where what was found depends on it, and only there.
+    #[test]
+    fn names_the_signature_repository_it_looked_in() {
+        let unverified = Denial {
+            image: "127.0.0.1:5000/apps/app@sha256:ab".into(),
+            rule: Some("apps".into()),
+            cause: Cause::Unverified(
+                Unverified {
+                    authorities: vec!["release".into()],
+                    rejections: Vec::new(),
+                },
+                None,
+            ),
+            signatures_in: Some("127.0.0.1:5001/sigs/app".into()),
+        };
+        assert_eq!(
+            unverified.to_string(),
+            "SignatureValidationFailed: 127.0.0.1:5000/apps/app@sha256:ab: rule \"apps\": \
+             signatures in 127.0.0.1:5001/sigs/app: no signature from authority \"release\" (no signatures found)"
+        );
+        let unreachable = Denial {
+            cause: Cause::Registry(RegistryError::Unavailable("http://127.0.0.1:5001/v2/: refused".into())),
+            ..unverified
+        };
+        assert!(!unreachable.to_string().contains("signatures in"), "{unreachable}");
     }
 }

@@ -13,7 +13,12 @@ use std::{
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::{audit::AuditError, containerd::NamespaceError, policy::PolicyErrors, registry::RegistriesError};
+use crate::{
+    audit::AuditError,
+    containerd::NamespaceError,
+    policy::PolicyErrors,
+    registry::{DockerConfigError, RegistriesError},
+};
 
 use crate::{
     audit::AuditLog,
@@ -24,7 +29,7 @@ use crate::{
     metrics::{self, endpoint::Readiness, Metrics},
     node,
     policy::Policy,
-    registry::Registries,
+    registry::{DockerConfig, Registries},
 };
 
 /// Why `pullgate serve` could not start, or stopped with an error.
@@ -40,6 +45,9 @@ pub enum ServeError {
     Registries(#[from] RegistriesError),
     #[error("{0}")]
     Namespace(#[from] NamespaceError),
+    /// `dockerConfig` could not be read.
+    #[error("dockerConfig: {0}")]
+    DockerConfig(#[from] DockerConfigError),
     /// An operating-system resource `serve` needs: a signal handler, a socket, a port.
     #[error("{what}: {source}")]
     Os { what: String, source: std::io::Error },
@@ -70,16 +78,13 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
     let metrics = Arc::new(Metrics::new());
     let registries = Registries::new(&config, metrics.clone())?;
     log_hosts(&registries);
+    let docker_config = DockerConfig::read(&config.docker_config)?;
+    tracing::info!(keys = docker_config.len(), "docker config loaded");
     let upstream = Upstream::connect_lazy(&config.upstream);
     let containerd = Containerd::new(upstream.channel(), &config.containerd_namespace)?;
-    let gate = Arc::new(Gate::new(
-        policy,
-        Judge::new(registries.clone(), config.verify_timeout, metrics.clone()),
-        audit,
-        upstream,
-        containerd,
-        metrics.clone(),
-    ));
+    let judge = Judge::new(registries.clone(), config.verify_timeout, metrics.clone());
+    judge.set_docker_config(docker_config);
+    let gate = Arc::new(Gate::new(policy, judge, audit, upstream, containerd, metrics.clone()));
 
     let mut terminate = signal(SignalKind::terminate()).map_err(os("SIGTERM handler"))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(os("SIGINT handler"))?;
@@ -139,6 +144,7 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
         let gate = gate.clone();
         let metrics = metrics.clone();
         let path = config.policy.clone();
+        let docker_config = config.docker_config.clone();
         let announced = announced.clone();
         async move {
             while hangup.recv().await.is_some() {
@@ -161,6 +167,12 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
                     Err(error) => {
                         metrics.policy_reload(false);
                         tracing::error!(%error, "registryHosts reload refused; the last good registry host configuration stays in force")
+                    }
+                }
+                match gate.reload_docker_config(&docker_config) {
+                    Ok(()) => tracing::info!("docker config reloaded"),
+                    Err(error) => {
+                        tracing::error!(%error, "docker config reload refused; the last good one stays in force")
                     }
                 }
                 match gate.reload_policy(&path) {

@@ -263,7 +263,7 @@ impl RegistryEntry {
 /// test names its own: a test sees only the registries and credentials it set up.
 fn hermetic(config_yaml: &str) -> String {
     let mut config = config_yaml.to_string();
-    for key in ["registryHosts"] {
+    for key in ["registryHosts", "dockerConfig"] {
         let named = config.lines().any(|l| l.starts_with(&format!("{key}:")));
         if !named {
             if !config.is_empty() && !config.ends_with('\n') {

@@ -69,8 +69,23 @@ impl Signer {
         digest: &str,
         auth: Auth<'_>,
     ) -> Result<String, RegistryError> {
+        self.sign_image_into(host, repo, digest, host, repo, auth).await
+    }
+
+    /// Signs `host/repo@digest` as `cosign sign` with `COSIGN_REPOSITORY=<into_host>/<into_repo>`
+    /// does: the payload names the image's own repository, and the signature goes to the `.sig`
+    /// image of that digest in the other repository (`auth` is for that one).
+    pub async fn sign_image_into(
+        &self,
+        host: &str,
+        repo: &str,
+        digest: &str,
+        into_host: &str,
+        into_repo: &str,
+        auth: Auth<'_>,
+    ) -> Result<String, RegistryError> {
         let payload = Self::payload_for(&format!("{host}/{repo}"), digest);
         let signature = self.sign(&payload);
-        cosign::attach_signature(host, repo, digest, &payload, &signature, auth).await
+        cosign::attach_signature(into_host, into_repo, digest, &payload, &signature, auth).await
     }
 }

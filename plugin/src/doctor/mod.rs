@@ -9,11 +9,12 @@
 //!
 //! One file per family of checks: [`socket`] (the listen socket and its directory),
 //! [`containerd`], [`kubelet`] (its wiring to pullgate), [`policy`] (the policy and its trust
-//! material's expiry), [`registry_hosts`] (containerd's hosts.toml as pullgate follows it) and
-//! [`audit`] (the audit log).
+//! material's expiry), [`registry_hosts`] (containerd's hosts.toml as pullgate follows it),
+//! [`credentials`] (`dockerConfig`) and [`audit`] (the audit log).
 
 mod audit;
 mod containerd;
+mod credentials;
 mod kubelet;
 mod policy;
 mod registry_hosts;
@@ -107,6 +108,7 @@ pub async fn run(options: &Options) -> Report {
         Timestamp::now(),
     ));
     checks.extend(registry_hosts::registry_hosts(&config));
+    checks.push(credentials::docker_config(&config.docker_config));
     checks.push(audit::audit_log(&config.audit.path));
     Report {
         checks,

@@ -2,7 +2,7 @@
 //! `pullgate verify`.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
@@ -12,9 +12,9 @@ use crate::{
     cache::{Cache, Lookup},
     denial::{Cause, Denial},
     metrics::Metrics,
-    policy::{Mode, Policy, Rule, Verdict},
+    policy::{Mode, Policy, Rule, SignatureRepository, Verdict},
     reference::{Digest, Reference},
-    registry::{cosign, referrers, Credentials, Registries, RegistryError, Session},
+    registry::{cosign, referrers, Credentials, DockerConfig, Registries, RegistryError, Session},
     verify::{self, AttestationOutcome, TrustMaterial, Verified},
 };
 
@@ -27,6 +27,9 @@ pub struct Judge {
     /// policy generation.
     cache: Arc<Cache<VerificationKey, Verified, Refusal>>,
     metrics: Arc<Metrics>,
+    /// Credentials for registries kubelet sent none for (`dockerConfig`); replaced whole on
+    /// reload.
+    docker_config: Arc<RwLock<Arc<DockerConfig>>>,
 }
 
 /// What a verification's outcome depends on. A reload changes the generation, so no
@@ -39,6 +42,9 @@ struct VerificationKey {
     /// The policy's and trust material's hash.
     generation: String,
     rule: String,
+    /// Where signatures and attestations were looked up (canonical `host/path`): the image's own
+    /// repository, or the rule's `signatureRepository`. What is found depends on it.
+    signatures_in: String,
 }
 
 /// How long a verified image is remembered at most, and how many are.
@@ -60,6 +66,9 @@ pub struct Judgement {
     pub rejected: Vec<String>,
     /// How the verification was answered; `None` when the decision needed none.
     pub cache: Option<Lookup>,
+    /// The rule's `signatureRepository`, where signatures were looked up instead of beside the
+    /// image.
+    pub signatures_in: Option<String>,
 }
 
 // === impl Judge ===
@@ -72,7 +81,30 @@ impl Judge {
             verify_timeout,
             cache: Arc::new(Cache::new(CACHE_TTL, CACHE_CAPACITY)),
             metrics,
+            docker_config: Arc::default(),
         }
+    }
+
+    /// Puts `config` in force for registries kubelet sends no credentials for.
+    pub fn set_docker_config(&self, config: DockerConfig) {
+        *self.docker_config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    /// The credentials for the repository signatures are looked up in: kubelet's when it is on
+    /// the image's registry and kubelet sent some (they were sent for that registry), else the
+    /// Docker config's, as SPEC §3 has it for a registry the pull carried no credentials for.
+    /// Never kubelet's for another registry.
+    fn signature_credentials(
+        &self,
+        image: &Reference,
+        repository: &SignatureRepository,
+        kubelet: &Credentials,
+    ) -> Credentials {
+        if repository.host() == image.host() && !kubelet.is_anonymous() {
+            return kubelet.clone();
+        }
+        let config = self.docker_config.read().unwrap_or_else(|p| p.into_inner()).clone();
+        Credentials::from_docker_config(&config, repository.host(), repository.path())
     }
 
     /// Decides `image` for a pod in `namespace`, fetching what it must with `credentials`.
@@ -84,7 +116,7 @@ impl Judge {
                 // Not a reference: shown escaped, so a newline in a pod's image cannot forge
                 // a line of pullgate's log.
                 let shown = image.escape_debug().to_string();
-                return Judgement::new(shown, None, None, policy.mode(), Err(refusal));
+                return Judgement::new(shown, None, None, policy.mode(), Err(refusal), None);
             }
         };
         let decision = policy.decide(&reference, namespace);
@@ -106,8 +138,19 @@ impl Judge {
                 }
             }
         };
+        let signatures_in = decision
+            .rule()
+            .and_then(Rule::signature_repository)
+            .map(ToString::to_string);
         let rule = decision.rule().map(|r| r.name().to_string());
-        let mut judgement = Judgement::new(reference.to_string(), Some(&reference), rule, decision.mode, verdict);
+        let mut judgement = Judgement::new(
+            reference.to_string(),
+            Some(&reference),
+            rule,
+            decision.mode,
+            verdict,
+            signatures_in,
+        );
         judgement.cache = cache;
         judgement
     }
@@ -122,22 +165,33 @@ impl Judge {
         policy: &Policy,
         credentials: Credentials,
     ) -> (Result<Verified, Refusal>, Lookup) {
+        // The tag is resolved in the image's own repository with kubelet's credentials; what is
+        // verified, and pulled, is that digest wherever its signatures live.
+        let signature_session = rule.signature_repository().map(|repository| {
+            let credentials = self.signature_credentials(reference, repository, &credentials);
+            self.registries.session(repository.reference(), credentials)
+        });
         let session = self.registries.session(reference, credentials);
         let digest = match session.resolve(reference).await {
             Ok(digest) => digest,
             Err(e) => return (Err(Refusal::from_registry(None, e)), Lookup::Miss),
         };
+        let signatures_in = rule
+            .signature_repository()
+            .map_or_else(|| reference.repository(), ToString::to_string);
         let key = VerificationKey {
             repository: reference.repository(),
             digest: digest.clone(),
             generation: policy.hash().to_string(),
             rule: rule.name().to_string(),
+            signatures_in,
         };
+        let session = signature_session.as_ref().unwrap_or(&session);
         // Only a verification that runs to its end is timed: one cut off by verifyTimeout is
         // dropped here, and neither it nor its lookup is counted.
         let check = || async {
             let started = Instant::now();
-            let outcome = self.check(reference, &session, &digest, rule, policy.trust()).await;
+            let outcome = self.check(reference, session, &digest, rule, policy.trust()).await;
             self.metrics.verification(started.elapsed());
             outcome
         };
@@ -338,6 +392,7 @@ impl Judgement {
         rule: Option<String>,
         mode: Mode,
         verdict: Result<Admission, Refusal>,
+        signatures_in: Option<String>,
     ) -> Self {
         let (digest, attestations, rejected) = match &verdict {
             Ok(Admission::Verified(v)) => (Some(v.digest().clone()), v.attestations().to_vec(), Vec::new()),
@@ -352,6 +407,7 @@ impl Judgement {
             image: named,
             rule: rule.clone(),
             cause: refusal.cause,
+            signatures_in: signatures_in.clone(),
         });
         Self {
             image,
@@ -362,17 +418,24 @@ impl Judgement {
             attestations,
             rejected,
             cache: None,
+            signatures_in,
         }
     }
 
     /// The audit record of this judgement, as a `PullImage` decision.
     pub fn record(&self, namespace: &str, pod: &str, started: Instant) -> Record {
         let (decision, reason, signatures): (audit::Decision, String, Vec<audit::Signature>) = match &self.verdict {
-            Ok(Admission::Verified(v)) => (
-                audit::Decision::Allow,
-                verified_reason(v),
-                v.evidence().iter().map(audit::Signature::from).collect(),
-            ),
+            Ok(Admission::Verified(v)) => {
+                let mut reason = verified_reason(v);
+                if let Some(repository) = &self.signatures_in {
+                    reason.push_str(&format!(" (signatures in {repository})"));
+                }
+                (
+                    audit::Decision::Allow,
+                    reason,
+                    v.evidence().iter().map(audit::Signature::from).collect(),
+                )
+            }
             Ok(Admission::Waived(w)) => (audit::Decision::Allow, w.reason().to_string(), Vec::new()),
             Err(denial) => {
                 let decision = match self.mode {
@@ -396,5 +459,58 @@ impl Judgement {
             cache: self.cache.map_or("none", Lookup::as_str),
         };
         Record::pull(judged, namespace, pod, started.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{config::Config, registry::Origin};
+
+    fn judge(docker_config: &str) -> Judge {
+        let metrics = Arc::new(Metrics::new());
+        let config = Config::with_policy("policy.yaml".into());
+        let judge = Judge::new(
+            Registries::new(&config, metrics.clone()).unwrap(),
+            Duration::from_secs(1),
+            metrics,
+        );
+        judge.set_docker_config(DockerConfig::parse(docker_config.as_bytes(), Path::new("/d/config.json")).unwrap());
+        judge
+    }
+
+    fn credentials_for(judge: &Judge, image: &str, repository: &str, kubelet: &Credentials) -> Credentials {
+        let image = Reference::parse(image).unwrap();
+        let repository = SignatureRepository::parse(repository).unwrap();
+        judge.signature_credentials(&image, &repository, kubelet)
+    }
+
+    #[test]
+    fn kubelets_credentials_go_only_to_the_images_registry() {
+        let judge = judge(
+            r#"{"auths": {"sigs.example.com": {"username": "bob", "password": "pw"},
+                          "registry.example.com": {"username": "carol", "password": "pw"}}}"#,
+        );
+        let kubelet = Credentials::basic("alice", "pw");
+        let anonymous = Credentials::anonymous();
+        let image = "registry.example.com/team/app:v1";
+
+        // The image's registry: kubelet's, whatever dockerConfig says.
+        let same = credentials_for(&judge, image, "Registry.example.com:443/team/sigs", &kubelet);
+        assert_eq!((same.username(), same.origin()), (Some("alice"), &Origin::Kubelet));
+        // The image's registry, but kubelet sent nothing: dockerConfig's for that registry.
+        let same = credentials_for(&judge, image, "registry.example.com/team/sigs", &anonymous);
+        assert_eq!(same.username(), Some("carol"));
+        // Another registry: dockerConfig's, or none; never kubelet's.
+        let other = credentials_for(&judge, image, "sigs.example.com/team/sigs", &kubelet);
+        assert_eq!(other.username(), Some("bob"));
+        let unknown = credentials_for(&judge, image, "elsewhere.example.com/sigs", &kubelet);
+        assert_eq!(unknown.username(), None);
+        assert_eq!(
+            unknown.origin(),
+            &Origin::NotInDockerConfig(Some("/d/config.json".into()))
+        );
     }
 }

@@ -19,11 +19,12 @@ use tonic::Status;
 use crate::{
     admission::{Admission, Waiver},
     audit::{AuditError, AuditLog, Outcome, PeerRefusals, Record},
+    config::DockerConfigFile,
     containerd::Containerd,
     cri::{ImageGate, UnaryCall, UnaryReply, Upstream},
     metrics::Metrics,
     policy::{Mode, Policy, PolicyErrors},
-    registry::Credentials,
+    registry::{Credentials, DockerConfig, DockerConfigError},
 };
 
 mod judge;
@@ -146,6 +147,14 @@ impl Gate {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
         self.metrics.trust_expiry(expiry);
         self.metrics.policy_reload(true);
+        Ok(())
+    }
+
+    /// Reads the Docker config `file` names and puts it in force for registries kubelet sends
+    /// no credentials for; on error the current one stays.
+    pub fn reload_docker_config(&self, file: &DockerConfigFile) -> Result<(), DockerConfigError> {
+        let config = DockerConfig::read(file)?;
+        self.judge.set_docker_config(config);
         Ok(())
     }
 

@@ -87,6 +87,7 @@ impl Gate {
             cause: Cause::NotAdmitted {
                 image_id: image.id.clone(),
             },
+            signatures_in: None,
         };
         let digest = digest.map(|d| d.to_string());
         let record = Record::status_hidden(image_name, digest, rule, denial.to_string(), started.elapsed());

@@ -79,6 +79,7 @@ fn judge(policy: &Policy, attached: &Attached) -> Judgement {
         Some(rule.name().to_string()),
         Mode::Enforce,
         verdict,
+        None,
     )
 }
 

@@ -10,6 +10,7 @@ mod error;
 mod glob;
 mod lines;
 pub mod predicate;
+mod repository;
 mod rule;
 mod schema;
 mod validate;
@@ -46,6 +47,7 @@ pub use self::{
     decide::{Decision, Verdict},
     error::{PolicyError, PolicyErrors},
     glob::{GlobError, ImageGlob, NamespaceGlob},
+    repository::{InvalidRepository, SignatureRepository},
     rule::{Action, Mode, NoMatch, Rule},
 };
 

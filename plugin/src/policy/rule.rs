@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use super::{Attestation, Authority, ImageGlob, NamespaceGlob};
+use super::{Attestation, Authority, ImageGlob, NamespaceGlob, SignatureRepository};
 use crate::reference::Reference;
 
 /// Whether a decision blocks the pull (`enforce`) or is only logged (`warn`) or recorded as
@@ -55,6 +55,7 @@ pub struct Rule {
     pub(super) require_signature: bool,
     pub(super) authorities: Vec<Authority>,
     pub(super) attestations: Vec<Attestation>,
+    pub(super) signature_repository: Option<SignatureRepository>,
 }
 
 // === impl Mode ===
@@ -154,6 +155,12 @@ impl Rule {
     /// The attestations the rule requires; all of them must hold.
     pub fn attestations(&self) -> &[Attestation] {
         &self.attestations
+    }
+
+    /// Where the image's signatures and attestations are looked up when not in its own
+    /// repository (`signatureRepository`).
+    pub fn signature_repository(&self) -> Option<&SignatureRepository> {
+        self.signature_repository.as_ref()
     }
 
     /// Whether the rule covers a pull of `image` into pod namespace `namespace` (`""` for a

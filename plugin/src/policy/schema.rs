@@ -57,6 +57,7 @@ pub(super) struct RuleDoc {
     pub authorities: Vec<AuthorityDoc>,
     #[serde(default)]
     pub attestations: Vec<AttestationDoc>,
+    pub signature_repository: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1537,3 +1537,71 @@ fn deeply_nested_flow_collections_are_refused_before_parsing() {
     assert!(errors.first().message.contains("nested deeper"), "{errors}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
+
+// --- signatureRepository ---
+
+/// A verify rule for `ghcr.io/org/**` with `signatureRepository: <repository>` (`None`: the line
+/// is left out).
+fn signature_repository_policy(repository: Option<&str>) -> String {
+    let line = repository.map_or_else(String::new, |r| format!("      signatureRepository: {r}\n"));
+    with_rules(
+        "",
+        &format!(
+            "    - name: signed\n      images: [\"ghcr.io/org/**\"]\n{line}      authorities:\n        - name: release\n          key:\n            publicKey: |\n{}",
+            indent(&public_pem(), 14)
+        ),
+    )
+}
+
+#[test]
+fn signature_repository_is_normalized_as_references_are() {
+    for (written, host, path) in [
+        ("ghcr.io/org/signatures", "ghcr.io", "org/signatures"),
+        ("GHCR.io:443/org/signatures", "ghcr.io", "org/signatures"),
+        ("127.0.0.1:5000/sigs/app", "127.0.0.1:5000", "sigs/app"),
+        ("org/signatures", "docker.io", "org/signatures"),
+        ("signatures", "docker.io", "library/signatures"),
+    ] {
+        let policy = parse(&signature_repository_policy(Some(written))).unwrap_or_else(|e| panic!("{written}: {e}"));
+        let repository = policy.rules()[0].signature_repository().expect("the rule has one");
+        assert_eq!((repository.host(), repository.path()), (host, path), "{written}");
+        assert_eq!(repository.to_string(), format!("{host}/{path}"));
+    }
+    let without = parse(&signature_repository_policy(None)).unwrap();
+    assert!(without.rules()[0].signature_repository().is_none());
+}
+
+#[test]
+fn signature_repository_with_a_tag_or_digest_or_bad_name_is_refused_at_its_line() {
+    for written in [
+        "ghcr.io/org/signatures:v1",
+        "127.0.0.1:5000/sigs:latest",
+        &format!("ghcr.io/org/signatures@{}", digest()),
+        "ghcr.io/Org/Signatures",
+        "\"\"",
+        "ghcr.io/org/",
+    ] {
+        let text = signature_repository_policy(Some(written));
+        let error = only_error(&text);
+        assert_eq!(error.field, "spec.rules[0].signatureRepository", "{written}: {error}");
+        assert_eq!(
+            error.line,
+            Some(line_of(&text, "signatureRepository")),
+            "{written}: {error}"
+        );
+    }
+    let tagged = only_error(&signature_repository_policy(Some("ghcr.io/org/signatures:v1")));
+    assert!(tagged.message.contains("tag or digest"), "{tagged}");
+}
+
+#[test]
+fn signature_repository_needs_a_rule_that_verifies() {
+    let text = with_rules(
+        "",
+        "    - name: open\n      images: [\"ghcr.io/**\"]\n      action: allow\n      signatureRepository: ghcr.io/org/signatures\n",
+    );
+    let error = only_error(&text);
+    assert_eq!(error.field, "spec.rules[0].signatureRepository");
+    assert_eq!(error.line, Some(line_of(&text, "signatureRepository")));
+    assert!(error.message.contains("verifies nothing"), "{error}");
+}

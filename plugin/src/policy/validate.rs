@@ -23,8 +23,8 @@ use super::{
     lines::LineIndex,
     schema::{AttestationDoc, AuthorityDoc, Document, KeyDoc, KeylessDoc, RuleDoc},
     yaml, Action, Attestation, Authority, AuthorityKind, Condition, FulcioClaim, IdentityMatch, ImageGlob, Keyless,
-    NamespaceGlob, Policy, PolicyError, PolicyErrors, PolicyRoot, Rule, Tlog, API_VERSION, DEFAULT_ROOT, KIND,
-    MAX_AGE_NEEDS_KEYLESS, MAX_CONDITIONS,
+    NamespaceGlob, Policy, PolicyError, PolicyErrors, PolicyRoot, Rule, SignatureRepository, Tlog, API_VERSION,
+    DEFAULT_ROOT, KIND, MAX_AGE_NEEDS_KEYLESS, MAX_CONDITIONS,
 };
 
 /// Bounds on what one policy may hold, so that a runaway file is refused whole.
@@ -178,6 +178,7 @@ impl Validator<'_> {
                     ("requireSignature", doc.require_signature.is_none()),
                     ("authorities", doc.authorities.is_empty()),
                     ("attestations", doc.attestations.is_empty()),
+                    ("signatureRepository", doc.signature_repository.is_none()),
                 ] {
                     if !empty {
                         let message = format!(
@@ -202,6 +203,10 @@ impl Validator<'_> {
         // Read from what was written, so a broken keyless authority is not reported twice.
         let keyless = doc.authorities.iter().any(|a| a.keyless.is_some());
         let signed = !doc.authorities.is_empty();
+        let signature_repository = doc.signature_repository.as_deref().and_then(|text| {
+            let field = format!("{field}.signatureRepository");
+            SignatureRepository::parse(text).map_err(|e| self.error(&field, e)).ok()
+        });
         let authorities = self.authorities(&format!("{field}.authorities"), doc.authorities);
         let attestations = self.attestations(&format!("{field}.attestations"), doc.attestations);
         for (i, attestation) in attestations.iter().enumerate() {
@@ -223,6 +228,7 @@ impl Validator<'_> {
             require_signature,
             authorities,
             attestations,
+            signature_repository,
         }
     }
 

@@ -4,6 +4,7 @@
 use std::{
     collections::HashMap,
     fmt,
+    path::{Path, PathBuf},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -12,7 +13,7 @@ use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use reqwest::header;
 use sha2::{Digest as _, Sha256};
 
-use super::{outcome_of, read_bounded, unavailable, Endpoint, RegistryError, Session};
+use super::{outcome_of, read_bounded, unavailable, DockerConfig, Endpoint, RegistryError, Session};
 use crate::metrics::RegistryOutcome;
 
 /// Token responses larger than this are refused.
@@ -33,6 +34,37 @@ pub struct Credentials {
     basic: Option<(String, String)>,
     identity_token: Option<String>,
     registry_token: Option<String>,
+    /// Not part of what is sent: only what messages say about a refusal.
+    origin: Origin,
+}
+
+/// Where a request's credentials came from: kubelet, for the image's own registry; a Docker
+/// config (`dockerConfig`) for another.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// `PullImageRequest.auth` (for `pullgate verify`, its stand-in).
+    #[default]
+    Kubelet,
+    /// The key `key` of the Docker config `file`.
+    DockerConfig { file: PathBuf, key: String },
+    /// The Docker config `file` has no key for the registry; `None` when none is read.
+    NotInDockerConfig(Option<PathBuf>),
+}
+
+impl Origin {
+    /// Why a registry that answered 401 got nowhere with these credentials, for the message.
+    pub fn refusal(&self) -> String {
+        match self {
+            Origin::Kubelet => "the registry refused the credentials kubelet sent (or the lack of them)".to_string(),
+            Origin::DockerConfig { file, key } => {
+                format!("the registry refused the credentials of {key:?} in {}", file.display())
+            }
+            Origin::NotInDockerConfig(Some(file)) => {
+                format!("the registry wants credentials and {} has none for it", file.display())
+            }
+            Origin::NotInDockerConfig(None) => "the registry wants credentials and no dockerConfig is read".to_string(),
+        }
+    }
 }
 
 impl Credentials {
@@ -58,49 +90,51 @@ impl Credentials {
             basic,
             identity_token: non_empty(&auth.identity_token),
             registry_token: non_empty(&auth.registry_token),
+            origin: Origin::Kubelet,
         }
     }
 
-    /// The credentials a Docker `config.json` (`auths`, as `docker login` and Kubernetes'
-    /// `.dockerconfigjson` secrets write it) holds for registry `host`; anonymous when it holds
-    /// none. Keys may carry a scheme and path (`https://index.docker.io/v1/`); Docker Hub's
-    /// spellings are one registry. Credential helpers (`credsStore`, `credHelpers`) are not run.
-    pub fn from_docker_config(json: &[u8], host: &str) -> Result<Self, String> {
-        #[derive(serde::Deserialize)]
-        struct Config {
-            #[serde(default)]
-            auths: std::collections::BTreeMap<String, Entry>,
+    /// The credentials Docker config `config` holds for repository `path` on registry `host`
+    /// (canonical `host[:port]`), by kubelet's key matching (see [`DockerConfig`]); anonymous
+    /// when it holds none. The one way a Docker config is read, by `serve`'s `dockerConfig` and
+    /// `pullgate verify --docker-config` alike.
+    pub fn from_docker_config(config: &DockerConfig, host: &str, path: &str) -> Self {
+        config.credentials_for(host, path)
+    }
+
+    /// These credentials, as found under `key` in the Docker config `file`.
+    pub(super) fn found_in(self, file: &Path, key: &str) -> Self {
+        Self {
+            origin: Origin::DockerConfig {
+                file: file.to_owned(),
+                key: key.to_string(),
+            },
+            ..self
         }
-        #[derive(serde::Deserialize, Default)]
-        struct Entry {
-            #[serde(default)]
-            auth: String,
-            #[serde(default)]
-            username: String,
-            #[serde(default)]
-            password: String,
-            #[serde(default)]
-            identitytoken: String,
-            #[serde(default)]
-            registrytoken: String,
+    }
+
+    /// No credentials, because the Docker config `file` (if any is read) has no key for the
+    /// registry.
+    pub(super) fn not_in_docker_config(file: Option<&Path>) -> Self {
+        Self {
+            origin: Origin::NotInDockerConfig(file.map(Path::to_owned)),
+            ..Self::default()
         }
-        let config: Config = serde_json::from_slice(json).map_err(|e| format!("not a Docker config.json: {e}"))?;
-        let wanted = docker_config_host(host);
-        let Some(entry) = config
-            .auths
-            .into_iter()
-            .find_map(|(key, entry)| (docker_config_host(&key) == wanted).then_some(entry))
-        else {
-            return Ok(Self::anonymous());
-        };
-        Ok(Self::from_cri(Some(&pullgate_proto::cri::AuthConfig {
-            username: entry.username,
-            password: entry.password,
-            auth: entry.auth,
-            identity_token: entry.identitytoken,
-            registry_token: entry.registrytoken,
-            ..Default::default()
-        })))
+    }
+
+    /// Whether these credentials hold nothing to send.
+    pub fn is_anonymous(&self) -> bool {
+        self.basic.is_none() && self.identity_token.is_none() && self.registry_token.is_none()
+    }
+
+    /// The user name of basic credentials, if they are that.
+    pub fn username(&self) -> Option<&str> {
+        self.basic.as_ref().map(|(u, _)| u.as_str())
+    }
+
+    /// Where these credentials came from, as messages name it.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     pub fn basic(username: &str, password: &str) -> Self {
@@ -139,22 +173,9 @@ impl fmt::Debug for Credentials {
             .field("username", &self.basic.as_ref().map(|(u, _)| u))
             .field("identity_token", &self.identity_token.is_some())
             .field("registry_token", &self.registry_token.is_some())
+            .field("origin", &self.origin)
             .finish()
     }
-}
-
-/// A Docker config key or registry host as one comparable name: no scheme, no path, and Docker
-/// Hub's API and index hosts as `docker.io`.
-fn docker_config_host(key: &str) -> String {
-    let key = key.trim();
-    let key = key
-        .strip_prefix("https://")
-        .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
-    // Keys are compared in the canonical form references carry, so every spelling of a
-    // registry (`Registry.example.com:443`, `index.docker.io`) finds its credentials.
-    let host = key.split('/').next().unwrap_or_default();
-    crate::reference::canonical_host(host).unwrap_or_else(|| host.to_ascii_lowercase())
 }
 
 /// A parsed `WWW-Authenticate` header: the scheme and its `key="value"` parameters.
@@ -281,7 +302,10 @@ pub(super) async fn answer(
             .credentials
             .basic_header()
             .map(own)
-            .ok_or_else(|| unauthorized("registry wants credentials and none were sent")),
+            .ok_or_else(|| match session.credentials.origin() {
+                Origin::Kubelet => unauthorized("registry wants credentials and none were sent"),
+                other => unauthorized(&other.refusal()),
+            }),
         "bearer" => {
             if let Some(token) = &session.credentials.registry_token {
                 return Ok(own(format!("Bearer {token}")));
@@ -512,34 +536,6 @@ mod tests {
         assert_eq!(answers.0.lock().unwrap().len(), MAX_ANSWERS);
         assert_eq!(answers.get(&key(0)), None);
         assert!(answers.get(&key(MAX_ANSWERS + 9)).is_some());
-    }
-
-    #[test]
-    fn docker_config_credentials_are_found_by_host() {
-        let config = format!(
-            r#"{{"auths": {{
-                "https://index.docker.io/v1/": {{"auth": "{hub}"}},
-                "127.0.0.1:5000": {{"username": "alice", "password": "pw"}},
-                "ghcr.io": {{"identitytoken": "refresh"}}
-            }}, "credsStore": "desktop"}}"#,
-            hub = BASE64.encode("bob:hubpw")
-        );
-        let config = config.as_bytes();
-        let hub = Credentials::from_docker_config(config, "docker.io").unwrap();
-        assert_eq!(hub.basic, Some(("bob".into(), "hubpw".into())));
-        let local = Credentials::from_docker_config(config, "127.0.0.1:5000").unwrap();
-        assert_eq!(local.basic, Some(("alice".into(), "pw".into())));
-        let ghcr = Credentials::from_docker_config(config, "ghcr.io").unwrap();
-        assert_eq!(ghcr.identity_token.as_deref(), Some("refresh"));
-        // Another port is another registry.
-        let other = Credentials::from_docker_config(config, "127.0.0.1:5001").unwrap();
-        assert_eq!(other.fingerprint(), Credentials::anonymous().fingerprint());
-        // Keys in another spelling of the host (case, the default port) are the same registry.
-        let spelled = br#"{"auths": {"https://GHCR.io:443": {"username": "carol", "password": "pw"}}}"#;
-        let ghcr = Credentials::from_docker_config(spelled, "ghcr.io").unwrap();
-        assert_eq!(ghcr.basic, Some(("carol".into(), "pw".into())));
-        let err = Credentials::from_docker_config(b"[1,2]", "ghcr.io").unwrap_err();
-        assert!(err.starts_with("not a Docker config.json"), "{err}");
     }
 
     #[test]

@@ -18,11 +18,13 @@ use crate::{
 
 mod auth;
 pub mod cosign;
+mod docker_config;
 pub mod hosts;
 pub mod referrers;
 mod routes;
 
-pub use auth::Credentials;
+pub use auth::{Credentials, Origin};
+pub use docker_config::{DockerConfig, DockerConfigError, MAX_DOCKER_CONFIG_BYTES};
 pub use hosts::{HostsDir, HostsError};
 pub use routes::RegistriesError;
 use routes::{Route, Routes};
@@ -440,7 +442,7 @@ impl Session<'_> {
                 }
                 StatusCode::UNAUTHORIZED => {
                     self.registries.inner.answers.forget(&endpoint.answers_key);
-                    let why = "the registry refused the credentials kubelet sent (or the lack of them)";
+                    let why = self.credentials.origin().refusal();
                     return Err(RegistryError::Unavailable(format!(
                         "{url}: HTTP 401 Unauthorized: {why}"
                     )));

@@ -95,6 +95,33 @@ pub async fn attach_v3_bundle(
     auth: Auth<'_>,
 ) -> Result<String, RegistryError> {
     let (image_manifest, image_media_type) = get_manifest(host, repo, image_digest, auth).await?;
+    let subject = Subject {
+        digest: image_digest,
+        media_type: &image_media_type,
+        size: image_manifest.len(),
+    };
+    attach_v3_bundle_to(host, repo, subject, bundle_json, predicate_type, auth).await
+}
+
+/// The image a referrer refers to, as its manifest's descriptor says.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub digest: &'a str,
+    pub media_type: &'a str,
+    pub size: usize,
+}
+
+/// As [`attach_v3_bundle`], into `host/repo`, which need not hold the image `subject` (cosign
+/// v3 with `COSIGN_REPOSITORY`).
+pub async fn attach_v3_bundle_to(
+    host: &str,
+    repo: &str,
+    subject: Subject<'_>,
+    bundle_json: &str,
+    predicate_type: Option<&str>,
+    auth: Auth<'_>,
+) -> Result<String, RegistryError> {
+    let image_digest = subject.digest;
     let empty_digest = push_blob(host, repo, EMPTY_BLOB, auth).await?;
     let bundle_digest = push_blob(host, repo, bundle_json.as_bytes(), auth).await?;
 
@@ -115,7 +142,7 @@ pub async fn attach_v3_bundle(
         "artifactType": BUNDLE_V03_MEDIA_TYPE,
         "config": { "mediaType": media_type::OCI_EMPTY, "digest": empty_digest, "size": EMPTY_BLOB.len() },
         "layers": [{ "mediaType": BUNDLE_V03_MEDIA_TYPE, "digest": bundle_digest, "size": bundle_json.len() }],
-        "subject": { "mediaType": image_media_type, "digest": image_digest, "size": image_manifest.len() },
+        "subject": { "mediaType": subject.media_type, "digest": image_digest, "size": subject.size },
         "annotations": annotations,
     }))
     .expect("serialize a referrer manifest");

@@ -410,5 +410,12 @@ async fn verify_uses_the_credentials_of_a_docker_config() {
     std::fs::write(&config, "not json").unwrap();
     let broken = verify(Some(&config));
     assert_eq!(broken.status.code(), Some(2), "{broken:?}");
-    assert!(String::from_utf8_lossy(&broken.stderr).contains("not a Docker config.json"));
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "--docker-config {}:1: not a Docker config.json",
+            config.display()
+        )),
+        "{stderr}"
+    );
 }

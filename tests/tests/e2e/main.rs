@@ -31,6 +31,7 @@ mod node_image;
 mod proxy;
 mod pull;
 mod rig;
+mod signature_repository;
 mod sigstore_rig;
 mod systemd_units;
 mod tls;
