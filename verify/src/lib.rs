@@ -30,6 +30,8 @@ mod intoto;
 pub mod key;
 pub mod legacy;
 pub mod reference;
+#[cfg(test)]
+mod rekor_v2_tests;
 mod regexp;
 mod requirement;
 mod sigstore;
