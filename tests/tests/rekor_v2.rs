@@ -1,0 +1,106 @@
+//! cosign v3 bundles logged in a Rekor v2 log (hashedrekord 0.0.2, an inclusion proof with a
+//! signed-note checkpoint, no SET), judged by the real pullgate in front of a real containerd:
+//! the entry counts as a log entry, and the signing time comes only from a trusted timestamp.
+
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+use pullgate_tests::{
+    sigstore::{
+        attach::attach_v3_bundle,
+        bundle::{cosign_sign_statement, make_v3_dsse_bundle_on_rekor_v2, COSIGN_SIGN_PREDICATE},
+        unix_now, BundleSigner, RekorV2, SanKind, TestSigstore, Tsa,
+    },
+    Pullgate, TestEnv,
+};
+use serde_json::{json, Value};
+
+const ISSUER: &str = "https://token.actions.githubusercontent.com";
+const WORKFLOW: &str = "https://github.com/org/repo/.github/workflows/release.yml@refs/tags/v1";
+const SUBJECT_REGEXP: &str = r"^https://github\.com/org/repo/\.github/workflows/release\.yml@refs/tags/v.*$";
+
+struct World {
+    env: TestEnv,
+    sigstore: TestSigstore,
+    log: RekorV2,
+    tsa: Tsa,
+}
+
+impl World {
+    async fn start() -> World {
+        World {
+            env: TestEnv::start().await,
+            sigstore: TestSigstore::new(),
+            log: RekorV2::generate(),
+            tsa: Tsa::generate(),
+        }
+    }
+
+    /// Pushes `apps/app:<tag>`, signs it keyless in the v2 log (with a timestamp when `stamped`)
+    /// and attaches the bundle.
+    async fn signed(&self, tag: &str, stamped: bool) {
+        let digest = self.env.push_image("apps/app", tag, &format!("image {tag}")).await;
+        let leaf = self.sigstore.issue_fulcio_leaf(SanKind::Uri(WORKFLOW.into()), ISSUER);
+        let statement = cosign_sign_statement(&format!("{}/apps/app", self.env.host()), &digest);
+        let mut bundle: Value = serde_json::from_str(&make_v3_dsse_bundle_on_rekor_v2(
+            &self.log,
+            BundleSigner::Leaf(&leaf),
+            &statement,
+        ))
+        .unwrap();
+        if stamped {
+            let signature = BASE64
+                .decode(bundle["dsseEnvelope"]["signatures"][0]["sig"].as_str().unwrap())
+                .unwrap();
+            let token = self.tsa.stamp(&signature, unix_now(), "");
+            bundle["verificationMaterial"]["timestampVerificationData"] =
+                json!({ "rfc3161Timestamps": [{ "signedTimestamp": BASE64.encode(token) }] });
+        }
+        attach_v3_bundle(
+            &self.env.host(),
+            "apps/app",
+            &digest,
+            &bundle.to_string(),
+            Some(COSIGN_SIGN_PREDICATE),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+
+    /// pullgate with a keyless policy over `apps/**` (log entry required, the keyless default),
+    /// trusting the test Sigstore, the v2 log and the TSA.
+    async fn pullgate(&self) -> Pullgate {
+        let mut root = self.sigstore.trusted_root_value();
+        self.log.trust_in(&mut root);
+        self.tsa.trust_in(&mut root);
+        let path = self.env.dir().join("trusted_root.json");
+        std::fs::write(&path, root.to_string()).unwrap();
+        let images = format!("{}/apps/**", self.env.host());
+        let policy = pullgate_tests::policy::keyless_policy(&path, &images, ISSUER, SUBJECT_REGEXP);
+        self.env.start_pullgate(&policy).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_entry_with_a_timestamp_is_admitted_and_one_without_is_denied() {
+    let world = World::start().await;
+    world.signed("stamped", true).await;
+    world.signed("bare", false).await;
+    let pg = world.pullgate().await;
+
+    let image = world.env.image_ref("apps/app", "stamped");
+    pg.pull(&image, None)
+        .await
+        .unwrap_or_else(|s| panic!("{}\n{}", s.message(), pg.log()));
+    let record = pg.last_record();
+    assert_eq!(record["decision"], "allow", "{record}");
+    assert_eq!(record["signatures"][0]["tlogIndex"], 0, "{record}");
+    assert_eq!(record["signatures"][0]["timeSource"], "tsa", "{record}");
+
+    // The v2 entry proves the signature was logged, not when: without a timestamp nothing shows
+    // the certificate was valid when it signed.
+    let image = world.env.image_ref("apps/app", "bare");
+    let status = pg.pull(&image, None).await.unwrap_err();
+    assert!(status.message().contains("timestamp"), "{}", status.message());
+    assert_eq!(pg.last_record()["decision"], "deny");
+    assert_eq!(world.env.containerd.image_id(&image).await, None);
+}
