@@ -100,7 +100,9 @@ async fn a_v2_entry_with_a_timestamp_is_admitted_and_one_without_is_denied() {
     // the certificate was valid when it signed.
     let image = world.env.image_ref("apps/app", "bare");
     let status = pg.pull(&image, None).await.unwrap_err();
-    assert!(status.message().contains("timestamp"), "{}", status.message());
-    assert_eq!(pg.last_record()["decision"], "deny");
+    assert!(status.message().contains("1 invalid"), "{}", status.message());
+    let record = pg.last_record();
+    assert_eq!(record["decision"], "deny", "{record}");
+    assert!(record["rejected"][0].as_str().unwrap().contains("timestamp"), "{record}");
     assert_eq!(world.env.containerd.image_id(&image).await, None);
 }
