@@ -166,7 +166,7 @@ async fn cosign_v3_bundle_signatures_admit_under_their_key_and_not_another() {
     let image = rig.push("v1").await;
     sign(cosign3, &home, &key, &image, &[V3_OFFLINE]);
     let listed = run(cosign3(&home).args(["tree"]).arg(&image));
-    assert!(listed.contains("application/vnd.dev.sigstore.bundle"), "{listed}");
+    assert!(listed.contains("https://sigstore.dev/cosign/sign/v1 artifacts via OCI referrer"), "{listed}");
     let tags = run(oras(&home).args(["repo", "tags", "--plain-http"]).arg(format!("{}/apps/app", rig.env.host())));
     assert!(!tags.contains(".sig"), "cosign v3 wrote a legacy signature: {tags}");
     // The same tool asked for the legacy layout still writes it.
