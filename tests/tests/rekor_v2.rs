@@ -1,6 +1,8 @@
 //! cosign v3 bundles logged in a Rekor v2 log (hashedrekord 0.0.2, an inclusion proof with a
 //! signed-note checkpoint, no SET), judged by the real pullgate in front of a real containerd:
 //! the entry counts as a log entry, and the signing time comes only from a trusted timestamp.
+//! The log is the test Sigstore's ([`RekorV2`], for keyless signatures, which need a Fulcio
+//! that cannot run here) or a real rekor-tiles server that the real cosign v3 signs into.
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use pullgate_tests::{
@@ -9,6 +11,8 @@ use pullgate_tests::{
         bundle::{cosign_sign_statement, make_v3_dsse_bundle_on_rekor_v2, COSIGN_SIGN_PREDICATE},
         unix_now, BundleSigner, RekorV2, SanKind, TestSigstore, Tsa,
     },
+    rekor_tiles::RekorTiles,
+    tools::{cosign3, cosign_key_pair, run},
     Pullgate, TestEnv,
 };
 use serde_json::{json, Value};
@@ -105,4 +109,81 @@ async fn a_v2_entry_with_a_timestamp_is_admitted_and_one_without_is_denied() {
     assert_eq!(record["decision"], "deny", "{record}");
     assert!(record["rejected"][0].as_str().unwrap().contains("timestamp"), "{record}");
     assert_eq!(world.env.containerd.image_id(&image).await, None);
+}
+
+/// cosign v3 `sign --key` through a signing config naming a real Rekor v2 log: pullgate checks
+/// the entry offline (inclusion proof, checkpoint signed by the log key of the trusted root,
+/// body matched to the signature) and records its index, with no signing time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cosign_v3_signature_logged_in_a_real_rekor_v2_meets_a_required_log() {
+    let env = TestEnv::start().await;
+    let log = RekorTiles::start_in(&env.dir().join("rekor-tiles")).await;
+    let home = env.dir().join("ci");
+    let (key, public) = cosign_key_pair(cosign3, &home);
+    let (root, config) = (home.join("trusted_root.json"), home.join("signing_config.json"));
+    std::fs::write(&root, log.trusted_root().to_string()).unwrap();
+    std::fs::write(&config, log.signing_config().to_string()).unwrap();
+    let mut logged = Vec::new();
+    for tag in ["first", "second"] {
+        let digest = env.push_image("apps/app", tag, tag).await;
+        run(cosign3(&home)
+            .args(["sign", "--key"])
+            .arg(&key)
+            .arg("--signing-config")
+            .arg(&config)
+            .arg("--trusted-root")
+            .arg(&root)
+            .arg(env.image_ref("apps/app", &digest)));
+        logged.push(tag);
+    }
+    // The same key without the log.
+    let digest = env.push_image("apps/app", "unlogged", "unlogged").await;
+    run(cosign3(&home)
+        .args(["sign", "--use-signing-config=false", "--tlog-upload=false", "--key"])
+        .arg(&key)
+        .arg(env.image_ref("apps/app", &digest)));
+
+    let q = |s: &str| serde_json::to_string(s).unwrap();
+    let policy = format!(
+        "apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: logged
+spec:
+  trustedRoot: {root}
+  rules:
+    - name: apps
+      images: [{images}]
+      authorities:
+        - name: release
+          tlog: required
+          key:
+            publicKey: |
+{pem}",
+        root = q(&root.display().to_string()),
+        images = q(&format!("{}/apps/**", env.host())),
+        pem = pullgate_tests::policy::key_block(&public),
+    );
+    let pg = env.start_pullgate(&policy).await;
+    for (index, tag) in logged.iter().enumerate() {
+        pg.pull(&env.image_ref("apps/app", tag), None)
+            .await
+            .unwrap_or_else(|s| panic!("{tag}: {}\n{}\n{}", s.message(), pg.log(), log.log()));
+        let record = pg.last_record();
+        assert_eq!(record["signatures"][0]["tlogIndex"], index, "{record}");
+        assert_eq!(record["signatures"][0]["timeSource"], "none", "{record}");
+        assert!(record["signatures"][0].get("signedAt").is_none(), "{record}");
+    }
+    let status = pg.pull(&env.image_ref("apps/app", "unlogged"), None).await.unwrap_err();
+    assert!(status.message().contains("release"), "{}", status.message());
+    assert_eq!(pg.last_record()["decision"], "deny");
+    drop(pg);
+
+    // A node that trusts another Rekor v2 log does not take this log's checkpoints.
+    let mut other = log.trusted_root();
+    other["tlogs"] = json!([RekorV2::generate().trusted_root_entry()]);
+    std::fs::write(&root, other.to_string()).unwrap();
+    let pg = env.start_pullgate(&policy).await;
+    pg.pull(&env.image_ref("apps/app", "first"), None).await.unwrap_err();
+    assert_eq!(pg.last_record()["decision"], "deny");
 }
