@@ -164,7 +164,11 @@ impl RekorTiles {
 
 fn command(dir: &Path, key_file: &Path, http_port: u16) -> Command {
     let binary: PathBuf = tools::dir().join("bin/rekor-tiles");
-    assert!(binary.exists(), "{} is missing: run scripts/setup.sh --clients", binary.display());
+    assert!(
+        binary.exists(),
+        "{} is missing: run scripts/setup.sh --clients",
+        binary.display()
+    );
     let grpc_port = free_local_port().expect("find a free port");
     let metrics_port = free_local_port().expect("find a free port");
     let mut command = Command::new(binary);

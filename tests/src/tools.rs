@@ -70,7 +70,11 @@ pub const COSIGN_PASSWORD: &str = "pullgate-test";
 /// from the test process's environment beyond `PATH`.
 pub fn signing_tool(name: &str, home: &Path) -> Command {
     let binary = dir().join("bin").join(name);
-    assert!(binary.exists(), "{} is missing: run scripts/setup.sh --clients", binary.display());
+    assert!(
+        binary.exists(),
+        "{} is missing: run scripts/setup.sh --clients",
+        binary.display()
+    );
     std::fs::create_dir_all(home.join(".docker")).expect("create the tool's home");
     let mut command = Command::new(binary);
     command

@@ -6,12 +6,12 @@
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use pullgate_tests::{
+    rekor_tiles::RekorTiles,
     sigstore::{
         attach::attach_v3_bundle,
         bundle::{cosign_sign_statement, make_v3_dsse_bundle_on_rekor_v2, COSIGN_SIGN_PREDICATE},
         unix_now, BundleSigner, RekorV2, SanKind, TestSigstore, Tsa,
     },
-    rekor_tiles::RekorTiles,
     tools::{cosign3, cosign_key_pair, run},
     Pullgate, TestEnv,
 };
@@ -107,7 +107,10 @@ async fn a_v2_entry_with_a_timestamp_is_admitted_and_one_without_is_denied() {
     assert!(status.message().contains("1 invalid"), "{}", status.message());
     let record = pg.last_record();
     assert_eq!(record["decision"], "deny", "{record}");
-    assert!(record["rejected"][0].as_str().unwrap().contains("timestamp"), "{record}");
+    assert!(
+        record["rejected"][0].as_str().unwrap().contains("timestamp"),
+        "{record}"
+    );
     assert_eq!(world.env.containerd.image_id(&image).await, None);
 }
 

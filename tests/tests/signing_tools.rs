@@ -166,12 +166,23 @@ async fn cosign_v3_bundle_signatures_admit_under_their_key_and_not_another() {
     let image = rig.push("v1").await;
     sign(cosign3, &home, &key, &image, &[V3_OFFLINE]);
     let listed = run(cosign3(&home).args(["tree"]).arg(&image));
-    assert!(listed.contains("https://sigstore.dev/cosign/sign/v1 artifacts via OCI referrer"), "{listed}");
-    let tags = run(oras(&home).args(["repo", "tags", "--plain-http"]).arg(format!("{}/apps/app", rig.env.host())));
+    assert!(
+        listed.contains("https://sigstore.dev/cosign/sign/v1 artifacts via OCI referrer"),
+        "{listed}"
+    );
+    let tags = run(oras(&home)
+        .args(["repo", "tags", "--plain-http"])
+        .arg(format!("{}/apps/app", rig.env.host())));
     assert!(!tags.contains(".sig"), "cosign v3 wrote a legacy signature: {tags}");
     // The same tool asked for the legacy layout still writes it.
     let legacy = rig.push("v2").await;
-    sign(cosign3, &home, &key, &legacy, &[V3_OFFLINE, "--new-bundle-format=false"]);
+    sign(
+        cosign3,
+        &home,
+        &key,
+        &legacy,
+        &[V3_OFFLINE, "--new-bundle-format=false"],
+    );
     rig.push("unsigned").await;
 
     let pg = rig.pullgate(&public, "").await;
@@ -240,7 +251,13 @@ fn oras_attach(home: &Path, image: &str, artifact_type: &str) {
     let file = home.join("sbom.json");
     std::fs::write(&file, r#"{"bomFormat":"CycloneDX","components":[]}"#).unwrap();
     run(oras(home)
-        .args(["attach", "--plain-http", "--disable-path-validation", "--artifact-type", artifact_type])
+        .args([
+            "attach",
+            "--plain-http",
+            "--disable-path-validation",
+            "--artifact-type",
+            artifact_type,
+        ])
         .arg(image)
         .arg(format!("{}:application/json", file.display())));
 }
@@ -253,7 +270,9 @@ async fn an_oras_referrer_beside_a_cosign_v3_bundle_changes_nothing_and_alone_ad
     let signed = rig.push("v1").await;
     sign(cosign3, &home, &key, &signed, &[V3_OFFLINE]);
     oras_attach(&home, &signed, "application/vnd.example.sbom+json");
-    let listed = run(oras(&home).args(["discover", "--plain-http", "--format", "json"]).arg(&signed));
+    let listed = run(oras(&home)
+        .args(["discover", "--plain-http", "--format", "json"])
+        .arg(&signed));
     assert!(listed.contains("application/vnd.example.sbom+json"), "{listed}");
     assert!(listed.contains("application/vnd.dev.sigstore.bundle"), "{listed}");
     // Only oras's referrers: one of its own type, one that claims to be a Sigstore bundle.

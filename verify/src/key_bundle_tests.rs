@@ -60,11 +60,18 @@ fn verify(attached: &Attached, authorities: &[Authority]) -> Result<Verified, Un
 #[test]
 fn a_key_signed_bundle_verifies_with_the_key_alone_when_there_is_no_trusted_root() {
     let (sigstore, signer) = (TestSigstore::new(), Signer::generate());
-    let verified = verify(&signed_by(&sigstore, &signer), &[key_authority(&signer, Tlog::Optional)]).unwrap();
+    let verified = verify(
+        &signed_by(&sigstore, &signer),
+        &[key_authority(&signer, Tlog::Optional)],
+    )
+    .unwrap();
     let evidence = &verified.evidence[0];
     assert_eq!((evidence.authority.as_str(), evidence.kind), ("release", "key"));
     // Its log entry is not checked, so it is neither reported nor a signing time.
-    assert_eq!((evidence.tlog_index, evidence.signed_at, evidence.time_source), (None, None, "none"));
+    assert_eq!(
+        (evidence.tlog_index, evidence.signed_at, evidence.time_source),
+        (None, None, "none")
+    );
 }
 
 #[test]
@@ -128,8 +135,15 @@ fn a_key_signed_attestation_bundle_counts_without_a_trusted_root() {
         conditions: Vec::new(),
     };
     let check = |authority: Authority| {
-        check_attestations(&digest(), &attached, std::slice::from_ref(&required), &[authority], None, unix_now())
-            .remove(0)
+        check_attestations(
+            &digest(),
+            &attached,
+            std::slice::from_ref(&required),
+            &[authority],
+            None,
+            unix_now(),
+        )
+        .remove(0)
     };
     let outcome = check(key_authority(&signer, Tlog::Optional));
     assert_eq!(outcome.result, AttestationResult::Pass, "{:?}", outcome.reason);

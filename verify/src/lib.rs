@@ -32,9 +32,9 @@ pub mod key;
 mod key_bundle_tests;
 pub mod legacy;
 pub mod reference;
+mod regexp;
 #[cfg(test)]
 mod rekor_v2_tests;
-mod regexp;
 mod requirement;
 mod sigstore;
 // Public for pullgate's fuzz targets, which parse payloads the way verification does.

@@ -8,8 +8,8 @@ use std::{collections::BTreeMap, sync::Arc};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use pullgate_tests::{
     sigstore::{
-        cosign_sign_statement, make_v3_dsse_bundle_on_rekor_v2, unix_now, BundleSigner, RekorV2, SanKind,
-        TestSigstore, Tsa,
+        cosign_sign_statement, make_v3_dsse_bundle_on_rekor_v2, unix_now, BundleSigner, RekorV2, SanKind, TestSigstore,
+        Tsa,
     },
     Signer,
 };
@@ -148,9 +148,12 @@ fn a_key_signature_on_a_v2_log_verifies_with_its_entry_and_no_signing_time() {
     let world = World::new();
     let signer = Signer::generate();
     let statement = cosign_sign_statement(IMAGE, DIGEST);
-    let bundle: Value =
-        serde_json::from_str(&make_v3_dsse_bundle_on_rekor_v2(&world.log, BundleSigner::Key(&signer), &statement))
-            .unwrap();
+    let bundle: Value = serde_json::from_str(&make_v3_dsse_bundle_on_rekor_v2(
+        &world.log,
+        BundleSigner::Key(&signer),
+        &statement,
+    ))
+    .unwrap();
     let evidence = verify(&world.trust, &bundle, &key_authority(&signer, Tlog::Required)).unwrap();
     assert_eq!(evidence.tlog_index, Some(0));
     assert_eq!((evidence.time_source, evidence.signed_at), ("none", None));
@@ -165,9 +168,12 @@ fn a_v2_checkpoint_signed_by_an_untrusted_log_is_refused() {
     let stranger = RekorV2::generate();
     let leaf = world.sigstore.issue_fulcio_leaf(SanKind::Uri(WORKFLOW.into()), ISSUER);
     let statement = cosign_sign_statement(IMAGE, DIGEST);
-    let mut bundle: Value =
-        serde_json::from_str(&make_v3_dsse_bundle_on_rekor_v2(&stranger, BundleSigner::Leaf(&leaf), &statement))
-            .unwrap();
+    let mut bundle: Value = serde_json::from_str(&make_v3_dsse_bundle_on_rekor_v2(
+        &stranger,
+        BundleSigner::Leaf(&leaf),
+        &statement,
+    ))
+    .unwrap();
     world.stamp(&mut bundle, unix_now());
     assert!(verify(&world.trust, &bundle, &keyless_authority(Tlog::Required)).is_err());
     // Claiming the trusted log's ID changes nothing: its key did not sign the checkpoint.

@@ -37,9 +37,8 @@ use sigstore_verify::Verifier;
 
 pub use attach::{attach_key_signature, attach_keyless_signature, attach_v3_bundle, read_referrers_tag, referrers_tag};
 pub use bundle::{
-    cosign_sign_statement, in_toto_statement, make_legacy_attestation, make_v3_dsse_bundle, make_v3_dsse_bundle_on_rekor_v2,
-    make_v3_signature_bundle,
-    BundleSigner, LegacyAttestation, LegacySigned,
+    cosign_sign_statement, in_toto_statement, make_legacy_attestation, make_v3_dsse_bundle,
+    make_v3_dsse_bundle_on_rekor_v2, make_v3_signature_bundle, BundleSigner, LegacyAttestation, LegacySigned,
 };
 pub use ctlog::CtLog;
 pub use fulcio::{FulcioCa, Leaf, LeafRequest, SanKind};
