@@ -148,6 +148,25 @@ async fn cosign_v2_slsa_provenance_attestations_satisfy_the_requirement_they_mee
     assert!(message.contains("\"provenance\""), "{message}");
 }
 
+/// cosign v2's `--new-bundle-format`: a bundle referrer, which cosign v2 lists in the referrers
+/// tag's index with the artifact type of its empty config (`application/vnd.oci.empty.v1+json`)
+/// while the manifest itself says `application/vnd.dev.sigstore.bundle.v0.3+json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosign_v2_new_bundle_format_signatures_are_found_under_the_referrers_tag() {
+    let rig = Rig::start().await;
+    let home = rig.home("alice");
+    let (key, public) = cosign_key_pair(cosign2, &home);
+    let image = rig.push("v1").await;
+    sign(cosign2, &home, &key, &image, &["--new-bundle-format"]);
+    let index = run(oras(&home)
+        .args(["manifest", "fetch", "--plain-http"])
+        .arg(format!("{}/apps/app:{}", rig.env.host(), image.rsplit_once('@').unwrap().1.replace(':', "-"))));
+    assert!(index.contains("application/vnd.oci.empty.v1+json"), "{index}");
+
+    let pg = rig.pullgate(&public, "").await;
+    admitted(&pg, &rig.image("v1")).await;
+}
+
 // === cosign v3 ===
 
 /// cosign v3 signs through a signing config by default, fetched from public Sigstore's TUF
