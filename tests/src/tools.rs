@@ -113,13 +113,6 @@ pub fn run(command: &mut Command) -> String {
     }
 }
 
-/// Runs `command` expecting it to fail; its stderr.
-pub fn run_failing(command: &mut Command) -> String {
-    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(!output.status.success(), "{command:?} succeeded");
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 fn checked(command: &Command, output: &Output) -> Result<String, String> {
     if output.status.success() {
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());

@@ -158,9 +158,11 @@ async fn cosign_v2_new_bundle_format_signatures_are_found_under_the_referrers_ta
     let (key, public) = cosign_key_pair(cosign2, &home);
     let image = rig.push("v1").await;
     sign(cosign2, &home, &key, &image, &["--new-bundle-format"]);
-    let index = run(oras(&home)
-        .args(["manifest", "fetch", "--plain-http"])
-        .arg(format!("{}/apps/app:{}", rig.env.host(), image.rsplit_once('@').unwrap().1.replace(':', "-"))));
+    let index = run(oras(&home).args(["manifest", "fetch", "--plain-http"]).arg(format!(
+        "{}/apps/app:{}",
+        rig.env.host(),
+        image.rsplit_once('@').unwrap().1.replace(':', "-")
+    )));
     assert!(index.contains("application/vnd.oci.empty.v1+json"), "{index}");
 
     let pg = rig.pullgate(&public, "").await;
