@@ -5,8 +5,9 @@
 # (the jq lines of docs/audit-log.md are run against a real audit log).
 # With --clients (the test suite), also the clients users call pullgate with and the tools they
 # sign with, built once into $PULLGATE_TEST_TOOLS (default /var/cache/pullgate-tests) and kept:
-# crictl from cri-tools, cosign v2 and v3, oras, and rekor-tiles' POSIX server (a Rekor v2 log)
-# (each `go install` through the Go module proxy), and gRPC C-core's Python client grpcio (PyPI).
+# crictl from cri-tools, cosign v2 and v3, oras, rekor-tiles' POSIX server (a Rekor v2 log) and
+# Sigstore's timestamp-server (an RFC 3161 TSA) (each `go install` through the Go module proxy),
+# and gRPC C-core's Python client grpcio (PyPI).
 # What is already present is not installed again, so a second run needs no network.
 set -euo pipefail
 
@@ -33,6 +34,7 @@ cosign2_version=v2.6.5
 cosign3_version=v3.1.3
 oras_version=v1.3.6
 rekor_tiles_version=v2.3.0
+timestamp_authority_version=v2.1.3
 grpcio_version=1.85.4
 
 # go_tool NAME PACKAGE VERSION: builds PACKAGE@VERSION into $tools/bin/NAME unless that version
@@ -57,6 +59,7 @@ go_tool cosign2 github.com/sigstore/cosign/v2/cmd/cosign "$cosign2_version"
 go_tool cosign3 github.com/sigstore/cosign/v3/cmd/cosign "$cosign3_version"
 go_tool oras oras.land/oras/cmd/oras "$oras_version"
 go_tool rekor-tiles github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix "$rekor_tiles_version"
+go_tool timestamp-server github.com/sigstore/timestamp-authority/v2/cmd/timestamp-server "$timestamp_authority_version"
 if "$built_go"; then
     rm -rf "$tools/go"
 fi

@@ -12,6 +12,7 @@ use pullgate_tests::{
         bundle::{cosign_sign_statement, make_v3_dsse_bundle_on_rekor_v2, COSIGN_SIGN_PREDICATE},
         unix_now, BundleSigner, RekorV2, SanKind, TestSigstore, Tsa,
     },
+    timestamp_server::TimestampServer,
     tools::{cosign3, cosign_key_pair, run},
     Pullgate, TestEnv,
 };
@@ -146,27 +147,7 @@ async fn a_cosign_v3_signature_logged_in_a_real_rekor_v2_meets_a_required_log() 
         .arg(&key)
         .arg(env.image_ref("apps/app", &digest)));
 
-    let q = |s: &str| serde_json::to_string(s).unwrap();
-    let policy = format!(
-        "apiVersion: pullgate.dev/v1alpha1
-kind: ImagePolicy
-metadata:
-  name: logged
-spec:
-  trustedRoot: {root}
-  rules:
-    - name: apps
-      images: [{images}]
-      authorities:
-        - name: release
-          tlog: required
-          key:
-            publicKey: |
-{pem}",
-        root = q(&root.display().to_string()),
-        images = q(&format!("{}/apps/**", env.host())),
-        pem = pullgate_tests::policy::key_block(&public),
-    );
+    let policy = key_policy_with_root(&env, &root, &public);
     let pg = env.start_pullgate(&policy).await;
     for (index, tag) in logged.iter().enumerate() {
         pg.pull(&env.image_ref("apps/app", tag), None)
@@ -189,4 +170,70 @@ spec:
     let pg = env.start_pullgate(&policy).await;
     pg.pull(&env.image_ref("apps/app", "first"), None).await.unwrap_err();
     assert_eq!(pg.last_record()["decision"], "deny");
+}
+
+/// A policy over `apps/**` requiring the key `public` and a log entry, checked against `root`.
+fn key_policy_with_root(env: &TestEnv, root: &std::path::Path, public: &str) -> String {
+    let q = |s: &str| serde_json::to_string(s).unwrap();
+    format!(
+        "apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: logged
+spec:
+  trustedRoot: {root}
+  rules:
+    - name: apps
+      images: [{images}]
+      authorities:
+        - name: release
+          tlog: required
+          key:
+            publicKey: |
+{pem}",
+        root = q(&root.display().to_string()),
+        images = q(&format!("{}/apps/**", env.host())),
+        pem = pullgate_tests::policy::key_block(public),
+    )
+}
+
+/// cosign v3 with a signing config naming a real Rekor v2 log and a real TSA: the bundle carries
+/// the v2 entry and an RFC 3161 timestamp, and pullgate records the timestamp's time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cosign_v3_signature_on_rekor_v2_is_dated_by_a_real_tsa() {
+    let env = TestEnv::start().await;
+    let log = RekorTiles::start_in(&env.dir().join("rekor-tiles")).await;
+    let tsa = TimestampServer::start_in(&env.dir().join("tsa")).await;
+    let home = env.dir().join("ci");
+    let (key, public) = cosign_key_pair(cosign3, &home);
+    let (mut trusted, mut signing) = (log.trusted_root(), log.signing_config());
+    tsa.trust_in(&mut trusted);
+    tsa.use_in(&mut signing);
+    let (root, config) = (home.join("trusted_root.json"), home.join("signing_config.json"));
+    std::fs::write(&root, trusted.to_string()).unwrap();
+    std::fs::write(&config, signing.to_string()).unwrap();
+    let digest = env.push_image("apps/app", "v1", "stamped").await;
+    let before = unix_now();
+    run(cosign3(&home)
+        .args(["sign", "--key"])
+        .arg(&key)
+        .arg("--signing-config")
+        .arg(&config)
+        .arg("--trusted-root")
+        .arg(&root)
+        .arg(env.image_ref("apps/app", &digest)));
+
+    let pg = env.start_pullgate(&key_policy_with_root(&env, &root, &public)).await;
+    pg.pull(&env.image_ref("apps/app", "v1"), None)
+        .await
+        .unwrap_or_else(|s| panic!("{}\n{}\n{}", s.message(), pg.log(), tsa.log()));
+    let record = pg.last_record();
+    let signature = &record["signatures"][0];
+    assert_eq!(signature["tlogIndex"], 0, "{record}");
+    assert_eq!(signature["timeSource"], "tsa", "{record}");
+    let signed_at = signature["signedAt"].as_i64().unwrap_or_else(|| panic!("{record}"));
+    assert!(
+        (before - 1..=unix_now()).contains(&signed_at),
+        "{signed_at} not in [{before}, now]"
+    );
 }
