@@ -10,7 +10,9 @@
 //! lives in a temp dir of its own, listens on loopback or a unix socket only, and is stopped
 //! when dropped. [`env::TestEnv`] bundles the usual set. Keyless signatures come from a test
 //! Sigstore generated per test ([`sigstore`]): a Fulcio-style CA, a CT log, a Rekor log and the
-//! `trusted_root.json` naming them.
+//! `trusted_root.json` naming them. A real Rekor v2 (rekor-tiles, [`rekor_tiles`]), a real TSA
+//! ([`timestamp_server`]) and the
+//! signing tools users run (cosign v2 and v3, oras: [`tools`]) come from setup.sh's builds.
 
 pub mod containerd;
 pub mod cosign;
@@ -23,8 +25,10 @@ pub mod policy;
 pub mod process;
 pub mod pullgate;
 pub mod registry;
+pub mod rekor_tiles;
 pub mod signer;
 pub mod sigstore;
+pub mod timestamp_server;
 pub mod tls;
 pub mod token_server;
 pub mod tools;

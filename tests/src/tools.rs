@@ -1,10 +1,11 @@
 //! The clients users run, as the tests run them: crictl (built from cri-tools with `go
-//! install`) and gRPC C-core (grpcio from PyPI). `scripts/setup.sh` puts both in
-//! `$PULLGATE_TEST_TOOLS` (default `/var/cache/pullgate-tests`), built once and kept between runs.
+//! install`), gRPC C-core (grpcio from PyPI), and the tools images are signed with: cosign v2,
+//! cosign v3 and oras (`go install`). `scripts/setup.sh` puts them in `$PULLGATE_TEST_TOOLS`
+//! (default `/var/cache/pullgate-tests`), built once and kept between runs.
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Output},
 };
 
 /// Where setup.sh keeps the client tools.
@@ -59,4 +60,76 @@ pub fn grpcio_unary(socket: &Path, method_path: &str, request: &[u8]) -> CoreRep
             String::from_utf8_lossy(&output.stderr)
         ),
     }
+}
+
+/// The password `cosign generate-key-pair` encrypts the tests' keys with (`COSIGN_PASSWORD`).
+pub const COSIGN_PASSWORD: &str = "pullgate-test";
+
+/// A signing tool of setup.sh's, run as a user would on a machine of its own: `home` is its
+/// `$HOME` and docker config (no credentials, no cached Sigstore trust), nothing it reads comes
+/// from the test process's environment beyond `PATH`.
+pub fn signing_tool(name: &str, home: &Path) -> Command {
+    let binary = dir().join("bin").join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: run scripts/setup.sh --clients",
+        binary.display()
+    );
+    std::fs::create_dir_all(home.join(".docker")).expect("create the tool's home");
+    let mut command = Command::new(binary);
+    command
+        .current_dir(home)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("DOCKER_CONFIG", home.join(".docker"))
+        .env("TUF_ROOT", home.join(".sigstore"))
+        .env("COSIGN_PASSWORD", COSIGN_PASSWORD)
+        .env("COSIGN_YES", "true");
+    command
+}
+
+/// cosign v2 (`github.com/sigstore/cosign/v2`).
+pub fn cosign2(home: &Path) -> Command {
+    signing_tool("cosign2", home)
+}
+
+/// cosign v3 (`github.com/sigstore/cosign/v3`).
+pub fn cosign3(home: &Path) -> Command {
+    signing_tool("cosign3", home)
+}
+
+/// oras (`oras.land/oras`), talking plain HTTP to the loopback registry.
+pub fn oras(home: &Path) -> Command {
+    signing_tool("oras", home)
+}
+
+/// Runs `command` to completion; its stdout, or a panic with both streams when it failed.
+pub fn run(command: &mut Command) -> String {
+    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    match checked(command, &output) {
+        Ok(stdout) => stdout,
+        Err(message) => panic!("{message}"),
+    }
+}
+
+fn checked(command: &Command, output: &Output) -> Result<String, String> {
+    if output.status.success() {
+        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+    }
+    Err(format!(
+        "{command:?} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    ))
+}
+
+/// A cosign key pair made by `cosign generate-key-pair` in `dir` (encrypted with
+/// [`COSIGN_PASSWORD`]): the private key's path and the public key's PEM.
+pub fn cosign_key_pair(cosign: fn(&Path) -> Command, dir: &Path) -> (PathBuf, String) {
+    std::fs::create_dir_all(dir).expect("create the key dir");
+    run(cosign(dir).arg("generate-key-pair"));
+    let public = std::fs::read_to_string(dir.join("cosign.pub")).expect("cosign wrote cosign.pub");
+    (dir.join("cosign.key"), public)
 }

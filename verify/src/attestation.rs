@@ -328,8 +328,14 @@ impl Opened<'_> {
     ) -> Result<Evidence, Rejection> {
         match self {
             Self::Bundle(bundle) => {
-                let trust = trust.ok_or(Rejection::NoTrustedRoot)?;
                 let keyless = bundle.signing_certificate().is_some();
+                let Some(trust) = trust else {
+                    return if keyless {
+                        Err(Rejection::NoTrustedRoot)
+                    } else {
+                        crate::sigstore::verify_bundle_by_key(bundle, authorities)
+                    };
+                };
                 first_accepting(authorities, keyless, |authority| {
                     verify_bundle(trust, bundle, Artifact::from_digest(subject), authority)
                 })

@@ -30,9 +30,13 @@ mod fulcio;
 mod github_attestations;
 mod intoto;
 pub mod key;
+#[cfg(test)]
+mod key_bundle_tests;
 pub mod legacy;
 pub mod reference;
 mod regexp;
+#[cfg(test)]
+mod rekor_v2_tests;
 mod requirement;
 mod roots;
 mod sigstore;
@@ -381,13 +385,17 @@ fn check_attached_bundle(
             attached.manifest
         ))));
     }
+    let keyless = bundle.signing_certificate().is_some();
     let Some(trust) = trust else {
-        return Some(Err(Rejection::NoTrustedRoot));
+        return Some(if keyless {
+            Err(Rejection::NoTrustedRoot)
+        } else {
+            sigstore::verify_bundle_by_key(&bundle, authorities)
+        });
     };
     let Ok(hash) = sigstore_types::Sha256Hash::from_hex(digest.hex()) else {
         return Some(Err(Rejection::Invalid(format!("digest {digest}"))));
     };
-    let keyless = bundle.signing_certificate().is_some();
     Some(first_accepting(authorities, keyless, |authority| {
         verify_bundle(trust, &bundle, sigstore_types::Artifact::from_digest(hash), authority)
     }))

@@ -3,7 +3,7 @@
 //! the signer against the policy's authority is ours.
 
 use sigstore_crypto::CertificateInfo;
-use sigstore_types::{bundle::VerificationMaterialContent, Artifact, Bundle, DerCertificate};
+use sigstore_types::{bundle::VerificationMaterialContent, Artifact, Bundle, DerCertificate, SignatureContent};
 use sigstore_verify::{
     bundle as sigstore_bundle, PublicKeyVerificationPolicy, TimestampError, VerificationPolicy, VerificationResult,
     Verifier,
@@ -167,6 +167,33 @@ pub fn verify_bundle(
         time_source: time_source(bundle, &result, stamped),
         signed_at: signing_time(&result, stamped),
         certified_from,
+    })
+}
+
+/// A key-signed bundle under a policy with no trusted root (cosign v3's `sign --key` and
+/// `attest --key` by default): its DSSE signature checked with the authorities' keys alone, as a
+/// legacy key signature is. Its log entries and timestamps cannot be checked without a root, so
+/// they count for nothing: no signing time, and an authority requiring the log is not met. The
+/// caller has matched the statement's subject to the digest; the signature covers the statement.
+pub(super) fn verify_bundle_by_key(bundle: &Bundle, authorities: &[Authority]) -> Result<Evidence, Rejection> {
+    let SignatureContent::DsseEnvelope(envelope) = &bundle.content else {
+        return Err(Rejection::NotASignature(
+            "a message signature, not a signed statement".into(),
+        ));
+    };
+    let pae = envelope.pae();
+    super::first_accepting(authorities, false, |authority| {
+        let AuthorityKind::Key(key) = &authority.kind else {
+            return Err(Rejection::KeyMismatch);
+        };
+        key.verify(&pae, &envelope.signature.sig)
+            .map_err(|_| Rejection::KeyMismatch)?;
+        if authority.tlog == Tlog::Required {
+            return Err(Rejection::TlogRequired {
+                authority: authority.name.clone(),
+            });
+        }
+        Ok(Evidence::key_only(authority))
     })
 }
 

@@ -291,6 +291,39 @@ fn sigstore_conformance_incorrect_tsa_time_is_rejected_for_its_time() {
     assert!(matches!(&r, Rejection::Invalid(e) if e.contains("CertExpired")), "{r}");
 }
 
+/// `rekor2-happy-path`, signed against staging Sigstore's Rekor v2 log (hashedrekord 0.0.2, an
+/// inclusion proof with a signed-note checkpoint, no SET): the entry is reported by its index,
+/// and the signing time is the timestamp's. Without the timestamp nothing dates the signature,
+/// not even an `integratedTime` written into the entry, so the keyless certificate cannot be
+/// shown valid at signing and the bundle is refused.
+#[test]
+fn sigstore_conformance_rekor_v2_entry_proves_inclusion_and_the_timestamp_the_time() {
+    let Some(v) = vectors() else { return };
+    let assets = v.join("sigstore-conformance/test/assets");
+    let dir = assets.join("bundle-verify/rekor2-happy-path");
+    let trust = trust(dir.join("trusted_root.json"));
+    let artifact = std::fs::read(assets.join("a.txt")).unwrap();
+    let authority = keyless(exact(CONFORMANCE_ISSUER), exact(CONFORMANCE_IDENTITY), Tlog::Required);
+    let json: serde_json::Value = serde_json::from_str(&read(dir.join("bundle.sigstore.json"))).unwrap();
+    let check = |json: &serde_json::Value| {
+        let bundle = Bundle::from_json(&json.to_string()).unwrap();
+        verify_bundle(&trust, &bundle, Artifact::from_blob(&artifact), &authority)
+    };
+
+    let evidence = check(&json).unwrap();
+    assert_eq!(evidence.tlog_index, Some(735));
+    assert_eq!(evidence.time_source, "tsa");
+    assert!(evidence.signed_at.is_some());
+
+    let mut bare = json.clone();
+    bare["verificationMaterial"]["timestampVerificationData"] = serde_json::json!({});
+    let refused = check(&bare).unwrap_err();
+    assert!(refused.to_string().contains("timestamp"), "{refused}");
+    bare["verificationMaterial"]["tlogEntries"][0]["integratedTime"] = serde_json::json!("1749729740");
+    let refused = check(&bare).unwrap_err();
+    assert!(refused.to_string().contains("timestamp"), "{refused}");
+}
+
 // === 1. containers/image: legacy `.sig` layers through verify_signatures ===
 
 fn fixtures(v: &Path) -> PathBuf {

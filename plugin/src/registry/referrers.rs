@@ -17,6 +17,11 @@ pub use pullgate_verify::attached::{AttachedBundle, Referrers};
 /// `artifactType` of a referrer holding a Sigstore bundle (v0.1–v0.3 share this prefix).
 pub const BUNDLE_ARTIFACT_TYPE: &str = "application/vnd.dev.sigstore.bundle";
 
+/// The media type of an empty config (`{}`). go-containerregistry, and so cosign v2's
+/// `--new-bundle-format`, lists a referrer in the referrers tag's index with its config's media
+/// type as `artifactType`, not the manifest's own: such a referrer is read to see what it is.
+const EMPTY_CONFIG_TYPE: &str = "application/vnd.oci.empty.v1+json";
+
 /// The manifest annotation naming an attestation's predicate type, so bundles can be chosen
 /// without downloading them.
 pub const PREDICATE_TYPE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
@@ -111,7 +116,7 @@ pub async fn sigstore_bundles(
         .filter(|d| {
             d.artifact_type
                 .as_deref()
-                .is_some_and(|t| t.starts_with(BUNDLE_ARTIFACT_TYPE))
+                .is_some_and(|t| t.starts_with(BUNDLE_ARTIFACT_TYPE) || t == EMPTY_CONFIG_TYPE)
                 && is_wanted(&d.annotations)
         })
         .collect();

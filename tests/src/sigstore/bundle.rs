@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::{b64, pem, sha256, Leaf, Rekor, RekorEntry, TestSigstore, Tsa};
+use super::{b64, pem, rekor_v2::RekorV2, sha256, Leaf, Rekor, RekorEntry, TestSigstore, Tsa};
 use crate::{
     cosign::{self, BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, SIGNATURE_ANNOTATION},
     signer::Signer,
@@ -59,6 +59,15 @@ impl BundleSigner<'_> {
     }
 
     /// `verificationMaterial` without the tlog entries: `certificate` (v0.3) or `publicKey`.
+    /// What a Rekor v2 entry names as the verifier: `("x509Certificate", leaf DER)` or
+    /// `("publicKey", SPKI DER)`.
+    pub fn verifier_der(&self) -> (&'static str, Vec<u8>) {
+        match self {
+            BundleSigner::Leaf(leaf) => ("x509Certificate", leaf.cert_der.clone()),
+            BundleSigner::Key(signer) => ("publicKey", signer.public_key_der().as_bytes().to_vec()),
+        }
+    }
+
     fn material_v03(&self) -> Value {
         match self {
             BundleSigner::Leaf(leaf) => json!({ "certificate": { "rawBytes": b64(&leaf.cert_der) } }),
@@ -254,6 +263,30 @@ pub fn make_v3_timestamped_dsse_bundle(tsa: &Tsa, signer: BundleSigner<'_>, stat
     material["tlogEntries"] = json!([]);
     material["timestampVerificationData"] =
         json!({ "rfc3161Timestamps": [{ "signedTimestamp": b64(&tsa.stamp(&signature, at, "")) }] });
+    serde_json::to_string(&json!({
+        "mediaType": BUNDLE_V03_MEDIA_TYPE,
+        "verificationMaterial": material,
+        "dsseEnvelope": {
+            "payload": b64(statement),
+            "payloadType": IN_TOTO_PAYLOAD_TYPE,
+            "signatures": [{ "sig": b64(&signature) }],
+        },
+    }))
+    .expect("serialize a bundle")
+}
+
+/// A bundle v0.3 as cosign v3 makes it against a Rekor v2 log: a DSSE envelope over
+/// `statement` signed by `signer`, and a hashedrekord 0.0.2 entry over the hash of its PAE with
+/// an inclusion proof and checkpoint — no SET, no integrated time, no timestamp (a test adds
+/// one where it wants a signing time).
+pub fn make_v3_dsse_bundle_on_rekor_v2(rekor: &RekorV2, signer: BundleSigner<'_>, statement: &[u8]) -> String {
+    let pae = sigstore_types::pae(IN_TOTO_PAYLOAD_TYPE, statement);
+    let signature = signer.sign(&pae);
+    let (kind, der) = signer.verifier_der();
+    let entry = rekor.log_hashedrekord(&sha256(&pae), &signature, (kind, &der));
+    let mut material = signer.material_v03();
+    material["tlogEntries"] = json!([entry.tlog_entry()]);
+    material["timestampVerificationData"] = json!({});
     serde_json::to_string(&json!({
         "mediaType": BUNDLE_V03_MEDIA_TYPE,
         "verificationMaterial": material,

@@ -6,6 +6,7 @@
 //! | Fulcio | [`FulcioCa`]: an ECDSA P-256 root (and optionally an intermediate) issuing Fulcio-shaped code-signing leaves ([`fulcio`]) |
 //! | CT log | [`CtLog`]: an ECDSA P-256 key that signs the SCT every leaf embeds ([`ctlog`]) |
 //! | Rekor | [`Rekor`]: an ECDSA P-256 log key, a Merkle tree, SETs and signed checkpoints ([`rekor`]) |
+//! | Rekor v2 | [`RekorV2`]: an Ed25519 log key, hashedrekord 0.0.2 entries, C2SP signed-note checkpoints, no SET and no integrated time ([`rekor_v2`]); not in the default trust root, [`RekorV2::trust_in`] adds it |
 //! | TSA | [`Tsa`]: an ECDSA P-256 root and time-stamping leaf, RFC 3161 tokens with any genTime ([`tsa`]); not in the default trust root, [`Tsa::trust_in`] adds it |
 //! | trust root | [`TestSigstore::trusted_root_json`]: a Sigstore `trusted_root.json` naming the three ([`trusted_root`]); [`TestSigstore::rekorless_trusted_root_json`]: a second instance's, like GitHub's (Fulcio CA and a TSA, no Rekor, no CT log) |
 //! | signatures | [`bundle`]: legacy cosign `.sig` material (signature, certificate, chain, SET annotation), bundles v0.1 built from it, and cosign v3 DSSE bundles v0.3 |
@@ -20,6 +21,7 @@ pub mod ctlog;
 pub mod der;
 pub mod fulcio;
 pub mod rekor;
+pub mod rekor_v2;
 pub mod trusted_root;
 pub mod tsa;
 
@@ -35,12 +37,14 @@ use sigstore_verify::Verifier;
 
 pub use attach::{attach_key_signature, attach_keyless_signature, attach_v3_bundle, read_referrers_tag, referrers_tag};
 pub use bundle::{
-    cosign_sign_statement, in_toto_statement, make_legacy_attestation, make_v3_dsse_bundle, make_v3_signature_bundle,
-    make_v3_timestamped_dsse_bundle, BundleSigner, LegacyAttestation, LegacySigned,
+    cosign_sign_statement, in_toto_statement, make_legacy_attestation, make_v3_dsse_bundle,
+    make_v3_dsse_bundle_on_rekor_v2, make_v3_signature_bundle, make_v3_timestamped_dsse_bundle, BundleSigner,
+    LegacyAttestation, LegacySigned,
 };
 pub use ctlog::CtLog;
 pub use fulcio::{FulcioCa, Leaf, LeafRequest, SanKind};
 pub use rekor::{Rekor, RekorEntry};
+pub use rekor_v2::{RekorV2, RekorV2Entry};
 pub use tsa::Tsa;
 
 /// When the test Sigstore's CA, logs and trust root entries become valid: 2020-01-01T00:00:00Z,
