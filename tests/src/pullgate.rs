@@ -64,7 +64,13 @@ impl Pullgate {
 
     /// A command running the pullgate binary (for `verify`, `policy check`, `audit verify`).
     pub fn command() -> Command {
-        let mut cmd = Command::new(Self::binary());
+        Self::command_of(&Self::binary())
+    }
+
+    /// As [`Pullgate::command`], running `binary` instead (another build, for the benchmark's
+    /// side-by-side comparison of two versions).
+    pub fn command_of(binary: &Path) -> Command {
+        let mut cmd = Command::new(binary);
         cmd.env_remove("PULLGATE_CONFIG");
         cmd
     }
@@ -82,16 +88,26 @@ impl Pullgate {
     /// As [`Pullgate::start`], returning the failure (exit or timeout, with the log tail)
     /// instead of panicking, for tests of configurations pullgate must refuse.
     pub async fn try_start(dir: &Path, config_yaml: &str, policy_yaml: &str) -> Result<Pullgate, StartError> {
+        Self::try_start_binary(&Self::binary(), dir, config_yaml, policy_yaml).await
+    }
+
+    /// As [`Pullgate::try_start`], running `binary` instead of [`Pullgate::binary`].
+    pub async fn try_start_binary(
+        binary: &Path,
+        dir: &Path,
+        config_yaml: &str,
+        policy_yaml: &str,
+    ) -> Result<Pullgate, StartError> {
         fs::create_dir_all(dir).expect("create the pullgate dir");
         let config_path = dir.join("config.yaml");
         fs::write(&config_path, hermetic(config_yaml)).expect("write config.yaml");
         fs::write(dir.join("policy.yaml"), policy_yaml).expect("write policy.yaml");
         let (socket, audit) = paths_of(dir, config_yaml);
 
-        let mut cmd = Self::command();
+        let mut cmd = Self::command_of(binary);
         cmd.arg("serve").arg("--config").arg(&config_path).current_dir(dir);
         let daemon = Daemon::spawn("pullgate", cmd, &dir.join("pullgate.log"))
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", Self::binary().display()));
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
         let mut pullgate = Pullgate {
             daemon,
             dir: dir.to_owned(),
