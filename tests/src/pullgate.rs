@@ -88,10 +88,12 @@ impl Pullgate {
     /// As [`Pullgate::start`], returning the failure (exit or timeout, with the log tail)
     /// instead of panicking, for tests of configurations pullgate must refuse.
     pub async fn try_start(dir: &Path, config_yaml: &str, policy_yaml: &str) -> Result<Pullgate, StartError> {
-        Self::try_start_binary(&Self::binary(), dir, config_yaml, policy_yaml).await
+        Self::try_start_binary(&Self::binary(), dir, &hermetic(config_yaml), policy_yaml).await
     }
 
-    /// As [`Pullgate::try_start`], running `binary` instead of [`Pullgate::binary`].
+    /// As [`Pullgate::try_start`], running `binary` instead of [`Pullgate::binary`], with
+    /// `config_yaml` exactly as given (an older build may not know the fields
+    /// [`Pullgate::try_start`] adds).
     pub async fn try_start_binary(
         binary: &Path,
         dir: &Path,
@@ -100,7 +102,7 @@ impl Pullgate {
     ) -> Result<Pullgate, StartError> {
         fs::create_dir_all(dir).expect("create the pullgate dir");
         let config_path = dir.join("config.yaml");
-        fs::write(&config_path, hermetic(config_yaml)).expect("write config.yaml");
+        fs::write(&config_path, config_yaml).expect("write config.yaml");
         fs::write(dir.join("policy.yaml"), policy_yaml).expect("write policy.yaml");
         let (socket, audit) = paths_of(dir, config_yaml);
 
