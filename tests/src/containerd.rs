@@ -63,6 +63,34 @@ pub fn binary() -> &'static Binary {
     })
 }
 
+/// A containerd 2.x, for tests of what only 2.x does: `$PULLGATE_TEST_CONTAINERD` when that is
+/// 2.x, else scripts/setup.sh's `<tools>/bin/containerd2`. When there is none the reason is
+/// printed and the caller returns without checking anything; in CI (`CI=true`) it fails instead.
+pub fn binary_2x() -> Option<&'static Binary> {
+    static BINARY_2X: OnceLock<Option<Binary>> = OnceLock::new();
+    let found = BINARY_2X.get_or_init(|| {
+        let path = crate::tools::dir().join("bin/containerd2");
+        let output = Command::new(&path).arg("--version").output().ok()?;
+        let (version, major) = parse_version(&String::from_utf8_lossy(&output.stdout))?;
+        Some(Binary { path, version, major })
+    });
+    let chosen = if binary().major >= 2 {
+        Some(binary())
+    } else {
+        found.as_ref().filter(|b| b.major >= 2)
+    };
+    if chosen.is_none() {
+        let missing = format!(
+            "no containerd 2.x: ${BINARY_ENV} is {} and {} is not a 2.x (run scripts/setup.sh --clients)",
+            binary().version,
+            crate::tools::dir().join("bin/containerd2").display()
+        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{missing}");
+        eprintln!("SKIPPED: {missing}");
+    }
+    chosen
+}
+
 /// The version and major version in `containerd --version`'s line:
 /// `containerd github.com/containerd/containerd[/v2] <version> [<revision>]`.
 fn parse_version(line: &str) -> Option<(String, u32)> {
@@ -75,6 +103,7 @@ fn parse_version(line: &str) -> Option<(String, u32)> {
 /// ([`RegistryHost`]). Dropping it stops the process.
 #[derive(Debug)]
 pub struct Containerd {
+    binary: &'static Binary,
     daemon: Daemon,
     dir: PathBuf,
     _tmp: Option<TempDir>,
@@ -167,14 +196,18 @@ impl Containerd {
 
     /// As [`Containerd::start_in_with_hosts`], returning the failure instead of panicking.
     pub async fn try_start_in_with_hosts(dir: &Path, hosts: &[RegistryHost]) -> Result<Containerd, StartError> {
-        let binary = binary();
+        Self::try_start_on(binary(), dir, hosts).await
+    }
+
+    /// As [`Containerd::try_start_in_with_hosts`], running `binary` (say [`binary_2x`]) instead
+    /// of [`binary`].
+    pub async fn try_start_on(
+        binary: &'static Binary,
+        dir: &Path,
+        hosts: &[RegistryHost],
+    ) -> Result<Containerd, StartError> {
         // Printed for every test that starts one: a failing test's output says which it ran on.
-        eprintln!(
-            "rig: containerd {} ({}) in {}",
-            binary.version,
-            binary.path.display(),
-            dir.display()
-        );
+        eprintln!("rig: {} in {}", binary.name(), dir.display());
         fs::create_dir_all(dir).expect("create the containerd dir");
         let certs_d = certs_d_path(dir);
         write_certs_d(&certs_d, hosts).unwrap_or_else(|e| panic!("write {}: {e}", certs_d.display()));
@@ -183,15 +216,21 @@ impl Containerd {
             config::config_toml(dir, binary.major, &certs_d),
         )
         .expect("write config.toml");
-        let daemon = Daemon::spawn(&daemon_name(), command(dir), &dir.join("containerd.log"))
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", daemon_name()));
+        let daemon = Daemon::spawn(&binary.name(), command(binary, dir), &dir.join("containerd.log"))
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.name()));
         let mut containerd = Containerd {
+            binary,
             daemon,
             dir: dir.to_owned(),
             _tmp: None,
         };
         containerd.wait_ready().await?;
         Ok(containerd)
+    }
+
+    /// The binary it runs, and its version.
+    pub fn binary(&self) -> &'static Binary {
+        self.binary
     }
 
     /// The CRI (and containerd API) gRPC socket.
@@ -240,8 +279,8 @@ impl Containerd {
     /// Stops containerd if it runs and starts it again on the same root, state and socket.
     pub async fn restart(&mut self) {
         self.daemon
-            .respawn(command(&self.dir))
-            .unwrap_or_else(|e| panic!("respawn {}: {e}", daemon_name()));
+            .respawn(command(self.binary, &self.dir))
+            .unwrap_or_else(|e| panic!("respawn {}: {e}", self.binary.name()));
         if let Err(e) = self.wait_ready().await {
             panic!("{e}");
         }
@@ -270,14 +309,18 @@ fn plain_http(hosts: &[String]) -> Vec<RegistryHost> {
     hosts.iter().map(|host| RegistryHost::plain_http(host)).collect()
 }
 
-/// How start failures name the daemon: with its version, so a failure says which containerd.
-fn daemon_name() -> String {
-    let binary = binary();
-    format!("containerd {} ({})", binary.version, binary.path.display())
+// === impl Binary ===
+
+impl Binary {
+    /// `containerd <version> (<path>)`: how start failures name the daemon, so a failure says
+    /// which containerd.
+    pub fn name(&self) -> String {
+        format!("containerd {} ({})", self.version, self.path.display())
+    }
 }
 
-fn command(dir: &Path) -> Command {
-    let mut cmd = Command::new(&binary().path);
+fn command(binary: &Binary, dir: &Path) -> Command {
+    let mut cmd = Command::new(&binary.path);
     cmd.arg("--config").arg(dir.join("config.toml"));
     cmd
 }

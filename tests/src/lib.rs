@@ -12,6 +12,7 @@
 //! Sigstore generated per test ([`sigstore`]): a Fulcio-style CA, a CT log, a Rekor log and the
 //! `trusted_root.json` naming them.
 
+pub mod artifact;
 pub mod containerd;
 pub mod cosign;
 pub mod cri;

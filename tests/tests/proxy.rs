@@ -653,11 +653,18 @@ async fn image_status_by_short_id_judges_the_image_found() {
         Ok(_) => &[method::IMAGE_STATUS, V1ALPHA2_STATUS],
         Err(direct) => {
             assert_eq!(direct.code(), Code::Unimplemented, "{direct:?}");
-            assert!(pullgate_tests::containerd::binary().major >= 2, "containerd 1.x serves v1alpha2");
+            assert!(
+                pullgate_tests::containerd::binary().major >= 2,
+                "containerd 1.x serves v1alpha2"
+            );
             for id in [&unsigned_id, &id_of(signed.clone()).await] {
-                let proxied = cri::raw_unary(pg.socket(), V1ALPHA2_STATUS, cri::image_status_request(id).encode_to_vec())
-                    .await
-                    .expect_err("nothing is shown on an API containerd does not serve");
+                let proxied = cri::raw_unary(
+                    pg.socket(),
+                    V1ALPHA2_STATUS,
+                    cri::image_status_request(id).encode_to_vec(),
+                )
+                .await
+                .expect_err("nothing is shown on an API containerd does not serve");
                 assert_eq!(proxied.code(), Code::Unimplemented, "{proxied:?}");
                 assert_eq!(proxied.message(), direct.message());
             }
