@@ -182,3 +182,105 @@ async fn containerd_1_6_cannot_pull_an_artifact_pullgate_admits() {
     assert_eq!(record["digest"], artifact.digest(), "{record}");
     assert_eq!(record["outcome"], "failed", "{record}");
 }
+
+/// The manifest digest containerd's own image `name` points at (containerd's image API, through
+/// `ctr`: the CRI answers by image id, which artifacts with the same config share).
+fn target_in_containerd(env: &TestEnv, name: &str) -> Option<String> {
+    let output = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(env.containerd.socket())
+        .args(["--namespace", "k8s.io", "images", "ls", &format!("name=={name}")])
+        .output()
+        .expect("ctr runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // REF TYPE DIGEST SIZE PLATFORMS LABELS
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .find(|columns| columns.first().map(String::as_str) == Some(name))
+        .and_then(|columns| columns.get(2).cloned())
+}
+
+/// Every artifact with the empty config has the same image id in containerd (the config's
+/// digest). An unsigned artifact that reached containerd around pullgate, in the repository of
+/// a verified one, has the verified one's id: pullgate must not show it for that id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unverified_artifact_sharing_a_verified_ones_image_id_is_not_shown() {
+    let Some(binary) = containerd::binary_2x() else { return };
+    let env = TestEnv::start_on(binary).await;
+    let pg = env.start_pullgate(&volumes_policy(&env)).await;
+    let verified = push_artifact(&env, Config::Empty, "verified", true).await;
+    let around = push_artifact(&env, Config::Empty, "around", false).await;
+    let (verified_image, around_image) = (
+        env.image_ref(REPOSITORY, "verified"),
+        env.image_ref(REPOSITORY, "around"),
+    );
+    pg.pull(&verified_image, None)
+        .await
+        .expect("a signed artifact is admitted");
+    // Pulled straight into containerd, as `ctr` or a node bootstrap script might.
+    env.containerd
+        .client()
+        .pull_image(pullgate_tests::cri::pull_request(&around_image, None, None))
+        .await
+        .expect("containerd 2.x pulls an artifact");
+    assert_eq!(
+        env.containerd.image_id(&around_image).await,
+        Some(verified.config_digest()),
+        "both artifacts have the empty config's digest as their id"
+    );
+    assert_eq!(target_in_containerd(&env, &around_image), Some(around.digest()));
+
+    let status = |image: String| {
+        let pg = &pg;
+        async move {
+            pg.client()
+                .image_status(pullgate_tests::cri::image_status_request(&image))
+                .await
+                .unwrap()
+                .into_inner()
+                .image
+        }
+    };
+    assert_eq!(
+        status(around_image.clone()).await,
+        None,
+        "the unverified artifact was shown"
+    );
+    let record = pg.last_record();
+    assert_eq!(record["event"], "status-hidden", "{record}");
+    assert_eq!(record["image"], around_image.as_str(), "{record}");
+    // containerd now reports both manifests under the one id, so the verified artifact's name is
+    // not shown either until every manifest there was verified: kubelet pulls it through
+    // pullgate again, which is admitted as before.
+    assert_eq!(status(verified_image.clone()).await, None);
+    pg.pull(&verified_image, None).await.expect("admitted again");
+}
+
+/// A tag containerd has for one artifact, pulled again through pullgate after the registry moved
+/// it to another artifact with the same image id: containerd's tag must name the verified
+/// artifact afterwards, not the one it named before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_artifact_takes_over_a_tag_that_named_another_with_its_image_id() {
+    let Some(binary) = containerd::binary_2x() else { return };
+    let env = TestEnv::start_on(binary).await;
+    let pg = env.start_pullgate(&volumes_policy(&env)).await;
+    let image = env.image_ref(REPOSITORY, "v1");
+    let before = push_artifact(&env, Config::Empty, "v1", false).await;
+    env.containerd
+        .client()
+        .pull_image(pullgate_tests::cri::pull_request(&image, None, None))
+        .await
+        .expect("containerd 2.x pulls an artifact");
+    assert_eq!(target_in_containerd(&env, &image), Some(before.digest()));
+
+    let signed = push_artifact(&env, Config::Empty, "v1", true).await;
+    pg.pull(&image, None).await.expect("the signed artifact is admitted");
+    assert_eq!(pg.last_record()["digest"], signed.digest());
+    assert_eq!(
+        target_in_containerd(&env, &image),
+        Some(signed.digest()),
+        "containerd's tag still names the artifact pullgate did not verify"
+    );
+}
