@@ -7,7 +7,9 @@
 # sign with, built once into $PULLGATE_TEST_TOOLS (default /var/cache/pullgate-tests) and kept:
 # crictl from cri-tools, cosign v2 and v3, oras, rekor-tiles' POSIX server (a Rekor v2 log) and
 # Sigstore's timestamp-server (an RFC 3161 TSA) (each `go install` through the Go module proxy),
-# and gRPC C-core's Python client grpcio (PyPI).
+# gRPC C-core's Python client grpcio (PyPI), and containerd 2.x (what kind and AKS nodes run;
+# Debian 12 has 1.6) from Debian sid, unpacked into $PULLGATE_TEST_TOOLS/containerd-<version> and
+# linked as $PULLGATE_TEST_TOOLS/bin/containerd2.
 # What is already present is not installed again, so a second run needs no network.
 set -euo pipefail
 
@@ -71,3 +73,47 @@ if [ "$(cat "$tools/python/grpcio.version" 2>/dev/null)" != "$grpcio_version" ];
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$tools/python" "grpcio==$grpcio_version"
     echo "$grpcio_version" >"$tools/python/grpcio.version"
 fi
+
+# containerd 2.x from Debian's archive, without touching the machine's apt state: a sources list,
+# lists and cache of our own in a temp dir, apt-get download, dpkg-deb -x. apt checks the .deb
+# against sid's Release file, signed by the archive key Debian 12 already trusts. The binary needs
+# only libc 2.34 (Debian 12 has 2.36), so it runs here as it is.
+containerd2_version=2.1.9+ds1-5
+containerd2_dir="$tools/containerd-$containerd2_version"
+if [ ! -x "$containerd2_dir/usr/bin/containerd" ]; then
+    echo "setup: fetching containerd $containerd2_version from Debian sid into $containerd2_dir"
+    apt_tmp="$(mktemp -d)"
+    trap 'rm -rf "$apt_tmp"' EXIT
+    mkdir -p "$apt_tmp/lists/partial" "$apt_tmp/cache/archives/partial" "$apt_tmp/parts" "$apt_tmp/deb"
+    if [ "$(id -u)" -eq 0 ] && id _apt >/dev/null 2>&1; then
+        # As root, apt downloads as the unprivileged _apt: give it the directories it writes.
+        chmod 755 "$apt_tmp"
+        chown _apt "$apt_tmp/lists/partial" "$apt_tmp/cache/archives/partial" "$apt_tmp/deb"
+    fi
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main" \
+        >"$apt_tmp/sources.list"
+    apt_own_state=(
+        -o "Dir::Etc::SourceList=$apt_tmp/sources.list"
+        -o "Dir::Etc::SourceParts=$apt_tmp/parts"
+        -o "Dir::State::Lists=$apt_tmp/lists"
+        -o "Dir::Cache=$apt_tmp/cache"
+        -o "Dir::State::status=/dev/null"
+        -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
+        -o "Debug::NoLocking=true"
+    )
+    apt-get "${apt_own_state[@]}" -qq update
+    # sid drops a version when the next one arrives: then this pin must move (apt-get says which
+    # versions it has).
+    (cd "$apt_tmp/deb" && apt-get "${apt_own_state[@]}" -qq download "containerd=$containerd2_version") || {
+        echo "setup: Debian sid no longer serves containerd $containerd2_version; set containerd2_version in $0 to a 2.x it serves" >&2
+        exit 1
+    }
+    rm -rf "$containerd2_dir.tmp"
+    dpkg-deb -x "$apt_tmp"/deb/containerd_*.deb "$containerd2_dir.tmp"
+    "$containerd2_dir.tmp/usr/bin/containerd" --version | grep -q " 2\." || {
+        echo "setup: $containerd2_dir.tmp/usr/bin/containerd is not containerd 2.x" >&2
+        exit 1
+    }
+    mv "$containerd2_dir.tmp" "$containerd2_dir"
+fi
+ln -sfn "../containerd-$containerd2_version/usr/bin/containerd" "$tools/bin/containerd2"

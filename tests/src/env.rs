@@ -10,7 +10,7 @@ use std::{
 use tempfile::TempDir;
 
 use crate::{
-    containerd::Containerd,
+    containerd::{Binary, Containerd, RegistryHost},
     distribution::Auth,
     image, policy,
     process::free_local_port,
@@ -65,6 +65,21 @@ impl TestEnv {
         Self::start_with(dir, registry).await
     }
 
+    /// As [`TestEnv::start`], with a containerd running `binary` (say
+    /// [`crate::containerd::binary_2x`]) instead of the usual one.
+    pub async fn start_on(binary: &'static Binary) -> TestEnv {
+        let dir = env_dir();
+        let registry = Registry::start_in(&dir.path().join("registry"), None).await;
+        let containerd = Containerd::try_start_on(
+            binary,
+            &dir.path().join("containerd"),
+            &[RegistryHost::plain_http(&registry.host())],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        Self::with(dir, registry, containerd)
+    }
+
     async fn start_inner(htpasswd: Option<(&str, &str)>) -> TestEnv {
         let dir = env_dir();
         let registry = Registry::start_in(&dir.path().join("registry"), htpasswd).await;
@@ -77,6 +92,10 @@ impl TestEnv {
             Some(ca) => Containerd::start_in_with_tls(&containerd_dir, &[], &[(registry.host(), ca.to_owned())]).await,
             None => Containerd::start_in(&containerd_dir, &[registry.host()]).await,
         };
+        Self::with(dir, registry, containerd)
+    }
+
+    fn with(dir: TempDir, registry: Registry, containerd: Containerd) -> TestEnv {
         TestEnv {
             registry,
             containerd,

@@ -133,7 +133,7 @@ pub fn go_arch() -> &'static str {
 }
 
 /// A value no other image built by any test process has used.
-fn nonce() -> String {
+pub fn nonce() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

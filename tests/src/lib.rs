@@ -14,6 +14,7 @@
 //! ([`timestamp_server`]) and the
 //! signing tools users run (cosign v2 and v3, oras: [`tools`]) come from setup.sh's builds.
 
+pub mod artifact;
 pub mod containerd;
 pub mod cosign;
 pub mod cri;

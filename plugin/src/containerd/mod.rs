@@ -27,6 +27,21 @@ impl Containerd {
         })
     }
 
+    /// The manifest (or index) digest containerd's image `name` points at; `None` when there is
+    /// no such image. The CRI cannot tell: it answers by image id, the config's digest, which
+    /// OCI artifacts with the same config (the empty one, say) share.
+    pub async fn target_digest(&self, name: &str) -> Result<Option<String>, Status> {
+        let mut images = self.images.clone();
+        let found = images
+            .get(self.request(GetImageRequest { name: name.to_string() }))
+            .await;
+        match found {
+            Ok(reply) => Ok(reply.into_inner().image.and_then(|i| i.target).map(|t| t.digest)),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(status),
+        }
+    }
+
     /// Makes `name` refer to the same content (target and labels) as the image `existing`.
     ///
     /// The CRI plugin learns about the new name from containerd's image events.

@@ -45,8 +45,9 @@ pub trait ImageGate: Send + Sync + 'static {
 /// The services pullgate serves: the CRI ImageService, in both versions containerd speaks.
 pub const IMAGE_SERVICES: [&str; 2] = ["runtime.v1.ImageService", "runtime.v1alpha2.ImageService"];
 
-// containerd still serves the older v1alpha2 API, whose messages have the same field numbers:
-// both versions go through the gate, or v1alpha2 would be a way around it.
+// containerd 1.x still serves the older v1alpha2 API, whose messages have the same field numbers:
+// both versions go through the gate, or v1alpha2 would be a way around it. containerd 2.x removed
+// it; what the gate forwards there gets containerd's own UNIMPLEMENTED.
 const PULL_IMAGE: [&str; 2] = [
     "/runtime.v1.ImageService/PullImage",
     "/runtime.v1alpha2.ImageService/PullImage",

@@ -34,7 +34,8 @@ pub(super) async fn upstream(path: &Path) -> Check {
                     path.display(),
                     status.message()
                 ),
-                "check that containerd runs with its CRI plugin enabled (\"cri\" not in disabled_plugins); journalctl -u containerd",
+                "check that containerd runs with its CRI plugin enabled: neither \"cri\" nor \"io.containerd.grpc.v1.cri\" \
+                 in disabled_plugins (containerd 2.x: nor \"io.containerd.cri.v1.images\"); journalctl -u containerd",
             )
         }
     };

@@ -230,9 +230,9 @@ impl Gate {
         tracing::info!(image = %record.image, namespace, pod, rule = ?record.rule, decision = ?record.decision, reason = %record.reason, outcome = ?record.outcome, "pull");
         self.record_pull(record, enforced, &judgement.image).await?;
         let (reply, admitted) = pulled?;
-        if let Some((repository, image_id)) = admitted {
+        if let Some(((repository, image_id), digest)) = admitted {
             let rule = judgement.rule.as_deref().unwrap_or_default();
-            self.admitted.insert(repository, image_id, policy.hash(), rule);
+            self.admitted.insert(repository, image_id, digest, policy.hash(), rule);
         }
         Ok(reply)
     }

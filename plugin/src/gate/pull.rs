@@ -19,12 +19,12 @@ const TAG_TIMEOUT: Duration = Duration::from_secs(5);
 impl Gate {
     /// Pulls what `admission` allows (the verified digest, or kubelet's request as sent) and
     /// names a verified image with kubelet's tag. A verified pull also returns the
-    /// (repository, image id) to admit once it is recorded.
+    /// (repository, image id, manifest digest) to admit once it is recorded.
     pub(super) async fn pull(
         &self,
         call: &UnaryCall,
         admission: Admission,
-    ) -> Result<(UnaryReply, Option<ImageKey>), Status> {
+    ) -> Result<(UnaryReply, Option<(ImageKey, String)>), Status> {
         let (reply, image_id) = self.upstream.pull(call, &admission).await?;
         let Admission::Verified(verified) = admission else {
             return Ok((reply, None));
@@ -40,7 +40,8 @@ impl Gate {
                 }
             }
         }
-        Ok((reply, Some((verified.reference().repository(), image_id))))
+        let digest = verified.digest().to_string();
+        Ok((reply, Some(((verified.reference().repository(), image_id), digest))))
     }
 
     /// Gives the pinned image kubelet's tag, then waits until containerd's CRI plugin, which
@@ -50,8 +51,17 @@ impl Gate {
         let tag_names_image = async || -> Result<bool, Status> {
             Ok(self.upstream.image_id_of(call, tag).await?.as_deref() == Some(image_id))
         };
-        // A repeat pull: the tag already names this image.
-        if tag_names_image().await? {
+        // A repeat pull: the tag already names this manifest. Asked by digest, not by image id:
+        // artifacts with the same config share an id, and the tag may name another of them.
+        let verified_digest = verified.digest().to_string();
+        let tagged = self.containerd.target_digest(tag).await.map_err(|s| {
+            Status::unavailable(format!(
+                "pulled {} but could not read its tag {tag}: {}",
+                verified.pinned(),
+                s.message()
+            ))
+        })?;
+        if tagged.as_deref() == Some(verified_digest.as_str()) && tag_names_image().await? {
             return Ok(());
         }
         self.containerd.tag(&verified.pinned(), tag).await.map_err(|s| {

@@ -23,20 +23,21 @@ use crate::{
 /// More admitted images than this and the set starts over (they are verified again on demand).
 const MAX_ADMITTED: usize = 100_000;
 
-/// Images pulled through the verified path, by (repository, image id): the policy generation
-/// and the rules they were verified under, so `ImageStatus` can tell them from images that
-/// reached containerd some other way, or were verified for another rule.
+/// Images pulled through the verified path, by (repository, image id): the policy generation,
+/// and the manifest digests verified under each rule, so `ImageStatus` can tell them from
+/// images that reached containerd some other way, or were verified for another rule. The id
+/// alone is no identity: OCI artifacts with the same config (the empty one) share it.
 #[derive(Default)]
 pub(super) struct Admitted(Mutex<HashMap<ImageKey, Verifications>>);
 
 /// (repository, image id).
 pub(super) type ImageKey = (String, String);
 
-/// The rules an image was verified under, in one policy generation.
+/// The (rule, manifest digest) pairs an image id was verified as, in one policy generation.
 #[derive(Default)]
 struct Verifications {
     generation: String,
-    rules: BTreeSet<String>,
+    verified: BTreeSet<(String, String)>,
 }
 
 // === impl Gate: ImageStatus ===
@@ -63,7 +64,7 @@ impl Gate {
         // An image with no name a rule could meet is never shown: nothing vouches for it.
         let unmet = names
             .iter()
-            .find_map(|n| self.unmet_decision(&policy, n, &image.id).map(|d| (n, d)));
+            .find_map(|n| self.unmet_decision(&policy, n, &image).map(|d| (n, d)));
         if unmet.is_none() && !names.is_empty() {
             return Ok(reply);
         }
@@ -98,15 +99,26 @@ impl Gate {
         Ok(reply.with_message(Bytes::new()))
     }
 
-    /// The first decision a pull of `name` could get that image `id` does not satisfy.
-    fn unmet_decision<'p>(&self, policy: &'p Policy, name: &Reference, id: &str) -> Option<Decision<'p>> {
+    /// The first decision a pull of `name` could get that `image` does not satisfy. A verified
+    /// decision is met when every manifest containerd has for the image's id in `name`'s
+    /// repository was verified under that rule: containerd merges manifests with the same
+    /// config under one id, and its answer cannot say which of them `name` is.
+    fn unmet_decision<'p>(
+        &self,
+        policy: &'p Policy,
+        name: &Reference,
+        image: &pullgate_proto::cri::Image,
+    ) -> Option<Decision<'p>> {
+        let repository = name.repository();
+        let digests = digests_in(image, &repository);
         policy.decisions_in_any_namespace(name).into_iter().find(|decision| {
             let satisfied = decision.mode != Mode::Enforce
                 || match decision.verdict {
                     Verdict::Allow(_) => true,
-                    Verdict::Verify(rule) => self
-                        .admitted
-                        .contains(&name.repository(), id, policy.hash(), rule.name()),
+                    Verdict::Verify(rule) => {
+                        self.admitted
+                            .contains(&repository, &image.id, &digests, policy.hash(), rule.name())
+                    }
                     Verdict::Deny(_) => false,
                 };
             !satisfied
@@ -131,10 +143,21 @@ fn names_to_judge(asked: &str, image: &pullgate_proto::cri::Image) -> Vec<Refere
     }
 }
 
+/// The manifest digests of `image` containerd lists under `repository` (canonical form).
+fn digests_in(image: &pullgate_proto::cri::Image, repository: &str) -> Vec<String> {
+    image
+        .repo_digests
+        .iter()
+        .filter_map(|d| Reference::parse(d).ok())
+        .filter(|r| r.repository() == repository)
+        .filter_map(|r| r.digest().map(ToString::to_string))
+        .collect()
+}
+
 // === impl Admitted ===
 
 impl Admitted {
-    pub(super) fn insert(&self, repository: String, image_id: String, generation: &str, rule: &str) {
+    pub(super) fn insert(&self, repository: String, image_id: String, digest: String, generation: &str, rule: &str) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_ADMITTED {
             map.clear();
@@ -143,15 +166,23 @@ impl Admitted {
         if entry.generation != generation {
             *entry = Verifications {
                 generation: generation.to_string(),
-                rules: BTreeSet::new(),
+                verified: BTreeSet::new(),
             };
         }
-        entry.rules.insert(rule.to_string());
+        entry.verified.insert((rule.to_string(), digest));
     }
 
-    fn contains(&self, repository: &str, image_id: &str, generation: &str, rule: &str) -> bool {
+    /// Whether each of `digests` (at least one) was verified under `rule` for this id, in
+    /// `generation`.
+    fn contains(&self, repository: &str, image_id: &str, digests: &[String], generation: &str, rule: &str) -> bool {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&(repository.to_string(), image_id.to_string()))
-            .is_some_and(|v| v.generation == generation && v.rules.contains(rule))
+            .is_some_and(|v| {
+                v.generation == generation
+                    && !digests.is_empty()
+                    && digests
+                        .iter()
+                        .all(|d| v.verified.contains(&(rule.to_string(), d.clone())))
+            })
     }
 }

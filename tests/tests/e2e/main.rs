@@ -18,6 +18,7 @@ mod doctor;
 mod examples;
 mod github_attestations;
 mod hostile;
+mod image_volumes;
 mod import;
 mod installer;
 mod keyless;
