@@ -409,7 +409,8 @@ async fn serve(routes: HashMap<String, Vec<u8>>) -> (String, Arc<std::sync::Mute
                     .collect();
                 recorder.lock().unwrap().push(format!("{target}{extra}"));
                 let path = target.split('?').next().unwrap_or("/");
-                let (status, body) = match routes.get(path) {
+                // A route naming its query (`?ns=…`) answers only that query.
+                let (status, body) = match routes.get(&target).or_else(|| routes.get(path)) {
                     Some(body) => ("200 OK", body.clone()),
                     None => ("404 Not Found", Vec::new()),
                 };
@@ -543,4 +544,69 @@ fn a_reload_that_does_not_parse_keeps_the_hosts_in_use() {
         .map(|(n, ns)| (n.to_string(), ns.clone()))
         .unwrap();
     assert_eq!(url(&namespace.hosts[0]), "http://127.0.0.1:5002/v2");
+}
+
+/// Two registries pulled through one mirror (`_default`) may have repositories of the same
+/// name with different content: a tag resolved for one is not the other's, though the mirror,
+/// the path and the credentials are the same (only `?ns=` tells them apart).
+#[tokio::test]
+async fn a_tag_resolved_through_a_shared_mirror_is_remembered_per_registry() {
+    let first = br#"{"schemaVersion":2,"layers":[],"annotations":{"r":"a"}}"#.to_vec();
+    let second = br#"{"schemaVersion":2,"layers":[],"annotations":{"r":"b"}}"#.to_vec();
+    let routes = HashMap::from([
+        ("/v2/team/app/manifests/v1?ns=a.example.com".to_string(), first.clone()),
+        ("/v2/team/app/manifests/v1?ns=b.example.com".to_string(), second.clone()),
+    ]);
+    let (mirror, asked) = serve(routes).await;
+    let (root, _) = hosts_dir(&[("_default", &format!("server = \"http://{mirror}\"\n"))]);
+    let mut config = config(Some(root.path()));
+    config.resolve_ttl = std::time::Duration::from_secs(60);
+    let registries = Registries::new(&config, Default::default()).unwrap();
+    let resolve = |image: &str| {
+        let reference = Reference::parse(image).unwrap();
+        let registries = registries.clone();
+        async move {
+            let session = registries.session(&reference, Credentials::anonymous());
+            session.resolve(&reference).await.unwrap()
+        }
+    };
+    assert_eq!(resolve("a.example.com/team/app:v1").await, Digest::of(&first));
+    assert_eq!(resolve("b.example.com/team/app:v1").await, Digest::of(&second));
+    assert_eq!(asked.lock().unwrap().len(), 2, "{:?}", asked.lock().unwrap());
+}
+
+/// A self-signed CA certificate in PEM, made by openssl.
+fn make_ca(dir: &Path, name: &str) -> std::path::PathBuf {
+    let cert = dir.join(name);
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+        .args(["-subj", "/CN=pullgate test CA", "-days", "1", "-keyout"])
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    cert
+}
+
+/// SIGHUP is how a rotated `ca` or `client` file under the host directory is taken up (as
+/// containerd reads them on every pull): they are read again even when no `hosts.toml` changed,
+/// and one that no longer loads is a refused reload, not silently the old certificate.
+#[test]
+fn a_reload_reads_certificate_files_again_though_hosts_toml_is_unchanged() {
+    let (root, _) = hosts_dir(&[(
+        "registry.example.com",
+        "[host.\"https://mirror.example.com\"]\n  ca = \"ca.pem\"\n",
+    )]);
+    let dir = root.path().join("registry.example.com");
+    make_ca(&dir, "ca.pem");
+    let registries = Registries::new(&config(Some(root.path())), Default::default()).unwrap();
+
+    fs::write(dir.join("ca.pem"), "not PEM").unwrap();
+    let err = registries.reload_hosts().expect_err("a CA file that no longer loads").to_string();
+    assert!(err.contains("ca.pem") && err.contains("no PEM certificate"), "{err}");
+
+    make_ca(&dir, "ca.pem");
+    registries.reload_hosts().unwrap();
 }
