@@ -109,6 +109,8 @@ pub struct Session<'r> {
 /// One host of a session, with the header that answered its challenge, if any.
 struct Endpoint {
     route: Route,
+    /// What may be sent to this host of the session's credentials.
+    credentials: Credentials,
     /// Where this host's answers are remembered for later sessions.
     answers_key: auth::AnswerKey,
     /// The header to send; shared by concurrent requests.
@@ -176,10 +178,12 @@ impl Registries {
             .for_registry(&registry)
             .into_iter()
             .map(|route| {
+                let credentials = credentials.for_host(&route.host);
                 let answers_key = auth::Answers::key(&route.root, &repository, &credentials);
                 let authorization = Mutex::new(self.inner.answers.get(&answers_key));
                 Endpoint {
                     route,
+                    credentials,
                     answers_key,
                     authorization,
                 }
@@ -443,7 +447,7 @@ impl Session<'_> {
                 }
                 StatusCode::UNAUTHORIZED => {
                     self.registries.inner.answers.forget(&endpoint.answers_key);
-                    let why = self.credentials.origin().refusal();
+                    let why = endpoint.credentials.origin().refusal();
                     return Err(RegistryError::Unavailable(format!(
                         "{url}: HTTP 401 Unauthorized: {why}"
                     )));

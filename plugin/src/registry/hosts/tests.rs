@@ -610,3 +610,70 @@ fn a_reload_reads_certificate_files_again_though_hosts_toml_is_unchanged() {
     make_ca(&dir, "ca.pem");
     registries.reload_hosts().unwrap();
 }
+
+/// A registry on loopback that wants HTTP basic credentials: 401 without an `Authorization`
+/// header, 200 with `body` with one; records each `Authorization` header it was sent.
+async fn serve_basic(body: Vec<u8>) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (body, recorder) = (body.clone(), recorder.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let authorization = request
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("authorization: ").map(str::to_string));
+                let head = match &authorization {
+                    Some(value) => {
+                        recorder.lock().unwrap().push(value.clone());
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                    }
+                    None => "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                };
+                let _ = stream.write_all(head.as_bytes()).await;
+                if authorization.is_some() {
+                    let _ = stream.write_all(&body).await;
+                }
+            });
+        }
+    });
+    (host, sent)
+}
+
+/// kubelet's `AuthConfig.server_address` names the one host its credentials are for: as
+/// containerd's CRI does, they are not sent to any other host, a mirror included.
+#[tokio::test]
+async fn credentials_naming_their_server_go_to_no_other_host() {
+    let image = br#"{"schemaVersion":2,"layers":[]}"#.to_vec();
+    let (mirror, sent) = serve_basic(image.clone()).await;
+    let (_root, registries) = through_mirror(&mirror, "[\"pull\", \"resolve\"]");
+    let reference = Reference::parse("registry.invalid:5000/app:v1").unwrap();
+    let kubelet = |server_address: &str| {
+        Credentials::from_cri(Some(&pullgate_proto::cri::AuthConfig {
+            username: "alice".into(),
+            password: "s3cret".into(),
+            server_address: server_address.into(),
+            ..Default::default()
+        }))
+    };
+
+    let session = registries.session(&reference, kubelet("https://registry.invalid:5000"));
+    let withheld = session.resolve(&reference).await;
+    assert!(withheld.is_err(), "{withheld:?} {:?}", sent.lock().unwrap());
+    assert!(sent.lock().unwrap().is_empty(), "{:?}", sent.lock().unwrap());
+
+    // Credentials naming the mirror, or no host at all, are sent to it.
+    for server_address in [format!("https://{mirror}"), String::new()] {
+        let session = registries.session(&reference, kubelet(&server_address));
+        assert_eq!(session.resolve(&reference).await.unwrap(), Digest::of(&image));
+    }
+    assert_eq!(sent.lock().unwrap().len(), 2, "{:?}", sent.lock().unwrap());
+}
