@@ -579,7 +579,15 @@ async fn a_tag_resolved_through_a_shared_mirror_is_remembered_per_registry() {
 fn make_ca(dir: &Path, name: &str) -> std::path::PathBuf {
     let cert = dir.join(name);
     let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
         .args(["-subj", "/CN=pullgate test CA", "-days", "1", "-keyout"])
         .arg(dir.join(format!("{name}.key")))
         .arg("-out")
@@ -604,7 +612,10 @@ fn a_reload_reads_certificate_files_again_though_hosts_toml_is_unchanged() {
     let registries = Registries::new(&config(Some(root.path())), Default::default()).unwrap();
 
     fs::write(dir.join("ca.pem"), "not PEM").unwrap();
-    let err = registries.reload_hosts().expect_err("a CA file that no longer loads").to_string();
+    let err = registries
+        .reload_hosts()
+        .expect_err("a CA file that no longer loads")
+        .to_string();
     assert!(err.contains("ca.pem") && err.contains("no PEM certificate"), "{err}");
 
     make_ca(&dir, "ca.pem");
@@ -625,9 +636,11 @@ async fn serve_basic(body: Vec<u8>) -> (String, Arc<std::sync::Mutex<Vec<String>
                 let mut buf = vec![0u8; 8192];
                 let n = stream.read(&mut buf).await.unwrap_or(0);
                 let request = String::from_utf8_lossy(&buf[..n]).to_string();
-                let authorization = request
-                    .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("authorization: ").map(str::to_string));
+                let authorization = request.lines().find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("authorization: ")
+                        .map(str::to_string)
+                });
                 let head = match &authorization {
                     Some(value) => {
                         recorder.lock().unwrap().push(value.clone());
