@@ -159,8 +159,8 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
                         tracing::error!(%error, "audit log not reopened; records keep going to the moved file")
                     }
                 }
-                // containerd's hosts.toml files: a broken one keeps the hosts in use, and
-                // counts as a refused reload.
+                // containerd's hosts.toml files and dockerConfig: a broken one keeps the last
+                // good one in use, and counts as a refused reload.
                 match registries.reload_hosts() {
                     Ok(true) => log_hosts(&registries),
                     Ok(false) => {}
@@ -172,6 +172,7 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
                 match gate.reload_docker_config(&docker_config) {
                     Ok(()) => tracing::info!("docker config reloaded"),
                     Err(error) => {
+                        metrics.policy_reload(false);
                         tracing::error!(%error, "docker config reload refused; the last good one stays in force")
                     }
                 }

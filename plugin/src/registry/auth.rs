@@ -34,6 +34,9 @@ pub struct Credentials {
     basic: Option<(String, String)>,
     identity_token: Option<String>,
     registry_token: Option<String>,
+    /// `AuthConfig.server_address` as containerd reads it: the `host[:port]` of the URL kubelet
+    /// named (empty when it names none, so no host matches); `None` when kubelet named nothing.
+    server: Option<String>,
     /// Not part of what is sent: only what messages say about a refusal.
     origin: Origin,
 }
@@ -86,11 +89,34 @@ impl Credentials {
                 .and_then(|raw| String::from_utf8(raw).ok())
                 .and_then(|pair| pair.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
         };
+        // containerd parses it as a URL and compares its host: a name without a scheme has none.
+        let server = non_empty(&auth.server_address).map(|address| {
+            reqwest::Url::parse(&address)
+                .ok()
+                .and_then(|url| {
+                    let host = url.host_str()?.to_ascii_lowercase();
+                    Some(url.port().map_or_else(|| host.clone(), |p| format!("{host}:{p}")))
+                })
+                .unwrap_or_default()
+        });
         Self {
             basic,
             identity_token: non_empty(&auth.identity_token),
             registry_token: non_empty(&auth.registry_token),
+            server,
             origin: Origin::Kubelet,
+        }
+    }
+
+    /// What may be sent to `host` (`host[:port]` of a request): nothing when these credentials
+    /// name another server, as containerd's CRI withholds them, mirrors included.
+    pub(super) fn for_host(&self, host: &str) -> Self {
+        match &self.server {
+            Some(server) if !server.eq_ignore_ascii_case(host) => Self {
+                origin: self.origin.clone(),
+                ..Self::default()
+            },
+            _ => self.clone(),
         }
     }
 
@@ -157,6 +183,7 @@ impl Credentials {
         field(self.basic.as_ref().map(|(_, p)| p.as_str()));
         field(self.identity_token.as_deref());
         field(self.registry_token.as_deref());
+        field(self.server.as_deref());
         hash.finalize().into()
     }
 
@@ -298,16 +325,16 @@ pub(super) async fn answer(
         lifetime: DEFAULT_TOKEN_LIFETIME,
     };
     match challenge.scheme.as_str() {
-        "basic" => session
+        "basic" => endpoint
             .credentials
             .basic_header()
             .map(own)
-            .ok_or_else(|| match session.credentials.origin() {
+            .ok_or_else(|| match endpoint.credentials.origin() {
                 Origin::Kubelet => unauthorized("registry wants credentials and none were sent"),
                 other => unauthorized(&other.refusal()),
             }),
         "bearer" => {
-            if let Some(token) = &session.credentials.registry_token {
+            if let Some(token) = &endpoint.credentials.registry_token {
                 return Ok(own(format!("Bearer {token}")));
             }
             let realm = challenge
@@ -345,7 +372,7 @@ async fn fetch_token(
     scope: &str,
 ) -> Result<(String, Duration), RegistryError> {
     let url = realm.as_str();
-    let request = if let Some(refresh) = &session.credentials.identity_token {
+    let request = if let Some(refresh) = &endpoint.credentials.identity_token {
         let mut form = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh.as_str()),
@@ -376,7 +403,7 @@ async fn fetch_token(
             query.append_pair("scope", scope);
         }
         let mut request = endpoint.route.client.get(get_url);
-        if let Some(basic) = session.credentials.basic_header() {
+        if let Some(basic) = endpoint.credentials.basic_header() {
             request = request.header(header::AUTHORIZATION, basic);
         }
         request

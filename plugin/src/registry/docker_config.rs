@@ -237,13 +237,13 @@ fn parse_key(key: &str) -> Option<(Vec<String>, Option<u16>, Vec<String>)> {
         .or_else(|| key.strip_prefix("http://"))
         .unwrap_or(key);
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    // `host/v1/` and `host/v2/` name the registry itself, as kubelet and Docker read them.
-    let path = path
-        .strip_prefix("v1/")
-        .or_else(|| path.strip_prefix("v2/"))
-        .or_else(|| (path == "v1" || path == "v2").then_some(""))
-        .unwrap_or(path);
-    let segments: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let mut segments: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    // Docker's API suffix `/v1/` or `/v2/` (or the bare `v1`, `v2`) is dropped as kubelet drops
+    // it, from the end only: `host/v2/team` is the repositories under `v2/team`, not `team`.
+    let api_suffix = path.ends_with('/') || segments.len() == 1;
+    if api_suffix && segments.last().is_some_and(|s| s == "v1" || s == "v2") {
+        segments.pop();
+    }
     let has_globs = host.contains(['*', '?', '[']);
     let host = if has_globs {
         // Globs are no valid host, so only the case and the default port are made canonical.

@@ -56,13 +56,15 @@ struct Inner {
     answers: auth::Answers,
     /// Tags resolved to digests, remembered for `resolveTTL` and shared while in flight.
     resolved: Cache<ResolveKey, Digest, RegistryError>,
-    /// Repositories found to have no referrers API, by (host root, repository), and until when
-    /// that is believed.
+    /// Repositories found to have no referrers API, by (host root, registry/repository), and
+    /// until when that is believed.
     no_referrers_api: Mutex<HashMap<(String, String), Instant>>,
 }
 
-/// (the hosts asked, repository, tag, fingerprint of the credentials): a resolution is only
-/// reused for the same tag asked of the same hosts with the same credentials.
+/// (the hosts asked, registry/repository, tag, fingerprint of the credentials): a resolution is
+/// only reused for the same tag of the same registry's repository asked of the same hosts with
+/// the same credentials. The registry counts though the hosts are the same: one mirror serves
+/// several registries, told apart only by `?ns=`.
 type ResolveKey = (String, String, String, [u8; 32]);
 
 /// How many tag resolutions are remembered.
@@ -107,6 +109,8 @@ pub struct Session<'r> {
 /// One host of a session, with the header that answered its challenge, if any.
 struct Endpoint {
     route: Route,
+    /// What may be sent to this host of the session's credentials.
+    credentials: Credentials,
     /// Where this host's answers are remembered for later sessions.
     answers_key: auth::AnswerKey,
     /// The header to send; shared by concurrent requests.
@@ -145,16 +149,15 @@ impl Registries {
         })
     }
 
-    /// Reads `registryHosts` again (SIGHUP). On any error the hosts in use stay; `Ok(true)` when
-    /// what was read differs from them.
+    /// Reads `registryHosts` again (SIGHUP), with every `ca` and `client` file it names: a
+    /// rotated certificate is taken up though no `hosts.toml` changed. On any error the hosts in
+    /// use stay; `Ok(true)` when the hosts read differ from them.
     pub fn reload_hosts(&self) -> Result<bool, RegistriesError> {
         let hosts = load_hosts(&self.inner.config)?;
-        if hosts == *self.routes().hosts() {
-            return Ok(false);
-        }
+        let changed = hosts != *self.routes().hosts();
         let routes = Routes::new(&self.inner.config, hosts)?;
         *self.inner.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
-        Ok(true)
+        Ok(changed)
     }
 
     /// The host configuration in use.
@@ -175,10 +178,12 @@ impl Registries {
             .for_registry(&registry)
             .into_iter()
             .map(|route| {
+                let credentials = credentials.for_host(&route.host);
                 let answers_key = auth::Answers::key(&route.root, &repository, &credentials);
                 let authorization = Mutex::new(self.inner.answers.get(&answers_key));
                 Endpoint {
                     route,
+                    credentials,
                     answers_key,
                     authorization,
                 }
@@ -229,7 +234,7 @@ impl Session<'_> {
         let hosts: Vec<&str> = self.endpoints(Need::Resolve).map(|e| e.route.root.as_str()).collect();
         let key = (
             hosts.join(" "),
-            self.repository.clone(),
+            format!("{}/{}", self.registry, self.repository),
             target.to_string(),
             self.credentials.fingerprint(),
         );
@@ -442,7 +447,7 @@ impl Session<'_> {
                 }
                 StatusCode::UNAUTHORIZED => {
                     self.registries.inner.answers.forget(&endpoint.answers_key);
-                    let why = self.credentials.origin().refusal();
+                    let why = endpoint.credentials.origin().refusal();
                     return Err(RegistryError::Unavailable(format!(
                         "{url}: HTTP 401 Unauthorized: {why}"
                     )));

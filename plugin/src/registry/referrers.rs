@@ -190,7 +190,11 @@ async fn index_from(
         StatusCode::BAD_REQUEST,
         StatusCode::METHOD_NOT_ALLOWED,
     ];
-    let key = (endpoint.route.root.clone(), session.repository.clone());
+    // A mirror serving several registries (`?ns=`) may have the API for one and not another.
+    let key = (
+        endpoint.route.root.clone(),
+        format!("{}/{}", session.registry, session.repository),
+    );
     if !session.registries.has_no_referrers_api(&key) {
         let tail = format!("referrers/{image}");
         let accept = Some("application/vnd.oci.image.index.v1+json");

@@ -319,3 +319,26 @@ async fn the_endpoint_bounds_what_a_client_can_make_it_do() {
     // And it still serves.
     assert_eq!(http_get(addr, "/healthz").await.unwrap(), (200, "ok\n".to_owned()));
 }
+
+/// A `dockerConfig` that no longer parses is a refused reload like a broken policy or
+/// `hosts.toml` (SPEC §3: refused, logged, counted), though the policy beside it loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_docker_config_reload_is_counted() {
+    let env = TestEnv::start().await;
+    let docker_config = env.dir().join("docker-config.json");
+    std::fs::write(&docker_config, r#"{"auths": {}}"#).unwrap();
+    let port = free_local_port().expect("a free port");
+    let extra = format!("dockerConfig: {:?}\n", docker_config.display().to_string());
+    let pg = env
+        .start_pullgate_with_config(
+            &env.key_policy(&[&format!("{}/**", env.host())]),
+            &with_metrics(&extra, ([127, 0, 0, 1], port).into()),
+        )
+        .await;
+    let failure = r#"pullgate_policy_reloads_total{result="failure"}"#;
+    assert_eq!(sample(&pg.scrape().await, failure), Some(0.0));
+
+    std::fs::write(&docker_config, "{\"auths\": [\n").unwrap();
+    pg.reload();
+    wait_for_sample(&pg, failure, 1.0).await;
+}

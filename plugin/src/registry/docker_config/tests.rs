@@ -209,3 +209,24 @@ fn the_default_file_may_be_missing_a_configured_one_may_not() {
     std::fs::write(&missing, "{").unwrap();
     assert!(DockerConfig::read(&DockerConfigFile::Default(missing)).is_err());
 }
+
+/// `/v1/` and `/v2/` name the registry itself only as the whole path (kubelet drops them as a
+/// suffix): a key `host/v2/team` is the repositories under `v2/team`, not those under `team`.
+#[test]
+fn a_v2_path_segment_is_part_of_a_longer_path() {
+    let config = parse(
+        r#"{"auths": {"registry.example.com/v2/team": {"username": "erin", "password": "pw"},
+                      "registry.example.com/v1": {"username": "frank", "password": "pw"}}}"#,
+    );
+    // `team/app` falls to the registry-wide key, not erin's.
+    assert_eq!(
+        user(&config, "registry.example.com", "team/app").as_deref(),
+        Some("frank")
+    );
+    assert_eq!(
+        user(&config, "registry.example.com", "v2/team/app").as_deref(),
+        Some("erin")
+    );
+    let only = parse(r#"{"auths": {"registry.example.com/v2/team": {"username": "erin", "password": "pw"}}}"#);
+    assert_eq!(user(&only, "registry.example.com", "team/app"), None);
+}

@@ -409,7 +409,8 @@ async fn serve(routes: HashMap<String, Vec<u8>>) -> (String, Arc<std::sync::Mute
                     .collect();
                 recorder.lock().unwrap().push(format!("{target}{extra}"));
                 let path = target.split('?').next().unwrap_or("/");
-                let (status, body) = match routes.get(path) {
+                // A route naming its query (`?ns=…`) answers only that query.
+                let (status, body) = match routes.get(&target).or_else(|| routes.get(path)) {
                     Some(body) => ("200 OK", body.clone()),
                     None => ("404 Not Found", Vec::new()),
                 };
@@ -543,4 +544,149 @@ fn a_reload_that_does_not_parse_keeps_the_hosts_in_use() {
         .map(|(n, ns)| (n.to_string(), ns.clone()))
         .unwrap();
     assert_eq!(url(&namespace.hosts[0]), "http://127.0.0.1:5002/v2");
+}
+
+/// Two registries pulled through one mirror (`_default`) may have repositories of the same
+/// name with different content: a tag resolved for one is not the other's, though the mirror,
+/// the path and the credentials are the same (only `?ns=` tells them apart).
+#[tokio::test]
+async fn a_tag_resolved_through_a_shared_mirror_is_remembered_per_registry() {
+    let first = br#"{"schemaVersion":2,"layers":[],"annotations":{"r":"a"}}"#.to_vec();
+    let second = br#"{"schemaVersion":2,"layers":[],"annotations":{"r":"b"}}"#.to_vec();
+    let routes = HashMap::from([
+        ("/v2/team/app/manifests/v1?ns=a.example.com".to_string(), first.clone()),
+        ("/v2/team/app/manifests/v1?ns=b.example.com".to_string(), second.clone()),
+    ]);
+    let (mirror, asked) = serve(routes).await;
+    let (root, _) = hosts_dir(&[("_default", &format!("server = \"http://{mirror}\"\n"))]);
+    let mut config = config(Some(root.path()));
+    config.resolve_ttl = std::time::Duration::from_secs(60);
+    let registries = Registries::new(&config, Default::default()).unwrap();
+    let resolve = |image: &str| {
+        let reference = Reference::parse(image).unwrap();
+        let registries = registries.clone();
+        async move {
+            let session = registries.session(&reference, Credentials::anonymous());
+            session.resolve(&reference).await.unwrap()
+        }
+    };
+    assert_eq!(resolve("a.example.com/team/app:v1").await, Digest::of(&first));
+    assert_eq!(resolve("b.example.com/team/app:v1").await, Digest::of(&second));
+    assert_eq!(asked.lock().unwrap().len(), 2, "{:?}", asked.lock().unwrap());
+}
+
+/// A self-signed CA certificate in PEM, made by openssl.
+fn make_ca(dir: &Path, name: &str) -> std::path::PathBuf {
+    let cert = dir.join(name);
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-subj", "/CN=pullgate test CA", "-days", "1", "-keyout"])
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    cert
+}
+
+/// SIGHUP is how a rotated `ca` or `client` file under the host directory is taken up (as
+/// containerd reads them on every pull): they are read again even when no `hosts.toml` changed,
+/// and one that no longer loads is a refused reload, not silently the old certificate.
+#[test]
+fn a_reload_reads_certificate_files_again_though_hosts_toml_is_unchanged() {
+    let (root, _) = hosts_dir(&[(
+        "registry.example.com",
+        "[host.\"https://mirror.example.com\"]\n  ca = \"ca.pem\"\n",
+    )]);
+    let dir = root.path().join("registry.example.com");
+    make_ca(&dir, "ca.pem");
+    let registries = Registries::new(&config(Some(root.path())), Default::default()).unwrap();
+
+    fs::write(dir.join("ca.pem"), "not PEM").unwrap();
+    let err = registries
+        .reload_hosts()
+        .expect_err("a CA file that no longer loads")
+        .to_string();
+    assert!(err.contains("ca.pem") && err.contains("no PEM certificate"), "{err}");
+
+    make_ca(&dir, "ca.pem");
+    registries.reload_hosts().unwrap();
+}
+
+/// A registry on loopback that wants HTTP basic credentials: 401 without an `Authorization`
+/// header, 200 with `body` with one; records each `Authorization` header it was sent.
+async fn serve_basic(body: Vec<u8>) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (body, recorder) = (body.clone(), recorder.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let authorization = request.lines().find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("authorization: ")
+                        .map(str::to_string)
+                });
+                let head = match &authorization {
+                    Some(value) => {
+                        recorder.lock().unwrap().push(value.clone());
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                    }
+                    None => "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                };
+                let _ = stream.write_all(head.as_bytes()).await;
+                if authorization.is_some() {
+                    let _ = stream.write_all(&body).await;
+                }
+            });
+        }
+    });
+    (host, sent)
+}
+
+/// kubelet's `AuthConfig.server_address` names the one host its credentials are for: as
+/// containerd's CRI does, they are not sent to any other host, a mirror included.
+#[tokio::test]
+async fn credentials_naming_their_server_go_to_no_other_host() {
+    let image = br#"{"schemaVersion":2,"layers":[]}"#.to_vec();
+    let (mirror, sent) = serve_basic(image.clone()).await;
+    let (_root, registries) = through_mirror(&mirror, "[\"pull\", \"resolve\"]");
+    let reference = Reference::parse("registry.invalid:5000/app:v1").unwrap();
+    let kubelet = |server_address: &str| {
+        Credentials::from_cri(Some(&pullgate_proto::cri::AuthConfig {
+            username: "alice".into(),
+            password: "s3cret".into(),
+            server_address: server_address.into(),
+            ..Default::default()
+        }))
+    };
+
+    let session = registries.session(&reference, kubelet("https://registry.invalid:5000"));
+    let withheld = session.resolve(&reference).await;
+    assert!(withheld.is_err(), "{withheld:?} {:?}", sent.lock().unwrap());
+    assert!(sent.lock().unwrap().is_empty(), "{:?}", sent.lock().unwrap());
+
+    // Credentials naming the mirror, or no host at all, are sent to it.
+    for server_address in [format!("https://{mirror}"), String::new()] {
+        let session = registries.session(&reference, kubelet(&server_address));
+        assert_eq!(session.resolve(&reference).await.unwrap(), Digest::of(&image));
+    }
+    assert_eq!(sent.lock().unwrap().len(), 2, "{:?}", sent.lock().unwrap());
 }
