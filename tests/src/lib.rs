@@ -22,6 +22,7 @@ pub mod node_image;
 pub mod policy;
 pub mod process;
 pub mod pullgate;
+pub mod quirky_registry;
 pub mod registry;
 pub mod signer;
 pub mod sigstore;

@@ -30,6 +30,7 @@ mod node;
 mod node_image;
 mod proxy;
 mod pull;
+mod quirky_registries;
 mod rig;
 mod signature_repository;
 mod sigstore_rig;
