@@ -3,12 +3,14 @@
 //! `GET`/`HEAD` unchanged (so containerd pulls real content and digests) and lies only about
 //! `GET /v2/<name>/referrers/<digest>`, which the real registry (distribution 2.8) lacks:
 //! - [`Quirk::EmptyList`]: 200 with an empty index, while the referrers tag holds the bundle;
-//! - [`Quirk::RedirectTo404`]: a 307 to another path of this server, which answers 404
-//!   (ghcr.io);
+//! - [`Quirk::RedirectTo404`]: a 307 to another path of this server (ghcr.io), which answers
+//!   404, except for images given to [`QuirkyRegistry::list_only_after_redirect`]: for those it
+//!   answers the referrers tag's index, and the tag itself is hidden;
 //! - [`Quirk::Untyped`]: 200 with the referrers tag's index, `artifactType` taken off each entry
 //!   (older registries, ORAS).
 
 use std::{
+    collections::HashSet,
     io,
     sync::{Arc, Mutex},
 };
@@ -36,6 +38,7 @@ pub enum Quirk {
 pub struct QuirkyRegistry {
     host: String,
     asked: Arc<Mutex<Vec<String>>>,
+    after_redirect: Arc<Mutex<HashSet<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -50,6 +53,8 @@ impl QuirkyRegistry {
         let host = listener.local_addr().expect("its address").to_string();
         let asked = Arc::new(Mutex::new(Vec::new()));
         let recorder = asked.clone();
+        let after_redirect = Arc::new(Mutex::new(HashSet::new()));
+        let listed = after_redirect.clone();
         let upstream = format!("http://{upstream}");
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -58,12 +63,33 @@ impl QuirkyRegistry {
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (client, upstream, recorder) = (client.clone(), upstream.clone(), recorder.clone());
+                let listed = listed.clone();
                 tokio::spawn(async move {
-                    let _ = serve_one(stream, &client, &upstream, quirk, &recorder).await;
+                    let canned = Canned {
+                        client: &client,
+                        upstream: &upstream,
+                        quirk,
+                        after_redirect: &listed,
+                    };
+                    let _ = serve_one(stream, &canned, &recorder).await;
                 });
             }
         });
-        QuirkyRegistry { host, asked, task }
+        QuirkyRegistry {
+            host,
+            asked,
+            after_redirect,
+            task,
+        }
+    }
+
+    /// With [`Quirk::RedirectTo404`]: the referrers of image `digest` are listed only where the
+    /// redirect leads, not in its referrers tag.
+    pub fn list_only_after_redirect(&self, digest: &str) {
+        self.after_redirect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest.to_string());
     }
 
     /// `127.0.0.1:<port>`.
@@ -90,13 +116,15 @@ struct Reply {
     body: Vec<u8>,
 }
 
-async fn serve_one(
-    mut stream: TcpStream,
-    client: &reqwest::Client,
-    upstream: &str,
+/// What one connection needs to answer.
+struct Canned<'a> {
+    client: &'a reqwest::Client,
+    upstream: &'a str,
     quirk: Quirk,
-    asked: &Mutex<Vec<String>>,
-) -> io::Result<()> {
+    after_redirect: &'a Mutex<HashSet<String>>,
+}
+
+async fn serve_one(mut stream: TcpStream, canned: &Canned<'_>, asked: &Mutex<Vec<String>>) -> io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -119,7 +147,7 @@ async fn serve_one(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(format!("{method} {target}"));
-    let reply = answer(client, upstream, quirk, &method, &target, &headers).await;
+    let reply = answer(canned, &method, &target, &headers).await;
     let mut out = format!("HTTP/1.1 {} X\r\n", reply.status);
     for (name, value) in &reply.headers {
         out.push_str(&format!("{name}: {value}\r\n"));
@@ -139,31 +167,43 @@ async fn serve_one(
     stream.shutdown().await
 }
 
-async fn answer(
-    client: &reqwest::Client,
-    upstream: &str,
-    quirk: Quirk,
-    method: &str,
-    target: &str,
-    headers: &[(String, String)],
-) -> Reply {
+async fn answer(canned: &Canned<'_>, method: &str, target: &str, headers: &[(String, String)]) -> Reply {
+    let (client, upstream) = (canned.client, canned.upstream);
     let path = target.split('?').next().unwrap_or("/");
-    if path.starts_with("/elsewhere/") {
-        return index_reply(404, b"{}".to_vec());
+    let listed_after_redirect = |digest: &str| {
+        canned
+            .after_redirect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(digest)
+    };
+    if let Some(rest) = path.strip_prefix("/elsewhere") {
+        return match referrers_request(rest) {
+            Some((name, digest)) if listed_after_redirect(digest) => {
+                tag_index(client, upstream, name, digest, false).await
+            }
+            _ => index_reply(404, b"{}".to_vec()),
+        };
     }
     if let Some((name, digest)) = referrers_request(path) {
-        return match quirk {
+        return match canned.quirk {
             Quirk::EmptyList => index_reply(
                 200,
                 format!(r#"{{"schemaVersion":2,"mediaType":"{INDEX_MEDIA_TYPE}","manifests":[]}}"#).into_bytes(),
             ),
             Quirk::RedirectTo404 => Reply {
                 status: 307,
-                headers: vec![("location".into(), format!("/elsewhere/{name}/referrers/{digest}"))],
+                headers: vec![("location".into(), format!("/elsewhere/v2/{name}/referrers/{digest}"))],
                 body: Vec::new(),
             },
-            Quirk::Untyped => untyped_index(client, upstream, name, digest).await,
+            Quirk::Untyped => tag_index(client, upstream, name, digest, true).await,
         };
+    }
+    let hidden_tag = path
+        .rsplit_once("/manifests/sha256-")
+        .is_some_and(|(_, hex)| listed_after_redirect(&format!("sha256:{hex}")));
+    if hidden_tag {
+        return index_reply(404, b"{}".to_vec());
     }
     forward(client, upstream, method, target, headers).await
 }
@@ -183,9 +223,9 @@ fn index_reply(status: u16, body: Vec<u8>) -> Reply {
     }
 }
 
-/// The referrers tag's index with `artifactType` removed from its entries; an empty index when
-/// there is no tag.
-async fn untyped_index(client: &reqwest::Client, upstream: &str, name: &str, digest: &str) -> Reply {
+/// The referrers tag's index, with `artifactType` removed from its entries when `untyped`; an
+/// empty index when there is no tag.
+async fn tag_index(client: &reqwest::Client, upstream: &str, name: &str, digest: &str, untyped: bool) -> Reply {
     let tag = digest.replacen(':', "-", 1);
     let url = format!("{upstream}/v2/{name}/manifests/{tag}");
     let tagged = match client.get(&url).header("accept", INDEX_MEDIA_TYPE).send().await {
@@ -195,7 +235,7 @@ async fn untyped_index(client: &reqwest::Client, upstream: &str, name: &str, dig
     let mut index: serde_json::Value = tagged
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_else(|| serde_json::json!({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}));
-    if let Some(entries) = index["manifests"].as_array_mut() {
+    if let Some(entries) = index["manifests"].as_array_mut().filter(|_| untyped) {
         for entry in entries.iter_mut().filter_map(|e| e.as_object_mut()) {
             entry.remove("artifactType");
         }

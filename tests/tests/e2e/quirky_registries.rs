@@ -21,6 +21,8 @@ const SUBJECT_REGEXP: &str = r"^https://github\.com/org/repo/\.github/workflows/
 
 /// Pushes a signed and an unsigned image to a real registry, puts the canned registry with
 /// `quirk` in front of it, and pulls both through pullgate and containerd from the canned one.
+/// Behind ghcr.io's redirect, a second signed image follows whose referrers only the redirect
+/// leads to.
 async fn signed_admitted_and_unsigned_denied_behind(quirk: Quirk) {
     let registry = Registry::start().await;
     let canned = QuirkyRegistry::start(&registry.host(), quirk).await;
@@ -87,6 +89,31 @@ async fn signed_admitted_and_unsigned_denied_behind(quirk: Quirk) {
             .any(|a| a.starts_with(&format!("GET /v2/apps/app/referrers/{signed}"))),
         "the quirk was met: {asked:?}"
     );
+
+    if quirk == Quirk::RedirectTo404 {
+        // ghcr.io: the 404 was about that image only. The next image's redirect leads to its
+        // referrers (and its tag has none): the repository was not written off as API-less.
+        let next = image::push_image(&registry.host(), "apps/app", "next", "listed after the redirect", None)
+            .await
+            .unwrap();
+        let bundle = make_v3_signature_bundle(&sigstore, &leaf, &format!("{host}/apps/app"), &next, unix_now());
+        attach_v3_bundle(
+            &registry.host(),
+            "apps/app",
+            &next,
+            &bundle,
+            Some(COSIGN_SIGN_PREDICATE),
+            None,
+        )
+        .await
+        .unwrap();
+        canned.list_only_after_redirect(&next);
+        let image = format!("{host}/apps/app@{next}");
+        pg.pull(&image, None)
+            .await
+            .unwrap_or_else(|s| panic!("{}\n{:?}", s.message(), canned.asked()));
+        assert!(containerd.image_id(&image).await.is_some());
+    }
 
     let status = pg
         .pull(&format!("{host}/apps/app@{unsigned}"), None)
