@@ -113,7 +113,7 @@ pub async fn sigstore_bundles(
             .is_none_or(|t| wanted.contains(&t.as_str()))
     };
     let mut found = Referrers::default();
-    let Some(index) = referrers_index(session, image, &is_wanted).await? else {
+    let Some(index) = referrers_index(session, image, wanted, &is_wanted).await? else {
         return Ok(found);
     };
     let candidates: Vec<&Descriptor> = index
@@ -180,18 +180,35 @@ fn may_be_wanted_bundle(d: &Descriptor, is_wanted: &impl Fn(&BTreeMap<String, St
     typed_as_bundle && is_wanted(&d.annotations)
 }
 
+/// Whether an index lists a candidate bundle, and one announcing each `wanted` predicate type:
+/// then there is nothing the referrers tag needs to add.
+fn lists_all_wanted(index: &Index, wanted: &[&str], is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool) -> bool {
+    let candidates: Vec<&Descriptor> = index
+        .manifests
+        .iter()
+        .filter(|d| may_be_wanted_bundle(d, is_wanted))
+        .collect();
+    !candidates.is_empty()
+        && wanted.iter().all(|w| {
+            candidates
+                .iter()
+                .any(|d| d.annotations.get(PREDICATE_TYPE_ANNOTATION).is_some_and(|t| t == w))
+        })
+}
+
 /// The referrers index of `image`: from the first host that has one, through its referrers
 /// API or, where it has none, its referrers tag. A host that says it has neither is passed over
 /// like one that cannot be reached; "none" is the answer when one said so and none had it.
 async fn referrers_index(
     session: &Session<'_>,
     image: &Digest,
+    wanted: &[&str],
     is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool,
 ) -> Result<Option<Index>, RegistryError> {
     let mut failures = Vec::new();
     let mut said_absent = false;
     for endpoint in session.endpoints(Need::Referrers) {
-        match index_from(session, endpoint, image, is_wanted).await {
+        match index_from(session, endpoint, image, wanted, is_wanted).await {
             Ok(Some(index)) => return Ok(Some(index)),
             Ok(None) => said_absent = true,
             Err(e @ RegistryError::Unavailable(_)) => failures.push(e),
@@ -209,13 +226,15 @@ async fn referrers_index(
 ///
 /// Registries seen in production answer the API with an empty or partial list while the tag
 /// holds the bundle (cosign falls back to the tag when it pushes to some of them), so when the
-/// API lists nothing that may be a wanted bundle the tag is read too: one request more.
+/// API lists no candidate bundle, or none announcing one of the `wanted` predicate types, the
+/// tag is read too: one request more.
 /// A redirect that ends in 404 (ghcr.io) says nothing about the repository: the tag is read
 /// but the repository is not remembered as having no API.
 async fn index_from(
     session: &Session<'_>,
     endpoint: &Endpoint,
     image: &Digest,
+    wanted: &[&str],
     is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool,
 ) -> Result<Option<Index>, RegistryError> {
     // Registries without the API answer 404, as the spec asks, or 400 or 405.
@@ -234,7 +253,7 @@ async fn index_from(
                 let bytes = read_bounded(response, MAX_INDEX_BYTES, &url).await?;
                 let index: Index = serde_json::from_slice(&bytes)
                     .map_err(|e| RegistryError::Invalid(format!("referrers of {image}: not an image index: {e}")))?;
-                if index.manifests.iter().any(|d| may_be_wanted_bundle(d, is_wanted)) {
+                if lists_all_wanted(&index, wanted, is_wanted) {
                     return Ok(Some(index));
                 }
                 from_api = Some(index);
@@ -636,12 +655,13 @@ mod tests {
         (referrer, routes)
     }
 
-    /// An index listing `referrers`, with `artifactType` on each entry or not.
+    /// An index listing `referrers` as signature bundles, with `artifactType` on each entry or not.
     fn index_of(referrers: &[&Vec<u8>], typed: bool) -> Vec<u8> {
         let manifests: Vec<serde_json::Value> = referrers
             .iter()
             .map(|r| {
-                let mut d = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": Digest::of(r).to_string(), "size": r.len()});
+                let mut d = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": Digest::of(r).to_string(), "size": r.len(),
+                                               "annotations": {PREDICATE_TYPE_ANNOTATION: SIGN}});
                 if typed {
                     d["artifactType"] = BUNDLE_ARTIFACT_TYPE.to_string().into();
                 }
@@ -726,6 +746,32 @@ mod tests {
         assert_eq!(found.bundles.len(), 1, "{:?}", found.unreadable);
         let tag_of_api = format!("/v2/app/manifests/{}", referrers_tag(&signed_by_api));
         assert!(!asked.lock().unwrap().contains(&tag_of_api));
+    }
+
+    /// An API listing the signature bundle but not the attestation the rule also wants: the tag
+    /// is read for it.
+    #[tokio::test]
+    async fn a_wanted_predicate_type_the_api_does_not_list_is_looked_for_in_the_tag() {
+        let image = Digest::of(b"the image manifest");
+        let (signature, mut routes) = bundle_referrer(&image, "signature");
+        let (attestation, attestation_routes) = bundle_referrer(&image, "attestation");
+        routes.extend(attestation_routes);
+        routes.insert(format!("/v2/app/referrers/{image}"), index_of(&[&signature], true));
+        let mut tagged: serde_json::Value = serde_json::from_slice(&index_of(&[&attestation], true)).unwrap();
+        tagged["manifests"][0]["annotations"][PREDICATE_TYPE_ANNOTATION] = SPDX.into();
+        routes.insert(
+            format!("/v2/app/manifests/{}", referrers_tag(&image)),
+            tagged.to_string().into_bytes(),
+        );
+        let host = serve(routes).await;
+        let registries = registries_for(&host);
+        let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
+        let session = registries.session(&reference, Credentials::anonymous());
+
+        let found = sigstore_bundles(&session, &image, &[SIGN, SPDX]).await.unwrap();
+        assert_eq!(found.bundles.len(), 2, "{:?}", found.unreadable);
+        assert_eq!(found.bundles[1].manifest, Digest::of(&attestation));
+        assert_eq!(found.bundles[1].predicate_type.as_deref(), Some(SPDX));
     }
 
     /// ghcr.io: the referrers API redirects to a URL that answers 404. The tag is read for this
