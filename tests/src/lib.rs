@@ -25,6 +25,7 @@ pub mod node_image;
 pub mod policy;
 pub mod process;
 pub mod pullgate;
+pub mod quirky_registry;
 pub mod registry;
 pub mod rekor_tiles;
 pub mod signer;

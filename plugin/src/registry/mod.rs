@@ -382,6 +382,21 @@ impl Session<'_> {
         accept: Option<&str>,
         absent: &[StatusCode],
     ) -> Result<Option<(reqwest::Response, String)>, RegistryError> {
+        let (answer, url) = self.answer_from(endpoint, tail, accept, absent).await?;
+        match answer {
+            Answer::Found(response) => Ok(Some((response, url))),
+            Answer::Absent { .. } => Ok(None),
+        }
+    }
+
+    /// As [`Session::get_from`], also saying whether an `absent` status came after a redirect.
+    async fn answer_from(
+        &self,
+        endpoint: &Endpoint,
+        tail: &str,
+        accept: Option<&str>,
+        absent: &[StatusCode],
+    ) -> Result<(Answer, String), RegistryError> {
         let route = &endpoint.route;
         let mut url = format!("{}/{}/{tail}", route.root, self.repository);
         if let Some(ns) = &route.ns {
@@ -392,7 +407,7 @@ impl Session<'_> {
         if !answered.contains(&route.host) {
             answered.push(route.host.clone());
         }
-        Ok(answer.map(|response| (response, url)))
+        Ok((answer, url))
     }
 
     async fn get_unless(
@@ -401,7 +416,7 @@ impl Session<'_> {
         url: &str,
         accept: Option<&str>,
         absent: &[StatusCode],
-    ) -> Result<Option<reqwest::Response>, RegistryError> {
+    ) -> Result<Answer, RegistryError> {
         let mut challenged = false;
         loop {
             let mut request = endpoint.route.client.get(url);
@@ -424,8 +439,11 @@ impl Session<'_> {
             };
             self.registries.count(outcome_of(response.status(), absent));
             match response.status() {
-                s if s.is_success() => return Ok(Some(response)),
-                s if absent.contains(&s) => return Ok(None),
+                s if s.is_success() => return Ok(Answer::Found(response)),
+                s if absent.contains(&s) => {
+                    let redirected = response.url().as_str() != url;
+                    return Ok(Answer::Absent { redirected });
+                }
                 StatusCode::UNAUTHORIZED if !challenged => {
                     challenged = true;
                     let challenge = response
@@ -456,6 +474,16 @@ impl Session<'_> {
             }
         }
     }
+}
+
+/// What one host answered a GET with.
+enum Answer {
+    Found(reqwest::Response),
+    /// One of the statuses the caller takes for "not there"; `redirected` when it came from the
+    /// URL a redirect led to rather than from the host itself.
+    Absent {
+        redirected: bool,
+    },
 }
 
 /// Reads a manifest the registry sent for `tag_or_digest`: its digest computed over the bytes,

@@ -10,7 +10,7 @@ use std::{
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::{read_bounded, Endpoint, Need, Registries, RegistryError, Session};
+use super::{read_bounded, Answer, Endpoint, Need, Registries, RegistryError, Session};
 use crate::reference::Digest;
 pub use pullgate_verify::attached::{AttachedBundle, Referrers};
 
@@ -35,6 +35,13 @@ pub const MAX_BUNDLE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// What the bundles of one image may add up to; bundles beyond it are not fetched.
 pub const MAX_BUNDLES_TOTAL_BYTES: u64 = 16 * 1024 * 1024;
+
+/// At most this many index entries without an `artifactType` have their manifest fetched to
+/// learn whether they are bundles.
+pub const MAX_UNTYPED_REFERRERS: usize = 8;
+
+/// The media type of an OCI image manifest, the only kind of referrer that can hold a bundle.
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// An index listing referrers is refused above this size.
 const MAX_INDEX_BYTES: usize = 1024 * 1024;
@@ -72,6 +79,10 @@ struct Descriptor {
 #[serde(rename_all = "camelCase")]
 struct ReferrerManifest {
     #[serde(default)]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
     layers: Vec<Descriptor>,
     #[serde(default)]
     subject: Option<Descriptor>,
@@ -107,18 +118,13 @@ pub async fn sigstore_bundles(
             .is_none_or(|t| wanted.contains(&t.as_str()))
     };
     let mut found = Referrers::default();
-    let Some(index) = referrers_index(session, image).await? else {
+    let Some(index) = referrers_index(session, image, wanted, &is_wanted).await? else {
         return Ok(found);
     };
     let candidates: Vec<&Descriptor> = index
         .manifests
         .iter()
-        .filter(|d| {
-            d.artifact_type
-                .as_deref()
-                .is_some_and(|t| t.starts_with(BUNDLE_ARTIFACT_TYPE) || t == EMPTY_CONFIG_TYPE)
-                && is_wanted(&d.annotations)
-        })
+        .filter(|d| may_be_wanted_bundle(d, &is_wanted))
         .collect();
     if candidates.len() > MAX_BUNDLES {
         let skipped = candidates.len() - MAX_BUNDLES;
@@ -126,8 +132,22 @@ pub async fn sigstore_bundles(
             "{skipped} bundle referrers beyond the first {MAX_BUNDLES} were not read"
         ));
     }
+    let untyped = candidates.iter().filter(|d| d.artifact_type.is_none()).count();
+    if untyped > MAX_UNTYPED_REFERRERS {
+        found.unreadable.push(format!(
+            "{} referrers without an artifactType beyond the first {MAX_UNTYPED_REFERRERS} were not read",
+            untyped - MAX_UNTYPED_REFERRERS
+        ));
+    }
+    let mut untyped_left = MAX_UNTYPED_REFERRERS;
     let mut budget = MAX_BUNDLES_TOTAL_BYTES;
     for descriptor in candidates.into_iter().take(MAX_BUNDLES) {
+        if descriptor.artifact_type.is_none() {
+            if untyped_left == 0 {
+                continue;
+            }
+            untyped_left -= 1;
+        }
         let Some(digest) = Digest::parse(&descriptor.digest) else {
             found.unreadable.push(format!(
                 "referrer digest {:?} is not a sha256 digest",
@@ -135,7 +155,8 @@ pub async fn sigstore_bundles(
             ));
             continue;
         };
-        match fetch_bundle(session, image, &digest, &is_wanted, budget).await {
+        let index_says_bundle = descriptor.artifact_type.is_some();
+        match fetch_bundle(session, image, &digest, index_says_bundle, &is_wanted, budget).await {
             Ok(Some(bundle)) => {
                 budget = budget.saturating_sub(bundle.bytes.len() as u64);
                 let predicate_type = bundle
@@ -153,19 +174,48 @@ pub async fn sigstore_bundles(
     Ok(found)
 }
 
+/// Whether an index entry may be a bundle of a wanted predicate type: it says it is one, or it
+/// says nothing of its type (older registries and ORAS drop `artifactType` from the index), in
+/// which case only its manifest can tell.
+fn may_be_wanted_bundle(d: &Descriptor, is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool) -> bool {
+    let typed_as_bundle = match d.artifact_type.as_deref() {
+        // cosign v2's `--new-bundle-format` lists its bundles under their config's type.
+        Some(t) => t.starts_with(BUNDLE_ARTIFACT_TYPE) || t == EMPTY_CONFIG_TYPE,
+        None => d.media_type.is_empty() || d.media_type == OCI_MANIFEST,
+    };
+    typed_as_bundle && is_wanted(&d.annotations)
+}
+
+/// Whether an index lists a candidate bundle, and one announcing each `wanted` predicate type:
+/// then there is nothing the referrers tag needs to add.
+fn lists_all_wanted(index: &Index, wanted: &[&str], is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool) -> bool {
+    let candidates: Vec<&Descriptor> = index
+        .manifests
+        .iter()
+        .filter(|d| may_be_wanted_bundle(d, is_wanted))
+        .collect();
+    !candidates.is_empty()
+        && wanted.iter().all(|w| {
+            candidates
+                .iter()
+                .any(|d| d.annotations.get(PREDICATE_TYPE_ANNOTATION).is_some_and(|t| t == w))
+        })
+}
+
 /// The referrers index of `image`: from the first host that has one, through its referrers
 /// API or, where it has none, its referrers tag. A host that says it has neither is passed over
 /// like one that cannot be reached; "none" is the answer when one said so and none had it.
-async fn referrers_index(session: &Session<'_>, image: &Digest) -> Result<Option<Index>, RegistryError> {
+async fn referrers_index(
+    session: &Session<'_>,
+    image: &Digest,
+    wanted: &[&str],
+    is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool,
+) -> Result<Option<Index>, RegistryError> {
     let mut failures = Vec::new();
     let mut said_absent = false;
     for endpoint in session.endpoints(Need::Referrers) {
-        match index_from(session, endpoint, image).await {
-            Ok(Some(bytes)) => {
-                return serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| RegistryError::Invalid(format!("referrers of {image}: not an image index: {e}")))
-            }
+        match index_from(session, endpoint, image, wanted, is_wanted).await {
+            Ok(Some(index)) => return Ok(Some(index)),
             Ok(None) => said_absent = true,
             Err(e @ RegistryError::Unavailable(_)) => failures.push(e),
             Err(e) => return Err(e),
@@ -179,11 +229,20 @@ async fn referrers_index(session: &Session<'_>, image: &Digest) -> Result<Option
 /// One host's referrers index of `image`: its referrers API's answer, or its referrers tag's
 /// index when it has no API. A repository found without the API is not asked again for
 /// [`NO_API_REMEMBERED`].
+///
+/// Registries seen in production answer the API with an empty or partial list while the tag
+/// holds the bundle (cosign falls back to the tag when it pushes to some of them), so when the
+/// API lists no candidate bundle, or none announcing one of the `wanted` predicate types, the
+/// tag is read too: one request more.
+/// A redirect that ends in 404 (ghcr.io) says nothing about the repository: the tag is read
+/// but the repository is not remembered as having no API.
 async fn index_from(
     session: &Session<'_>,
     endpoint: &Endpoint,
     image: &Digest,
-) -> Result<Option<Vec<u8>>, RegistryError> {
+    wanted: &[&str],
+    is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool,
+) -> Result<Option<Index>, RegistryError> {
     // Registries without the API answer 404, as the spec asks, or 400 or 405.
     let absent = [
         StatusCode::NOT_FOUND,
@@ -195,16 +254,43 @@ async fn index_from(
         endpoint.route.root.clone(),
         format!("{}/{}", session.registry, session.repository),
     );
+    let mut from_api = None;
     if !session.registries.has_no_referrers_api(&key) {
         let tail = format!("referrers/{image}");
         let accept = Some("application/vnd.oci.image.index.v1+json");
-        match session.get_from(endpoint, &tail, accept, &absent).await? {
-            Some((response, url)) => return read_bounded(response, MAX_INDEX_BYTES, &url).await.map(Some),
-            None => session.registries.found_no_referrers_api(key),
+        match session.answer_from(endpoint, &tail, accept, &absent).await? {
+            (Answer::Found(response), url) => {
+                let bytes = read_bounded(response, MAX_INDEX_BYTES, &url).await?;
+                let index: Index = serde_json::from_slice(&bytes)
+                    .map_err(|e| RegistryError::Invalid(format!("referrers of {image}: not an image index: {e}")))?;
+                if lists_all_wanted(&index, wanted, is_wanted) {
+                    return Ok(Some(index));
+                }
+                from_api = Some(index);
+            }
+            (Answer::Absent { redirected: true }, _) => {}
+            (Answer::Absent { redirected: false }, _) => session.registries.found_no_referrers_api(key),
         }
     }
-    let manifest = session.manifest_from(endpoint, &referrers_tag(image)).await?;
-    Ok(manifest.map(|m| m.bytes))
+    let Some(tag) = session.manifest_from(endpoint, &referrers_tag(image)).await? else {
+        return Ok(from_api);
+    };
+    let from_tag = serde_json::from_slice::<Index>(&tag.bytes);
+    match (from_api, from_tag) {
+        (None, tag) => tag
+            .map(Some)
+            .map_err(|e| RegistryError::Invalid(format!("referrers of {image}: not an image index: {e}"))),
+        // The API answered; a tag that is not an index only adds nothing.
+        (Some(api), Err(_)) => Ok(Some(api)),
+        (Some(mut api), Ok(tag)) => {
+            for descriptor in tag.manifests {
+                if !api.manifests.iter().any(|d| d.digest == descriptor.digest) {
+                    api.manifests.push(descriptor);
+                }
+            }
+            Ok(Some(api))
+        }
+    }
 }
 
 impl Registries {
@@ -236,6 +322,7 @@ async fn fetch_bundle(
     session: &Session<'_>,
     image: &Digest,
     manifest_digest: &Digest,
+    index_says_bundle: bool,
     is_wanted: impl Fn(&BTreeMap<String, String>) -> bool,
     budget: u64,
 ) -> Result<Option<AttachedBundle>, RegistryError> {
@@ -245,6 +332,15 @@ async fn fetch_bundle(
     let parsed: ReferrerManifest = serde_json::from_slice(&manifest.bytes)
         .map_err(|e| RegistryError::Invalid(format!("referrer {manifest_digest}: {e}")))?;
     if parsed.subject.as_ref().map(|s| s.digest.as_str()) != Some(image.as_str()) || !is_wanted(&parsed.annotations) {
+        return Ok(None);
+    }
+    // An entry the index gave no type is a bundle only if its manifest says so.
+    let manifest_type = parsed
+        .artifact_type
+        .as_deref()
+        .or(parsed.config.as_ref().map(|c| c.media_type.as_str()))
+        .unwrap_or_default();
+    if !index_says_bundle && !manifest_type.starts_with(BUNDLE_ARTIFACT_TYPE) {
         return Ok(None);
     }
     let Some(layer) = parsed
@@ -301,6 +397,14 @@ mod tests {
 
     /// [`serve`], also recording the paths asked for.
     async fn serve_recording(routes: HashMap<String, Vec<u8>>) -> (String, Asked) {
+        serve_redirecting(routes, HashMap::new()).await
+    }
+
+    /// [`serve_recording`], also answering the paths of `redirects` with a 307 to another path.
+    async fn serve_redirecting(
+        routes: HashMap<String, Vec<u8>>,
+        redirects: HashMap<String, String>,
+    ) -> (String, Asked) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let asked = Asked::default();
@@ -311,6 +415,7 @@ mod tests {
                     return;
                 };
                 let routes = routes.clone();
+                let redirects = redirects.clone();
                 let recorder = recorder.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 8192];
@@ -324,6 +429,13 @@ mod tests {
                         .next()
                         .unwrap_or("/");
                     recorder.lock().unwrap().push(path.to_string());
+                    if let Some(to) = redirects.get(path) {
+                        let head = format!(
+                            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                        let _ = stream.write_all(head.as_bytes()).await;
+                        return;
+                    }
                     let (status, body) = match routes.get(path) {
                         Some(body) => ("200 OK", body.clone()),
                         None => ("404 Not Found", b"{}".to_vec()),
@@ -528,5 +640,244 @@ mod tests {
             .filter(|p| p.starts_with("/v2/missing/referrers/"))
             .count();
         assert_eq!(asked_missing, 1);
+    }
+
+    /// A cosign v3 bundle referrer of `image` (typed in its manifest), with its bundle; the
+    /// routes serving both in repository `app`.
+    fn bundle_referrer(image: &Digest, tag: &str) -> (Vec<u8>, HashMap<String, Vec<u8>>) {
+        let bundle =
+            format!(r#"{{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","n":"{tag}"}}"#).into_bytes();
+        let bundle_digest = Digest::of(&bundle);
+        let referrer = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": Digest::of(b"{}").to_string(), "size": 2},
+            "layers": [{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "digest": bundle_digest.to_string(), "size": bundle.len()}],
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": image.to_string(), "size": 1}
+        })
+        .to_string()
+        .into_bytes();
+        let routes = HashMap::from([
+            (format!("/v2/app/manifests/{}", Digest::of(&referrer)), referrer.clone()),
+            (format!("/v2/app/blobs/{bundle_digest}"), bundle),
+        ]);
+        (referrer, routes)
+    }
+
+    /// An index listing `referrers` as signature bundles, with `artifactType` on each entry or not.
+    fn index_of(referrers: &[&Vec<u8>], typed: bool) -> Vec<u8> {
+        let manifests: Vec<serde_json::Value> = referrers
+            .iter()
+            .map(|r| {
+                let mut d = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": Digest::of(r).to_string(), "size": r.len(),
+                                               "annotations": {PREDICATE_TYPE_ANNOTATION: SIGN}});
+                if typed {
+                    d["artifactType"] = BUNDLE_ARTIFACT_TYPE.to_string().into();
+                }
+                d
+            })
+            .collect();
+        serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// A referrers API that answers 200 with an empty list while the referrers tag holds the
+    /// bundle: the tag is read too, once, and the repository still counts as having the API.
+    #[tokio::test]
+    async fn an_empty_referrers_answer_is_completed_from_the_tag() {
+        let image = Digest::of(b"the image manifest");
+        let (referrer, mut routes) = bundle_referrer(&image, "tag");
+        routes.insert(format!("/v2/app/referrers/{image}"), index_of(&[], true));
+        routes.insert(
+            format!("/v2/app/manifests/{}", referrers_tag(&image)),
+            index_of(&[&referrer], true),
+        );
+        let (host, asked) = serve_recording(routes).await;
+        let registries = registries_for(&host);
+        let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
+        let session = registries.session(&reference, Credentials::anonymous());
+
+        let found = sigstore_bundles(&session, &image, &[SIGN]).await.unwrap();
+        assert_eq!(
+            found.bundles.len(),
+            1,
+            "{:?} {:?}",
+            found.unreadable,
+            asked.lock().unwrap()
+        );
+        assert_eq!(found.bundles[0].manifest, Digest::of(&referrer));
+        sigstore_bundles(&session, &image, &[SIGN]).await.unwrap();
+        let referrers_asked = asked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.contains("/referrers/"))
+            .count();
+        assert_eq!(referrers_asked, 2, "a 200 answer means the API is there");
+    }
+
+    /// A partial list (another image's SBOM only) is completed from the tag; a list holding a
+    /// bundle is trusted and the tag not read.
+    #[tokio::test]
+    async fn the_tag_is_read_only_when_the_api_lists_no_wanted_bundle() {
+        let image = Digest::of(b"the image manifest");
+        let signed_by_api = Digest::of(b"another image");
+        let (in_tag, mut routes) = bundle_referrer(&image, "tag");
+        let (in_api, api_routes) = bundle_referrer(&signed_by_api, "api");
+        routes.extend(api_routes);
+        let sbom = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": Digest::of(b"sbom").to_string(), "size": 4,
+                                      "artifactType": "application/spdx+json"});
+        routes.insert(
+            format!("/v2/app/referrers/{image}"),
+            serde_json::json!({"schemaVersion": 2, "manifests": [sbom]})
+                .to_string()
+                .into_bytes(),
+        );
+        routes.insert(
+            format!("/v2/app/manifests/{}", referrers_tag(&image)),
+            index_of(&[&in_tag], true),
+        );
+        routes.insert(format!("/v2/app/referrers/{signed_by_api}"), index_of(&[&in_api], true));
+        let (host, asked) = serve_recording(routes).await;
+        let registries = registries_for(&host);
+        let session = |image: &Digest| {
+            let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
+            registries.session(&reference, Credentials::anonymous())
+        };
+
+        let found = sigstore_bundles(&session(&image), &image, &[SIGN]).await.unwrap();
+        assert_eq!(found.bundles.len(), 1, "{:?}", found.unreadable);
+        assert_eq!(found.bundles[0].manifest, Digest::of(&in_tag));
+        let found = sigstore_bundles(&session(&signed_by_api), &signed_by_api, &[SIGN])
+            .await
+            .unwrap();
+        assert_eq!(found.bundles.len(), 1, "{:?}", found.unreadable);
+        let tag_of_api = format!("/v2/app/manifests/{}", referrers_tag(&signed_by_api));
+        assert!(!asked.lock().unwrap().contains(&tag_of_api));
+    }
+
+    /// An API listing the signature bundle but not the attestation the rule also wants: the tag
+    /// is read for it.
+    #[tokio::test]
+    async fn a_wanted_predicate_type_the_api_does_not_list_is_looked_for_in_the_tag() {
+        let image = Digest::of(b"the image manifest");
+        let (signature, mut routes) = bundle_referrer(&image, "signature");
+        let (attestation, attestation_routes) = bundle_referrer(&image, "attestation");
+        routes.extend(attestation_routes);
+        routes.insert(format!("/v2/app/referrers/{image}"), index_of(&[&signature], true));
+        let mut tagged: serde_json::Value = serde_json::from_slice(&index_of(&[&attestation], true)).unwrap();
+        tagged["manifests"][0]["annotations"][PREDICATE_TYPE_ANNOTATION] = SPDX.into();
+        routes.insert(
+            format!("/v2/app/manifests/{}", referrers_tag(&image)),
+            tagged.to_string().into_bytes(),
+        );
+        let host = serve(routes).await;
+        let registries = registries_for(&host);
+        let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
+        let session = registries.session(&reference, Credentials::anonymous());
+
+        let found = sigstore_bundles(&session, &image, &[SIGN, SPDX]).await.unwrap();
+        assert_eq!(found.bundles.len(), 2, "{:?}", found.unreadable);
+        assert_eq!(found.bundles[1].manifest, Digest::of(&attestation));
+        assert_eq!(found.bundles[1].predicate_type.as_deref(), Some(SPDX));
+    }
+
+    /// ghcr.io: the referrers API redirects to a URL that answers 404. The tag is read for this
+    /// image, and the repository is not taken for one without the API: another image there,
+    /// whose redirect leads to its referrers, is still asked.
+    #[tokio::test]
+    async fn a_referrers_redirect_ending_in_404_falls_back_to_the_tag_for_that_image_only() {
+        let image = Digest::of(b"the image manifest");
+        let next = Digest::of(b"the next image");
+        let (in_tag, mut routes) = bundle_referrer(&image, "tag");
+        let (in_api, api_routes) = bundle_referrer(&next, "api");
+        routes.extend(api_routes);
+        routes.insert(
+            format!("/v2/app/manifests/{}", referrers_tag(&image)),
+            index_of(&[&in_tag], true),
+        );
+        routes.insert(format!("/storage/referrers/{next}"), index_of(&[&in_api], true));
+        let redirects = HashMap::from([
+            (
+                format!("/v2/app/referrers/{image}"),
+                format!("/storage/referrers/{image}"),
+            ),
+            (
+                format!("/v2/app/referrers/{next}"),
+                format!("/storage/referrers/{next}"),
+            ),
+        ]);
+        let (host, asked) = serve_redirecting(routes, redirects).await;
+        let registries = registries_for(&host);
+        let session = |image: &Digest| {
+            let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
+            registries.session(&reference, Credentials::anonymous())
+        };
+
+        let found = sigstore_bundles(&session(&image), &image, &[SIGN]).await.unwrap();
+        assert_eq!(found.bundles.len(), 1, "{:?}", asked.lock().unwrap());
+        assert_eq!(found.bundles[0].manifest, Digest::of(&in_tag));
+        let found = sigstore_bundles(&session(&next), &next, &[SIGN]).await.unwrap();
+        assert_eq!(found.bundles.len(), 1, "{:?}", asked.lock().unwrap());
+        assert_eq!(found.bundles[0].manifest, Digest::of(&in_api));
+    }
+
+    /// A referrers index without `artifactType` (older registries, ORAS): each entry's manifest
+    /// says whether it is a bundle, and at most [`MAX_UNTYPED_REFERRERS`] manifests are fetched.
+    #[tokio::test]
+    async fn untyped_index_entries_are_judged_by_their_manifest_within_a_bound() {
+        let image = Digest::of(b"the image manifest");
+        let (bundle, mut routes) = bundle_referrer(&image, "untyped");
+        let sbom = serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/spdx+json", "digest": Digest::of(b"s").to_string(), "size": 1},
+            "layers": [{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "digest": Digest::of(b"x").to_string(), "size": 1}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": image.to_string(), "size": 1}
+        })
+        .to_string()
+        .into_bytes();
+        routes.insert(format!("/v2/app/manifests/{}", Digest::of(&sbom)), sbom.clone());
+        routes.insert(format!("/v2/app/referrers/{image}"), index_of(&[&sbom, &bundle], false));
+        let (host, asked) = serve_recording(routes).await;
+        let registries = registries_for(&host);
+        let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
+        let session = registries.session(&reference, Credentials::anonymous());
+
+        let found = sigstore_bundles(&session, &image, &[SIGN]).await.unwrap();
+        assert!(found.unreadable.is_empty(), "{:?}", found.unreadable);
+        assert_eq!(found.bundles.len(), 1, "the SBOM's manifest says it is no bundle");
+        assert_eq!(found.bundles[0].manifest, Digest::of(&bundle));
+        assert!(!asked
+            .lock()
+            .unwrap()
+            .contains(&format!("/v2/app/blobs/{}", Digest::of(b"x"))));
+
+        // Past the bound, entries are reported unread rather than fetched.
+        let fillers: Vec<Vec<u8>> = (0..MAX_UNTYPED_REFERRERS + 3)
+            .map(|i| format!("filler {i}").into_bytes())
+            .collect();
+        let listed: Vec<&Vec<u8>> = fillers.iter().collect();
+        let other = Digest::of(b"crowded image");
+        let routes = HashMap::from([(format!("/v2/app/referrers/{other}"), index_of(&listed, false))]);
+        let (host, asked) = serve_recording(routes).await;
+        let registries = registries_for(&host);
+        let reference = Reference::parse(&format!("{host}/app@{other}")).unwrap();
+        let session = registries.session(&reference, Credentials::anonymous());
+        let found = sigstore_bundles(&session, &other, &[SIGN]).await.unwrap();
+        assert!(found.bundles.is_empty());
+        assert!(
+            found.unreadable.iter().any(|u| u.contains("without an artifactType")),
+            "{:?}",
+            found.unreadable
+        );
+        let manifests_asked = asked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.starts_with("/v2/app/manifests/sha256:"))
+            .count();
+        assert_eq!(manifests_asked, MAX_UNTYPED_REFERRERS);
     }
 }

@@ -31,6 +31,7 @@ mod node;
 mod node_image;
 mod proxy;
 mod pull;
+mod quirky_registries;
 mod rekor_v2;
 mod rig;
 mod signature_repository;
