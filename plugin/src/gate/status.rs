@@ -62,11 +62,24 @@ impl Gate {
         let policy = self.policy();
         let names = names_to_judge(&asked, &image);
         // An image with no name a rule could meet is never shown: nothing vouches for it.
-        let unmet = names
+        let mut unmet = names
             .iter()
-            .find_map(|n| self.unmet_decision(&policy, n, &image).map(|d| (n, d)));
+            .find_map(|n| self.unmet_decision(&policy, n, &image, &[]).map(|d| (n, d)));
         if unmet.is_none() && !names.is_empty() {
-            return Ok(reply);
+            // `repoDigests` lists digest names only: a tag alone (`ctr images tag`) may name
+            // another manifest with this id. Asked of containerd only for an image about to
+            // be shown; one that cannot be read is not shown.
+            match self.tag_targets(&image).await {
+                Ok(tagged) => {
+                    unmet = names
+                        .iter()
+                        .find_map(|n| self.unmet_decision(&policy, n, &image, &tagged).map(|d| (n, d)));
+                    if unmet.is_none() {
+                        return Ok(reply);
+                    }
+                }
+                Err(status) => tracing::warn!(id = %image.id, error = %status.message(), "could not read the image's tags"),
+            }
         }
         let name = unmet.map(|(n, _)| n).or(names.first());
         let rule = unmet.and_then(|(_, d)| d.rule());
@@ -108,9 +121,11 @@ impl Gate {
         policy: &'p Policy,
         name: &Reference,
         image: &pullgate_proto::cri::Image,
+        tagged: &[(String, String)],
     ) -> Option<Decision<'p>> {
         let repository = name.repository();
-        let digests = digests_in(image, &repository);
+        let mut digests = digests_in(image, &repository);
+        digests.extend(tagged.iter().filter(|(r, _)| *r == repository).map(|(_, d)| d.clone()));
         policy.decisions_in_any_namespace(name).into_iter().find(|decision| {
             let satisfied = decision.mode != Mode::Enforce
                 || match decision.verdict {
@@ -123,6 +138,19 @@ impl Gate {
                 };
             !satisfied
         })
+    }
+
+    /// The manifests `image`'s tags name in containerd: (repository, manifest digest) pairs.
+    /// A tag gone since the CRI answered names nothing.
+    async fn tag_targets(&self, image: &pullgate_proto::cri::Image) -> Result<Vec<(String, String)>, Status> {
+        let mut tagged = Vec::new();
+        for tag in &image.repo_tags {
+            let Ok(name) = Reference::parse(tag) else { continue };
+            if let Some(digest) = self.containerd.target_digest(tag).await? {
+                tagged.push((name.repository(), digest));
+            }
+        }
+        Ok(tagged)
     }
 }
 

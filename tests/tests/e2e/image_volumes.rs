@@ -284,3 +284,47 @@ async fn a_verified_artifact_takes_over_a_tag_that_named_another_with_its_image_
         "containerd's tag still names the artifact pullgate did not verify"
     );
 }
+
+/// containerd's CRI lists a tag in `repoTags` and only digest names in `repoDigests`: an
+/// unverified artifact sharing a verified one's id, known to containerd by a tag alone (as
+/// `ctr images pull` or `ctr images tag` leave it), must not be shown by that tag because the
+/// only digest listed for the id is the verified one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unverified_artifact_known_by_a_tag_alone_is_not_shown() {
+    let Some(binary) = containerd::binary_2x() else { return };
+    let env = TestEnv::start_on(binary).await;
+    let pg = env.start_pullgate(&volumes_policy(&env)).await;
+    let _verified = push_artifact(&env, Config::Empty, "verified", true).await;
+    let around = push_artifact(&env, Config::Empty, "around", false).await;
+    let (verified_image, around_image) = (
+        env.image_ref(REPOSITORY, "verified"),
+        env.image_ref(REPOSITORY, "around"),
+    );
+    env.containerd
+        .client()
+        .pull_image(pullgate_tests::cri::pull_request(&around_image, None, None))
+        .await
+        .expect("containerd 2.x pulls an artifact");
+    // Only the tag names the unverified artifact now.
+    let around_pinned = format!("{}/{REPOSITORY}@{}", env.host(), around.digest());
+    let output = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(env.containerd.socket())
+        .args(["--namespace", "k8s.io", "images", "rm", &around_pinned])
+        .output()
+        .expect("ctr runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(target_in_containerd(&env, &around_image), Some(around.digest()));
+    pg.pull(&verified_image, None)
+        .await
+        .expect("a signed artifact is admitted");
+
+    let shown = pg
+        .client()
+        .image_status(pullgate_tests::cri::image_status_request(&around_image))
+        .await
+        .unwrap()
+        .into_inner()
+        .image;
+    assert_eq!(shown, None, "the unverified artifact was shown by its tag");
+}
