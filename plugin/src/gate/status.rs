@@ -157,17 +157,18 @@ impl Gate {
 /// The names an `ImageStatus` answer is judged under. containerd answers for an image found by
 /// a name, a full id or an id prefix, so the string asked proves nothing about which image that
 /// is: it is judged by itself only when it is one of the image's own names; asked any other way
-/// (an id, a prefix, another spelling), every name the image has must pass.
+/// (an id, a prefix, another spelling), every name the image has must pass, and a name
+/// pullgate cannot read (none to judge) keeps it hidden: that name may be the one asked.
 fn names_to_judge(asked: &str, image: &pullgate_proto::cri::Image) -> Vec<Reference> {
-    let names: Vec<Reference> = image
+    let parsed: Vec<Option<Reference>> = image
         .repo_tags
         .iter()
         .chain(&image.repo_digests)
-        .filter_map(|n| Reference::parse(n).ok())
+        .map(|n| Reference::parse(n).ok())
         .collect();
     match Reference::parse(asked) {
-        Ok(asked) if names.contains(&asked) => vec![asked],
-        _ => names,
+        Ok(asked) if parsed.iter().flatten().any(|n| *n == asked) => vec![asked],
+        _ => parsed.into_iter().collect::<Option<Vec<_>>>().unwrap_or_default(),
     }
 }
 

@@ -328,3 +328,48 @@ async fn an_unverified_artifact_known_by_a_tag_alone_is_not_shown() {
         .image;
     assert_eq!(shown, None, "the unverified artifact was shown by its tag");
 }
+
+/// A name containerd keeps but pullgate cannot parse (`registry-1.docker.io/<name>`: Docker Hub
+/// without a namespace under a spelling containerd does not add `library/` to) can name an
+/// unverified artifact with a verified one's id. Asked by that name, the image must not be
+/// shown because every name pullgate could read was verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_asked_by_a_name_pullgate_cannot_read_is_not_shown() {
+    let Some(binary) = containerd::binary_2x() else { return };
+    let env = TestEnv::start_on(binary).await;
+    let pg = env.start_pullgate(&volumes_policy(&env)).await;
+    let _verified = push_artifact(&env, Config::Empty, "verified", true).await;
+    let around = push_artifact(&env, Config::Empty, "around", false).await;
+    let around_image = env.image_ref(REPOSITORY, "around");
+    env.containerd
+        .client()
+        .pull_image(pullgate_tests::cri::pull_request(&around_image, None, None))
+        .await
+        .expect("containerd 2.x pulls an artifact");
+    let ctr = |args: &[&str]| {
+        let output = std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(env.containerd.socket())
+            .args(["--namespace", "k8s.io", "images"])
+            .args(args)
+            .output()
+            .expect("ctr runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    let around_pinned = format!("{}/{REPOSITORY}@{}", env.host(), around.digest());
+    let unreadable = "registry-1.docker.io/model:around";
+    ctr(&["tag", &around_pinned, unreadable]);
+    ctr(&["rm", &around_pinned, &around_image]);
+    pg.pull(&env.image_ref(REPOSITORY, "verified"), None)
+        .await
+        .expect("a signed artifact is admitted");
+
+    let shown = pg
+        .client()
+        .image_status(pullgate_tests::cri::image_status_request(unreadable))
+        .await
+        .unwrap()
+        .into_inner()
+        .image;
+    assert_eq!(shown, None, "the unverified artifact was shown by a name pullgate cannot read");
+}
