@@ -64,16 +64,17 @@ impl Gate {
         // An image with no name a rule could meet is never shown: nothing vouches for it.
         let mut unmet = names
             .iter()
-            .find_map(|n| self.unmet_decision(&policy, n, &image, &[]).map(|d| (n, d)));
+            .find_map(|n| self.unmet_decision(&policy, n, &image, None).map(|d| (n, d)));
         if unmet.is_none() && !names.is_empty() {
-            // `repoDigests` lists digest names only: a tag alone (`ctr images tag`) may name
-            // another manifest with this id. Asked of containerd only for an image about to
-            // be shown; one that cannot be read is not shown.
-            match self.tag_targets(&image).await {
-                Ok(tagged) => {
+            // A name is no proof of what it points at: a tag alone (`ctr images tag`) may name
+            // another manifest with this id, and containerd lets even a digest name point at
+            // any target. What each name points at is asked of containerd, only for an image
+            // about to be shown; one that cannot be read is not shown.
+            match self.name_targets(&image).await {
+                Ok(targets) => {
                     unmet = names
                         .iter()
-                        .find_map(|n| self.unmet_decision(&policy, n, &image, &tagged).map(|d| (n, d)));
+                        .find_map(|n| self.unmet_decision(&policy, n, &image, Some(&targets)).map(|d| (n, d)));
                     if unmet.is_none() {
                         return Ok(reply);
                     }
@@ -115,17 +116,24 @@ impl Gate {
     /// The first decision a pull of `name` could get that `image` does not satisfy. A verified
     /// decision is met when every manifest containerd has for the image's id in `name`'s
     /// repository was verified under that rule: containerd merges manifests with the same
-    /// config under one id, and its answer cannot say which of them `name` is.
+    /// config under one id, and its answer cannot say which of them `name` is. The manifests
+    /// are those `targets` (repository, digest) lists, else those its digest names say.
     fn unmet_decision<'p>(
         &self,
         policy: &'p Policy,
         name: &Reference,
         image: &pullgate_proto::cri::Image,
-        tagged: &[(String, String)],
+        targets: Option<&[(String, String)]>,
     ) -> Option<Decision<'p>> {
         let repository = name.repository();
-        let mut digests = digests_in(image, &repository);
-        digests.extend(tagged.iter().filter(|(r, _)| *r == repository).map(|(_, d)| d.clone()));
+        let digests = match targets {
+            Some(targets) => targets
+                .iter()
+                .filter(|(r, _)| *r == repository)
+                .map(|(_, d)| d.clone())
+                .collect(),
+            None => digests_in(image, &repository),
+        };
         policy.decisions_in_any_namespace(name).into_iter().find(|decision| {
             let satisfied = decision.mode != Mode::Enforce
                 || match decision.verdict {
@@ -140,17 +148,17 @@ impl Gate {
         })
     }
 
-    /// The manifests `image`'s tags name in containerd: (repository, manifest digest) pairs.
-    /// A tag gone since the CRI answered names nothing.
-    async fn tag_targets(&self, image: &pullgate_proto::cri::Image) -> Result<Vec<(String, String)>, Status> {
-        let mut tagged = Vec::new();
-        for tag in &image.repo_tags {
-            let Ok(name) = Reference::parse(tag) else { continue };
-            if let Some(digest) = self.containerd.target_digest(tag).await? {
-                tagged.push((name.repository(), digest));
+    /// What each of `image`'s names points at in containerd: (repository, manifest digest)
+    /// pairs. A name gone since the CRI answered points at nothing.
+    async fn name_targets(&self, image: &pullgate_proto::cri::Image) -> Result<Vec<(String, String)>, Status> {
+        let mut targets = Vec::new();
+        for spelled in image.repo_tags.iter().chain(&image.repo_digests) {
+            let Ok(name) = Reference::parse(spelled) else { continue };
+            if let Some(digest) = self.containerd.target_digest(spelled).await? {
+                targets.push((name.repository(), digest));
             }
         }
-        Ok(tagged)
+        Ok(targets)
     }
 }
 

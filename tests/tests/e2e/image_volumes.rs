@@ -373,3 +373,54 @@ async fn an_image_asked_by_a_name_pullgate_cannot_read_is_not_shown() {
         .image;
     assert_eq!(shown, None, "the unverified artifact was shown by a name pullgate cannot read");
 }
+
+/// containerd keeps whatever target an image name is given: a digest name (`repo@sha256:A`)
+/// can be made to point at another manifest with the same id (`ctr images tag --force`). The
+/// name proves nothing; what it points at must have been verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_name_pointing_at_another_manifest_is_not_shown() {
+    let Some(binary) = containerd::binary_2x() else { return };
+    let env = TestEnv::start_on(binary).await;
+    let pg = env.start_pullgate(&volumes_policy(&env)).await;
+    let verified = push_artifact(&env, Config::Empty, "verified", true).await;
+    let around = push_artifact(&env, Config::Empty, "around", false).await;
+    let (verified_image, around_image) = (
+        env.image_ref(REPOSITORY, "verified"),
+        env.image_ref(REPOSITORY, "around"),
+    );
+    env.containerd
+        .client()
+        .pull_image(pullgate_tests::cri::pull_request(&around_image, None, None))
+        .await
+        .expect("containerd 2.x pulls an artifact");
+    pg.pull(&verified_image, None)
+        .await
+        .expect("a signed artifact is admitted");
+    let ctr = |args: &[&str]| {
+        let output = std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(env.containerd.socket())
+            .args(["--namespace", "k8s.io", "images"])
+            .args(args)
+            .output()
+            .expect("ctr runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    let pinned = |digest: String| format!("{}/{REPOSITORY}@{digest}", env.host());
+    // Only a name saying the verified digest remains, and it points at the unverified artifact.
+    ctr(&["tag", "--force", &around_image, &pinned(verified.digest())]);
+    ctr(&["rm", &pinned(around.digest()), &around_image, &verified_image]);
+    assert_eq!(
+        target_in_containerd(&env, &pinned(verified.digest())),
+        Some(around.digest())
+    );
+
+    let shown = pg
+        .client()
+        .image_status(pullgate_tests::cri::image_status_request(&pinned(verified.digest())))
+        .await
+        .unwrap()
+        .into_inner()
+        .image;
+    assert_eq!(shown, None, "a name saying the verified digest was taken for what it points at");
+}
