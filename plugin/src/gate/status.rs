@@ -79,7 +79,9 @@ impl Gate {
                         return Ok(reply);
                     }
                 }
-                Err(status) => tracing::warn!(id = %image.id, error = %status.message(), "could not read the image's tags"),
+                Err(status) => {
+                    tracing::warn!(id = %image.id, error = %status.message(), "could not read the image's tags")
+                }
             }
         }
         let name = unmet.map(|(n, _)| n).or(names.first());

@@ -371,7 +371,10 @@ async fn an_image_asked_by_a_name_pullgate_cannot_read_is_not_shown() {
         .unwrap()
         .into_inner()
         .image;
-    assert_eq!(shown, None, "the unverified artifact was shown by a name pullgate cannot read");
+    assert_eq!(
+        shown, None,
+        "the unverified artifact was shown by a name pullgate cannot read"
+    );
 }
 
 /// containerd keeps whatever target an image name is given: a digest name (`repo@sha256:A`)
@@ -422,5 +425,8 @@ async fn a_digest_name_pointing_at_another_manifest_is_not_shown() {
         .unwrap()
         .into_inner()
         .image;
-    assert_eq!(shown, None, "a name saying the verified digest was taken for what it points at");
+    assert_eq!(
+        shown, None,
+        "a name saying the verified digest was taken for what it points at"
+    );
 }
