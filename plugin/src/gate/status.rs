@@ -69,7 +69,10 @@ impl Gate {
             // A name is no proof of what it points at: a tag alone (`ctr images tag`) may name
             // another manifest with this id, and containerd lets even a digest name point at
             // any target. What each name points at is asked of containerd, only for an image
-            // about to be shown; one that cannot be read is not shown.
+            // about to be shown on a verification; one that cannot be read is not shown.
+            if !names.iter().any(|n| verified_under_enforce(&policy, n)) {
+                return Ok(reply);
+            }
             match self.name_targets(&image).await {
                 Ok(targets) => {
                     unmet = names
@@ -80,7 +83,7 @@ impl Gate {
                     }
                 }
                 Err(status) => {
-                    tracing::warn!(id = %image.id, error = %status.message(), "could not read the image's tags")
+                    tracing::warn!(id = %image.id, error = %status.message(), "could not read the image's names")
                 }
             }
         }
@@ -162,6 +165,15 @@ impl Gate {
         }
         Ok(targets)
     }
+}
+
+/// Whether a pull of `name` could need a verification: only then does what a name points at
+/// matter.
+fn verified_under_enforce(policy: &Policy, name: &Reference) -> bool {
+    policy
+        .decisions_in_any_namespace(name)
+        .iter()
+        .any(|d| d.mode == Mode::Enforce && matches!(d.verdict, Verdict::Verify(_)))
 }
 
 /// The names an `ImageStatus` answer is judged under. containerd answers for an image found by
