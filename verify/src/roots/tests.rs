@@ -288,3 +288,38 @@ fn key_authorities_keep_the_default_root_for_log_entries() {
     );
     assert!(refused.is_err(), "{refused:?}");
 }
+
+/// Material mixed across instances: a public-instance certificate with no log entry, its only
+/// signing time from the GitHub-like instance's TSA. Neither authority accepts it: the public
+/// root does not list that TSA (and `tlog: optional` with no entry needs a trusted time), the
+/// GitHub root does not list the public Fulcio CA.
+#[test]
+fn a_certificate_of_one_instance_timestamped_by_the_others_tsa_counts_for_neither() {
+    let instances = Instances::new();
+    let (reference, digest) = image();
+    let statement = cosign_sign_statement("registry.test/app", digest.as_str());
+    let leaf = Instances::leaf(&instances.public);
+    let mixed = signature(make_v3_timestamped_dsse_bundle(
+        &instances.tsa,
+        BundleSigner::Leaf(&leaf),
+        &statement,
+        unix_now(),
+    ));
+    for authority in [
+        keyless("public", Some(&instances.public_root), Tlog::Optional),
+        keyless("public", Some(&instances.public_root), Tlog::Ignore),
+        keyless("github", Some(&instances.github_root), Tlog::Optional),
+        keyless("github", Some(&instances.github_root), Tlog::Ignore),
+    ] {
+        for default in [&instances.public_root, &instances.github_root] {
+            let refused = verify_image(
+                &reference,
+                &digest,
+                &mixed,
+                std::slice::from_ref(&authority),
+                Some(default.as_ref()),
+            );
+            assert!(refused.is_err(), "{} accepted a mixed bundle", authority.name);
+        }
+    }
+}
