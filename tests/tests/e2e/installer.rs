@@ -984,7 +984,12 @@ fn the_kind_cluster_mounts_the_repositorys_files() {
             .map(|m| (m["containerPath"].as_str().unwrap(), m["hostPath"].as_str().unwrap()))
             .collect();
         for (container, host) in [
-            ("/usr/local/bin/pullgate", "target/release/pullgate"),
+            // A directory, so a rebuilt binary (a new file) shows through without recreating.
+            ("/opt/pullgate/bin", "target/release"),
+            (
+                "/etc/systemd/system/pullgate.service.d/10-kind.conf",
+                "installer/kind/pullgate-binary.conf",
+            ),
             ("/etc/systemd/system/pullgate.socket", "systemd/pullgate.socket"),
             ("/etc/systemd/system/pullgate.service", "systemd/pullgate.service"),
             ("/etc/pullgate/config.yaml", "installer/config.yaml"),
