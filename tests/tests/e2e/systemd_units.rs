@@ -251,6 +251,21 @@ fn the_socket_is_the_one_kubelet_is_pointed_at() {
     assert_eq!(snippet["imageServiceEndpoint"].as_str(), Some(endpoint.as_str()));
 }
 
+/// pullgate runs outside pod accounting, so the unit bounds it; the kubeadm page states the same
+/// numbers (measured in BENCHMARKS.md), so neither changes without the other.
+#[test]
+fn the_service_is_bounded_as_the_install_page_says() {
+    let service = settings(&unit_text("pullgate.service"));
+    let page = std::fs::read_to_string(repo().join("docs/install-kubeadm.md")).unwrap();
+    for (key, value) in [("MemoryMax", "256M"), ("CPUQuota", "100%")] {
+        assert_eq!(one(&service, "Service", key), value, "{key}=");
+        assert!(
+            page.contains(&format!("`{key}={value}`")),
+            "install-kubeadm.md does not say {key}={value}"
+        );
+    }
+}
+
 #[test]
 fn the_service_starts_as_the_contract_says_and_is_hardened() {
     let service = settings(&unit_text("pullgate.service"));
