@@ -209,23 +209,11 @@ impl Record {
         duration: Duration,
     ) -> Self {
         Self {
-            event: Event::StatusHidden,
             image,
             digest,
-            namespace: String::new(),
-            pod: String::new(),
             rule,
-            mode: "enforce".to_string(),
-            decision: Decision::Deny,
-            reason,
-            outcome: None,
-            error: None,
-            signatures: Vec::new(),
-            attestations: Vec::new(),
-            rejected: Vec::new(),
             duration_ms: duration.as_secs_f64() * 1000.0,
-            cache: "none",
-            count: None,
+            ..Self::enforced_denial(Event::StatusHidden, reason)
         }
     }
 
@@ -239,13 +227,21 @@ impl Record {
             }
         };
         Self {
-            event: Event::PeerRefused,
+            count: Some(count),
+            ..Self::enforced_denial(Event::PeerRefused, reason)
+        }
+    }
+
+    /// A denial no policy mode can soften (hiding an image, refusing a peer), with nothing
+    /// judged: no image, pod, rule or evidence.
+    fn enforced_denial(event: Event, reason: String) -> Self {
+        Self {
+            event,
             image: String::new(),
             digest: None,
             namespace: String::new(),
             pod: String::new(),
             rule: None,
-            // A refusal is always enforced, whatever the policy's mode.
             mode: "enforce".to_string(),
             decision: Decision::Deny,
             reason,
@@ -256,7 +252,7 @@ impl Record {
             rejected: Vec::new(),
             duration_ms: 0.0,
             cache: "none",
-            count: Some(count),
+            count: None,
         }
     }
 
