@@ -7,7 +7,7 @@ use tonic::Status;
 
 use crate::{
     policy::{predicate, NoMatch},
-    reference::InvalidReference,
+    reference::{Digest, InvalidReference, Reference},
     registry::RegistryError,
     verify::{AttestationOutcome, AttestationResult, Unattested, Unverified},
 };
@@ -54,6 +54,15 @@ pub enum Cause {
 // === impl Denial ===
 
 impl Denial {
+    /// The name a denial gives the image: `repo@digest` once a digest was judged (SPEC §5), else
+    /// `fallback`, the name as asked.
+    pub fn image_name(reference: Option<&Reference>, digest: Option<&Digest>, fallback: &str) -> String {
+        match (reference, digest) {
+            (Some(r), Some(d)) => r.pinned(d),
+            _ => fallback.to_string(),
+        }
+    }
+
     /// The gRPC error kubelet gets: `UNKNOWN`, so kubelet shows the message's prefix as the reason.
     pub fn status(&self) -> Status {
         Status::unknown(self.to_string())

@@ -399,12 +399,8 @@ impl Judgement {
             Ok(Admission::Waived(_)) => (None, Vec::new(), Vec::new()),
             Err(refusal) => (refusal.digest.clone(), refusal.attestations(), refusal.rejected()),
         };
-        let named = match (reference, &digest) {
-            (Some(r), Some(d)) => r.pinned(d),
-            _ => image.clone(),
-        };
         let verdict = verdict.map_err(|refusal| Denial {
-            image: named,
+            image: Denial::image_name(reference, digest.as_ref(), &image),
             rule: rule.clone(),
             cause: refusal.cause,
             signatures_in: signatures_in.clone(),

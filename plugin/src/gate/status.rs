@@ -99,10 +99,7 @@ impl Gate {
         let image_name = name.map_or_else(|| asked.escape_debug().to_string(), |n| n.to_string());
         let rule = rule.map(|r| r.name().to_string());
         let denial = Denial {
-            image: match (name, &digest) {
-                (Some(n), Some(d)) => n.pinned(d),
-                _ => image_name.clone(),
-            },
+            image: Denial::image_name(name, digest.as_ref(), &image_name),
             rule: rule.clone(),
             cause: Cause::NotAdmitted {
                 image_id: image.id.clone(),
