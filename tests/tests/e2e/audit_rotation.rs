@@ -24,7 +24,11 @@ fn repo() -> PathBuf {
 /// `text` with `from` replaced by `to`; panics unless `from` occurs exactly once, so the test
 /// stops matching the shipped file the moment its shape changes.
 fn substitute_once(text: &str, from: &str, to: &str) -> String {
-    assert_eq!(text.matches(from).count(), 1, "{from:?} in the shipped configuration:\n{text}");
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "{from:?} in the shipped configuration:\n{text}"
+    );
     text.replace(from, to)
 }
 
@@ -40,7 +44,12 @@ fn audit_verify(path: &Path) -> String {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.status.code(), Some(0), "audit verify {}: {stdout}{out:?}", path.display());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "audit verify {}: {stdout}{out:?}",
+        path.display()
+    );
     stdout
 }
 
@@ -48,7 +57,11 @@ fn audit_verify(path: &Path) -> String {
 async fn wait_for_log_count(pg: &Pullgate, needle: &str, times: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while pg.log().matches(needle).count() < times {
-        assert!(Instant::now() < deadline, "pullgate logged {needle:?} fewer than {times} times:\n{}", pg.log());
+        assert!(
+            Instant::now() < deadline,
+            "pullgate logged {needle:?} fewer than {times} times:\n{}",
+            pg.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -60,7 +73,8 @@ async fn logrotate_with_the_shipped_configuration_loses_no_record_and_keeps_the_
     };
     let env = TestEnv::start().await;
     env.push_signed_image("signed/app", "v1", "rotated by logrotate").await;
-    env.push_image("unsigned/app", "v1", "rotated by logrotate, unsigned").await;
+    env.push_image("unsigned/app", "v1", "rotated by logrotate, unsigned")
+        .await;
     let pg = env
         .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
         .await;
@@ -75,7 +89,11 @@ async fn logrotate_with_the_shipped_configuration_loses_no_record_and_keeps_the_
     // sends is this same SIGHUP to the main process; systemd_units checks that part).
     let shipped = read(&repo().join("systemd/pullgate.logrotate"));
     let config = substitute_once(&shipped, "/var/log/pullgate/audit.jsonl", &audit.display().to_string());
-    let config = substitute_once(&config, "systemctl reload pullgate.service", &format!("kill -HUP {pid}"));
+    let config = substitute_once(
+        &config,
+        "systemctl reload pullgate.service",
+        &format!("kill -HUP {pid}"),
+    );
     let work = tempfile::tempdir().unwrap();
     let config_path = work.path().join("pullgate.logrotate");
     std::fs::write(&config_path, config).unwrap();
@@ -113,7 +131,10 @@ async fn logrotate_with_the_shipped_configuration_loses_no_record_and_keeps_the_
     assert_eq!(second.lines().count(), 2, "the new file has what came after: {second}");
     let continued = audit_verify(&audit);
     assert!(continued.contains("intact, 2 records (seq 4..=5)"), "{continued}");
-    assert!(continued.contains("continues a chain from an earlier (rotated) file"), "{continued}");
+    assert!(
+        continued.contains("continues a chain from an earlier (rotated) file"),
+        "{continued}"
+    );
 
     // Again: the first rotated file is compressed now (delaycompress), the second is .1.
     rotate();
@@ -122,7 +143,11 @@ async fn logrotate_with_the_shipped_configuration_loses_no_record_and_keeps_the_
     pulls += 1;
     let compressed = audit.with_extension("jsonl.2.gz");
     let unpacked = Command::new("gzip").arg("-dc").arg(&compressed).output().unwrap();
-    assert!(unpacked.status.success(), "gzip -dc {}: {unpacked:?}", compressed.display());
+    assert!(
+        unpacked.status.success(),
+        "gzip -dc {}: {unpacked:?}",
+        compressed.display()
+    );
     assert_eq!(String::from_utf8(unpacked.stdout).unwrap(), first);
     assert_eq!(read(&rotated), second);
     assert!(!audit.with_extension("jsonl.2").exists());
@@ -140,5 +165,50 @@ async fn logrotate_with_the_shipped_configuration_loses_no_record_and_keeps_the_
     assert!(!whole.contains("continues a chain"), "{whole}");
     for file in [&rotated, &audit] {
         audit_verify(file);
+    }
+}
+
+/// The settings docs/audit-log.md, installer/README.md and the DaemonSet's README state are the
+/// shipped file's, and it never copies and truncates.
+#[test]
+fn the_pages_state_the_shipped_rotation_settings() {
+    let shipped = read(&repo().join("systemd/pullgate.logrotate"));
+    let directives: Vec<&str> = shipped
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for directive in [
+        "/var/log/pullgate/audit.jsonl {",
+        "weekly",
+        "maxsize 100M",
+        "rotate 12",
+        "nocopytruncate",
+        "nocopy",
+        "nocreate",
+        "compress",
+        "delaycompress",
+        "systemctl reload pullgate.service",
+    ] {
+        assert!(directives.contains(&directive), "{directive:?} in:\n{shipped}");
+    }
+    assert!(!directives.iter().any(|d| *d == "copytruncate" || *d == "copy"));
+    let page = read(&repo().join("docs/audit-log.md"));
+    for stated in [
+        "weekly, or at the first logrotate run after the file passes 100 MiB",
+        "12 rotated files",
+    ] {
+        assert!(page.contains(stated), "docs/audit-log.md no longer says {stated:?}");
+    }
+    for readme in [
+        "installer/kubernetes/README.md",
+        "systemd/README.md",
+        "docs/failure-modes.md",
+    ] {
+        let text = read(&repo().join(readme));
+        assert!(
+            text.contains("weekly or past 100 MiB") && text.contains("12"),
+            "{readme} states other rotation settings"
+        );
     }
 }

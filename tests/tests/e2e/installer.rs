@@ -980,16 +980,22 @@ fn node_sync_is_ready_only_while_doctor_passes() {
         );
     assert!(config.contains(&socket.display().to_string()));
     fs::write(node.dir.path().join("source/config/config.yaml"), config).unwrap();
-    let real_doctor = r#""$PULLGATE_ROOT/usr/local/bin/pullgate" doctor --config "$PULLGATE_ROOT/etc/pullgate/config.yaml""#;
+    let real_doctor =
+        r#""$PULLGATE_ROOT/usr/local/bin/pullgate" doctor --config "$PULLGATE_ROOT/etc/pullgate/config.yaml""#;
     let run = node.node_sync(&[("PULLGATE_DOCTOR_CMD", real_doctor)]);
     run.assert_failed();
     assert!(run.stdout().contains("installed"), "{}", run.describe());
     assert!(
-        run.stdout().contains("pullgate doctor fails on the node (1): not ready until it passes"),
+        run.stdout()
+            .contains("pullgate doctor fails on the node (1): not ready until it passes"),
         "{}",
         run.describe()
     );
-    assert!(run.stdout().contains("    FAIL"), "doctor's findings are shown: {}", run.describe());
+    assert!(
+        run.stdout().contains("    FAIL"),
+        "doctor's findings are shown: {}",
+        run.describe()
+    );
     assert!(!node.ready());
 
     // Doctor's verdict flips, and readiness with it; a failure is told once, not every pass.
@@ -997,7 +1003,8 @@ fn node_sync_is_ready_only_while_doctor_passes() {
     let run = node.node_sync(&[]);
     run.assert_ok();
     assert!(
-        run.stdout().contains("pullgate doctor finds nothing failed on the node: ready"),
+        run.stdout()
+            .contains("pullgate doctor finds nothing failed on the node: ready"),
         "{}",
         run.describe()
     );

@@ -624,7 +624,10 @@ async fn systemd_runs_the_hardened_service_on_its_socket() {
             .expect("run nsenter logrotate");
         assert!(out.status.success(), "logrotate: {out:?}\n{}", systemd.describe());
         systemd.wait_for("pullgate to reopen its audit log", || {
-            fs::read_to_string(&log).ok()?.contains("audit log moved away").then_some(())
+            fs::read_to_string(&log)
+                .ok()?
+                .contains("audit log moved away")
+                .then_some(())
         });
         let rotated = systemd.path("/var/log/pullgate/audit.jsonl.1");
         assert_eq!(fs::read_to_string(&rotated).unwrap(), records, "every record, whole");
@@ -634,8 +637,7 @@ async fn systemd_runs_the_hardened_service_on_its_socket() {
         )
         .await
         .unwrap_or_else(|e| panic!("pull {signed} after rotation: {e}\n{}", systemd.describe()));
-        let next: serde_json::Value =
-            serde_json::from_str(fs::read_to_string(&audit).unwrap().trim_end()).unwrap();
+        let next: serde_json::Value = serde_json::from_str(fs::read_to_string(&audit).unwrap().trim_end()).unwrap();
         assert_eq!(next["seq"], 3, "the chain goes on in the new file: {next}");
         let last_old = records.lines().last().unwrap();
         assert_eq!(next["prev"], pullgate::audit::line_hash(last_old.as_bytes()));
