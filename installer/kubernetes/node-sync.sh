@@ -69,13 +69,22 @@ esac
 
 mkdir -p "$SYNC_STATE"
 
+# As the container's PID 1, sh ignores SIGTERM unless it traps it. The trap runs between
+# commands: while idle (sleeping in the background, see pause) the pod stops at once; during an
+# install.sh run, only once that run has committed or rolled back, never half-way through.
+trap 'exit 0' TERM INT
+pause() { # SECONDS
+    sleep "$1" &
+    wait $! || true
+}
+
 if [ "$MODE" = uninstall ]; then
     rm -f "$SYNC_STATE/ready"
     "$INSTALLER_DIR/uninstall.sh" --root "$HOST_ROOT"
     rm -f "$SYNC_STATE/installed"
     touch "$SYNC_STATE/ready"
     say "pullgate is removed from this node; delete the DaemonSet now"
-    while :; do sleep 3600; done
+    while :; do pause 3600; done
 fi
 
 # One line per input: its sha256 and name. A missing trusted root is an input too ("none").
@@ -166,5 +175,5 @@ fi
 
 while :; do
     sync_once || true
-    sleep "$INTERVAL"
+    pause "$INTERVAL"
 done

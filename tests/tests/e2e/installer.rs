@@ -372,10 +372,20 @@ impl Node {
     /// One pass of `node-sync.sh --once` with the inputs in `self.sync_source`, the recording
     /// systemctl, and the doctor stand-in unless `env` gives PULLGATE_DOCTOR_CMD.
     fn node_sync(&self, env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.node_sync_command(Command::new(repo().join("installer/kubernetes/node-sync.sh")));
+        cmd.arg("--once");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        Run {
+            output: cmd.output().unwrap(),
+        }
+    }
+
+    /// `cmd` (node-sync.sh, or something that runs it) with node-sync's environment for this node.
+    fn node_sync_command(&self, mut cmd: Command) -> Command {
         let source = self.dir.path().join("source");
-        let mut cmd = Command::new(repo().join("installer/kubernetes/node-sync.sh"));
-        cmd.arg("--once")
-            .env("HOST_ROOT", self.root())
+        cmd.env("HOST_ROOT", self.root())
             .env("PULLGATE_SOURCE_CONFIG", source.join("config"))
             .env("PULLGATE_SOURCE_TRUST", source.join("trust"))
             .env("PULLGATE_BINARY", Pullgate::binary())
@@ -391,12 +401,7 @@ impl Node {
             )
             .env_remove("PULLGATE_READY_CMD")
             .env_remove("KUBELET_READY_CMD");
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        Run {
-            output: cmd.output().unwrap(),
-        }
+        cmd
     }
 
     fn sync_state(&self) -> PathBuf {
@@ -1106,6 +1111,52 @@ fn a_changed_kubelet_unit_is_carried_into_the_drop_in_by_the_next_pass() {
     fs::remove_file(node.root().join("etc/systemd/system/kubelet.service")).unwrap();
     node.write(kubeadm, KUBEADM_DROPIN, 0o644);
     assert_same_tree(&original, &node.snapshot(), "uninstall did not restore the node");
+}
+
+/// The container's PID 1 is node-sync.sh, and PID 1 ignores a signal it has no handler for: the
+/// SIGTERM of a pod deletion or rolling update. An idle node-sync stops at once, cleanly.
+#[test]
+fn node_sync_as_pid_1_stops_at_once_on_sigterm() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || tool("unshare").is_none() {
+        eprintln!("SKIPPED: a PID namespace needs root and unshare");
+        return;
+    }
+    let node = Node::kubeadm();
+    node.sync_source(POLICY);
+    let mut unshare = Command::new("unshare");
+    unshare
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(repo().join("installer/kubernetes/node-sync.sh"))
+        .env("PULLGATE_SYNC_INTERVAL", "3600");
+    let mut child = node
+        .node_sync_command(unshare)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !node.ready() {
+        assert!(std::time::Instant::now() < deadline, "no first pass within 60 s");
+        assert!(child.try_wait().unwrap().is_none(), "node-sync exited");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let children = format!("/proc/{0}/task/{0}/children", child.id());
+    let pid1: libc::pid_t = fs::read_to_string(children).unwrap().trim().parse().unwrap();
+    // SAFETY: kill with a pid this test started and a signal number.
+    assert_eq!(unsafe { libc::kill(pid1, libc::SIGTERM) }, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("node-sync, PID 1 of its namespace, ignored SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
