@@ -1,9 +1,10 @@
 #!/bin/sh
 # Installs pullgate on a node, or into a directory tree with --root: the binary, the systemd
 # units, the configuration, policy and trusted root, the logrotate configuration for the audit
-# log, and the kubelet drop-in that points kubelet's image service at pullgate. Running it again with the same inputs changes nothing;
-# with new inputs it changes only what differs. installer/uninstall.sh puts the node back exactly
-# as it was before the first install. installer/README.md explains the design.
+# log, and the kubelet drop-in that points kubelet's image service at pullgate. Running it again
+# with the same inputs changes nothing (and puts back what went missing since); with new inputs
+# it changes only what differs. installer/uninstall.sh puts the node back exactly as it was
+# before the first install. installer/README.md explains the design.
 #
 # A run is one transaction: every file it replaces is copied first, and if anything fails —
 # the policy check, pullgate not becoming ready, kubelet not coming back — the run is undone,
@@ -239,8 +240,8 @@ kubelet_files() {
 
 # Reads unit files named as arguments in order and prints three lines: how many ExecStart=
 # commands [Service] ends up with and whether any ExecStart= line appeared, then the last
-# command, then the file it came from. Follows systemd's syntax: comments, sections, and lines continued by a backslash
-# (the backslash becomes a space); an empty ExecStart= clears the list.
+# command, then the file it came from. Follows systemd's syntax: comments, sections, and lines
+# continued by a backslash (the backslash becomes a space); an empty ExecStart= clears the list.
 exec_start_of() {
     LC_ALL=C awk '
         function handle(l,   eq, key, val) {

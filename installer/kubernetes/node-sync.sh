@@ -19,13 +19,13 @@
 # seconds (each try restarts services to roll back), or as soon as the inputs change again.
 #
 #   node-sync.sh              sync, then keep syncing (the DaemonSet's command)
-#   node-sync.sh --once       sync once and exit with install.sh's status
+#   node-sync.sh --once       sync once and exit with install.sh's status, or doctor's
 #   node-sync.sh --uninstall  run uninstall.sh on the host once, then idle (to remove pullgate
 #                             from every node before deleting the DaemonSet)
 #
 # $PULLGATE_SYNC_STATE/ready, the pod's readiness probe, exists while the last pass installed
 # the current inputs and doctor found nothing failed on the host (exit status 0), or, with
-# --uninstall, once pullgate is removed. --once exits with install.sh's status, or doctor's.
+# --uninstall, once pullgate is removed.
 set -eu
 
 PROG=pullgate-node-sync
