@@ -94,6 +94,9 @@ async fn logrotate_with_the_shipped_configuration_loses_no_record_and_keeps_the_
         "systemctl reload pullgate.service",
         &format!("kill -HUP {pid}"),
     );
+    // Ahead of it, the global defaults of /etc/logrotate.conf as Debian (create) and Azure
+    // Linux or RHEL (dateext too) set them, which the file's own directives must override.
+    let config = format!("weekly\nrotate 4\ncreate\ndateext\n{config}");
     let work = tempfile::tempdir().unwrap();
     let config_path = work.path().join("pullgate.logrotate");
     std::fs::write(&config_path, config).unwrap();
@@ -183,6 +186,7 @@ fn the_pages_state_the_shipped_rotation_settings() {
         "weekly",
         "maxsize 100M",
         "rotate 12",
+        "nodateext",
         "nocopytruncate",
         "nocopy",
         "nocreate",
