@@ -1,9 +1,10 @@
 #!/bin/sh
 # Installs pullgate on a node, or into a directory tree with --root: the binary, the systemd
-# units, the configuration, policy and trusted root, and the kubelet drop-in that points
-# kubelet's image service at pullgate. Running it again with the same inputs changes nothing;
-# with new inputs it changes only what differs. installer/uninstall.sh puts the node back exactly
-# as it was before the first install. installer/README.md explains the design.
+# units, the configuration, policy and trusted root, the logrotate configuration for the audit
+# log, and the kubelet drop-in that points kubelet's image service at pullgate. Running it again
+# with the same inputs changes nothing (and puts back what went missing since); with new inputs
+# it changes only what differs. installer/uninstall.sh puts the node back exactly as it was
+# before the first install. installer/README.md explains the design.
 #
 # A run is one transaction: every file it replaces is copied first, and if anything fails —
 # the policy check, pullgate not becoming ready, kubelet not coming back — the run is undone,
@@ -39,8 +40,8 @@ Options:
   --policy PATH         policy for /etc/pullgate/policy.yaml (required where there is none)
   --trusted-root PATH   Sigstore trusted_root.json for /etc/pullgate/trust/trusted_root.json
                         (default: keep the node's, if any)
-  --units DIR           directory with pullgate.socket, pullgate.service and
-                        kubelet-pullgate.conf (default: ../systemd next to this script)
+  --units DIR           directory with pullgate.socket, pullgate.service, pullgate.logrotate
+                        and kubelet-pullgate.conf (default: ../systemd next to this script)
   --no-kubelet-wiring   do not install or change the kubelet drop-in (wire kubelet yourself,
                         e.g. with imageServiceEndpoint in KubeletConfiguration)
   --ready-timeout SECS  how long to wait for pullgate and kubelet to be ready (default: 60)
@@ -149,6 +150,7 @@ TRUST_PATH=$TRUST_DIR/trusted_root.json
 DROPIN_NAME=90-pullgate.conf
 DROPIN_DIR=$UNIT_DIR/kubelet.service.d
 DROPIN_PATH=$DROPIN_DIR/$DROPIN_NAME
+LOGROTATE_PATH=/etc/logrotate.d/pullgate
 # What `systemctl enable` would create, made by hand when there is no systemctl.
 SOCKET_WANTS=$UNIT_DIR/sockets.target.wants/pullgate.socket
 SERVICE_WANTS=$UNIT_DIR/multi-user.target.wants/pullgate.service
@@ -169,7 +171,7 @@ source_file() { # NAME PATH
 }
 
 BINARY=$(source_file --binary "$BINARY")
-for unit in pullgate.socket pullgate.service kubelet-pullgate.conf; do
+for unit in pullgate.socket pullgate.service pullgate.logrotate kubelet-pullgate.conf; do
     [ -f "$UNITS_SRC/$unit" ] || die "$UNITS_SRC/$unit is missing (see --units)"
 done
 UNITS_SRC=$(cd "$UNITS_SRC" && pwd)
@@ -182,7 +184,7 @@ fi
 if [ -z "$POLICY_SRC" ] && [ ! -e "$R$POLICY_PATH" ] && [ ! -L "$R$POLICY_PATH" ]; then
     die "$R$POLICY_PATH does not exist: give the policy with --policy (pullgate has no default policy)"
 fi
-for path in $BIN_PATH $SOCKET_PATH $SERVICE_PATH $CONFIG_PATH $POLICY_PATH $TRUST_PATH $DROPIN_PATH $MANIFEST $SUMS; do
+for path in $BIN_PATH $SOCKET_PATH $SERVICE_PATH $CONFIG_PATH $POLICY_PATH $TRUST_PATH $LOGROTATE_PATH $DROPIN_PATH $MANIFEST $SUMS; do
     if [ -d "$R$path" ] && [ ! -L "$R$path" ]; then die "$R$path is a directory; expected a file"; fi
 done
 
@@ -236,10 +238,10 @@ kubelet_files() {
     LC_ALL=C awk -F "$TAB" '!seen[$1]++' "$WORK/dropins.all" | LC_ALL=C sort -t "$TAB" -k1,1 >"$WORK/dropins"
 }
 
-# Reads unit files named as arguments in order and prints two lines: how many ExecStart=
+# Reads unit files named as arguments in order and prints three lines: how many ExecStart=
 # commands [Service] ends up with and whether any ExecStart= line appeared, then the last
-# command. Follows systemd's syntax: comments, sections, and lines continued by a backslash
-# (the backslash becomes a space); an empty ExecStart= clears the list.
+# command, then the file it came from. Follows systemd's syntax: comments, sections, and lines
+# continued by a backslash (the backslash becomes a space); an empty ExecStart= clears the list.
 exec_start_of() {
     LC_ALL=C awk '
         function handle(l,   eq, key, val) {
@@ -253,9 +255,9 @@ exec_start_of() {
             if (key != "ExecStart") return
             val = substr(l, eq + 1); sub(/^[ \t]+/, "", val)
             seen = 1
-            if (val == "") { count = 0; cmd = "" } else { count++; cmd = val }
+            if (val == "") { count = 0; cmd = ""; from = "" } else { count++; cmd = val; from = file }
         }
-        FNR == 1 { if (pending != "") handle(pending); pending = ""; section = "" }
+        FNR == 1 { if (pending != "") handle(pending); pending = ""; section = ""; file = FILENAME }
         {
             l = $0; sub(/\r$/, "", l)
             if (pending != "") {
@@ -269,13 +271,15 @@ exec_start_of() {
         }
         END {
             if (pending != "") handle(pending)
-            printf "%d %d\n%s\n", count, seen, cmd
+            printf "%d %d\n%s\n%s\n", count, seen, cmd, from
         }
     ' "$@"
 }
 
 # Writes the drop-in this node needs to $WORK/dropin: the shipped one, with kubelet's own
-# command line (the one systemd would run without the drop-in) before $PULLGATE_KUBELET_ARGS.
+# command line (the one systemd would run without the drop-in) before $PULLGATE_KUBELET_ARGS,
+# and the file that command line came from named in its comment. Derived afresh on every run,
+# so that a kubelet unit changed since the last run is carried over, not masked.
 render_dropin() {
     kubelet_files
     [ -n "$KUBELET_UNIT" ] ||
@@ -297,13 +301,15 @@ render_dropin() {
     exec_start_of "$@" >"$WORK/exec"
     count=$(sed -n '1s/ .*//p' "$WORK/exec")
     command=$(sed -n '2p' "$WORK/exec")
+    from=$(sed -n '3p' "$WORK/exec")
     [ "$count" = 1 ] || die "kubelet.service under ${R:-/} has $count ExecStart= commands, expected one; cannot add pullgate's flag to it"
     case $command in
     *PULLGATE_KUBELET_ARGS*) die "kubelet's command line already names PULLGATE_KUBELET_ARGS outside $DROPIN_NAME: is pullgate wired by hand?" ;;
     *"sh -c"* | *"sh -ec"* | *"sh -euc"*) die "kubelet runs through a shell ($command): a flag appended would not reach it; pass --no-kubelet-wiring and set imageServiceEndpoint in KubeletConfiguration" ;;
     esac
-    KUBELET_EXEC=$command LC_ALL=C awk '
+    KUBELET_EXEC=$command KUBELET_EXEC_FROM=${from#"$R"} LC_ALL=C awk '
         /^ExecStart=./ { print "ExecStart=" ENVIRON["KUBELET_EXEC"] " $PULLGATE_KUBELET_ARGS"; next }
+        /^# ExecStart taken from: / { print "# ExecStart taken from: " ENVIRON["KUBELET_EXEC_FROM"]; next }
         { print }
     ' "$UNITS_SRC/kubelet-pullgate.conf" >"$WORK/dropin"
 }
@@ -427,9 +433,13 @@ recorded_sum() { # PATH
     awk -v p="$1" '$2 == p { print $1 }' "$R$SUMS"
 }
 
-record_sum() { # PATH SUM
-    if [ -f "$R$SUMS" ]; then awk -v p="$1" '$2 != p' "$R$SUMS" >"$TXN/sums"; else : >"$TXN/sums"; fi
-    printf '%s %s\n' "$2" "$1" >>"$TXN/sums"
+record_sum() { # PATH SUM: in place, so a file put back leaves the record as it was
+    if [ -f "$R$SUMS" ]; then cp "$R$SUMS" "$TXN/sums.old"; else : >"$TXN/sums.old"; fi
+    awk -v p="$1" -v s="$2" '
+        $2 == p { print s " " p; found = 1; next }
+        { print }
+        END { if (!found) print s " " p }
+    ' "$TXN/sums.old" >"$TXN/sums"
     tx_write "$R$SUMS" "$TXN/sums" 0600
 }
 
@@ -513,10 +523,18 @@ manage_link() { # PATH TARGET
     tx_link "$dest" "$2"
 }
 
+has_logrotate() {
+    for dir in /usr/sbin /sbin /usr/bin; do
+        if [ -x "$R$dir/logrotate" ]; then return 0; fi
+    done
+    return 1
+}
+
 # --- Talking to systemd ----------------------------------------------------------------------------
 
 systemctl_do() { # ARGS: a change to the running system
     say "systemctl $*"
+    SYSTEMD_TOUCHED=1
     [ "$DRY_RUN" -eq 1 ] && return 0
     # shellcheck disable=SC2086 # SYSTEMCTL may be a command with arguments (chroot /host systemctl)
     $SYSTEMCTL "$@"
@@ -545,6 +563,7 @@ explain_failure() { # WHAT
 # --- The run -------------------------------------------------------------------------------------------
 
 UNITS_CHANGED=0
+SYSTEMD_TOUCHED=0
 DAEMON_RELOADED=0
 SOCKET_CHANGED=0
 RESTART_NEEDED=0
@@ -595,6 +614,12 @@ if [ -n "$TRUST_SRC" ]; then
     RELOAD_NEEDED=$((RELOAD_NEEDED | CHANGED))
 elif [ -e "$R$TRUST_PATH" ]; then
     say "keep      ${R}$TRUST_PATH (no --trusted-root given)"
+fi
+# Rotation by moving the file and SIGHUP (systemctl reload), which keeps the audit chain whole.
+# Installed where logrotate is missing too, so that it works once logrotate is installed.
+manage_file "$LOGROTATE_PATH" "$UNITS_SRC/pullgate.logrotate" 0644
+if ! has_logrotate; then
+    warn "no logrotate under ${R:-/} (/usr/sbin, /sbin, /usr/bin): nothing rotates pullgate's audit log, which grows until the disk is full and enforced pulls are refused; install logrotate, or rotate it as docs/audit-log.md says"
 fi
 if [ -z "$SYSTEMCTL" ]; then
     # What `systemctl enable` does (WantedBy= in the units), for a tree systemd boots later.
@@ -678,6 +703,9 @@ fi
 TXN_OPEN=0
 if [ "$DRY_RUN" -eq 1 ]; then
     say "dry run: nothing was changed"
-else
+elif [ -s "$TXN/log" ] || [ "$SYSTEMD_TOUCHED" -eq 1 ]; then
     say "done"
+else
+    # node-sync.sh re-applies every interval and tells a pass that changed nothing by this line.
+    say "done: nothing changed"
 fi

@@ -1,6 +1,7 @@
 #!/bin/sh
 # The DaemonSet's container (installer/kubernetes/daemonset.yaml): installs pullgate onto the
-# node it runs on, then keeps the node in step with the ConfigMap and Secret it mounts.
+# node it runs on, then keeps the node in step with the ConfigMap and Secret it mounts, and
+# reports through its readiness whether the node really runs pullgate.
 #
 # The host's root file system is mounted at $HOST_ROOT (/host). install.sh writes the files
 # there (--root), and reaches the host's systemd by running the host's own systemctl chrooted
@@ -8,18 +9,23 @@
 # host's /run. systemctl refuses to act from a chroot unless told that it is fine, hence
 # SYSTEMD_IGNORE_CHROOT (systemd up to 256) and SYSTEMD_IN_CHROOT=0 (later versions).
 #
-# Every $PULLGATE_SYNC_INTERVAL seconds it hashes its inputs (binary, config, policy, trusted
-# root); when they differ from what was last installed, it runs install.sh again, which changes
-# only what differs and rolls back if pullgate does not come up. A failed version is retried
-# after $PULLGATE_RETRY_INTERVAL seconds, or as soon as the inputs change again.
+# Every $PULLGATE_SYNC_INTERVAL seconds it runs install.sh with its inputs (binary, config,
+# policy, trusted root). install.sh is idempotent: a pass that finds the node as it was left
+# changes nothing; one that finds a unit or drop-in gone or edited (a node image upgrade, a hand
+# edit), pullgate stopped, or kubelet's own unit changed (the drop-in is derived from it) puts
+# the node right, and rolls back if pullgate or kubelet do not come up. Then it runs
+# `pullgate doctor` on the host ($PULLGATE_DOCTOR_CMD): the host is judged, not the inputs.
+# A version of the inputs whose install failed is retried after $PULLGATE_RETRY_INTERVAL
+# seconds (each try restarts services to roll back), or as soon as the inputs change again.
 #
 #   node-sync.sh              sync, then keep syncing (the DaemonSet's command)
-#   node-sync.sh --once       sync once and exit with install.sh's status
+#   node-sync.sh --once       sync once and exit with install.sh's status, or doctor's
 #   node-sync.sh --uninstall  run uninstall.sh on the host once, then idle (to remove pullgate
 #                             from every node before deleting the DaemonSet)
 #
-# $PULLGATE_SYNC_STATE/ready exists while the node runs pullgate with the current inputs (or,
-# with --uninstall, once pullgate is removed): the pod's readiness probe.
+# $PULLGATE_SYNC_STATE/ready, the pod's readiness probe, exists while the last pass installed
+# the current inputs and doctor found nothing failed on the host (exit status 0), or, with
+# --uninstall, once pullgate is removed.
 set -eu
 
 PROG=pullgate-node-sync
@@ -37,9 +43,12 @@ if [ -z "${SYSTEMCTL+set}" ]; then SYSTEMCTL="chroot $HOST_ROOT systemctl"; fi
 if [ -z "${PULLGATE_CHECK_CMD+set}" ]; then
     PULLGATE_CHECK_CMD="chroot $HOST_ROOT /usr/local/bin/pullgate policy check /etc/pullgate/policy.yaml"
 fi
+# The installed binary, with the host's paths: its configuration, sockets, kubelet's files.
+DOCTOR_CMD=${PULLGATE_DOCTOR_CMD:-chroot $HOST_ROOT /usr/local/bin/pullgate doctor}
 SYSTEMD_IGNORE_CHROOT=1
 SYSTEMD_IN_CHROOT=0
-export SYSTEMCTL PULLGATE_CHECK_CMD SYSTEMD_IGNORE_CHROOT SYSTEMD_IN_CHROOT
+PULLGATE_ROOT=$HOST_ROOT
+export SYSTEMCTL PULLGATE_CHECK_CMD SYSTEMD_IGNORE_CHROOT SYSTEMD_IN_CHROOT PULLGATE_ROOT
 
 say() { printf '%s: %s\n' "$PROG" "$*"; }
 
@@ -60,13 +69,22 @@ esac
 
 mkdir -p "$SYNC_STATE"
 
+# As the container's PID 1, sh ignores SIGTERM unless it traps it. The trap runs between
+# commands: while idle (sleeping in the background, see pause) the pod stops at once; during an
+# install.sh run, only once that run has committed or rolled back, never half-way through.
+trap 'exit 0' TERM INT
+pause() { # SECONDS
+    sleep "$1" &
+    wait $! || true
+}
+
 if [ "$MODE" = uninstall ]; then
     rm -f "$SYNC_STATE/ready"
     "$INSTALLER_DIR/uninstall.sh" --root "$HOST_ROOT"
     rm -f "$SYNC_STATE/installed"
     touch "$SYNC_STATE/ready"
     say "pullgate is removed from this node; delete the DaemonSet now"
-    while :; do sleep 3600; done
+    while :; do pause 3600; done
 fi
 
 # One line per input: its sha256 and name. A missing trusted root is an input too ("none").
@@ -90,34 +108,64 @@ install_now() {
     "$INSTALLER_DIR/install.sh" "$@"
 }
 
-# Installs when the inputs differ from the last installed ones (or the last failed ones, after
-# the retry interval). Returns install.sh's status, 0 when there was nothing to do.
-sync_once() {
-    sum=$(inputs_sum)
-    if [ -f "$SYNC_STATE/installed" ] && [ "$(cat "$SYNC_STATE/installed")" = "$sum" ]; then
+indent() { sed 's/^/    /' "$1"; }
+
+# Runs doctor on the host. Ready only when it finds nothing failed; its findings are printed when
+# it starts failing and whenever what fails changes, not on every pass.
+judge_host() {
+    if sh -c "$DOCTOR_CMD" >"$SYNC_STATE/doctor.out" 2>&1; then
+        if [ ! -f "$SYNC_STATE/ready" ]; then say "pullgate doctor finds nothing failed on the node: ready"; fi
+        rm -f "$SYNC_STATE/doctor-failed"
         touch "$SYNC_STATE/ready"
-        return 0
-    fi
-    rm -f "$SYNC_STATE/ready"
-    if [ -f "$SYNC_STATE/failed" ] && [ "$(cat "$SYNC_STATE/failed")" = "$sum" ] &&
-        [ "$(($(date +%s) - $(cat "$SYNC_STATE/failed-at")))" -lt "$RETRY_INTERVAL" ]; then
-        return 1
-    fi
-    say "inputs changed ($sum): installing"
-    if install_now; then
-        printf '%s\n' "$sum" >"$SYNC_STATE/installed"
-        touch "$SYNC_STATE/ready"
-        rm -f "$SYNC_STATE/failed" "$SYNC_STATE/failed-at"
-        say "installed; the node runs pullgate with these inputs"
         return 0
     else
         status=$?
+        rm -f "$SYNC_STATE/ready"
+        grep '^FAIL' "$SYNC_STATE/doctor.out" >"$SYNC_STATE/doctor.fails" || true
+        if [ ! -f "$SYNC_STATE/doctor-failed" ] || ! cmp -s "$SYNC_STATE/doctor.fails" "$SYNC_STATE/doctor-failed"; then
+            say "pullgate doctor fails on the node ($status): not ready until it passes"
+            indent "$SYNC_STATE/doctor.out"
+        fi
+        mv "$SYNC_STATE/doctor.fails" "$SYNC_STATE/doctor-failed"
+        return "$status"
+    fi
+}
+
+# One pass: install.sh with the current inputs (unless this version failed within the retry
+# interval), then doctor. Returns install.sh's status if it failed, else doctor's.
+sync_once() {
+    sum=$(inputs_sum)
+    if [ -f "$SYNC_STATE/failed" ] && [ "$(cat "$SYNC_STATE/failed")" = "$sum" ] &&
+        [ "$(($(date +%s) - $(cat "$SYNC_STATE/failed-at")))" -lt "$RETRY_INTERVAL" ]; then
+        rm -f "$SYNC_STATE/ready"
+        return 1
+    fi
+    fresh=1
+    if [ -f "$SYNC_STATE/installed" ] && [ "$(cat "$SYNC_STATE/installed")" = "$sum" ]; then fresh=0; fi
+    if [ "$fresh" -eq 1 ]; then
+        rm -f "$SYNC_STATE/ready"
+        say "inputs changed ($sum): installing"
+    fi
+    if install_now >"$SYNC_STATE/install.out" 2>&1; then
+        rm -f "$SYNC_STATE/failed" "$SYNC_STATE/failed-at"
+        if [ "$fresh" -eq 1 ]; then
+            indent "$SYNC_STATE/install.out"
+            printf '%s\n' "$sum" >"$SYNC_STATE/installed"
+            say "installed; the node runs pullgate with these inputs"
+        elif [ "$(tail -n 1 "$SYNC_STATE/install.out")" != "pullgate-install: done: nothing changed" ]; then
+            say "the node differed from what was installed; install.sh put it right:"
+            indent "$SYNC_STATE/install.out"
+        fi
+    else
+        status=$?
+        indent "$SYNC_STATE/install.out"
         printf '%s\n' "$sum" >"$SYNC_STATE/failed"
         date +%s >"$SYNC_STATE/failed-at"
-        rm -f "$SYNC_STATE/installed"
+        rm -f "$SYNC_STATE/installed" "$SYNC_STATE/ready"
         say "install failed ($status); the node keeps what it had; retrying in ${RETRY_INTERVAL}s or when the inputs change"
         return "$status"
     fi
+    judge_host
 }
 
 if [ "$MODE" = once ]; then
@@ -127,5 +175,5 @@ fi
 
 while :; do
     sync_once || true
-    sleep "$INTERVAL"
+    pause "$INTERVAL"
 done

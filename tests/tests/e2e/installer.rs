@@ -61,6 +61,15 @@ for unit in $units; do
 done
 "#;
 
+/// A stand-in for `pullgate doctor` on the host, whose verdict the test sets: it prints
+/// `$FAKE_DOCTOR_STATE/out` and exits with the number in `$FAKE_DOCTOR_STATE/status` (0 when
+/// there is none). The real doctor judges a real node; here the tests need to flip its verdict.
+const FAKE_DOCTOR: &str = r#"#!/bin/sh
+state=${FAKE_DOCTOR_STATE:?}
+cat "$state/out" 2>/dev/null
+exit "$(cat "$state/status" 2>/dev/null || echo 0)"
+"#;
+
 /// kubelet.service as the kubelet package ships it, and kubeadm's drop-in.
 const KUBELET_SERVICE: &str = "[Unit]\nDescription=kubelet: The Kubernetes Node Agent\n\n[Service]\nExecStart=/usr/bin/kubelet\nRestart=always\n\n[Install]\nWantedBy=multi-user.target\n";
 const KUBEADM_DROPIN: &str = r#"[Service]
@@ -81,6 +90,7 @@ const POLICY: &str = "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmeta
 const POLICY_V2: &str = "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: node-default\nspec:\n  noMatch: deny\n  rules:\n    - name: system\n      images: [\"registry.k8s.io/**\", \"docker.io/kindest/**\"]\n      action: allow\n";
 
 const DROPIN: &str = "etc/systemd/system/kubelet.service.d/90-pullgate.conf";
+const LOGROTATE: &str = "etc/logrotate.d/pullgate";
 const STATE: &str = "var/lib/pullgate/install";
 
 // === a tree snapshot ===
@@ -228,13 +238,16 @@ impl Node {
     /// socket directory.
     fn bare() -> Node {
         let dir = tempfile::Builder::new().prefix("pullgate-installer").tempdir().unwrap();
-        for sub in ["root/run/pullgate", "systemctl", "inputs", "tmp"] {
+        for sub in ["root/run/pullgate", "systemctl", "inputs", "tmp", "doctor"] {
             fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
         let socket = UnixListener::bind(dir.path().join("root/run/pullgate/pullgate.sock")).unwrap();
         let fake = dir.path().join("fake-systemctl");
         fs::write(&fake, FAKE_SYSTEMCTL).unwrap();
         fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+        let doctor = dir.path().join("fake-doctor");
+        fs::write(&doctor, FAKE_DOCTOR).unwrap();
+        fs::set_permissions(&doctor, fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(dir.path().join("systemctl/active"), "kubelet.service\n").unwrap();
         fs::write(dir.path().join("systemctl/enabled"), "kubelet.service\n").unwrap();
         fs::write(dir.path().join("inputs/policy.yaml"), POLICY).unwrap();
@@ -344,6 +357,68 @@ impl Node {
         let _ = fs::remove_file(self.dir.path().join("systemctl/calls"));
     }
 
+    /// The DaemonSet's inputs, as its ConfigMap and Secret would be mounted: the policy given,
+    /// the installer's default configuration and the node's trusted root.
+    fn sync_source(&self, policy: &str) -> PathBuf {
+        let source = self.dir.path().join("source");
+        fs::create_dir_all(source.join("config")).unwrap();
+        fs::create_dir_all(source.join("trust")).unwrap();
+        fs::write(source.join("config/policy.yaml"), policy).unwrap();
+        fs::copy(repo().join("installer/config.yaml"), source.join("config/config.yaml")).unwrap();
+        fs::copy(self.input("trusted_root.json"), source.join("trust/trusted_root.json")).unwrap();
+        source
+    }
+
+    /// One pass of `node-sync.sh --once` with the inputs in `self.sync_source`, the recording
+    /// systemctl, and the doctor stand-in unless `env` gives PULLGATE_DOCTOR_CMD.
+    fn node_sync(&self, env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.node_sync_command(Command::new(repo().join("installer/kubernetes/node-sync.sh")));
+        cmd.arg("--once");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        Run {
+            output: cmd.output().unwrap(),
+        }
+    }
+
+    /// `cmd` (node-sync.sh, or something that runs it) with node-sync's environment for this node.
+    fn node_sync_command(&self, mut cmd: Command) -> Command {
+        let source = self.dir.path().join("source");
+        cmd.env("HOST_ROOT", self.root())
+            .env("PULLGATE_SOURCE_CONFIG", source.join("config"))
+            .env("PULLGATE_SOURCE_TRUST", source.join("trust"))
+            .env("PULLGATE_BINARY", Pullgate::binary())
+            .env("PULLGATE_SYNC_STATE", self.sync_state())
+            .env("SYSTEMCTL", self.dir.path().join("fake-systemctl"))
+            .env("FAKE_SYSTEMCTL_STATE", self.dir.path().join("systemctl"))
+            .env("PULLGATE_DOCTOR_CMD", self.dir.path().join("fake-doctor"))
+            .env("FAKE_DOCTOR_STATE", self.dir.path().join("doctor"))
+            .env("TMPDIR", self.dir.path().join("tmp"))
+            .env(
+                "PULLGATE_CHECK_CMD",
+                r#""$PULLGATE_ROOT/usr/local/bin/pullgate" policy check "$PULLGATE_ROOT/etc/pullgate/policy.yaml""#,
+            )
+            .env_remove("PULLGATE_READY_CMD")
+            .env_remove("KUBELET_READY_CMD");
+        cmd
+    }
+
+    fn sync_state(&self) -> PathBuf {
+        self.dir.path().join("sync")
+    }
+
+    /// Whether the pod's readiness probe (`test -f /run/pullgate-sync/ready`) would pass.
+    fn ready(&self) -> bool {
+        self.sync_state().join("ready").exists()
+    }
+
+    /// What the doctor stand-in says next: its exit status and output.
+    fn doctor_says(&self, status: i32, out: &str) {
+        fs::write(self.dir.path().join("doctor/status"), status.to_string()).unwrap();
+        fs::write(self.dir.path().join("doctor/out"), out).unwrap();
+    }
+
     fn units(&self, which: &str) -> Vec<String> {
         let mut units: Vec<String> = fs::read_to_string(self.dir.path().join("systemctl").join(which))
             .unwrap_or_default()
@@ -404,6 +479,7 @@ fn install_is_idempotent_and_uninstall_restores_the_node_exactly() {
         ("etc/pullgate/config.yaml", 0o640),
         ("etc/pullgate/policy.yaml", 0o640),
         ("etc/pullgate/trust/trusted_root.json", 0o640),
+        (LOGROTATE, 0o644),
         (DROPIN, 0o644),
         ("etc/pullgate/trust", 0o750),
         (STATE, 0o700),
@@ -417,6 +493,12 @@ fn install_is_idempotent_and_uninstall_restores_the_node_exactly() {
     assert_eq!(
         node.read("etc/systemd/system/pullgate.service").as_bytes(),
         repo_file("systemd/pullgate.service")
+    );
+    assert_eq!(node.read(LOGROTATE).as_bytes(), repo_file("systemd/pullgate.logrotate"));
+    assert!(
+        run.stderr().contains("no logrotate under") && run.stderr().contains("docs/audit-log.md"),
+        "a node without logrotate is told: {}",
+        run.describe()
     );
     assert_eq!(
         node.read("etc/pullgate/config.yaml").as_bytes(),
@@ -532,6 +614,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
         format!("replace   {root}/etc/pullgate/policy.yaml (0640; the node's file is kept for uninstall)"),
         format!("replace   {root}/{DROPIN} (0644; the node's file is kept for uninstall)"),
         format!("mkdir     {root}/etc/pullgate/trust (0750)"),
+        format!("create    {root}/{LOGROTATE} (0644)"),
         "systemctl enable pullgate.socket pullgate.service".to_owned(),
         "systemctl start pullgate.socket pullgate.service".to_owned(),
         "systemctl restart kubelet.service".to_owned(),
@@ -680,11 +763,15 @@ fn the_drop_in_carries_the_nodes_own_kubelet_command_line() {
         ],
         "{dropin}"
     );
+    assert!(
+        dropin.contains("\n# ExecStart taken from: /etc/systemd/system/kubelet.service\n"),
+        "{dropin}"
+    );
     // Everything else is the shipped drop-in.
     let shipped = String::from_utf8(repo_file("systemd/kubelet-pullgate.conf")).unwrap();
     let others = |text: &str| -> Vec<String> {
         text.lines()
-            .filter(|l| !l.starts_with("ExecStart="))
+            .filter(|l| !l.starts_with("ExecStart=") && !l.starts_with("# ExecStart taken from: "))
             .map(str::to_owned)
             .collect()
     };
@@ -804,53 +891,272 @@ fn a_file_changed_on_the_node_is_replaced_and_the_change_kept() {
 #[test]
 fn node_sync_installs_once_per_change_of_its_inputs() {
     let node = Node::kubeadm();
-    let source = node.dir.path().join("source");
-    fs::create_dir_all(source.join("config")).unwrap();
-    fs::create_dir_all(source.join("trust")).unwrap();
-    fs::write(source.join("config/policy.yaml"), POLICY).unwrap();
-    fs::copy(repo().join("installer/config.yaml"), source.join("config/config.yaml")).unwrap();
-    fs::copy(node.input("trusted_root.json"), source.join("trust/trusted_root.json")).unwrap();
-    let sync = || {
-        let output = Command::new(repo().join("installer/kubernetes/node-sync.sh"))
-            .arg("--once")
-            .env("HOST_ROOT", node.root())
-            .env("PULLGATE_SOURCE_CONFIG", source.join("config"))
-            .env("PULLGATE_SOURCE_TRUST", source.join("trust"))
-            .env("PULLGATE_BINARY", Pullgate::binary())
-            .env("PULLGATE_SYNC_STATE", node.dir.path().join("sync"))
-            .env("SYSTEMCTL", node.dir.path().join("fake-systemctl"))
-            .env("FAKE_SYSTEMCTL_STATE", node.dir.path().join("systemctl"))
-            .env("TMPDIR", node.dir.path().join("tmp"))
-            .env(
-                "PULLGATE_CHECK_CMD",
-                r#""$PULLGATE_ROOT/usr/local/bin/pullgate" policy check "$PULLGATE_ROOT/etc/pullgate/policy.yaml""#,
-            )
-            .env_remove("PULLGATE_READY_CMD")
-            .env_remove("KUBELET_READY_CMD")
-            .output()
-            .unwrap();
-        Run { output }
-    };
+    let source = node.sync_source(POLICY);
 
-    let run = sync();
+    let run = node.node_sync(&[]);
     run.assert_ok();
     assert!(run.stdout().contains("installed"), "{}", run.describe());
+    assert!(run.stdout().contains("ready"), "{}", run.describe());
+    assert!(node.ready());
     assert_eq!(node.read("etc/pullgate/policy.yaml"), POLICY);
 
+    // The next pass re-applies: install.sh finds everything right and changes nothing.
     node.forget_calls();
-    let run = sync();
+    let run = node.node_sync(&[]);
     run.assert_ok();
     assert!(
         run.stdout().is_empty(),
         "nothing changed, nothing to say: {}",
         run.describe()
     );
-    assert!(node.calls().is_empty(), "{:#?}", node.calls());
+    assert!(changes(&node.calls()).is_empty(), "{:#?}", node.calls());
+    assert!(node.ready());
 
     fs::write(source.join("config/policy.yaml"), POLICY_V2).unwrap();
-    sync().assert_ok();
+    node.forget_calls();
+    node.node_sync(&[]).assert_ok();
     assert_eq!(node.read("etc/pullgate/policy.yaml"), POLICY_V2);
     assert_eq!(changes(&node.calls()), ["reload pullgate.service"]);
+    assert!(node.ready());
+}
+
+/// A node image upgrade (or a hand) took pullgate's unit, its logrotate file and kubelet's
+/// drop-in away: the next pass puts them back, restarts what needs it, and says so.
+#[test]
+fn node_sync_puts_back_what_vanished_from_the_node() {
+    let node = Node::kubeadm();
+    node.write("usr/sbin/logrotate", "#!/bin/sh\n", 0o755);
+    let original = node.snapshot();
+    node.sync_source(POLICY);
+    let run = node.node_sync(&[]);
+    run.assert_ok();
+    assert!(!run.stderr().contains("no logrotate"), "{}", run.describe());
+    let installed = node.snapshot();
+
+    for gone in [DROPIN, "etc/systemd/system/pullgate.service", LOGROTATE] {
+        fs::remove_file(node.root().join(gone)).unwrap();
+    }
+    node.forget_calls();
+    let run = node.node_sync(&[]);
+    run.assert_ok();
+    assert!(
+        run.stdout()
+            .contains("the node differed from what was installed; install.sh put it right"),
+        "{}",
+        run.describe()
+    );
+    assert_same_tree(&installed, &node.snapshot(), "the next pass did not put the node back");
+    let calls = node.calls();
+    let calls = changes(&calls);
+    assert!(calls.contains(&"daemon-reload"), "{calls:#?}");
+    assert!(calls.contains(&"restart pullgate.service"), "{calls:#?}");
+    assert!(calls.contains(&"restart kubelet.service"), "{calls:#?}");
+    assert!(node.ready());
+
+    // pullgate stopped behind the installer's back: started again.
+    fs::write(node.dir.path().join("systemctl/active"), "kubelet.service\n").unwrap();
+    node.forget_calls();
+    node.node_sync(&[]).assert_ok();
+    assert!(
+        changes(&node.calls()).contains(&"start pullgate.socket pullgate.service"),
+        "{:#?}",
+        node.calls()
+    );
+
+    node.uninstall(&[]).assert_ok();
+    assert_same_tree(&original, &node.snapshot(), "uninstall did not restore the node");
+}
+
+/// The pod is Ready only while doctor, run on the host, finds nothing failed: installing
+/// without an error is not enough.
+#[test]
+fn node_sync_is_ready_only_while_doctor_passes() {
+    let node = Node::kubeadm();
+    node.sync_source(POLICY);
+
+    // The real doctor against this tree: pullgate's configuration names a containerd socket
+    // that nothing serves, so doctor fails and the pod is not Ready, though the install worked.
+    let socket = node.root().join("run/containerd/containerd.sock");
+    let config = fs::read_to_string(repo().join("installer/config.yaml"))
+        .unwrap()
+        .replace(
+            "unix:///run/containerd/containerd.sock",
+            &format!("unix://{}", socket.display()),
+        );
+    assert!(config.contains(&socket.display().to_string()));
+    fs::write(node.dir.path().join("source/config/config.yaml"), config).unwrap();
+    let real_doctor =
+        r#""$PULLGATE_ROOT/usr/local/bin/pullgate" doctor --config "$PULLGATE_ROOT/etc/pullgate/config.yaml""#;
+    let run = node.node_sync(&[("PULLGATE_DOCTOR_CMD", real_doctor)]);
+    run.assert_failed();
+    assert!(run.stdout().contains("installed"), "{}", run.describe());
+    assert!(
+        run.stdout()
+            .contains("pullgate doctor fails on the node (1): not ready until it passes"),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        run.stdout().contains("    FAIL"),
+        "doctor's findings are shown: {}",
+        run.describe()
+    );
+    assert!(!node.ready());
+
+    // Doctor's verdict flips, and readiness with it; a failure is told once, not every pass.
+    node.doctor_says(0, "ok   everything\n");
+    let run = node.node_sync(&[]);
+    run.assert_ok();
+    assert!(
+        run.stdout()
+            .contains("pullgate doctor finds nothing failed on the node: ready"),
+        "{}",
+        run.describe()
+    );
+    assert!(node.ready());
+    node.doctor_says(1, "FAIL kubelet is not wired to pullgate — fix: restart kubelet\n");
+    let run = node.node_sync(&[]);
+    assert_eq!(run.output.status.code(), Some(1), "{}", run.describe());
+    assert!(!node.ready());
+    assert!(run.stdout().contains("FAIL kubelet is not wired"), "{}", run.describe());
+    let run = node.node_sync(&[]);
+    run.assert_failed();
+    assert!(run.stdout().is_empty(), "the same failure again: {}", run.describe());
+    assert!(!node.ready());
+    node.doctor_says(0, "");
+    node.node_sync(&[]).assert_ok();
+    assert!(node.ready());
+
+    // An install that fails is not Ready either, whatever doctor says.
+    fs::write(
+        node.dir.path().join("source/config/policy.yaml"),
+        "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nspec:\n  rules:\n    - name: broken\n",
+    )
+    .unwrap();
+    let run = node.node_sync(&[]);
+    run.assert_failed();
+    assert!(run.stdout().contains("install failed"), "{}", run.describe());
+    assert!(!node.ready());
+}
+
+/// kubelet's unit changed after the install (a kubelet package upgrade): the drop-in, which
+/// copies its command line, is derived again on the next pass instead of masking the change.
+#[test]
+fn a_changed_kubelet_unit_is_carried_into_the_drop_in_by_the_next_pass() {
+    let node = Node::kubeadm();
+    let original = node.snapshot();
+    node.sync_source(POLICY);
+    node.node_sync(&[]).assert_ok();
+    let exec_start = |node: &Node| -> String {
+        node.read(DROPIN)
+            .lines()
+            .find(|l| l.starts_with("ExecStart=/"))
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        exec_start(&node),
+        "ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS $PULLGATE_KUBELET_ARGS"
+    );
+
+    let kubeadm = "usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf";
+    let upgraded = KUBEADM_DROPIN.replace(
+        "ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS",
+        "ExecStart=/usr/bin/kubelet --node-status-max-images=0 $KUBELET_KUBECONFIG_ARGS",
+    );
+    assert_ne!(upgraded, KUBEADM_DROPIN);
+    node.write(kubeadm, &upgraded, 0o644);
+    node.forget_calls();
+    let run = node.node_sync(&[]);
+    run.assert_ok();
+    assert_eq!(
+        exec_start(&node),
+        "ExecStart=/usr/bin/kubelet --node-status-max-images=0 $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS $PULLGATE_KUBELET_ARGS",
+        "{}",
+        run.describe()
+    );
+    assert!(
+        node.read(DROPIN)
+            .contains(&format!("\n# ExecStart taken from: /{kubeadm}\n")),
+        "{}",
+        node.read(DROPIN)
+    );
+    // Not an edit of pullgate's file: no warning, no copy kept; kubelet restarted on the new line.
+    assert!(!run.stderr().contains("was changed on the node"), "{}", run.describe());
+    assert!(!node.root().join(STATE).join("edited").exists());
+    let calls = node.calls();
+    assert!(
+        position(&calls, "daemon-reload") < position(&calls, "restart kubelet.service"),
+        "{calls:#?}"
+    );
+
+    // The unit now lives elsewhere (a package that ships its own kubelet.service): followed too.
+    fs::remove_file(node.root().join(kubeadm)).unwrap();
+    node.write(
+        "etc/systemd/system/kubelet.service",
+        "[Service]\nExecStart=/usr/local/bin/kubelet --config=/etc/kubelet.yaml\n",
+        0o644,
+    );
+    node.node_sync(&[]).assert_ok();
+    assert_eq!(
+        exec_start(&node),
+        "ExecStart=/usr/local/bin/kubelet --config=/etc/kubelet.yaml $PULLGATE_KUBELET_ARGS"
+    );
+    assert!(node
+        .read(DROPIN)
+        .contains("\n# ExecStart taken from: /etc/systemd/system/kubelet.service\n"));
+
+    // And uninstall still leaves the node as it was (with its own kubelet files put back too).
+    node.uninstall(&[]).assert_ok();
+    fs::remove_file(node.root().join("etc/systemd/system/kubelet.service")).unwrap();
+    node.write(kubeadm, KUBEADM_DROPIN, 0o644);
+    assert_same_tree(&original, &node.snapshot(), "uninstall did not restore the node");
+}
+
+/// The container's PID 1 is node-sync.sh, and PID 1 ignores a signal it has no handler for: the
+/// SIGTERM of a pod deletion or rolling update. An idle node-sync stops at once, cleanly.
+#[test]
+fn node_sync_as_pid_1_stops_at_once_on_sigterm() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || tool("unshare").is_none() {
+        eprintln!("SKIPPED: a PID namespace needs root and unshare");
+        return;
+    }
+    let node = Node::kubeadm();
+    node.sync_source(POLICY);
+    let mut unshare = Command::new("unshare");
+    unshare
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(repo().join("installer/kubernetes/node-sync.sh"))
+        .env("PULLGATE_SYNC_INTERVAL", "3600");
+    let mut child = node
+        .node_sync_command(unshare)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !node.ready() {
+        assert!(std::time::Instant::now() < deadline, "no first pass within 60 s");
+        assert!(child.try_wait().unwrap().is_none(), "node-sync exited");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let children = format!("/proc/{0}/task/{0}/children", child.id());
+    let pid1: libc::pid_t = fs::read_to_string(children).unwrap().trim().parse().unwrap();
+    // SAFETY: kill with a pid this test started and a signal number.
+    assert_eq!(unsafe { libc::kill(pid1, libc::SIGTERM) }, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("node-sync, PID 1 of its namespace, ignored SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! run alone gets its own binary next to this one, as `faults` and `soak` do.
 
 mod attestations;
+mod audit_rotation;
 mod auth;
 mod cache;
 mod cli;

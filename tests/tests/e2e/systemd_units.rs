@@ -607,6 +607,42 @@ async fn systemd_runs_the_hardened_service_on_its_socket() {
     });
     assert_eq!(systemd.systemctl(&["is-active", "pullgate.service"]).1, "active");
 
+    // The shipped logrotate configuration as it is, run by logrotate inside the namespace: its
+    // postrotate `systemctl reload` reaches this systemd, and pullgate continues the chain.
+    if let Some(logrotate) = tool("logrotate") {
+        let config = work.path().join("pullgate.logrotate");
+        fs::copy(repo().join("systemd/pullgate.logrotate"), &config).unwrap();
+        let out = Command::new("nsenter")
+            .arg(format!("--target={}", systemd.pid1))
+            .args(["--mount", "--pid", "--"])
+            .arg(logrotate)
+            .arg("-f")
+            .arg("-s")
+            .arg(work.path().join("logrotate.state"))
+            .arg(&config)
+            .output()
+            .expect("run nsenter logrotate");
+        assert!(out.status.success(), "logrotate: {out:?}\n{}", systemd.describe());
+        systemd.wait_for("pullgate to reopen its audit log", || {
+            fs::read_to_string(&log)
+                .ok()?
+                .contains("audit log moved away")
+                .then_some(())
+        });
+        let rotated = systemd.path("/var/log/pullgate/audit.jsonl.1");
+        assert_eq!(fs::read_to_string(&rotated).unwrap(), records, "every record, whole");
+        bounded(
+            client().pull_image(cri::pull_request(&signed, None, Some("default"))),
+            &systemd,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("pull {signed} after rotation: {e}\n{}", systemd.describe()));
+        let next: serde_json::Value = serde_json::from_str(fs::read_to_string(&audit).unwrap().trim_end()).unwrap();
+        assert_eq!(next["seq"], 3, "the chain goes on in the new file: {next}");
+        let last_old = records.lines().last().unwrap();
+        assert_eq!(next["prev"], pullgate::audit::line_hash(last_old.as_bytes()));
+    }
+
     // A stop is a clean drain (exit 0), and the socket stays for the next start.
     let (stopped, _) = systemd.systemctl(&["stop", "pullgate.service"]);
     assert!(stopped, "{}", systemd.describe());
