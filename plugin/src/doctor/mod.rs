@@ -50,7 +50,8 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct Options {
     pub config: PathBuf,
-    /// kubelet's `KubeletConfiguration` YAML, searched for `imageServiceEndpoint`.
+    /// kubelet's `KubeletConfiguration` YAML, searched for `imageServiceEndpoint` where no
+    /// kubelet runs (a running kubelet names its own files).
     pub kubelet_config: PathBuf,
     /// kubelet's systemd drop-in directory, whose `*.conf` files are searched for
     /// `--image-service-endpoint`.
