@@ -50,7 +50,7 @@ pub(super) fn kubelet_wiring(config: &Config, kubelet_config: &Path, dropins: &P
     };
     if pids.is_empty() {
         return vec![on_disk_only(
-            "no kubelet process runs in this PID namespace",
+            "no kubelet process runs here (none in the PID namespace /proc belongs to)",
             wiring_on_disk(config, kubelet_config, dropins),
         )];
     }

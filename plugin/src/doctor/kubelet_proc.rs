@@ -91,10 +91,10 @@ pub(super) enum InspectError {
     TooManyDropins { path: PathBuf },
 }
 
-/// The kubelet processes in doctor's own PID namespace, by pid. A process of another namespace
-/// (a kind node's, seen from its host) is another node's kubelet.
+/// The kubelet processes of the node /proc belongs to: those in the PID namespace the proc file
+/// system was mounted for. A kubelet in a namespace below it (a kind node's, seen from its host)
+/// is another node's; doctor chrooted into the host from a pod still finds the host's kubelet.
 pub(super) fn kubelet_pids(proc: &Path) -> io::Result<Vec<u32>> {
-    let own_namespace = fs::read_link(proc.join("self/ns/pid"))?;
     let mut pids = Vec::new();
     for entry in fs::read_dir(proc)? {
         let Ok(entry) = entry else { continue };
@@ -106,9 +106,9 @@ pub(super) fn kubelet_pids(proc: &Path) -> io::Result<Vec<u32>> {
             continue;
         }
         // Unreadable: the process cannot be placed, so it is judged (and fails to be read).
-        match fs::read_link(dir.join("ns/pid")) {
-            Ok(namespace) if namespace != own_namespace => continue,
-            _ => {}
+        let status = read_bounded(&dir.join("status"), 64 * 1024).unwrap_or_default();
+        if namespace_depth(&String::from_utf8_lossy(&status)).is_some_and(|depth| depth > 1) {
+            continue;
         }
         pids.push(pid);
         if pids.len() == MAX_KUBELETS {
@@ -117,6 +117,15 @@ pub(super) fn kubelet_pids(proc: &Path) -> io::Result<Vec<u32>> {
     }
     pids.sort_unstable();
     Ok(pids)
+}
+
+/// How many PID namespaces, from /proc's own down, a process is in: the count of its `NSpid`
+/// ids in `/proc/PID/status` (one for a process of /proc's own namespace). None before Linux 4.1.
+pub(super) fn namespace_depth(status: &str) -> Option<usize> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("NSpid:"))
+        .map(|ids| ids.split_whitespace().count())
 }
 
 /// A process is kubelet when its name (`comm`) or its executable's file name is `kubelet`.

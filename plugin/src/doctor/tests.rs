@@ -458,7 +458,8 @@ mod running_kubelet {
     use crate::doctor::{
         kubelet::running_wiring,
         kubelet_proc::{
-            config_files, parse_cmdline, read_kubelet, start_ticks, start_time, uptime_seconds,
+            config_files, namespace_depth, parse_cmdline, read_kubelet, start_ticks, start_time,
+            uptime_seconds,
             ConfigFile, FileState, KubeletArgs, RunningKubelet,
         },
     };
@@ -520,6 +521,13 @@ mod running_kubelet {
             parse_cmdline(b"kubelet\0--image-service-endpoints=/x\0--configs=/y\0"),
             KubeletArgs::default()
         );
+    }
+
+    #[test]
+    fn a_process_below_procs_own_pid_namespace_is_another_nodes() {
+        assert_eq!(namespace_depth("Name:\tkubelet\nNSpid:\t812\nNSpgid:\t812\n"), Some(1));
+        assert_eq!(namespace_depth("Name:\tkubelet\nNSpid:\t4321\t97\n"), Some(2));
+        assert_eq!(namespace_depth("Name:\tkubelet\nPid:\t812\n"), None);
     }
 
     #[test]

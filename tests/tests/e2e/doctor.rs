@@ -44,7 +44,7 @@ impl Doctor {
     /// where a process named `kubelet` runs with `flags`. The stand-in is a copy of /bin/sh, so
     /// /proc shows kubelet's name, executable and flags; `meanwhile` runs in a shell after it
     /// started and before doctor does. Other tests' doctors do not see it: doctor judges only
-    /// the kubelets of its own PID namespace.
+    /// the kubelets of the PID namespace /proc belongs to, not those of namespaces below it.
     fn run_beside_kubelet(
         dir: &Path,
         flags: &[String],
@@ -459,4 +459,39 @@ async fn a_config_file_rewritten_under_the_running_kubelet_is_reported() {
         "{line}"
     );
     assert!(line.contains("kubelet-config ConfigMap"), "{line}");
+}
+
+/// A kubelet in a PID namespace below the one /proc belongs to (a kind node's kubelet, seen
+/// from the host that runs kind) is another node's: doctor on the host does not judge it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubelet_in_a_nested_pid_namespace_is_another_nodes() {
+    let env = TestEnv::start().await;
+    let pullgate = healthy_pullgate(&env).await;
+    let unwired = kubelet_config_named(env.dir(), "nested.yaml", None);
+    let wired = kubelet_config(env.dir(), &pullgate.socket());
+    let stand_in = env.dir().join("kubelet");
+    fs::copy("/bin/sh", &stand_in).unwrap();
+    let mut nested = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(&stand_in)
+        .args(["-c", "sleep 600; :", "kubelet"])
+        .arg(format!("--config={}", unwired.display()))
+        .spawn()
+        .expect("run unshare");
+    let seen = |exe: &Path| {
+        fs::read_dir("/proc").unwrap().flatten().any(|p| fs::read_link(p.path().join("exe")).is_ok_and(|e| e == exe))
+    };
+    for _ in 0..100 {
+        if seen(&stand_in) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(seen(&stand_in), "the nested stand-in runs");
+
+    let doctor = Doctor::run(&pullgate.config_path(), &wired, &env.dir().join("no-dropins"));
+    let _ = nested.kill();
+    let _ = nested.wait();
+    assert_eq!(doctor.code, Some(0), "{doctor}");
+    doctor.line("ok", &["no kubelet process runs here", "kubelet pulls through pullgate"]);
 }
