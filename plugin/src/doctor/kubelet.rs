@@ -87,9 +87,8 @@ pub(super) fn running_wiring(config: &Config, kubelet: &RunningKubelet, files: &
         .rev()
         .find_map(|f| f.endpoint.as_ref().map(|e| (e.clone(), f.path.clone())));
     let main_file = files.first().map(|f| f.path.display().to_string());
-    let set_in_file = |file: &str| {
-        format!("set `imageServiceEndpoint: {listen}` in {file} ({CONFIGMAP_ROUTE}) and restart kubelet")
-    };
+    let set_in_file =
+        |file: &str| format!("set `imageServiceEndpoint: {listen}` in {file} ({CONFIGMAP_ROUTE}) and restart kubelet");
     if let Some(flag) = &kubelet.args.image_service_endpoint {
         let set_flag = format!(
             "set `--image-service-endpoint={listen}` where kubelet's flags come from (its systemd drop-in), then systemctl daemon-reload && systemctl restart kubelet"

@@ -148,12 +148,10 @@ pub(super) fn read_kubelet(proc: &Path, pid: u32) -> Result<RunningKubelet, Insp
     let cmdline = read(&dir.join("cmdline"), MAX_CMDLINE)?;
     let stat_path = dir.join("stat");
     let stat = read(&stat_path, 4096)?;
-    let ticks = start_ticks(&String::from_utf8_lossy(&stat))
-        .ok_or(InspectError::Stat { path: stat_path })?;
+    let ticks = start_ticks(&String::from_utf8_lossy(&stat)).ok_or(InspectError::Stat { path: stat_path })?;
     let uptime_path = proc.join("uptime");
     let uptime = read(&uptime_path, 256)?;
-    let uptime = uptime_seconds(&String::from_utf8_lossy(&uptime))
-        .ok_or(InspectError::Stat { path: uptime_path })?;
+    let uptime = uptime_seconds(&String::from_utf8_lossy(&uptime)).ok_or(InspectError::Stat { path: uptime_path })?;
     Ok(RunningKubelet {
         pid,
         args: parse_cmdline(&cmdline),
@@ -164,10 +162,7 @@ pub(super) fn read_kubelet(proc: &Path, pid: u32) -> Result<RunningKubelet, Insp
 /// The configuration files `kubelet` was started with, in the order kubelet merges them:
 /// `--config`, then `--config-dir`'s `*.conf` by name. A relative path is kubelet's working
 /// directory's, and every path is read through kubelet's own root.
-pub(super) fn config_files(
-    proc: &Path,
-    kubelet: &RunningKubelet,
-) -> Result<Vec<ConfigFile>, InspectError> {
+pub(super) fn config_files(proc: &Path, kubelet: &RunningKubelet) -> Result<Vec<ConfigFile>, InspectError> {
     let dir = proc.join(kubelet.pid.to_string());
     let mut files = Vec::new();
     if let Some(config) = &kubelet.args.config {
@@ -242,11 +237,7 @@ fn config_file(dir: &Path, path: PathBuf, started: SystemTime) -> Result<ConfigF
         YamlEndpoint::NotAString => InspectError::NotAString { path: path.clone() },
     })?;
     let state = changed_since(&on_node, started)?;
-    Ok(ConfigFile {
-        path,
-        endpoint,
-        state,
-    })
+    Ok(ConfigFile { path, endpoint, state })
 }
 
 /// Why a KubeletConfiguration names no endpoint that can be read.
@@ -278,17 +269,14 @@ fn changed_since(path: &Path, started: SystemTime) -> Result<FileState, InspectE
             })
         }
     };
-    let changed = [
-        (meta.mtime(), meta.mtime_nsec()),
-        (meta.ctime(), meta.ctime_nsec()),
-    ]
-    .into_iter()
-    .filter_map(|(secs, nanos)| {
-        let secs = u64::try_from(secs).ok()?;
-        let nanos = u32::try_from(nanos).ok()?;
-        SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
-    })
-    .max();
+    let changed = [(meta.mtime(), meta.mtime_nsec()), (meta.ctime(), meta.ctime_nsec())]
+        .into_iter()
+        .filter_map(|(secs, nanos)| {
+            let secs = u64::try_from(secs).ok()?;
+            let nanos = u32::try_from(nanos).ok()?;
+            SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+        })
+        .max();
     Ok(match changed {
         Some(at) if at > started + START_SLACK => FileState::ChangedAt(at),
         _ => FileState::AsStarted,
@@ -302,10 +290,7 @@ fn as_kubelet_sees(dir: &Path, path: &str) -> Result<PathBuf, InspectError> {
         return Ok(path);
     }
     let cwd_link = dir.join("cwd");
-    let cwd = fs::read_link(&cwd_link).map_err(|source| InspectError::Io {
-        path: cwd_link,
-        source,
-    })?;
+    let cwd = fs::read_link(&cwd_link).map_err(|source| InspectError::Io { path: cwd_link, source })?;
     Ok(cwd.join(path))
 }
 

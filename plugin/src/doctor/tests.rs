@@ -458,8 +458,7 @@ mod running_kubelet {
     use crate::doctor::{
         kubelet::running_wiring,
         kubelet_proc::{
-            config_files, namespace_depth, parse_cmdline, read_kubelet, start_ticks, start_time,
-            uptime_seconds,
+            config_files, namespace_depth, parse_cmdline, read_kubelet, start_ticks, start_time, uptime_seconds,
             ConfigFile, FileState, KubeletArgs, RunningKubelet,
         },
     };
@@ -566,7 +565,11 @@ mod running_kubelet {
         assert_eq!(bypass.level, Level::Fail, "{bypass}");
         assert!(bypass.message.contains("bypass signature verification"), "{bypass}");
         assert!(
-            bypass.fix.as_deref().unwrap().contains(&format!("--image-service-endpoint={listen}")),
+            bypass
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains(&format!("--image-service-endpoint={listen}")),
             "{bypass}"
         );
     }
@@ -602,9 +605,14 @@ mod running_kubelet {
             rewritten.message.contains("started at 2027-01-15T08:00:00Z"),
             "{rewritten}"
         );
-        assert!(rewritten.message.contains("changed at 2027-01-15T08:10:00Z"), "{rewritten}");
         assert!(
-            rewritten.message.contains("a kubelet restart would take no imageServiceEndpoint"),
+            rewritten.message.contains("changed at 2027-01-15T08:10:00Z"),
+            "{rewritten}"
+        );
+        assert!(
+            rewritten
+                .message
+                .contains("a kubelet restart would take no imageServiceEndpoint"),
             "{rewritten}"
         );
         let fix = rewritten.fix.as_deref().unwrap();
@@ -619,13 +627,12 @@ mod running_kubelet {
         );
         assert_eq!(pending.level, Level::Fail, "{pending}");
         assert!(pending.message.contains("pullgate's socket"), "{pending}");
-        assert!(pending.fix.as_deref().unwrap().starts_with("restart kubelet"), "{pending}");
-
-        let removed = running_wiring(
-            &config,
-            &kubelet(args.clone()),
-            &[file(main, None, FileState::Removed)],
+        assert!(
+            pending.fix.as_deref().unwrap().starts_with("restart kubelet"),
+            "{pending}"
         );
+
+        let removed = running_wiring(&config, &kubelet(args.clone()), &[file(main, None, FileState::Removed)]);
         assert_eq!(removed.level, Level::Fail, "{removed}");
         assert!(removed.message.contains("was removed since"), "{removed}");
 
@@ -647,7 +654,11 @@ mod running_kubelet {
             &kubelet(args),
             &[
                 file(main, Some(&listen), FileState::AsStarted),
-                file("/etc/kubelet.conf.d/50-x.conf", Some("unix:///x.sock"), FileState::AsStarted),
+                file(
+                    "/etc/kubelet.conf.d/50-x.conf",
+                    Some("unix:///x.sock"),
+                    FileState::AsStarted,
+                ),
             ],
         );
         assert_eq!(dropin.level, Level::Fail, "{dropin}");
@@ -690,7 +701,11 @@ mod running_kubelet {
         assert_eq!(
             seen,
             [
-                (path.clone(), Some("unix:///run/pullgate/pullgate.sock"), FileState::AsStarted),
+                (
+                    path.clone(),
+                    Some("unix:///run/pullgate/pullgate.sock"),
+                    FileState::AsStarted
+                ),
                 (conf_d.join("10-a.conf"), Some("unix:///a.sock"), FileState::AsStarted),
             ]
         );

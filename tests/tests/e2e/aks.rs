@@ -99,7 +99,10 @@ fn the_daemonset_tolerates_only_its_taint_and_reaches_pullgate_on_the_node() {
         container["command"],
         json!(["/usr/bin/python3", "/opt/pullgate/remove-taint.py"])
     );
-    assert_eq!(container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    assert_eq!(
+        container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
 
     // The script's default endpoint is where the DaemonSet's pullgate serves it.
     let script = fs::read_to_string(repo().join("installer/aks/remove-taint.py")).unwrap();
@@ -107,7 +110,9 @@ fn the_daemonset_tolerates_only_its_taint_and_reaches_pullgate_on_the_node() {
     assert!(script.contains("\"http://127.0.0.1:9469\""));
     let node_ds = fs::read_to_string(repo().join("installer/kubernetes/daemonset.yaml")).unwrap();
     let configmap = serde_yaml_ng::Deserializer::from_str(&node_ds)
-        .map(|doc| serde_json::to_value(<serde_yaml_ng::Value as serde::Deserialize>::deserialize(doc).unwrap()).unwrap())
+        .map(|doc| {
+            serde_json::to_value(<serde_yaml_ng::Value as serde::Deserialize>::deserialize(doc).unwrap()).unwrap()
+        })
         .find(|m| m["kind"] == "ConfigMap")
         .unwrap();
     let config: serde_yaml_ng::Value =
@@ -229,7 +234,12 @@ fn without_our_taint(mut node: serde_json::Value) -> serde_json::Value {
 }
 
 /// An UPDATE of `old` to `new` by `username`, whose token's extra says `extra`.
-fn update(username: &str, extra: serde_json::Value, old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+fn update(
+    username: &str,
+    extra: serde_json::Value,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+) -> serde_json::Value {
     json!({
         "operation": "UPDATE",
         "resource": {"group": "", "version": "v1", "resource": "nodes"},
@@ -296,7 +306,9 @@ fn the_policy_admits_its_own_node_losing_that_taint_and_nothing_else() {
     for new in [&labelled, &annotated] {
         assert_eq!(
             judge(&update(REMOVER, token.clone(), &old, new)),
-            Verdict::Denied("the taint remover may not change a node's labels, annotations, finalizers or owners".into()),
+            Verdict::Denied(
+                "the taint remover may not change a node's labels, annotations, finalizers or owners".into()
+            ),
             "{new}"
         );
     }
@@ -457,7 +469,11 @@ async fn the_remover_waits_for_kubelets_first_call_then_removes_only_its_taint()
     // (a CRI call would count as kubelet's); it serves /healthz before it is ready.
     let pg_dir = dir.join("pullgate");
     fs::create_dir_all(&pg_dir).unwrap();
-    fs::write(pg_dir.join("policy.yaml"), env.key_policy(&[&format!("{}/**", env.host())])).unwrap();
+    fs::write(
+        pg_dir.join("policy.yaml"),
+        env.key_policy(&[&format!("{}/**", env.host())]),
+    )
+    .unwrap();
     let (_pullgate, metrics) = serve_with_metrics(&pg_dir, &env.pullgate_config(&pg_dir, "10s")).await;
     let socket = pg_dir.join("pullgate.sock");
 

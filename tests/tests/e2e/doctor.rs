@@ -173,7 +173,12 @@ async fn a_healthy_node_is_all_ok() {
     doctor.line("ok", &["upstream", "containerd", "CRI API v1"]);
     doctor.line(
         "ok",
-        &["no kubelet process runs", "judged by the files", "kubelet pulls through pullgate", &listen],
+        &[
+            "no kubelet process runs",
+            "judged by the files",
+            "kubelet pulls through pullgate",
+            &listen,
+        ],
     );
     doctor.line("ok", &["policy", "\"doctor\"", "hash sha256:"]);
     doctor.line("ok", &["Fulcio CA"]);
@@ -374,7 +379,10 @@ async fn a_running_kubelet_wired_through_its_config_or_its_flag_is_ok() {
     );
     assert_eq!(by_config.code, Some(0), "{by_config}");
     let line = by_config.line("ok", &["kubelet pulls through pullgate", "the running kubelet (pid"]);
-    assert!(line.contains(&format!("imageServiceEndpoint unix://{listen}")), "{line}");
+    assert!(
+        line.contains(&format!("imageServiceEndpoint unix://{listen}")),
+        "{line}"
+    );
     assert!(line.contains(&wired.display().to_string()), "{line}");
     assert!(line.contains("unchanged since it started"), "{line}");
 
@@ -395,7 +403,10 @@ async fn a_running_kubelet_wired_through_its_config_or_its_flag_is_ok() {
     assert_eq!(by_flag.code, Some(0), "{by_flag}");
     by_flag.line(
         "ok",
-        &["kubelet pulls through pullgate", &format!("--image-service-endpoint unix://{listen} on its command line")],
+        &[
+            "kubelet pulls through pullgate",
+            &format!("--image-service-endpoint unix://{listen} on its command line"),
+        ],
     );
 }
 
@@ -420,7 +431,10 @@ async fn a_running_kubelet_that_is_not_wired_fails_whatever_the_files_say() {
     let line = doctor.line("FAIL", &["the running kubelet (pid", "no image service endpoint"]);
     assert!(line.contains("bypassing verification"), "{line}");
     assert!(
-        line.contains(&format!("fix: set `imageServiceEndpoint: unix://{listen}` in {}", unwired.display())),
+        line.contains(&format!(
+            "fix: set `imageServiceEndpoint: unix://{listen}` in {}",
+            unwired.display()
+        )),
         "{line}"
     );
     assert!(line.contains("kubelet-config ConfigMap"), "{line}");
@@ -452,10 +466,16 @@ async fn a_config_file_rewritten_under_the_running_kubelet_is_reported() {
     assert_eq!(doctor.code, Some(1), "{doctor}");
     let line = doctor.line(
         "FAIL",
-        &["the running kubelet (pid", &format!("its configuration {}", config.display()), "was changed at"],
+        &[
+            "the running kubelet (pid",
+            &format!("its configuration {}", config.display()),
+            "was changed at",
+        ],
     );
     assert!(
-        line.contains("a kubelet restart would take no imageServiceEndpoint: pulls would bypass signature verification"),
+        line.contains(
+            "a kubelet restart would take no imageServiceEndpoint: pulls would bypass signature verification"
+        ),
         "{line}"
     );
     assert!(line.contains("kubelet-config ConfigMap"), "{line}");
@@ -479,7 +499,10 @@ async fn a_kubelet_in_a_nested_pid_namespace_is_another_nodes() {
         .spawn()
         .expect("run unshare");
     let seen = |exe: &Path| {
-        fs::read_dir("/proc").unwrap().flatten().any(|p| fs::read_link(p.path().join("exe")).is_ok_and(|e| e == exe))
+        fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|p| fs::read_link(p.path().join("exe")).is_ok_and(|e| e == exe))
     };
     for _ in 0..100 {
         if seen(&stand_in) {
@@ -493,5 +516,8 @@ async fn a_kubelet_in_a_nested_pid_namespace_is_another_nodes() {
     let _ = nested.kill();
     let _ = nested.wait();
     assert_eq!(doctor.code, Some(0), "{doctor}");
-    doctor.line("ok", &["no kubelet process runs here", "kubelet pulls through pullgate"]);
+    doctor.line(
+        "ok",
+        &["no kubelet process runs here", "kubelet pulls through pullgate"],
+    );
 }
