@@ -62,9 +62,13 @@ pub(super) fn kubelet_wiring(config: &Config, kubelet_config: &Path, dropins: &P
             });
             match read {
                 Ok((kubelet, files)) => running_wiring(config, &kubelet, &files),
+                Err(e) if e.process_gone() => Check::fail(
+                    format!("the running kubelet (pid {pid}) exited while doctor read it: {e}"),
+                    "wait until kubelet runs again (systemctl status kubelet), then run doctor again",
+                ),
                 Err(e) => Check::fail(
                     format!("the running kubelet (pid {pid}) cannot be read: {e}"),
-                    "run doctor as root, in the node's PID namespace (a pod needs hostPID)",
+                    "run doctor as root on the node (from a privileged pod: chroot /host)",
                 ),
             }
         })

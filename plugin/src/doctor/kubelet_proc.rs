@@ -91,6 +91,27 @@ pub(super) enum InspectError {
     TooManyDropins { path: PathBuf },
 }
 
+// === impl InspectError ===
+
+impl InspectError {
+    /// The process was gone before its own /proc files could be read (kubelet restarting).
+    pub(super) fn process_gone(&self) -> bool {
+        let (Self::Read {
+            path,
+            source: ReadError::Io(e),
+        }
+        | Self::Io { path, source: e }) = self
+        else {
+            return false;
+        };
+        let own = ["cmdline", "stat", "cwd"]
+            .iter()
+            .any(|name| path.file_name().is_some_and(|f| f == *name));
+        // ESRCH: the process exited and its /proc directory is going.
+        own && (e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(3))
+    }
+}
+
 /// The kubelet processes of the node /proc belongs to: those in the PID namespace the proc file
 /// system was mounted for. A kubelet in a namespace below it (a kind node's, seen from its host)
 /// is another node's; doctor chrooted into the host from a pod still finds the host's kubelet.

@@ -721,6 +721,13 @@ mod running_kubelet {
         let files = config_files(proc, &kubelet).unwrap();
         assert_eq!(files[0].state, FileState::Removed, "{files:?}");
 
+        // A process that exits under doctor (kubelet restarting) is told apart from one it may
+        // not read.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        assert!(read_kubelet(proc, gone).unwrap_err().process_gone());
+
         fs::write(&path, "imageServiceEndpoint: [1]\n").unwrap();
         let error = config_files(proc, &kubelet).unwrap_err().to_string();
         assert!(error.contains("imageServiceEndpoint is not a string"), "{error}");
