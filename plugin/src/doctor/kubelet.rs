@@ -190,7 +190,7 @@ fn timestamp(at: SystemTime) -> String {
 pub(super) fn wiring_on_disk(config: &Config, kubelet_config: &Path, dropins: &Path) -> Check {
     let listen = format!("unix://{}", config.listen.display());
     let add_line = format!(
-        "add `imageServiceEndpoint: {listen}` to {} (or `--image-service-endpoint={listen}` to a drop-in in {}) and restart kubelet",
+        "add `imageServiceEndpoint: {listen}` to {} ({CONFIGMAP_ROUTE}; or `--image-service-endpoint={listen}` to a drop-in in {}) and restart kubelet",
         kubelet_config.display(),
         dropins.display()
     );
@@ -228,7 +228,10 @@ pub(super) fn wiring_on_disk(config: &Config, kubelet_config: &Path, dropins: &P
     let (where_, set_it) = match &source {
         EndpointSource::Config(file) => (
             format!("imageServiceEndpoint in {}", file.display()),
-            format!("set `imageServiceEndpoint: {listen}` in {} and restart kubelet", file.display()),
+            format!(
+                "set `imageServiceEndpoint: {listen}` in {} ({CONFIGMAP_ROUTE}) and restart kubelet",
+                file.display()
+            ),
         ),
         EndpointSource::Flag(file) => (
             format!("--image-service-endpoint in {}", file.display()),
