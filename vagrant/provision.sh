@@ -12,8 +12,12 @@ set -euo pipefail
 
 SRC=${PULLGATE_SRC:-/pullgate}
 BINARY=${PULLGATE_BINARY:-/tmp/pullgate}
-# Kubernetes minor release (pkgs.k8s.io repository) and the cosign release used to sign the demo.
-KUBERNETES=v1.31
+# Kubernetes minor release (pkgs.k8s.io has one repository per minor: core:/stable:/<minor>/deb/)
+# and the cosign release used to sign the demo. v1.35 is supported until the end of February
+# 2027 (each minor gets about 14 months) and is the last minor that runs on containerd 1.x.
+# Debian 12 packages containerd 1.6, older than the 1.7 and 2.x that 1.35 is tested with; a
+# later minor needs containerd 2.x on the box first.
+KUBERNETES=v1.35
 COSIGN=v2.4.1
 REGISTRY=127.0.0.1:5000
 DEMO=/root/pullgate-demo

@@ -94,7 +94,9 @@ enum Command {
     /// material expiry, dockerConfig, audit log.
     ///
     /// Runs every check and prints one line each: "ok", "warn … — fix: …" or "FAIL … — fix: …".
-    /// kubelet's wiring is read from its KubeletConfiguration (imageServiceEndpoint) and from
+    /// kubelet's wiring is read from the running kubelet (its command line in /proc and the
+    /// configuration files it was started with, and whether they changed since); where no
+    /// kubelet runs, from its KubeletConfiguration (imageServiceEndpoint) and from
     /// --image-service-endpoint in its systemd drop-ins (*.conf), which win over the file.
     /// Exit status: 0 when nothing failed, 1 when something did, 2 when the configuration
     /// cannot be read.
@@ -102,10 +104,10 @@ enum Command {
         /// The configuration file (its fields: docs/contract.md).
         #[arg(long, env = "PULLGATE_CONFIG", default_value = doctor::DEFAULT_CONFIG)]
         config: PathBuf,
-        /// kubelet's KubeletConfiguration file.
+        /// kubelet's KubeletConfiguration file, judged where no kubelet runs.
         #[arg(long, default_value = doctor::DEFAULT_KUBELET_CONFIG)]
         kubelet_config: PathBuf,
-        /// kubelet's systemd drop-in directory.
+        /// kubelet's systemd drop-in directory, judged where no kubelet runs.
         #[arg(long, default_value = doctor::DEFAULT_KUBELET_DROPINS)]
         kubelet_dropins: PathBuf,
     },

@@ -8,7 +8,8 @@
 
 //!
 //! One file per family of checks: [`socket`] (the listen socket and its directory),
-//! [`containerd`], [`kubelet`] (its wiring to pullgate), [`policy`] (the policy and its trust
+//! [`containerd`], [`kubelet`] (its wiring to pullgate; [`kubelet_proc`] reads the running
+//! kubelet from /proc), [`policy`] (the policy and its trust
 //! material's expiry), [`registry_hosts`] (containerd's hosts.toml as pullgate follows it),
 //! [`credentials`] (`dockerConfig`) and [`audit`] (the audit log).
 
@@ -16,6 +17,7 @@ mod audit;
 mod containerd;
 mod credentials;
 mod kubelet;
+mod kubelet_proc;
 mod policy;
 mod registry_hosts;
 mod socket;
@@ -48,7 +50,8 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct Options {
     pub config: PathBuf,
-    /// kubelet's `KubeletConfiguration` YAML, searched for `imageServiceEndpoint`.
+    /// kubelet's `KubeletConfiguration` YAML, searched for `imageServiceEndpoint` where no
+    /// kubelet runs (a running kubelet names its own files).
     pub kubelet_config: PathBuf,
     /// kubelet's systemd drop-in directory, whose `*.conf` files are searched for
     /// `--image-service-endpoint`.
@@ -99,9 +102,13 @@ pub async fn run(options: &Options) -> Report {
         socket::listen_socket(&config).await,
         socket::listen_directory(&config.listen),
         containerd::upstream(&config.upstream).await,
-        kubelet::kubelet_wiring(&config, &options.kubelet_config, &options.kubelet_dropins),
-        policy::policy_loads(&config.policy, &policy),
     ];
+    checks.extend(kubelet::kubelet_wiring(
+        &config,
+        &options.kubelet_config,
+        &options.kubelet_dropins,
+    ));
+    checks.push(policy::policy_loads(&config.policy, &policy));
     checks.extend(policy::trust_material(
         &config.policy,
         policy.as_ref().ok(),

@@ -9,7 +9,7 @@ use sigstore_trust_root::TrustedRoot;
 use super::{
     audit::audit_log,
     containerd::upstream,
-    kubelet::{endpoint_path, image_service_flag, kubelet_wiring},
+    kubelet::{endpoint_path, image_service_flag, wiring_on_disk as kubelet_wiring},
     policy::{raw_trust_needs, trust_expiry, trust_material},
     socket::{listen_directory, listen_socket},
     *,
@@ -449,4 +449,287 @@ fn every_root_is_checked_by_name_with_what_its_own_authorities_need() {
     let unloaded = trust_material(&path, None, at("2026-08-01T00:00:00Z"));
     let levels = |checks: &[Check]| checks.iter().map(|c| (c.level, c.message.clone())).collect::<Vec<_>>();
     assert_eq!(levels(&unloaded), levels(&checks));
+}
+
+mod running_kubelet {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::doctor::{
+        kubelet::running_wiring,
+        kubelet_proc::{
+            config_files, namespace_depth, parse_cmdline, read_kubelet, start_ticks, start_time, uptime_seconds,
+            ConfigFile, FileState, KubeletArgs, RunningKubelet,
+        },
+    };
+
+    fn kubelet(args: KubeletArgs) -> RunningKubelet {
+        RunningKubelet {
+            pid: 4242,
+            args,
+            started: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        }
+    }
+
+    fn file(path: &str, endpoint: Option<&str>, state: FileState) -> ConfigFile {
+        ConfigFile {
+            path: PathBuf::from(path),
+            endpoint: endpoint.map(str::to_string),
+            state,
+        }
+    }
+
+    fn flag(endpoint: &str) -> KubeletArgs {
+        KubeletArgs {
+            image_service_endpoint: Some(endpoint.to_string()),
+            ..KubeletArgs::default()
+        }
+    }
+
+    fn with_config(path: &str) -> KubeletArgs {
+        KubeletArgs {
+            config: Some(path.to_string()),
+            ..KubeletArgs::default()
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_read_as_kubelets_flag_parser_reads_it() {
+        let cmdline = b"/usr/bin/kubelet\0--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf\0\
+--config=/var/lib/kubelet/config.yaml\0--container-runtime-endpoint=unix:///run/containerd/containerd.sock\0\
+--image-service-endpoint\0unix:///run/x.sock\0--config-dir\0/etc/kubelet.conf.d\0\
+--image-service-endpoint=unix:///run/pullgate/pullgate.sock\0";
+        assert_eq!(
+            parse_cmdline(cmdline),
+            KubeletArgs {
+                image_service_endpoint: Some("unix:///run/pullgate/pullgate.sock".into()),
+                config: Some("/var/lib/kubelet/config.yaml".into()),
+                config_dir: Some("/etc/kubelet.conf.d".into()),
+            }
+        );
+        // argv[0] is not a flag; an empty value is unset; nothing after `--` is a flag.
+        assert_eq!(
+            parse_cmdline(b"--config=/a\0--image-service-endpoint=/x\0--image-service-endpoint=\0--\0--config=/b\0"),
+            KubeletArgs {
+                image_service_endpoint: None,
+                config: None,
+                config_dir: None,
+            }
+        );
+        assert_eq!(
+            parse_cmdline(b"kubelet\0--image-service-endpoints=/x\0--configs=/y\0"),
+            KubeletArgs::default()
+        );
+    }
+
+    #[test]
+    fn a_process_below_procs_own_pid_namespace_is_another_nodes() {
+        assert_eq!(namespace_depth("Name:\tkubelet\nNSpid:\t812\nNSpgid:\t812\n"), Some(1));
+        assert_eq!(namespace_depth("Name:\tkubelet\nNSpid:\t4321\t97\n"), Some(2));
+        assert_eq!(namespace_depth("Name:\tkubelet\nPid:\t812\n"), None);
+    }
+
+    #[test]
+    fn start_time_comes_from_stat_and_uptime() {
+        let stat = "77 (kube let) (x) S 1 77 77 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 12 0 50050 1000 9 \n";
+        assert_eq!(start_ticks(stat), Some(50050));
+        assert_eq!(start_ticks("77 (kubelet) S 1"), None);
+        assert_eq!(uptime_seconds("1000.50 3000.00\n"), Some(1000.5));
+        assert_eq!(uptime_seconds("-1 0"), None);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        // Started 500.5 s after boot, 1000.5 s after boot now: 500 s ago.
+        assert_eq!(
+            start_time(now, 1000.5, 50050, 100),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(9_500)
+        );
+    }
+
+    #[test]
+    fn a_flag_on_the_running_command_line_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let listen = format!("unix://{}", config.listen.display());
+        // The file on disk says otherwise and changed since: the flag still wins.
+        let files = [file(
+            "/var/lib/kubelet/config.yaml",
+            None,
+            FileState::ChangedAt(SystemTime::now()),
+        )];
+        let wired = running_wiring(&config, &kubelet(flag(&listen)), &files);
+        assert_eq!(wired.level, Level::Ok, "{wired}");
+        assert!(wired.message.contains("pid 4242"), "{wired}");
+        assert!(wired.message.contains("on its command line"), "{wired}");
+
+        let upstream = format!("unix://{}", config.upstream.display());
+        let bypass = running_wiring(&config, &kubelet(flag(&upstream)), &files);
+        assert_eq!(bypass.level, Level::Fail, "{bypass}");
+        assert!(bypass.message.contains("bypass signature verification"), "{bypass}");
+        assert!(
+            bypass
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains(&format!("--image-service-endpoint={listen}")),
+            "{bypass}"
+        );
+    }
+
+    #[test]
+    fn without_a_flag_the_files_count_only_while_unchanged_since_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let listen = format!("unix://{}", config.listen.display());
+        let main = "/var/lib/kubelet/config.yaml";
+        let args = with_config(main);
+
+        let wired = running_wiring(
+            &config,
+            &kubelet(args.clone()),
+            &[file(main, Some(&listen), FileState::AsStarted)],
+        );
+        assert_eq!(wired.level, Level::Ok, "{wired}");
+        assert!(wired.message.contains("unchanged since it started"), "{wired}");
+
+        // `kubeadm upgrade node` rewrote the file: kubelet still runs wired, its restart won't.
+        let rewritten = running_wiring(
+            &config,
+            &kubelet(args.clone()),
+            &[file(
+                main,
+                None,
+                FileState::ChangedAt(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_600)),
+            )],
+        );
+        assert_eq!(rewritten.level, Level::Fail, "{rewritten}");
+        assert!(
+            rewritten.message.contains("started at 2027-01-15T08:00:00Z"),
+            "{rewritten}"
+        );
+        assert!(
+            rewritten.message.contains("changed at 2027-01-15T08:10:00Z"),
+            "{rewritten}"
+        );
+        assert!(
+            rewritten
+                .message
+                .contains("a kubelet restart would take no imageServiceEndpoint"),
+            "{rewritten}"
+        );
+        let fix = rewritten.fix.as_deref().unwrap();
+        assert!(fix.contains(&format!("imageServiceEndpoint: {listen}")), "{rewritten}");
+        assert!(fix.contains("kubelet-config ConfigMap"), "{rewritten}");
+
+        // Wired on disk after the start: not yet in force.
+        let pending = running_wiring(
+            &config,
+            &kubelet(args.clone()),
+            &[file(main, Some(&listen), FileState::ChangedAt(SystemTime::now()))],
+        );
+        assert_eq!(pending.level, Level::Fail, "{pending}");
+        assert!(pending.message.contains("pullgate's socket"), "{pending}");
+        assert!(
+            pending.fix.as_deref().unwrap().starts_with("restart kubelet"),
+            "{pending}"
+        );
+
+        let removed = running_wiring(&config, &kubelet(args.clone()), &[file(main, None, FileState::Removed)]);
+        assert_eq!(removed.level, Level::Fail, "{removed}");
+        assert!(removed.message.contains("was removed since"), "{removed}");
+
+        let unwired = running_wiring(
+            &config,
+            &kubelet(args.clone()),
+            &[file(main, None, FileState::AsStarted)],
+        );
+        assert_eq!(unwired.level, Level::Fail, "{unwired}");
+        assert!(unwired.message.contains("no image service endpoint"), "{unwired}");
+        assert!(unwired.fix.as_deref().unwrap().contains(main), "{unwired}");
+
+        let bare = running_wiring(&config, &kubelet(KubeletArgs::default()), &[]);
+        assert_eq!(bare.level, Level::Fail, "{bare}");
+
+        // A later drop-in of --config-dir wins over the main file.
+        let dropin = running_wiring(
+            &config,
+            &kubelet(args),
+            &[
+                file(main, Some(&listen), FileState::AsStarted),
+                file(
+                    "/etc/kubelet.conf.d/50-x.conf",
+                    Some("unix:///x.sock"),
+                    FileState::AsStarted,
+                ),
+            ],
+        );
+        assert_eq!(dropin.level, Level::Fail, "{dropin}");
+        assert!(dropin.message.contains("50-x.conf"), "{dropin}");
+        assert!(dropin.message.contains("not pullgate's"), "{dropin}");
+    }
+
+    /// The reader against a real process, this test's own: its start is in the past, and a file
+    /// is changed relative to it by its times, read through the process's root.
+    #[test]
+    fn a_real_process_and_its_files_are_read_through_proc() {
+        let proc = Path::new("/proc");
+        let pid = std::process::id();
+        let me = read_kubelet(proc, pid).unwrap();
+        let now = SystemTime::now();
+        assert!(me.started <= now, "{me:?}");
+        assert!(me.started > now - Duration::from_secs(3600), "{me:?}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        fs::write(&path, "imageServiceEndpoint: unix:///run/pullgate/pullgate.sock\n").unwrap();
+        let conf_d = dir.path().join("conf.d");
+        fs::create_dir(&conf_d).unwrap();
+        fs::write(conf_d.join("10-a.conf"), "imageServiceEndpoint: unix:///a.sock\n").unwrap();
+        fs::write(conf_d.join("ignored.yaml"), "imageServiceEndpoint: unix:///b.sock\n").unwrap();
+        let mut kubelet = RunningKubelet {
+            pid,
+            args: KubeletArgs {
+                image_service_endpoint: None,
+                config: Some(path.display().to_string()),
+                config_dir: Some(conf_d.display().to_string()),
+            },
+            started: now + Duration::from_secs(60),
+        };
+        let files = config_files(proc, &kubelet).unwrap();
+        let seen: Vec<(PathBuf, Option<&str>, FileState)> = files
+            .iter()
+            .map(|f| (f.path.clone(), f.endpoint.as_deref(), f.state))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    path.clone(),
+                    Some("unix:///run/pullgate/pullgate.sock"),
+                    FileState::AsStarted
+                ),
+                (conf_d.join("10-a.conf"), Some("unix:///a.sock"), FileState::AsStarted),
+            ]
+        );
+
+        kubelet.started = now - Duration::from_secs(60);
+        let files = config_files(proc, &kubelet).unwrap();
+        assert!(
+            files.iter().all(|f| matches!(f.state, FileState::ChangedAt(_))),
+            "{files:?}"
+        );
+
+        fs::remove_file(&path).unwrap();
+        let files = config_files(proc, &kubelet).unwrap();
+        assert_eq!(files[0].state, FileState::Removed, "{files:?}");
+
+        // A process that exits under doctor (kubelet restarting) is told apart from one it may
+        // not read.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        assert!(read_kubelet(proc, gone).unwrap_err().process_gone());
+
+        fs::write(&path, "imageServiceEndpoint: [1]\n").unwrap();
+        let error = config_files(proc, &kubelet).unwrap_err().to_string();
+        assert!(error.contains("imageServiceEndpoint is not a string"), "{error}");
+    }
 }

@@ -694,3 +694,60 @@ fn no_link_in_the_users_documentation_leaves_the_repository() {
     }
     assert!(links >= 20, "only {links} links checked");
 }
+
+// --- Install routes -----------------------------------------------------------------------------
+
+/// install-kubeadm.md's kubelet wiring (the kubelet-config ConfigMap line, the kubeadm patch)
+/// names the socket the installed configuration listens on, and the doctor lines it quotes are
+/// built from the product's own words.
+#[test]
+fn the_kubeadm_page_wires_kubelet_to_the_installed_socket_and_quotes_doctor() {
+    let installed: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(repo().join("installer/config.yaml")).unwrap()).unwrap();
+    let listen = installed["listen"].as_str().unwrap();
+    let text = page("install-kubeadm.md");
+    let wiring: Vec<Block> = blocks(&text)
+        .into_iter()
+        .filter(|b| b.lang == "yaml" && b.text.contains("imageServiceEndpoint"))
+        .collect();
+    assert!(wiring.len() >= 2, "the ConfigMap line and the kubeadm patch");
+    for block in &wiring {
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&block.text).unwrap();
+        assert_eq!(
+            doc["imageServiceEndpoint"].as_str(),
+            Some(listen),
+            "install-kubeadm.md:{}",
+            block.line
+        );
+    }
+    for needle in [
+        "kubectl -n kube-system edit configmap kubelet-config",
+        "kubeadm upgrade node phase kubelet-config",
+        "kubeletconfiguration+merge.yaml",
+        "kubeadm upgrade node --patches",
+    ] {
+        assert!(text.contains(needle), "install-kubeadm.md lacks {needle:?}");
+    }
+
+    // Every inline quote in "Check the node" that reads as a message is made of the code's phrases.
+    let corpus = code_corpus();
+    let check = &text[text.find("## Check the node").unwrap()..text.find("Decide an image by hand").unwrap()];
+    let mut quoted = 0;
+    for quote in check.split('`').skip(1).step_by(2) {
+        // Fenced commands and flags are held to the product by other tests.
+        let command = quote.contains('\n') || quote.starts_with("pullgate ") || quote.starts_with('-');
+        if command || quote.split_whitespace().count() < 3 {
+            continue;
+        }
+        quoted += 1;
+        // The values a node fills in are the installed socket and kubeadm's file.
+        let template = quote.replace(listen, "…").replace("/var/lib/kubelet/config.yaml", "…");
+        for phrase in phrases(&template) {
+            assert!(
+                corpus.contains(&phrase),
+                "install-kubeadm.md quotes {quote:?}: the code does not say {phrase:?}"
+            );
+        }
+    }
+    assert!(quoted >= 5, "only {quoted} quoted doctor messages");
+}

@@ -1,6 +1,7 @@
 //! `pullgate doctor` against a real node's parts: a running pullgate in front of a real
 //! containerd, kubelet wiring written as kubelet reads it (a KubeletConfiguration file or a
-//! systemd drop-in), the test Sigstore's trusted root — and each of them broken.
+//! systemd drop-in), a running process standing in for kubelet (its name, flags and config file
+//! as /proc shows them), the test Sigstore's trusted root — and each of them broken.
 
 use std::{
     fs,
@@ -32,6 +33,49 @@ impl Doctor {
             .arg(kubelet_dropins)
             .output()
             .expect("run pullgate doctor");
+        Doctor {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs doctor as [`Doctor::run`] does, in a PID namespace of its own (with its own /proc)
+    /// where a process named `kubelet` runs with `flags`. The stand-in is a copy of /bin/sh, so
+    /// /proc shows kubelet's name, executable and flags; `meanwhile` runs in a shell after it
+    /// started and before doctor does. Other tests' doctors do not see it: doctor judges only
+    /// the kubelets of the PID namespace /proc belongs to, not those of namespaces below it.
+    fn run_beside_kubelet(
+        dir: &Path,
+        flags: &[String],
+        meanwhile: &str,
+        config: &Path,
+        kubelet_config: &Path,
+        kubelet_dropins: &Path,
+    ) -> Doctor {
+        let stand_in = dir.join("kubelet");
+        fs::copy("/bin/sh", &stand_in).expect("copy /bin/sh");
+        let quoted = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let script = format!(
+            "{kubelet} -c 'sleep 600; :' kubelet {flags} &\n\
+             i=0\n\
+             while [ \"$(cat /proc/$!/comm 2>/dev/null)\" != kubelet ]; do\n\
+               i=$((i+1)); [ $i -lt 200 ] || {{ echo 'the stand-in never ran' >&2; exit 97; }}; sleep 0.05\n\
+             done\n\
+             {meanwhile}\n\
+             exec {doctor} doctor --config {config} --kubelet-config {kc} --kubelet-dropins {kd}\n",
+            kubelet = quoted(&stand_in.display().to_string()),
+            flags = flags.iter().map(|f| quoted(f)).collect::<Vec<_>>().join(" "),
+            doctor = quoted(&Pullgate::binary().display().to_string()),
+            config = quoted(&config.display().to_string()),
+            kc = quoted(&kubelet_config.display().to_string()),
+            kd = quoted(&kubelet_dropins.display().to_string()),
+        );
+        let out = std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c"])
+            .arg(&script)
+            .output()
+            .expect("run unshare (the e2e tests run as root)");
         Doctor {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -127,7 +171,15 @@ async fn a_healthy_node_is_all_ok() {
     let listen = pullgate.socket().display().to_string();
     doctor.line("ok", &["listen socket", &listen, "0660"]);
     doctor.line("ok", &["upstream", "containerd", "CRI API v1"]);
-    doctor.line("ok", &["kubelet pulls through pullgate", &listen]);
+    doctor.line(
+        "ok",
+        &[
+            "no kubelet process runs",
+            "judged by the files",
+            "kubelet pulls through pullgate",
+            &listen,
+        ],
+    );
     doctor.line("ok", &["policy", "\"doctor\"", "hash sha256:"]);
     doctor.line("ok", &["Fulcio CA"]);
     doctor.line("ok", &["Rekor log key"]);
@@ -289,4 +341,183 @@ fn an_unreadable_config_exits_2_and_says_why() {
     let line = doctor.line("FAIL", &["config cannot be read", "unix socket"]);
     assert!(line.contains("fix: correct"), "{line}");
     assert_eq!(doctor.lines().len(), 1, "{doctor}");
+}
+
+/// `dir/name`, a KubeletConfiguration as kubeadm writes it, with `imageServiceEndpoint` when
+/// `endpoint` is given.
+fn kubelet_config_named(dir: &Path, name: &str, endpoint: Option<&Path>) -> PathBuf {
+    let path = dir.join(name);
+    let mut text = "apiVersion: kubelet.config.k8s.io/v1beta1\n\
+                    kind: KubeletConfiguration\n\
+                    containerRuntimeEndpoint: unix:///run/containerd/containerd.sock\n"
+        .to_string();
+    if let Some(endpoint) = endpoint {
+        text.push_str(&format!("imageServiceEndpoint: unix://{}\n", endpoint.display()));
+    }
+    fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_kubelet_wired_through_its_config_or_its_flag_is_ok() {
+    let env = TestEnv::start().await;
+    let pullgate = healthy_pullgate(&env).await;
+    let listen = pullgate.socket().display().to_string();
+    let wired = kubelet_config_named(env.dir(), "config.yaml", Some(&pullgate.socket()));
+    let unwired = kubelet_config_named(env.dir(), "plain.yaml", None);
+    // The files doctor is told about say nothing: only the process can make this pass.
+    let nowhere = env.dir().join("no-kubelet.yaml");
+    let no_dropins = env.dir().join("no-dropins");
+
+    let by_config = Doctor::run_beside_kubelet(
+        env.dir(),
+        &[format!("--config={}", wired.display()), "--v=2".into()],
+        "",
+        &pullgate.config_path(),
+        &nowhere,
+        &no_dropins,
+    );
+    assert_eq!(by_config.code, Some(0), "{by_config}");
+    let line = by_config.line("ok", &["kubelet pulls through pullgate", "the running kubelet (pid"]);
+    assert!(
+        line.contains(&format!("imageServiceEndpoint unix://{listen}")),
+        "{line}"
+    );
+    assert!(line.contains(&wired.display().to_string()), "{line}");
+    assert!(line.contains("unchanged since it started"), "{line}");
+
+    // The flag wins over a file that names no endpoint, as in kubelet.
+    let by_flag = Doctor::run_beside_kubelet(
+        env.dir(),
+        &[
+            "--config".into(),
+            unwired.display().to_string(),
+            "--image-service-endpoint".into(),
+            format!("unix://{listen}"),
+        ],
+        "",
+        &pullgate.config_path(),
+        &nowhere,
+        &no_dropins,
+    );
+    assert_eq!(by_flag.code, Some(0), "{by_flag}");
+    by_flag.line(
+        "ok",
+        &[
+            "kubelet pulls through pullgate",
+            &format!("--image-service-endpoint unix://{listen} on its command line"),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_kubelet_that_is_not_wired_fails_whatever_the_files_say() {
+    let env = TestEnv::start().await;
+    let pullgate = healthy_pullgate(&env).await;
+    let listen = pullgate.socket().display().to_string();
+    let unwired = kubelet_config_named(env.dir(), "config.yaml", None);
+    // The file doctor is pointed at is wired: judged alone, it would pass.
+    let wired_elsewhere = kubelet_config(env.dir(), &pullgate.socket());
+
+    let doctor = Doctor::run_beside_kubelet(
+        env.dir(),
+        &[format!("--config={}", unwired.display())],
+        "",
+        &pullgate.config_path(),
+        &wired_elsewhere,
+        &env.dir().join("no-dropins"),
+    );
+    assert_eq!(doctor.code, Some(1), "{doctor}");
+    let line = doctor.line("FAIL", &["the running kubelet (pid", "no image service endpoint"]);
+    assert!(line.contains("bypassing verification"), "{line}");
+    assert!(
+        line.contains(&format!(
+            "fix: set `imageServiceEndpoint: unix://{listen}` in {}",
+            unwired.display()
+        )),
+        "{line}"
+    );
+    assert!(line.contains("kubelet-config ConfigMap"), "{line}");
+    assert_eq!(
+        doctor.lines().iter().filter(|l| l.starts_with("FAIL")).count(),
+        1,
+        "only the wiring is wrong:\n{doctor}"
+    );
+}
+
+/// What `kubeadm upgrade node` does: it rewrites kubelet's config file from the kubelet-config
+/// ConfigMap, without `imageServiceEndpoint`, under a kubelet that still runs wired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_rewritten_under_the_running_kubelet_is_reported() {
+    let env = TestEnv::start().await;
+    let pullgate = healthy_pullgate(&env).await;
+    let config = kubelet_config_named(env.dir(), "config.yaml", Some(&pullgate.socket()));
+    let upgraded = kubelet_config_named(env.dir(), "from-configmap.yaml", None);
+
+    let doctor = Doctor::run_beside_kubelet(
+        env.dir(),
+        &[format!("--config={}", config.display())],
+        // Past the second of slack doctor gives a write just before kubelet's start.
+        &format!("sleep 1.5; cat '{}' > '{}'", upgraded.display(), config.display()),
+        &pullgate.config_path(),
+        &config,
+        &env.dir().join("no-dropins"),
+    );
+    assert_eq!(doctor.code, Some(1), "{doctor}");
+    let line = doctor.line(
+        "FAIL",
+        &[
+            "the running kubelet (pid",
+            &format!("its configuration {}", config.display()),
+            "was changed at",
+        ],
+    );
+    assert!(
+        line.contains(
+            "a kubelet restart would take no imageServiceEndpoint: pulls would bypass signature verification"
+        ),
+        "{line}"
+    );
+    assert!(line.contains("kubelet-config ConfigMap"), "{line}");
+}
+
+/// A kubelet in a PID namespace below the one /proc belongs to (a kind node's kubelet, seen
+/// from the host that runs kind) is another node's: doctor on the host does not judge it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubelet_in_a_nested_pid_namespace_is_another_nodes() {
+    let env = TestEnv::start().await;
+    let pullgate = healthy_pullgate(&env).await;
+    let unwired = kubelet_config_named(env.dir(), "nested.yaml", None);
+    let wired = kubelet_config(env.dir(), &pullgate.socket());
+    let stand_in = env.dir().join("kubelet");
+    fs::copy("/bin/sh", &stand_in).unwrap();
+    let mut nested = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(&stand_in)
+        .args(["-c", "sleep 600; :", "kubelet"])
+        .arg(format!("--config={}", unwired.display()))
+        .spawn()
+        .expect("run unshare");
+    let seen = |exe: &Path| {
+        fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|p| fs::read_link(p.path().join("exe")).is_ok_and(|e| e == exe))
+    };
+    for _ in 0..100 {
+        if seen(&stand_in) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(seen(&stand_in), "the nested stand-in runs");
+
+    let doctor = Doctor::run(&pullgate.config_path(), &wired, &env.dir().join("no-dropins"));
+    let _ = nested.kill();
+    let _ = nested.wait();
+    assert_eq!(doctor.code, Some(0), "{doctor}");
+    doctor.line(
+        "ok",
+        &["no kubelet process runs here", "kubelet pulls through pullgate"],
+    );
 }

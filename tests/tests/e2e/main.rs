@@ -9,6 +9,7 @@
 //! test process itself (environment, rlimits, signal handlers, cwd, its descriptor table) or must
 //! run alone gets its own binary next to this one, as `faults` and `soak` do.
 
+mod aks;
 mod attestations;
 mod audit_rotation;
 mod auth;
