@@ -102,6 +102,11 @@ impl StateDir {
             .mode(0o700)
             .create(dir)
             .map_err(io_error(dir))?;
+        Self::existing(dir)
+    }
+
+    /// As [`StateDir::open`], creating nothing (for `pullgate doctor`): `dir` must exist.
+    pub fn existing(dir: &Path) -> Result<StateDir, StateError> {
         let meta = fs::metadata(dir).map_err(io_error(dir))?;
         if !meta.is_dir() {
             return Err(StateError::NotA {
