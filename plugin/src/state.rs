@@ -80,8 +80,29 @@ pub enum StateError {
     Writable { path: PathBuf, mode: u32 },
     #[error("{path}: larger than {MAX_STATE_BYTES} bytes")]
     TooLarge { path: PathBuf },
-    #[error("{path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    #[error("{path}: {fault}")]
+    Invalid { path: PathBuf, fault: Fault },
+}
+
+/// What is wrong inside a state file; any one fault and none of it is used.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("format version {0} (this pullgate reads {VERSION})")]
+    Version(u32),
+    #[error("{0} images, more than {MAX_ADMITTED}")]
+    TooMany(usize),
+    #[error("images[{0}]: repository is not a canonical repository name")]
+    Repository(usize),
+    #[error("images[{0}]: image id is empty or too long")]
+    ImageId(usize),
+    #[error("images[{0}]: no verification")]
+    NoVerification(usize),
+    #[error("images[{0}]: rule name is empty or too long")]
+    Rule(usize),
+    #[error("images[{0}]: a verified digest is not sha256:<64 hex>")]
+    Digest(usize),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
@@ -150,11 +171,11 @@ impl StateDir {
             },
             ReadError::TooLarge(_) => StateError::TooLarge { path: path.clone() },
         })?;
-        let invalid = |reason: String| StateError::Invalid {
+        let invalid = |fault: Fault| StateError::Invalid {
             path: path.clone(),
-            reason,
+            fault,
         };
-        let snapshot: Snapshot = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        let snapshot: Snapshot = serde_json::from_slice(&bytes).map_err(|e| invalid(e.into()))?;
         snapshot.check().map_err(invalid)?;
         Ok(Some(snapshot))
     }
@@ -166,7 +187,7 @@ impl StateDir {
         let path = self.file();
         let bytes = serde_json::to_vec(snapshot).map_err(|e| StateError::Invalid {
             path: path.clone(),
-            reason: e.to_string(),
+            fault: e.into(),
         })?;
         if bytes.len() as u64 > MAX_STATE_BYTES {
             return Err(StateError::TooLarge { path });
@@ -226,36 +247,32 @@ impl Snapshot {
 
     /// Every bound and every field's form; the first fault found, as the reason the whole file
     /// is ignored.
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Fault> {
         if self.version != VERSION {
-            return Err(format!(
-                "format version {} (this pullgate reads {VERSION})",
-                self.version
-            ));
+            return Err(Fault::Version(self.version));
         }
         if self.images.len() > MAX_ADMITTED {
-            return Err(format!("{} images, more than {MAX_ADMITTED}", self.images.len()));
+            return Err(Fault::TooMany(self.images.len()));
         }
         let bounded = |s: &str| !s.is_empty() && s.len() <= MAX_FIELD_BYTES;
         for (i, image) in self.images.iter().enumerate() {
-            let fault = |what: &str| Err(format!("images[{i}]: {what}"));
             // Stored as pullgate keys them: the canonical name, as a reference parses it.
             let canonical = Reference::parse(&image.repository).is_ok_and(|r| r.repository() == image.repository);
             if !bounded(&image.repository) || !canonical {
-                return fault("repository is not a canonical repository name");
+                return Err(Fault::Repository(i));
             }
             if !bounded(&image.id) {
-                return fault("image id is empty or too long");
+                return Err(Fault::ImageId(i));
             }
             if image.verified.is_empty() {
-                return fault("no verification");
+                return Err(Fault::NoVerification(i));
             }
             for (rule, digest) in &image.verified {
                 if !bounded(rule) {
-                    return fault("rule name is empty or too long");
+                    return Err(Fault::Rule(i));
                 }
                 if Digest::parse(digest).is_none() {
-                    return fault("a verified digest is not sha256:<64 hex>");
+                    return Err(Fault::Digest(i));
                 }
             }
         }
