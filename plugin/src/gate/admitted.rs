@@ -7,9 +7,14 @@ use std::{
         mpsc::{sync_channel, SyncSender, TrySendError},
         Arc, Mutex,
     },
+    time::Duration,
 };
 
 use crate::state::{AdmittedImage, Snapshot, StateDir, MAX_ADMITTED};
+
+/// The least time between two writes of the state file: a burst of pulls is written once, and
+/// the copy a write takes under the set's lock (up to `MAX_ADMITTED` images) stays rare.
+const WRITE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// (repository, image id).
 pub(super) type ImageKey = (String, String);
@@ -196,6 +201,7 @@ impl Writer {
                 // Ends when the gate, and with it the sending end, is dropped.
                 while woken.recv().is_ok() {
                     write(&store, &thread_set);
+                    std::thread::sleep(WRITE_INTERVAL);
                 }
             });
         if let Err(error) = spawned {
