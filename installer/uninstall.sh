@@ -2,6 +2,8 @@
 # Removes what installer/install.sh installed and puts the node back exactly as it was before the
 # first install: files install.sh replaced come back byte for byte (mode and type too), files and
 # directories it created are removed, and so is its own record under /var/lib/pullgate/install.
+# pullgate's state (admitted.json in /var/lib/pullgate, stateDir's default) goes too: the
+# verifications in it belong to the pullgate being removed, and a later install verifies again.
 #
 # kubelet is switched back first (its drop-in restored, kubelet restarted if it runs), and only
 # then is pullgate stopped, so kubelet never points at a socket nobody serves. The audit log in
@@ -71,6 +73,8 @@ if [ -z "${KUBELET_READY_CMD:-}" ]; then
 fi
 
 STATE=/var/lib/pullgate/install
+# pullgate's own state: systemd's StateDirectory=pullgate, the configuration's default stateDir.
+PULLGATE_STATE=/var/lib/pullgate
 MANIFEST=$STATE/manifest
 DROPIN_PATH=/etc/systemd/system/kubelet.service.d/90-pullgate.conf
 
@@ -160,11 +164,18 @@ done <"$WORK/reversed"
 
 if [ -n "$SYSTEMCTL" ]; then systemctl_do daemon-reload; fi
 
-# 4. The installer's record, then the directories it created, newest first. A directory that
-# holds something the installer did not put there stays.
+# 4. The installer's record and pullgate's state (pullgate is stopped now), then the
+# directories the installer created, newest first. A directory that holds something the
+# installer did not put there stays.
 state_dir=$R$STATE
 say "remove    $state_dir"
 [ "$DRY_RUN" -eq 1 ] || rm -rf -- "$state_dir"
+for state_file in admitted.json admitted.json.tmp; do
+    if [ -e "$R$PULLGATE_STATE/$state_file" ]; then
+        say "remove    $R$PULLGATE_STATE/$state_file"
+        [ "$DRY_RUN" -eq 1 ] || rm -f -- "$R$PULLGATE_STATE/$state_file"
+    fi
+done
 while read -r kind path; do
     [ "$kind" = dir ] || continue
     [ -d "$R$path" ] || continue

@@ -49,6 +49,10 @@ pub struct Config {
     /// `signatureRepository` on another registry).
     #[serde(default = "defaults::docker_config", deserialize_with = "docker_config_file")]
     pub docker_config: DockerConfigFile,
+    /// Where the images verified under the policy in force are kept across restarts; `None`
+    /// (`""`) keeps them in memory only.
+    #[serde(default = "defaults::state_dir", deserialize_with = "optional_path")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Where `dockerConfig` says the Docker config.json is.
@@ -157,6 +161,9 @@ impl Config {
         if let DockerConfigFile::Path(file) = &mut config.docker_config {
             *file = base.join(&*file);
         }
+        if let Some(dir) = &mut config.state_dir {
+            *dir = base.join(&*dir);
+        }
         config.validate(path)?;
         // Hosts are looked up in the canonical form references carry (`Registry.example.com:443`
         // is `registry.example.com`); `validate` has checked that each has one.
@@ -183,6 +190,7 @@ impl Config {
             resolve_ttl: defaults::resolve_ttl(),
             registry_hosts: defaults::registry_hosts(),
             docker_config: defaults::docker_config(),
+            state_dir: defaults::state_dir(),
         }
     }
 
@@ -285,6 +293,10 @@ mod defaults {
     /// containerd's conventional `config_path`; when it does not exist nothing is configured.
     pub fn registry_hosts() -> Option<PathBuf> {
         Some("/etc/containerd/certs.d".into())
+    }
+    /// systemd's `StateDirectory=pullgate`.
+    pub fn state_dir() -> Option<PathBuf> {
+        Some("/var/lib/pullgate".into())
     }
     /// Where kubelet reads its own registry credentials.
     pub fn docker_config() -> super::DockerConfigFile {
@@ -401,6 +413,7 @@ mod tests {
         assert_eq!(c.verify_timeout, Duration::from_secs(10));
         assert_eq!(c.resolve_ttl, Duration::from_secs(10));
         assert!(c.metrics.is_none(), "no endpoint unless asked for");
+        assert_eq!(c.state_dir.as_deref(), Some(Path::new("/var/lib/pullgate")));
         assert_eq!(
             c.docker_config,
             DockerConfigFile::Default("/var/lib/kubelet/config.json".into())
@@ -475,6 +488,17 @@ resolveTTL: 0s
         assert!(hosts.is_absolute() && hosts.ends_with("certs.d"), "{}", hosts.display());
         let c = load("policy: p.yaml\nregistryHosts: \"\"\n").unwrap();
         assert_eq!(c.registry_hosts, None);
+    }
+
+    /// `stateDir` is relative to the configuration like every path, and `""` keeps
+    /// verifications in memory only.
+    #[test]
+    fn state_dir_relative_and_off() {
+        let c = load("policy: p.yaml\nstateDir: state\n").unwrap();
+        let dir = c.state_dir.unwrap();
+        assert!(dir.is_absolute() && dir.ends_with("state"), "{}", dir.display());
+        let c = load("policy: p.yaml\nstateDir: \"\"\n").unwrap();
+        assert_eq!(c.state_dir, None);
     }
 
     #[test]

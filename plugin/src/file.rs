@@ -17,7 +17,11 @@ pub enum ReadError {
 /// The limit is enforced on what is read, not on the file's metadata: a file can grow between a
 /// size check and the read, and pipes and devices report no size at all.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
-    let file = File::open(path)?;
+    read_file_bounded(File::open(path)?, limit)
+}
+
+/// As [`read_bounded`], from a file already opened (and checked) by the caller.
+pub fn read_file_bounded(file: File, limit: u64) -> Result<Vec<u8>, ReadError> {
     // One byte past the limit tells a file of exactly `limit` bytes from a longer one.
     let mut bytes = Vec::new();
     file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;

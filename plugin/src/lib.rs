@@ -25,6 +25,7 @@ pub mod node;
 pub mod policy;
 pub mod registry;
 pub mod serve;
+pub mod state;
 
 /// Verification lives in its own crate, free of I/O and async; these keep the paths the rest of
 /// pullgate (and its users) name.

@@ -30,6 +30,7 @@ use crate::{
     node,
     policy::Policy,
     registry::{DockerConfig, Registries},
+    state::StateDir,
 };
 
 /// Why `pullgate serve` could not start, or stopped with an error.
@@ -84,7 +85,16 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
     let containerd = Containerd::new(upstream.channel(), &config.containerd_namespace)?;
     let judge = Judge::new(registries.clone(), config.verify_timeout, metrics.clone());
     judge.set_docker_config(docker_config);
-    let gate = Arc::new(Gate::new(policy, judge, audit, upstream, containerd, metrics.clone()));
+    let state = open_state(config.state_dir.as_deref());
+    let gate = Arc::new(Gate::new(
+        policy,
+        judge,
+        audit,
+        upstream,
+        containerd,
+        metrics.clone(),
+        state,
+    ));
 
     let mut terminate = signal(SignalKind::terminate()).map_err(os("SIGTERM handler"))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(os("SIGINT handler"))?;
@@ -198,6 +208,8 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
     };
     cri::serve(listener, gate.clone(), config.socket.allowed_uids.clone(), shutdown).await;
     gate.flush_peer_refusals().await;
+    // Blocking, once, at exit: what the background writer had not reached yet.
+    gate.flush_admitted();
     reloader.abort();
     watcher.abort();
     size_limit.abort();
@@ -209,6 +221,23 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
         let _ = std::fs::remove_file(&config.listen);
     }
     Ok(())
+}
+
+/// The state directory, if configured and fit to hold what vouches for images. One that is not
+/// (another owner, writable by others, not creatable) is logged and not used: pullgate then
+/// verifies again after each restart, as without one; it does not refuse to start.
+fn open_state(dir: Option<&std::path::Path>) -> Option<StateDir> {
+    let Some(dir) = dir else {
+        tracing::info!("stateDir disabled: verifications are kept in memory only");
+        return None;
+    };
+    match StateDir::open(dir) {
+        Ok(state) => Some(state),
+        Err(error) => {
+            tracing::error!(%error, "stateDir not used: verifications are kept in memory only");
+            None
+        }
+    }
 }
 
 /// Logs the registry host configuration in use: each directory and its hosts in order.

@@ -277,11 +277,12 @@ impl RegistryEntry {
 }
 
 /// `config_yaml` with the files pullgate reads by default when they exist on the machine
-/// (containerd's `/etc/containerd/certs.d`, kubelet's `config.json`) turned off, unless the
-/// test names its own: a test sees only the registries and credentials it set up.
+/// (containerd's `/etc/containerd/certs.d`, kubelet's `config.json`) and the state it keeps in
+/// `/var/lib/pullgate` turned off, unless the test names its own: a test sees only the
+/// registries and credentials it set up, and shares no verifications with another.
 fn hermetic(config_yaml: &str) -> String {
     let mut config = config_yaml.to_string();
-    for key in ["registryHosts", "dockerConfig"] {
+    for key in ["registryHosts", "dockerConfig", "stateDir"] {
         let named = config.lines().any(|l| l.starts_with(&format!("{key}:")));
         if !named {
             if !config.is_empty() && !config.ends_with('\n') {

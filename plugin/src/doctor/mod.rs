@@ -11,7 +11,7 @@
 //! [`containerd`], [`kubelet`] (its wiring to pullgate; [`kubelet_proc`] reads the running
 //! kubelet from /proc), [`policy`] (the policy and its trust
 //! material's expiry), [`registry_hosts`] (containerd's hosts.toml as pullgate follows it),
-//! [`credentials`] (`dockerConfig`) and [`audit`] (the audit log).
+//! [`credentials`] (`dockerConfig`), [`audit`] (the audit log) and [`state`] (`stateDir`).
 
 mod audit;
 mod containerd;
@@ -21,6 +21,7 @@ mod kubelet_proc;
 mod policy;
 mod registry_hosts;
 mod socket;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -117,6 +118,10 @@ pub async fn run(options: &Options) -> Report {
     checks.extend(registry_hosts::registry_hosts(&config));
     checks.push(credentials::docker_config(&config.docker_config));
     checks.push(audit::audit_log(&config.audit.path));
+    checks.push(state::state(
+        config.state_dir.as_deref(),
+        policy.as_ref().ok().map(Policy::hash),
+    ));
     Report {
         checks,
         config_unreadable: false,

@@ -2,8 +2,8 @@
 //!
 //! `judge.rs` decides (shared with `pullgate verify`); this file runs a `PullImage` from that
 //! decision to containerd's answer and its record; `pull.rs` pulls exactly what was judged;
-//! `status.rs` answers `ImageStatus` with what was verified; `peers.rs` records refused
-//! connections.
+//! `status.rs` answers `ImageStatus` with what was verified, which `admitted.rs` keeps (in
+//! memory and in `stateDir`); `peers.rs` records refused connections.
 
 use std::{
     future::Future,
@@ -25,8 +25,10 @@ use crate::{
     metrics::Metrics,
     policy::{Mode, Policy, PolicyErrors},
     registry::{Credentials, DockerConfig, DockerConfigError},
+    state::StateDir,
 };
 
+mod admitted;
 mod judge;
 mod peers;
 mod pull;
@@ -34,8 +36,8 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+use admitted::Admitted;
 pub use judge::{Judge, Judgement};
-use status::Admitted;
 
 /// What a record's line adds to the record itself (seq, time, prev, an outcome and its error),
 /// with room to spare: how much a pull's record is sure to need.
@@ -85,7 +87,8 @@ impl Drop for Unwritten<'_> {
 
 impl Gate {
     /// The gate, with `policy` in force; decisions, reloads and the trust material's expiry are
-    /// reported in `metrics`.
+    /// reported in `metrics`. With `state`, images verified under this very policy before a
+    /// restart are read back from it, and those verified from now on are kept there.
     pub fn new(
         policy: Policy,
         judge: Judge,
@@ -93,15 +96,17 @@ impl Gate {
         upstream: Upstream,
         containerd: Containerd,
         metrics: Arc<Metrics>,
+        state: Option<StateDir>,
     ) -> Self {
         metrics.trust_expiry(policy.trust_expiry_timestamps(jiff::Timestamp::now()));
+        let admitted = Admitted::new(policy.hash(), state);
         Self {
             policy: RwLock::new(Arc::new(policy)),
             judge,
             audit,
             upstream,
             containerd,
-            admitted: Admitted::default(),
+            admitted,
             peer_refusals: PeerRefusals::default(),
             metrics,
         }
@@ -109,6 +114,11 @@ impl Gate {
 
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Writes the verifications the state file does not hold yet (at shutdown).
+    pub fn flush_admitted(&self) {
+        self.admitted.flush();
     }
 
     /// Starts a new audit file if the current one was moved away (rotation); see
@@ -144,6 +154,8 @@ impl Gate {
             }
         };
         let expiry = policy.trust_expiry_timestamps(jiff::Timestamp::now());
+        // Verifications under the old policy or trust material are forgotten with it.
+        self.admitted.set_generation(policy.hash());
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
         self.metrics.trust_expiry(expiry);
         self.metrics.policy_reload(true);
@@ -230,9 +242,9 @@ impl Gate {
         tracing::info!(image = %record.image, namespace, pod, rule = ?record.rule, decision = ?record.decision, reason = %record.reason, outcome = ?record.outcome, "pull");
         self.record_pull(record, enforced, &judgement.image).await?;
         let (reply, admitted) = pulled?;
-        if let Some(((repository, image_id), digest)) = admitted {
+        if let Some((image, digest)) = admitted {
             let rule = judgement.rule.as_deref().unwrap_or_default();
-            self.admitted.insert(repository, image_id, digest, policy.hash(), rule);
+            self.admitted.insert(image, digest, policy.hash(), rule);
         }
         Ok(reply)
     }

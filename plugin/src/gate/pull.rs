@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tonic::Status;
 
-use super::{status::ImageKey, Gate};
+use super::{admitted::ImageKey, Gate};
 use crate::{
     admission::Admission,
     cri::{UnaryCall, UnaryReply},

@@ -1,10 +1,6 @@
 //! `ImageStatus`: an image is shown only once it was verified under the policy in force.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    sync::Mutex,
-    time::Instant,
-};
+use std::time::Instant;
 
 use bytes::Bytes;
 use prost::Message;
@@ -19,26 +15,6 @@ use crate::{
     policy::{Decision, Mode, Policy, Verdict},
     reference::Reference,
 };
-
-/// More admitted images than this and the set starts over (they are verified again on demand).
-const MAX_ADMITTED: usize = 100_000;
-
-/// Images pulled through the verified path, by (repository, image id): the policy generation,
-/// and the manifest digests verified under each rule, so `ImageStatus` can tell them from
-/// images that reached containerd some other way, or were verified for another rule. The id
-/// alone is no identity: OCI artifacts with the same config (the empty one) share it.
-#[derive(Default)]
-pub(super) struct Admitted(Mutex<HashMap<ImageKey, Verifications>>);
-
-/// (repository, image id).
-pub(super) type ImageKey = (String, String);
-
-/// The (rule, manifest digest) pairs an image id was verified as, in one policy generation.
-#[derive(Default)]
-struct Verifications {
-    generation: String,
-    verified: BTreeSet<(String, String)>,
-}
 
 // === impl Gate: ImageStatus ===
 
@@ -200,37 +176,4 @@ fn digests_in(image: &pullgate_proto::cri::Image, repository: &str) -> Vec<Strin
         .filter(|r| r.repository() == repository)
         .filter_map(|r| r.digest().map(ToString::to_string))
         .collect()
-}
-
-// === impl Admitted ===
-
-impl Admitted {
-    pub(super) fn insert(&self, repository: String, image_id: String, digest: String, generation: &str, rule: &str) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_ADMITTED {
-            map.clear();
-        }
-        let entry = map.entry((repository, image_id)).or_default();
-        if entry.generation != generation {
-            *entry = Verifications {
-                generation: generation.to_string(),
-                verified: BTreeSet::new(),
-            };
-        }
-        entry.verified.insert((rule.to_string(), digest));
-    }
-
-    /// Whether each of `digests` (at least one) was verified under `rule` for this id, in
-    /// `generation`.
-    fn contains(&self, repository: &str, image_id: &str, digests: &[String], generation: &str, rule: &str) -> bool {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&(repository.to_string(), image_id.to_string()))
-            .is_some_and(|v| {
-                v.generation == generation
-                    && !digests.is_empty()
-                    && digests
-                        .iter()
-                        .all(|d| v.verified.contains(&(rule.to_string(), d.clone())))
-            })
-    }
 }

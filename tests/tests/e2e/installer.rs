@@ -558,6 +558,11 @@ fn install_is_idempotent_and_uninstall_restores_the_node_exactly() {
         again.describe()
     );
 
+    // What pullgate keeps in its state directory (stateDir's default) goes with it.
+    let admitted = node.root().join("var/lib/pullgate/admitted.json");
+    fs::write(&admitted, "{}").unwrap();
+    fs::set_permissions(&admitted, fs::Permissions::from_mode(0o600)).unwrap();
+
     // Uninstall: kubelet back first, then pullgate stopped; the tree exactly as it was.
     node.forget_calls();
     node.uninstall(&[]).assert_ok();

@@ -35,6 +35,7 @@ mod proxy;
 mod pull;
 mod quirky_registries;
 mod rekor_v2;
+mod restarts;
 mod rig;
 mod signature_repository;
 mod signing_tools;

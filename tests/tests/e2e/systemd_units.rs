@@ -305,6 +305,8 @@ fn the_service_starts_as_the_contract_says_and_is_hardened() {
         ("ProtectProc", "invisible"),
         ("UMask", "0027"),
         ("LogsDirectory", "pullgate"),
+        ("StateDirectory", "pullgate"),
+        ("StateDirectoryMode", "0700"),
     ] {
         assert_eq!(one(&service, "Service", key), value, "{key}=");
     }
@@ -331,8 +333,9 @@ fn the_service_starts_as_the_contract_says_and_is_hardened() {
 const SYSTEMD: &str = "/lib/systemd/systemd";
 
 /// What the namespace sees in place of the node's files: a fresh /run (systemd's own, the
-/// socket's directory, and containerd's socket bound to its default path), a fresh /var/log (so
-/// LogsDirectory= does not touch this machine's), and the units in /run/systemd/system. The
+/// socket's directory, and containerd's socket bound to its default path), a fresh /var/log and
+/// /var/lib (so LogsDirectory= and StateDirectory= do not touch this machine's), and the units
+/// in /run/systemd/system. The
 /// binary is copied to /run too: the checkout may live under /tmp, which the service does not
 /// see (PrivateTmp=).
 const BOOT: &str = r#"#!/bin/sh
@@ -340,6 +343,7 @@ set -eu
 mount --make-rprivate /
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=0755 tmpfs /var/log
+mount -t tmpfs -o mode=0755 tmpfs /var/lib
 mkdir -p /run/systemd/system /run/pullgate-test /run/containerd
 cp -R "$WORK/units/." /run/systemd/system/
 cp "$WORK/config.yaml" "$WORK/policy.yaml" "$WORK/pullgate" /run/pullgate-test/
@@ -486,7 +490,7 @@ async fn systemd_runs_the_hardened_service_on_its_socket() {
     if tool(SYSTEMD).is_none() || tool("unshare").is_none() || tool("nsenter").is_none() {
         return;
     }
-    let env = TestEnv::start().await;
+    let mut env = TestEnv::start().await;
     env.push_signed_image("signed/app", "v1", "signed content").await;
     env.push_image("unsigned/app", "v1", "unsigned content").await;
 
@@ -649,4 +653,22 @@ async fn systemd_runs_the_hardened_service_on_its_socket() {
     let (_, result) = systemd.systemctl(&["show", "--property=Result", "--value", "pullgate.service"]);
     assert_eq!(result, "success", "{}", systemd.describe());
     assert!(socket.exists());
+
+    // The verification was kept where the unit lets pullgate write, closed to others...
+    let state = systemd.path("/var/lib/pullgate");
+    assert_eq!(fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
+    let admitted =
+        fs::read_to_string(state.join("admitted.json")).unwrap_or_else(|e| panic!("{e}\n{}", systemd.describe()));
+    assert!(admitted.contains("signed/app"), "{admitted}");
+    assert_eq!(
+        fs::metadata(state.join("admitted.json")).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // ...so after a restart (here by kubelet's next call) the image is shown with its registry
+    // down: a container of it can start again.
+    env.registry.stop();
+    let status = bounded(client().image_status(cri::image_status_request(&signed)), &systemd)
+        .await
+        .unwrap_or_else(|e| panic!("ImageStatus {signed}: {e}\n{}", systemd.describe()));
+    assert!(status.into_inner().image.is_some(), "{}", systemd.describe());
 }
