@@ -10,6 +10,7 @@
 //! genTime differs.
 
 use cms::{
+    cert::CertificateChoices,
     content_info::ContentInfo,
     signed_data::{SignedData, SignerIdentifier, SignerInfo},
 };
@@ -21,7 +22,7 @@ use der::{
 use jiff::Timestamp;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use sigstore_crypto::{verify_signature, KeyAlgorithm};
-use sigstore_types::{Bundle, DerPublicKey, HashAlgorithm, SignatureBytes, SignatureContent, TsaAuthority};
+use sigstore_types::{Bundle, DerCertificate, DerPublicKey, HashAlgorithm, SignatureBytes, SignatureContent, TsaAuthority};
 use webpki::{anchor_from_trusted_cert, EndEntityCert, KeyUsage};
 use x509_cert::{attr::Attributes, ext::pkix::SubjectKeyIdentifier, Certificate};
 
@@ -33,6 +34,8 @@ const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.
 const ID_MESSAGE_DIGEST: ObjectIdentifier = const_oid::db::rfc6268::ID_MESSAGE_DIGEST;
 const ID_KP_TIME_STAMPING: ObjectIdentifier = const_oid::db::rfc5280::ID_KP_TIME_STAMPING;
 const ID_SUBJECT_KEY_IDENTIFIER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14");
+/// The baseline time-stamp policy of RFC 3628 §5.2, whose accuracy is one second.
+const BASELINE_TIME_STAMP_POLICY: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.4.0.2023.1.1");
 
 /// A timestamp token read far enough to be checked: its SignedData, and its TSTInfo as signed.
 struct Token {
@@ -56,6 +59,65 @@ pub(super) fn verify(token: &[u8], signature: &[u8], authorities: &[TsaAuthority
     for authority in authorities {
         match token.check_signer(authority, time) {
             Ok(()) => return Ok(time),
+            Err(why) => last = why,
+        }
+    }
+    Err(last)
+}
+
+/// A verified Notary Project countersignature: genTime, and the bounds its accuracy allows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stamped {
+    pub at: Timestamp,
+    pub earliest: Timestamp,
+    pub latest: Timestamp,
+}
+
+/// Verifies a Notary Project timestamp countersignature (trust-store-trust-policy, Validate
+/// Authentic Timestamp): `token` is over `signature`, and its signer — a certificate the token
+/// carries — chains through the token's other certificates to one of `roots` for time stamping
+/// at genTime. The signing-certificate-v2 attribute is not checked: the signer is named by the
+/// SignerInfo and must chain to a trusted root, which is what binds it.
+pub(crate) fn verify_countersignature(token: &[u8], signature: &[u8], roots: &[Vec<u8>]) -> Result<Stamped, String> {
+    let token = Token::parse(token)?;
+    let at = parse_gen_time(&token.gen_time)?;
+    token.check_imprint(signature)?;
+    let carried: Vec<Certificate> = token
+        .signed_data
+        .certificates
+        .iter()
+        .flat_map(|set| set.0.iter())
+        .filter_map(|choice| match choice {
+            CertificateChoices::Certificate(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    let [signer] = token.signed_data.signer_infos.0.as_slice() else {
+        return Err("the token has not exactly one signer".into());
+    };
+    let leaf = carried
+        .iter()
+        .find(|c| names(&signer.sid, c))
+        .ok_or("the token does not carry its signer's certificate")?;
+    let der = |c: &Certificate| c.to_der().map(DerCertificate::new).map_err(|e| format!("TSA certificate: {e}"));
+    let intermediates = carried
+        .iter()
+        .filter(|c| *c != leaf)
+        .map(der)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut last = "the authority trusts no TSA".to_string();
+    for root in roots {
+        let authority = TsaAuthority::new(der(leaf)?, intermediates.clone(), DerCertificate::new(root.clone()), None);
+        match token.check_signer(&authority, at) {
+            Ok(()) => {
+                let accuracy = token.accuracy()?;
+                let bound = |t: Result<Timestamp, jiff::Error>| t.map_err(|e| format!("genTime ± accuracy: {e}"));
+                return Ok(Stamped {
+                    at,
+                    earliest: bound(at.checked_sub(accuracy))?,
+                    latest: bound(at.checked_add(accuracy))?,
+                });
+            }
             Err(why) => last = why,
         }
     }
@@ -130,6 +192,40 @@ impl Token {
             tst_info,
             gen_time,
         })
+    }
+
+    /// The TSTInfo's accuracy (RFC 3161 §2.4.2); one second under the baseline policy of RFC
+    /// 3628 when it gives none, else none.
+    fn accuracy(&self) -> Result<jiff::SignedDuration, String> {
+        let fields = Vec::<Any>::from_der(&self.tst_info).map_err(|e| format!("TSTInfo: {e}"))?;
+        let Some(accuracy) = fields.get(5).filter(|f| f.tag() == Tag::Sequence) else {
+            let baseline = fields
+                .get(1)
+                .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
+                .is_some_and(|p| p == BASELINE_TIME_STAMP_POLICY);
+            return Ok(jiff::SignedDuration::from_secs(i64::from(baseline)));
+        };
+        let parts = accuracy
+            .decode_as::<Vec<Any>>()
+            .map_err(|e| format!("accuracy: {e}"))?;
+        let mut nanos: i64 = 0;
+        for part in parts {
+            // seconds INTEGER, millis [0] INTEGER (1..999), micros [1] INTEGER (1..999)
+            let scale = match part.tag() {
+                Tag::Integer => 1_000_000_000,
+                Tag::ContextSpecific { number, .. } if number.value() == 0 => 1_000_000,
+                Tag::ContextSpecific { number, .. } if number.value() == 1 => 1_000,
+                _ => return Err("accuracy has an unknown field".into()),
+            };
+            let value = part
+                .value()
+                .iter()
+                .try_fold(0i64, |n, b| n.checked_mul(256).map(|n| n + i64::from(*b)))
+                .filter(|n| *n < 1 << 31)
+                .ok_or("accuracy out of range")?;
+            nanos = nanos.saturating_add(value.saturating_mul(scale));
+        }
+        Ok(jiff::SignedDuration::from_nanos(nanos))
     }
 
     /// The TSTInfo's message imprint is the hash of `signature`.
