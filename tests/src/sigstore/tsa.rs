@@ -77,6 +77,11 @@ impl Tsa {
         }
     }
 
+    /// The TSA's root certificate (DER): what a Notation `tsa` trust store holds.
+    pub fn root_der(&self) -> &[u8] {
+        &self.root_der
+    }
+
     /// A `timestampAuthorities` item of a trusted root naming this TSA (leaf, then root).
     pub fn trusted_root_entry(&self) -> Value {
         json!({

@@ -197,8 +197,8 @@ impl Chain {
         Ok(())
     }
 
-    /// The signing certificate chains to a trust store certificate for code signing at `at`:
-    /// signatures, path length and name constraints.
+    /// The signing certificate chains to a trust store certificate at `at`: signatures, path
+    /// length, name constraints, and no CA that excludes code signing.
     pub fn check_path(&self, trust_store: &[Vec<u8>], at: Timestamp) -> Result<(), NotationRefusal> {
         let trusted: Vec<CertificateDer<'_>> = trust_store.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
         let anchors: Vec<_> = trusted
@@ -217,7 +217,10 @@ impl Chain {
             &anchors,
             &intermediates,
             UnixTime::since_unix_epoch(Duration::from_secs(seconds)),
-            KeyUsage::required(rfc5280::ID_KP_CODE_SIGNING.as_bytes()),
+            // webpki applies this to every certificate of the path: a CA that limits its
+            // purposes must allow code signing. The leaf's own EKU is checked in
+            // check_requirements, where it is required.
+            KeyUsage::required_if_present(rfc5280::ID_KP_CODE_SIGNING.as_bytes()),
             None,
             None,
         )

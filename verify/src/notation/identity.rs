@@ -105,8 +105,9 @@ impl TrustedIdentities {
 
 impl SubjectIdentity {
     pub fn parse(text: &str) -> Result<Self, IdentityError> {
+        // Only the start is trimmed: a value may end with an escaped space.
         let dn = text
-            .trim()
+            .trim_start()
             .strip_prefix(X509_SUBJECT)
             .ok_or_else(|| IdentityError::Prefix(text.to_string()))?;
         let syntax = |why: String| IdentityError::Syntax {
@@ -128,7 +129,7 @@ impl SubjectIdentity {
             }
         }
         Ok(Self {
-            text: text.trim().to_string(),
+            text: text.trim_start().to_string(),
             attributes,
         })
     }
