@@ -171,6 +171,7 @@ impl Chain {
                     rfc5280::ID_KP_CLIENT_AUTH,
                     rfc5280::ID_KP_EMAIL_PROTECTION,
                     rfc5280::ID_KP_TIME_STAMPING,
+                    rfc5280::ID_KP_OCSP_SIGNING,
                 ];
                 if purposes.iter().any(|p| forbidden.contains(p)) {
                     return fail(i, "extendedKeyUsage names a purpose besides code signing");

@@ -428,3 +428,46 @@ fn escaped_characters_in_identities_match_the_certificate_value() {
         Err(NotationRefusal::Identity { .. })
     ));
 }
+
+#[test]
+fn truncated_or_corrupted_envelopes_are_refused_without_panicking() {
+    let ca = NotationCa::generate(KeyKind::EcP256);
+    let signer = ca.signer(KeyKind::EcP256);
+    let trust = trust(&ca, LEAF_IDENTITY);
+    for format in FORMATS {
+        let envelope = sign(&signer, format, &request());
+        for len in 0..envelope.len() {
+            assert!(verify(format, &envelope[..len], &trust).is_err(), "{format:?} cut at {len}");
+        }
+        // A flipped bit anywhere is refused or harmless (the unsigned signing agent); never a panic.
+        for at in 0..envelope.len() {
+            let mut flipped = envelope.clone();
+            flipped[at] ^= 0x01;
+            let _ = verify(format, &flipped, &trust);
+        }
+    }
+}
+
+/// `envelope` (JWS) with its x5c replaced by `chain`.
+fn with_x5c(envelope: &[u8], chain: &[&Vec<u8>]) -> Vec<u8> {
+    use base64::{engine::general_purpose::STANDARD, Engine as _};
+    let mut value: serde_json::Value = serde_json::from_slice(envelope).unwrap();
+    value["header"]["x5c"] = chain.iter().map(|c| STANDARD.encode(c)).collect();
+    serde_json::to_vec(&value).unwrap()
+}
+
+#[test]
+fn the_chain_must_be_ordered_and_end_with_a_root() {
+    let ca = NotationCa::generate(KeyKind::EcP256);
+    let signer = ca.signer(KeyKind::EcP256);
+    let envelope = sign(&signer, Format::Jws, &request());
+    let [leaf, intermediate, root] = signer.chain() else {
+        panic!("a chain of three")
+    };
+    let trust = trust(&ca, LEAF_IDENTITY);
+    verify(Format::Jws, &with_x5c(&envelope, &[leaf, intermediate, root]), &trust).unwrap();
+    for chain in [vec![leaf, intermediate], vec![leaf, root, intermediate], vec![leaf, root]] {
+        let refusal = verify(Format::Jws, &with_x5c(&envelope, &chain), &trust).unwrap_err();
+        assert!(matches!(refusal, NotationRefusal::Certificate(_)), "{refusal}");
+    }
+}
