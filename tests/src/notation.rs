@@ -26,9 +26,9 @@ use aws_lc_rs::{
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use minicbor::{data::Tag, Encoder};
 use rcgen::{
-    date_time_ymd, BasicConstraints, CertificateParams, DistinguishedName, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, RsaKeySize, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
-    PKCS_ECDSA_P521_SHA512, PKCS_RSA_SHA256,
+    date_time_ymd, BasicConstraints, CertificateParams, DistinguishedName, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    RsaKeySize, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ECDSA_P521_SHA512,
+    PKCS_RSA_SHA256,
 };
 use serde_json::{json, Value};
 
@@ -359,7 +359,10 @@ impl NotationSigner {
             e.str(c).unwrap();
         }
         e.i64(3).unwrap().str(PAYLOAD_MEDIA_TYPE).unwrap();
-        e.str("io.cncf.notary.signingScheme").unwrap().str(&request.scheme).unwrap();
+        e.str("io.cncf.notary.signingScheme")
+            .unwrap()
+            .str(&request.scheme)
+            .unwrap();
         e.str(request.time_header()).unwrap();
         e.tag(Tag::new(1)).unwrap().i64(request.signing_time).unwrap();
         if let Some(expiry) = request.expiry {
@@ -375,7 +378,13 @@ impl NotationSigner {
         let mut to_be_signed = Encoder::new(Vec::new());
         to_be_signed.array(4).unwrap();
         to_be_signed.str("Signature1").unwrap();
-        to_be_signed.bytes(&protected).unwrap().bytes(&[]).unwrap().bytes(&payload).unwrap();
+        to_be_signed
+            .bytes(&protected)
+            .unwrap()
+            .bytes(&[])
+            .unwrap()
+            .bytes(&payload)
+            .unwrap();
         let signature = self.sign_bytes(&to_be_signed.into_writer());
         let token = self.countersignature(request, tsa, &signature);
 
@@ -387,11 +396,18 @@ impl NotationSigner {
         for c in &self.chain {
             e.bytes(c).unwrap();
         }
-        e.str("io.cncf.notary.signingAgent").unwrap().str("pullgate-tests").unwrap();
+        e.str("io.cncf.notary.signingAgent")
+            .unwrap()
+            .str("pullgate-tests")
+            .unwrap();
         if let Some(token) = &token {
-            e.str("io.cncf.notary.timestampSignature").unwrap().bytes(token).unwrap();
+            e.str("io.cncf.notary.timestampSignature")
+                .unwrap()
+                .bytes(token)
+                .unwrap();
         }
-        e.bytes(request.substitute_payload.as_deref().unwrap_or(&payload)).unwrap();
+        e.bytes(request.substitute_payload.as_deref().unwrap_or(&payload))
+            .unwrap();
         e.bytes(&signature).unwrap();
         e.into_writer()
     }

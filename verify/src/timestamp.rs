@@ -22,7 +22,9 @@ use der::{
 use jiff::Timestamp;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use sigstore_crypto::{verify_signature, KeyAlgorithm};
-use sigstore_types::{Bundle, DerCertificate, DerPublicKey, HashAlgorithm, SignatureBytes, SignatureContent, TsaAuthority};
+use sigstore_types::{
+    Bundle, DerCertificate, DerPublicKey, HashAlgorithm, SignatureBytes, SignatureContent, TsaAuthority,
+};
 use webpki::{anchor_from_trusted_cert, EndEntityCert, KeyUsage};
 use x509_cert::{attr::Attributes, ext::pkix::SubjectKeyIdentifier, Certificate};
 
@@ -99,7 +101,11 @@ pub(crate) fn verify_countersignature(token: &[u8], signature: &[u8], roots: &[V
         .iter()
         .find(|c| names(&signer.sid, c))
         .ok_or("the token does not carry its signer's certificate")?;
-    let der = |c: &Certificate| c.to_der().map(DerCertificate::new).map_err(|e| format!("TSA certificate: {e}"));
+    let der = |c: &Certificate| {
+        c.to_der()
+            .map(DerCertificate::new)
+            .map_err(|e| format!("TSA certificate: {e}"))
+    };
     let intermediates = carried
         .iter()
         .filter(|c| *c != leaf)
@@ -107,7 +113,12 @@ pub(crate) fn verify_countersignature(token: &[u8], signature: &[u8], roots: &[V
         .collect::<Result<Vec<_>, _>>()?;
     let mut last = "the authority trusts no TSA".to_string();
     for root in roots {
-        let authority = TsaAuthority::new(der(leaf)?, intermediates.clone(), DerCertificate::new(root.clone()), None);
+        let authority = TsaAuthority::new(
+            der(leaf)?,
+            intermediates.clone(),
+            DerCertificate::new(root.clone()),
+            None,
+        );
         match token.check_signer(&authority, at) {
             Ok(()) => {
                 let accuracy = token.accuracy()?;
@@ -205,9 +216,7 @@ impl Token {
                 .is_some_and(|p| p == BASELINE_TIME_STAMP_POLICY);
             return Ok(jiff::SignedDuration::from_secs(i64::from(baseline)));
         };
-        let parts = accuracy
-            .decode_as::<Vec<Any>>()
-            .map_err(|e| format!("accuracy: {e}"))?;
+        let parts = accuracy.decode_as::<Vec<Any>>().map_err(|e| format!("accuracy: {e}"))?;
         let mut nanos: i64 = 0;
         for part in parts {
             // seconds INTEGER, millis [0] INTEGER (1..999), micros [1] INTEGER (1..999)

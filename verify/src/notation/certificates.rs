@@ -212,7 +212,8 @@ impl Chain {
             .iter()
             .map(|c| CertificateDer::from(c.as_slice()))
             .collect();
-        let seconds = u64::try_from(at.as_second()).map_err(|_| NotationRefusal::Untrusted("a time before 1970".into()))?;
+        let seconds =
+            u64::try_from(at.as_second()).map_err(|_| NotationRefusal::Untrusted("a time before 1970".into()))?;
         leaf.verify_for_usage(
             CHAIN_ALGORITHMS,
             &anchors,

@@ -11,8 +11,8 @@ use minicbor::{data::Type, Decoder, Encoder};
 
 use super::{
     envelope::{
-        Algorithm, Envelope, SignedAttributes, AUTHENTIC_SIGNING_TIME, EXPIRY, MAX_CHAIN, SIGNING_SCHEME,
-        SIGNING_TIME, TIMESTAMP_SIGNATURE,
+        Algorithm, Envelope, SignedAttributes, AUTHENTIC_SIGNING_TIME, EXPIRY, MAX_CHAIN, SIGNING_SCHEME, SIGNING_TIME,
+        TIMESTAMP_SIGNATURE,
     },
     NotationRefusal,
 };

@@ -127,7 +127,9 @@ impl SignedAttributes {
         let scheme = SigningScheme::parse(&scheme)?;
         match scheme {
             SigningScheme::X509 if self.signing_time.is_none() => {
-                return Err(NotationRefusal::Malformed(format!("{SIGNING_TIME} is required by notary.x509")))
+                return Err(NotationRefusal::Malformed(format!(
+                    "{SIGNING_TIME} is required by notary.x509"
+                )))
             }
             SigningScheme::X509 if self.authentic_signing_time.is_some() => {
                 return Err(NotationRefusal::Malformed(format!(

@@ -241,7 +241,10 @@ fn parse_dn(dn: &str) -> Result<Vec<(String, String)>, String> {
                 '\\' => {
                     let next = chars.next().ok_or("a value ends with a lone backslash")?;
                     if next.is_ascii_hexdigit() {
-                        let low = chars.next().filter(char::is_ascii_hexdigit).ok_or("a bad \\XX escape")?;
+                        let low = chars
+                            .next()
+                            .filter(char::is_ascii_hexdigit)
+                            .ok_or("a bad \\XX escape")?;
                         let byte = u8::from_str_radix(&format!("{next}{low}"), 16).map_err(|e| e.to_string())?;
                         value.push(byte);
                     } else {

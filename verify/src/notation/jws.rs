@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use super::{
     envelope::{
-        Algorithm, Envelope, SignedAttributes, AUTHENTIC_SIGNING_TIME, EXPIRY, MAX_CHAIN, SIGNING_SCHEME,
-        SIGNING_TIME, TIMESTAMP_SIGNATURE,
+        Algorithm, Envelope, SignedAttributes, AUTHENTIC_SIGNING_TIME, EXPIRY, MAX_CHAIN, SIGNING_SCHEME, SIGNING_TIME,
+        TIMESTAMP_SIGNATURE,
     },
     NotationRefusal,
 };

@@ -96,11 +96,9 @@ pub enum TimeSource {
 /// [`verify_envelope`] makes one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NotationVerified {
-    /// The signing certificate's subject, written as a `x509.subject:` identity would be.
-    pub subject: String,
-    pub scheme: SigningScheme,
-    pub time_source: TimeSource,
-    _sealed: (),
+    subject: String,
+    scheme: SigningScheme,
+    time_source: TimeSource,
 }
 
 /// Why a Notary Project signature envelope does not count.
@@ -156,6 +154,23 @@ impl SigningScheme {
             "notary.x509.signingAuthority" => Ok(Self::X509SigningAuthority),
             other => Err(NotationRefusal::Scheme(other.to_string())),
         }
+    }
+}
+
+// === impl NotationVerified ===
+
+impl NotationVerified {
+    /// The signing certificate's subject, written as a `x509.subject:` identity would be.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    pub fn scheme(&self) -> SigningScheme {
+        self.scheme
+    }
+
+    pub fn time_source(&self) -> TimeSource {
+        self.time_source
     }
 }
 
@@ -218,7 +233,6 @@ pub fn verify_envelope(
         subject: subject.to_string(),
         scheme: envelope.scheme,
         time_source,
-        _sealed: (),
     })
 }
 

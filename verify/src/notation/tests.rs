@@ -2,7 +2,10 @@
 
 use jiff::Timestamp;
 use pullgate_tests::{
-    notation::{descriptor, DnType, ExtendedKeyUsagePurpose, Format, KeyKind, LeafRequest, NotationCa, NotationSigner, SignRequest, LEAF_IDENTITY},
+    notation::{
+        descriptor, DnType, ExtendedKeyUsagePurpose, Format, KeyKind, LeafRequest, NotationCa, NotationSigner,
+        SignRequest, LEAF_IDENTITY,
+    },
     sigstore::{unix_now, Tsa},
 };
 
@@ -59,7 +62,13 @@ const FORMATS: [Format; 2] = [Format::Jws, Format::Cose];
 
 #[test]
 fn good_signatures_of_every_algorithm_verify_in_both_envelopes() {
-    for kind in [KeyKind::Rsa2048, KeyKind::Rsa3072, KeyKind::EcP256, KeyKind::EcP384, KeyKind::EcP521] {
+    for kind in [
+        KeyKind::Rsa2048,
+        KeyKind::Rsa3072,
+        KeyKind::EcP256,
+        KeyKind::EcP384,
+        KeyKind::EcP521,
+    ] {
         let ca = NotationCa::generate(kind);
         let signer = ca.signer(kind);
         for format in FORMATS {
@@ -67,11 +76,11 @@ fn good_signatures_of_every_algorithm_verify_in_both_envelopes() {
             let verified = verify(format, &envelope, &trust(&ca, LEAF_IDENTITY))
                 .unwrap_or_else(|e| panic!("{kind:?} {format:?}: {e}"));
             assert_eq!(
-                verified.subject,
+                verified.subject(),
                 "C=US, ST=WA, L=Seattle, O=pullgate.test, CN=notation signer"
             );
-            assert_eq!(verified.scheme, SigningScheme::X509);
-            assert_eq!(verified.time_source, TimeSource::Now);
+            assert_eq!(verified.scheme(), SigningScheme::X509);
+            assert_eq!(verified.time_source(), TimeSource::Now);
         }
     }
 }
@@ -115,7 +124,10 @@ fn identities_match_subject_attributes_in_any_order() {
         "x509.subject: CN=notation signer, C=US, S=WA, O=pullgate.test",
         LEAF_IDENTITY,
     ] {
-        assert!(verify(Format::Jws, &envelope, &trust(&ca, identity)).is_ok(), "{identity}");
+        assert!(
+            verify(Format::Jws, &envelope, &trust(&ca, identity)).is_ok(),
+            "{identity}"
+        );
     }
     for identity in [
         "x509.subject: C=US, ST=WA, O=pullgate.test, CN=someone else",
@@ -167,8 +179,9 @@ fn a_payload_swapped_after_signing_is_refused() {
     let signer = ca.signer(KeyKind::Rsa2048);
     for format in FORMATS {
         let mut request = SignRequest::new(descriptor(Digest::of(b"what was signed").as_str(), 17));
-        request.substitute_payload =
-            Some(serde_json::to_vec(&serde_json::json!({ "targetArtifact": descriptor(digest().as_str(), 17) })).unwrap());
+        request.substitute_payload = Some(
+            serde_json::to_vec(&serde_json::json!({ "targetArtifact": descriptor(digest().as_str(), 17) })).unwrap(),
+        );
         let envelope = sign(&signer, format, &request);
         assert_eq!(
             verify(format, &envelope, &trust(&ca, LEAF_IDENTITY)),
@@ -216,7 +229,10 @@ fn a_certificate_expired_by_now_is_refused_without_a_countersignature() {
         request.signing_time = unix_now() - 5 * DAY;
         let envelope = sign(&signer, format, &request);
         let refusal = verify(format, &envelope, &trust(&ca, LEAF_IDENTITY)).unwrap_err();
-        assert!(matches!(refusal, NotationRefusal::NotValid { .. }), "{format:?}: {refusal}");
+        assert!(
+            matches!(refusal, NotationRefusal::NotValid { .. }),
+            "{format:?}: {refusal}"
+        );
     }
 }
 
@@ -235,22 +251,28 @@ fn a_countersignature_inside_the_validity_admits_an_expired_certificate() {
         let envelope = signer.sign(format, &request, Some(&tsa));
         let verified = verify(format, &envelope, &trust).unwrap_or_else(|e| panic!("{format:?}: {e}"));
         assert_eq!(
-            verified.time_source,
+            verified.time_source(),
             TimeSource::Timestamp {
                 at: Timestamp::from_second(stamped).unwrap()
             }
         );
-        assert_eq!(verified.time_source.as_str(), "tsa");
+        assert_eq!(verified.time_source().as_str(), "tsa");
 
         // Stamped after the certificate expired: the stamp proves nothing in its favour.
         request.timestamp_at = Some(unix_now() - DAY);
         let envelope = signer.sign(format, &request, Some(&tsa));
-        assert!(matches!(verify(format, &envelope, &trust), Err(NotationRefusal::NotValid { .. })));
+        assert!(matches!(
+            verify(format, &envelope, &trust),
+            Err(NotationRefusal::NotValid { .. })
+        ));
 
         // A TSA the authority does not trust.
         request.timestamp_at = Some(unix_now() - 5 * DAY);
         let envelope = signer.sign(format, &request, Some(&Tsa::generate()));
-        assert!(matches!(verify(format, &envelope, &trust), Err(NotationRefusal::Timestamp(_))));
+        assert!(matches!(
+            verify(format, &envelope, &trust),
+            Err(NotationRefusal::Timestamp(_))
+        ));
     }
 }
 
@@ -267,7 +289,10 @@ fn with_tsa_roots_a_countersignature_is_required_unless_only_after_expiry() {
         Err(NotationRefusal::Timestamp(_))
     ));
     trust.verify_timestamp = VerifyTimestamp::AfterCertExpiry;
-    assert_eq!(verify(Format::Cose, &envelope, &trust).unwrap().time_source, TimeSource::Now);
+    assert_eq!(
+        verify(Format::Cose, &envelope, &trust).unwrap().time_source,
+        TimeSource::Now
+    );
 }
 
 #[test]
@@ -280,13 +305,19 @@ fn a_signing_authority_signature_needs_a_trusted_countersignature() {
         let mut request = request();
         request.scheme = "notary.x509.signingAuthority".into();
         let envelope = sign(&signer, format, &request);
-        assert!(matches!(verify(format, &envelope, &trust), Err(NotationRefusal::Timestamp(_))));
+        assert!(matches!(
+            verify(format, &envelope, &trust),
+            Err(NotationRefusal::Timestamp(_))
+        ));
         request.timestamp_at = Some(unix_now());
         let envelope = signer.sign(format, &request, Some(&tsa));
-        assert!(matches!(verify(format, &envelope, &trust), Err(NotationRefusal::Timestamp(_))));
+        assert!(matches!(
+            verify(format, &envelope, &trust),
+            Err(NotationRefusal::Timestamp(_))
+        ));
         trust.tsa_roots = vec![tsa.root_der().to_vec()];
         let verified = verify(format, &envelope, &trust).unwrap();
-        assert_eq!(verified.scheme, SigningScheme::X509SigningAuthority);
+        assert_eq!(verified.scheme(), SigningScheme::X509SigningAuthority);
         trust.tsa_roots.clear();
     }
 }
@@ -297,7 +328,10 @@ fn a_leaf_without_code_signing_is_refused() {
     for purposes in [
         vec![],
         vec![ExtendedKeyUsagePurpose::ServerAuth],
-        vec![ExtendedKeyUsagePurpose::CodeSigning, ExtendedKeyUsagePurpose::TimeStamping],
+        vec![
+            ExtendedKeyUsagePurpose::CodeSigning,
+            ExtendedKeyUsagePurpose::TimeStamping,
+        ],
     ] {
         let mut leaf = LeafRequest::new(KeyKind::EcP256);
         leaf.extended_key_usages = purposes.clone();
@@ -323,7 +357,9 @@ fn an_unknown_critical_header_is_refused() {
         let envelope = sign(&signer, format, &request);
         assert_eq!(
             verify(format, &envelope, &trust(&ca, LEAF_IDENTITY)),
-            Err(NotationRefusal::UnknownCritical("io.cncf.notary.verificationPlugin".into())),
+            Err(NotationRefusal::UnknownCritical(
+                "io.cncf.notary.verificationPlugin".into()
+            )),
             "{format:?}"
         );
     }
@@ -379,7 +415,10 @@ fn trusted_identities_are_checked_as_the_specification_defines() {
     assert_eq!(TrustedIdentities::parse(&["*"]), Ok(TrustedIdentities::Any));
     assert_eq!(TrustedIdentities::parse::<&str>(&[]), Err(Empty));
     assert_eq!(TrustedIdentities::parse(&["*", LEAF_IDENTITY]), Err(StarWithOthers));
-    assert!(matches!(TrustedIdentities::parse(&["C=US, ST=WA, O=x"]), Err(Prefix(_))));
+    assert!(matches!(
+        TrustedIdentities::parse(&["C=US, ST=WA, O=x"]),
+        Err(Prefix(_))
+    ));
     assert!(matches!(
         TrustedIdentities::parse(&["x509.subject: C=US, O=x"]),
         Err(Missing { attribute: "ST", .. })
@@ -421,7 +460,7 @@ fn escaped_characters_in_identities_match_the_certificate_value() {
     let identity = r"x509.subject: C=US, ST=WA, O=Acme\, Inc\; \\ Rockets\ ";
     let verified = verify(Format::Cose, &envelope, &trust(&ca, identity)).unwrap();
     // The evidence writes the subject the way an identity would.
-    assert_eq!(verified.subject, r"C=US, ST=WA, O=Acme\, Inc\; \\ Rockets\ ");
+    assert_eq!(verified.subject(), r"C=US, ST=WA, O=Acme\, Inc\; \\ Rockets\ ");
     let unescaped = "x509.subject: C=US, ST=WA, O=Acme Inc Rockets";
     assert!(matches!(
         verify(Format::Cose, &envelope, &trust(&ca, unescaped)),
@@ -437,7 +476,10 @@ fn truncated_or_corrupted_envelopes_are_refused_without_panicking() {
     for format in FORMATS {
         let envelope = sign(&signer, format, &request());
         for len in 0..envelope.len() {
-            assert!(verify(format, &envelope[..len], &trust).is_err(), "{format:?} cut at {len}");
+            assert!(
+                verify(format, &envelope[..len], &trust).is_err(),
+                "{format:?} cut at {len}"
+            );
         }
         // A flipped bit anywhere is refused or harmless (the unsigned signing agent); never a panic.
         for at in 0..envelope.len() {
@@ -466,7 +508,11 @@ fn the_chain_must_be_ordered_and_end_with_a_root() {
     };
     let trust = trust(&ca, LEAF_IDENTITY);
     verify(Format::Jws, &with_x5c(&envelope, &[leaf, intermediate, root]), &trust).unwrap();
-    for chain in [vec![leaf, intermediate], vec![leaf, root, intermediate], vec![leaf, root]] {
+    for chain in [
+        vec![leaf, intermediate],
+        vec![leaf, root, intermediate],
+        vec![leaf, root],
+    ] {
         let refusal = verify(Format::Jws, &with_x5c(&envelope, &chain), &trust).unwrap_err();
         assert!(matches!(refusal, NotationRefusal::Certificate(_)), "{refusal}");
     }
