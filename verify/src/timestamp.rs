@@ -8,6 +8,10 @@
 //! its signature over them verifies with the leaf's key; the leaf chains to the authority's root
 //! for time stamping at genTime, which the authority's `validFor` covers. Only the reading of
 //! genTime differs.
+//!
+//! Notary Project countersignatures ([`verify_countersignature`]) are checked by the same steps
+//! under the Notary Project's rules: the signer's certificate comes from the token and must chain
+//! to one of the authority's TSA roots, RSA TSAs count, and genTime carries its accuracy.
 
 use cms::{
     cert::CertificateChoices,
@@ -26,7 +30,11 @@ use sigstore_types::{
     Bundle, DerCertificate, DerPublicKey, HashAlgorithm, SignatureBytes, SignatureContent, TsaAuthority,
 };
 use webpki::{anchor_from_trusted_cert, EndEntityCert, KeyUsage};
-use x509_cert::{attr::Attributes, ext::pkix::SubjectKeyIdentifier, Certificate};
+use x509_cert::{
+    attr::Attributes,
+    ext::pkix::{ExtendedKeyUsage, SubjectKeyIdentifier},
+    Certificate,
+};
 
 use super::TrustMaterial;
 
@@ -36,8 +44,19 @@ const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.
 const ID_MESSAGE_DIGEST: ObjectIdentifier = const_oid::db::rfc6268::ID_MESSAGE_DIGEST;
 const ID_KP_TIME_STAMPING: ObjectIdentifier = const_oid::db::rfc5280::ID_KP_TIME_STAMPING;
 const ID_SUBJECT_KEY_IDENTIFIER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14");
+const ID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
+const ID_EXTENDED_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
 /// The baseline time-stamp policy of RFC 3628 §5.2, whose accuracy is one second.
 const BASELINE_TIME_STAMP_POLICY: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.4.0.2023.1.1");
+
+/// Whose requirements a TSA is held to: Sigstore's (the cosign path, EC keys only, as
+/// `sigstore-tsa`) or the Notary Project's (RSA keys too, as the public TSAs Notation users
+/// name have; the leaf's EKU critical and time stamping alone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rules {
+    Sigstore,
+    Notary,
+}
 
 /// A timestamp token read far enough to be checked: its SignedData, and its TSTInfo as signed.
 struct Token {
@@ -59,7 +78,7 @@ pub(super) fn verify(token: &[u8], signature: &[u8], authorities: &[TsaAuthority
     token.check_imprint(signature)?;
     let mut last = "the trusted root names no timestamp authority".to_string();
     for authority in authorities {
-        match token.check_signer(authority, time) {
+        match token.check_signer(authority, time, Rules::Sigstore) {
             Ok(()) => return Ok(time),
             Err(why) => last = why,
         }
@@ -119,7 +138,7 @@ pub(crate) fn verify_countersignature(token: &[u8], signature: &[u8], roots: &[V
             DerCertificate::new(root.clone()),
             None,
         );
-        match token.check_signer(&authority, at) {
+        match token.check_signer(&authority, at, Rules::Notary) {
             Ok(()) => {
                 let accuracy = token.accuracy()?;
                 let bound = |t: Result<Timestamp, jiff::Error>| t.map_err(|e| format!("genTime ± accuracy: {e}"));
@@ -259,7 +278,7 @@ impl Token {
 
     /// The token is signed by `authority`'s leaf, which chains to its root for time stamping at
     /// `time`, within the authority's validity.
-    fn check_signer(&self, authority: &TsaAuthority, time: Timestamp) -> Result<(), String> {
+    fn check_signer(&self, authority: &TsaAuthority, time: Timestamp, rules: Rules) -> Result<(), String> {
         let [signer] = self.signed_data.signer_infos.0.as_slice() else {
             return Err("the token has not exactly one signer".into());
         };
@@ -272,8 +291,11 @@ impl Token {
             .as_ref()
             .ok_or("the token has no signed attributes")?;
         check_attributes(attributes, signer, &self.tst_info)?;
-        check_signature(signer, attributes, &leaf)?;
-        check_chain(authority, time)?;
+        if rules == Rules::Notary {
+            check_notary_leaf(&leaf)?;
+        }
+        check_signature(signer, attributes, &leaf, rules)?;
+        check_chain(authority, time, rules)?;
         if !authority.valid_for.as_ref().is_none_or(|window| window.contains(time)) {
             return Err(format!("the TSA was not trusted at {time}"));
         }
@@ -341,7 +363,12 @@ fn check_attributes(attributes: &Attributes, signer: &SignerInfo, tst_info: &[u8
 }
 
 /// The signature over the DER SET OF the signed attributes verifies with the leaf's EC key.
-fn check_signature(signer: &SignerInfo, attributes: &Attributes, leaf: &Certificate) -> Result<(), String> {
+fn check_signature(
+    signer: &SignerInfo,
+    attributes: &Attributes,
+    leaf: &Certificate,
+    rules: Rules,
+) -> Result<(), String> {
     let signed = attributes.to_der().map_err(|e| format!("signed attributes: {e}"))?;
     let key = DerPublicKey::new(
         leaf.tbs_certificate
@@ -350,8 +377,9 @@ fn check_signature(signer: &SignerInfo, attributes: &Attributes, leaf: &Certific
             .map_err(|e| format!("TSA key: {e}"))?,
     );
     let algorithm = KeyAlgorithm::from_spki(&key).map_err(|e| format!("TSA key: {e}"))?;
-    if !matches!(algorithm, KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384) {
-        return Err("the TSA key is not an EC key".into());
+    let rsa = rules == Rules::Notary && algorithm == KeyAlgorithm::Rsa;
+    if !(rsa || matches!(algorithm, KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384)) {
+        return Err("the TSA key is not an EC key (nor, for Notary Project signatures, RSA)".into());
     }
     let scheme = algorithm
         .resolve_signing_scheme(hash_algorithm(&signer.digest_alg.oid)?)
@@ -367,7 +395,7 @@ fn check_signature(signer: &SignerInfo, attributes: &Attributes, leaf: &Certific
 
 /// The authority's leaf chains to its root, through its own intermediates only, for time
 /// stamping at `time`.
-fn check_chain(authority: &TsaAuthority, time: Timestamp) -> Result<(), String> {
+fn check_chain(authority: &TsaAuthority, time: Timestamp, rules: Rules) -> Result<(), String> {
     let leaf = CertificateDer::from(authority.leaf.as_bytes());
     let leaf = EndEntityCert::try_from(&leaf).map_err(|e| format!("TSA certificate: {e}"))?;
     let root = CertificateDer::from(authority.root.as_bytes());
@@ -383,12 +411,36 @@ fn check_chain(authority: &TsaAuthority, time: Timestamp) -> Result<(), String> 
         &[anchor],
         &intermediates,
         UnixTime::since_unix_epoch(std::time::Duration::from_secs(at)),
-        KeyUsage::required(ID_KP_TIME_STAMPING.as_bytes()),
+        // webpki holds every certificate of the path to this. Under Notary rules a CA need not
+        // name time stamping (real TSA intermediates often have no EKU); the leaf's EKU was
+        // checked by check_notary_leaf.
+        match rules {
+            Rules::Sigstore => KeyUsage::required(ID_KP_TIME_STAMPING.as_bytes()),
+            Rules::Notary => KeyUsage::required_if_present(ID_KP_TIME_STAMPING.as_bytes()),
+        },
         None,
         None,
     )
     .map(|_| ())
     .map_err(|e| format!("TSA certificate chain: {e}"))
+}
+
+/// A Notary Project TSA leaf (signature-specification §Certificate Requirements, timestamping
+/// certificate): keyUsage present, extendedKeyUsage critical and time stamping alone.
+fn check_notary_leaf(leaf: &Certificate) -> Result<(), String> {
+    let extensions = || leaf.tbs_certificate.extensions.iter().flatten();
+    if !extensions().any(|e| e.extn_id == ID_KEY_USAGE) {
+        return Err("the TSA certificate has no keyUsage".into());
+    }
+    let mut ekus = extensions().filter(|e| e.extn_id == ID_EXTENDED_KEY_USAGE);
+    let (Some(eku), None) = (ekus.next(), ekus.next()) else {
+        return Err("the TSA certificate has not exactly one extendedKeyUsage".into());
+    };
+    let purposes = ExtendedKeyUsage::from_der(eku.extn_value.as_bytes()).map_err(|e| format!("TSA EKU: {e}"))?;
+    if !eku.critical || purposes.0 != [ID_KP_TIME_STAMPING] {
+        return Err("the TSA certificate's extendedKeyUsage is not critical time stamping alone".into());
+    }
+    Ok(())
 }
 
 fn hash_algorithm(oid: &ObjectIdentifier) -> Result<HashAlgorithm, String> {

@@ -239,7 +239,7 @@ fn a_certificate_expired_by_now_is_refused_without_a_countersignature() {
 #[test]
 fn a_countersignature_inside_the_validity_admits_an_expired_certificate() {
     let ca = NotationCa::generate(KeyKind::EcP256);
-    let tsa = Tsa::generate();
+    let tsa = Tsa::generate_notary(false);
     let signer = expired_signer(&ca);
     let mut trust = trust(&ca, LEAF_IDENTITY);
     trust.tsa_roots = vec![tsa.root_der().to_vec()];
@@ -268,7 +268,7 @@ fn a_countersignature_inside_the_validity_admits_an_expired_certificate() {
 
         // A TSA the authority does not trust.
         request.timestamp_at = Some(unix_now() - 5 * DAY);
-        let envelope = signer.sign(format, &request, Some(&Tsa::generate()));
+        let envelope = signer.sign(format, &request, Some(&Tsa::generate_notary(false)));
         assert!(matches!(
             verify(format, &envelope, &trust),
             Err(NotationRefusal::Timestamp(_))
@@ -279,7 +279,7 @@ fn a_countersignature_inside_the_validity_admits_an_expired_certificate() {
 #[test]
 fn with_tsa_roots_a_countersignature_is_required_unless_only_after_expiry() {
     let ca = NotationCa::generate(KeyKind::EcP256);
-    let tsa = Tsa::generate();
+    let tsa = Tsa::generate_notary(false);
     let signer = ca.signer(KeyKind::EcP256);
     let mut trust = trust(&ca, LEAF_IDENTITY);
     trust.tsa_roots = vec![tsa.root_der().to_vec()];
@@ -298,7 +298,7 @@ fn with_tsa_roots_a_countersignature_is_required_unless_only_after_expiry() {
 #[test]
 fn a_signing_authority_signature_needs_a_trusted_countersignature() {
     let ca = NotationCa::generate(KeyKind::EcP256);
-    let tsa = Tsa::generate();
+    let tsa = Tsa::generate_notary(false);
     let signer = ca.signer(KeyKind::EcP256);
     let mut trust = trust(&ca, LEAF_IDENTITY);
     for format in FORMATS {
@@ -515,5 +515,32 @@ fn the_chain_must_be_ordered_and_end_with_a_root() {
     ] {
         let refusal = verify(Format::Jws, &with_x5c(&envelope, &chain), &trust).unwrap_err();
         assert!(matches!(refusal, NotationRefusal::Certificate(_)), "{refusal}");
+    }
+}
+
+#[test]
+fn a_countersignature_from_an_rsa_tsa_counts_and_a_non_critical_tsa_eku_does_not() {
+    let ca = NotationCa::generate(KeyKind::Rsa2048);
+    let signer = expired_signer(&ca);
+    let stamped = unix_now() - 5 * DAY;
+    let mut request = request();
+    request.timestamp_at = Some(stamped);
+    for format in FORMATS {
+        let tsa = Tsa::generate_notary(true);
+        let mut trust = trust(&ca, LEAF_IDENTITY);
+        trust.tsa_roots = vec![tsa.root_der().to_vec()];
+        let envelope = signer.sign(format, &request, Some(&tsa));
+        let verified = verify(format, &envelope, &trust).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        assert_eq!(verified.time_source().as_str(), "tsa");
+
+        // The cosign path's TSA: its EKU is not critical, which RFC 3161 and Notation require.
+        let tsa = Tsa::generate();
+        trust.tsa_roots = vec![tsa.root_der().to_vec()];
+        let envelope = signer.sign(format, &request, Some(&tsa));
+        let refusal = verify(format, &envelope, &trust).unwrap_err();
+        assert!(
+            matches!(refusal, NotationRefusal::Timestamp(ref why) if why.contains("critical")),
+            "{refusal}"
+        );
     }
 }
