@@ -140,7 +140,7 @@ pub(crate) fn verify_countersignature(token: &[u8], signature: &[u8], roots: &[V
         );
         match token.check_signer(&authority, at, Rules::Notary) {
             Ok(()) => {
-                let accuracy = token.accuracy()?;
+                let accuracy = accuracy(&token.tst_info)?;
                 let bound = |t: Result<Timestamp, jiff::Error>| t.map_err(|e| format!("genTime ± accuracy: {e}"));
                 return Ok(Stamped {
                     at,
@@ -222,38 +222,6 @@ impl Token {
             tst_info,
             gen_time,
         })
-    }
-
-    /// The TSTInfo's accuracy (RFC 3161 §2.4.2); one second under the baseline policy of RFC
-    /// 3628 when it gives none, else none.
-    fn accuracy(&self) -> Result<jiff::SignedDuration, String> {
-        let fields = Vec::<Any>::from_der(&self.tst_info).map_err(|e| format!("TSTInfo: {e}"))?;
-        let Some(accuracy) = fields.get(5).filter(|f| f.tag() == Tag::Sequence) else {
-            let baseline = fields
-                .get(1)
-                .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
-                .is_some_and(|p| p == BASELINE_TIME_STAMP_POLICY);
-            return Ok(jiff::SignedDuration::from_secs(i64::from(baseline)));
-        };
-        let parts = accuracy.decode_as::<Vec<Any>>().map_err(|e| format!("accuracy: {e}"))?;
-        let mut nanos: i64 = 0;
-        for part in parts {
-            // seconds INTEGER, millis [0] INTEGER (1..999), micros [1] INTEGER (1..999)
-            let scale = match part.tag() {
-                Tag::Integer => 1_000_000_000,
-                Tag::ContextSpecific { number, .. } if number.value() == 0 => 1_000_000,
-                Tag::ContextSpecific { number, .. } if number.value() == 1 => 1_000,
-                _ => return Err("accuracy has an unknown field".into()),
-            };
-            let value = part
-                .value()
-                .iter()
-                .try_fold(0i64, |n, b| n.checked_mul(256).map(|n| n + i64::from(*b)))
-                .filter(|n| *n < 1 << 31)
-                .ok_or("accuracy out of range")?;
-            nanos = nanos.saturating_add(value.saturating_mul(scale));
-        }
-        Ok(jiff::SignedDuration::from_nanos(nanos))
     }
 
     /// The TSTInfo's message imprint is the hash of `signature`.
@@ -443,6 +411,38 @@ fn check_notary_leaf(leaf: &Certificate) -> Result<(), String> {
     Ok(())
 }
 
+/// A TSTInfo's accuracy (RFC 3161 §2.4.2); one second under the baseline policy of RFC 3628
+/// when it gives none, else none.
+fn accuracy(tst_info: &[u8]) -> Result<jiff::SignedDuration, String> {
+    let fields = Vec::<Any>::from_der(tst_info).map_err(|e| format!("TSTInfo: {e}"))?;
+    let Some(accuracy) = fields.get(5).filter(|f| f.tag() == Tag::Sequence) else {
+        let baseline = fields
+            .get(1)
+            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
+            .is_some_and(|p| p == BASELINE_TIME_STAMP_POLICY);
+        return Ok(jiff::SignedDuration::from_secs(i64::from(baseline)));
+    };
+    let parts = accuracy.decode_as::<Vec<Any>>().map_err(|e| format!("accuracy: {e}"))?;
+    let mut nanos: i64 = 0;
+    for part in parts {
+        // seconds INTEGER, millis [0] INTEGER (1..999), micros [1] INTEGER (1..999)
+        let scale = match part.tag() {
+            Tag::Integer => 1_000_000_000,
+            Tag::ContextSpecific { number, .. } if number.value() == 0 => 1_000_000,
+            Tag::ContextSpecific { number, .. } if number.value() == 1 => 1_000,
+            _ => return Err("accuracy has an unknown field".into()),
+        };
+        let value = part
+            .value()
+            .iter()
+            .try_fold(0i64, |n, b| n.checked_mul(256).map(|n| n + i64::from(*b)))
+            .filter(|n| *n < 1 << 31)
+            .ok_or("accuracy out of range")?;
+        nanos = nanos.saturating_add(value.saturating_mul(scale));
+    }
+    Ok(jiff::SignedDuration::from_nanos(nanos))
+}
+
 fn hash_algorithm(oid: &ObjectIdentifier) -> Result<HashAlgorithm, String> {
     match *oid {
         const_oid::db::rfc5912::ID_SHA_256 => Ok(HashAlgorithm::Sha2256),
@@ -495,7 +495,7 @@ fn parse_gen_time(value: &[u8]) -> Result<Timestamp, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_gen_time;
+    use super::{accuracy, parse_gen_time};
 
     #[test]
     fn gen_time_is_read_with_and_without_a_fraction() {
@@ -516,5 +516,29 @@ mod tests {
         ] {
             assert!(at(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn accuracy_is_read_or_taken_from_the_baseline_policy() {
+        let tst_info = |policy: &[u8], tail: &[u8]| {
+            let mut content = vec![0x02, 0x01, 0x01];
+            content.extend_from_slice(policy);
+            content.extend_from_slice(&[0x30, 0x00, 0x02, 0x01, 0x05, 0x18, 0x0f]);
+            content.extend_from_slice(b"20250101000000Z");
+            content.extend_from_slice(tail);
+            let mut der = vec![0x30, u8::try_from(content.len()).unwrap()];
+            der.extend(content);
+            der
+        };
+        let baseline = [0x06, 0x06, 0x04, 0x00, 0x8f, 0x67, 0x01, 0x01];
+        let other = [0x06, 0x03, 0x2a, 0x03, 0x04];
+        // seconds 2, millis [0] 500, micros [1] 7
+        let given = [0x30, 0x0a, 0x02, 0x01, 0x02, 0x80, 0x02, 0x01, 0xf4, 0x81, 0x01, 0x07];
+        let nanos = |der: Vec<u8>| accuracy(&der).map(|d| d.as_nanos());
+        assert_eq!(nanos(tst_info(&other, &given)), Ok(2_500_007_000));
+        assert_eq!(nanos(tst_info(&baseline, &[])), Ok(1_000_000_000));
+        assert_eq!(nanos(tst_info(&other, &[])), Ok(0));
+        // ordering BOOLEAN, not an accuracy.
+        assert_eq!(nanos(tst_info(&other, &[0x01, 0x01, 0x00])), Ok(0));
     }
 }
