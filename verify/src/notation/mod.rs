@@ -37,8 +37,9 @@ pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.cncf.notary.signature
 /// The content type of the signed payload; the only one the specification defines.
 pub const PAYLOAD_MEDIA_TYPE: &str = "application/vnd.cncf.notary.payload.v1+json";
 
-/// Envelopes larger than this are refused before parsing. notation-go reads at most 4 MiB of
-/// a signature blob; a chain of a few certificates and a timestamp token is tens of kilobytes.
+/// Envelopes larger than this are refused before parsing: the bound of a cosign bundle
+/// (`MAX_BUNDLE_BYTES` of the registry client). A chain of a few certificates and a timestamp
+/// token is tens of kilobytes; notation-go reads signature blobs of up to 32 MiB.
 pub const MAX_ENVELOPE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The trust a Notation authority gives: what a `ca` (or `signingAuthority`) and a `tsa` trust
