@@ -136,6 +136,11 @@ impl SignedAttributes {
                     "{AUTHENTIC_SIGNING_TIME} is only valid with notary.x509.signingAuthority"
                 )))
             }
+            SigningScheme::X509SigningAuthority if self.signing_time.is_some() => {
+                return Err(NotationRefusal::Malformed(format!(
+                    "{SIGNING_TIME} is not allowed with notary.x509.signingAuthority"
+                )))
+            }
             SigningScheme::X509SigningAuthority if self.authentic_signing_time.is_none() => {
                 return Err(NotationRefusal::Malformed(format!(
                     "{AUTHENTIC_SIGNING_TIME} is required by notary.x509.signingAuthority"
