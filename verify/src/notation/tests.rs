@@ -544,3 +544,62 @@ fn a_countersignature_from_an_rsa_tsa_counts_and_a_non_critical_tsa_eku_does_not
         );
     }
 }
+
+/// `envelope` (JWS) with its protected header edited by `edit`; the signature no longer
+/// matches, so what is refused must be refused before it is checked.
+fn with_protected(envelope: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+    let mut value: serde_json::Value = serde_json::from_slice(envelope).unwrap();
+    let mut protected: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(value["protected"].as_str().unwrap()).unwrap()).unwrap();
+    edit(&mut protected);
+    value["protected"] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&protected).unwrap()).into();
+    serde_json::to_vec(&value).unwrap()
+}
+
+#[test]
+fn signed_attributes_follow_the_signing_scheme_rules() {
+    let ca = NotationCa::generate(KeyKind::EcP256);
+    let signer = ca.signer(KeyKind::EcP256);
+    let mut expiring = request();
+    expiring.expiry = Some(unix_now() + DAY);
+    let envelope = sign(&signer, Format::Jws, &expiring);
+    let trust = trust(&ca, LEAF_IDENTITY);
+    let refusal = |edit: fn(&mut serde_json::Value)| verify(Format::Jws, &with_protected(&envelope, edit), &trust);
+    assert!(matches!(
+        refusal(|h| drop(h.as_object_mut().unwrap().remove("io.cncf.notary.signingTime"))),
+        Err(NotationRefusal::Malformed(_))
+    ));
+    assert!(matches!(
+        refusal(|h| {
+            h["io.cncf.notary.authenticSigningTime"] = "2026-01-01T00:00:00Z".into();
+            h["crit"]
+                .as_array_mut()
+                .unwrap()
+                .push("io.cncf.notary.authenticSigningTime".into());
+        }),
+        Err(NotationRefusal::Malformed(_))
+    ));
+    assert_eq!(
+        refusal(|h| h["crit"] = serde_json::json!(["io.cncf.notary.signingScheme"])),
+        Err(NotationRefusal::NotCritical("io.cncf.notary.expiry"))
+    );
+    assert!(matches!(
+        refusal(|h| drop(h.as_object_mut().unwrap().remove("crit"))),
+        Err(NotationRefusal::Malformed(_))
+    ));
+    assert!(matches!(
+        refusal(|h| h["cty"] = "application/json".into()),
+        Err(NotationRefusal::ContentType(_))
+    ));
+    assert!(matches!(
+        refusal(|h| h["io.cncf.notary.signingScheme"] = "notary.tuf".into()),
+        Err(NotationRefusal::Scheme(_))
+    ));
+    assert!(matches!(
+        refusal(|h| h["alg"] = "HS256".into()),
+        Err(NotationRefusal::Algorithm(_))
+    ));
+    // Untouched, it verifies: the edits above are what was refused.
+    verify(Format::Jws, &envelope, &trust).unwrap();
+}
