@@ -57,13 +57,18 @@ pub struct NotationTrust {
     pub verify_timestamp: VerifyTimestamp,
 }
 
-/// Trust policy `signatureVerification.verifyTimestamp`, for authorities with TSA roots.
+/// When an authority with TSA roots verifies a countersignature. A verified countersignature
+/// fixes the time the chain must be valid at; one that does not verify refuses the signature.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum VerifyTimestamp {
-    /// A countersignature is required and verified; the chain must be valid at its time.
+    /// SPEC §4: a countersignature is verified when the envelope has one; without one the chain
+    /// must be valid now.
     #[default]
+    WhenPresent,
+    /// Notation's `verifyTimestamp: always` (its default): a countersignature is required.
     Always,
-    /// Only when a certificate of the chain has expired by now is a countersignature required.
+    /// Notation's `verifyTimestamp: afterCertExpiry`: one is required, and looked at, only when
+    /// a certificate of the chain has expired by now.
     AfterCertExpiry,
 }
 
@@ -272,6 +277,7 @@ fn authentic_time(
         SigningScheme::X509 => {
             let verify = !trust.tsa_roots.is_empty()
                 && match trust.verify_timestamp {
+                    VerifyTimestamp::WhenPresent => envelope.timestamp.is_some(),
                     VerifyTimestamp::Always => true,
                     VerifyTimestamp::AfterCertExpiry => chain.check_valid(now, now, String::new).is_err(),
                 };

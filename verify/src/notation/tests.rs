@@ -35,7 +35,7 @@ fn trust(ca: &NotationCa, identity: &str) -> NotationTrust {
         trust_store: vec![ca.root_der().to_vec()],
         identities: TrustedIdentities::parse(&[identity]).expect("a valid identity"),
         tsa_roots: Vec::new(),
-        verify_timestamp: VerifyTimestamp::Always,
+        verify_timestamp: VerifyTimestamp::default(),
     }
 }
 
@@ -277,20 +277,39 @@ fn a_countersignature_inside_the_validity_admits_an_expired_certificate() {
 }
 
 #[test]
-fn with_tsa_roots_a_countersignature_is_required_unless_only_after_expiry() {
+fn with_tsa_roots_when_a_countersignature_is_required_and_verified() {
     let ca = NotationCa::generate(KeyKind::EcP256);
     let tsa = Tsa::generate_notary(false);
     let signer = ca.signer(KeyKind::EcP256);
     let mut trust = trust(&ca, LEAF_IDENTITY);
     trust.tsa_roots = vec![tsa.root_der().to_vec()];
     let envelope = sign(&signer, Format::Cose, &request());
+    trust.verify_timestamp = VerifyTimestamp::Always;
     assert!(matches!(
         verify(Format::Cose, &envelope, &trust),
         Err(NotationRefusal::Timestamp(_))
     ));
+    for when in [VerifyTimestamp::WhenPresent, VerifyTimestamp::AfterCertExpiry] {
+        trust.verify_timestamp = when;
+        assert_eq!(
+            verify(Format::Cose, &envelope, &trust).unwrap().time_source(),
+            TimeSource::Now
+        );
+    }
+    // A countersignature that does not verify refuses the signature whenever it is looked at.
+    let mut stamped = request();
+    stamped.timestamp_at = Some(unix_now());
+    let envelope = signer.sign(Format::Cose, &stamped, Some(&Tsa::generate_notary(false)));
+    for when in [VerifyTimestamp::WhenPresent, VerifyTimestamp::Always] {
+        trust.verify_timestamp = when;
+        assert!(matches!(
+            verify(Format::Cose, &envelope, &trust),
+            Err(NotationRefusal::Timestamp(_))
+        ));
+    }
     trust.verify_timestamp = VerifyTimestamp::AfterCertExpiry;
     assert_eq!(
-        verify(Format::Cose, &envelope, &trust).unwrap().time_source,
+        verify(Format::Cose, &envelope, &trust).unwrap().time_source(),
         TimeSource::Now
     );
 }
