@@ -622,3 +622,103 @@ fn signed_attributes_follow_the_signing_scheme_rules() {
     // Untouched, it verifies: the edits above are what was refused.
     verify(Format::Jws, &envelope, &trust).unwrap();
 }
+
+/// A COSE_Sign1 whose protected header is `protected` (a CBOR map, encoded by `header`) and
+/// whose unprotected header holds `chain` as x5chain; signed by no one.
+fn cose_with(tagged: bool, header: impl FnOnce(&mut minicbor::Encoder<Vec<u8>>), chain: &[Vec<u8>]) -> Vec<u8> {
+    let mut protected = minicbor::Encoder::new(Vec::new());
+    header(&mut protected);
+    let mut e = minicbor::Encoder::new(Vec::new());
+    if tagged {
+        e.tag(minicbor::data::Tag::new(18)).unwrap();
+    }
+    e.array(4).unwrap().bytes(&protected.into_writer()).unwrap();
+    e.map(1).unwrap().i64(33).unwrap().array(chain.len() as u64).unwrap();
+    for c in chain {
+        e.bytes(c).unwrap();
+    }
+    e.bytes(b"{}").unwrap().bytes(&[0; 64]).unwrap();
+    e.into_writer()
+}
+
+fn good_header(e: &mut minicbor::Encoder<Vec<u8>>) {
+    e.map(5).unwrap();
+    e.i64(1).unwrap().i64(-7).unwrap();
+    e.i64(2)
+        .unwrap()
+        .array(1)
+        .unwrap()
+        .str("io.cncf.notary.signingScheme")
+        .unwrap();
+    e.i64(3)
+        .unwrap()
+        .str(pullgate_tests::notation::PAYLOAD_MEDIA_TYPE)
+        .unwrap();
+    e.str("io.cncf.notary.signingScheme")
+        .unwrap()
+        .str("notary.x509")
+        .unwrap();
+    e.str("io.cncf.notary.signingTime").unwrap();
+    e.tag(minicbor::data::Tag::new(1)).unwrap().i64(unix_now()).unwrap();
+}
+
+#[test]
+fn cose_structure_is_read_strictly() {
+    let ca = NotationCa::generate(KeyKind::EcP256);
+    let signer = ca.signer(KeyKind::EcP256);
+    let chain = signer.chain();
+    let trust = trust(&ca, LEAF_IDENTITY);
+    let refused = |envelope: Vec<u8>| verify(Format::Cose, &envelope, &trust).unwrap_err();
+    // The well-formed one gets as far as the (absent) signature.
+    assert_eq!(
+        refused(cose_with(true, good_header, chain)),
+        NotationRefusal::BadSignature
+    );
+    let malformed = |refusal: NotationRefusal, what: &str| {
+        assert!(
+            matches!(&refusal, NotationRefusal::Malformed(why) if why.contains(what)),
+            "{what}: {refusal}"
+        )
+    };
+    malformed(refused(cose_with(false, good_header, chain)), "expected tag");
+    malformed(
+        refused(cose_with(
+            true,
+            |e| {
+                good_header(e);
+                // A sixth entry the map did not announce: bytes after the header.
+                e.i64(1).unwrap().i64(-35).unwrap();
+            },
+            chain,
+        )),
+        "after the protected header",
+    );
+    malformed(
+        refused(cose_with(
+            true,
+            |e| {
+                e.map(6).unwrap();
+                e.i64(1).unwrap().i64(-35).unwrap();
+                let mut rest = minicbor::Encoder::new(Vec::new());
+                good_header(&mut rest);
+                // good_header's entries (after its map head), alg among them: alg twice.
+                e.writer_mut().extend_from_slice(&rest.into_writer()[1..]);
+            },
+            chain,
+        )),
+        "twice",
+    );
+    malformed(refused(cose_with(true, good_header, &[])), "x5chain");
+    malformed(
+        refused(cose_with(
+            true,
+            |e| {
+                e.begin_map().unwrap();
+                e.i64(1).unwrap().i64(-7).unwrap();
+                e.end().unwrap();
+            },
+            chain,
+        )),
+        "indefinite",
+    );
+}
