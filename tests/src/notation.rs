@@ -270,6 +270,27 @@ impl SignRequest {
 // === impl NotationSigner ===
 
 impl NotationSigner {
+    /// A self-signed code-signing leaf and nothing else, the shape `notation cert
+    /// generate-test` makes: no basicConstraints, keyUsage digitalSignature, EKU codeSigning.
+    pub fn self_signed(request: &LeafRequest) -> NotationSigner {
+        let key = request.kind.generate();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        for (kind, value) in &request.subject {
+            dn.push(kind.clone(), value.as_str());
+        }
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = request.extended_key_usages.clone();
+        set_validity(&mut params, request.not_before, request.not_after);
+        let der = params.self_signed(&key).expect("self-sign the leaf").der().to_vec();
+        NotationSigner {
+            kind: request.kind,
+            key_der: key.serialize_der(),
+            chain: vec![der],
+        }
+    }
+
     /// The certificates of the envelope: leaf, intermediate, root (DER).
     pub fn chain(&self) -> &[Vec<u8>] {
         &self.chain

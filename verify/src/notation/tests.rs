@@ -725,3 +725,25 @@ fn cose_structure_is_read_strictly() {
         "indefinite",
     );
 }
+
+#[test]
+fn a_self_signed_signing_certificate_in_the_trust_store_verifies() {
+    // What `notation cert generate-test` makes and adds to its trust store.
+    let signer = NotationSigner::self_signed(&LeafRequest::new(KeyKind::Rsa2048));
+    let mut trust = NotationTrust {
+        trust_store: vec![signer.chain()[0].clone()],
+        identities: TrustedIdentities::Any,
+        tsa_roots: Vec::new(),
+        verify_timestamp: VerifyTimestamp::default(),
+    };
+    for format in FORMATS {
+        verify(format, &sign(&signer, format, &request()), &trust).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+    }
+    // Another self-signed certificate with the same subject is not it.
+    let other = NotationSigner::self_signed(&LeafRequest::new(KeyKind::Rsa2048));
+    trust.trust_store = vec![other.chain()[0].clone()];
+    assert!(matches!(
+        verify(Format::Jws, &sign(&signer, Format::Jws, &request()), &trust),
+        Err(NotationRefusal::Untrusted(_))
+    ));
+}
