@@ -44,6 +44,7 @@ const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.
 const ID_MESSAGE_DIGEST: ObjectIdentifier = const_oid::db::rfc6268::ID_MESSAGE_DIGEST;
 const ID_KP_TIME_STAMPING: ObjectIdentifier = const_oid::db::rfc5280::ID_KP_TIME_STAMPING;
 const ID_SUBJECT_KEY_IDENTIFIER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14");
+const ID_SIGNING_CERTIFICATE_V2: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.47");
 const ID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
 const ID_EXTENDED_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
 /// The baseline time-stamp policy of RFC 3628 §5.2, whose accuracy is one second.
@@ -96,9 +97,8 @@ pub(crate) struct Stamped {
 
 /// Verifies a Notary Project timestamp countersignature (trust-store-trust-policy, Validate
 /// Authentic Timestamp): `token` is over `signature`, and its signer — a certificate the token
-/// carries — chains through the token's other certificates to one of `roots` for time stamping
-/// at genTime. The signing-certificate-v2 attribute is not checked: the signer is named by the
-/// SignerInfo and must chain to a trusted root, which is what binds it.
+/// carries, named by the signed signing-certificate-v2 attribute — chains through the token's
+/// other certificates to one of `roots` for time stamping at genTime.
 pub(crate) fn verify_countersignature(token: &[u8], signature: &[u8], roots: &[Vec<u8>]) -> Result<Stamped, String> {
     let token = Token::parse(token)?;
     let at = parse_gen_time(&token.gen_time)?;
@@ -261,6 +261,7 @@ impl Token {
         check_attributes(attributes, signer, &self.tst_info)?;
         if rules == Rules::Notary {
             check_notary_leaf(&leaf)?;
+            check_signing_certificate(attributes, authority.leaf.as_bytes())?;
         }
         check_signature(signer, attributes, &leaf, rules)?;
         check_chain(authority, time, rules)?;
@@ -326,6 +327,48 @@ fn check_attributes(attributes: &Attributes, signer: &SignerInfo, tst_info: &[u8
     let message_digest = OctetStringRef::from_der(&message_digest).map_err(|e| format!("message-digest: {e}"))?;
     if digest(&signer.digest_alg.oid, tst_info)?.as_slice() != message_digest.as_bytes() {
         return Err("the TSA signed another TSTInfo".into());
+    }
+    Ok(())
+}
+
+/// The signed signing-certificate-v2 attribute (RFC 5816) names `leaf`: its first ESSCertIDv2
+/// carries the hash of the signer's certificate, so that no other certificate can stand in for
+/// it. The Notary Project requires it (trust-store-trust-policy, Validate Authentic Timestamp).
+fn check_signing_certificate(attributes: &Attributes, leaf: &[u8]) -> Result<(), String> {
+    let mut found = attributes.iter().filter(|a| a.oid == ID_SIGNING_CERTIFICATE_V2);
+    let (Some(attribute), None) = (found.next(), found.next()) else {
+        return Err("not exactly one signing-certificate-v2 attribute".into());
+    };
+    let malformed = |e: der::Error| format!("signing-certificate-v2: {e}");
+    let value = attribute
+        .values
+        .iter()
+        .next()
+        .ok_or("signing-certificate-v2 has no value")?;
+    // SigningCertificateV2 ::= SEQUENCE { certs SEQUENCE OF ESSCertIDv2, policies OPTIONAL }
+    let fields = value.decode_as::<Vec<Any>>().map_err(malformed)?;
+    let certs = fields.first().ok_or("signing-certificate-v2 names no certificate")?;
+    let ids = certs.decode_as::<Vec<Any>>().map_err(malformed)?;
+    // ESSCertIDv2 ::= SEQUENCE { hashAlgorithm DEFAULT sha256, certHash OCTET STRING, … }
+    let id = ids
+        .first()
+        .ok_or("signing-certificate-v2 names no certificate")?
+        .decode_as::<Vec<Any>>()
+        .map_err(malformed)?;
+    let (algorithm, hash) = match id.as_slice() {
+        [hash, ..] if hash.tag() == Tag::OctetString => (const_oid::db::rfc5912::ID_SHA_256, hash),
+        [algorithm, hash, ..] => (
+            algorithm
+                .decode_as::<x509_cert::spki::AlgorithmIdentifierOwned>()
+                .map_err(malformed)?
+                .oid,
+            hash,
+        ),
+        _ => return Err("an empty ESSCertIDv2".into()),
+    };
+    let hash: OctetString = hash.decode_as().map_err(malformed)?;
+    if digest(&algorithm, leaf)?.as_slice() != hash.as_bytes() {
+        return Err("signing-certificate-v2 names another certificate than the signer's".into());
     }
     Ok(())
 }

@@ -30,6 +30,7 @@ const CONTENT_TYPE: [u64; 7] = [1, 2, 840, 113549, 1, 9, 3];
 const MESSAGE_DIGEST: [u64; 7] = [1, 2, 840, 113549, 1, 9, 4];
 const SHA256: [u64; 9] = [2, 16, 840, 1, 101, 3, 4, 2, 1];
 const ECDSA_WITH_SHA256: [u64; 7] = [1, 2, 840, 10045, 4, 3, 2];
+const SIGNING_CERTIFICATE_V2: [u64; 9] = [1, 2, 840, 113549, 1, 9, 16, 2, 47];
 const SHA256_WITH_RSA: [u64; 7] = [1, 2, 840, 113549, 1, 1, 11];
 const EXTENDED_KEY_USAGE: [u64; 4] = [2, 5, 29, 37];
 const TIME_STAMPING: [u64; 9] = [1, 3, 6, 1, 5, 5, 7, 3, 8];
@@ -41,6 +42,8 @@ pub struct Tsa {
     root_der: Vec<u8>,
     leaf_der: Vec<u8>,
     key: TsaKey,
+    /// Whether tokens carry the signing-certificate-v2 attribute (RFC 5816) Notation requires.
+    signing_certificate: bool,
     /// The leaf's issuer Name and serial INTEGER, DER: how a SignerInfo names its signer.
     issuer_and_serial: Vec<u8>,
 }
@@ -64,6 +67,12 @@ impl Tsa {
     /// and time stamping alone; an RSA key when `rsa`.
     pub fn generate_notary(rsa: bool) -> Tsa {
         Self::generate_with(true, rsa)
+    }
+
+    /// This TSA, its tokens without the signing-certificate-v2 attribute.
+    pub fn without_signing_certificate(mut self) -> Tsa {
+        self.signing_certificate = false;
+        self
     }
 
     fn generate_with(critical_eku: bool, rsa: bool) -> Tsa {
@@ -113,6 +122,7 @@ impl Tsa {
                 TsaKey::Ec(KeyPair::from_pkcs8_der(&key.serialize_der()).expect("load the TSA key"))
             },
             issuer_and_serial,
+            signing_certificate: critical_eku,
         }
     }
 
@@ -155,7 +165,7 @@ impl Tsa {
             &der::tlv(0x02, &random_serial()[..8]),
             &der::tlv(0x18, gen_time.as_bytes()),
         ]);
-        let attributes = [
+        let mut attributes = [
             seq(&[&oid(&CONTENT_TYPE), &der::tlv(0x31, &oid(&TST_INFO))]),
             seq(&[
                 &oid(&MESSAGE_DIGEST),
@@ -163,6 +173,15 @@ impl Tsa {
             ]),
         ]
         .concat();
+        if self.signing_certificate {
+            // SigningCertificateV2 { certs { ESSCertIDv2 { certHash (SHA-256 by default) } } },
+            // last: its encoding sorts after the other two in the DER SET OF.
+            let id = seq(&[&der::octet_string(&sha256(&self.leaf_der))]);
+            attributes.extend(seq(&[
+                &oid(&SIGNING_CERTIFICATE_V2),
+                &der::tlv(0x31, &seq(&[&seq(&[&id])])),
+            ]));
+        }
         let signature = self.key.sign(&der::tlv(0x31, &attributes));
         let signer_info = seq(&[
             &[0x02, 0x01, 0x01],

@@ -541,7 +541,7 @@ fn the_chain_must_be_ordered_and_end_with_a_root() {
 }
 
 #[test]
-fn a_countersignature_from_an_rsa_tsa_counts_and_a_non_critical_tsa_eku_does_not() {
+fn a_countersignature_from_an_rsa_tsa_counts_but_not_one_without_the_notary_tsa_requirements() {
     let ca = NotationCa::generate(KeyKind::Rsa2048);
     let signer = expired_signer(&ca);
     let stamped = unix_now() - 5 * DAY;
@@ -554,6 +554,16 @@ fn a_countersignature_from_an_rsa_tsa_counts_and_a_non_critical_tsa_eku_does_not
         let envelope = signer.sign(format, &request, Some(&tsa));
         let verified = verify(format, &envelope, &trust).unwrap_or_else(|e| panic!("{format:?}: {e}"));
         assert_eq!(verified.time_source().as_str(), "tsa");
+
+        // Without signing-certificate-v2 the token does not say which certificate signed it.
+        let tsa = Tsa::generate_notary(true).without_signing_certificate();
+        trust.tsa_roots = vec![tsa.root_der().to_vec()];
+        let envelope = signer.sign(format, &request, Some(&tsa));
+        let refusal = verify(format, &envelope, &trust).unwrap_err();
+        assert!(
+            matches!(refusal, NotationRefusal::Timestamp(ref why) if why.contains("signing-certificate-v2")),
+            "{refusal}"
+        );
 
         // The cosign path's TSA: its EKU is not critical, which RFC 3161 and Notation require.
         let tsa = Tsa::generate();
