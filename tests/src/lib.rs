@@ -22,6 +22,7 @@ pub mod distribution;
 pub mod env;
 pub mod image;
 pub mod node_image;
+pub mod notation;
 pub mod policy;
 pub mod process;
 pub mod pullgate;

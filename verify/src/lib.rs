@@ -33,6 +33,7 @@ pub mod key;
 #[cfg(test)]
 mod key_bundle_tests;
 pub mod legacy;
+pub mod notation;
 pub mod reference;
 mod regexp;
 #[cfg(test)]

@@ -8,8 +8,13 @@
 //! its signature over them verifies with the leaf's key; the leaf chains to the authority's root
 //! for time stamping at genTime, which the authority's `validFor` covers. Only the reading of
 //! genTime differs.
+//!
+//! Notary Project countersignatures ([`verify_countersignature`]) are checked by the same steps
+//! under the Notary Project's rules: the signer's certificate comes from the token and must chain
+//! to one of the authority's TSA roots, RSA TSAs count, and genTime carries its accuracy.
 
 use cms::{
+    cert::CertificateChoices,
     content_info::ContentInfo,
     signed_data::{SignedData, SignerIdentifier, SignerInfo},
 };
@@ -21,9 +26,15 @@ use der::{
 use jiff::Timestamp;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use sigstore_crypto::{verify_signature, KeyAlgorithm};
-use sigstore_types::{Bundle, DerPublicKey, HashAlgorithm, SignatureBytes, SignatureContent, TsaAuthority};
+use sigstore_types::{
+    Bundle, DerCertificate, DerPublicKey, HashAlgorithm, SignatureBytes, SignatureContent, TsaAuthority,
+};
 use webpki::{anchor_from_trusted_cert, EndEntityCert, KeyUsage};
-use x509_cert::{attr::Attributes, ext::pkix::SubjectKeyIdentifier, Certificate};
+use x509_cert::{
+    attr::Attributes,
+    ext::pkix::{ExtendedKeyUsage, SubjectKeyIdentifier},
+    Certificate,
+};
 
 use super::TrustMaterial;
 
@@ -33,6 +44,20 @@ const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.
 const ID_MESSAGE_DIGEST: ObjectIdentifier = const_oid::db::rfc6268::ID_MESSAGE_DIGEST;
 const ID_KP_TIME_STAMPING: ObjectIdentifier = const_oid::db::rfc5280::ID_KP_TIME_STAMPING;
 const ID_SUBJECT_KEY_IDENTIFIER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14");
+const ID_SIGNING_CERTIFICATE_V2: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.47");
+const ID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
+const ID_EXTENDED_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
+/// The baseline time-stamp policy of RFC 3628 §5.2, whose accuracy is one second.
+const BASELINE_TIME_STAMP_POLICY: ObjectIdentifier = ObjectIdentifier::new_unwrap("0.4.0.2023.1.1");
+
+/// Whose requirements a TSA is held to: Sigstore's (the cosign path, EC keys only, as
+/// `sigstore-tsa`) or the Notary Project's (RSA keys too, as the public TSAs Notation users
+/// name have; the leaf's EKU critical and time stamping alone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rules {
+    Sigstore,
+    Notary,
+}
 
 /// A timestamp token read far enough to be checked: its SignedData, and its TSTInfo as signed.
 struct Token {
@@ -54,8 +79,75 @@ pub(super) fn verify(token: &[u8], signature: &[u8], authorities: &[TsaAuthority
     token.check_imprint(signature)?;
     let mut last = "the trusted root names no timestamp authority".to_string();
     for authority in authorities {
-        match token.check_signer(authority, time) {
+        match token.check_signer(authority, time, Rules::Sigstore) {
             Ok(()) => return Ok(time),
+            Err(why) => last = why,
+        }
+    }
+    Err(last)
+}
+
+/// A verified Notary Project countersignature: genTime, and the bounds its accuracy allows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stamped {
+    pub at: Timestamp,
+    pub earliest: Timestamp,
+    pub latest: Timestamp,
+}
+
+/// Verifies a Notary Project timestamp countersignature (trust-store-trust-policy, Validate
+/// Authentic Timestamp): `token` is over `signature`, and its signer — a certificate the token
+/// carries, named by the signed signing-certificate-v2 attribute — chains through the token's
+/// other certificates to one of `roots` for time stamping at genTime.
+pub(crate) fn verify_countersignature(token: &[u8], signature: &[u8], roots: &[Vec<u8>]) -> Result<Stamped, String> {
+    let token = Token::parse(token)?;
+    let at = parse_gen_time(&token.gen_time)?;
+    token.check_imprint(signature)?;
+    let carried: Vec<Certificate> = token
+        .signed_data
+        .certificates
+        .iter()
+        .flat_map(|set| set.0.iter())
+        .filter_map(|choice| match choice {
+            CertificateChoices::Certificate(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    let [signer] = token.signed_data.signer_infos.0.as_slice() else {
+        return Err("the token has not exactly one signer".into());
+    };
+    let leaf = carried
+        .iter()
+        .find(|c| names(&signer.sid, c))
+        .ok_or("the token does not carry its signer's certificate")?;
+    let der = |c: &Certificate| {
+        c.to_der()
+            .map(DerCertificate::new)
+            .map_err(|e| format!("TSA certificate: {e}"))
+    };
+    let intermediates = carried
+        .iter()
+        .filter(|c| *c != leaf)
+        .map(der)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut last = "the authority trusts no TSA".to_string();
+    for root in roots {
+        let authority = TsaAuthority::new(
+            der(leaf)?,
+            intermediates.clone(),
+            DerCertificate::new(root.clone()),
+            None,
+        );
+        match token.check_signer(&authority, at, Rules::Notary) {
+            Ok(()) => {
+                let accuracy = accuracy(&token.tst_info)?;
+                let bound = |t: Result<Timestamp, jiff::Error>| t.map_err(|e| format!("genTime ± accuracy: {e}"));
+                return Ok(Stamped {
+                    at,
+                    earliest: bound(at.checked_sub(accuracy))?,
+                    latest: bound(at.checked_add(accuracy))?,
+                });
+            }
             Err(why) => last = why,
         }
     }
@@ -154,7 +246,7 @@ impl Token {
 
     /// The token is signed by `authority`'s leaf, which chains to its root for time stamping at
     /// `time`, within the authority's validity.
-    fn check_signer(&self, authority: &TsaAuthority, time: Timestamp) -> Result<(), String> {
+    fn check_signer(&self, authority: &TsaAuthority, time: Timestamp, rules: Rules) -> Result<(), String> {
         let [signer] = self.signed_data.signer_infos.0.as_slice() else {
             return Err("the token has not exactly one signer".into());
         };
@@ -167,8 +259,12 @@ impl Token {
             .as_ref()
             .ok_or("the token has no signed attributes")?;
         check_attributes(attributes, signer, &self.tst_info)?;
-        check_signature(signer, attributes, &leaf)?;
-        check_chain(authority, time)?;
+        if rules == Rules::Notary {
+            check_notary_leaf(&leaf)?;
+            check_signing_certificate(attributes, authority.leaf.as_bytes())?;
+        }
+        check_signature(signer, attributes, &leaf, rules)?;
+        check_chain(authority, time, rules)?;
         if !authority.valid_for.as_ref().is_none_or(|window| window.contains(time)) {
             return Err(format!("the TSA was not trusted at {time}"));
         }
@@ -235,8 +331,55 @@ fn check_attributes(attributes: &Attributes, signer: &SignerInfo, tst_info: &[u8
     Ok(())
 }
 
+/// The signed signing-certificate-v2 attribute (RFC 5816) names `leaf`: its first ESSCertIDv2
+/// carries the hash of the signer's certificate, so that no other certificate can stand in for
+/// it. The Notary Project requires it (trust-store-trust-policy, Validate Authentic Timestamp).
+fn check_signing_certificate(attributes: &Attributes, leaf: &[u8]) -> Result<(), String> {
+    let mut found = attributes.iter().filter(|a| a.oid == ID_SIGNING_CERTIFICATE_V2);
+    let (Some(attribute), None) = (found.next(), found.next()) else {
+        return Err("not exactly one signing-certificate-v2 attribute".into());
+    };
+    let malformed = |e: der::Error| format!("signing-certificate-v2: {e}");
+    let value = attribute
+        .values
+        .iter()
+        .next()
+        .ok_or("signing-certificate-v2 has no value")?;
+    // SigningCertificateV2 ::= SEQUENCE { certs SEQUENCE OF ESSCertIDv2, policies OPTIONAL }
+    let fields = value.decode_as::<Vec<Any>>().map_err(malformed)?;
+    let certs = fields.first().ok_or("signing-certificate-v2 names no certificate")?;
+    let ids = certs.decode_as::<Vec<Any>>().map_err(malformed)?;
+    // ESSCertIDv2 ::= SEQUENCE { hashAlgorithm DEFAULT sha256, certHash OCTET STRING, … }
+    let id = ids
+        .first()
+        .ok_or("signing-certificate-v2 names no certificate")?
+        .decode_as::<Vec<Any>>()
+        .map_err(malformed)?;
+    let (algorithm, hash) = match id.as_slice() {
+        [hash, ..] if hash.tag() == Tag::OctetString => (const_oid::db::rfc5912::ID_SHA_256, hash),
+        [algorithm, hash, ..] => (
+            algorithm
+                .decode_as::<x509_cert::spki::AlgorithmIdentifierOwned>()
+                .map_err(malformed)?
+                .oid,
+            hash,
+        ),
+        _ => return Err("an empty ESSCertIDv2".into()),
+    };
+    let hash: OctetString = hash.decode_as().map_err(malformed)?;
+    if digest(&algorithm, leaf)?.as_slice() != hash.as_bytes() {
+        return Err("signing-certificate-v2 names another certificate than the signer's".into());
+    }
+    Ok(())
+}
+
 /// The signature over the DER SET OF the signed attributes verifies with the leaf's EC key.
-fn check_signature(signer: &SignerInfo, attributes: &Attributes, leaf: &Certificate) -> Result<(), String> {
+fn check_signature(
+    signer: &SignerInfo,
+    attributes: &Attributes,
+    leaf: &Certificate,
+    rules: Rules,
+) -> Result<(), String> {
     let signed = attributes.to_der().map_err(|e| format!("signed attributes: {e}"))?;
     let key = DerPublicKey::new(
         leaf.tbs_certificate
@@ -245,8 +388,9 @@ fn check_signature(signer: &SignerInfo, attributes: &Attributes, leaf: &Certific
             .map_err(|e| format!("TSA key: {e}"))?,
     );
     let algorithm = KeyAlgorithm::from_spki(&key).map_err(|e| format!("TSA key: {e}"))?;
-    if !matches!(algorithm, KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384) {
-        return Err("the TSA key is not an EC key".into());
+    let rsa = rules == Rules::Notary && algorithm == KeyAlgorithm::Rsa;
+    if !(rsa || matches!(algorithm, KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384)) {
+        return Err("the TSA key is not an EC key (nor, for Notary Project signatures, RSA)".into());
     }
     let scheme = algorithm
         .resolve_signing_scheme(hash_algorithm(&signer.digest_alg.oid)?)
@@ -262,7 +406,7 @@ fn check_signature(signer: &SignerInfo, attributes: &Attributes, leaf: &Certific
 
 /// The authority's leaf chains to its root, through its own intermediates only, for time
 /// stamping at `time`.
-fn check_chain(authority: &TsaAuthority, time: Timestamp) -> Result<(), String> {
+fn check_chain(authority: &TsaAuthority, time: Timestamp, rules: Rules) -> Result<(), String> {
     let leaf = CertificateDer::from(authority.leaf.as_bytes());
     let leaf = EndEntityCert::try_from(&leaf).map_err(|e| format!("TSA certificate: {e}"))?;
     let root = CertificateDer::from(authority.root.as_bytes());
@@ -278,12 +422,68 @@ fn check_chain(authority: &TsaAuthority, time: Timestamp) -> Result<(), String> 
         &[anchor],
         &intermediates,
         UnixTime::since_unix_epoch(std::time::Duration::from_secs(at)),
-        KeyUsage::required(ID_KP_TIME_STAMPING.as_bytes()),
+        // webpki holds every certificate of the path to this. Under Notary rules a CA need not
+        // name time stamping (real TSA intermediates often have no EKU); the leaf's EKU was
+        // checked by check_notary_leaf.
+        match rules {
+            Rules::Sigstore => KeyUsage::required(ID_KP_TIME_STAMPING.as_bytes()),
+            Rules::Notary => KeyUsage::required_if_present(ID_KP_TIME_STAMPING.as_bytes()),
+        },
         None,
         None,
     )
     .map(|_| ())
     .map_err(|e| format!("TSA certificate chain: {e}"))
+}
+
+/// A Notary Project TSA leaf (signature-specification §Certificate Requirements, timestamping
+/// certificate): keyUsage present, extendedKeyUsage critical and time stamping alone.
+fn check_notary_leaf(leaf: &Certificate) -> Result<(), String> {
+    let extensions = || leaf.tbs_certificate.extensions.iter().flatten();
+    if !extensions().any(|e| e.extn_id == ID_KEY_USAGE) {
+        return Err("the TSA certificate has no keyUsage".into());
+    }
+    let mut ekus = extensions().filter(|e| e.extn_id == ID_EXTENDED_KEY_USAGE);
+    let (Some(eku), None) = (ekus.next(), ekus.next()) else {
+        return Err("the TSA certificate has not exactly one extendedKeyUsage".into());
+    };
+    let purposes = ExtendedKeyUsage::from_der(eku.extn_value.as_bytes()).map_err(|e| format!("TSA EKU: {e}"))?;
+    if !eku.critical || purposes.0 != [ID_KP_TIME_STAMPING] {
+        return Err("the TSA certificate's extendedKeyUsage is not critical time stamping alone".into());
+    }
+    Ok(())
+}
+
+/// A TSTInfo's accuracy (RFC 3161 §2.4.2); one second under the baseline policy of RFC 3628
+/// when it gives none, else none.
+fn accuracy(tst_info: &[u8]) -> Result<jiff::SignedDuration, String> {
+    let fields = Vec::<Any>::from_der(tst_info).map_err(|e| format!("TSTInfo: {e}"))?;
+    let Some(accuracy) = fields.get(5).filter(|f| f.tag() == Tag::Sequence) else {
+        let baseline = fields
+            .get(1)
+            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
+            .is_some_and(|p| p == BASELINE_TIME_STAMP_POLICY);
+        return Ok(jiff::SignedDuration::from_secs(i64::from(baseline)));
+    };
+    let parts = accuracy.decode_as::<Vec<Any>>().map_err(|e| format!("accuracy: {e}"))?;
+    let mut nanos: i64 = 0;
+    for part in parts {
+        // seconds INTEGER, millis [0] INTEGER (1..999), micros [1] INTEGER (1..999)
+        let scale = match part.tag() {
+            Tag::Integer => 1_000_000_000,
+            Tag::ContextSpecific { number, .. } if number.value() == 0 => 1_000_000,
+            Tag::ContextSpecific { number, .. } if number.value() == 1 => 1_000,
+            _ => return Err("accuracy has an unknown field".into()),
+        };
+        let value = part
+            .value()
+            .iter()
+            .try_fold(0i64, |n, b| n.checked_mul(256).map(|n| n + i64::from(*b)))
+            .filter(|n| *n < 1 << 31)
+            .ok_or("accuracy out of range")?;
+        nanos = nanos.saturating_add(value.saturating_mul(scale));
+    }
+    Ok(jiff::SignedDuration::from_nanos(nanos))
 }
 
 fn hash_algorithm(oid: &ObjectIdentifier) -> Result<HashAlgorithm, String> {
@@ -338,7 +538,7 @@ fn parse_gen_time(value: &[u8]) -> Result<Timestamp, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_gen_time;
+    use super::{accuracy, parse_gen_time};
 
     #[test]
     fn gen_time_is_read_with_and_without_a_fraction() {
@@ -359,5 +559,29 @@ mod tests {
         ] {
             assert!(at(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn accuracy_is_read_or_taken_from_the_baseline_policy() {
+        let tst_info = |policy: &[u8], tail: &[u8]| {
+            let mut content = vec![0x02, 0x01, 0x01];
+            content.extend_from_slice(policy);
+            content.extend_from_slice(&[0x30, 0x00, 0x02, 0x01, 0x05, 0x18, 0x0f]);
+            content.extend_from_slice(b"20250101000000Z");
+            content.extend_from_slice(tail);
+            let mut der = vec![0x30, u8::try_from(content.len()).unwrap()];
+            der.extend(content);
+            der
+        };
+        let baseline = [0x06, 0x06, 0x04, 0x00, 0x8f, 0x67, 0x01, 0x01];
+        let other = [0x06, 0x03, 0x2a, 0x03, 0x04];
+        // seconds 2, millis [0] 500, micros [1] 7
+        let given = [0x30, 0x0a, 0x02, 0x01, 0x02, 0x80, 0x02, 0x01, 0xf4, 0x81, 0x01, 0x07];
+        let nanos = |der: Vec<u8>| accuracy(&der).map(|d| d.as_nanos());
+        assert_eq!(nanos(tst_info(&other, &given)), Ok(2_500_007_000));
+        assert_eq!(nanos(tst_info(&baseline, &[])), Ok(1_000_000_000));
+        assert_eq!(nanos(tst_info(&other, &[])), Ok(0));
+        // ordering BOOLEAN, not an accuracy.
+        assert_eq!(nanos(tst_info(&other, &[0x01, 0x01, 0x00])), Ok(0));
     }
 }
