@@ -37,9 +37,17 @@ if [ -z "${SYSTEMCTL+set}" ]; then SYSTEMCTL="chroot $HOST_ROOT systemctl"; fi
 if [ -z "${PULLGATE_CHECK_CMD+set}" ]; then
     PULLGATE_CHECK_CMD="chroot $HOST_ROOT /usr/local/bin/pullgate policy check /etc/pullgate/policy.yaml"
 fi
+if [ -z "${PULLGATE_RUN_CMD+set}" ]; then
+    # install.sh's check that the binary starts on the host, with the host's loader and C library:
+    # chrooted into the host, it runs the image's file through a descriptor (/proc/self/fd is
+    # the host's /proc there), so nothing is copied onto the host first.
+    # shellcheck disable=SC2016,SC2089 # expanded by the sh install.sh runs it with
+    PULLGATE_RUN_CMD='chroot "${PULLGATE_ROOT:-/}" /proc/self/fd/3 --version 3<"$PULLGATE_CANDIDATE"'
+fi
 SYSTEMD_IGNORE_CHROOT=1
 SYSTEMD_IN_CHROOT=0
-export SYSTEMCTL PULLGATE_CHECK_CMD SYSTEMD_IGNORE_CHROOT SYSTEMD_IN_CHROOT
+# shellcheck disable=SC2090 # PULLGATE_RUN_CMD is run by sh -c, quotes and all
+export SYSTEMCTL PULLGATE_CHECK_CMD PULLGATE_RUN_CMD SYSTEMD_IGNORE_CHROOT SYSTEMD_IN_CHROOT
 
 say() { printf '%s: %s\n' "$PROG" "$*"; }
 

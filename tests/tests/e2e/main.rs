@@ -11,6 +11,7 @@
 
 mod attestations;
 mod auth;
+mod binary;
 mod cache;
 mod cli;
 mod docs;
