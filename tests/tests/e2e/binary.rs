@@ -116,7 +116,11 @@ fn the_built_binary_is_x86_64_and_needs_no_glibc_above_the_floor() {
     assert!(output.status.success(), "{}", text(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("x86-64 ELF"), "{}", text(&output));
-    assert!(stdout.contains(&format!("(floor {})", stated_floor())), "{}", text(&output));
+    assert!(
+        stdout.contains(&format!("(floor {})", stated_floor())),
+        "{}",
+        text(&output)
+    );
 }
 
 /// The check can fail: one minor version below what the binary needs, it names the version and
@@ -137,7 +141,11 @@ fn the_glibc_check_fails_with_a_lowered_floor() {
         "{}",
         text(&output)
     );
-    assert!(stderr.contains(&format!("GLIBC_{major}.{minor} ")), "names the symbols: {}", text(&output));
+    assert!(
+        stderr.contains(&format!("GLIBC_{major}.{minor} ")),
+        "names the symbols: {}",
+        text(&output)
+    );
 }
 
 #[test]
@@ -205,7 +213,12 @@ fn assert_refused(output: &Output, root: &Path, message: &str) {
     assert!(!output.status.success(), "{}", text(output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(message), "expected {message:?}: {}", text(output));
-    assert_eq!(fs::read_dir(root).unwrap().count(), 0, "the node was touched: {}", text(output));
+    assert_eq!(
+        fs::read_dir(root).unwrap().count(),
+        0,
+        "the node was touched: {}",
+        text(output)
+    );
 }
 
 #[test]
@@ -214,7 +227,11 @@ fn install_refuses_a_binary_the_node_cannot_run() {
     let root = dir.path().join("node");
     fs::create_dir(&root).unwrap();
     let uname = String::from_utf8(Command::new("uname").arg("-m").output().unwrap().stdout).unwrap();
-    assert_eq!(uname.trim(), "x86_64", "these tests state x86_64 as the node's architecture");
+    assert_eq!(
+        uname.trim(),
+        "x86_64",
+        "these tests state x86_64 as the node's architecture"
+    );
 
     let arm64 = write_executable(dir.path(), "arm64", &elf_header(EM_AARCH64));
     assert_refused(
@@ -229,7 +246,11 @@ fn install_refuses_a_binary_the_node_cannot_run() {
     assert_refused(&install(&root, &macho, &[]), &root, "is a macOS (Mach-O) executable");
 
     let script = write_executable(dir.path(), "script", b"#!/bin/sh\necho pullgate 0.1.0\n");
-    assert_refused(&install(&root, &script, &[]), &root, "is a script, not the pullgate binary");
+    assert_refused(
+        &install(&root, &script, &[]),
+        &root,
+        "is a script, not the pullgate binary",
+    );
 
     // The real binary, on an aarch64 node.
     assert_refused(
@@ -257,7 +278,9 @@ fn install_refuses_a_binary_the_node_cannot_run() {
     assert!(output.status.success(), "{}", text(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.lines().any(|l| l.contains("binary") && l.contains(": pullgate ") && l.ends_with("(x86_64)")),
+        stdout
+            .lines()
+            .any(|l| l.contains("binary") && l.contains(": pullgate ") && l.ends_with("(x86_64)")),
         "{}",
         text(&output)
     );
@@ -272,7 +295,11 @@ fn install_under_root_without_a_run_command_says_it_did_not_run_the_binary() {
     fs::create_dir(&root).unwrap();
     let output = install(&root, &Pullgate::binary(), &[("PULLGATE_RUN_CMD", "")]);
     assert!(output.status.success(), "{}", text(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("not run"), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("not run"),
+        "{}",
+        text(&output)
+    );
 
     let arm64 = write_executable(dir.path(), "arm64", &elf_header(EM_AARCH64));
     assert_refused(
@@ -315,7 +342,10 @@ fn the_install_pages_state_the_architecture_and_the_glibc_floor() {
         "installer/kubernetes/README.md",
     ] {
         let text = fs::read_to_string(repo().join(page)).unwrap();
-        assert!(text.contains("x86_64"), "{page} does not state the architecture (x86_64)");
+        assert!(
+            text.contains("x86_64"),
+            "{page} does not state the architecture (x86_64)"
+        );
         assert!(
             page == "docs/quickstart-kind.md" || text.contains(&floor),
             "{page} does not state the floor ({floor})"
