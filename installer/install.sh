@@ -215,7 +215,11 @@ check_binary() { # PATH
         say "not run   $candidate --version (with --root, only PULLGATE_RUN_CMD can run it as the node would)"
         return 0
     fi
-    if ! version=$(PULLGATE_CANDIDATE=$candidate sh -c "$PULLGATE_RUN_CMD" 2>&1); then
+    # Bounded in time, and with no input: whatever the file turns out to be, it cannot hang the run.
+    limit=
+    if command -v timeout >/dev/null 2>&1; then limit="timeout 30"; fi
+    # shellcheck disable=SC2086 # $limit is a command and its argument, or nothing
+    if ! version=$(PULLGATE_CANDIDATE=$candidate $limit sh -c "$PULLGATE_RUN_CMD" </dev/null 2>&1); then
         printf '%s\n' "$version" | head -n 5 | sed 's/^/    /' >&2
         die "--binary $candidate does not run on this node ($PULLGATE_RUN_CMD failed); a binary linked against a newer glibc than the node's fails like this: build it with scripts/release.sh (docs/building.md)"
     fi
