@@ -20,7 +20,12 @@
 #                        active — Type=notify, so after READY=1 — and its socket exists)
 #   KUBELET_READY_CMD    sh command that succeeds once a restarted kubelet runs (default: active,
 #                        and still active three seconds later)
-# The three commands run with PULLGATE_ROOT (the --root prefix, "" for /) and SYSTEMCTL set.
+#   PULLGATE_RUN_CMD     sh command that runs the given binary, $PULLGATE_CANDIDATE, with
+#                        --version as the node would, before anything is touched (default
+#                        without --root: the binary itself; with --root, none: not run)
+#   PULLGATE_NODE_ARCH   the node's machine as `uname -m` names it (default: `uname -m`, the
+#                        kernel's, which a container shares with its node)
+# The commands run with PULLGATE_ROOT (the --root prefix, "" for /) and SYSTEMCTL set.
 set -eu
 
 PROG=pullgate-install
@@ -170,7 +175,64 @@ source_file() { # NAME PATH
     absolute "$2"
 }
 
+# Refuses a binary that cannot run on this node, with what to build instead: another
+# architecture's (or a macOS build), or one that fails to start here, such as one linked
+# against a newer glibc than the node has (docs/building.md).
+check_binary() { # PATH
+    candidate=$1
+    header=$(od -An -tx1 -N20 "$candidate" | tr -s ' \n' '  ')
+    case $header in
+    " 7f 45 4c 46 "*) ;;
+    " cf fa ed fe "* | " fe ed fa cf "* | " ca fe ba be "*)
+        die "--binary $candidate is a macOS (Mach-O) executable; nodes run Linux: build pullgate for Linux (docs/building.md)" ;;
+    " 23 21 "*) die "--binary $candidate is a script, not the pullgate binary" ;;
+    *) die "--binary $candidate is not an ELF executable" ;;
+    esac
+    # e_machine: bytes 18 and 19, little-endian on every architecture pullgate builds for.
+    machine=$(printf '%s\n' "$header" | awk '{ print $20 $19 }')
+    case $machine in
+    003e) built_for=x86_64 ;;
+    00b7) built_for=aarch64 ;;
+    0028) built_for=arm ;;
+    0003) built_for=i686 ;;
+    00f3) built_for=riscv64 ;;
+    0015) built_for=ppc64 ;;
+    0016) built_for=s390x ;;
+    *) built_for="machine 0x$machine" ;;
+    esac
+    node_arch=${PULLGATE_NODE_ARCH:-$(uname -m)}
+    case $node_arch in
+    arm*) node_arch=arm ;;
+    i?86) node_arch=i686 ;;
+    ppc64*) node_arch=ppc64 ;;
+    esac
+    [ "$built_for" = "$node_arch" ] ||
+        die "--binary $candidate is built for $built_for, but this node is $node_arch: build pullgate for $node_arch (docs/building.md)"
+
+    if [ -z "${PULLGATE_RUN_CMD+set}" ] && [ -z "$R" ]; then
+        # shellcheck disable=SC2016 # expanded by the sh that runs it
+        PULLGATE_RUN_CMD='"$PULLGATE_CANDIDATE" --version'
+    fi
+    if [ -z "${PULLGATE_RUN_CMD:-}" ]; then
+        say "not run   $candidate --version (with --root, only PULLGATE_RUN_CMD can run it as the node would)"
+        return 0
+    fi
+    # Bounded in time, and with no input: whatever the file turns out to be, it cannot hang the run.
+    limit=
+    if command -v timeout >/dev/null 2>&1; then limit="timeout 30"; fi
+    # shellcheck disable=SC2086 # $limit is a command and its argument, or nothing
+    if ! version=$(PULLGATE_CANDIDATE=$candidate $limit sh -c "$PULLGATE_RUN_CMD" </dev/null 2>&1); then
+        printf '%s\n' "$version" | head -n 5 | sed 's/^/    /' >&2
+        die "--binary $candidate does not run on this node ($PULLGATE_RUN_CMD failed); a binary linked against a newer glibc than the node's fails like this: build it with scripts/release.sh (docs/building.md)"
+    fi
+    case $version in
+    "pullgate "*) say "binary    $candidate: $version ($built_for)" ;;
+    *) die "--binary $candidate is not pullgate: --version printed '$(printf '%s' "$version" | head -n 1)'" ;;
+    esac
+}
+
 BINARY=$(source_file --binary "$BINARY")
+check_binary "$BINARY"
 for unit in pullgate.socket pullgate.service pullgate.logrotate kubelet-pullgate.conf; do
     [ -f "$UNITS_SRC/$unit" ] || die "$UNITS_SRC/$unit is missing (see --units)"
 done

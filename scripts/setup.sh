@@ -2,8 +2,9 @@
 # Installs what the demo and the tests run against: containerd, runc, the CNCF registry,
 # protoc (containerd-client's build), htpasswd (the auth tests), shellcheck, and systemd
 # (systemd-analyze and systemd-socket-activate, for the unit and socket-activation tests), jq
-# (the jq lines of docs/audit-log.md are run against a real audit log), and logrotate (the
-# shipped /etc/logrotate.d/pullgate is run against a real pullgate).
+# (the jq lines of docs/audit-log.md are run against a real audit log), logrotate (the
+# shipped /etc/logrotate.d/pullgate is run against a real pullgate), and binutils (objdump:
+# scripts/check-binary.sh reads the built binary's glibc symbol versions).
 # With --clients (the test suite), also the clients users call pullgate with and the tools they
 # sign with, built once into $PULLGATE_TEST_TOOLS (default /var/cache/pullgate-tests) and kept:
 # crictl from cri-tools, cosign v2 and v3, oras, rekor-tiles' POSIX server (a Rekor v2 log) and
@@ -14,7 +15,7 @@
 # What is already present is not installed again, so a second run needs no network.
 set -euo pipefail
 
-packages=(containerd runc docker-registry protobuf-compiler apache2-utils shellcheck systemd jq logrotate)
+packages=(containerd runc docker-registry protobuf-compiler apache2-utils shellcheck systemd jq logrotate binutils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

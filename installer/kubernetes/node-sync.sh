@@ -45,10 +45,18 @@ if [ -z "${PULLGATE_CHECK_CMD+set}" ]; then
 fi
 # The installed binary, with the host's paths: its configuration, sockets, kubelet's files.
 DOCTOR_CMD=${PULLGATE_DOCTOR_CMD:-chroot $HOST_ROOT /usr/local/bin/pullgate doctor}
+if [ -z "${PULLGATE_RUN_CMD+set}" ]; then
+    # install.sh's check that the binary starts on the host, with the host's loader and C library:
+    # chrooted into the host, it runs the image's file through a descriptor (/proc/self/fd is
+    # the host's /proc there), so nothing is copied onto the host first.
+    # shellcheck disable=SC2016,SC2089 # expanded by the sh install.sh runs it with
+    PULLGATE_RUN_CMD='chroot "${PULLGATE_ROOT:-/}" /proc/self/fd/3 --version 3<"$PULLGATE_CANDIDATE"'
+fi
 SYSTEMD_IGNORE_CHROOT=1
 SYSTEMD_IN_CHROOT=0
 PULLGATE_ROOT=$HOST_ROOT
-export SYSTEMCTL PULLGATE_CHECK_CMD SYSTEMD_IGNORE_CHROOT SYSTEMD_IN_CHROOT PULLGATE_ROOT
+# shellcheck disable=SC2090 # PULLGATE_RUN_CMD is run by sh -c, quotes and all
+export SYSTEMCTL PULLGATE_CHECK_CMD PULLGATE_RUN_CMD SYSTEMD_IGNORE_CHROOT SYSTEMD_IN_CHROOT PULLGATE_ROOT
 
 say() { printf '%s: %s\n' "$PROG" "$*"; }
 

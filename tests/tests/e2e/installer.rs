@@ -89,6 +89,10 @@ const OPERATOR_DROPIN: &str = "[Service]\nEnvironment=OPERATOR=1\n";
 const POLICY: &str = "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: node-default\nspec:\n  rules:\n    - name: system\n      images: [\"registry.k8s.io/**\"]\n      action: allow\n";
 const POLICY_V2: &str = "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata:\n  name: node-default\nspec:\n  noMatch: deny\n  rules:\n    - name: system\n      images: [\"registry.k8s.io/**\", \"docker.io/kindest/**\"]\n      action: allow\n";
 
+/// install.sh's run check for a `--root` tree: this machine stands in for the node, so the
+/// candidate binary runs here as it is.
+const RUN_HERE: &str = r#""$PULLGATE_CANDIDATE" --version"#;
+
 const DROPIN: &str = "etc/systemd/system/kubelet.service.d/90-pullgate.conf";
 const LOGROTATE: &str = "etc/logrotate.d/pullgate";
 const STATE: &str = "var/lib/pullgate/install";
@@ -321,11 +325,13 @@ impl Node {
             "KUBELET_READY_CMD",
             "PULLGATE_READY_TIMEOUT",
             "PULLGATE_CHECK_CMD",
+            "PULLGATE_NODE_ARCH",
             "SYSTEMCTL",
         ] {
             cmd.env_remove(var);
         }
         cmd.env("SYSTEMCTL", self.dir.path().join("fake-systemctl"))
+            .env("PULLGATE_RUN_CMD", RUN_HERE)
             .env("FAKE_SYSTEMCTL_STATE", self.dir.path().join("systemctl"))
             .env("TMPDIR", self.dir.path().join("tmp"))
             .env(
@@ -399,6 +405,7 @@ impl Node {
                 "PULLGATE_CHECK_CMD",
                 r#""$PULLGATE_ROOT/usr/local/bin/pullgate" policy check "$PULLGATE_ROOT/etc/pullgate/policy.yaml""#,
             )
+            .env("PULLGATE_RUN_CMD", RUN_HERE)
             .env_remove("PULLGATE_READY_CMD")
             .env_remove("KUBELET_READY_CMD");
         cmd

@@ -13,6 +13,7 @@ mod aks;
 mod attestations;
 mod audit_rotation;
 mod auth;
+mod binary;
 mod cache;
 mod cli;
 mod docs;
