@@ -244,3 +244,72 @@ async fn a_verification_is_not_shown_past_its_attestations_max_age_after_a_resta
     let denied = pullgate.pull(&image, Some("default")).await.expect_err("stale now");
     assert!(denied.message().contains("older than maxAge"), "{}", denied.message());
 }
+
+/// containerd changed while pullgate was stopped: the verified tag now names another image
+/// (pulled straight into containerd, then tagged over it). The state vouches for what was
+/// verified, not for a name: the tag is hidden after the restart, though the file still lists
+/// the old image under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_moved_in_containerd_while_stopped_is_not_shown() {
+    let mut env = TestEnv::start().await;
+    env.push_signed_image("restarts/app", "v1", "signed").await;
+    env.push_image("restarts/app", "other", "unsigned").await;
+    let signed = env.image_ref("restarts/app", "v1");
+    let other = env.image_ref("restarts/app", "other");
+    let policy = env.key_policy(&[&format!("{}/restarts/**", env.host())]);
+    let dir = env.dir().join("pullgate");
+    let config = format!("{}stateDir: state\n", env.pullgate_config(&dir, "10s"));
+
+    let mut pullgate = Pullgate::start(&dir, &config, &policy).await;
+    pullgate
+        .pull(&signed, Some("default"))
+        .await
+        .expect("signed image allowed");
+    assert!(shown(&pullgate, &signed).await);
+    assert!(pullgate.stop().is_some_and(|s| s.success()), "{}", pullgate.log());
+
+    env.containerd
+        .client()
+        .pull_image(cri::pull_request(&other, None, None))
+        .await
+        .expect("containerd pulls the unsigned image directly");
+    let output = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(env.containerd.socket())
+        .args(["--namespace", "k8s.io", "images", "tag", "--force", &other, &signed])
+        .output()
+        .expect("ctr runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    env.registry.stop();
+    // containerd itself answers for the tag with the other image (the CRI plugin learns of the
+    // tag from containerd's events: asked until it has).
+    let id_of = |image: String| {
+        let mut containerd = env.containerd.client();
+        async move {
+            containerd
+                .image_status(cri::image_status_request(&image))
+                .await
+                .unwrap()
+                .into_inner()
+                .image
+                .map(|i| i.id)
+        }
+    };
+    let other_id = id_of(other.clone()).await.expect("containerd has the other image");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while id_of(signed.clone()).await.as_ref() != Some(&other_id) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "containerd never answered the tag with the other image"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let pullgate = Pullgate::start(&dir, &config, &policy).await;
+    assert!(pullgate.log().contains("verified images read back from the state file"));
+    assert!(
+        !shown(&pullgate, &signed).await,
+        "the tag now names an image nothing verified:\n{}",
+        pullgate.log()
+    );
+}
