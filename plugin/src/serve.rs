@@ -61,8 +61,39 @@ fn os(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
     move |source| ServeError::Os { what, source }
 }
 
+/// Opens a new audit file whenever the current one was moved away, as SIGHUP does; a failure is
+/// logged once until a reopen succeeds again.
+async fn reopen_moved_audit(gate: Arc<Gate>) {
+    let mut tick = tokio::time::interval(AUDIT_REOPEN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        match gate.reopen_audit() {
+            Ok(reopened) => {
+                if reopened {
+                    tracing::info!("audit log moved away: a new file continues the chain");
+                }
+                failing = false;
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::error!(%error, "audit log not reopened; records keep going to the moved file");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
 /// How often readiness is checked once the first check ran.
 const READINESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the audit log's path is checked for a rotation that SIGHUP did not announce: a
+/// reload that failed (pullgate restarting when logrotate signalled) or a reopen that failed
+/// would otherwise leave records going to the moved file for good, which logrotate, finding no
+/// file at the path, never rotates again.
+const AUDIT_REOPEN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long containerd has to answer CRI Version in a readiness check.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -199,6 +230,7 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
         }
     };
     let reloader = tokio::spawn(reload);
+    let reopener = tokio::spawn(reopen_moved_audit(gate.clone()));
     let shutdown = async {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -211,6 +243,7 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
     // Blocking, once, at exit: what the background writer had not reached yet.
     gate.flush_admitted();
     reloader.abort();
+    reopener.abort();
     watcher.abort();
     size_limit.abort();
     if let Some(endpoint) = metrics_endpoint {

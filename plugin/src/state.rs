@@ -31,8 +31,8 @@ pub const MAX_ADMITTED: usize = 100_000;
 /// [`MAX_ADMITTED`] images with a few verifications each fit.
 pub const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// The file's format; another is not read.
-const VERSION: u32 = 1;
+/// The file's format; another is not read. 2: each verification carries its `until`.
+const VERSION: u32 = 2;
 
 /// Longest repository, image id or rule name a valid entry holds (references are at most
 /// 255 + 4096 bytes in practice; rule names are short).
@@ -56,8 +56,18 @@ pub struct AdmittedImage {
     pub repository: String,
     /// containerd's image id.
     pub id: String,
-    /// (rule, manifest digest) pairs.
-    pub verified: Vec<(String, String)>,
+    pub verified: Vec<Verification>,
+}
+
+/// A manifest digest verified under a rule, and until when that verification holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verification {
+    pub rule: String,
+    pub digest: String,
+    /// Unix seconds from which it no longer holds: when a required attestation turns older
+    /// than its `maxAge`. `None`: for as long as the generation is in force.
+    pub until: Option<i64>,
 }
 
 /// The directory `stateDir` names, checked: pullgate's own and writable by nobody else.
@@ -149,9 +159,10 @@ impl StateDir {
     pub fn load(&self) -> Result<Option<Snapshot>, StateError> {
         let path = self.file();
         // Not followed: a link could point at a file pullgate does not own the contents of.
+        // Non-blocking: a FIFO without a writer would block the open, before any check below.
         let file = match OpenOptions::new()
             .read(true)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
             .open(&path)
         {
             Ok(file) => file,
@@ -267,11 +278,11 @@ impl Snapshot {
             if image.verified.is_empty() {
                 return Err(Fault::NoVerification(i));
             }
-            for (rule, digest) in &image.verified {
-                if !bounded(rule) {
+            for verification in &image.verified {
+                if !bounded(&verification.rule) {
                     return Err(Fault::Rule(i));
                 }
-                if Digest::parse(digest).is_none() {
+                if Digest::parse(&verification.digest).is_none() {
                     return Err(Fault::Digest(i));
                 }
             }

@@ -38,7 +38,11 @@ const CONFIGMAP_ROUTE: &str = "on a kubeadm node put it in the kubelet-config Co
 /// kubelet pulls through pullgate: judged on every kubelet process of this node, or, where none
 /// runs, on the files it would start with.
 pub(super) fn kubelet_wiring(config: &Config, kubelet_config: &Path, dropins: &Path) -> Vec<Check> {
-    let proc = Path::new(kubelet_proc::PROC);
+    kubelet_wiring_in(Path::new(kubelet_proc::PROC), config, kubelet_config, dropins)
+}
+
+/// As [`kubelet_wiring`], with the processes of `proc`.
+pub(super) fn kubelet_wiring_in(proc: &Path, config: &Config, kubelet_config: &Path, dropins: &Path) -> Vec<Check> {
     let pids = match kubelet_proc::kubelet_pids(proc) {
         Ok(pids) => pids,
         Err(e) => {
@@ -52,6 +56,15 @@ pub(super) fn kubelet_wiring(config: &Config, kubelet_config: &Path, dropins: &P
         return vec![on_disk_only(
             "no kubelet process runs here (none in the PID namespace /proc belongs to)",
             wiring_on_disk(config, kubelet_config, dropins),
+        )];
+    }
+    if pids.len() > kubelet_proc::MAX_KUBELETS {
+        return vec![Check::fail(
+            format!(
+                "more than {} processes are named kubelet: which one is the node's cannot be told, so none is judged",
+                kubelet_proc::MAX_KUBELETS
+            ),
+            "find them (pgrep -a kubelet) and stop those that are not the node's kubelet",
         )];
     }
     pids.into_iter()

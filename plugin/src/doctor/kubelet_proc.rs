@@ -24,8 +24,10 @@ const MAX_CONFIG: u64 = 1024 * 1024;
 /// Files read from kubelet's `--config-dir`.
 const MAX_DROPINS: usize = 64;
 
-/// At most this many kubelet processes are judged; a node has one.
-const MAX_KUBELETS: usize = 8;
+/// At most this many kubelet processes are judged; a node has one. More is no node doctor can
+/// judge: any user can start processes named `kubelet`, and judging only some of them could
+/// pass on decoys while the real one goes unread.
+pub(super) const MAX_KUBELETS: usize = 8;
 
 /// A file changed less than this after kubelet started may have been read by it: the start time
 /// /proc gives is in clock ticks since boot, and a write just before a restart must not count.
@@ -115,6 +117,7 @@ impl InspectError {
 /// The kubelet processes of the node /proc belongs to: those in the PID namespace the proc file
 /// system was mounted for. A kubelet in a namespace below it (a kind node's, seen from its host)
 /// is another node's; doctor chrooted into the host from a pod still finds the host's kubelet.
+/// Stops after [`MAX_KUBELETS`] + 1, so the caller can tell there are too many.
 pub(super) fn kubelet_pids(proc: &Path) -> io::Result<Vec<u32>> {
     let mut pids = Vec::new();
     for entry in fs::read_dir(proc)? {
@@ -132,7 +135,7 @@ pub(super) fn kubelet_pids(proc: &Path) -> io::Result<Vec<u32>> {
             continue;
         }
         pids.push(pid);
-        if pids.len() == MAX_KUBELETS {
+        if pids.len() > MAX_KUBELETS {
             break;
         }
     }

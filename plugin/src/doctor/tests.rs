@@ -522,6 +522,32 @@ mod running_kubelet {
         );
     }
 
+    /// Processes named kubelet beyond what doctor judges (decoys any user can start, with the
+    /// lowest pids): doctor fails rather than judge only some of them and pass.
+    #[test]
+    fn too_many_kubelets_fail_rather_than_judge_only_some() {
+        use crate::doctor::{kubelet::kubelet_wiring_in, kubelet_proc::MAX_KUBELETS};
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let proc = dir.path().join("proc");
+        for pid in 1..=MAX_KUBELETS + 1 {
+            let process = proc.join(pid.to_string());
+            fs::create_dir_all(&process).unwrap();
+            fs::write(process.join("comm"), "kubelet\n").unwrap();
+            fs::write(process.join("status"), format!("Name:\tkubelet\nNSpid:\t{pid}\n")).unwrap();
+        }
+        let kubelet = dir.path().join("kubelet.yaml");
+        let dropins = dir.path().join("kubelet.service.d");
+        let checks = kubelet_wiring_in(&proc, &config, &kubelet, &dropins);
+        assert_eq!(checks.len(), 1, "{checks:#?}");
+        assert_eq!(checks[0].level, Level::Fail, "{checks:#?}");
+        assert!(
+            checks[0].message.contains("more than 8 processes are named kubelet"),
+            "{checks:#?}"
+        );
+    }
+
     #[test]
     fn a_process_below_procs_own_pid_namespace_is_another_nodes() {
         assert_eq!(namespace_depth("Name:\tkubelet\nNSpid:\t812\nNSpgid:\t812\n"), Some(1));

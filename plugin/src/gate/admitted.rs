@@ -2,7 +2,7 @@
 //! `ImageStatus`, and kept on the node (`stateDir`) so a restart does not forget them.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{btree_map::Entry, BTreeMap, HashMap},
     sync::{
         mpsc::{sync_channel, SyncSender, TrySendError},
         Arc, Mutex,
@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use crate::state::{AdmittedImage, Snapshot, StateDir, MAX_ADMITTED};
+use crate::state::{AdmittedImage, Snapshot, StateDir, Verification, MAX_ADMITTED};
 
 /// The least time between two writes of the state file: a burst of pulls is written once, and
 /// the copy a write takes under the set's lock (up to `MAX_ADMITTED` images) stays rare.
@@ -29,11 +29,12 @@ pub(super) struct Admitted {
     writer: Option<Writer>,
 }
 
-/// The set in memory: one generation's (rule, manifest digest) pairs per image.
+/// The set in memory: one generation's (rule, manifest digest) pairs per image, each with the
+/// unix second from which it no longer holds (`None`: while the generation is in force).
 #[derive(Default)]
 struct Set {
     generation: String,
-    images: HashMap<ImageKey, BTreeSet<(String, String)>>,
+    images: HashMap<ImageKey, BTreeMap<(String, String), Option<i64>>>,
     /// Counts changes, so the writer knows whether the file is behind.
     changes: u64,
 }
@@ -79,7 +80,14 @@ impl Admitted {
                 set.images = snapshot
                     .images
                     .into_iter()
-                    .map(|image| ((image.repository, image.id), image.verified.into_iter().collect()))
+                    .map(|image| {
+                        let verified = image
+                            .verified
+                            .into_iter()
+                            .map(|v| ((v.rule, v.digest), v.until))
+                            .collect();
+                        ((image.repository, image.id), verified)
+                    })
                     .collect();
             }
             Ok(Some(snapshot)) => {
@@ -100,10 +108,18 @@ impl Admitted {
         }
     }
 
-    /// Admits `digest` of (repository, image id) under `rule`, verified in `generation`. A
+    /// Admits `digest` of (repository, image id) under `rule`, verified in `generation`, until
+    /// the unix second `until` (a required attestation's `maxAge`; `None`: no end). A
     /// verification of a generation no longer in force (the policy was reloaded meanwhile)
     /// is dropped: it could never be used.
-    pub(super) fn insert(&self, (repository, image_id): ImageKey, digest: String, generation: &str, rule: &str) {
+    pub(super) fn insert(
+        &self,
+        (repository, image_id): ImageKey,
+        digest: String,
+        generation: &str,
+        rule: &str,
+        until: Option<i64>,
+    ) {
         {
             let mut set = lock(&self.set);
             if set.generation != generation {
@@ -112,12 +128,26 @@ impl Admitted {
             if set.images.len() >= MAX_ADMITTED {
                 set.images.clear();
             }
-            let inserted = set
-                .images
-                .entry((repository, image_id))
-                .or_default()
-                .insert((rule.to_string(), digest));
-            if !inserted {
+            let verified = set.images.entry((repository, image_id)).or_default();
+            let changed = match verified.entry((rule.to_string(), digest)) {
+                Entry::Vacant(entry) => {
+                    entry.insert(until);
+                    true
+                }
+                Entry::Occupied(mut entry) => {
+                    // A new verification (a fresher attestation) may hold longer than the kept one.
+                    let longer = match (*entry.get(), until) {
+                        (Some(kept), Some(new)) => new > kept,
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    };
+                    if longer {
+                        entry.insert(until);
+                    }
+                    longer
+                }
+            };
+            if !changed {
                 return;
             }
             set.changes += 1;
@@ -141,7 +171,7 @@ impl Admitted {
     }
 
     /// Whether each of `digests` (at least one) was verified under `rule` for this id, in
-    /// `generation`.
+    /// `generation`, by a verification that still holds now.
     pub(super) fn contains(
         &self,
         repository: &str,
@@ -150,6 +180,7 @@ impl Admitted {
         generation: &str,
         rule: &str,
     ) -> bool {
+        let now = unix_now();
         let set = lock(&self.set);
         set.generation == generation
             && !digests.is_empty()
@@ -157,9 +188,11 @@ impl Admitted {
                 .images
                 .get(&(repository.to_string(), image_id.to_string()))
                 .is_some_and(|verified| {
-                    digests
-                        .iter()
-                        .all(|d| verified.contains(&(rule.to_string(), d.clone())))
+                    digests.iter().all(|d| {
+                        verified
+                            .get(&(rule.to_string(), d.clone()))
+                            .is_some_and(|until| until.is_none_or(|until| now < until))
+                    })
                 })
     }
 
@@ -230,7 +263,14 @@ fn write(store: &Mutex<Store>, set: &Mutex<Set>) {
             .map(|((repository, id), verified)| AdmittedImage {
                 repository: repository.clone(),
                 id: id.clone(),
-                verified: verified.iter().cloned().collect(),
+                verified: verified
+                    .iter()
+                    .map(|((rule, digest), until)| Verification {
+                        rule: rule.clone(),
+                        digest: digest.clone(),
+                        until: *until,
+                    })
+                    .collect(),
             })
             .collect();
         (set.changes, Snapshot::new(set.generation.clone(), images))
@@ -250,6 +290,13 @@ fn write(store: &Mutex<Store>, set: &Mutex<Set>) {
             store.failing = true;
         }
     }
+}
+
+/// Seconds since the epoch; a clock before it reads as past every `until` (fail closed).
+pub(super) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(i64::MAX, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -298,7 +345,7 @@ mod tests {
     fn verifications_outlive_the_process_for_the_same_generation_only() {
         let (_root, dir) = state();
         let admitted = Admitted::new("g1", Some(dir.clone()));
-        admitted.insert(key(), DIGEST.into(), "g1", "release");
+        admitted.insert(key(), DIGEST.into(), "g1", "release", None);
         assert!(shown(&admitted, "g1"));
         let snapshot = written(&dir, 1);
         assert_eq!(snapshot.generation, "g1");
@@ -323,15 +370,43 @@ mod tests {
     fn a_reload_to_another_generation_forgets_in_memory_and_on_disk() {
         let (_root, dir) = state();
         let admitted = Admitted::new("g1", Some(dir.clone()));
-        admitted.insert(key(), DIGEST.into(), "g1", "release");
+        admitted.insert(key(), DIGEST.into(), "g1", "release", None);
         written(&dir, 1);
         admitted.set_generation("g2");
         assert!(!shown(&admitted, "g2") && !shown(&admitted, "g1"));
         admitted.flush();
         assert_eq!(dir.load().unwrap().unwrap(), Snapshot::new("g2".into(), vec![]));
         // A pull judged under the old policy that finishes after the reload admits nothing.
-        admitted.insert(key(), DIGEST.into(), "g1", "release");
+        admitted.insert(key(), DIGEST.into(), "g1", "release", None);
         assert!(!shown(&admitted, "g1") && !shown(&admitted, "g2"));
+    }
+
+    /// A verification that holds only until a required attestation turns older than its
+    /// `maxAge` stops showing the image then, in memory and once read back after a restart;
+    /// a later verification (a fresh attestation) extends it.
+    #[test]
+    fn a_verification_shows_the_image_only_until_its_end() {
+        let (_root, dir) = state();
+        let admitted = Admitted::new("g1", Some(dir.clone()));
+        let now = unix_now();
+        admitted.insert(key(), DIGEST.into(), "g1", "release", Some(now - 1));
+        assert!(!shown(&admitted, "g1"), "past its end");
+        admitted.insert(key(), DIGEST.into(), "g1", "release", Some(now + 3600));
+        assert!(shown(&admitted, "g1"), "a fresher verification holds");
+        admitted.insert(key(), DIGEST.into(), "g1", "release", Some(now - 1));
+        assert!(shown(&admitted, "g1"), "an older one does not cut the kept one short");
+        admitted.flush();
+        let stored = dir.load().unwrap().unwrap();
+        assert_eq!(stored.images[0].verified[0].until, Some(now + 3600));
+        drop(admitted);
+
+        // Read back as stored, the end with it.
+        let mut stale = stored.clone();
+        stale.images[0].verified[0].until = Some(now - 1);
+        dir.store(&stale).unwrap();
+        assert!(!shown(&Admitted::new("g1", Some(dir.clone())), "g1"));
+        dir.store(&stored).unwrap();
+        assert!(shown(&Admitted::new("g1", Some(dir)), "g1"));
     }
 
     #[test]
@@ -346,7 +421,7 @@ mod tests {
     #[test]
     fn without_a_state_dir_nothing_is_written() {
         let admitted = Admitted::new("g1", None);
-        admitted.insert(key(), DIGEST.into(), "g1", "release");
+        admitted.insert(key(), DIGEST.into(), "g1", "release", None);
         admitted.flush();
         assert!(shown(&admitted, "g1"));
     }

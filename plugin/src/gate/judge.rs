@@ -300,9 +300,14 @@ fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
 /// How long a verified image may be remembered: until its youngest required attestation would
 /// pass its `maxAge` (the cache's own TTL bounds it further).
 fn remember_until(verified: &Verified, rule: &Rule) -> Option<Instant> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let stale_at = stale_at(verified, rule)?;
+    let left = u64::try_from(stale_at.saturating_sub(super::admitted::unix_now())).unwrap_or(0);
+    Some(Instant::now() + Duration::from_secs(left))
+}
+
+/// The unix second from which `verified` no longer meets `rule`: when its youngest required
+/// attestation turns older than its `maxAge`. `None`: it meets the rule for good.
+pub(super) fn stale_at(verified: &Verified, rule: &Rule) -> Option<i64> {
     rule.attestations()
         .iter()
         .filter_map(|required| {
@@ -310,9 +315,7 @@ fn remember_until(verified: &Verified, rule: &Rule) -> Option<Instant> {
             let outcome = verified.attestations().iter().find(|o| o.name == required.name)?;
             // As maxAge measures it: from when the signing certificate became valid.
             let signed_at = outcome.signature.as_ref()?.certified_from?;
-            let stale_at = signed_at.saturating_add(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX));
-            let left = u64::try_from(stale_at.saturating_sub(now)).unwrap_or(0);
-            Some(Instant::now() + Duration::from_secs(left))
+            Some(signed_at.saturating_add(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)))
         })
         .min()
 }

@@ -225,6 +225,15 @@ impl Gate {
         // learns of it from this reply, which waits for the record, or from ImageStatus, which
         // shows a verified image only once it is `admitted` below. An enforced pull whose
         // record fails is answered as failed and never admitted, though containerd has it.
+        // A verification holds only until an attestation it needed turns older than `maxAge`.
+        let until = match &admission {
+            Admission::Verified(verified) => policy
+                .rules()
+                .iter()
+                .find(|r| Some(r.name()) == judgement.rule.as_deref())
+                .and_then(|rule| judge::stale_at(verified, rule)),
+            Admission::Waived(_) => None,
+        };
         let unwritten = Unwritten {
             record: Some(record),
             gate: self,
@@ -244,7 +253,7 @@ impl Gate {
         let (reply, admitted) = pulled?;
         if let Some((image, digest)) = admitted {
             let rule = judgement.rule.as_deref().unwrap_or_default();
-            self.admitted.insert(image, digest, policy.hash(), rule);
+            self.admitted.insert(image, digest, policy.hash(), rule, until);
         }
         Ok(reply)
     }

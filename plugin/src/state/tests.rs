@@ -11,7 +11,11 @@ fn image(repository: &str) -> AdmittedImage {
     AdmittedImage {
         repository: repository.into(),
         id: "sha256:1111111111111111111111111111111111111111111111111111111111111111".into(),
-        verified: vec![("release".into(), DIGEST.into())],
+        verified: vec![Verification {
+            rule: "release".into(),
+            digest: DIGEST.into(),
+            until: None,
+        }],
     }
 }
 
@@ -70,7 +74,8 @@ fn a_torn_or_corrupt_file_is_refused_whole() {
             .collect::<Vec<_>>(),
     );
     let text = String::from_utf8(good.clone()).unwrap();
-    assert!(refused(text.replace("\"version\":1", "\"version\":2").as_bytes()).contains("format version 2"));
+    // The first format (no `until`, so blind to `maxAge`) is another format.
+    assert!(refused(text.replace("\"version\":2", "\"version\":1").as_bytes()).contains("format version 1"));
     let bad_digest = text.replacen(DIGEST, "sha256:nothex", 1);
     assert!(refused(bad_digest.as_bytes()).contains("images[0]"));
     let not_canonical = text.replace("docker.io/library/nginx", "nginx");
@@ -93,8 +98,12 @@ fn bounds_hold_on_read_and_write() {
     );
 
     let mut huge = image("127.0.0.1:5000/app");
-    huge.verified =
-        vec![("r".repeat(MAX_FIELD_BYTES), DIGEST.into()); (MAX_STATE_BYTES as usize / MAX_FIELD_BYTES) + 1];
+    let long_rule = Verification {
+        rule: "r".repeat(MAX_FIELD_BYTES),
+        digest: DIGEST.into(),
+        until: None,
+    };
+    huge.verified = vec![long_rule; (MAX_STATE_BYTES as usize / MAX_FIELD_BYTES) + 1];
     let huge = Snapshot::new("g".into(), vec![huge]);
     assert!(matches!(dir.store(&huge), Err(StateError::TooLarge { .. })));
     // One byte past the limit on disk is not read, however it got there.
@@ -147,4 +156,23 @@ fn a_state_dir_that_is_a_file_is_refused() {
     let path = root.path().join("state");
     fs::write(&path, b"").unwrap();
     assert!(StateDir::open(&path).is_err());
+}
+
+/// A FIFO (or a device) at the file's name: refused at once. Opened without `O_NONBLOCK`, a
+/// FIFO with no writer blocks the open forever, before any check sees what it is: pullgate
+/// would never start, and `doctor` would hang.
+#[test]
+fn a_fifo_at_the_state_file_is_refused_without_blocking() {
+    let (_root, dir) = state_dir();
+    nix::unistd::mkfifo(&dir.file(), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (done, result) = std::sync::mpsc::channel();
+    let reader = dir.clone();
+    std::thread::spawn(move || {
+        let _ = done.send(reader.load().map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let loaded = result
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("load blocked on a FIFO");
+    let error = loaded.expect_err("a FIFO is refused");
+    assert!(error.ends_with("not a file"), "{error}");
 }

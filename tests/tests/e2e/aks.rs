@@ -60,11 +60,13 @@ fn the_manifests_grant_get_and_patch_on_nodes_and_nothing_else() {
     assert_eq!(
         kinds,
         [
+            // The policy first: kubectl applies in order, so the rights exist only once the
+            // policy narrowing them does.
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
-            "ValidatingAdmissionPolicy",
-            "ValidatingAdmissionPolicyBinding",
             "DaemonSet"
         ]
     );
@@ -134,6 +136,22 @@ fn the_aks_page_names_the_taint_and_the_files_as_shipped() {
         assert!(page.contains(&needle), "install-aks.md lacks {needle:?}");
     }
     assert!(!page.contains("cbl-mariner"), "Mariner 2.0 is end-of-life");
+    // Where ValidatingAdmissionPolicy v1 is not served, `kubectl apply` refuses the policy but
+    // creates the rest: the remover could patch any node. Checked before the apply, everywhere.
+    let check = "kubectl get validatingadmissionpolicies.v1.admissionregistration.k8s.io";
+    let readme_text = fs::read_to_string(repo().join("installer/aks/README.md")).unwrap();
+    let manifest_text = fs::read_to_string(repo().join("installer/aks/taint-remover.yaml")).unwrap();
+    assert!(
+        manifest_text.contains(check),
+        "taint-remover.yaml does not say to check for the policy API"
+    );
+    for (name, text) in [("install-aks.md", &page), ("README.md", &readme_text)] {
+        let checked = text
+            .find(check)
+            .unwrap_or_else(|| panic!("{name} does not check for the policy API"));
+        let applied = text.find("kubectl apply -f installer/aks/taint-remover.yaml").unwrap();
+        assert!(checked < applied, "{name}: the check comes after the apply");
+    }
     let readme = fs::read_to_string(repo().join("installer/aks/README.md")).unwrap();
     assert!(!readme.contains("cbl-mariner"), "Mariner 2.0 is end-of-life");
     assert!(readme.contains("taint-remover.yaml"));

@@ -171,6 +171,52 @@ async fn logrotate_with_the_shipped_configuration_loses_no_record_and_keeps_the_
     }
 }
 
+/// logrotate moved the file but its reload failed (pullgate was restarting, or the unit was
+/// reloading already): no SIGHUP came. pullgate notices the move itself and starts a new file
+/// that continues the chain; records no longer go to the moved file, which logrotate, finding
+/// no file at the path, would otherwise never rotate again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_whose_reload_failed_still_gets_a_new_file() {
+    let Some(logrotate) = pullgate_tests::process::required_tool("logrotate") else {
+        return;
+    };
+    let env = TestEnv::start().await;
+    env.push_signed_image("signed/app", "v1", "rotated without a signal")
+        .await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/signed/*", env.host())]))
+        .await;
+    let signed = env.image_ref("signed/app", "v1");
+    let audit = pg.audit_path();
+    let shipped = read(&repo().join("systemd/pullgate.logrotate"));
+    let config = substitute_once(&shipped, "/var/log/pullgate/audit.jsonl", &audit.display().to_string());
+    // The reload fails, visibly, as `systemctl reload` of a unit that is not running does.
+    let config = substitute_once(&config, "systemctl reload pullgate.service", "false");
+    let work = tempfile::tempdir().unwrap();
+    let config_path = work.path().join("pullgate.logrotate");
+    std::fs::write(&config_path, config).unwrap();
+
+    pg.pull(&signed, None).await.unwrap();
+    let first = read(&audit);
+    let out = Command::new(&logrotate)
+        .arg("-f")
+        .arg("-s")
+        .arg(work.path().join("logrotate.state"))
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the postrotate reload fails: {out:?}");
+    let rotated = audit.with_extension("jsonl.1");
+    assert_eq!(read(&rotated), first, "moved whole");
+
+    // Within a few seconds, without a signal, a new file at the path.
+    wait_for_log_count(&pg, REOPENED, 1).await;
+    pg.pull(&signed, None).await.unwrap();
+    assert_eq!(read(&rotated), first, "nothing more goes to the moved file");
+    let continued = audit_verify(&audit);
+    assert!(continued.contains("intact, 1 records (seq 2..=2)"), "{continued}");
+}
+
 /// The settings docs/audit-log.md, installer/README.md and the DaemonSet's README state are the
 /// shipped file's, and it never copies and truncates.
 #[test]
