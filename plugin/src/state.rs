@@ -34,6 +34,11 @@ pub const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
 /// The file's format; another is not read. 2: each verification carries its `until`.
 const VERSION: u32 = 2;
 
+/// What pullgate accepts as verified, as an epoch: a release that makes verification stricter
+/// (a flaw fixed, a check added) increases it, so images an older pullgate verified are not
+/// shown from its file but verified again. An upgrade that changes no check keeps them.
+pub const VERIFIER_EPOCH: u32 = 1;
+
 /// Longest repository, image id or rule name a valid entry holds (references are at most
 /// 255 + 4096 bytes in practice; rule names are short).
 const MAX_FIELD_BYTES: usize = 4096;
@@ -43,6 +48,8 @@ const MAX_FIELD_BYTES: usize = 4096;
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
     pub version: u32,
+    /// [`VERIFIER_EPOCH`] of the pullgate that wrote it.
+    pub verifier: u32,
     /// `Policy::hash()`: the policy, its key files and trusted roots.
     pub generation: String,
     pub images: Vec<AdmittedImage>,
@@ -101,6 +108,8 @@ pub enum Fault {
     Json(#[from] serde_json::Error),
     #[error("format version {0} (this pullgate reads {VERSION})")]
     Version(u32),
+    #[error("written by a pullgate whose verification differs (epoch {0}, this one's is {VERIFIER_EPOCH}): its images will be verified again")]
+    Verifier(u32),
     #[error("{0} images, more than {MAX_ADMITTED}")]
     TooMany(usize),
     #[error("images[{0}]: repository is not a canonical repository name")]
@@ -251,6 +260,7 @@ impl Snapshot {
     pub fn new(generation: String, images: Vec<AdmittedImage>) -> Self {
         Self {
             version: VERSION,
+            verifier: VERIFIER_EPOCH,
             generation,
             images,
         }
@@ -261,6 +271,9 @@ impl Snapshot {
     fn check(&self) -> Result<(), Fault> {
         if self.version != VERSION {
             return Err(Fault::Version(self.version));
+        }
+        if self.verifier != VERIFIER_EPOCH {
+            return Err(Fault::Verifier(self.verifier));
         }
         if self.images.len() > MAX_ADMITTED {
             return Err(Fault::TooMany(self.images.len()));

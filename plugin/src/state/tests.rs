@@ -76,6 +76,13 @@ fn a_torn_or_corrupt_file_is_refused_whole() {
     let text = String::from_utf8(good.clone()).unwrap();
     // The first format (no `until`, so blind to `maxAge`) is another format.
     assert!(refused(text.replace("\"version\":2", "\"version\":1").as_bytes()).contains("format version 1"));
+    // Written by a pullgate that verified otherwise (older, or newer and since rolled back).
+    let epoch = format!("\"verifier\":{VERIFIER_EPOCH}");
+    assert!(text.contains(&epoch), "{text}");
+    let older = text.replace(&epoch, &format!("\"verifier\":{}", VERIFIER_EPOCH - 1));
+    assert!(refused(older.as_bytes()).contains("verification differs"));
+    let newer = text.replace(&epoch, &format!("\"verifier\":{}", VERIFIER_EPOCH + 1));
+    refused(newer.as_bytes());
     let bad_digest = text.replacen(DIGEST, "sha256:nothex", 1);
     assert!(refused(bad_digest.as_bytes()).contains("images[0]"));
     let not_canonical = text.replace("docker.io/library/nginx", "nginx");
