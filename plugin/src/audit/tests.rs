@@ -393,6 +393,7 @@ fn verify_text_names_signatures_and_each_attestation_with_its_outcome() {
         time_source: "tlog",
         signed_at: Some(1_763_856_000),
         certified_from: None,
+        scheme: None,
     };
     let mut record = record("registry.example.com/app:v1", Decision::Deny);
     record.digest = Some(format!("sha256:{}", "ab".repeat(32)));
@@ -450,6 +451,7 @@ fn signatures_and_attestations_keep_the_logs_spelling() {
         time_source: "tlog+tsa",
         signed_at: Some(1),
         certified_from: None,
+        scheme: None,
     };
     assert_eq!(
         serde_json::to_value(super::Signature::from(&evidence)).unwrap(),

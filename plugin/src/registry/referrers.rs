@@ -1,6 +1,7 @@
 //! Discovery of Sigstore bundles attached to an image as OCI referrers, the way cosign v3 stores
-//! signatures and attestations: `GET /v2/<repo>/referrers/<digest>`, and, where the registry
-//! has no referrers API (404), the referrers tag `<repo>:sha256-<hex>`.
+//! signatures and attestations, and of Notary Project (Notation) signatures, which live the
+//! same way: `GET /v2/<repo>/referrers/<digest>`, and, where the registry has no referrers API
+//! (404), the referrers tag `<repo>:sha256-<hex>`.
 
 use std::{
     collections::BTreeMap,
@@ -11,8 +12,11 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::{read_bounded, Answer, Endpoint, Need, Registries, RegistryError, Session};
-use crate::reference::Digest;
-pub use pullgate_verify::attached::{AttachedBundle, Referrers};
+use crate::{
+    reference::Digest,
+    verify::notation::{COSE_MEDIA_TYPE, JWS_MEDIA_TYPE, MAX_ENVELOPE_BYTES, SIGNATURE_ARTIFACT_TYPE},
+};
+pub use pullgate_verify::attached::{AttachedBundle, NotationEnvelope, Referrers};
 
 /// `artifactType` of a referrer holding a Sigstore bundle (v0.1–v0.3 share this prefix).
 pub const BUNDLE_ARTIFACT_TYPE: &str = "application/vnd.dev.sigstore.bundle";
@@ -112,20 +116,34 @@ pub async fn sigstore_bundles(
     image: &Digest,
     wanted: &[&str],
 ) -> Result<Referrers, RegistryError> {
+    signatures(session, image, wanted, false).await
+}
+
+/// What [`sigstore_bundles`] fetches and, when `notation`, the Notary Project signature
+/// envelopes among the same referrers, within the same bounds: a signature manifest says what
+/// it is by its `artifactType` or, as notation 1.3 writes it, its config's media type
+/// `application/vnd.cncf.notary.signature`.
+pub async fn signatures(
+    session: &Session<'_>,
+    image: &Digest,
+    wanted: &[&str],
+    notation: bool,
+) -> Result<Referrers, RegistryError> {
     let is_wanted = |annotations: &BTreeMap<String, String>| {
         annotations
             .get(PREDICATE_TYPE_ANNOTATION)
             .is_none_or(|t| wanted.contains(&t.as_str()))
     };
     let mut found = Referrers::default();
-    let Some(index) = referrers_index(session, image, wanted, &is_wanted).await? else {
+    let look = Look {
+        wanted,
+        notation,
+        is_wanted: &is_wanted,
+    };
+    let Some(index) = referrers_index(session, image, &look).await? else {
         return Ok(found);
     };
-    let candidates: Vec<&Descriptor> = index
-        .manifests
-        .iter()
-        .filter(|d| may_be_wanted_bundle(d, &is_wanted))
-        .collect();
+    let candidates: Vec<&Descriptor> = index.manifests.iter().filter(|d| look.may_be_wanted(d)).collect();
     if candidates.len() > MAX_BUNDLES {
         let skipped = candidates.len() - MAX_BUNDLES;
         found.unreadable.push(format!(
@@ -156,8 +174,8 @@ pub async fn sigstore_bundles(
             continue;
         };
         let index_says_bundle = descriptor.artifact_type.is_some();
-        match fetch_bundle(session, image, &digest, index_says_bundle, &is_wanted, budget).await {
-            Ok(Some(bundle)) => {
+        match fetch_referrer(session, image, &digest, index_says_bundle, &look, budget).await {
+            Ok(Some(Fetched::Bundle(bundle))) => {
                 budget = budget.saturating_sub(bundle.bytes.len() as u64);
                 let predicate_type = bundle
                     .predicate_type
@@ -167,6 +185,10 @@ pub async fn sigstore_bundles(
                     ..bundle
                 });
             }
+            Ok(Some(Fetched::Notation(envelope))) => {
+                budget = budget.saturating_sub(envelope.bytes.len() as u64);
+                found.notation.push(envelope);
+            }
             Ok(None) => {}
             Err(e) => found.unreadable.push(e.to_string()),
         }
@@ -174,47 +196,58 @@ pub async fn sigstore_bundles(
     Ok(found)
 }
 
-/// Whether an index entry may be a bundle of a wanted predicate type: it says it is one, or it
-/// says nothing of its type (older registries and ORAS drop `artifactType` from the index), in
-/// which case only its manifest can tell.
-fn may_be_wanted_bundle(d: &Descriptor, is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool) -> bool {
-    let typed_as_bundle = match d.artifact_type.as_deref() {
-        // cosign v2's `--new-bundle-format` lists its bundles under their config's type.
-        Some(t) => t.starts_with(BUNDLE_ARTIFACT_TYPE) || t == EMPTY_CONFIG_TYPE,
-        None => d.media_type.is_empty() || d.media_type == OCI_MANIFEST,
-    };
-    typed_as_bundle && is_wanted(&d.annotations)
+/// What one image's referrers are searched for.
+struct Look<'a, W> {
+    /// Predicate types of the bundles wanted.
+    wanted: &'a [&'a str],
+    /// Whether Notary Project signatures are wanted too.
+    notation: bool,
+    /// Whether annotations announce a wanted predicate type, or none.
+    is_wanted: &'a W,
 }
 
-/// Whether an index lists a candidate bundle, and one announcing each `wanted` predicate type:
-/// then there is nothing the referrers tag needs to add.
-fn lists_all_wanted(index: &Index, wanted: &[&str], is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool) -> bool {
-    let candidates: Vec<&Descriptor> = index
-        .manifests
-        .iter()
-        .filter(|d| may_be_wanted_bundle(d, is_wanted))
-        .collect();
-    !candidates.is_empty()
-        && wanted.iter().all(|w| {
-            candidates
-                .iter()
-                .any(|d| d.annotations.get(PREDICATE_TYPE_ANNOTATION).is_some_and(|t| t == w))
-        })
+impl<W: Fn(&BTreeMap<String, String>) -> bool> Look<'_, W> {
+    /// Whether an index entry may be a bundle of a wanted predicate type or a wanted Notation
+    /// signature: it says it is one, or it says nothing of its type (older registries and ORAS
+    /// drop `artifactType` from the index), in which case only its manifest can tell.
+    fn may_be_wanted(&self, d: &Descriptor) -> bool {
+        let typed_as_wanted = match d.artifact_type.as_deref() {
+            // cosign v2's `--new-bundle-format` lists its bundles under their config's type.
+            Some(t) => {
+                t.starts_with(BUNDLE_ARTIFACT_TYPE)
+                    || t == EMPTY_CONFIG_TYPE
+                    || (self.notation && t == SIGNATURE_ARTIFACT_TYPE)
+            }
+            None => d.media_type.is_empty() || d.media_type == OCI_MANIFEST,
+        };
+        typed_as_wanted && (self.is_wanted)(&d.annotations)
+    }
+
+    /// Whether an index lists a candidate, and a bundle announcing each `wanted` predicate
+    /// type: then there is nothing the referrers tag needs to add.
+    fn lists_all_wanted(&self, index: &Index) -> bool {
+        let candidates: Vec<&Descriptor> = index.manifests.iter().filter(|d| self.may_be_wanted(d)).collect();
+        !candidates.is_empty()
+            && self.wanted.iter().all(|w| {
+                candidates
+                    .iter()
+                    .any(|d| d.annotations.get(PREDICATE_TYPE_ANNOTATION).is_some_and(|t| t == w))
+            })
+    }
 }
 
 /// The referrers index of `image`: from the first host that has one, through its referrers
 /// API or, where it has none, its referrers tag. A host that says it has neither is passed over
 /// like one that cannot be reached; "none" is the answer when one said so and none had it.
-async fn referrers_index(
+async fn referrers_index<W: Fn(&BTreeMap<String, String>) -> bool>(
     session: &Session<'_>,
     image: &Digest,
-    wanted: &[&str],
-    is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool,
+    look: &Look<'_, W>,
 ) -> Result<Option<Index>, RegistryError> {
     let mut failures = Vec::new();
     let mut said_absent = false;
     for endpoint in session.endpoints(Need::Referrers) {
-        match index_from(session, endpoint, image, wanted, is_wanted).await {
+        match index_from(session, endpoint, image, look).await {
             Ok(Some(index)) => return Ok(Some(index)),
             Ok(None) => said_absent = true,
             Err(e @ RegistryError::Unavailable(_)) => failures.push(e),
@@ -236,12 +269,11 @@ async fn referrers_index(
 /// tag is read too: one request more.
 /// A redirect that ends in 404 (ghcr.io) says nothing about the repository: the tag is read
 /// but the repository is not remembered as having no API.
-async fn index_from(
+async fn index_from<W: Fn(&BTreeMap<String, String>) -> bool>(
     session: &Session<'_>,
     endpoint: &Endpoint,
     image: &Digest,
-    wanted: &[&str],
-    is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool,
+    look: &Look<'_, W>,
 ) -> Result<Option<Index>, RegistryError> {
     // Registries without the API answer 404, as the spec asks, or 400 or 405.
     let absent = [
@@ -263,7 +295,7 @@ async fn index_from(
                 let bytes = read_bounded(response, MAX_INDEX_BYTES, &url).await?;
                 let index: Index = serde_json::from_slice(&bytes)
                     .map_err(|e| RegistryError::Invalid(format!("referrers of {image}: not an image index: {e}")))?;
-                if lists_all_wanted(&index, wanted, is_wanted) {
+                if look.lists_all_wanted(&index) {
                     return Ok(Some(index));
                 }
                 from_api = Some(index);
@@ -315,24 +347,40 @@ impl Registries {
     }
 }
 
-/// Fetches one referrer manifest and its bundle layer, of at most `budget` bytes. A manifest
-/// whose subject is another image (a stale or forged index entry), or whose predicate type is
-/// not wanted, is skipped.
-async fn fetch_bundle(
+/// What one referrer held.
+enum Fetched {
+    Bundle(AttachedBundle),
+    Notation(NotationEnvelope),
+}
+
+/// Fetches one referrer manifest and its bundle layer or Notation envelope, of at most `budget`
+/// bytes. A manifest whose subject is another image (a stale or forged index entry), or whose
+/// predicate type is not wanted, is skipped.
+async fn fetch_referrer<W: Fn(&BTreeMap<String, String>) -> bool>(
     session: &Session<'_>,
     image: &Digest,
     manifest_digest: &Digest,
     index_says_bundle: bool,
-    is_wanted: impl Fn(&BTreeMap<String, String>) -> bool,
+    look: &Look<'_, W>,
     budget: u64,
-) -> Result<Option<AttachedBundle>, RegistryError> {
+) -> Result<Option<Fetched>, RegistryError> {
     let Some(manifest) = session.manifest(manifest_digest.as_str()).await? else {
         return Ok(None);
     };
     let parsed: ReferrerManifest = serde_json::from_slice(&manifest.bytes)
         .map_err(|e| RegistryError::Invalid(format!("referrer {manifest_digest}: {e}")))?;
-    if parsed.subject.as_ref().map(|s| s.digest.as_str()) != Some(image.as_str()) || !is_wanted(&parsed.annotations) {
+    if parsed.subject.as_ref().map(|s| s.digest.as_str()) != Some(image.as_str())
+        || !(look.is_wanted)(&parsed.annotations)
+    {
         return Ok(None);
+    }
+    // What the manifest says it is decides, whatever the index said.
+    let artifact_type = parsed.artifact_type.as_deref().unwrap_or_default();
+    let config_type = parsed.config.as_ref().map_or("", |c| c.media_type.as_str());
+    if look.notation && (artifact_type == SIGNATURE_ARTIFACT_TYPE || config_type == SIGNATURE_ARTIFACT_TYPE) {
+        return fetch_envelope(session, manifest_digest, &parsed, budget)
+            .await
+            .map(|e| Some(Fetched::Notation(e)));
     }
     // An entry the index gave no type is a bundle only if its manifest says so.
     let manifest_type = parsed
@@ -368,11 +416,46 @@ async fn fetch_bundle(
     let bytes = session
         .blob(&layer_digest, MAX_BUNDLE_BYTES.min(budget) as usize)
         .await?;
-    Ok(Some(AttachedBundle {
+    Ok(Some(Fetched::Bundle(AttachedBundle {
         manifest: manifest_digest.clone(),
         predicate_type: parsed.annotations.get(PREDICATE_TYPE_ANNOTATION).cloned(),
         bytes,
-    }))
+    })))
+}
+
+/// The envelope of a Notary Project signature manifest: its one layer, JWS or COSE, of at most
+/// `budget` bytes.
+async fn fetch_envelope(
+    session: &Session<'_>,
+    manifest_digest: &Digest,
+    parsed: &ReferrerManifest,
+    budget: u64,
+) -> Result<NotationEnvelope, RegistryError> {
+    let invalid = |why: String| RegistryError::Invalid(format!("Notation signature {manifest_digest}: {why}"));
+    // The signature specification gives the manifest exactly one layer, the envelope.
+    let [layer] = parsed.layers.as_slice() else {
+        return Err(invalid(format!("{} layers, not one envelope", parsed.layers.len())));
+    };
+    if layer.media_type != JWS_MEDIA_TYPE && layer.media_type != COSE_MEDIA_TYPE {
+        return Err(invalid(format!(
+            "envelope media type {:?} is neither {JWS_MEDIA_TYPE} nor {COSE_MEDIA_TYPE}",
+            layer.media_type
+        )));
+    }
+    let max = (MAX_ENVELOPE_BYTES as u64).min(budget);
+    if layer.size > max {
+        return Err(invalid(format!(
+            "envelope of {} bytes is larger than {max} (at most {MAX_ENVELOPE_BYTES}, and {MAX_BUNDLES_TOTAL_BYTES} for all of an image's)",
+            layer.size
+        )));
+    }
+    let digest = Digest::parse(&layer.digest).ok_or_else(|| invalid(format!("layer digest {:?}", layer.digest)))?;
+    let bytes = session.blob(&digest, max as usize).await?;
+    Ok(NotationEnvelope {
+        manifest: manifest_digest.clone(),
+        media_type: layer.media_type.clone(),
+        bytes,
+    })
 }
 
 #[cfg(test)]
