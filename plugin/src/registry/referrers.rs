@@ -963,4 +963,135 @@ mod tests {
             .count();
         assert_eq!(manifests_asked, MAX_UNTYPED_REFERRERS);
     }
+
+    /// A Notary Project signature manifest of `image` holding `envelope` as a layer of
+    /// `media_type`, typed as notation 1.3 types it (config media type only) or by artifactType;
+    /// the routes serving it in repository `app`.
+    fn notation_referrer(
+        image: &Digest,
+        envelope: &[u8],
+        media_type: &str,
+        by_artifact_type: bool,
+    ) -> (Vec<u8>, HashMap<String, Vec<u8>>) {
+        let mut referrer = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": SIGNATURE_ARTIFACT_TYPE, "digest": Digest::of(b"{}").to_string(), "size": 2},
+            "layers": [{"mediaType": media_type, "digest": Digest::of(envelope).to_string(), "size": envelope.len()}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": image.to_string(), "size": 1}
+        });
+        if by_artifact_type {
+            referrer["artifactType"] = SIGNATURE_ARTIFACT_TYPE.into();
+            referrer["config"]["mediaType"] = EMPTY_CONFIG_TYPE.into();
+        }
+        let referrer = referrer.to_string().into_bytes();
+        let routes = HashMap::from([
+            (format!("/v2/app/manifests/{}", Digest::of(&referrer)), referrer.clone()),
+            (format!("/v2/app/blobs/{}", Digest::of(envelope)), envelope.to_vec()),
+        ]);
+        (referrer, routes)
+    }
+
+    /// An index of Notation signature manifests, each with the artifactType a registry fills in
+    /// from its config, or none.
+    fn notation_index(referrers: &[(&Vec<u8>, bool)]) -> Vec<u8> {
+        let manifests: Vec<serde_json::Value> = referrers
+            .iter()
+            .map(|(r, typed)| {
+                let mut d = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": Digest::of(r).to_string(), "size": r.len()});
+                if *typed {
+                    d["artifactType"] = SIGNATURE_ARTIFACT_TYPE.into();
+                }
+                d
+            })
+            .collect();
+        serde_json::json!({"schemaVersion": 2, "manifests": manifests})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// Notation signatures are found by artifactType or by config media type, in the API's
+    /// answer or the tag's index (typed there or not), beside cosign bundles; only when asked for.
+    #[tokio::test]
+    async fn notation_signatures_are_found_by_artifact_type_or_config_media_type() {
+        let image = Digest::of(b"the image manifest");
+        let (bundle, mut routes) = bundle_referrer(&image, "cosign");
+        let (jws, jws_routes) = notation_referrer(&image, b"a JWS envelope", JWS_MEDIA_TYPE, false);
+        let (cose, cose_routes) = notation_referrer(&image, b"a COSE envelope", COSE_MEDIA_TYPE, true);
+        let (stray, stray_routes) =
+            notation_referrer(&Digest::of(b"another image"), b"another's", JWS_MEDIA_TYPE, true);
+        routes.extend(jws_routes);
+        routes.extend(cose_routes);
+        routes.extend(stray_routes);
+        // The API lists the bundle only (not wanted: no predicate type is), so the tag is read:
+        // the JWS signature typed from its config, the COSE one untyped, and a stray entry whose
+        // manifest names another image.
+        routes.insert(format!("/v2/app/referrers/{image}"), index_of(&[&bundle], true));
+        let tag = notation_index(&[(&jws, true), (&cose, false), (&stray, true)]);
+        routes.insert(format!("/v2/app/manifests/{}", referrers_tag(&image)), tag);
+        let (host, asked) = serve_recording(routes).await;
+        let registries = registries_for(&host);
+        let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
+        let session = registries.session(&reference, Credentials::anonymous());
+
+        let found = signatures(&session, &image, &[], true).await.unwrap();
+        assert!(found.unreadable.is_empty(), "{:?}", found.unreadable);
+        let envelopes: Vec<(&str, &[u8])> = found
+            .notation
+            .iter()
+            .map(|e| (e.media_type.as_str(), e.bytes.as_slice()))
+            .collect();
+        assert_eq!(
+            envelopes,
+            [(JWS_MEDIA_TYPE, &b"a JWS envelope"[..]), (COSE_MEDIA_TYPE, &b"a COSE envelope"[..])],
+            "{:?}",
+            asked.lock().unwrap()
+        );
+        assert_eq!(found.notation[0].manifest, Digest::of(&jws));
+        assert!(found.bundles.is_empty(), "no predicate type was wanted");
+
+        // A rule without a Notation authority fetches no envelope.
+        let found = signatures(&session, &image, &[SIGN], false).await.unwrap();
+        assert!(found.notation.is_empty());
+        assert_eq!(found.bundles.len(), 1);
+        let envelopes_fetched = asked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.ends_with(&Digest::of(b"a JWS envelope").to_string()))
+            .count();
+        assert_eq!(envelopes_fetched, 1);
+    }
+
+    /// A signature manifest with other than one JWS or COSE layer, or one too large, is reported
+    /// unreadable, and its blob never fetched.
+    #[tokio::test]
+    async fn a_notation_manifest_without_one_bounded_envelope_is_unreadable() {
+        let image = Digest::of(b"the image manifest");
+        let (wrong_type, mut routes) = notation_referrer(&image, b"x", "application/octet-stream", true);
+        let huge = serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SIGNATURE_ARTIFACT_TYPE,
+            "config": {"mediaType": EMPTY_CONFIG_TYPE, "digest": Digest::of(b"{}").to_string(), "size": 2},
+            "layers": [{"mediaType": JWS_MEDIA_TYPE, "digest": Digest::of(b"huge").to_string(), "size": MAX_ENVELOPE_BYTES + 1}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": image.to_string(), "size": 1}
+        })
+        .to_string()
+        .into_bytes();
+        routes.insert(format!("/v2/app/manifests/{}", Digest::of(&huge)), huge.clone());
+        routes.insert(
+            format!("/v2/app/referrers/{image}"),
+            notation_index(&[(&wrong_type, false), (&huge, true)]),
+        );
+        let (host, asked) = serve_recording(routes).await;
+        let registries = registries_for(&host);
+        let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
+        let session = registries.session(&reference, Credentials::anonymous());
+
+        let found = signatures(&session, &image, &[], true).await.unwrap();
+        assert!(found.notation.is_empty());
+        assert_eq!(found.unreadable.len(), 2, "{:?}", found.unreadable);
+        assert!(found.unreadable[0].contains("neither application/jose+json"), "{:?}", found.unreadable);
+        assert!(found.unreadable[1].contains("larger than"), "{:?}", found.unreadable);
+        assert!(!asked.lock().unwrap().iter().any(|p| p.starts_with("/v2/app/blobs/")));
+    }
 }

@@ -92,3 +92,124 @@ fn evidence(authority: &Authority, verified: &NotationVerified) -> Evidence {
         scheme: Some(verified.scheme().as_str()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use pullgate_tests::notation::{descriptor, Format, KeyKind, NotationCa, SignRequest, LEAF_IDENTITY};
+
+    use super::*;
+    use crate::{
+        attached::Referrers,
+        notation::{Descriptor, NotationTrust, TrustedIdentities, VerifyTimestamp, COSE_MEDIA_TYPE, JWS_MEDIA_TYPE},
+        reference::{Digest, Reference},
+        verify_image, Tlog,
+    };
+
+    fn image() -> Descriptor {
+        Descriptor {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: Digest::of(b"the image manifest"),
+            size: 18,
+        }
+    }
+
+    fn authority(name: &str, ca: &NotationCa, identity: &str) -> Authority {
+        Authority {
+            name: name.into(),
+            kind: AuthorityKind::Notation(Arc::new(NotationTrust {
+                trust_store: vec![ca.root_der().to_vec()],
+                identities: TrustedIdentities::parse(&[identity]).unwrap(),
+                tsa_roots: Vec::new(),
+                verify_timestamp: VerifyTimestamp::default(),
+            })),
+            tlog: Tlog::Ignore,
+        }
+    }
+
+    fn key_authority() -> Authority {
+        let signer = pullgate_tests::signer::Signer::generate();
+        Authority {
+            name: "release-key".into(),
+            kind: AuthorityKind::Key(Arc::new(crate::PublicKey::from_pem(&signer.public_key_pem()).unwrap())),
+            tlog: Tlog::Optional,
+        }
+    }
+
+    fn attached(envelopes: Vec<(Format, Vec<u8>)>) -> Attached {
+        let notation = envelopes
+            .into_iter()
+            .map(|(format, bytes)| NotationEnvelope {
+                manifest: Digest::of(&bytes),
+                media_type: match format {
+                    Format::Jws => JWS_MEDIA_TYPE,
+                    Format::Cose => COSE_MEDIA_TYPE,
+                }
+                .into(),
+                bytes,
+            })
+            .collect();
+        Attached {
+            referrers: Referrers {
+                notation,
+                ..Referrers::default()
+            },
+            image: Some(image()),
+            ..Attached::default()
+        }
+    }
+
+    fn verify(attached: &Attached, authorities: &[Authority]) -> Result<crate::Verified, crate::Unverified> {
+        let reference = Reference::parse(&format!("registry.example.com/app@{}", image().digest)).unwrap();
+        verify_image(&reference, &image().digest, attached, authorities, None)
+    }
+
+    #[test]
+    fn a_notation_signature_satisfies_a_rule_mixing_it_with_a_key() {
+        let ca = NotationCa::generate(KeyKind::EcP256);
+        let signer = ca.signer(KeyKind::EcP256);
+        let request = SignRequest::new(descriptor(image().digest.as_str(), image().size));
+        let authorities = [key_authority(), authority("notary", &ca, LEAF_IDENTITY)];
+        for format in [Format::Jws, Format::Cose] {
+            let found = attached(vec![(format, signer.sign(format, &request, None))]);
+            let verified = verify(&found, &authorities).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+            let [evidence] = verified.evidence() else {
+                panic!("{:?}", verified.evidence());
+            };
+            assert_eq!((evidence.authority.as_str(), evidence.kind), ("notary", "notation"));
+            assert_eq!(evidence.scheme, Some("notary.x509"));
+            assert_eq!(evidence.time_source, "now");
+            assert_eq!(
+                evidence.subject.as_deref(),
+                Some("C=US, ST=WA, L=Seattle, O=pullgate.test, CN=notation signer")
+            );
+        }
+    }
+
+    #[test]
+    fn refused_envelopes_are_counted_in_the_denial() {
+        let ca = NotationCa::generate(KeyKind::EcP256);
+        let other = NotationCa::generate(KeyKind::EcP256);
+        let request = SignRequest::new(descriptor(image().digest.as_str(), image().size));
+        let elsewhere = SignRequest::new(descriptor(Digest::of(b"another").as_str(), 7));
+        let found = attached(vec![
+            (Format::Jws, other.signer(KeyKind::EcP256).sign(Format::Jws, &request, None)),
+            (Format::Cose, ca.signer(KeyKind::EcP256).sign(Format::Cose, &elsewhere, None)),
+        ]);
+        let unverified = verify(&found, &[authority("notary", &ca, LEAF_IDENTITY)]).unwrap_err();
+        assert_eq!(
+            unverified.to_string(),
+            "no signature from authority \"notary\" (2 signatures found: \
+             1 notation signs another artifact, 1 notation untrusted chain)"
+        );
+        // Without the image's descriptor no Notation signature can count.
+        let good = ca.signer(KeyKind::EcP256).sign(Format::Jws, &request, None);
+        let mut blind = attached(vec![(Format::Jws, good)]);
+        blind.image = None;
+        assert!(verify(&blind, &[authority("notary", &ca, LEAF_IDENTITY)]).is_err());
+        // A rule of key authorities alone does not look at Notation signatures.
+        let keyed = verify(&attached(vec![]), &[key_authority()]).unwrap_err();
+        assert!(keyed.rejections.is_empty(), "{keyed}");
+    }
+}
