@@ -29,6 +29,7 @@ mod log_entries_and_timestamps;
 mod metrics;
 mod mirrors;
 mod names;
+mod notation;
 mod node;
 mod node_image;
 mod proxy;
