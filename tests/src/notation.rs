@@ -511,6 +511,14 @@ pub async fn attach(
     }));
     let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": types::OCI_INDEX, "manifests": manifests}))
         .expect("serialize a referrers index");
-    put_manifest(host, repo, &referrers_tag(subject.digest), &index, types::OCI_INDEX, auth).await?;
+    put_manifest(
+        host,
+        repo,
+        &referrers_tag(subject.digest),
+        &index,
+        types::OCI_INDEX,
+        auth,
+    )
+    .await?;
     Ok(digest)
 }

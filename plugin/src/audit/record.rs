@@ -326,7 +326,10 @@ fn evidence_details(evidence: &Signature) -> Vec<String> {
     }
     if let Some(scheme) = evidence.scheme {
         // A Notation signature: no log; the chain was checked now or at a TSA's time.
-        details.push(format!("  scheme   {scheme} (chain checked at: {})", evidence.time_source));
+        details.push(format!(
+            "  scheme   {scheme} (chain checked at: {})",
+            evidence.time_source
+        ));
     } else {
         let index = evidence.tlog_index.map_or_else(|| "-".to_string(), |i| i.to_string());
         details.push(format!(

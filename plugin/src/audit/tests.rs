@@ -497,7 +497,13 @@ fn notation_evidence_names_its_scheme_and_time_source() {
     record.signatures = vec![(&evidence).into()];
     let text = record.to_text();
     assert!(text.contains("  signed   authority \"notary\" (notation)\n"), "{text}");
-    assert!(text.contains("  subject  C=US, ST=WA, O=pullgate.test, CN=release\n"), "{text}");
-    assert!(text.contains("  scheme   notary.x509 (chain checked at: tsa)\n"), "{text}");
+    assert!(
+        text.contains("  subject  C=US, ST=WA, O=pullgate.test, CN=release\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  scheme   notary.x509 (chain checked at: tsa)\n"),
+        "{text}"
+    );
     assert!(!text.contains("tlog "), "{text}");
 }

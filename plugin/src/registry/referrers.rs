@@ -1043,7 +1043,10 @@ mod tests {
             .collect();
         assert_eq!(
             envelopes,
-            [(JWS_MEDIA_TYPE, &b"a JWS envelope"[..]), (COSE_MEDIA_TYPE, &b"a COSE envelope"[..])],
+            [
+                (JWS_MEDIA_TYPE, &b"a JWS envelope"[..]),
+                (COSE_MEDIA_TYPE, &b"a COSE envelope"[..])
+            ],
             "{:?}",
             asked.lock().unwrap()
         );
@@ -1090,7 +1093,11 @@ mod tests {
         let found = signatures(&session, &image, &[], true).await.unwrap();
         assert!(found.notation.is_empty());
         assert_eq!(found.unreadable.len(), 2, "{:?}", found.unreadable);
-        assert!(found.unreadable[0].contains("neither application/jose+json"), "{:?}", found.unreadable);
+        assert!(
+            found.unreadable[0].contains("neither application/jose+json"),
+            "{:?}",
+            found.unreadable
+        );
         assert!(found.unreadable[1].contains("larger than"), "{:?}", found.unreadable);
         assert!(!asked.lock().unwrap().iter().any(|p| p.starts_with("/v2/app/blobs/")));
     }

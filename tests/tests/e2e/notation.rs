@@ -89,9 +89,16 @@ impl Rig {
             Format::Jws => JWS_MEDIA_TYPE,
             Format::Cose => COSE_MEDIA_TYPE,
         };
-        kit::attach(&self.env.host(), REPO, subject, envelope, envelope_type, self.env.auth())
-            .await
-            .unwrap();
+        kit::attach(
+            &self.env.host(),
+            REPO,
+            subject,
+            envelope,
+            envelope_type,
+            self.env.auth(),
+        )
+        .await
+        .unwrap();
     }
 
     /// The `targetArtifact` of the image `digest`.
@@ -169,7 +176,9 @@ async fn notation_cli_signatures_admit_in_jws_and_cose_and_unsigned_images_are_d
     rig.cli_sign(&home, &jws, "jws");
     rig.cli_sign(&home, &cose, "cose");
 
-    let pg = rig.pullgate(&notation_authority("notary", &certificate, CLI_IDENTITY)).await;
+    let pg = rig
+        .pullgate(&notation_authority("notary", &certificate, CLI_IDENTITY))
+        .await;
     for tag in ["jws", "cose"] {
         let record = admitted(&pg, &rig.image(tag)).await;
         let signature = &record["signatures"][0];
@@ -197,13 +206,17 @@ async fn notation_signatures_under_another_ca_or_identity_are_refused() {
     let digest = rig.push("v1").await;
     rig.cli_sign(&home, &digest, "jws");
 
-    let pg = rig.pullgate(&notation_authority("notary", &other_certificate, CLI_IDENTITY)).await;
+    let pg = rig
+        .pullgate(&notation_authority("notary", &other_certificate, CLI_IDENTITY))
+        .await;
     let message = denied(&pg, &rig.image("v1")).await;
     assert!(message.contains("1 notation untrusted chain"), "{message}");
     drop(pg);
 
     let stranger = "x509.subject: C=US, ST=WA, O=Notary, CN=someone else";
-    let pg = rig.pullgate(&notation_authority("notary", &certificate, stranger)).await;
+    let pg = rig
+        .pullgate(&notation_authority("notary", &certificate, stranger))
+        .await;
     let message = denied(&pg, &rig.image("v1")).await;
     assert!(message.contains("1 notation identity mismatch"), "{message}");
     let rejected = pg.last_record()["rejected"][0].as_str().unwrap_or_default().to_string();
@@ -229,12 +242,20 @@ async fn a_notation_signature_copied_to_another_images_referrers_signs_another_a
     let signature = index["manifests"][0]["digest"].as_str().unwrap().to_string();
     let (manifest, _) = get_manifest(&host, REPO, &signature, auth).await.unwrap();
     let manifest: Value = serde_json::from_slice(&manifest).unwrap();
-    assert_eq!(manifest["config"]["mediaType"], kit::SIGNATURE_ARTIFACT_TYPE, "{manifest}");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        kit::SIGNATURE_ARTIFACT_TYPE,
+        "{manifest}"
+    );
     let layer = &manifest["layers"][0];
-    let envelope = get_blob(&host, REPO, layer["digest"].as_str().unwrap(), auth).await.unwrap();
+    let envelope = get_blob(&host, REPO, layer["digest"].as_str().unwrap(), auth)
+        .await
+        .unwrap();
     rig.attach(&other, &envelope, Format::Cose).await;
 
-    let pg = rig.pullgate(&notation_authority("notary", &certificate, CLI_IDENTITY)).await;
+    let pg = rig
+        .pullgate(&notation_authority("notary", &certificate, CLI_IDENTITY))
+        .await;
     admitted(&pg, &rig.image("signed")).await;
     let message = denied(&pg, &rig.image("other")).await;
     assert!(message.contains("1 notation signs another artifact"), "{message}");
@@ -297,14 +318,34 @@ async fn kit_envelopes_the_cli_will_not_make_are_refused_for_what_is_wrong() {
     type Case = (&'static str, fn(SignRequest) -> SignRequest, &'static str);
     let cases: [(&NotationSigner, Case); 5] = [
         (&good, ("good", |r| r, "")),
-        (&good, ("expired", |r| SignRequest { expiry: Some(unix_now() - DAY), ..r }, "1 notation expired")),
+        (
+            &good,
+            (
+                "expired",
+                |r| SignRequest {
+                    expiry: Some(unix_now() - DAY),
+                    ..r
+                },
+                "1 notation expired",
+            ),
+        ),
         // Signed while the certificate was valid, it says; without a countersignature that claim
         // is worth nothing, and the certificate has expired now.
         (
             &expired_leaf,
-            ("cert-expired", |r| SignRequest { signing_time: unix_now() - 20 * DAY, ..r }, "1 notation certificate not valid"),
+            (
+                "cert-expired",
+                |r| SignRequest {
+                    signing_time: unix_now() - 20 * DAY,
+                    ..r
+                },
+                "1 notation certificate not valid",
+            ),
         ),
-        (&no_code_signing, ("no-eku", |r| r, "1 notation certificate requirements")),
+        (
+            &no_code_signing,
+            ("no-eku", |r| r, "1 notation certificate requirements"),
+        ),
         (
             &good,
             (

@@ -194,8 +194,14 @@ mod tests {
         let request = SignRequest::new(descriptor(image().digest.as_str(), image().size));
         let elsewhere = SignRequest::new(descriptor(Digest::of(b"another").as_str(), 7));
         let found = attached(vec![
-            (Format::Jws, other.signer(KeyKind::EcP256).sign(Format::Jws, &request, None)),
-            (Format::Cose, ca.signer(KeyKind::EcP256).sign(Format::Cose, &elsewhere, None)),
+            (
+                Format::Jws,
+                other.signer(KeyKind::EcP256).sign(Format::Jws, &request, None),
+            ),
+            (
+                Format::Cose,
+                ca.signer(KeyKind::EcP256).sign(Format::Cose, &elsewhere, None),
+            ),
         ]);
         let unverified = verify(&found, &[authority("notary", &ca, LEAF_IDENTITY)]).unwrap_err();
         assert_eq!(

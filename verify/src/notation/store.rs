@@ -55,12 +55,18 @@ pub fn parse_certificates(text: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         let body = &after[label_end + 5..];
         let end = body.find(END).ok_or(StoreError::Unclosed { index })?;
         let base64: String = body[..end].chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        let der = BASE64
-            .decode(base64)
-            .map_err(|e| StoreError::Base64 { index, why: e.to_string() })?;
-        Certificate::from_der(&der).map_err(|e| StoreError::Certificate { index, why: e.to_string() })?;
-        anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
-            .map_err(|e| StoreError::Anchor { index, why: format!("{e:?}") })?;
+        let der = BASE64.decode(base64).map_err(|e| StoreError::Base64 {
+            index,
+            why: e.to_string(),
+        })?;
+        Certificate::from_der(&der).map_err(|e| StoreError::Certificate {
+            index,
+            why: e.to_string(),
+        })?;
+        anchor_from_trusted_cert(&CertificateDer::from(der.as_slice())).map_err(|e| StoreError::Anchor {
+            index,
+            why: format!("{e:?}"),
+        })?;
         certificates.push(der);
         let closing = &body[end + END.len()..];
         rest = closing.find("-----").map_or("", |i| &closing[i + 5..]);
@@ -80,12 +86,21 @@ mod tests {
         assert_eq!(parse_certificates(""), Err(StoreError::Empty));
         assert_eq!(parse_certificates("just words"), Err(StoreError::Empty));
         let key = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
-        assert!(matches!(parse_certificates(key), Err(StoreError::Label { index: 1, .. })));
+        assert!(matches!(
+            parse_certificates(key),
+            Err(StoreError::Label { index: 1, .. })
+        ));
         let open = "-----BEGIN CERTIFICATE-----\nAAAA\n";
         assert_eq!(parse_certificates(open), Err(StoreError::Unclosed { index: 1 }));
         let junk = "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
-        assert!(matches!(parse_certificates(junk), Err(StoreError::Base64 { index: 1, .. })));
+        assert!(matches!(
+            parse_certificates(junk),
+            Err(StoreError::Base64 { index: 1, .. })
+        ));
         let not_x509 = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-        assert!(matches!(parse_certificates(not_x509), Err(StoreError::Certificate { index: 1, .. })));
+        assert!(matches!(
+            parse_certificates(not_x509),
+            Err(StoreError::Certificate { index: 1, .. })
+        ));
     }
 }

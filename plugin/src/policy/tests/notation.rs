@@ -174,7 +174,9 @@ fn a_notation_authority_takes_no_tlog_and_no_second_kind() {
     ));
     let errors = dir.load(&text).expect_err("two kinds");
     assert!(
-        errors.iter().any(|e| e.to_string().contains("exactly one of `key`, `keyless` or `notation`")),
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("exactly one of `key`, `keyless` or `notation`")),
         "{errors:#?}"
     );
 }
