@@ -196,6 +196,22 @@ async fn notation_cli_signatures_admit_in_jws_and_cose_and_unsigned_images_are_d
         message.ends_with("no signature from authority \"notary\" (no signatures found)"),
         "{message}"
     );
+
+    // `pullgate verify` shows the same evidence.
+    let output = Pullgate::command()
+        .args(["verify", "--config"])
+        .arg(pg.config_path())
+        .arg(rig.image("cose"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("  signed   authority \"notary\" (notation)\n"), "{text}");
+    assert!(
+        text.contains("  subject  C=US, ST=WA, L=Seattle, O=Notary, CN=pullgate.test\n"),
+        "{text}"
+    );
+    assert!(text.contains("  scheme   notary.x509 (chain checked at: now)\n"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
