@@ -211,7 +211,10 @@ async fn notation_cli_signatures_admit_in_jws_and_cose_and_unsigned_images_are_d
         text.contains("  subject  C=US, ST=WA, L=Seattle, O=Notary, CN=pullgate.test\n"),
         "{text}"
     );
-    assert!(text.contains("  scheme   notary.x509 (chain checked at: now)\n"), "{text}");
+    assert!(
+        text.contains("  scheme   notary.x509 (chain checked at: now)\n"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
