@@ -402,3 +402,48 @@ async fn kit_envelopes_the_cli_will_not_make_are_refused_for_what_is_wrong() {
         }
     }
 }
+
+/// A signing certificate that has expired, with a countersignature from inside its validity:
+/// admitted by an authority trusting the TSA (the chain checked at the countersignature's
+/// time), denied by one that trusts no TSA, and denied when the TSA is another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_timestamp_keeps_a_signature_of_an_expired_certificate_valid() {
+    const DAY: i64 = 86_400;
+    let rig = Rig::start().await;
+    let ca = NotationCa::generate(KeyKind::EcP256);
+    let tsa = pullgate_tests::sigstore::Tsa::generate_notary(false);
+    let stranger = pullgate_tests::sigstore::Tsa::generate_notary(false);
+    let signer = ca.issue(&LeafRequest {
+        not_before: unix_now() - 30 * DAY,
+        not_after: unix_now() - 3 * DAY,
+        ..LeafRequest::new(KeyKind::EcP256)
+    });
+    let stamped = unix_now() - 5 * DAY;
+    for (tag, by) in [("stamped", &tsa), ("stranger", &stranger)] {
+        let digest = rig.push(tag).await;
+        let mut request = SignRequest::new(rig.target(&digest).await);
+        request.signing_time = stamped;
+        request.timestamp_at = Some(stamped);
+        rig.attach(&digest, &signer.sign(Format::Cose, &request, Some(by)), Format::Cose)
+            .await;
+    }
+    let store = pem_file(&rig.env.dir().join("kit-ca.pem"), &[ca.root_der()]);
+    let tsa_store = pem_file(&rig.env.dir().join("tsa.pem"), &[tsa.root_der()]);
+    let with_tsa = format!(
+        "{}            tsaCertificates: {}\n",
+        notation_authority("notary", &store, LEAF_IDENTITY),
+        tsa_store.display()
+    );
+
+    let pg = rig.pullgate(&with_tsa).await;
+    let record = admitted(&pg, &rig.image("stamped")).await;
+    assert_eq!(record["signatures"][0]["timeSource"], "tsa", "{record}");
+    assert_eq!(record["signatures"][0]["signedAt"], stamped, "{record}");
+    let message = denied(&pg, &rig.image("stranger")).await;
+    assert!(message.contains("1 notation timestamp"), "{message}");
+    drop(pg);
+
+    let pg = rig.pullgate(&notation_authority("notary", &store, LEAF_IDENTITY)).await;
+    let message = denied(&pg, &rig.image("stamped")).await;
+    assert!(message.contains("1 notation certificate not valid"), "{message}");
+}
