@@ -1470,7 +1470,7 @@ spec:
     let found = dropped(&imported);
     assert!(has(
         &found,
-        &["spec.attestors[0].notary: Notary signatures are not supported by pullgate; dropped"]
+        &["spec.attestors[0].notary: Notary attestors of an ImageValidatingPolicy are not carried over"]
     ));
     assert!(has(
         &found,
