@@ -7,8 +7,9 @@
 # scripts/check-binary.sh reads the built binary's glibc symbol versions).
 # With --clients (the test suite), also the clients users call pullgate with and the tools they
 # sign with, built once into $PULLGATE_TEST_TOOLS (default /var/cache/pullgate-tests) and kept:
-# crictl from cri-tools, cosign v2 and v3, oras, rekor-tiles' POSIX server (a Rekor v2 log) and
-# Sigstore's timestamp-server (an RFC 3161 TSA) (each `go install` through the Go module proxy),
+# crictl from cri-tools, cosign v2 and v3, oras, the Notary Project's notation, rekor-tiles' POSIX
+# server (a Rekor v2 log) and Sigstore's timestamp-server (an RFC 3161 TSA) (each built through the
+# Go module proxy),
 # gRPC C-core's Python client grpcio (PyPI), and containerd 2.x (what kind and AKS nodes run;
 # Debian 12 has 1.6) from Debian sid, unpacked into $PULLGATE_TEST_TOOLS/containerd-<version> and
 # linked as $PULLGATE_TEST_TOOLS/bin/containerd2.
@@ -37,6 +38,7 @@ crictl_version=v1.37.0
 cosign2_version=v2.6.5
 cosign3_version=v3.1.3
 oras_version=v1.3.6
+notation_version=v1.3.2
 rekor_tiles_version=v2.3.0
 timestamp_authority_version=v2.1.3
 grpcio_version=1.85.4
@@ -46,14 +48,26 @@ grpcio_version=1.85.4
 # are removed at the end: only the binaries are kept.
 built_go=false
 go_tool() {
-    local name=$1 package=$2 version=$3
+    local name=$1 package=$2 version=$3 module=${4:-}
     [ "$(cat "$tools/bin/$name.version" 2>/dev/null)" = "$version" ] && return 0
     command -v go >/dev/null || { echo "setup: go is required to build $name" >&2; exit 1; }
     echo "setup: building $name $version into $tools/bin"
     mkdir -p "$tools/bin" "$tools/go/out"
     # GOTOOLCHAIN=local: a module that wants a newer Go fails here instead of fetching one.
-    GOPATH="$tools/go/path" GOCACHE="$tools/go/cache" GOBIN="$tools/go/out" GOTOOLCHAIN=local \
-        GOFLAGS="-modcacherw -buildvcs=false" go install "$package@$version"
+    export GOPATH="$tools/go/path" GOCACHE="$tools/go/cache" GOTOOLCHAIN=local GOFLAGS="-modcacherw -buildvcs=false"
+    if [ -z "$module" ]; then
+        GOBIN="$tools/go/out" go install "$package@$version"
+    else
+        # Some versions cannot be installed by `go install pkg@version` through the proxy (it
+        # answers the version-list lookup notation needs with 403): a throwaway module that
+        # requires MODULE@VERSION builds the package instead.
+        local work="$tools/go/module-$name"
+        rm -rf "$work" && mkdir -p "$work"
+        (cd "$work" && go mod init pullgate-tools/"$name" >/dev/null 2>&1 &&
+            go mod edit -require="$module@$version" &&
+            go build -mod=mod -o "$tools/go/out/$(basename "$package")" "$package")
+    fi
+    unset GOPATH GOCACHE GOTOOLCHAIN GOFLAGS
     mv "$tools/go/out/$(basename "$package")" "$tools/bin/$name"
     echo "$version" >"$tools/bin/$name.version"
     built_go=true
@@ -62,6 +76,7 @@ go_tool crictl sigs.k8s.io/cri-tools/cmd/crictl "$crictl_version"
 go_tool cosign2 github.com/sigstore/cosign/v2/cmd/cosign "$cosign2_version"
 go_tool cosign3 github.com/sigstore/cosign/v3/cmd/cosign "$cosign3_version"
 go_tool oras oras.land/oras/cmd/oras "$oras_version"
+go_tool notation github.com/notaryproject/notation/cmd/notation "$notation_version" github.com/notaryproject/notation
 go_tool rekor-tiles github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix "$rekor_tiles_version"
 go_tool timestamp-server github.com/sigstore/timestamp-authority/v2/cmd/timestamp-server "$timestamp_authority_version"
 if "$built_go"; then

@@ -342,6 +342,7 @@ pub(super) fn name_authorities(authorities: &mut [DraftAuthority]) {
             let base = match authority.kind {
                 DraftAuthorityKind::Key { .. } => "key",
                 DraftAuthorityKind::Keyless { .. } => "keyless",
+                DraftAuthorityKind::Notation { .. } => "notation",
             };
             authority.name = unique_in(&mut used, base, true);
         } else {

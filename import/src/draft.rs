@@ -65,6 +65,9 @@ pub(super) enum DraftAuthorityKind {
         /// Fulcio claims by pullgate's names.
         extensions: BTreeMap<String, String>,
     },
+    /// A Notation trust store (PEM certificates, checked when they were read) trusting any
+    /// identity that chains to it, as Kyverno's Notary verifier does.
+    Notation { certificates: String },
 }
 
 /// An issuer or subject: exact, or a regular expression (compiled when it was made).
@@ -240,6 +243,7 @@ impl DraftAuthorityKind {
                     extensions: e2,
                 },
             ) => i1.same(i2) && s1.same(s2) && e1 == e2,
+            (Self::Notation { certificates: a }, Self::Notation { certificates: b }) => pem_body(a) == pem_body(b),
             _ => false,
         }
     }

@@ -397,7 +397,7 @@ fn attestors(value: &Value, path: &str, report: &mut Report<'_>) -> BTreeMap<Str
         if fields.get("notary").is_some() {
             report.dropped(
                 &fields.path("notary"),
-                "Notary signatures are not supported by pullgate; dropped",
+                "Notary attestors of an ImageValidatingPolicy are not carried over (write a notation authority by hand, see notation.md); dropped",
             );
             authorities = None;
         }

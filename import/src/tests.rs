@@ -833,13 +833,87 @@ fn notary_and_unknown_fields_are_reported() {
     let found = dropped(&imported);
     assert!(has(
         &found,
-        &["verifyImages[0].type: Notary signatures are not supported by pullgate"]
+        &[
+            "certificates: not certificates pullgate can trust",
+            "holds no PEM certificate"
+        ]
     ));
     assert!(has(
         &found,
         &["verifyImages[0].someFutureField: not a field the importer knows; dropped"]
     ));
     assert_eq!(policy.rules()[0].action(), Action::Deny);
+}
+
+/// A self-signed CA certificate (P-256, valid until 2126).
+const NOTARY_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIB/TCCAaOgAwIBAgIUALMZK3p1KV4Qj77D1FVrQsNEwAcwCgYIKoZIzj0EAwIw
+SzELMAkGA1UEBhMCVVMxCzAJBgNVBAgMAldBMRYwFAYDVQQKDA1wdWxsZ2F0ZS50
+ZXN0MRcwFQYDVQQDDA5wb2xpY3kgdGVzdCBDQTAgFw0yNjEyMDcwOTU2NDZaGA8y
+MTI2MTExMzA5NTY0NlowSzELMAkGA1UEBhMCVVMxCzAJBgNVBAgMAldBMRYwFAYD
+VQQKDA1wdWxsZ2F0ZS50ZXN0MRcwFQYDVQQDDA5wb2xpY3kgdGVzdCBDQTBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABIgYnBduHp06EhoiOvxolX2KEZZbYEMieSh0
+8BOOiC8LfUETW3JF9nfOo3Xgk7A276doW6VgpuuXxnvT2hweiR2jYzBhMB0GA1Ud
+DgQWBBQijXkK1wHQXYBy2+OjJHalfLowBzAfBgNVHSMEGDAWgBQijXkK1wHQXYBy
+2+OjJHalfLowBzAPBgNVHRMBAf8EBTADAQH/MA4GA1UdDwEB/wQEAwICBDAKBggq
+hkjOPQQDAgNIADBFAiEAj/RrQlBmL9GasGsPiL7US9hqU5CIWxGSnXQtF+9dLrMC
+IESIpvIcIkUoLQIhRoll6zVPrWBrieiIZgjMaG8uEKwU
+-----END CERTIFICATE-----
+";
+
+/// Kyverno's `type: Notary` with a certificate attestor: a Notation authority whose trust store
+/// is the certificate and which trusts any identity under it, as Kyverno's Notary verifier does;
+/// keys under a Notary entry mean nothing and are reported.
+#[test]
+fn notary_certificate_attestors_become_notation_authorities() {
+    let yaml = kyverno_entry(
+        "Enforce",
+        &format!(
+            "type: Notary\n          imageReferences: [\"registry.example.com/*\"]\n          attestors:\n            - count: 1\n              entries:\n                - certificates:\n                    cert: |\n{}                - keys:\n                    publicKeys: |\n{}",
+            indent(NOTARY_CA_PEM, 22),
+            indent(&public_pem(), 22)
+        ),
+    );
+    let (imported, policy) = load(&yaml);
+    let rule = &policy.rules()[0];
+    assert_eq!(rule.action(), Action::Verify, "{}", imported.policy);
+    let [authority] = rule.authorities() else {
+        panic!("{}", imported.policy);
+    };
+    let AuthorityKind::Notation(trust) = &authority.kind else {
+        panic!("{}", imported.policy);
+    };
+    assert_eq!(trust.trust_store.len(), 1);
+    assert!(
+        imported.policy.contains("trustedIdentities: [\"*\"]"),
+        "{}",
+        imported.policy
+    );
+    assert!(!imported.policy.contains("tlog:"), "{}", imported.policy);
+    assert!(has(
+        &dropped(&imported),
+        &["keys: Kyverno verifies a Notary entry with Notation"]
+    ));
+    assert!(has(&lines(&imported), &["trustedIdentities: [\"*\"]"]));
+}
+
+/// Kyverno's Notary attestations are Notation-signed: pullgate verifies none, so the rule denies.
+#[test]
+fn notary_attestations_make_the_rule_deny() {
+    let yaml = kyverno_entry(
+        "Enforce",
+        &format!(
+            "type: Notary\n          imageReferences: [\"registry.example.com/*\"]\n          attestors:\n            - entries:\n                - certificates:\n                    cert: |\n{}          attestations:\n            - type: sbom/cyclone-dx\n              attestors:\n                - entries:\n                    - certificates:\n                        cert: |\n{}",
+            indent(NOTARY_CA_PEM, 22),
+            indent(NOTARY_CA_PEM, 26)
+        ),
+    );
+    let (imported, policy) = load(&yaml);
+    assert!(has(
+        &dropped(&imported),
+        &["attestations signed with Notation are not verified"]
+    ));
+    assert_eq!(policy.rules()[0].action(), Action::Deny, "{}", imported.policy);
 }
 
 #[test]
@@ -1396,7 +1470,7 @@ spec:
     let found = dropped(&imported);
     assert!(has(
         &found,
-        &["spec.attestors[0].notary: Notary signatures are not supported by pullgate; dropped"]
+        &["spec.attestors[0].notary: Notary attestors of an ImageValidatingPolicy are not carried over"]
     ));
     assert!(has(
         &found,

@@ -146,6 +146,16 @@ fn write_authority(out: &mut String, authority: &DraftAuthority) {
                 }
             }
         }
+        DraftAuthorityKind::Notation { certificates } => {
+            out.push_str("          notation:\n");
+            out.push_str("            certificates: |\n");
+            for line in certificates.lines().map(str::trim).filter(|line| !line.is_empty()) {
+                let _ = writeln!(out, "              {line}");
+            }
+            out.push_str("            trustedIdentities: [\"*\"]\n");
+            // A Notation authority takes no tlog.
+            return;
+        }
     }
     let _ = writeln!(out, "          tlog: {}", authority.tlog);
 }

@@ -462,3 +462,63 @@ fn set_validity(params: &mut CertificateParams, not_before: i64, not_after: i64)
     params.not_before = epoch + secs(not_before);
     params.not_after = epoch + secs(not_after);
 }
+
+/// The media type of a JWS envelope layer, and of a COSE one.
+pub const JWS_MEDIA_TYPE: &str = "application/jose+json";
+pub const COSE_MEDIA_TYPE: &str = "application/cose";
+/// What marks a Notary Project signature manifest: notation 1.3 writes it as the config's
+/// media type (no `artifactType`), registries list it as the referrer's `artifactType`.
+pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.cncf.notary.signature";
+
+/// Attaches `envelope` (of `media_type`) to `subject` in `host/repo` as notation 1.3 does on a
+/// registry without the referrers API: the empty config blob (media type
+/// [`SIGNATURE_ARTIFACT_TYPE`]) and the envelope blob, a manifest with `subject`, and its
+/// descriptor (with that `artifactType`) added to the referrers tag `sha256-<hex>`. Returns the
+/// signature manifest's digest.
+pub async fn attach(
+    host: &str,
+    repo: &str,
+    subject: crate::sigstore::attach::Subject<'_>,
+    envelope: &[u8],
+    media_type: &str,
+    auth: crate::distribution::Auth<'_>,
+) -> Result<String, crate::distribution::RegistryError> {
+    use crate::{
+        distribution::{media_type as types, push_blob, put_manifest, sha256_digest},
+        sigstore::attach::{read_referrers_tag, referrers_tag, EMPTY_BLOB},
+    };
+    let config = push_blob(host, repo, EMPTY_BLOB, auth).await?;
+    let layer = push_blob(host, repo, envelope, auth).await?;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": types::OCI_MANIFEST,
+        "config": {"mediaType": SIGNATURE_ARTIFACT_TYPE, "digest": config, "size": EMPTY_BLOB.len()},
+        "layers": [{"mediaType": media_type, "digest": layer, "size": envelope.len()}],
+        "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
+    }))
+    .expect("serialize a signature manifest");
+    let digest = sha256_digest(&manifest);
+    put_manifest(host, repo, &digest, &manifest, types::OCI_MANIFEST, auth).await?;
+    let mut manifests = match read_referrers_tag(host, repo, subject.digest, auth).await? {
+        Some(index) => index["manifests"].as_array().cloned().unwrap_or_default(),
+        None => Vec::new(),
+    };
+    manifests.push(json!({
+        "mediaType": types::OCI_MANIFEST,
+        "digest": digest,
+        "size": manifest.len(),
+        "artifactType": SIGNATURE_ARTIFACT_TYPE,
+    }));
+    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": types::OCI_INDEX, "manifests": manifests}))
+        .expect("serialize a referrers index");
+    put_manifest(
+        host,
+        repo,
+        &referrers_tag(subject.digest),
+        &index,
+        types::OCI_INDEX,
+        auth,
+    )
+    .await?;
+    Ok(digest)
+}

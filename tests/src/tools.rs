@@ -1,6 +1,6 @@
 //! The clients users run, as the tests run them: crictl (built from cri-tools with `go
 //! install`), gRPC C-core (grpcio from PyPI), and the tools images are signed with: cosign v2,
-//! cosign v3 and oras (`go install`). `scripts/setup.sh` puts them in `$PULLGATE_TEST_TOOLS`
+//! cosign v3, oras and notation (built through the Go module proxy). `scripts/setup.sh` puts them in `$PULLGATE_TEST_TOOLS`
 //! (default `/var/cache/pullgate-tests`), built once and kept between runs.
 
 use std::{
@@ -102,6 +102,14 @@ pub fn cosign3(home: &Path) -> Command {
 /// oras (`oras.land/oras`), talking plain HTTP to the loopback registry.
 pub fn oras(home: &Path) -> Command {
     signing_tool("oras", home)
+}
+
+/// notation (`github.com/notaryproject/notation`), keeping its keys, certificates and trust
+/// policy under `home/.config/notation`.
+pub fn notation(home: &Path) -> Command {
+    let mut command = signing_tool("notation", home);
+    command.env("XDG_CONFIG_HOME", home.join(".config"));
+    command
 }
 
 /// Runs `command` to completion; its stdout, or a panic with both streams when it failed.

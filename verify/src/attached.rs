@@ -1,10 +1,10 @@
 //! What the registry found attached to an image, as plain data: the layers of cosign's legacy
-//! `.sig` and `.att` tags and the Sigstore bundles among its referrers. The registry fetches
-//! and bounds them; verification reads them.
+//! `.sig` and `.att` tags, and the Sigstore bundles and Notary Project signature envelopes among
+//! its referrers. The registry fetches and bounds them; verification reads them.
 
 use std::collections::BTreeMap;
 
-use crate::reference::Digest;
+use crate::{notation::Descriptor, reference::Digest};
 
 /// Everything found attached to an image that may be a signature or attestation of it.
 #[derive(Debug, Default)]
@@ -15,6 +15,9 @@ pub struct Attached {
     pub referrers: Referrers,
     /// Layers of the legacy `.att` tag (only fetched when the rule asks for attestations).
     pub attestations: Vec<SignatureLayer>,
+    /// The image manifest as the registry served it when the tag was resolved: what a Notary
+    /// Project signature must name as its `targetArtifact`. `None`: no Notation signature counts.
+    pub image: Option<Descriptor>,
 }
 
 /// Media type of a cosign simple-signing payload layer.
@@ -58,10 +61,22 @@ impl AttachedBundle {
     }
 }
 
-/// What the referrers of one image held: the bundles that could be read, and why the others
-/// could not, so one broken referrer does not hide the rest.
+/// What the referrers of one image held: the bundles and Notation envelopes that could be read,
+/// and why the others could not, so one broken referrer does not hide the rest.
 #[derive(Debug, Default)]
 pub struct Referrers {
     pub bundles: Vec<AttachedBundle>,
     pub unreadable: Vec<String>,
+    /// Notary Project signatures (only looked for when the rule has a Notation authority).
+    pub notation: Vec<NotationEnvelope>,
+}
+
+/// One Notary Project signature envelope: the layer of a signature manifest among the image's
+/// referrers, JWS (`application/jose+json`) or COSE (`application/cose`).
+#[derive(Debug, Clone)]
+pub struct NotationEnvelope {
+    /// The signature manifest it came from, for messages.
+    pub manifest: Digest,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
 }

@@ -1,10 +1,11 @@
-//! Authorities: whose signature satisfies a rule, a public key or a keyless (Fulcio) identity.
+//! Authorities: whose signature satisfies a rule, a public key, a keyless (Fulcio) identity or
+//! a Notary Project (Notation) trust store.
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use serde::Deserialize;
 
-use crate::{FulcioClaim, PublicKey, TrustMaterial};
+use crate::{notation::NotationTrust, FulcioClaim, PublicKey, TrustMaterial};
 
 /// A signer a rule trusts. A valid signature from any one authority of a rule satisfies it.
 #[derive(Clone, Debug)]
@@ -22,6 +23,10 @@ pub enum AuthorityKind {
     Key(Arc<PublicKey>),
     /// Signed with a Fulcio certificate issued to this identity.
     Keyless(Keyless),
+    /// A Notary Project signature (JWS or COSE envelope among the image's referrers) whose
+    /// certificate chain leads to this trust store and names a trusted identity. Sigstore's
+    /// trust material and transparency log play no part in it.
+    Notation(Arc<NotationTrust>),
 }
 
 /// The identity a Fulcio certificate must carry for a keyless signature to count.
@@ -68,7 +73,16 @@ impl fmt::Debug for AuthorityKind {
             // The key type has no Debug of its own; its scheme says what it is.
             Self::Key(key) => f.debug_tuple("Key").field(&key.scheme()).finish(),
             Self::Keyless(keyless) => f.debug_tuple("Keyless").field(keyless).finish(),
+            Self::Notation(trust) => f.debug_tuple("Notation").field(&trust.identities).finish(),
         }
+    }
+}
+
+impl AuthorityKind {
+    /// Whether signatures of this kind are Sigstore's (cosign keys or keyless), checked against
+    /// a trusted root; Notation's are not.
+    pub fn is_sigstore(&self) -> bool {
+        !matches!(self, Self::Notation(_))
     }
 }
 

@@ -53,6 +53,7 @@ fn outcome_of(
         referrers: Referrers {
             bundles,
             unreadable: Vec::new(),
+            notation: Vec::new(),
         },
         ..Attached::default()
     };
@@ -223,6 +224,7 @@ fn a_statement_case_variant_check_cannot_be_switched_off_either() {
         referrers: Referrers {
             bundles: vec![attached_bundle(&bundle, COSIGN_SIGN_PREDICATE)],
             unreadable: Vec::new(),
+            notation: Vec::new(),
         },
         ..Attached::default()
     };

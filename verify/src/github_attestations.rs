@@ -65,6 +65,7 @@ fn referred(bundle: &str, predicate_type: &str) -> Attached {
                 bytes: bundle.as_bytes().to_vec(),
             }],
             unreadable: Vec::new(),
+            notation: Vec::new(),
         },
         ..Attached::default()
     }

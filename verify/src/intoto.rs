@@ -178,12 +178,15 @@ fn check_logged(
             verify_envelope(&layer.envelope, &key)?;
             (Some(subject), info.issuer, Some(info.not_before.as_second()))
         }
+        // Never offered one (`roots::each_root` leaves them out): no Sigstore signature counts.
+        AuthorityKind::Notation(_) => return Err(Rejection::KeyMismatch),
     };
     Ok(Evidence {
         authority: authority.name.clone(),
         kind: match authority.kind {
             AuthorityKind::Key(_) => "key",
             AuthorityKind::Keyless(_) => "keyless",
+            AuthorityKind::Notation(_) => "notation",
         },
         subject,
         issuer,
@@ -191,6 +194,7 @@ fn check_logged(
         time_source: "tlog",
         signed_at: Some(logged.integrated_time),
         certified_from,
+        scheme: None,
     })
 }
 

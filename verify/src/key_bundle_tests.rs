@@ -42,6 +42,7 @@ fn attached(sigstore: &TestSigstore, signer: BundleSigner<'_>, statement: &[u8],
                 bytes: bundle.into_bytes(),
             }],
             unreadable: Vec::new(),
+            notation: Vec::new(),
         },
         ..Attached::default()
     }

@@ -101,6 +101,10 @@ pub struct Evidence {
     /// timestamp only shows the signature existed by its time; an old one can be logged again.
     #[serde(skip)]
     pub certified_from: Option<i64>,
+    /// A Notary Project signature's signing scheme (`notary.x509` or
+    /// `notary.x509.signingAuthority`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<&'static str>,
 }
 
 /// Why one signature layer did not count.
@@ -124,6 +128,8 @@ pub enum Rejection {
     IdentityMismatch(String),
     /// The signature needs Sigstore trust material and the policy names no `trustedRoot`.
     NoTrustedRoot,
+    /// A Notary Project signature that no Notation authority of the rule accepts.
+    Notation(notation::NotationRefusal),
 }
 
 /// All signatures were looked at and none satisfies the rule.
@@ -147,6 +153,7 @@ impl Evidence {
             time_source: "none",
             signed_at: None,
             certified_from: None,
+            scheme: None,
         }
     }
 }
@@ -243,6 +250,12 @@ pub fn verify_image(
         .cloned()
         .map(Rejection::Invalid)
         .collect();
+    for outcome in notation::check_attached(attached, authorities, jiff::Timestamp::now()) {
+        match outcome {
+            Ok(e) => evidence.push(e),
+            Err(r) => rejections.push(r),
+        }
+    }
     // Each root is checked with only the authorities that named it (see `roots`).
     let outcomes = roots::each_root(authorities, trust, |authorities, trust| {
         let layers = attached
@@ -532,6 +545,7 @@ impl Rejection {
             Self::Invalid(_) => "invalid",
             Self::IdentityMismatch(_) => "identity mismatch",
             Self::NoTrustedRoot => "no trusted root",
+            Self::Notation(refusal) => refusal.category(),
         }
     }
 }
@@ -547,6 +561,7 @@ impl fmt::Display for Rejection {
                 write!(f, "{}: {why}", self.category())
             }
             Self::DigestMismatch { signed } => write!(f, "signs {signed}"),
+            Self::Notation(refusal) => write!(f, "notation: {refusal}"),
             Self::TlogRequired { authority } => {
                 write!(f, "authority {authority:?} requires a verified transparency-log entry")
             }

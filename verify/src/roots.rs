@@ -17,12 +17,16 @@ impl Authority {
         match &self.kind {
             AuthorityKind::Keyless(keyless) => keyless.trusted_root.as_deref().or(default),
             AuthorityKind::Key(_) => default,
+            // Notation signatures are judged by their own trust store, never a Sigstore root.
+            AuthorityKind::Notation(_) => None,
         }
     }
 }
 
-/// Runs `check` once per root with the authorities that use it, in the order each root first
-/// appears among `authorities`. The common case, one root for all, passes `authorities` as is.
+/// Runs `check` once per root with the Sigstore authorities that use it, in the order each root
+/// first appears among `authorities`. Notation authorities are left out: no Sigstore signature
+/// can count for them, and a rule of Notation authorities alone runs no check. The common case,
+/// one root for all, passes `authorities` as is.
 pub(crate) fn each_root<'a, T>(
     authorities: &'a [Authority],
     default: Option<&'a TrustMaterial>,
@@ -33,21 +37,24 @@ pub(crate) fn each_root<'a, T>(
         (None, None) => true,
         _ => false,
     };
+    let sigstore = |a: &&Authority| a.kind.is_sigstore();
+    let mixed = authorities.iter().any(|a| !a.kind.is_sigstore());
     let mut roots: Vec<Option<&'a TrustMaterial>> = Vec::new();
-    for authority in authorities {
+    for authority in authorities.iter().filter(sigstore) {
         let root = authority.trust(default);
         if !roots.iter().any(|r| same(*r, root)) {
             roots.push(root);
         }
     }
     match roots.as_slice() {
-        [] => vec![check(authorities, default)],
-        [root] => vec![check(authorities, *root)],
+        [] if !mixed => vec![check(authorities, default)],
+        [root] if !mixed => vec![check(authorities, *root)],
         _ => roots
             .iter()
             .map(|root| {
                 let part: Vec<Authority> = authorities
                     .iter()
+                    .filter(sigstore)
                     .filter(|a| same(a.trust(default), *root))
                     .cloned()
                     .collect();

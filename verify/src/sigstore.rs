@@ -112,6 +112,8 @@ pub fn verify_bundle(
             }
             trust.verifier.verify(artifact, bundle, &policy)
         }
+        // Never offered one (`roots::each_root` leaves them out): no Sigstore signature counts.
+        AuthorityKind::Notation(_) => return Err(Rejection::KeyMismatch),
     }
     .map_err(|e| match e {
         // Set aside, such stamps cannot give sigstore-verify the signing time it needs.
@@ -167,6 +169,7 @@ pub fn verify_bundle(
         time_source: time_source(bundle, &result, stamped),
         signed_at: signing_time(&result, stamped),
         certified_from,
+        scheme: None,
     })
 }
 

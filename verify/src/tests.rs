@@ -465,6 +465,7 @@ fn cosign_v3_bundle_is_accepted_for_its_digest_only() {
         referrers: Referrers {
             bundles,
             unreadable: Vec::new(),
+            notation: Vec::new(),
         },
         ..Attached::default()
     };
@@ -555,6 +556,7 @@ fn a_message_signature_bundle_is_not_an_image_signature() {
                 bytes,
             }],
             unreadable: Vec::new(),
+            notation: Vec::new(),
         },
         ..Attached::default()
     };

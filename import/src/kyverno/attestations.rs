@@ -51,8 +51,17 @@ pub(super) fn attestation(value: &Value, path: &str, i: usize, notary: bool, rep
             None
         }
     };
+    if notary {
+        // Notation-signed attestations: pullgate checks attestations against cosign signers only.
+        report.dropped(
+            path,
+            "attestations signed with Notation are not verified by pullgate; the rule denies",
+        );
+        poisoned = true;
+    }
     let signers = fields
         .get("attestors")
+        .filter(|_| !notary)
         .map(|attestors| attestor_sets(attestors, &fields.path("attestors"), notary, report));
     let poisoned = poisoned || signers.as_ref().is_some_and(Vec::is_empty);
     let conditions = fields

@@ -125,16 +125,29 @@ fn attestor(entry: &Value, path: &str, notary: bool, report: &mut Report<'_>) ->
     let mut fields = Fields::of(entry, path);
     let mut authorities = Vec::new();
     let mut count = 1;
-    let mut keep = !notary;
-    if let Some(keys) = fields.get("keys") {
+    let mut keep = true;
+    if notary {
+        // A Notary entry is verified with Notation: only its certificates mean anything.
+        for signer in ["keys", "keyless"] {
+            if fields.get(signer).is_some() {
+                report.dropped(
+                    &fields.path(signer),
+                    "Kyverno verifies a Notary entry with Notation, which uses no keys or keyless identities; dropped",
+                );
+            }
+        }
+        if let Some(certificates) = fields.get("certificates") {
+            authorities.extend(notation_attestor(certificates, &fields.path("certificates"), report));
+        }
+    } else if let Some(keys) = fields.get("keys") {
         let (keys, n) = key_attestor(keys, &fields.path("keys"), report);
         count = n.max(1);
         authorities.extend(keys);
     }
-    if let Some(keyless) = fields.get("keyless") {
+    if let Some(keyless) = fields.get("keyless").filter(|_| !notary) {
         authorities.extend(keyless_attestor(keyless, &fields.path("keyless"), report));
     }
-    if fields.get("certificates").is_some() {
+    if fields.get("certificates").is_some() && !notary {
         report.dropped(&fields.path("certificates"), authority::NO_CERTIFICATE_ATTESTORS);
     }
     if fields.get("attestor").is_some() {
@@ -158,6 +171,51 @@ fn attestor(entry: &Value, path: &str, notary: bool, report: &mut Report<'_>) ->
         authorities.clear();
     }
     (authorities, count)
+}
+
+/// A Notary entry's `certificates` (`cert` and `certChain`, PEM): one Notation authority whose
+/// trust store holds both and which trusts any identity that chains to it, as Kyverno's Notary
+/// verifier does (its trust policy's `trustedIdentities` is `*`). Certificates pullgate cannot
+/// read drop the attestor.
+fn notation_attestor(value: &Value, path: &str, report: &mut Report<'_>) -> Option<DraftAuthority> {
+    let mut fields = Fields::of(value, path);
+    let mut pems = String::new();
+    for field in ["cert", "certChain"] {
+        if let Some(text) = fields.get(field) {
+            let field_path = fields.path(field);
+            pems.push_str(string(text, &field_path, report)?);
+            pems.push('\n');
+        }
+    }
+    let rekor_like = ["rekor", "ctlog"].into_iter().any(|f| fields.get(f).is_some());
+    if rekor_like {
+        report.note(
+            path,
+            "Notation signatures are not logged; rekor and ctlog mean nothing for them",
+        );
+    }
+    if !fields.unread().is_empty() {
+        report.unread(&fields, "the attestor is dropped rather than accepted without it");
+        return None;
+    }
+    if let Err(e) = pullgate::verify::notation::parse_certificates(&pems) {
+        report.dropped(
+            path,
+            format!("not certificates pullgate can trust: {e}; the attestor is dropped"),
+        );
+        return None;
+    }
+    report.note(
+        path,
+        "a Notation authority trusting any signing certificate that chains to these certificates \
+         (trustedIdentities: [\"*\"]), as Kyverno's Notary verifier does",
+    );
+    Some(DraftAuthority {
+        name: String::new(),
+        kind: DraftAuthorityKind::Notation { certificates: pems },
+        tlog: Tlog::Ignore,
+        comment: None,
+    })
 }
 
 /// `keys`: one authority per PEM block.

@@ -235,13 +235,8 @@ fn verify_image(entry: &Value, place: &Place<'_>, report: &mut Report<'_>, impor
         .and_then(Value::as_str)
         .unwrap_or("Cosign")
         .to_string();
+    // Notary: its `certificates` attestors become Notation authorities (see attestors.rs).
     let notary = kind.eq_ignore_ascii_case("Notary");
-    if notary {
-        report.dropped(
-            &fields.path("type"),
-            "Notary signatures are not supported by pullgate; its attestors are dropped",
-        );
-    }
     let mut signers = Signers::default();
     if let Some(attestors) = fields.get("attestors") {
         signers.image = Some(attestor_sets(attestors, &fields.path("attestors"), notary, report));

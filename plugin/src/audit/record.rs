@@ -44,7 +44,7 @@ pub struct Record {
 #[serde(rename_all = "camelCase")]
 pub struct Signature {
     pub authority: String,
-    /// `key` or `keyless`.
+    /// `key`, `keyless` or `notation`.
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
@@ -52,11 +52,15 @@ pub struct Signature {
     pub issuer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tlog_index: Option<u64>,
-    /// `tlog`, `tsa`, `tlog+tsa` or `none`.
+    /// `tlog`, `tsa`, `tlog+tsa` or `none`; for `notation`, `tsa` (a trusted countersignature
+    /// fixed the time the chain was checked at) or `now`.
     pub time_source: &'static str,
     /// The verified signing time, unix seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signed_at: Option<i64>,
+    /// A Notation signature's signing scheme: `notary.x509` or `notary.x509.signingAuthority`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<&'static str>,
 }
 
 /// One attestation requirement as checked, as the audit log spells it.
@@ -133,6 +137,7 @@ impl From<&Evidence> for Signature {
             tlog_index: evidence.tlog_index,
             time_source: evidence.time_source,
             signed_at: evidence.signed_at,
+            scheme: evidence.scheme,
         }
     }
 }
@@ -319,11 +324,19 @@ fn evidence_details(evidence: &Signature) -> Vec<String> {
     if let Some(issuer) = &evidence.issuer {
         details.push(format!("  issuer   {issuer}"));
     }
-    let index = evidence.tlog_index.map_or_else(|| "-".to_string(), |i| i.to_string());
-    details.push(format!(
-        "  tlog     {index} (signing time from: {})",
-        evidence.time_source
-    ));
+    if let Some(scheme) = evidence.scheme {
+        // A Notation signature: no log; the chain was checked now or at a TSA's time.
+        details.push(format!(
+            "  scheme   {scheme} (chain checked at: {})",
+            evidence.time_source
+        ));
+    } else {
+        let index = evidence.tlog_index.map_or_else(|| "-".to_string(), |i| i.to_string());
+        details.push(format!(
+            "  tlog     {index} (signing time from: {})",
+            evidence.time_source
+        ));
+    }
     if let Some(at) = evidence.signed_at.and_then(|s| u64::try_from(s).ok()) {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at);
         details.push(format!("  signed   {}", humantime::format_rfc3339_seconds(at)));

@@ -393,6 +393,7 @@ fn verify_text_names_signatures_and_each_attestation_with_its_outcome() {
         time_source: "tlog",
         signed_at: Some(1_763_856_000),
         certified_from: None,
+        scheme: None,
     };
     let mut record = record("registry.example.com/app:v1", Decision::Deny);
     record.digest = Some(format!("sha256:{}", "ab".repeat(32)));
@@ -450,6 +451,7 @@ fn signatures_and_attestations_keep_the_logs_spelling() {
         time_source: "tlog+tsa",
         signed_at: Some(1),
         certified_from: None,
+        scheme: None,
     };
     assert_eq!(
         serde_json::to_value(super::Signature::from(&evidence)).unwrap(),
@@ -468,4 +470,40 @@ fn signatures_and_attestations_keep_the_logs_spelling() {
         serde_json::json!({"name": "sbom", "predicateType": "https://cyclonedx.org/bom",
                            "result": "fail", "reason": "why"})
     );
+}
+
+/// A Notation signature's evidence: kind, subject DN, signing scheme and what fixed the time
+/// its chain was checked at, in the record and in `pullgate verify`'s text.
+#[test]
+fn notation_evidence_names_its_scheme_and_time_source() {
+    use crate::verify::Evidence;
+    let evidence = Evidence {
+        authority: "notary".into(),
+        kind: "notation",
+        subject: Some("C=US, ST=WA, O=pullgate.test, CN=release".into()),
+        issuer: None,
+        tlog_index: None,
+        time_source: "tsa",
+        signed_at: Some(1_763_856_000),
+        certified_from: None,
+        scheme: Some("notary.x509"),
+    };
+    assert_eq!(
+        serde_json::to_value(super::Signature::from(&evidence)).unwrap(),
+        serde_json::json!({"authority": "notary", "kind": "notation", "subject": "C=US, ST=WA, O=pullgate.test, CN=release",
+                           "timeSource": "tsa", "signedAt": 1_763_856_000, "scheme": "notary.x509"})
+    );
+    let mut record = record("registry.example.com/app:v1", Decision::Allow);
+    record.signatures = vec![(&evidence).into()];
+    let text = record.to_text();
+    assert!(text.contains("  signed   authority \"notary\" (notation)\n"), "{text}");
+    assert!(
+        text.contains("  subject  C=US, ST=WA, O=pullgate.test, CN=release\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  scheme   notary.x509 (chain checked at: tsa)\n"),
+        "{text}"
+    );
+    assert!(!text.contains("tlog "), "{text}");
 }

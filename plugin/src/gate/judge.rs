@@ -15,7 +15,7 @@ use crate::{
     policy::{Mode, Policy, Rule, SignatureRepository, Verdict},
     reference::{Digest, Reference},
     registry::{cosign, referrers, Credentials, DockerConfig, Registries, RegistryError, Session},
-    verify::{self, AttestationOutcome, TrustMaterial, Verified},
+    verify::{self, notation::Descriptor, AttestationOutcome, TrustMaterial, Verified},
 };
 
 /// Decides pulls: which rule applies, and whether the image satisfies it.
@@ -172,10 +172,11 @@ impl Judge {
             self.registries.session(repository.reference(), credentials)
         });
         let session = self.registries.session(reference, credentials);
-        let digest = match session.resolve(reference).await {
-            Ok(digest) => digest,
+        let image = match session.resolve_descriptor(reference).await {
+            Ok(image) => image,
             Err(e) => return (Err(Refusal::from_registry(None, e)), Lookup::Miss),
         };
+        let digest = image.digest.clone();
         let signatures_in = rule
             .signature_repository()
             .map_or_else(|| reference.repository(), ToString::to_string);
@@ -191,7 +192,7 @@ impl Judge {
         // dropped here, and neither it nor its lookup is counted.
         let check = || async {
             let started = Instant::now();
-            let outcome = self.check(reference, session, &digest, rule, policy.trust()).await;
+            let outcome = self.check(reference, session, &image, rule, policy.trust()).await;
             self.metrics.verification(started.elapsed());
             outcome
         };
@@ -212,21 +213,25 @@ impl Judge {
         (outcome, lookup)
     }
 
-    /// Fetches the signatures and attestations of `digest` and checks them against the rule.
+    /// Fetches the signatures and attestations of `image` and checks them against the rule.
     async fn check(
         &self,
         reference: &Reference,
         session: &Session<'_>,
-        digest: &Digest,
+        image: &Descriptor,
         rule: &Rule,
         trust: Option<&TrustMaterial>,
     ) -> Result<Verified, Refusal> {
+        let digest = &image.digest;
         let from_registry = |e: RegistryError| Refusal::from_registry(Some(digest), e);
         // Legacy .sig and .att tags and v3 bundle referrers are looked up at the same time.
         // Any lookup failing as a whole (the registry went away) fails the verification: a
         // signature that could not be fetched might be the one that counts. A rule that
         // requires no signature is not shown any: only its attestations can prove the image.
-        let signed = rule.requires_signature();
+        // cosign signatures are looked for when a Sigstore authority could accept one, Notation
+        // signatures when a Notation authority could.
+        let signed = rule.requires_signature() && rule.authorities().iter().any(|a| a.kind.is_sigstore());
+        let notation = rule.requires_signature() && rule.authorities().iter().any(|a| !a.kind.is_sigstore());
         let mut wanted = Vec::new();
         if signed {
             wanted.push(verify::COSIGN_SIGN_PREDICATE);
@@ -246,13 +251,14 @@ impl Judge {
         };
         let (layers, referrers, attestations) = tokio::join!(
             signatures,
-            referrers::sigstore_bundles(session, digest, &wanted),
+            referrers::signatures(session, digest, &wanted, notation),
             attestations,
         );
         let attached = verify::Attached {
             layers: layers.map_err(from_registry)?,
             referrers: referrers.map_err(from_registry)?,
             attestations: attestations.map_err(from_registry)?,
+            image: Some(image.clone()),
         };
         // Checking signatures, certificates and conditions is CPU work: it runs where it cannot
         // hold up the workers that serve other calls.

@@ -34,6 +34,7 @@ pub use pullgate_verify::{
         evaluate as evaluate_conditions, Condition, ConditionFailure, MAX_CONDITIONS, MAX_CONDITION_CHARS, MAX_DEPTH,
         MAX_STATEMENT_BYTES, MAX_STATEMENT_DEPTH, MAX_STEPS,
     },
+    notation::NotationTrust,
     Attestation, Authority, AuthorityKind, FulcioClaim, IdentityMatch, Keyless, PublicKey, Re2Regex, RegexError, Tlog,
     MAX_AGE_NEEDS_KEYLESS,
 };
@@ -172,7 +173,7 @@ impl Policy {
         let default = self.trust();
         TrustNeeds::of(
             self.authorities()
-                .filter(|a| a.trust(default).is_some_and(|t| std::ptr::eq(t, root.trust())))
+                .filter(|a| a.kind.is_sigstore() && a.trust(default).is_some_and(|t| std::ptr::eq(t, root.trust())))
                 .map(|a| (matches!(a.kind, AuthorityKind::Keyless(_)), a.tlog)),
         )
     }

@@ -66,7 +66,18 @@ pub(super) struct AuthorityDoc {
     pub name: String,
     pub key: Option<KeyDoc>,
     pub keyless: Option<KeylessDoc>,
+    pub notation: Option<NotationDoc>,
     pub tlog: Option<Tlog>,
+}
+
+/// A Notary Project (Notation) authority: its trust stores, each a PEM file or inline PEM.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct NotationDoc {
+    pub certificates: String,
+    #[serde(default)]
+    pub trusted_identities: Vec<String>,
+    pub tsa_certificates: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

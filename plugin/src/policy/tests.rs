@@ -5,6 +5,7 @@ use sigstore_crypto::{KeyAlgorithm, KeyPair, SigningScheme};
 use super::{lines::LineIndex, *};
 use crate::reference::Reference;
 
+mod notation;
 mod roots;
 
 // --- helpers ---
@@ -764,7 +765,7 @@ fn authority_needs_exactly_one_kind_and_identity() {
     let error = only_error(&text);
     assert_eq!(error.field, "spec.rules[1].authorities[1]");
     assert!(
-        error.message.contains("exactly one of `key` or `keyless`"),
+        error.message.contains("exactly one of `key`, `keyless` or `notation`"),
         "{}",
         error.message
     );

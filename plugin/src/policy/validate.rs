@@ -2,6 +2,7 @@
 //! and parsed, defaults filled in. Every error found is collected, each with the line of the
 //! field it is about.
 
+mod notation;
 mod roots;
 
 use std::{
@@ -202,6 +203,14 @@ impl Validator<'_> {
         }
         // Read from what was written, so a broken keyless authority is not reported twice.
         let keyless = doc.authorities.iter().any(|a| a.keyless.is_some());
+        let sigstore = doc.authorities.iter().any(|a| a.notation.is_none());
+        if !doc.attestations.is_empty() && !doc.authorities.is_empty() && !sigstore {
+            self.error(
+                &format!("{field}.attestations"),
+                "attestations are checked against the rule's key and keyless authorities, and this rule has \
+                 only Notation authorities; add a key or keyless authority",
+            );
+        }
         let signed = !doc.authorities.is_empty();
         let signature_repository = doc.signature_repository.as_deref().and_then(|text| {
             let field = format!("{field}.signatureRepository");
@@ -268,22 +277,30 @@ impl Validator<'_> {
 
     fn authority(&mut self, field: &str, doc: AuthorityDoc) -> Option<Authority> {
         let explicit_tlog = doc.tlog.is_some();
-        let (kind, default_tlog) = match (doc.key, doc.keyless) {
-            (Some(key), None) => (
+        let (kind, default_tlog) = match (doc.key, doc.keyless, doc.notation) {
+            (Some(key), None, None) => (
                 self.key(&format!("{field}.key"), key).map(AuthorityKind::Key),
                 Tlog::default_for(false),
             ),
-            (None, Some(keyless)) => (
+            (None, Some(keyless), None) => (
                 self.keyless(&format!("{field}.keyless"), keyless)
                     .map(AuthorityKind::Keyless),
                 Tlog::default_for(true),
             ),
-            (Some(_), Some(_)) => {
-                self.error(field, "set exactly one of `key` or `keyless`, not both");
+            (None, None, Some(notation)) => {
+                if explicit_tlog {
+                    let message = "a Notation authority takes no tlog: its signatures are not logged in Rekor";
+                    self.error(&format!("{field}.tlog"), message);
+                }
+                let trust = self.notation(&format!("{field}.notation"), notation);
+                (trust.map(|t| AuthorityKind::Notation(Arc::new(t))), Tlog::Ignore)
+            }
+            (None, None, None) => {
+                self.error(field, "set one of `key`, `keyless` or `notation`");
                 (None, Tlog::Required)
             }
-            (None, None) => {
-                self.error(field, "set one of `key` or `keyless`");
+            _ => {
+                self.error(field, "set exactly one of `key`, `keyless` or `notation`");
                 (None, Tlog::Required)
             }
         };
@@ -292,7 +309,9 @@ impl Validator<'_> {
             kind: kind?,
             tlog: doc.tlog.unwrap_or(default_tlog),
         };
-        self.signing_time_sources(field, &authority, explicit_tlog);
+        if authority.kind.is_sigstore() {
+            self.signing_time_sources(field, &authority, explicit_tlog);
+        }
         Some(authority)
     }
 

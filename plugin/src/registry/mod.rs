@@ -14,6 +14,7 @@ use crate::{
     config::Config,
     metrics::{Metrics, RegistryOutcome},
     reference::{Digest, Reference},
+    verify::notation::Descriptor,
 };
 
 mod auth;
@@ -54,8 +55,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Authorization headers that answered challenges, reused by later sessions.
     answers: auth::Answers,
-    /// Tags resolved to digests, remembered for `resolveTTL` and shared while in flight.
-    resolved: Cache<ResolveKey, Digest, RegistryError>,
+    /// Tags resolved to manifests, remembered for `resolveTTL` and shared while in flight.
+    resolved: Cache<ResolveKey, Descriptor, RegistryError>,
     /// Repositories found to have no referrers API, by (host root, registry/repository), and
     /// until when that is believed.
     no_referrers_api: Mutex<HashMap<(String, String), Instant>>,
@@ -90,6 +91,30 @@ pub struct Manifest {
     pub digest: Digest,
     pub media_type: String,
     pub bytes: Vec<u8>,
+}
+
+// === impl Manifest ===
+
+impl Manifest {
+    /// What a descriptor of this manifest says: the media type the registry served it as (or,
+    /// when it named none, the one the manifest declares), the digest and size of its bytes.
+    pub fn descriptor(&self) -> Descriptor {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Declared {
+            #[serde(default)]
+            media_type: String,
+        }
+        let media_type = match self.media_type.as_str() {
+            "" => serde_json::from_slice::<Declared>(&self.bytes).map_or_else(|_| String::new(), |d| d.media_type),
+            served => served.to_string(),
+        };
+        Descriptor {
+            media_type,
+            digest: self.digest.clone(),
+            size: self.bytes.len() as u64,
+        }
+    }
 }
 
 /// Requests to one repository with one set of credentials, sent to the registry's hosts in
@@ -226,6 +251,12 @@ impl Session<'_> {
     /// resolutions of one tag share one request: the digest is what gets verified and pulled,
     /// so a tag moved meanwhile can only make the pull the one made a moment earlier.
     pub async fn resolve(&self, reference: &Reference) -> Result<Digest, RegistryError> {
+        self.resolve_descriptor(reference).await.map(|d| d.digest)
+    }
+
+    /// As [`Session::resolve`], with the manifest's media type (as the registry served it) and
+    /// size: the descriptor a Notary Project signature names as its target.
+    pub async fn resolve_descriptor(&self, reference: &Reference) -> Result<Descriptor, RegistryError> {
         let target = match (reference.digest(), reference.tag()) {
             (Some(d), _) => return self.fetch_resolution(reference, d.as_str()).await,
             (None, Some(t)) => t,
@@ -248,9 +279,9 @@ impl Session<'_> {
             .0
     }
 
-    async fn fetch_resolution(&self, reference: &Reference, target: &str) -> Result<Digest, RegistryError> {
+    async fn fetch_resolution(&self, reference: &Reference, target: &str) -> Result<Descriptor, RegistryError> {
         match self.manifest(target).await? {
-            Some(m) => Ok(m.digest),
+            Some(m) => Ok(m.descriptor()),
             None => Err(RegistryError::NotFound(format!("manifest {reference} not found"))),
         }
     }

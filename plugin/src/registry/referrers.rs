@@ -1,6 +1,7 @@
 //! Discovery of Sigstore bundles attached to an image as OCI referrers, the way cosign v3 stores
-//! signatures and attestations: `GET /v2/<repo>/referrers/<digest>`, and, where the registry
-//! has no referrers API (404), the referrers tag `<repo>:sha256-<hex>`.
+//! signatures and attestations, and of Notary Project (Notation) signatures, which live the
+//! same way: `GET /v2/<repo>/referrers/<digest>`, and, where the registry has no referrers API
+//! (404), the referrers tag `<repo>:sha256-<hex>`.
 
 use std::{
     collections::BTreeMap,
@@ -11,8 +12,11 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::{read_bounded, Answer, Endpoint, Need, Registries, RegistryError, Session};
-use crate::reference::Digest;
-pub use pullgate_verify::attached::{AttachedBundle, Referrers};
+use crate::{
+    reference::Digest,
+    verify::notation::{COSE_MEDIA_TYPE, JWS_MEDIA_TYPE, MAX_ENVELOPE_BYTES, SIGNATURE_ARTIFACT_TYPE},
+};
+pub use pullgate_verify::attached::{AttachedBundle, NotationEnvelope, Referrers};
 
 /// `artifactType` of a referrer holding a Sigstore bundle (v0.1–v0.3 share this prefix).
 pub const BUNDLE_ARTIFACT_TYPE: &str = "application/vnd.dev.sigstore.bundle";
@@ -112,20 +116,34 @@ pub async fn sigstore_bundles(
     image: &Digest,
     wanted: &[&str],
 ) -> Result<Referrers, RegistryError> {
+    signatures(session, image, wanted, false).await
+}
+
+/// What [`sigstore_bundles`] fetches and, when `notation`, the Notary Project signature
+/// envelopes among the same referrers, within the same bounds: a signature manifest says what
+/// it is by its `artifactType` or, as notation 1.3 writes it, its config's media type
+/// `application/vnd.cncf.notary.signature`.
+pub async fn signatures(
+    session: &Session<'_>,
+    image: &Digest,
+    wanted: &[&str],
+    notation: bool,
+) -> Result<Referrers, RegistryError> {
     let is_wanted = |annotations: &BTreeMap<String, String>| {
         annotations
             .get(PREDICATE_TYPE_ANNOTATION)
             .is_none_or(|t| wanted.contains(&t.as_str()))
     };
     let mut found = Referrers::default();
-    let Some(index) = referrers_index(session, image, wanted, &is_wanted).await? else {
+    let look = Look {
+        wanted,
+        notation,
+        is_wanted: &is_wanted,
+    };
+    let Some(index) = referrers_index(session, image, &look).await? else {
         return Ok(found);
     };
-    let candidates: Vec<&Descriptor> = index
-        .manifests
-        .iter()
-        .filter(|d| may_be_wanted_bundle(d, &is_wanted))
-        .collect();
+    let candidates: Vec<&Descriptor> = index.manifests.iter().filter(|d| look.may_be_wanted(d)).collect();
     if candidates.len() > MAX_BUNDLES {
         let skipped = candidates.len() - MAX_BUNDLES;
         found.unreadable.push(format!(
@@ -156,8 +174,8 @@ pub async fn sigstore_bundles(
             continue;
         };
         let index_says_bundle = descriptor.artifact_type.is_some();
-        match fetch_bundle(session, image, &digest, index_says_bundle, &is_wanted, budget).await {
-            Ok(Some(bundle)) => {
+        match fetch_referrer(session, image, &digest, index_says_bundle, &look, budget).await {
+            Ok(Some(Fetched::Bundle(bundle))) => {
                 budget = budget.saturating_sub(bundle.bytes.len() as u64);
                 let predicate_type = bundle
                     .predicate_type
@@ -167,6 +185,10 @@ pub async fn sigstore_bundles(
                     ..bundle
                 });
             }
+            Ok(Some(Fetched::Notation(envelope))) => {
+                budget = budget.saturating_sub(envelope.bytes.len() as u64);
+                found.notation.push(envelope);
+            }
             Ok(None) => {}
             Err(e) => found.unreadable.push(e.to_string()),
         }
@@ -174,47 +196,58 @@ pub async fn sigstore_bundles(
     Ok(found)
 }
 
-/// Whether an index entry may be a bundle of a wanted predicate type: it says it is one, or it
-/// says nothing of its type (older registries and ORAS drop `artifactType` from the index), in
-/// which case only its manifest can tell.
-fn may_be_wanted_bundle(d: &Descriptor, is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool) -> bool {
-    let typed_as_bundle = match d.artifact_type.as_deref() {
-        // cosign v2's `--new-bundle-format` lists its bundles under their config's type.
-        Some(t) => t.starts_with(BUNDLE_ARTIFACT_TYPE) || t == EMPTY_CONFIG_TYPE,
-        None => d.media_type.is_empty() || d.media_type == OCI_MANIFEST,
-    };
-    typed_as_bundle && is_wanted(&d.annotations)
+/// What one image's referrers are searched for.
+struct Look<'a, W> {
+    /// Predicate types of the bundles wanted.
+    wanted: &'a [&'a str],
+    /// Whether Notary Project signatures are wanted too.
+    notation: bool,
+    /// Whether annotations announce a wanted predicate type, or none.
+    is_wanted: &'a W,
 }
 
-/// Whether an index lists a candidate bundle, and one announcing each `wanted` predicate type:
-/// then there is nothing the referrers tag needs to add.
-fn lists_all_wanted(index: &Index, wanted: &[&str], is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool) -> bool {
-    let candidates: Vec<&Descriptor> = index
-        .manifests
-        .iter()
-        .filter(|d| may_be_wanted_bundle(d, is_wanted))
-        .collect();
-    !candidates.is_empty()
-        && wanted.iter().all(|w| {
-            candidates
-                .iter()
-                .any(|d| d.annotations.get(PREDICATE_TYPE_ANNOTATION).is_some_and(|t| t == w))
-        })
+impl<W: Fn(&BTreeMap<String, String>) -> bool> Look<'_, W> {
+    /// Whether an index entry may be a bundle of a wanted predicate type or a wanted Notation
+    /// signature: it says it is one, or it says nothing of its type (older registries and ORAS
+    /// drop `artifactType` from the index), in which case only its manifest can tell.
+    fn may_be_wanted(&self, d: &Descriptor) -> bool {
+        let typed_as_wanted = match d.artifact_type.as_deref() {
+            // cosign v2's `--new-bundle-format` lists its bundles under their config's type.
+            Some(t) => {
+                t.starts_with(BUNDLE_ARTIFACT_TYPE)
+                    || t == EMPTY_CONFIG_TYPE
+                    || (self.notation && t == SIGNATURE_ARTIFACT_TYPE)
+            }
+            None => d.media_type.is_empty() || d.media_type == OCI_MANIFEST,
+        };
+        typed_as_wanted && (self.is_wanted)(&d.annotations)
+    }
+
+    /// Whether an index lists a candidate, and a bundle announcing each `wanted` predicate
+    /// type: then there is nothing the referrers tag needs to add.
+    fn lists_all_wanted(&self, index: &Index) -> bool {
+        let candidates: Vec<&Descriptor> = index.manifests.iter().filter(|d| self.may_be_wanted(d)).collect();
+        !candidates.is_empty()
+            && self.wanted.iter().all(|w| {
+                candidates
+                    .iter()
+                    .any(|d| d.annotations.get(PREDICATE_TYPE_ANNOTATION).is_some_and(|t| t == w))
+            })
+    }
 }
 
 /// The referrers index of `image`: from the first host that has one, through its referrers
 /// API or, where it has none, its referrers tag. A host that says it has neither is passed over
 /// like one that cannot be reached; "none" is the answer when one said so and none had it.
-async fn referrers_index(
+async fn referrers_index<W: Fn(&BTreeMap<String, String>) -> bool>(
     session: &Session<'_>,
     image: &Digest,
-    wanted: &[&str],
-    is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool,
+    look: &Look<'_, W>,
 ) -> Result<Option<Index>, RegistryError> {
     let mut failures = Vec::new();
     let mut said_absent = false;
     for endpoint in session.endpoints(Need::Referrers) {
-        match index_from(session, endpoint, image, wanted, is_wanted).await {
+        match index_from(session, endpoint, image, look).await {
             Ok(Some(index)) => return Ok(Some(index)),
             Ok(None) => said_absent = true,
             Err(e @ RegistryError::Unavailable(_)) => failures.push(e),
@@ -236,12 +269,11 @@ async fn referrers_index(
 /// tag is read too: one request more.
 /// A redirect that ends in 404 (ghcr.io) says nothing about the repository: the tag is read
 /// but the repository is not remembered as having no API.
-async fn index_from(
+async fn index_from<W: Fn(&BTreeMap<String, String>) -> bool>(
     session: &Session<'_>,
     endpoint: &Endpoint,
     image: &Digest,
-    wanted: &[&str],
-    is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool,
+    look: &Look<'_, W>,
 ) -> Result<Option<Index>, RegistryError> {
     // Registries without the API answer 404, as the spec asks, or 400 or 405.
     let absent = [
@@ -263,7 +295,7 @@ async fn index_from(
                 let bytes = read_bounded(response, MAX_INDEX_BYTES, &url).await?;
                 let index: Index = serde_json::from_slice(&bytes)
                     .map_err(|e| RegistryError::Invalid(format!("referrers of {image}: not an image index: {e}")))?;
-                if lists_all_wanted(&index, wanted, is_wanted) {
+                if look.lists_all_wanted(&index) {
                     return Ok(Some(index));
                 }
                 from_api = Some(index);
@@ -315,24 +347,40 @@ impl Registries {
     }
 }
 
-/// Fetches one referrer manifest and its bundle layer, of at most `budget` bytes. A manifest
-/// whose subject is another image (a stale or forged index entry), or whose predicate type is
-/// not wanted, is skipped.
-async fn fetch_bundle(
+/// What one referrer held.
+enum Fetched {
+    Bundle(AttachedBundle),
+    Notation(NotationEnvelope),
+}
+
+/// Fetches one referrer manifest and its bundle layer or Notation envelope, of at most `budget`
+/// bytes. A manifest whose subject is another image (a stale or forged index entry), or whose
+/// predicate type is not wanted, is skipped.
+async fn fetch_referrer<W: Fn(&BTreeMap<String, String>) -> bool>(
     session: &Session<'_>,
     image: &Digest,
     manifest_digest: &Digest,
     index_says_bundle: bool,
-    is_wanted: impl Fn(&BTreeMap<String, String>) -> bool,
+    look: &Look<'_, W>,
     budget: u64,
-) -> Result<Option<AttachedBundle>, RegistryError> {
+) -> Result<Option<Fetched>, RegistryError> {
     let Some(manifest) = session.manifest(manifest_digest.as_str()).await? else {
         return Ok(None);
     };
     let parsed: ReferrerManifest = serde_json::from_slice(&manifest.bytes)
         .map_err(|e| RegistryError::Invalid(format!("referrer {manifest_digest}: {e}")))?;
-    if parsed.subject.as_ref().map(|s| s.digest.as_str()) != Some(image.as_str()) || !is_wanted(&parsed.annotations) {
+    if parsed.subject.as_ref().map(|s| s.digest.as_str()) != Some(image.as_str())
+        || !(look.is_wanted)(&parsed.annotations)
+    {
         return Ok(None);
+    }
+    // What the manifest says it is decides, whatever the index said.
+    let artifact_type = parsed.artifact_type.as_deref().unwrap_or_default();
+    let config_type = parsed.config.as_ref().map_or("", |c| c.media_type.as_str());
+    if look.notation && (artifact_type == SIGNATURE_ARTIFACT_TYPE || config_type == SIGNATURE_ARTIFACT_TYPE) {
+        return fetch_envelope(session, manifest_digest, &parsed, budget)
+            .await
+            .map(|e| Some(Fetched::Notation(e)));
     }
     // An entry the index gave no type is a bundle only if its manifest says so.
     let manifest_type = parsed
@@ -368,11 +416,46 @@ async fn fetch_bundle(
     let bytes = session
         .blob(&layer_digest, MAX_BUNDLE_BYTES.min(budget) as usize)
         .await?;
-    Ok(Some(AttachedBundle {
+    Ok(Some(Fetched::Bundle(AttachedBundle {
         manifest: manifest_digest.clone(),
         predicate_type: parsed.annotations.get(PREDICATE_TYPE_ANNOTATION).cloned(),
         bytes,
-    }))
+    })))
+}
+
+/// The envelope of a Notary Project signature manifest: its one layer, JWS or COSE, of at most
+/// `budget` bytes.
+async fn fetch_envelope(
+    session: &Session<'_>,
+    manifest_digest: &Digest,
+    parsed: &ReferrerManifest,
+    budget: u64,
+) -> Result<NotationEnvelope, RegistryError> {
+    let invalid = |why: String| RegistryError::Invalid(format!("Notation signature {manifest_digest}: {why}"));
+    // The signature specification gives the manifest exactly one layer, the envelope.
+    let [layer] = parsed.layers.as_slice() else {
+        return Err(invalid(format!("{} layers, not one envelope", parsed.layers.len())));
+    };
+    if layer.media_type != JWS_MEDIA_TYPE && layer.media_type != COSE_MEDIA_TYPE {
+        return Err(invalid(format!(
+            "envelope media type {:?} is neither {JWS_MEDIA_TYPE} nor {COSE_MEDIA_TYPE}",
+            layer.media_type
+        )));
+    }
+    let max = (MAX_ENVELOPE_BYTES as u64).min(budget);
+    if layer.size > max {
+        return Err(invalid(format!(
+            "envelope of {} bytes is larger than {max} (at most {MAX_ENVELOPE_BYTES}, and {MAX_BUNDLES_TOTAL_BYTES} for all of an image's)",
+            layer.size
+        )));
+    }
+    let digest = Digest::parse(&layer.digest).ok_or_else(|| invalid(format!("layer digest {:?}", layer.digest)))?;
+    let bytes = session.blob(&digest, max as usize).await?;
+    Ok(NotationEnvelope {
+        manifest: manifest_digest.clone(),
+        media_type: layer.media_type.clone(),
+        bytes,
+    })
 }
 
 #[cfg(test)]
@@ -879,5 +962,143 @@ mod tests {
             .filter(|p| p.starts_with("/v2/app/manifests/sha256:"))
             .count();
         assert_eq!(manifests_asked, MAX_UNTYPED_REFERRERS);
+    }
+
+    /// A Notary Project signature manifest of `image` holding `envelope` as a layer of
+    /// `media_type`, typed as notation 1.3 types it (config media type only) or by artifactType;
+    /// the routes serving it in repository `app`.
+    fn notation_referrer(
+        image: &Digest,
+        envelope: &[u8],
+        media_type: &str,
+        by_artifact_type: bool,
+    ) -> (Vec<u8>, HashMap<String, Vec<u8>>) {
+        let mut referrer = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": SIGNATURE_ARTIFACT_TYPE, "digest": Digest::of(b"{}").to_string(), "size": 2},
+            "layers": [{"mediaType": media_type, "digest": Digest::of(envelope).to_string(), "size": envelope.len()}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": image.to_string(), "size": 1}
+        });
+        if by_artifact_type {
+            referrer["artifactType"] = SIGNATURE_ARTIFACT_TYPE.into();
+            referrer["config"]["mediaType"] = EMPTY_CONFIG_TYPE.into();
+        }
+        let referrer = referrer.to_string().into_bytes();
+        let routes = HashMap::from([
+            (format!("/v2/app/manifests/{}", Digest::of(&referrer)), referrer.clone()),
+            (format!("/v2/app/blobs/{}", Digest::of(envelope)), envelope.to_vec()),
+        ]);
+        (referrer, routes)
+    }
+
+    /// An index of Notation signature manifests, each with the artifactType a registry fills in
+    /// from its config, or none.
+    fn notation_index(referrers: &[(&Vec<u8>, bool)]) -> Vec<u8> {
+        let manifests: Vec<serde_json::Value> = referrers
+            .iter()
+            .map(|(r, typed)| {
+                let mut d = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": Digest::of(r).to_string(), "size": r.len()});
+                if *typed {
+                    d["artifactType"] = SIGNATURE_ARTIFACT_TYPE.into();
+                }
+                d
+            })
+            .collect();
+        serde_json::json!({"schemaVersion": 2, "manifests": manifests})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// Notation signatures are found by artifactType or by config media type, in the API's
+    /// answer or the tag's index (typed there or not), beside cosign bundles; only when asked for.
+    #[tokio::test]
+    async fn notation_signatures_are_found_by_artifact_type_or_config_media_type() {
+        let image = Digest::of(b"the image manifest");
+        let (bundle, mut routes) = bundle_referrer(&image, "cosign");
+        let (jws, jws_routes) = notation_referrer(&image, b"a JWS envelope", JWS_MEDIA_TYPE, false);
+        let (cose, cose_routes) = notation_referrer(&image, b"a COSE envelope", COSE_MEDIA_TYPE, true);
+        let (stray, stray_routes) =
+            notation_referrer(&Digest::of(b"another image"), b"another's", JWS_MEDIA_TYPE, true);
+        routes.extend(jws_routes);
+        routes.extend(cose_routes);
+        routes.extend(stray_routes);
+        // The API lists the bundle only (not wanted: no predicate type is), so the tag is read:
+        // the JWS signature typed from its config, the COSE one untyped, and a stray entry whose
+        // manifest names another image.
+        routes.insert(format!("/v2/app/referrers/{image}"), index_of(&[&bundle], true));
+        let tag = notation_index(&[(&jws, true), (&cose, false), (&stray, true)]);
+        routes.insert(format!("/v2/app/manifests/{}", referrers_tag(&image)), tag);
+        let (host, asked) = serve_recording(routes).await;
+        let registries = registries_for(&host);
+        let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
+        let session = registries.session(&reference, Credentials::anonymous());
+
+        let found = signatures(&session, &image, &[], true).await.unwrap();
+        assert!(found.unreadable.is_empty(), "{:?}", found.unreadable);
+        let envelopes: Vec<(&str, &[u8])> = found
+            .notation
+            .iter()
+            .map(|e| (e.media_type.as_str(), e.bytes.as_slice()))
+            .collect();
+        assert_eq!(
+            envelopes,
+            [
+                (JWS_MEDIA_TYPE, &b"a JWS envelope"[..]),
+                (COSE_MEDIA_TYPE, &b"a COSE envelope"[..])
+            ],
+            "{:?}",
+            asked.lock().unwrap()
+        );
+        assert_eq!(found.notation[0].manifest, Digest::of(&jws));
+        assert!(found.bundles.is_empty(), "no predicate type was wanted");
+
+        // A rule without a Notation authority fetches no envelope.
+        let found = signatures(&session, &image, &[SIGN], false).await.unwrap();
+        assert!(found.notation.is_empty());
+        assert_eq!(found.bundles.len(), 1);
+        let envelopes_fetched = asked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.ends_with(&Digest::of(b"a JWS envelope").to_string()))
+            .count();
+        assert_eq!(envelopes_fetched, 1);
+    }
+
+    /// A signature manifest with other than one JWS or COSE layer, or one too large, is reported
+    /// unreadable, and its blob never fetched.
+    #[tokio::test]
+    async fn a_notation_manifest_without_one_bounded_envelope_is_unreadable() {
+        let image = Digest::of(b"the image manifest");
+        let (wrong_type, mut routes) = notation_referrer(&image, b"x", "application/octet-stream", true);
+        let huge = serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SIGNATURE_ARTIFACT_TYPE,
+            "config": {"mediaType": EMPTY_CONFIG_TYPE, "digest": Digest::of(b"{}").to_string(), "size": 2},
+            "layers": [{"mediaType": JWS_MEDIA_TYPE, "digest": Digest::of(b"huge").to_string(), "size": MAX_ENVELOPE_BYTES + 1}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": image.to_string(), "size": 1}
+        })
+        .to_string()
+        .into_bytes();
+        routes.insert(format!("/v2/app/manifests/{}", Digest::of(&huge)), huge.clone());
+        routes.insert(
+            format!("/v2/app/referrers/{image}"),
+            notation_index(&[(&wrong_type, false), (&huge, true)]),
+        );
+        let (host, asked) = serve_recording(routes).await;
+        let registries = registries_for(&host);
+        let reference = Reference::parse(&format!("{host}/app@{image}")).unwrap();
+        let session = registries.session(&reference, Credentials::anonymous());
+
+        let found = signatures(&session, &image, &[], true).await.unwrap();
+        assert!(found.notation.is_empty());
+        assert_eq!(found.unreadable.len(), 2, "{:?}", found.unreadable);
+        assert!(
+            found.unreadable[0].contains("neither application/jose+json"),
+            "{:?}",
+            found.unreadable
+        );
+        assert!(found.unreadable[1].contains("larger than"), "{:?}", found.unreadable);
+        assert!(!asked.lock().unwrap().iter().any(|p| p.starts_with("/v2/app/blobs/")));
     }
 }

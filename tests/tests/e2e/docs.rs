@@ -22,6 +22,7 @@
 //! The policy reference's field table is checked against the schema by a unit test beside it
 //! (`plugin/src/policy/schema/reference.rs`), which needs the schema's private types.
 
+use base64::Engine as _;
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
@@ -135,6 +136,30 @@ fn with_test_files(text: &str, dir: &Path, root: &Path) -> String {
         .flat_map(|rule| rule["authorities"].as_sequence().cloned().unwrap_or_default())
         .filter_map(|authority| authority["key"]["path"].as_str().map(str::to_string))
         .collect();
+    // Notation trust stores: a test CA's root, as PEM.
+    let stores: BTreeSet<String> = rules
+        .iter()
+        .flat_map(|rule| rule["authorities"].as_sequence().cloned().unwrap_or_default())
+        .flat_map(|authority| {
+            let notation = &authority["notation"];
+            [notation["certificates"].as_str(), notation["tsaCertificates"].as_str()]
+                .into_iter()
+                .flatten()
+                .filter(|s| !s.contains("-----BEGIN"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (i, store) in stores.iter().enumerate() {
+        let root = pullgate_tests::notation::NotationCa::generate(pullgate_tests::notation::KeyKind::EcP256);
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            base64::engine::general_purpose::STANDARD.encode(root.root_der())
+        );
+        let file = dir.join(format!("store-{i}.pem"));
+        std::fs::write(&file, pem).unwrap();
+        text = text.replace(store.as_str(), &file.display().to_string());
+    }
     for (i, key_path) in key_paths.iter().enumerate() {
         let pem = Signer::generate().public_key_pem();
         if Path::new(key_path).is_absolute() {
@@ -447,6 +472,7 @@ fn troubleshooting_names_every_denial_prefix_and_rejection_reason() {
     let text = page("troubleshooting.md");
     let mut wanted = match_arm_strings("plugin/src/denial.rs", "prefix");
     wanted.extend(match_arm_strings("verify/src/lib.rs", "category"));
+    wanted.extend(match_arm_strings("verify/src/notation/mod.rs", "category"));
     for phrase in wanted {
         assert!(text.contains(&phrase), "troubleshooting.md does not explain {phrase:?}");
     }

@@ -32,6 +32,7 @@ mod mirrors;
 mod names;
 mod node;
 mod node_image;
+mod notation;
 mod proxy;
 mod pull;
 mod quirky_registries;

@@ -14,11 +14,13 @@
 //! signing certificate revoked within its validity still verifies here. [`NotationVerified`]
 //! carries no revocation claim, so a revocation step can be added before the verdict later.
 
+mod attached;
 mod certificates;
 mod cose;
 mod envelope;
 mod identity;
 mod jws;
+mod store;
 #[cfg(test)]
 mod tests;
 
@@ -26,7 +28,9 @@ use jiff::Timestamp;
 
 use crate::reference::Digest;
 
+pub(crate) use attached::check_attached;
 pub use identity::{IdentityError, SubjectIdentity, TrustedIdentities};
+pub use store::{parse_certificates, StoreError, MAX_STORE_CERTIFICATES};
 
 /// The media type of a JWS JSON serialization envelope (the signature manifest's layer).
 pub const JWS_MEDIA_TYPE: &str = "application/jose+json";
@@ -142,6 +146,32 @@ pub enum NotationRefusal {
     NotValid { at: String, why: String },
     #[error("timestamp countersignature: {0}")]
     Timestamp(String),
+}
+
+// === impl NotationRefusal ===
+
+impl NotationRefusal {
+    /// A short category, used to count rejections in one line of a denial.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::MediaType(_)
+            | Self::TooLarge(_)
+            | Self::Malformed(_)
+            | Self::ContentType(_)
+            | Self::Scheme(_)
+            | Self::UnknownCritical(_)
+            | Self::NotCritical(_)
+            | Self::Algorithm(_) => "notation malformed",
+            Self::BadSignature => "notation bad signature",
+            Self::OtherArtifact { .. } => "notation signs another artifact",
+            Self::Certificate(_) => "notation certificate requirements",
+            Self::Untrusted(_) => "notation untrusted chain",
+            Self::Identity { .. } => "notation identity mismatch",
+            Self::Expired(_) => "notation expired",
+            Self::NotValid { .. } => "notation certificate not valid",
+            Self::Timestamp(_) => "notation timestamp",
+        }
+    }
 }
 
 // === impl SigningScheme ===

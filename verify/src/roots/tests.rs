@@ -92,6 +92,7 @@ fn signature(bundle: String) -> Attached {
                 bytes: bundle.into_bytes(),
             }],
             unreadable: Vec::new(),
+            notation: Vec::new(),
         },
         ..Attached::default()
     }
@@ -230,6 +231,7 @@ fn an_attestation_of_one_instance_counts_only_for_the_authority_naming_it() {
                 bytes: bundle.into_bytes(),
             }],
             unreadable: Vec::new(),
+            notation: Vec::new(),
         },
         ..Attached::default()
     };

@@ -107,7 +107,7 @@ impl Validator<'_> {
     pub(super) fn signing_time_sources(&mut self, field: &str, authority: &Authority, explicit_tlog: bool) {
         let keyless = match &authority.kind {
             AuthorityKind::Keyless(keyless) => Some(keyless),
-            AuthorityKind::Key(_) => None,
+            AuthorityKind::Key(_) | AuthorityKind::Notation(_) => None,
         };
         let default = self.roots.iter().find(|slot| slot.name == DEFAULT_ROOT);
         let trust = match keyless {
