@@ -171,10 +171,15 @@ impl Judge {
             let credentials = self.signature_credentials(reference, repository, &credentials);
             self.registries.session(repository.reference(), credentials)
         });
-        let session = self.registries.session(reference, credentials);
-        let digest = match session.resolve(reference).await {
-            Ok(digest) => digest,
-            Err(e) => return (Err(Refusal::from_registry(None, e)), Lookup::Miss),
+        let image_session = self.registries.session(reference, credentials);
+        // A pinned digest needs no resolving: that it exists is checked beside the verification,
+        // not before it (a missing image must be told apart from an unsigned one).
+        let digest = match reference.digest() {
+            Some(pinned) => pinned.clone(),
+            None => match image_session.resolve(reference).await {
+                Ok(digest) => digest,
+                Err(e) => return (Err(Refusal::from_registry(None, e)), Lookup::Miss),
+            },
         };
         let signatures_in = rule
             .signature_repository()
@@ -186,7 +191,7 @@ impl Judge {
             rule: rule.name().to_string(),
             signatures_in,
         };
-        let session = signature_session.as_ref().unwrap_or(&session);
+        let session = signature_session.as_ref().unwrap_or(&image_session);
         // Only a verification that runs to its end is timed: one cut off by verifyTimeout is
         // dropped here, and neither it nor its lookup is counted.
         let check = || async {
@@ -195,10 +200,16 @@ impl Judge {
             self.metrics.verification(started.elapsed());
             outcome
         };
-        let (outcome, lookup) = self
+        let verification = self
             .cache
-            .get_or_verify(key, check, |verified| remember_until(verified, rule))
-            .await;
+            .get_or_verify(key, check, |verified| remember_until(verified, rule));
+        let (outcome, lookup) = match reference.digest() {
+            None => verification.await,
+            Some(_) => match beside_existence(&image_session, reference, verification).await {
+                Ok(done) => done,
+                Err(missing) => return (Err(Refusal::from_registry(None, missing)), Lookup::Miss),
+            },
+        };
         self.metrics.cache_lookup(lookup);
         // Shared or remembered outcomes may come from a pull of another tag of the repository;
         // one for anything else (the cache's key rules it out) refuses rather than vouches.
@@ -258,6 +269,29 @@ impl Judge {
         // hold up the workers that serve other calls.
         off_the_workers(|| judge_attached(reference, digest, &attached, rule, trust))
             .map_err(|refusal| refusal.answered_by(session.mirrors_answered()))
+    }
+}
+
+/// Runs `verification` of a digest-pinned `reference` while the registry is asked whether the
+/// image exists; a missing image is the answer, whatever the verification found. A verification
+/// remembered from an earlier pull of the digest does not wait for the answer: that pull found
+/// the image, and a pinned pull of one deleted since fails at containerd all the same.
+async fn beside_existence<T>(
+    session: &Session<'_>,
+    reference: &Reference,
+    verification: impl std::future::Future<Output = (T, Lookup)>,
+) -> Result<(T, Lookup), RegistryError> {
+    let exists = session.resolve(reference);
+    let (mut exists, mut verification) = (std::pin::pin!(exists), std::pin::pin!(verification));
+    tokio::select! {
+        done = &mut verification => match done.1 {
+            Lookup::Hit => Ok(done),
+            Lookup::Miss | Lookup::Shared => exists.await.map(|_| done),
+        },
+        answered = &mut exists => match answered {
+            Ok(_) => Ok(verification.await),
+            Err(missing) => Err(missing),
+        },
     }
 }
 
