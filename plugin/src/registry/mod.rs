@@ -384,7 +384,8 @@ impl Session<'_> {
     /// `need`, in order, until one has it. A host that cannot be reached (or answers an error) is passed
     /// over for the next, as containerd does; so is one that says it has no such thing. The
     /// first that has it answers; `None` when one said "not there" and none had it, even if
-    /// others could not be reached (SPEC §3).
+    /// others could not be reached (SPEC §3). A host listed twice (containerd 1.6 needs the
+    /// `server` repeated as a `[host]` table) is not asked again what it said it does not have.
     async fn ask(
         &self,
         method: Method,
@@ -394,14 +395,18 @@ impl Session<'_> {
         absent: &[StatusCode],
     ) -> Result<Option<(reqwest::Response, String)>, RegistryError> {
         let mut failures = Vec::new();
-        let mut said_absent = false;
+        let mut said_absent: Vec<&Route> = Vec::new();
         for endpoint in self.endpoints(need) {
+            if said_absent.iter().any(|r| r.same_place(&endpoint.route)) {
+                continue;
+            }
             match self.get_from(method.clone(), endpoint, tail, accept, absent).await {
                 Ok(Some(found)) => return Ok(Some(found)),
-                Ok(None) => said_absent = true,
+                Ok(None) => said_absent.push(&endpoint.route),
                 Err(e) => failures.push(e),
             }
         }
+        let said_absent = !said_absent.is_empty();
         self.none_found(need, said_absent, failures).map(|()| None)
     }
 

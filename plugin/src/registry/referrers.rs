@@ -10,7 +10,7 @@ use std::{
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
-use super::{read_bounded, Answer, Endpoint, Need, Registries, RegistryError, Session};
+use super::{read_bounded, routes::Route, Answer, Endpoint, Need, Registries, RegistryError, Session};
 use crate::reference::Digest;
 pub use pullgate_verify::attached::{AttachedBundle, Referrers};
 
@@ -212,15 +212,20 @@ async fn referrers_index(
     is_wanted: &impl Fn(&BTreeMap<String, String>) -> bool,
 ) -> Result<Option<Index>, RegistryError> {
     let mut failures = Vec::new();
-    let mut said_absent = false;
+    let mut said_absent: Vec<&Route> = Vec::new();
     for endpoint in session.endpoints(Need::Referrers) {
+        // The same host listed twice says the same "none" twice.
+        if said_absent.iter().any(|r| r.same_place(&endpoint.route)) {
+            continue;
+        }
         match index_from(session, endpoint, image, wanted, is_wanted).await {
             Ok(Some(index)) => return Ok(Some(index)),
-            Ok(None) => said_absent = true,
+            Ok(None) => said_absent.push(&endpoint.route),
             Err(e @ RegistryError::Unavailable(_)) => failures.push(e),
             Err(e) => return Err(e),
         }
     }
+    let said_absent = !said_absent.is_empty();
     session
         .none_found(Need::Referrers, said_absent, failures)
         .map(|()| None)

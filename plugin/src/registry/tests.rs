@@ -255,3 +255,36 @@ async fn sessions_one_after_another_share_one_connection_to_a_host() {
     assert_eq!(seen.requests().len(), 4);
     assert_eq!(seen.connections.load(Ordering::Relaxed), 1);
 }
+
+/// containerd 1.6 ignores a `hosts.toml` without a `[host]` table, so its `server` is often
+/// listed again as one: the same host, asked once for what it does not have.
+#[tokio::test]
+async fn a_host_listed_twice_is_asked_once_for_what_it_does_not_have() {
+    let (host, seen) = serve(HashMap::new()).await;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join(&host);
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml =
+        format!("server = \"http://{host}\"\n\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n");
+    std::fs::write(dir.join("hosts.toml"), toml).unwrap();
+    let mut config = Config::with_policy("unused".into());
+    config.registry_hosts = Some(root.path().to_owned());
+    let registries = Registries::new(&config, Default::default()).unwrap();
+    let reference = Reference::parse(&format!("{host}/app:v1")).unwrap();
+    let session = registries.session(&reference, Credentials::anonymous());
+    let digest = Digest::of(IMAGE);
+
+    let sig = cosign::signature_tag(&digest);
+    assert!(session.manifest(&sig).await.unwrap().is_none());
+    let found = referrers::sigstore_bundles(&session, &digest, &[]).await.unwrap();
+    assert!(found.bundles.is_empty());
+    let tag = referrers::referrers_tag(&digest);
+    assert_eq!(
+        seen.requests(),
+        [
+            format!("GET /v2/app/manifests/{sig}"),
+            format!("GET /v2/app/referrers/{digest}"),
+            format!("HEAD /v2/app/manifests/{tag}")
+        ]
+    );
+}

@@ -57,6 +57,12 @@ async fn a_cold_verified_pull_costs_at_most_one_manifest_get_more_than_a_direct_
         "{shown}"
     );
 
+    // Besides: the referrers API (once per repository) and a HEAD of the referrers tag, which
+    // this image does not have; each asked of the registry once though its hosts.toml lists it
+    // twice (as `server` and as a `[host]`, for containerd 1.6).
+    assert_eq!(by_pullgate.manifest_head, 2, "{shown}");
+    assert_eq!(by_pullgate.referrers, 1, "{shown}");
+
     // A second cold pull: pullgate's connection to the registry is kept, not opened again.
     let mark = proxied.pullgate.mark();
     pg.pull(&env.image_ref("signed/app", "v2"), Some("default"))
