@@ -172,9 +172,16 @@ async fn main() {
 
     // (b) Warm: the same tags again (verified, and in containerd).
     let mut warm = Samples::default();
+    let warm_requests = Requests::default();
     for round in 0..rounds {
         warm.rotate(routes, round, |route| {
-            timed_pull(clients.get(route), pull_request(&env, route, round))
+            counted_pull(
+                &env,
+                &warm_requests,
+                route,
+                clients.get(route),
+                pull_request(&env, route, round),
+            )
         })
         .await;
     }
@@ -252,6 +259,7 @@ async fn main() {
         println!();
         cold_requests.print("(a) cold pull by tag", routes, rounds);
         pinned_requests.print("(a') cold pull by digest", routes, rounds);
+        warm_requests.print("(b) warm repeat pull", routes, rounds);
     }
 
     match (base_burst, base_decision_p50) {
