@@ -171,12 +171,18 @@ impl Judge {
             let credentials = self.signature_credentials(reference, repository, &credentials);
             self.registries.session(repository.reference(), credentials)
         });
-        let session = self.registries.session(reference, credentials);
-        let image = match session.resolve_descriptor(reference).await {
-            Ok(image) => image,
-            Err(e) => return (Err(Refusal::from_registry(None, e)), Lookup::Miss),
+        let image_session = self.registries.session(reference, credentials);
+        // A pinned digest needs no resolving: that it exists is checked beside the verification,
+        // not before it (a missing image must be told apart from an unsigned one). A Notation
+        // signature is matched against the manifest's descriptor (media type and size too), so
+        // for a rule that would accept one the descriptor is resolved first, as for a tag.
+        let (digest, image) = match reference.digest() {
+            Some(pinned) if !wants_notation(rule) => (pinned.clone(), None),
+            _ => match image_session.resolve_descriptor(reference).await {
+                Ok(image) => (image.digest.clone(), Some(image)),
+                Err(e) => return (Err(Refusal::from_registry(None, e)), Lookup::Miss),
+            },
         };
-        let digest = image.digest.clone();
         let signatures_in = rule
             .signature_repository()
             .map_or_else(|| reference.repository(), ToString::to_string);
@@ -187,19 +193,27 @@ impl Judge {
             rule: rule.name().to_string(),
             signatures_in,
         };
-        let session = signature_session.as_ref().unwrap_or(&session);
+        let session = signature_session.as_ref().unwrap_or(&image_session);
         // Only a verification that runs to its end is timed: one cut off by verifyTimeout is
         // dropped here, and neither it nor its lookup is counted.
         let check = || async {
             let started = Instant::now();
-            let outcome = self.check(reference, session, &image, rule, policy.trust()).await;
+            let outcome = self
+                .check(reference, session, &digest, image.as_ref(), rule, policy.trust())
+                .await;
             self.metrics.verification(started.elapsed());
             outcome
         };
-        let (outcome, lookup) = self
+        let verification = self
             .cache
-            .get_or_verify(key, check, |verified| remember_until(verified, rule))
-            .await;
+            .get_or_verify(key, check, |verified| remember_until(verified, rule));
+        let (outcome, lookup) = match image {
+            Some(_) => verification.await,
+            None => match beside_existence(&image_session, reference, verification).await {
+                Ok(done) => done,
+                Err(missing) => return (Err(Refusal::from_registry(None, missing)), Lookup::Miss),
+            },
+        };
         self.metrics.cache_lookup(lookup);
         // Shared or remembered outcomes may come from a pull of another tag of the repository;
         // one for anything else (the cache's key rules it out) refuses rather than vouches.
@@ -213,16 +227,18 @@ impl Judge {
         (outcome, lookup)
     }
 
-    /// Fetches the signatures and attestations of `image` and checks them against the rule.
+    /// Fetches the signatures and attestations of `digest` and checks them against the rule.
+    /// `image` is its manifest's descriptor, where resolved (a rule that accepts Notation
+    /// signatures always has it).
     async fn check(
         &self,
         reference: &Reference,
         session: &Session<'_>,
-        image: &Descriptor,
+        digest: &Digest,
+        image: Option<&Descriptor>,
         rule: &Rule,
         trust: Option<&TrustMaterial>,
     ) -> Result<Verified, Refusal> {
-        let digest = &image.digest;
         let from_registry = |e: RegistryError| Refusal::from_registry(Some(digest), e);
         // Legacy .sig and .att tags and v3 bundle referrers are looked up at the same time.
         // Any lookup failing as a whole (the registry went away) fails the verification: a
@@ -231,7 +247,7 @@ impl Judge {
         // cosign signatures are looked for when a Sigstore authority could accept one, Notation
         // signatures when a Notation authority could.
         let signed = rule.requires_signature() && rule.authorities().iter().any(|a| a.kind.is_sigstore());
-        let notation = rule.requires_signature() && rule.authorities().iter().any(|a| !a.kind.is_sigstore());
+        let notation = wants_notation(rule);
         let mut wanted = Vec::new();
         if signed {
             wanted.push(verify::COSIGN_SIGN_PREDICATE);
@@ -258,12 +274,40 @@ impl Judge {
             layers: layers.map_err(from_registry)?,
             referrers: referrers.map_err(from_registry)?,
             attestations: attestations.map_err(from_registry)?,
-            image: Some(image.clone()),
+            image: image.cloned(),
         };
         // Checking signatures, certificates and conditions is CPU work: it runs where it cannot
         // hold up the workers that serve other calls.
         off_the_workers(|| judge_attached(reference, digest, &attached, rule, trust))
             .map_err(|refusal| refusal.answered_by(session.mirrors_answered()))
+    }
+}
+
+/// Whether `rule` could accept a Notation signature (then the image's descriptor is needed).
+fn wants_notation(rule: &Rule) -> bool {
+    rule.requires_signature() && rule.authorities().iter().any(|a| !a.kind.is_sigstore())
+}
+
+/// Runs `verification` of a digest-pinned `reference` while the registry is asked whether the
+/// image exists; a missing image is the answer, whatever the verification found. A verification
+/// remembered from an earlier pull of the digest does not wait for the answer: that pull found
+/// the image, and a pinned pull of one deleted since fails at containerd all the same.
+async fn beside_existence<T>(
+    session: &Session<'_>,
+    reference: &Reference,
+    verification: impl std::future::Future<Output = (T, Lookup)>,
+) -> Result<(T, Lookup), RegistryError> {
+    let exists = session.resolve(reference);
+    let (mut exists, mut verification) = (std::pin::pin!(exists), std::pin::pin!(verification));
+    tokio::select! {
+        done = &mut verification => match done.1 {
+            Lookup::Hit => Ok(done),
+            Lookup::Miss | Lookup::Shared => exists.await.map(|_| done),
+        },
+        answered = &mut exists => match answered {
+            Ok(_) => Ok(verification.await),
+            Err(missing) => Err(missing),
+        },
     }
 }
 

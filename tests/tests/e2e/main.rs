@@ -39,6 +39,7 @@ mod quirky_registries;
 mod rekor_v2;
 mod restarts;
 mod rig;
+mod round_trips;
 mod signature_repository;
 mod signing_tools;
 mod sigstore_rig;
