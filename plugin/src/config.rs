@@ -49,6 +49,10 @@ pub struct Config {
     /// `signatureRepository` on another registry).
     #[serde(default = "defaults::docker_config", deserialize_with = "docker_config_file")]
     pub docker_config: DockerConfigFile,
+    /// Fetch a pull's content into containerd's content store (under a lease) while its
+    /// signatures are checked; `false` leaves all fetching to containerd after the verdict.
+    #[serde(default = "defaults::prefetch")]
+    pub prefetch: bool,
 }
 
 /// Where `dockerConfig` says the Docker config.json is.
@@ -183,6 +187,7 @@ impl Config {
             resolve_ttl: defaults::resolve_ttl(),
             registry_hosts: defaults::registry_hosts(),
             docker_config: defaults::docker_config(),
+            prefetch: defaults::prefetch(),
         }
     }
 
@@ -289,6 +294,9 @@ mod defaults {
     /// Where kubelet reads its own registry credentials.
     pub fn docker_config() -> super::DockerConfigFile {
         super::DockerConfigFile::Default("/var/lib/kubelet/config.json".into())
+    }
+    pub fn prefetch() -> bool {
+        true
     }
 }
 

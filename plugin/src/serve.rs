@@ -23,7 +23,8 @@ use crate::{
 use crate::{
     audit::AuditLog,
     config::Config,
-    containerd::Containerd,
+    containerd::{content::ContentStore, Containerd},
+    prefetch::Prefetcher,
     cri::{self, ImageGate, Upstream},
     gate::{Gate, Judge},
     metrics::{self, endpoint::Readiness, Metrics},
@@ -82,7 +83,11 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
     tracing::info!(keys = docker_config.len(), "docker config loaded");
     let upstream = Upstream::connect_lazy(&config.upstream);
     let containerd = Containerd::new(upstream.channel(), &config.containerd_namespace)?;
-    let judge = Judge::new(registries.clone(), config.verify_timeout, metrics.clone());
+    let mut judge = Judge::new(registries.clone(), config.verify_timeout, metrics.clone());
+    if config.prefetch {
+        let store = ContentStore::new(upstream.channel(), &config.containerd_namespace)?;
+        judge = judge.with_prefetcher(Prefetcher::new(store, registries.clone()));
+    }
     judge.set_docker_config(docker_config);
     let gate = Arc::new(Gate::new(policy, judge, audit, upstream, containerd, metrics.clone()));
 

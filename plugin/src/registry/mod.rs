@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, RwLock},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use reqwest::{header, StatusCode};
@@ -17,6 +17,7 @@ use crate::{
 };
 
 mod auth;
+mod blob_stream;
 pub mod cosign;
 mod docker_config;
 pub mod hosts;
@@ -24,6 +25,7 @@ pub mod referrers;
 mod routes;
 
 pub use auth::{Credentials, Origin};
+pub use blob_stream::BlobStream;
 pub use docker_config::{DockerConfig, DockerConfigError, MAX_DOCKER_CONFIG_BYTES};
 pub use hosts::{HostsDir, HostsError};
 pub use routes::RegistriesError;
@@ -104,6 +106,8 @@ pub struct Session<'r> {
     endpoints: Vec<Endpoint>,
     /// Hosts that answered, with content or with "not there", in the order they first did.
     answered: Mutex<Vec<String>>,
+    /// A bound on each request, body included, in place of the client's (`verifyTimeout`).
+    timeout: Option<Duration>,
 }
 
 /// One host of a session, with the header that answered its challenge, if any.
@@ -197,6 +201,7 @@ impl Registries {
             credentials,
             endpoints,
             answered: Mutex::new(Vec::new()),
+            timeout: None,
         }
     }
 
@@ -420,6 +425,9 @@ impl Session<'_> {
         let mut challenged = false;
         loop {
             let mut request = endpoint.route.client.get(url);
+            if let Some(timeout) = self.timeout {
+                request = request.timeout(timeout);
+            }
             for (name, value) in &endpoint.route.header {
                 request = request.header(name, value);
             }
