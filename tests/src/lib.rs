@@ -29,6 +29,7 @@ pub mod quirky_registry;
 pub mod registry;
 pub mod rekor_tiles;
 pub mod signer;
+pub mod slow_lookups;
 pub mod sigstore;
 pub mod timestamp_server;
 pub mod tls;

@@ -8,7 +8,7 @@ use std::{collections::HashMap, time::Duration};
 
 use bytes::Bytes;
 use containerd_client::services::v1::{
-    content_client::ContentClient, leases_client::LeasesClient, CreateRequest, DeleteRequest, InfoRequest,
+    content_client::ContentClient, leases_client::LeasesClient, AbortRequest, CreateRequest, DeleteRequest, InfoRequest,
     WriteAction, WriteContentRequest, WriteContentResponse,
 };
 use tokio::sync::mpsc;
@@ -188,6 +188,20 @@ impl ContentStore {
             Ok(Some(_status)) => Ok(Opened::Writer(writer)),
             Ok(None) => Err(WriteError::Unacknowledged),
             Err(status) => classify(status),
+        }
+    }
+
+    /// Throws away the ingest `reference` (a blob not fully written), so that a pull of the
+    /// blob starts afresh rather than resuming from bytes it did not fetch itself.
+    pub async fn abort(&self, reference: &str) -> Result<(), Status> {
+        let mut content = self.content.clone();
+        let request = AbortRequest {
+            r#ref: reference.to_string(),
+        };
+        match content.abort(self.request(request)).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::NotFound => Ok(()),
+            Err(status) => Err(status),
         }
     }
 

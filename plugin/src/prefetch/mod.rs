@@ -27,7 +27,7 @@ use tokio::{
 };
 
 use crate::{
-    containerd::content::{ContentStore, Ingest, LeaseId, Opened, WriteError},
+    containerd::content::{BlobWriter, ContentStore, Ingest, LeaseId, Opened, WriteError},
     reference::{Digest, Reference},
     registry::{Credentials, Registries, RegistryError, Session},
 };
@@ -309,15 +309,31 @@ impl Run {
             labels: [(self.source_label(), self.reference.path().to_string())].into(),
         };
         // The ingest is opened before the registry is asked: no GET for a blob containerd has.
-        let Opened::Writer(mut writer) = self.store.open(&self.lease, ingest).await.map_err(write)? else {
+        let Opened::Writer(writer) = self.store.open(&self.lease, ingest).await.map_err(write)? else {
             return Ok(None);
         };
-        let mut body = session.blob_stream(&digest, IDLE_TIMEOUT).await?;
+        let reference = writer.reference().to_string();
+        let written = self.stream(session, &digest, writer).await;
+        if written.is_err() {
+            // containerd's pull then fetches the blob whole, as it would have without this.
+            if let Err(status) = self.store.abort(&reference).await {
+                tracing::debug!(reference, error = %status.message(), "ingest not aborted; the lease's collection removes it");
+            }
+        }
+        written.map(|()| Some(size))
+    }
+
+    /// Copies blob `digest` from the registry into `writer`, a piece at a time, and commits it.
+    async fn stream(&self, session: &Session<'_>, digest: &Digest, mut writer: BlobWriter) -> Result<(), PrefetchError> {
+        let write = |source| PrefetchError::Write {
+            digest: digest.to_string(),
+            source,
+        };
+        let mut body = session.blob_stream(digest, IDLE_TIMEOUT).await?;
         while let Some(chunk) = body.chunk().await? {
             writer.write(chunk).await.map_err(write)?;
         }
-        writer.commit().await.map_err(write)?;
-        Ok(Some(size))
+        writer.commit().await.map_err(write)
     }
 
     /// The label containerd's pull puts on content to say where it came from

@@ -30,6 +30,7 @@ mod names;
 mod node;
 mod node_image;
 mod proxy;
+mod prefetch;
 mod pull;
 mod quirky_registries;
 mod rekor_v2;
