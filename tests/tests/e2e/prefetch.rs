@@ -252,6 +252,7 @@ async fn a_prefetch_failing_mid_layer_changes_no_decision_and_leaves_nothing() {
 
     let image_id = behind.pg.pull(&signed, Some("default")).await.unwrap_or_else(|s| panic!("{}\n{}", s.message(), behind.pg.log()));
     assert_eq!(behind.containerd.image_id(&signed).await.as_deref(), Some(image_id.as_str()));
+    assert!(behind.served(&signed_digests[2], "pullgate/") > 0, "the prefetch began the layer");
     assert!(behind.served(&signed_digests[2], "containerd/") > 0, "containerd fetched the layer the prefetch could not");
     let (held, ingests) = after_the_lease(&behind.containerd, &signed_digests).await;
     assert_eq!((held.len(), ingests), (3, Vec::new()));
