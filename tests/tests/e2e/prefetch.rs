@@ -140,6 +140,7 @@ async fn an_admitted_pull_finds_its_content_in_containerd() {
     assert_eq!((held.len(), ingests), (3, Vec::new()), "{content}");
 
     let grown = peak_rss(&pg).saturating_sub(before);
+    eprintln!("pullgate's peak RSS: {before} bytes before the pull, grown by {grown} for a {LARGE_LAYER}-byte layer");
     assert!(grown < LARGE_LAYER as u64 / 4, "peak RSS grew by {grown} bytes for a {LARGE_LAYER}-byte layer");
 }
 
