@@ -222,6 +222,11 @@ impl Judge {
             .cache
             .get_or_verify(key, check, |verified| remember_until(verified, rule))
             .await;
+        // A shared or remembered verdict: this pull waits for the download the verifying pull
+        // started, rather than racing it into containerd.
+        if let (None, Some(prefetcher)) = (&prefetch, &self.prefetcher) {
+            prefetch = prefetcher.follow(&digest);
+        }
         self.metrics.cache_lookup(lookup);
         // Shared or remembered outcomes may come from a pull of another tag of the repository;
         // one for anything else (the cache's key rules it out) refuses rather than vouches.

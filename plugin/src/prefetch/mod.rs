@@ -13,16 +13,17 @@
 //! fails changes nothing but the time: containerd's pull fetches what is missing.
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
 
 use futures_util::stream::{self, StreamExt};
 use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::{watch, OwnedSemaphorePermit, Semaphore},
     task::JoinHandle,
 };
 
@@ -66,19 +67,31 @@ pub struct Prefetcher {
     store: ContentStore,
     registries: Registries,
     room: Arc<Semaphore>,
+    /// The downloads running, by image digest: a pull that shares another's verification
+    /// waits for that pull's download instead of racing it into containerd.
+    running: Arc<Mutex<HashMap<Digest, watch::Receiver<()>>>>,
 }
 
-/// One image's content on its way into containerd, and the lease that holds it. Dropped, it
-/// stops the download and deletes the lease, collecting what only the lease held; kept by
+/// One image's content on its way into containerd: this pull's own download and the lease that
+/// holds it, or another pull's download of the same image, to wait for. Dropped, an own download
+/// stops and its lease is deleted, collecting what only the lease held; kept by
 /// [`Prefetch::release`] once the image record holds the content.
 pub struct Prefetch {
-    task: Option<JoinHandle<Result<Fetched, PrefetchError>>>,
-    store: ContentStore,
-    lease: LeaseId,
+    download: Download,
     digest: Digest,
-    /// Whether the content is the image's now (the pull went through): the lease goes without a
-    /// collection.
-    keep: bool,
+}
+
+enum Download {
+    Own {
+        task: Option<JoinHandle<Result<Fetched, PrefetchError>>>,
+        store: ContentStore,
+        lease: LeaseId,
+        /// Whether the content is the image's now (the pull went through): the lease goes
+        /// without a collection.
+        keep: bool,
+    },
+    /// Ends when the other pull's download does, however it ends.
+    Other(watch::Receiver<()>),
 }
 
 /// What one prefetch wrote (or found there already).
@@ -103,6 +116,20 @@ pub enum PrefetchError {
     NotAManifest,
 }
 
+/// Takes a download out of [`Prefetcher::running`] when its task ends, however it ends; the
+/// dropped sender tells the pulls waiting for it.
+struct Running {
+    running: Arc<Mutex<HashMap<Digest, watch::Receiver<()>>>>,
+    digest: Digest,
+    _ended: watch::Sender<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.digest);
+    }
+}
+
 // === impl Prefetcher ===
 
 impl Prefetcher {
@@ -111,15 +138,30 @@ impl Prefetcher {
             store,
             registries,
             room: Arc::new(Semaphore::new(MAX_PREFETCHES)),
+            running: Arc::default(),
         }
     }
 
     /// Starts fetching `digest` of `reference`'s repository with the pull's `credentials`;
-    /// `None` when [`MAX_PREFETCHES`] are running.
+    /// `None` when [`MAX_PREFETCHES`] are running or this image's download is.
     pub fn start(&self, reference: &Reference, credentials: Credentials, digest: &Digest) -> Option<Prefetch> {
-        let permit = self.room.clone().try_acquire_owned().ok()?;
+        let running = {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if running.contains_key(digest) {
+                return None;
+            }
+            let permit = self.room.clone().try_acquire_owned().ok()?;
+            let (ended, waiting) = watch::channel(());
+            running.insert(digest.clone(), waiting);
+            let announce = Running {
+                running: self.running.clone(),
+                digest: digest.clone(),
+                _ended: ended,
+            };
+            (announce, permit)
+        };
         static LEASES: AtomicU64 = AtomicU64::new(0);
-        let unique = std::process::id() as u64 * 1_000_000 + LEASES.fetch_add(1, Ordering::Relaxed);
+        let unique = u64::from(std::process::id()) * 1_000_000 + LEASES.fetch_add(1, Ordering::Relaxed);
         let lease = LeaseId::for_digest(digest.hex(), unique);
         let run = Run {
             store: self.store.clone(),
@@ -129,12 +171,25 @@ impl Prefetcher {
             digest: digest.clone(),
             lease: lease.clone(),
         };
-        Some(Prefetch {
-            task: Some(tokio::spawn(run.run(permit))),
+        let download = Download::Own {
+            task: Some(tokio::spawn(run.run(running))),
             store: self.store.clone(),
             lease,
-            digest: digest.clone(),
             keep: false,
+        };
+        Some(Prefetch {
+            download,
+            digest: digest.clone(),
+        })
+    }
+
+    /// The download of `digest` another pull is running, if one is, to wait for.
+    pub fn follow(&self, digest: &Digest) -> Option<Prefetch> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let waiting = running.get(digest)?.clone();
+        Some(Prefetch {
+            download: Download::Other(waiting),
+            digest: digest.clone(),
         })
     }
 }
@@ -145,10 +200,18 @@ impl Prefetch {
     /// Waits for the download to end, however it ends: what is there is what containerd's pull
     /// need not fetch.
     pub async fn finished(&mut self) {
-        let Some(task) = self.task.take() else { return };
         let started = Instant::now();
+        let task = match &mut self.download {
+            Download::Own { task, .. } => task.take(),
+            Download::Other(waiting) => {
+                // Err: the sender is gone, the download over.
+                while waiting.changed().await.is_ok() {}
+                return;
+            }
+        };
+        let Some(task) = task else { return };
         match task.await {
-            Ok(Ok(fetched)) => tracing::debug!(digest = %self.digest, lease = self.lease.as_str(), blobs = fetched.blobs, bytes = fetched.bytes, skipped = fetched.skipped, waited = ?started.elapsed(), "prefetched"),
+            Ok(Ok(fetched)) => tracing::debug!(digest = %self.digest, blobs = fetched.blobs, bytes = fetched.bytes, skipped = fetched.skipped, waited = ?started.elapsed(), "prefetched"),
             Ok(Err(error)) => tracing::info!(digest = %self.digest, %error, "prefetch stopped; containerd fetches the rest"),
             Err(error) => tracing::warn!(digest = %self.digest, %error, "prefetch task failed"),
         }
@@ -157,16 +220,27 @@ impl Prefetch {
     /// Lets the lease go without collecting: the pull went through, and the image record now
     /// holds the content.
     pub fn release(mut self) {
-        self.keep = true;
+        if let Download::Own { keep, .. } = &mut self.download {
+            *keep = true;
+        }
     }
 }
 
 impl Drop for Prefetch {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        let Download::Own {
+            task,
+            store,
+            lease,
+            keep,
+        } = &mut self.download
+        else {
+            return;
+        };
+        if let Some(task) = task.take() {
             task.abort();
         }
-        let (store, lease, collect) = (self.store.clone(), self.lease.clone(), !self.keep);
+        let (store, lease, collect) = (store.clone(), lease.clone(), !*keep);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -192,7 +266,8 @@ struct Run {
 // === impl Run ===
 
 impl Run {
-    async fn run(self, _room: OwnedSemaphorePermit) -> Result<Fetched, PrefetchError> {
+    /// Runs the prefetch, holding its room and its place among the downloads running.
+    async fn run(self, _running: (Running, OwnedSemaphorePermit)) -> Result<Fetched, PrefetchError> {
         tokio::time::timeout(PREFETCH_TIMEOUT, self.fetch())
             .await
             .unwrap_or_else(|_| Err(RegistryError::Unavailable(format!("prefetch took over {PREFETCH_TIMEOUT:?}")).into()))
