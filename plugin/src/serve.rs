@@ -24,12 +24,12 @@ use crate::{
     audit::AuditLog,
     config::Config,
     containerd::{content::ContentStore, Containerd},
-    prefetch::Prefetcher,
     cri::{self, ImageGate, Upstream},
     gate::{Gate, Judge},
     metrics::{self, endpoint::Readiness, Metrics},
     node,
     policy::Policy,
+    prefetch::Prefetcher,
     registry::{DockerConfig, Registries},
 };
 

@@ -128,7 +128,9 @@ pub fn tar_one_file(name: &str, content: &[u8]) -> Vec<u8> {
 
 /// `len` bytes no compressor can shrink (xorshift64*), different for every call.
 pub fn random_bytes(len: usize) -> Vec<u8> {
-    let mut state = nonce().bytes().fold(0x9e37_79b9_7f4a_7c15_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let mut state = nonce().bytes().fold(0x9e37_79b9_7f4a_7c15_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     let mut bytes = Vec::with_capacity(len + 8);
     while bytes.len() < len {
         state ^= state >> 12;

@@ -148,15 +148,23 @@ impl Proxy {
             });
             served.len() - 1
         };
-        let request_method = if method == "HEAD" { reqwest::Method::HEAD } else { reqwest::Method::GET };
-        let mut request = self.client.request(request_method, format!("{}{target}", self.upstream));
+        let request_method = if method == "HEAD" {
+            reqwest::Method::HEAD
+        } else {
+            reqwest::Method::GET
+        };
+        let mut request = self
+            .client
+            .request(request_method, format!("{}{target}", self.upstream));
         for (name, value) in &headers {
             if matches!(name.as_str(), "accept" | "authorization" | "range" | "user-agent") {
                 request = request.header(name.as_str(), value.as_str());
             }
         }
         let Ok(mut response) = request.send().await else {
-            return stream.write_all(b"HTTP/1.1 502 X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+            return stream
+                .write_all(b"HTTP/1.1 502 X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
         };
         let mut out = format!("HTTP/1.1 {} X\r\n", response.status().as_u16());
         for (name, value) in response.headers() {

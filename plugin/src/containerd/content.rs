@@ -8,8 +8,8 @@ use std::{collections::HashMap, time::Duration};
 
 use bytes::Bytes;
 use containerd_client::services::v1::{
-    content_client::ContentClient, leases_client::LeasesClient, AbortRequest, CreateRequest, DeleteRequest, InfoRequest,
-    WriteAction, WriteContentRequest, WriteContentResponse,
+    content_client::ContentClient, leases_client::LeasesClient, AbortRequest, CreateRequest, DeleteRequest,
+    InfoRequest, WriteAction, WriteContentRequest, WriteContentResponse,
 };
 use tokio::sync::mpsc;
 use tonic::{codec::Streaming, metadata::MetadataValue, transport::Channel, Code, Request, Status};

@@ -246,7 +246,10 @@ mod tests {
         );
         let document = Document::parse(index.as_bytes(), OCI_INDEX).unwrap();
         assert!(document.is_index());
-        assert_eq!(document.for_this_platform().unwrap().digest, format!("sha256:{}", "b".repeat(64)));
+        assert_eq!(
+            document.for_this_platform().unwrap().digest,
+            format!("sha256:{}", "b".repeat(64))
+        );
         assert_eq!(document.children().len(), 3);
     }
 }

@@ -126,7 +126,10 @@ struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.digest);
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.digest);
     }
 }
 
@@ -211,8 +214,12 @@ impl Prefetch {
         };
         let Some(task) = task else { return };
         match task.await {
-            Ok(Ok(fetched)) => tracing::debug!(digest = %self.digest, blobs = fetched.blobs, bytes = fetched.bytes, skipped = fetched.skipped, waited = ?started.elapsed(), "prefetched"),
-            Ok(Err(error)) => tracing::info!(digest = %self.digest, %error, "prefetch stopped; containerd fetches the rest"),
+            Ok(Ok(fetched)) => {
+                tracing::debug!(digest = %self.digest, blobs = fetched.blobs, bytes = fetched.bytes, skipped = fetched.skipped, waited = ?started.elapsed(), "prefetched")
+            }
+            Ok(Err(error)) => {
+                tracing::info!(digest = %self.digest, %error, "prefetch stopped; containerd fetches the rest")
+            }
             Err(error) => tracing::warn!(digest = %self.digest, %error, "prefetch task failed"),
         }
     }
@@ -270,7 +277,9 @@ impl Run {
     async fn run(self, _running: (Running, OwnedSemaphorePermit)) -> Result<Fetched, PrefetchError> {
         tokio::time::timeout(PREFETCH_TIMEOUT, self.fetch())
             .await
-            .unwrap_or_else(|_| Err(RegistryError::Unavailable(format!("prefetch took over {PREFETCH_TIMEOUT:?}")).into()))
+            .unwrap_or_else(|_| {
+                Err(RegistryError::Unavailable(format!("prefetch took over {PREFETCH_TIMEOUT:?}")).into())
+            })
     }
 
     async fn fetch(&self) -> Result<Fetched, PrefetchError> {
@@ -340,7 +349,12 @@ impl Run {
 
     /// Fetches `children` (a manifest's config and layers), [`CONCURRENT_BLOBS`] at a time,
     /// within [`MAX_BLOB_BYTES`] each and [`MAX_PREFETCH_BYTES`] in all.
-    async fn blobs(&self, session: &Session<'_>, children: Vec<Descriptor>, fetched: &mut Fetched) -> Result<(), PrefetchError> {
+    async fn blobs(
+        &self,
+        session: &Session<'_>,
+        children: Vec<Descriptor>,
+        fetched: &mut Fetched,
+    ) -> Result<(), PrefetchError> {
         let mut budget = MAX_PREFETCH_BYTES;
         let mut wanted = Vec::new();
         for child in children.into_iter().filter(Descriptor::is_fetched) {
@@ -372,7 +386,13 @@ impl Run {
 
     /// Streams one blob from the registry into containerd; `None` when containerd has it or
     /// another writer holds it.
-    async fn blob(&self, session: &Session<'_>, child: Descriptor, digest: Digest, size: u64) -> Result<Option<u64>, PrefetchError> {
+    async fn blob(
+        &self,
+        session: &Session<'_>,
+        child: Descriptor,
+        digest: Digest,
+        size: u64,
+    ) -> Result<Option<u64>, PrefetchError> {
         let write = |source| PrefetchError::Write {
             digest: digest.to_string(),
             source,
@@ -399,7 +419,12 @@ impl Run {
     }
 
     /// Copies blob `digest` from the registry into `writer`, a piece at a time, and commits it.
-    async fn stream(&self, session: &Session<'_>, digest: &Digest, mut writer: BlobWriter) -> Result<(), PrefetchError> {
+    async fn stream(
+        &self,
+        session: &Session<'_>,
+        digest: &Digest,
+        mut writer: BlobWriter,
+    ) -> Result<(), PrefetchError> {
         let write = |source| PrefetchError::Write {
             digest: digest.to_string(),
             source,

@@ -30,7 +30,11 @@ fn ctr(containerd: &Containerd, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("run ctr");
-    assert!(output.status.success(), "ctr {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "ctr {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -47,8 +51,16 @@ fn prefetch_leases(containerd: &Containerd) -> Vec<String> {
 /// lists them, and as files in its content store's ingest directory).
 fn left_in_containerd(containerd: &Containerd, digests: &[String]) -> (Vec<String>, Vec<String>) {
     let content = ctr(containerd, &["content", "ls"]);
-    let held = digests.iter().filter(|d| content.contains(d.as_str())).cloned().collect();
-    let mut ingests: Vec<String> = ctr(containerd, &["content", "active"]).lines().skip(1).map(str::to_owned).collect();
+    let held = digests
+        .iter()
+        .filter(|d| content.contains(d.as_str()))
+        .cloned()
+        .collect();
+    let mut ingests: Vec<String> = ctr(containerd, &["content", "active"])
+        .lines()
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
     let ingest_dir = containerd.dir().join("root/io.containerd.content.v1.content/ingest");
     if let Ok(entries) = std::fs::read_dir(&ingest_dir) {
         ingests.extend(entries.flatten().map(|e| e.path().display().to_string()));
@@ -58,7 +70,10 @@ fn left_in_containerd(containerd: &Containerd, digests: &[String]) -> (Vec<Strin
 
 /// Waits until no prefetch lease is left, then says what of `digests` containerd still has.
 async fn after_the_lease(containerd: &Containerd, digests: &[String]) -> (Vec<String>, Vec<String>) {
-    wait_until("the prefetch lease deleted", Duration::from_secs(5), || prefetch_leases(containerd).is_empty()).await;
+    wait_until("the prefetch lease deleted", Duration::from_secs(5), || {
+        prefetch_leases(containerd).is_empty()
+    })
+    .await;
     left_in_containerd(containerd, digests)
 }
 
@@ -86,7 +101,11 @@ async fn push_large(env: &TestEnv, repo: &str, tag: &str, size: usize) -> TinyIm
 
 fn digests(image: &TinyImage) -> Vec<String> {
     use pullgate_tests::distribution::sha256_digest;
-    vec![image.digest(), sha256_digest(&image.config), sha256_digest(&image.layer)]
+    vec![
+        image.digest(),
+        sha256_digest(&image.config),
+        sha256_digest(&image.layer),
+    ]
 }
 
 /// pullgate's peak resident memory so far, in bytes.
@@ -119,29 +138,59 @@ async fn an_admitted_pull_finds_its_content_in_containerd() {
         .sign_image(&env.host(), repo, manifest, env.auth())
         .await
         .expect("sign");
-    let pg = env.start_pullgate(&env.key_policy(&[&format!("{}/prefetch/*", env.host())])).await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/prefetch/*", env.host())]))
+        .await;
     let before = peak_rss(&pg);
 
     let tag = env.image_ref(repo, "v1");
-    let image_id = pg.pull(&tag, Some("default")).await.unwrap_or_else(|s| panic!("{}\n{}", s.message(), pg.log()));
+    let image_id = pg
+        .pull(&tag, Some("default"))
+        .await
+        .unwrap_or_else(|s| panic!("{}\n{}", s.message(), pg.log()));
 
     assert_eq!(env.containerd.image_id(&tag).await.as_deref(), Some(image_id.as_str()));
-    for what in [format!("manifests/{manifest}"), format!("blobs/{config}"), format!("blobs/{layer}")] {
-        assert_eq!(gets(&env, repo, &what, "containerd/"), Vec::<u64>::new(), "containerd fetched {what}\n{}", env.registry.log());
-        assert_eq!(gets(&env, repo, &what, "pullgate/").len(), 1, "pullgate fetched {what} once");
+    for what in [
+        format!("manifests/{manifest}"),
+        format!("blobs/{config}"),
+        format!("blobs/{layer}"),
+    ] {
+        assert_eq!(
+            gets(&env, repo, &what, "containerd/"),
+            Vec::<u64>::new(),
+            "containerd fetched {what}\n{}",
+            env.registry.log()
+        );
+        assert_eq!(
+            gets(&env, repo, &what, "pullgate/").len(),
+            1,
+            "pullgate fetched {what} once"
+        );
     }
     // The manifest carries the labels containerd's own fetch gives it.
     let content = ctr(&env.containerd, &["content", "ls"]);
-    let manifest_line = content.lines().find(|l| l.starts_with(manifest.as_str())).expect("manifest in the content store");
-    assert!(manifest_line.contains(&format!("containerd.io/gc.ref.content.config={config}")), "{manifest_line}");
-    assert!(manifest_line.contains(&format!("containerd.io/gc.ref.content.l.0={layer}")), "{manifest_line}");
+    let manifest_line = content
+        .lines()
+        .find(|l| l.starts_with(manifest.as_str()))
+        .expect("manifest in the content store");
+    assert!(
+        manifest_line.contains(&format!("containerd.io/gc.ref.content.config={config}")),
+        "{manifest_line}"
+    );
+    assert!(
+        manifest_line.contains(&format!("containerd.io/gc.ref.content.l.0={layer}")),
+        "{manifest_line}"
+    );
     // Only the image record holds the content now, and it keeps all of it.
     let (held, ingests) = after_the_lease(&env.containerd, &all).await;
     assert_eq!((held.len(), ingests), (3, Vec::new()), "{content}");
 
     let grown = peak_rss(&pg).saturating_sub(before);
     eprintln!("pullgate's peak RSS: {before} bytes before the pull, grown by {grown} for a {LARGE_LAYER}-byte layer");
-    assert!(grown < LARGE_LAYER as u64 / 4, "peak RSS grew by {grown} bytes for a {LARGE_LAYER}-byte layer");
+    assert!(
+        grown < LARGE_LAYER as u64 / 4,
+        "peak RSS grew by {grown} bytes for a {LARGE_LAYER}-byte layer"
+    );
 }
 
 /// A registry, the proxy in front of it, a containerd and a pullgate that pull through the
@@ -170,9 +219,20 @@ impl Behind {
             &[proxy.host()],
             "10s",
         );
-        let policy = policy::key_policy(TEST_AUTHORITY, &signer.public_key_pem(), &[&format!("{}/prefetch/*", proxy.host())]);
+        let policy = policy::key_policy(
+            TEST_AUTHORITY,
+            &signer.public_key_pem(),
+            &[&format!("{}/prefetch/*", proxy.host())],
+        );
         let pg = Pullgate::start(dir.path(), &config, &policy).await;
-        Behind { registry, proxy, containerd, signer, pg, _dir: dir }
+        Behind {
+            registry,
+            proxy,
+            containerd,
+            signer,
+            pg,
+            _dir: dir,
+        }
     }
 
     /// Pushes an image with a `size`-byte layer as `prefetch/<name>:v1`, signed when `signed`;
@@ -180,7 +240,10 @@ impl Behind {
     async fn push(&self, name: &str, size: usize, signed: bool) -> (String, Vec<String>) {
         let repo = format!("prefetch/{name}");
         let image = TinyImage::build_bytes(&pullgate_tests::image::random_bytes(size));
-        image.push(&self.registry.host(), &repo, "v1", None).await.expect("push");
+        image
+            .push(&self.registry.host(), &repo, "v1", None)
+            .await
+            .expect("push");
         if signed {
             let host = self.proxy.host();
             self.signer
@@ -219,10 +282,18 @@ async fn a_denied_image_stops_downloading_and_leaves_nothing() {
     let (image, digests) = behind.push("unsigned", LARGE_LAYER, false).await;
     let layer = &digests[2];
 
-    let denied = behind.pg.pull(&image, Some("default")).await.expect_err("unsigned image denied");
+    let denied = behind
+        .pg
+        .pull(&image, Some("default"))
+        .await
+        .expect_err("unsigned image denied");
     assert!(denied.message().contains("no signature"), "{}", denied.message());
     let at_denial = behind.served(layer, "pullgate/");
-    assert!(at_denial > 0, "the layer was on its way when the verdict came\n{}", behind.pg.log());
+    assert!(
+        at_denial > 0,
+        "the layer was on its way when the verdict came\n{}",
+        behind.pg.log()
+    );
 
     let (held, ingests) = after_the_lease(&behind.containerd, &digests).await;
     assert_eq!(held, Vec::<String>::new(), "left in containerd after the denial");
@@ -231,7 +302,10 @@ async fn a_denied_image_stops_downloading_and_leaves_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let served = behind.served(layer, "pullgate/");
     eprintln!("layer bytes sent to pullgate: {at_denial} at the denial, {served} in all, of {LARGE_LAYER}");
-    assert!(served < LARGE_LAYER as u64 / 2, "{served} of {LARGE_LAYER} bytes served");
+    assert!(
+        served < LARGE_LAYER as u64 / 2,
+        "{served} of {LARGE_LAYER} bytes served"
+    );
 }
 
 /// A prefetch cut off mid-layer by the registry changes nothing but the time: the signed image
@@ -251,15 +325,36 @@ async fn a_prefetch_failing_mid_layer_changes_no_decision_and_leaves_nothing() {
     let (signed, signed_digests) = behind.push("signed", 4 * 1024 * 1024, true).await;
     let (unsigned, unsigned_digests) = behind.push("unsigned", 4 * 1024 * 1024, false).await;
 
-    let image_id = behind.pg.pull(&signed, Some("default")).await.unwrap_or_else(|s| panic!("{}\n{}", s.message(), behind.pg.log()));
-    assert_eq!(behind.containerd.image_id(&signed).await.as_deref(), Some(image_id.as_str()));
-    assert!(behind.served(&signed_digests[2], "pullgate/") > 0, "the prefetch began the layer");
-    assert!(behind.served(&signed_digests[2], "containerd/") > 0, "containerd fetched the layer the prefetch could not");
+    let image_id = behind
+        .pg
+        .pull(&signed, Some("default"))
+        .await
+        .unwrap_or_else(|s| panic!("{}\n{}", s.message(), behind.pg.log()));
+    assert_eq!(
+        behind.containerd.image_id(&signed).await.as_deref(),
+        Some(image_id.as_str())
+    );
+    assert!(
+        behind.served(&signed_digests[2], "pullgate/") > 0,
+        "the prefetch began the layer"
+    );
+    assert!(
+        behind.served(&signed_digests[2], "containerd/") > 0,
+        "containerd fetched the layer the prefetch could not"
+    );
     let (held, ingests) = after_the_lease(&behind.containerd, &signed_digests).await;
     assert_eq!((held.len(), ingests), (3, Vec::new()));
 
-    let denied = behind.pg.pull(&unsigned, Some("default")).await.expect_err("unsigned image denied");
+    let denied = behind
+        .pg
+        .pull(&unsigned, Some("default"))
+        .await
+        .expect_err("unsigned image denied");
     assert!(denied.message().contains("no signature"), "{}", denied.message());
     let (held, ingests) = after_the_lease(&behind.containerd, &unsigned_digests).await;
-    assert_eq!((held, ingests), (Vec::new(), Vec::new()), "left in containerd after the denial");
+    assert_eq!(
+        (held, ingests),
+        (Vec::new(), Vec::new()),
+        "left in containerd after the denial"
+    );
 }
