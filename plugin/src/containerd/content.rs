@@ -61,7 +61,7 @@ pub struct Ingest {
 /// How opening a blob's ingest went.
 pub enum Opened {
     /// The blob is not in the store and this writer holds its ingest.
-    Writer(BlobWriter),
+    Writer(Box<BlobWriter>),
     /// containerd already has it (it is now held by the lease too).
     Present,
     /// Another writer (a pull of the same blob) holds the ingest.
@@ -185,7 +185,7 @@ impl ContentStore {
             pending: Vec::new(),
         };
         match writer.responses.message().await {
-            Ok(Some(_status)) => Ok(Opened::Writer(writer)),
+            Ok(Some(_status)) => Ok(Opened::Writer(Box::new(writer))),
             Ok(None) => Err(WriteError::Unacknowledged),
             Err(status) => classify(status),
         }

@@ -188,11 +188,10 @@ fn go_arch() -> &'static str {
 /// containerd's normalization: an arm64 image without a variant is `v8`; amd64 `v1` is plain
 /// amd64. Other variants are taken only when this node names the same (it names none).
 fn variant_matches(architecture: &str, platform: &Platform) -> bool {
-    match (architecture, platform.variant.as_deref().unwrap_or("")) {
-        (_, "") => true,
-        ("arm64", "v8") | ("amd64", "v1") => true,
-        _ => false,
-    }
+    matches!(
+        (architecture, platform.variant.as_deref().unwrap_or("")),
+        (_, "") | ("arm64", "v8") | ("amd64", "v1")
+    )
 }
 
 #[cfg(test)]

@@ -82,16 +82,19 @@ pub struct Prefetch {
 }
 
 enum Download {
-    Own {
-        task: Option<JoinHandle<Result<Fetched, PrefetchError>>>,
-        store: ContentStore,
-        lease: LeaseId,
-        /// Whether the content is the image's now (the pull went through): the lease goes
-        /// without a collection.
-        keep: bool,
-    },
+    Own(Box<Own>),
     /// Ends when the other pull's download does, however it ends.
     Other(watch::Receiver<()>),
+}
+
+/// This pull's own download, and the lease that holds what it wrote.
+struct Own {
+    task: Option<JoinHandle<Result<Fetched, PrefetchError>>>,
+    store: ContentStore,
+    lease: LeaseId,
+    /// Whether the content is the image's now (the pull went through): the lease goes without
+    /// a collection.
+    keep: bool,
 }
 
 /// What one prefetch wrote (or found there already).
@@ -174,12 +177,12 @@ impl Prefetcher {
             digest: digest.clone(),
             lease: lease.clone(),
         };
-        let download = Download::Own {
+        let download = Download::Own(Box::new(Own {
             task: Some(tokio::spawn(run.run(running))),
             store: self.store.clone(),
             lease,
             keep: false,
-        };
+        }));
         Some(Prefetch {
             download,
             digest: digest.clone(),
@@ -205,7 +208,7 @@ impl Prefetch {
     pub async fn finished(&mut self) {
         let started = Instant::now();
         let task = match &mut self.download {
-            Download::Own { task, .. } => task.take(),
+            Download::Own(own) => own.task.take(),
             Download::Other(waiting) => {
                 // Err: the sender is gone, the download over.
                 while waiting.changed().await.is_ok() {}
@@ -227,27 +230,21 @@ impl Prefetch {
     /// Lets the lease go without collecting: the pull went through, and the image record now
     /// holds the content.
     pub fn release(mut self) {
-        if let Download::Own { keep, .. } = &mut self.download {
-            *keep = true;
+        if let Download::Own(own) = &mut self.download {
+            own.keep = true;
         }
     }
 }
 
 impl Drop for Prefetch {
     fn drop(&mut self) {
-        let Download::Own {
-            task,
-            store,
-            lease,
-            keep,
-        } = &mut self.download
-        else {
+        let Download::Own(own) = &mut self.download else {
             return;
         };
-        if let Some(task) = task.take() {
+        if let Some(task) = own.task.take() {
             task.abort();
         }
-        let (store, lease, collect) = (store.clone(), lease.clone(), !*keep);
+        let (store, lease, collect) = (own.store.clone(), own.lease.clone(), !own.keep);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -423,7 +420,7 @@ impl Run {
         &self,
         session: &Session<'_>,
         digest: &Digest,
-        mut writer: BlobWriter,
+        mut writer: Box<BlobWriter>,
     ) -> Result<(), PrefetchError> {
         let write = |source| PrefetchError::Write {
             digest: digest.to_string(),
