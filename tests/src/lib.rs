@@ -21,6 +21,7 @@ pub mod cri;
 pub mod distribution;
 pub mod env;
 pub mod image;
+pub mod latency_proxy;
 pub mod node_image;
 pub mod policy;
 pub mod process;
@@ -37,7 +38,7 @@ pub mod token_server;
 pub mod tools;
 
 pub use containerd::Containerd;
-pub use env::{TestEnv, TEST_AUTHORITY};
+pub use env::{Proxied, TestEnv, TEST_AUTHORITY};
 pub use pullgate::Pullgate;
 pub use registry::Registry;
 pub use signer::Signer;

@@ -188,10 +188,15 @@ impl Judge {
             self.registries.session(repository.reference(), credentials)
         });
         let prefetch_credentials = self.prefetcher.as_ref().map(|_| credentials.clone());
-        let session = self.registries.session(reference, credentials);
-        let digest = match session.resolve(reference).await {
-            Ok(digest) => digest,
-            Err(e) => return (Err(Refusal::from_registry(None, e)), Lookup::Miss, None),
+        let image_session = self.registries.session(reference, credentials);
+        // A pinned digest needs no resolving: that it exists is checked beside the verification,
+        // not before it (a missing image must be told apart from an unsigned one).
+        let digest = match reference.digest() {
+            Some(pinned) => pinned.clone(),
+            None => match image_session.resolve(reference).await {
+                Ok(digest) => digest,
+                Err(e) => return (Err(Refusal::from_registry(None, e)), Lookup::Miss, None),
+            },
         };
         let signatures_in = rule
             .signature_repository()
@@ -203,7 +208,7 @@ impl Judge {
             rule: rule.name().to_string(),
             signatures_in,
         };
-        let session = signature_session.as_ref().unwrap_or(&session);
+        let session = signature_session.as_ref().unwrap_or(&image_session);
         // Only a verification that runs to its end is timed: one cut off by verifyTimeout is
         // dropped here, and neither it nor its lookup is counted.
         let mut prefetch = None;
@@ -218,10 +223,16 @@ impl Judge {
             self.metrics.verification(started.elapsed());
             outcome
         };
-        let (outcome, lookup) = self
+        let verification = self
             .cache
-            .get_or_verify(key, check, |verified| remember_until(verified, rule))
-            .await;
+            .get_or_verify(key, check, |verified| remember_until(verified, rule));
+        let (outcome, lookup) = match reference.digest() {
+            None => verification.await,
+            Some(_) => match beside_existence(&image_session, reference, verification).await {
+                Ok(done) => done,
+                Err(missing) => return (Err(Refusal::from_registry(None, missing)), Lookup::Miss, None),
+            },
+        };
         // A shared or remembered verdict: this pull waits for the download the verifying pull
         // started, rather than racing it into containerd.
         if let (None, Some(prefetcher)) = (&prefetch, &self.prefetcher) {
@@ -286,6 +297,29 @@ impl Judge {
         // hold up the workers that serve other calls.
         off_the_workers(|| judge_attached(reference, digest, &attached, rule, trust))
             .map_err(|refusal| refusal.answered_by(session.mirrors_answered()))
+    }
+}
+
+/// Runs `verification` of a digest-pinned `reference` while the registry is asked whether the
+/// image exists; a missing image is the answer, whatever the verification found. A verification
+/// remembered from an earlier pull of the digest does not wait for the answer: that pull found
+/// the image, and a pinned pull of one deleted since fails at containerd all the same.
+async fn beside_existence<T>(
+    session: &Session<'_>,
+    reference: &Reference,
+    verification: impl std::future::Future<Output = (T, Lookup)>,
+) -> Result<(T, Lookup), RegistryError> {
+    let exists = session.resolve(reference);
+    let (mut exists, mut verification) = (std::pin::pin!(exists), std::pin::pin!(verification));
+    tokio::select! {
+        done = &mut verification => match done.1 {
+            Lookup::Hit => Ok(done),
+            Lookup::Miss | Lookup::Shared => exists.await.map(|_| done),
+        },
+        answered = &mut exists => match answered {
+            Ok(_) => Ok(verification.await),
+            Err(missing) => Err(missing),
+        },
     }
 }
 

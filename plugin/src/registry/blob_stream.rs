@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
 use super::{unavailable, Need, RegistryError, Session};
 use crate::reference::Digest;
@@ -32,7 +32,10 @@ impl Session<'_> {
     /// [`Session::blob`] does, without reading its body.
     pub async fn blob_stream(&self, digest: &Digest, idle: Duration) -> Result<BlobStream, RegistryError> {
         let tail = format!("blobs/{digest}");
-        let Some((response, url)) = self.ask(Need::Pull, &tail, None, &[StatusCode::NOT_FOUND]).await? else {
+        let Some((response, url)) = self
+            .ask(Method::GET, Need::Pull, &tail, None, &[StatusCode::NOT_FOUND])
+            .await?
+        else {
             return Err(RegistryError::NotFound(format!(
                 "{}/{}/{tail}: blob not found",
                 self.registry, self.repository

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reqwest::{header, StatusCode};
+use reqwest::{header, Method, StatusCode};
 
 use crate::{
     cache::Cache,
@@ -33,6 +33,9 @@ use routes::{Route, Routes};
 
 /// Manifests and indexes larger than this are refused (distribution's own limit is 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// The header in which a registry names the digest of the manifest or blob it serves.
+const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 
 /// The media types pullgate accepts when it asks for a manifest.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -224,12 +227,16 @@ fn load_hosts(config: &Config) -> Result<HostsDir, HostsError> {
 impl Session<'_> {
     /// Resolves `reference` to the digest of the manifest the registry serves for it.
     ///
-    /// The digest is computed over the bytes received, and must agree with the registry's
-    /// `Docker-Content-Digest` header and with a digest in the reference, if either is present.
-    /// A tag is only resolved by hosts with the `resolve` capability. A tag resolved with the
-    /// same credentials less than `resolveTTL` ago is not asked again, and concurrent
-    /// resolutions of one tag share one request: the digest is what gets verified and pulled,
-    /// so a tag moved meanwhile can only make the pull the one made a moment earlier.
+    /// A tag is resolved as containerd resolves it: a `HEAD` whose `Docker-Content-Digest` names
+    /// the digest, and a `GET` only where the answer names none, the digest then computed over
+    /// the bytes received (and checked against the header, if any). The digest from a header is
+    /// a claim, and enough: it is what gets verified and what is pulled, pinned, and containerd
+    /// hashes the manifest it fetches by it. A digest in the reference must exist and agree
+    /// with the header, if any. A tag is only resolved by hosts with the `resolve` capability. A
+    /// tag resolved with the same credentials less than `resolveTTL` ago is not asked again, and
+    /// concurrent resolutions of one tag share one request: the digest is what gets verified
+    /// and pulled, so a tag moved meanwhile can only make the pull the one made a moment
+    /// earlier.
     pub async fn resolve(&self, reference: &Reference) -> Result<Digest, RegistryError> {
         let target = match (reference.digest(), reference.tag()) {
             (Some(d), _) => return self.fetch_resolution(reference, d.as_str()).await,
@@ -253,10 +260,40 @@ impl Session<'_> {
             .0
     }
 
+    /// `HEAD` for the digest of `target` (a tag or a digest), then `GET` where the answer names
+    /// no digest and `target` is a tag.
     async fn fetch_resolution(&self, reference: &Reference, target: &str) -> Result<Digest, RegistryError> {
-        match self.manifest(target).await? {
-            Some(m) => Ok(m.digest),
-            None => Err(RegistryError::NotFound(format!("manifest {reference} not found"))),
+        let pinned = Digest::parse(target);
+        let need = if pinned.is_some() { Need::Pull } else { Need::Resolve };
+        let tail = format!("manifests/{target}");
+        let not_found = || RegistryError::NotFound(format!("manifest {reference} not found"));
+        let found = self
+            .ask(
+                Method::HEAD,
+                need,
+                &tail,
+                Some(MANIFEST_ACCEPT),
+                &[StatusCode::NOT_FOUND],
+            )
+            .await?;
+        let Some((response, url)) = found else {
+            return Err(not_found());
+        };
+        let advertised = response
+            .headers()
+            .get(DOCKER_CONTENT_DIGEST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Digest::parse);
+        match (pinned, advertised) {
+            (Some(pinned), Some(advertised)) if advertised != pinned => Err(RegistryError::Invalid(format!(
+                "{url}: registry says digest {advertised} for manifest {pinned}"
+            ))),
+            (Some(pinned), _) => Ok(pinned),
+            (None, Some(advertised)) => Ok(advertised),
+            (None, None) => match self.manifest(target).await? {
+                Some(m) => Ok(m.digest),
+                None => Err(not_found()),
+            },
         }
     }
 
@@ -270,7 +307,13 @@ impl Session<'_> {
         };
         let tail = format!("manifests/{tag_or_digest}");
         let found = self
-            .ask(need, &tail, Some(MANIFEST_ACCEPT), &[StatusCode::NOT_FOUND])
+            .ask(
+                Method::GET,
+                need,
+                &tail,
+                Some(MANIFEST_ACCEPT),
+                &[StatusCode::NOT_FOUND],
+            )
             .await?;
         let Some((response, url)) = found else {
             return Ok(None);
@@ -282,7 +325,13 @@ impl Session<'_> {
     async fn manifest_from(&self, endpoint: &Endpoint, tag_or_digest: &str) -> Result<Option<Manifest>, RegistryError> {
         let tail = format!("manifests/{tag_or_digest}");
         let found = self
-            .get_from(endpoint, &tail, Some(MANIFEST_ACCEPT), &[StatusCode::NOT_FOUND])
+            .get_from(
+                Method::GET,
+                endpoint,
+                &tail,
+                Some(MANIFEST_ACCEPT),
+                &[StatusCode::NOT_FOUND],
+            )
             .await?;
         let Some((response, url)) = found else {
             return Ok(None);
@@ -294,7 +343,10 @@ impl Session<'_> {
     /// `digest`.
     pub async fn blob(&self, digest: &Digest, max: usize) -> Result<Vec<u8>, RegistryError> {
         let tail = format!("blobs/{digest}");
-        let Some((response, url)) = self.ask(Need::Pull, &tail, None, &[StatusCode::NOT_FOUND]).await? else {
+        let Some((response, url)) = self
+            .ask(Method::GET, Need::Pull, &tail, None, &[StatusCode::NOT_FOUND])
+            .await?
+        else {
             return Err(RegistryError::Invalid(format!(
                 "{}/{}/{tail}: blob not found",
                 self.registry, self.repository
@@ -333,13 +385,14 @@ impl Session<'_> {
         })
     }
 
-    /// GET `tail` (`manifests/…`, `blobs/…`) of this repository from the hosts for `need`, in
-    /// order, until one has it. A host that cannot be reached (or answers an error) is passed
+    /// GET (or HEAD) `tail` (`manifests/…`, `blobs/…`) of this repository from the hosts for
+    /// `need`, in order, until one has it. A host that cannot be reached (or answers an error) is passed
     /// over for the next, as containerd does; so is one that says it has no such thing. The
     /// first that has it answers; `None` when one said "not there" and none had it, even if
     /// others could not be reached (SPEC §3).
     async fn ask(
         &self,
+        method: Method,
         need: Need,
         tail: &str,
         accept: Option<&str>,
@@ -348,7 +401,7 @@ impl Session<'_> {
         let mut failures = Vec::new();
         let mut said_absent = false;
         for endpoint in self.endpoints(need) {
-            match self.get_from(endpoint, tail, accept, absent).await {
+            match self.get_from(method.clone(), endpoint, tail, accept, absent).await {
                 Ok(Some(found)) => return Ok(Some(found)),
                 Ok(None) => said_absent = true,
                 Err(e) => failures.push(e),
@@ -378,16 +431,17 @@ impl Session<'_> {
         Err(RegistryError::Unavailable(all.join("; ")))
     }
 
-    /// GET `tail` of this repository from one host, with authentication: answers one
+    /// GET (or HEAD) `tail` of this repository from one host, with authentication: answers one
     /// challenge, then retries once. `None` for any of the `absent` statuses.
     async fn get_from(
         &self,
+        method: Method,
         endpoint: &Endpoint,
         tail: &str,
         accept: Option<&str>,
         absent: &[StatusCode],
     ) -> Result<Option<(reqwest::Response, String)>, RegistryError> {
-        let (answer, url) = self.answer_from(endpoint, tail, accept, absent).await?;
+        let (answer, url) = self.answer_from(method, endpoint, tail, accept, absent).await?;
         match answer {
             Answer::Found(response) => Ok(Some((response, url))),
             Answer::Absent { .. } => Ok(None),
@@ -397,6 +451,7 @@ impl Session<'_> {
     /// As [`Session::get_from`], also saying whether an `absent` status came after a redirect.
     async fn answer_from(
         &self,
+        method: Method,
         endpoint: &Endpoint,
         tail: &str,
         accept: Option<&str>,
@@ -407,7 +462,7 @@ impl Session<'_> {
         if let Some(ns) = &route.ns {
             url.push_str(&format!("?ns={}", auth::url_encode(ns)));
         }
-        let answer = self.get_unless(endpoint, &url, accept, absent).await?;
+        let answer = self.get_unless(method, endpoint, &url, accept, absent).await?;
         let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
         if !answered.contains(&route.host) {
             answered.push(route.host.clone());
@@ -417,6 +472,7 @@ impl Session<'_> {
 
     async fn get_unless(
         &self,
+        method: Method,
         endpoint: &Endpoint,
         url: &str,
         accept: Option<&str>,
@@ -424,7 +480,7 @@ impl Session<'_> {
     ) -> Result<Answer, RegistryError> {
         let mut challenged = false;
         loop {
-            let mut request = endpoint.route.client.get(url);
+            let mut request = endpoint.route.client.request(method.clone(), url);
             if let Some(timeout) = self.timeout {
                 request = request.timeout(timeout);
             }
@@ -484,7 +540,7 @@ impl Session<'_> {
     }
 }
 
-/// What one host answered a GET with.
+/// What one host answered a GET or HEAD with.
 enum Answer {
     Found(reqwest::Response),
     /// One of the statuses the caller takes for "not there"; `redirected` when it came from the
@@ -505,7 +561,7 @@ async fn read_manifest(response: reqwest::Response, url: &str, tag_or_digest: &s
         .unwrap_or_default();
     let advertised = response
         .headers()
-        .get("docker-content-digest")
+        .get(DOCKER_CONTENT_DIGEST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let bytes = read_bounded(response, MAX_MANIFEST_BYTES, url).await?;
@@ -564,3 +620,6 @@ async fn read_bounded(mut response: reqwest::Response, max: usize, url: &str) ->
     }
     Ok(body)
 }
+
+#[cfg(test)]
+mod tests;

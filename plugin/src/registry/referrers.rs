@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
 use super::{read_bounded, Answer, Endpoint, Need, Registries, RegistryError, Session};
@@ -258,7 +258,10 @@ async fn index_from(
     if !session.registries.has_no_referrers_api(&key) {
         let tail = format!("referrers/{image}");
         let accept = Some("application/vnd.oci.image.index.v1+json");
-        match session.answer_from(endpoint, &tail, accept, &absent).await? {
+        match session
+            .answer_from(Method::GET, endpoint, &tail, accept, &absent)
+            .await?
+        {
             (Answer::Found(response), url) => {
                 let bytes = read_bounded(response, MAX_INDEX_BYTES, &url).await?;
                 let index: Index = serde_json::from_slice(&bytes)
@@ -272,7 +275,7 @@ async fn index_from(
             (Answer::Absent { redirected: false }, _) => session.registries.found_no_referrers_api(key),
         }
     }
-    let Some(tag) = session.manifest_from(endpoint, &referrers_tag(image)).await? else {
+    let Some(tag) = referrers_tag_index(session, endpoint, image).await? else {
         return Ok(from_api);
     };
     let from_tag = serde_json::from_slice::<Index>(&tag.bytes);
@@ -290,6 +293,27 @@ async fn index_from(
             }
             Ok(Some(api))
         }
+    }
+}
+
+/// The manifest under the referrers tag of `image` at one host, if there is one. Most images
+/// have none, so a `HEAD` asks first: a `404` to a `HEAD` costs no manifest `GET` (which
+/// registries such as Docker Hub count against a pull limit); the `GET` follows only when the
+/// tag exists, or when the host will not answer the `HEAD`.
+async fn referrers_tag_index(
+    session: &Session<'_>,
+    endpoint: &Endpoint,
+    image: &Digest,
+) -> Result<Option<super::Manifest>, RegistryError> {
+    let tag = referrers_tag(image);
+    let tail = format!("manifests/{tag}");
+    let absent = [StatusCode::NOT_FOUND];
+    let head = session
+        .answer_from(Method::HEAD, endpoint, &tail, Some(super::MANIFEST_ACCEPT), &absent)
+        .await;
+    match head {
+        Ok((Answer::Absent { .. }, _)) => Ok(None),
+        Ok((Answer::Found(_), _)) | Err(_) => session.manifest_from(endpoint, &tag).await,
     }
 }
 
@@ -562,10 +586,12 @@ mod tests {
         assert!(found.bundles.is_empty() && found.unreadable.is_empty());
         sigstore_bundles(&session(&second), &second, &[SIGN]).await.unwrap();
         let paths = asked.lock().unwrap().clone();
+        // The referrers tag is asked by HEAD, then read (GET) only where it exists.
         assert_eq!(
             paths,
             [
                 format!("/v2/app/referrers/{first}"),
+                format!("/v2/app/manifests/{}", referrers_tag(&first)),
                 format!("/v2/app/manifests/{}", referrers_tag(&first)),
                 format!("/v2/app/manifests/{}", referrers_tag(&second)),
             ]
@@ -582,7 +608,7 @@ mod tests {
         sigstore_bundles(&session(&second), &second, &[SIGN]).await.unwrap();
         let paths = asked.lock().unwrap().clone();
         assert_eq!(
-            paths[3..],
+            paths[4..],
             [
                 format!("/v2/app/referrers/{second}"),
                 format!("/v2/app/manifests/{}", referrers_tag(&second))

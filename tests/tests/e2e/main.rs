@@ -35,6 +35,7 @@ mod pull;
 mod quirky_registries;
 mod rekor_v2;
 mod rig;
+mod round_trips;
 mod signature_repository;
 mod signing_tools;
 mod sigstore_rig;
