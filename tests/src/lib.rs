@@ -32,6 +32,7 @@ pub mod registry;
 pub mod rekor_tiles;
 pub mod signer;
 pub mod sigstore;
+pub mod slow_lookups;
 pub mod timestamp_server;
 pub mod tls;
 pub mod token_server;

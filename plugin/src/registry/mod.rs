@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, RwLock},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use reqwest::{header, Method, StatusCode};
@@ -18,6 +18,7 @@ use crate::{
 };
 
 mod auth;
+mod blob_stream;
 pub mod cosign;
 mod docker_config;
 pub mod hosts;
@@ -25,6 +26,7 @@ pub mod referrers;
 mod routes;
 
 pub use auth::{Credentials, Origin};
+pub use blob_stream::BlobStream;
 pub use docker_config::{DockerConfig, DockerConfigError, MAX_DOCKER_CONFIG_BYTES};
 pub use hosts::{HostsDir, HostsError};
 pub use routes::RegistriesError;
@@ -132,6 +134,8 @@ pub struct Session<'r> {
     endpoints: Vec<Endpoint>,
     /// Hosts that answered, with content or with "not there", in the order they first did.
     answered: Mutex<Vec<String>>,
+    /// A bound on each request, body included, in place of the client's (`verifyTimeout`).
+    timeout: Option<Duration>,
 }
 
 /// One host of a session, with the header that answered its challenge, if any.
@@ -225,6 +229,7 @@ impl Registries {
             credentials,
             endpoints,
             answered: Mutex::new(Vec::new()),
+            timeout: None,
         }
     }
 
@@ -528,6 +533,9 @@ impl Session<'_> {
         let mut challenged = false;
         loop {
             let mut request = endpoint.route.client.request(method.clone(), url);
+            if let Some(timeout) = self.timeout {
+                request = request.timeout(timeout);
+            }
             for (name, value) in &endpoint.route.header {
                 request = request.header(name, value);
             }

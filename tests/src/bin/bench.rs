@@ -73,7 +73,12 @@ async fn main() {
     let policy = env.key_policy(&[&format!("{host}/bench/**")]);
     let pg = start_pullgate(&env, &current_bin, "current", &policy, "").await;
     let base = match &baseline_bin {
-        Some(binary) => Some(start_pullgate(&env, binary, "baseline", &policy, "").await),
+        // `PULLGATE_BASELINE_CONFIG`: YAML lines only the baseline gets (`prefetch: false`
+        // compares a build with itself, one feature off).
+        Some(binary) => {
+            let extra = std::env::var("PULLGATE_BASELINE_CONFIG").map_or_else(|_| String::new(), |c| format!("{c}\n"));
+            Some(start_pullgate(&env, binary, "baseline", &policy, &extra).await)
+        }
         None => None,
     };
     let clients = Clients {

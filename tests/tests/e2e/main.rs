@@ -33,6 +33,7 @@ mod names;
 mod node;
 mod node_image;
 mod notation;
+mod prefetch;
 mod proxy;
 mod pull;
 mod quirky_registries;

@@ -39,7 +39,9 @@ async fn a_cold_verified_pull_costs_at_most_one_manifest_get_more_than_a_direct_
     let pullgate_asked = proxied.pullgate.requests_since(marks.1);
     let shown = format!("direct {direct:?}\ncontainerd {by_containerd:?}\npullgate {pullgate_asked:#?}");
 
-    assert_eq!(by_containerd.manifest_get, direct.manifest_get, "{shown}");
+    // containerd fetches no more than it would directly: none, once pullgate's prefetch has put
+    // the content in its store.
+    assert!(by_containerd.manifest_get <= direct.manifest_get, "{shown}");
     assert!(
         by_containerd.manifest_get + by_pullgate.manifest_get <= direct.manifest_get + 1,
         "at most one manifest GET more than a direct pull:\n{shown}"
@@ -70,5 +72,10 @@ async fn a_cold_verified_pull_costs_at_most_one_manifest_get_more_than_a_direct_
         .unwrap_or_else(|e| panic!("second verified pull: {e:?}\n{}", pg.log()));
     let second = proxied.pullgate.since(mark);
     assert!(second.requests() >= 3, "{second:?}");
-    assert_eq!(second.connections, 0, "pullgate reuses its connection: {second:?}");
+    // The prefetch runs beside the signature lookups, so a pull may need a connection more than
+    // the pool holds; most are reused.
+    assert!(
+        second.connections < by_pullgate.connections.max(1),
+        "pullgate reuses its connections: first {by_pullgate:?}, second {second:?}"
+    );
 }
