@@ -17,11 +17,12 @@ use super::*;
 use crate::config::RegistryConfig;
 
 /// One canned answer: the `Docker-Content-Digest` to send, if any, and the body (a `HEAD` gets
-/// the headers alone).
-#[derive(Clone)]
+/// the headers alone); `untyped` leaves out `Content-Type`.
+#[derive(Clone, Default)]
 struct Canned {
     digest: Option<String>,
     body: Vec<u8>,
+    untyped: bool,
 }
 
 impl Canned {
@@ -30,6 +31,7 @@ impl Canned {
         Canned {
             digest: Some(Digest::of(body).to_string()),
             body: body.to_vec(),
+            untyped: false,
         }
     }
 }
@@ -77,21 +79,18 @@ async fn serve(routes: HashMap<String, Canned>) -> (String, Arc<Seen>) {
                     recorder.requests.lock().unwrap().push(format!("{method} {path}"));
                     let (status, canned) = match routes.get(path) {
                         Some(canned) => ("200 OK", canned.clone()),
-                        None => (
-                            "404 Not Found",
-                            Canned {
-                                digest: None,
-                                body: Vec::new(),
-                            },
-                        ),
+                        None => ("404 Not Found", Canned::default()),
                     };
                     let digest = canned
                         .digest
                         .map(|d| format!("Docker-Content-Digest: {d}\r\n"))
                         .unwrap_or_default();
+                    let typed = match canned.untyped {
+                        true => "",
+                        false => "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n",
+                    };
                     let answer = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
-                         {digest}Content-Length: {}\r\n\r\n",
+                        "HTTP/1.1 {status}\r\n{typed}{digest}Content-Length: {}\r\n\r\n",
                         canned.body.len()
                     );
                     let mut bytes = answer.into_bytes();
@@ -137,8 +136,8 @@ async fn a_tag_is_resolved_by_head_when_the_answer_names_the_digest() {
 #[tokio::test]
 async fn a_head_without_a_digest_falls_back_to_get_and_hashes_the_bytes() {
     let canned = Canned {
-        digest: None,
         body: IMAGE.to_vec(),
+        ..Canned::default()
     };
     let routes = HashMap::from([("/v2/app/manifests/v1".to_string(), canned)]);
     let (host, seen) = serve(routes).await;
@@ -153,6 +152,44 @@ async fn a_head_without_a_digest_falls_back_to_get_and_hashes_the_bytes() {
     );
 }
 
+/// The descriptor a Notation signature is matched against comes from the `HEAD` where it says
+/// all of it (`Content-Type`, `Content-Length`); where the media type is missing, from a `GET`
+/// (the media type the manifest declares, the size of its bytes).
+#[tokio::test]
+async fn a_descriptor_is_resolved_by_head_and_by_get_where_head_leaves_the_media_type_out() {
+    const DECLARED: &[u8] =
+        br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+    let untyped = Canned {
+        untyped: true,
+        ..Canned::honest(DECLARED)
+    };
+    let routes = HashMap::from([
+        ("/v2/app/manifests/v1".to_string(), Canned::honest(IMAGE)),
+        ("/v2/untyped/manifests/v1".to_string(), untyped),
+    ]);
+    let (host, seen) = serve(routes).await;
+    let registries = registries(&host);
+
+    let reference = Reference::parse(&format!("{host}/app:v1")).unwrap();
+    let session = registries.session(&reference, Credentials::anonymous());
+    let image = session.resolve_descriptor(&reference).await.unwrap();
+    assert_eq!(image.digest, Digest::of(IMAGE));
+    assert_eq!(image.media_type, "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(image.size, IMAGE.len() as u64);
+    assert_eq!(seen.requests(), ["HEAD /v2/app/manifests/v1"], "no manifest GET");
+
+    let reference = Reference::parse(&format!("{host}/untyped:v1")).unwrap();
+    let session = registries.session(&reference, Credentials::anonymous());
+    let image = session.resolve_descriptor(&reference).await.unwrap();
+    assert_eq!(image.digest, Digest::of(DECLARED));
+    assert_eq!(image.media_type, "application/vnd.oci.image.index.v1+json");
+    assert_eq!(image.size, DECLARED.len() as u64);
+    assert_eq!(
+        seen.requests()[1..],
+        ["HEAD /v2/untyped/manifests/v1", "GET /v2/untyped/manifests/v1"]
+    );
+}
+
 /// The digest a `HEAD` names is what gets verified and pulled; the manifest fetched by it later
 /// (by containerd for the pinned pull, or by pullgate) must hash to it, and a registry serving
 /// other bytes under it is refused.
@@ -162,6 +199,7 @@ async fn a_manifest_that_does_not_hash_to_the_digest_head_named_is_refused() {
     let lie = Canned {
         digest: Some(claimed.to_string()),
         body: OTHER.to_vec(),
+        ..Canned::default()
     };
     let routes = HashMap::from([
         ("/v2/app/manifests/v1".to_string(), Canned::honest(IMAGE)),
@@ -191,6 +229,7 @@ async fn a_pinned_digest_is_checked_by_head_and_one_the_registry_names_otherwise
             Canned {
                 digest: Some(Digest::of(OTHER).to_string()),
                 body: OTHER.to_vec(),
+                ..Canned::default()
             },
         ),
     ]);
