@@ -2,7 +2,13 @@
 # The side-by-side benchmark (BENCHMARKS.md): a release pullgate in front of a real containerd and
 # a real registry on loopback, alternating pullgate and direct. Needs root on Debian 12.
 #
-#   scripts/bench.sh [--baseline <git-rev>] [ROUNDS]
+#   scripts/bench.sh [--baseline <git-rev>] [--rtt <n>ms] [ROUNDS]
+#
+# --rtt <n>ms puts the registry a round trip of n milliseconds away: containerd and pullgate each
+# reach it through a latency proxy of the bench's own (tests/src/latency_proxy.rs, loopback only,
+# the delay added per direction to every chunk of every connection), named as the registry's
+# server in the hosts.toml each reads. The proxies also count the registry requests of each cold
+# pull by kind (manifest GET and HEAD, blob GET, referrers, other) and the connections opened.
 #
 # --baseline <git-rev> compares two versions in one run: it checks that revision out in a git
 # worktree at target/bench-baseline/src (kept, so a second run rebuilds only what changed), builds
@@ -18,17 +24,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-    echo "usage: scripts/bench.sh [--baseline <git-rev>] [ROUNDS]" >&2
+    echo "usage: scripts/bench.sh [--baseline <git-rev>] [--rtt <n>ms] [ROUNDS]" >&2
     exit 2
 }
 
 baseline_rev=""
 rounds=40
+bench_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --baseline)
             [ $# -ge 2 ] || usage
             baseline_rev="$2"
+            shift 2
+            ;;
+        --rtt)
+            [ $# -ge 2 ] && [[ "$2" =~ ^[0-9]+ms$ ]] || usage
+            bench_args+=(--rtt "$2")
             shift 2
             ;;
         -h | --help) usage ;;
@@ -58,4 +70,4 @@ if [ -n "$baseline_rev" ]; then
 fi
 
 nice -n 10 cargo build --locked --release -p pullgate -p pullgate-tests --bin pullgate --bin bench
-PULLGATE_BIN="$PWD/target/release/pullgate" exec target/release/bench "$rounds"
+PULLGATE_BIN="$PWD/target/release/pullgate" exec target/release/bench "${bench_args[@]}" "$rounds"

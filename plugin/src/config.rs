@@ -53,6 +53,10 @@ pub struct Config {
     /// (`""`) keeps them in memory only.
     #[serde(default = "defaults::state_dir", deserialize_with = "optional_path")]
     pub state_dir: Option<PathBuf>,
+    /// Fetch a pull's content into containerd's content store (under a lease) while its
+    /// signatures are checked; `false` leaves all fetching to containerd after the verdict.
+    #[serde(default = "defaults::prefetch")]
+    pub prefetch: bool,
 }
 
 /// Where `dockerConfig` says the Docker config.json is.
@@ -191,6 +195,7 @@ impl Config {
             registry_hosts: defaults::registry_hosts(),
             docker_config: defaults::docker_config(),
             state_dir: defaults::state_dir(),
+            prefetch: defaults::prefetch(),
         }
     }
 
@@ -301,6 +306,9 @@ mod defaults {
     /// Where kubelet reads its own registry credentials.
     pub fn docker_config() -> super::DockerConfigFile {
         super::DockerConfigFile::Default("/var/lib/kubelet/config.json".into())
+    }
+    pub fn prefetch() -> bool {
+        true
     }
 }
 

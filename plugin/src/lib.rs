@@ -23,6 +23,7 @@ pub mod gate;
 pub mod metrics;
 pub mod node;
 pub mod policy;
+pub mod prefetch;
 pub mod registry;
 pub mod serve;
 pub mod state;

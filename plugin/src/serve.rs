@@ -23,12 +23,13 @@ use crate::{
 use crate::{
     audit::AuditLog,
     config::Config,
-    containerd::Containerd,
+    containerd::{content::ContentStore, Containerd},
     cri::{self, ImageGate, Upstream},
     gate::{Gate, Judge},
     metrics::{self, endpoint::Readiness, Metrics},
     node,
     policy::Policy,
+    prefetch::Prefetcher,
     registry::{DockerConfig, Registries},
     state::StateDir,
 };
@@ -114,7 +115,11 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
     tracing::info!(keys = docker_config.len(), "docker config loaded");
     let upstream = Upstream::connect_lazy(&config.upstream);
     let containerd = Containerd::new(upstream.channel(), &config.containerd_namespace)?;
-    let judge = Judge::new(registries.clone(), config.verify_timeout, metrics.clone());
+    let mut judge = Judge::new(registries.clone(), config.verify_timeout, metrics.clone());
+    if config.prefetch {
+        let store = ContentStore::new(upstream.channel(), &config.containerd_namespace)?;
+        judge = judge.with_prefetcher(Prefetcher::new(store, registries.clone()));
+    }
     judge.set_docker_config(docker_config);
     let state = open_state(config.state_dir.as_deref());
     let gate = Arc::new(Gate::new(

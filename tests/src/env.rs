@@ -5,14 +5,17 @@
 use std::{
     path::{Path, PathBuf},
     sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
 };
 
 use tempfile::TempDir;
 
 use crate::{
-    containerd::{Binary, Containerd, RegistryHost},
+    containerd::{write_certs_d, Binary, Containerd, RegistryHost},
     distribution::Auth,
-    image, policy,
+    image,
+    latency_proxy::LatencyProxy,
+    policy,
     process::free_local_port,
     pullgate::{self, Pullgate, RegistryEntry},
     registry::Registry,
@@ -31,8 +34,22 @@ pub struct TestEnv {
     pub registry: Registry,
     pub containerd: Containerd,
     pub signer: Signer,
+    /// The latency proxies in front of the registry, for an env started with
+    /// [`TestEnv::start_behind_proxy`].
+    pub proxied: Option<Proxied>,
     pullgates: AtomicUsize,
     dir: TempDir,
+}
+
+/// A registry in another zone: containerd and pullgate each reach it through a
+/// [`LatencyProxy`] of their own (named as the registry's `server` in the `hosts.toml` each
+/// reads), so the requests of each are counted apart. Pushes go to the registry directly.
+#[derive(Debug)]
+pub struct Proxied {
+    pub containerd: LatencyProxy,
+    pub pullgate: LatencyProxy,
+    /// The `registryHosts` directory pullgate's configuration names.
+    pullgate_hosts: PathBuf,
 }
 
 // === impl TestEnv ===
@@ -80,6 +97,37 @@ impl TestEnv {
         Self::with(dir, registry, containerd)
     }
 
+    /// An env whose open registry is reached `rtt` away: containerd through one
+    /// [`LatencyProxy`], pullgates through another ([`Proxied`]).
+    pub async fn start_behind_proxy(rtt: Duration) -> TestEnv {
+        let dir = env_dir();
+        let registry = Registry::start_in(&dir.path().join("registry"), None).await;
+        let proxy = || async {
+            LatencyProxy::start(&registry.host(), rtt)
+                .await
+                .expect("start a latency proxy")
+        };
+        let (to_containerd, to_pullgate) = (proxy().await, proxy().await);
+        let behind = |proxy: &LatencyProxy| RegistryHost {
+            namespace: registry.host(),
+            server: Some(format!("http://{}", proxy.host())),
+            ca: None,
+            mirrors: Vec::new(),
+        };
+        let containerd =
+            Containerd::start_in_with_hosts(&dir.path().join("containerd"), &[behind(&to_containerd)]).await;
+        let pullgate_hosts = dir.path().join("pullgate-hosts");
+        write_certs_d(&pullgate_hosts, &[behind(&to_pullgate)])
+            .unwrap_or_else(|e| panic!("write {}: {e}", pullgate_hosts.display()));
+        let mut env = Self::with(dir, registry, containerd);
+        env.proxied = Some(Proxied {
+            containerd: to_containerd,
+            pullgate: to_pullgate,
+            pullgate_hosts,
+        });
+        env
+    }
+
     async fn start_inner(htpasswd: Option<(&str, &str)>) -> TestEnv {
         let dir = env_dir();
         let registry = Registry::start_in(&dir.path().join("registry"), htpasswd).await;
@@ -100,6 +148,7 @@ impl TestEnv {
             registry,
             containerd,
             signer: Signer::generate(),
+            proxied: None,
             pullgates: AtomicUsize::new(0),
             dir,
         }
@@ -168,15 +217,23 @@ impl TestEnv {
     }
 
     /// As [`TestEnv::pullgate_config`], with exactly `registries` as the `registries` entries.
+    /// Behind a proxy ([`TestEnv::start_behind_proxy`]) it also names pullgate's `hosts.toml`
+    /// directory as `registryHosts`.
     pub fn pullgate_config_with(&self, dir: &Path, registries: &[RegistryEntry], verify_timeout: &str) -> String {
-        pullgate::config_yaml_with_registries(
+        let mut config = pullgate::config_yaml_with_registries(
             &dir.join("pullgate.sock"),
             &self.containerd.socket(),
             &dir.join("policy.yaml"),
             &dir.join("audit.jsonl"),
             registries,
             verify_timeout,
-        )
+        );
+        if let Some(proxied) = &self.proxied {
+            let path = proxied.pullgate_hosts.display().to_string();
+            let quoted = serde_json::to_string(&path).expect("encode a path");
+            config.push_str(&format!("registryHosts: {quoted}\n"));
+        }
+        config
     }
 
     /// Starts a pullgate in front of this env's containerd with `policy_yaml`, in a fresh

@@ -30,7 +30,12 @@ impl TinyImage {
     /// An image whose layer holds `/hello` with `content`. Two calls never build the same image,
     /// even for the same content: the config carries a nonce label, so digests always differ.
     pub fn build(content: &str) -> TinyImage {
-        let layer = tar_one_file(FILE_NAME, content.as_bytes());
+        Self::build_bytes(content.as_bytes())
+    }
+
+    /// As [`TinyImage::build`], with `/hello` holding any bytes (a large layer, say).
+    pub fn build_bytes(content: &[u8]) -> TinyImage {
+        let layer = tar_one_file(FILE_NAME, content);
         let layer_digest = sha256_digest(&layer);
         let config = serde_json::to_vec(&json!({
             "architecture": go_arch(),
@@ -119,6 +124,22 @@ pub fn tar_one_file(name: &str, content: &[u8]) -> Vec<u8> {
     // Two zero blocks end the archive.
     tar.resize(tar.len() + 1024, 0);
     tar
+}
+
+/// `len` bytes no compressor can shrink (xorshift64*), different for every call.
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let mut state = nonce().bytes().fold(0x9e37_79b9_7f4a_7c15_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        bytes.extend_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
 }
 
 /// The GOARCH name of this machine, so containerd's platform matcher takes the image.

@@ -6,6 +6,8 @@ use containerd_client::services::v1::{
 };
 use tonic::{metadata::MetadataValue, transport::Channel, Code, Request, Status};
 
+pub mod content;
+
 /// The images service of one containerd namespace.
 /// A containerd namespace that cannot travel in gRPC metadata.
 #[derive(Debug, thiserror::Error)]

@@ -13,6 +13,7 @@ use crate::{
     denial::{Cause, Denial},
     metrics::Metrics,
     policy::{Mode, Policy, Rule, SignatureRepository, Verdict},
+    prefetch::{Prefetch, Prefetcher},
     reference::{Digest, Reference},
     registry::{cosign, referrers, Credentials, DockerConfig, Registries, RegistryError, Session},
     verify::{self, notation::Descriptor, AttestationOutcome, TrustMaterial, Verified},
@@ -30,6 +31,8 @@ pub struct Judge {
     /// Credentials for registries kubelet sent none for (`dockerConfig`); replaced whole on
     /// reload.
     docker_config: Arc<RwLock<Arc<DockerConfig>>>,
+    /// Fetches a pull's content into containerd while it is verified (`serve` only).
+    prefetcher: Option<Prefetcher>,
 }
 
 /// What a verification's outcome depends on. A reload changes the generation, so no
@@ -69,6 +72,8 @@ pub struct Judgement {
     /// The rule's `signatureRepository`, where signatures were looked up instead of beside the
     /// image.
     pub signatures_in: Option<String>,
+    /// The image's content on its way into containerd while it was verified, if it was.
+    pub prefetch: Option<Prefetch>,
 }
 
 // === impl Judge ===
@@ -82,7 +87,14 @@ impl Judge {
             cache: Arc::new(Cache::new(CACHE_TTL, CACHE_CAPACITY)),
             metrics,
             docker_config: Arc::default(),
+            prefetcher: None,
         }
+    }
+
+    /// This judge, fetching each verified pull's content into containerd while it verifies it.
+    pub fn with_prefetcher(mut self, prefetcher: Prefetcher) -> Self {
+        self.prefetcher = Some(prefetcher);
+        self
     }
 
     /// Puts `config` in force for registries kubelet sends no credentials for.
@@ -121,6 +133,7 @@ impl Judge {
         };
         let decision = policy.decide(&reference, namespace);
         let mut cache = None;
+        let mut prefetch = None;
         let waive = |reason: &str| Ok(Admission::Waived(Waiver::new(reason.to_string())));
         let verdict = match decision.verdict {
             Verdict::Allow(Some(_)) => waive("the rule allows it without verification"),
@@ -130,8 +143,9 @@ impl Judge {
             Verdict::Verify(rule) => {
                 let verifying = self.verify(&reference, rule, policy, credentials);
                 match tokio::time::timeout(self.verify_timeout, verifying).await {
-                    Ok((outcome, lookup)) => {
+                    Ok((outcome, lookup, prefetched)) => {
                         cache = Some(lookup);
+                        prefetch = prefetched;
                         outcome.map(Admission::Verified)
                     }
                     Err(_elapsed) => Err(Refusal::new(None, Cause::Timeout(self.verify_timeout))),
@@ -152,31 +166,40 @@ impl Judge {
             signatures_in,
         );
         judgement.cache = cache;
+        judgement.prefetch = prefetch;
         judgement
     }
 
     /// Resolves the digest, then checks the image's signatures and attestations against the
     /// rule, or takes the outcome from the cache: a remembered success, or a verification of
-    /// the same image already in flight.
+    /// the same image already in flight. A verification run here starts the prefetch of the
+    /// image's content, returned to go on, or be dropped, with the verdict.
     async fn verify(
         &self,
         reference: &Reference,
         rule: &Rule,
         policy: &Policy,
         credentials: Credentials,
-    ) -> (Result<Verified, Refusal>, Lookup) {
+    ) -> (Result<Verified, Refusal>, Lookup, Option<Prefetch>) {
         // The tag is resolved in the image's own repository with kubelet's credentials; what is
         // verified, and pulled, is that digest wherever its signatures live.
         let signature_session = rule.signature_repository().map(|repository| {
             let credentials = self.signature_credentials(reference, repository, &credentials);
             self.registries.session(repository.reference(), credentials)
         });
-        let session = self.registries.session(reference, credentials);
-        let image = match session.resolve_descriptor(reference).await {
-            Ok(image) => image,
-            Err(e) => return (Err(Refusal::from_registry(None, e)), Lookup::Miss),
+        let prefetch_credentials = self.prefetcher.as_ref().map(|_| credentials.clone());
+        let image_session = self.registries.session(reference, credentials);
+        // A pinned digest needs no resolving: that it exists is checked beside the verification,
+        // not before it (a missing image must be told apart from an unsigned one). A Notation
+        // signature is matched against the manifest's descriptor (media type and size too), so
+        // for a rule that would accept one the descriptor is resolved first, as for a tag.
+        let (digest, image) = match reference.digest() {
+            Some(pinned) if !wants_notation(rule) => (pinned.clone(), None),
+            _ => match image_session.resolve_descriptor(reference).await {
+                Ok(image) => (image.digest.clone(), Some(image)),
+                Err(e) => return (Err(Refusal::from_registry(None, e)), Lookup::Miss, None),
+            },
         };
-        let digest = image.digest.clone();
         let signatures_in = rule
             .signature_repository()
             .map_or_else(|| reference.repository(), ToString::to_string);
@@ -187,19 +210,38 @@ impl Judge {
             rule: rule.name().to_string(),
             signatures_in,
         };
-        let session = signature_session.as_ref().unwrap_or(&session);
+        let session = signature_session.as_ref().unwrap_or(&image_session);
         // Only a verification that runs to its end is timed: one cut off by verifyTimeout is
         // dropped here, and neither it nor its lookup is counted.
+        let mut prefetch = None;
         let check = || async {
+            // Only the request that verifies fetches: a remembered or shared verdict has nothing
+            // to hide a download behind, and the verifying pull's prefetch serves them all.
+            if let (Some(prefetcher), Some(credentials)) = (&self.prefetcher, prefetch_credentials) {
+                prefetch = prefetcher.start(reference, credentials, &digest);
+            }
             let started = Instant::now();
-            let outcome = self.check(reference, session, &image, rule, policy.trust()).await;
+            let outcome = self
+                .check(reference, session, &digest, image.as_ref(), rule, policy.trust())
+                .await;
             self.metrics.verification(started.elapsed());
             outcome
         };
-        let (outcome, lookup) = self
+        let verification = self
             .cache
-            .get_or_verify(key, check, |verified| remember_until(verified, rule))
-            .await;
+            .get_or_verify(key, check, |verified| remember_until(verified, rule));
+        let (outcome, lookup) = match image {
+            Some(_) => verification.await,
+            None => match beside_existence(&image_session, reference, verification).await {
+                Ok(done) => done,
+                Err(missing) => return (Err(Refusal::from_registry(None, missing)), Lookup::Miss, None),
+            },
+        };
+        // A shared or remembered verdict: this pull waits for the download the verifying pull
+        // started, rather than racing it into containerd.
+        if let (None, Some(prefetcher)) = (&prefetch, &self.prefetcher) {
+            prefetch = prefetcher.follow(&digest);
+        }
         self.metrics.cache_lookup(lookup);
         // Shared or remembered outcomes may come from a pull of another tag of the repository;
         // one for anything else (the cache's key rules it out) refuses rather than vouches.
@@ -210,19 +252,21 @@ impl Judge {
                 Refusal::from_registry(Some(&digest), RegistryError::Invalid(why))
             })
         });
-        (outcome, lookup)
+        (outcome, lookup, prefetch)
     }
 
-    /// Fetches the signatures and attestations of `image` and checks them against the rule.
+    /// Fetches the signatures and attestations of `digest` and checks them against the rule.
+    /// `image` is its manifest's descriptor, where resolved (a rule that accepts Notation
+    /// signatures always has it).
     async fn check(
         &self,
         reference: &Reference,
         session: &Session<'_>,
-        image: &Descriptor,
+        digest: &Digest,
+        image: Option<&Descriptor>,
         rule: &Rule,
         trust: Option<&TrustMaterial>,
     ) -> Result<Verified, Refusal> {
-        let digest = &image.digest;
         let from_registry = |e: RegistryError| Refusal::from_registry(Some(digest), e);
         // Legacy .sig and .att tags and v3 bundle referrers are looked up at the same time.
         // Any lookup failing as a whole (the registry went away) fails the verification: a
@@ -231,7 +275,7 @@ impl Judge {
         // cosign signatures are looked for when a Sigstore authority could accept one, Notation
         // signatures when a Notation authority could.
         let signed = rule.requires_signature() && rule.authorities().iter().any(|a| a.kind.is_sigstore());
-        let notation = rule.requires_signature() && rule.authorities().iter().any(|a| !a.kind.is_sigstore());
+        let notation = wants_notation(rule);
         let mut wanted = Vec::new();
         if signed {
             wanted.push(verify::COSIGN_SIGN_PREDICATE);
@@ -258,12 +302,40 @@ impl Judge {
             layers: layers.map_err(from_registry)?,
             referrers: referrers.map_err(from_registry)?,
             attestations: attestations.map_err(from_registry)?,
-            image: Some(image.clone()),
+            image: image.cloned(),
         };
         // Checking signatures, certificates and conditions is CPU work: it runs where it cannot
         // hold up the workers that serve other calls.
         off_the_workers(|| judge_attached(reference, digest, &attached, rule, trust))
             .map_err(|refusal| refusal.answered_by(session.mirrors_answered()))
+    }
+}
+
+/// Whether `rule` could accept a Notation signature (then the image's descriptor is needed).
+fn wants_notation(rule: &Rule) -> bool {
+    rule.requires_signature() && rule.authorities().iter().any(|a| !a.kind.is_sigstore())
+}
+
+/// Runs `verification` of a digest-pinned `reference` while the registry is asked whether the
+/// image exists; a missing image is the answer, whatever the verification found. A verification
+/// remembered from an earlier pull of the digest does not wait for the answer: that pull found
+/// the image, and a pinned pull of one deleted since fails at containerd all the same.
+async fn beside_existence<T>(
+    session: &Session<'_>,
+    reference: &Reference,
+    verification: impl std::future::Future<Output = (T, Lookup)>,
+) -> Result<(T, Lookup), RegistryError> {
+    let exists = session.resolve(reference);
+    let (mut exists, mut verification) = (std::pin::pin!(exists), std::pin::pin!(verification));
+    tokio::select! {
+        done = &mut verification => match done.1 {
+            Lookup::Hit => Ok(done),
+            Lookup::Miss | Lookup::Shared => exists.await.map(|_| done),
+        },
+        answered = &mut exists => match answered {
+            Ok(_) => Ok(verification.await),
+            Err(missing) => Err(missing),
+        },
     }
 }
 
@@ -424,6 +496,7 @@ impl Judgement {
             rejected,
             cache: None,
             signatures_in,
+            prefetch: None,
         }
     }
 

@@ -181,16 +181,20 @@ impl Gate {
         let pod = metadata.map_or("", |m| m.name.as_str());
 
         let policy = self.policy();
-        let judgement = self
+        let mut judgement = self
             .judge
             .judge(&policy, image, namespace, Credentials::from_cri(request.auth.as_ref()))
             .await;
+        // The content fetched while the image was verified: kept for the pull below, or
+        // dropped, which stops the download and lets containerd collect it.
+        let mut prefetch = judgement.prefetch.take();
         let mut record = judgement.record(namespace, pod, started);
         self.metrics.decision(&record);
         let enforced = judgement.mode == Mode::Enforce;
         let admission = match judgement.verdict {
             Ok(admission) => admission,
             Err(denial) if enforced => {
+                drop(prefetch.take());
                 record.outcome = Some(Outcome::Denied);
                 tracing::info!(image = %record.image, namespace, pod, rule = ?record.rule, decision = ?record.decision, reason = %record.reason, "pull denied");
                 self.record_pull(record, enforced, &judgement.image).await?;
@@ -238,7 +242,16 @@ impl Gate {
             record: Some(record),
             gate: self,
         };
+        if let Some(prefetch) = &mut prefetch {
+            prefetch.finished().await;
+        }
         let pulled = self.pull(&call, admission).await;
+        // Once containerd's image record holds the content, the lease can go without a
+        // collection; a failed pull's content is collected.
+        match (prefetch, pulled.is_ok()) {
+            (Some(prefetch), true) => prefetch.release(),
+            (failed, _) => drop(failed),
+        }
         let mut record = unwritten.take();
         match &pulled {
             Ok(_) => record.outcome = Some(Outcome::Pulled),

@@ -4,10 +4,10 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, RwLock},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use reqwest::{header, StatusCode};
+use reqwest::{header, Method, StatusCode};
 
 use crate::{
     cache::Cache,
@@ -18,6 +18,7 @@ use crate::{
 };
 
 mod auth;
+mod blob_stream;
 pub mod cosign;
 mod docker_config;
 pub mod hosts;
@@ -25,6 +26,7 @@ pub mod referrers;
 mod routes;
 
 pub use auth::{Credentials, Origin};
+pub use blob_stream::BlobStream;
 pub use docker_config::{DockerConfig, DockerConfigError, MAX_DOCKER_CONFIG_BYTES};
 pub use hosts::{HostsDir, HostsError};
 pub use routes::RegistriesError;
@@ -32,6 +34,9 @@ use routes::{Route, Routes};
 
 /// Manifests and indexes larger than this are refused (distribution's own limit is 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// The header in which a registry names the digest of the manifest or blob it serves.
+const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 
 /// The media types pullgate accepts when it asks for a manifest.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -129,6 +134,8 @@ pub struct Session<'r> {
     endpoints: Vec<Endpoint>,
     /// Hosts that answered, with content or with "not there", in the order they first did.
     answered: Mutex<Vec<String>>,
+    /// A bound on each request, body included, in place of the client's (`verifyTimeout`).
+    timeout: Option<Duration>,
 }
 
 /// One host of a session, with the header that answered its challenge, if any.
@@ -222,6 +229,7 @@ impl Registries {
             credentials,
             endpoints,
             answered: Mutex::new(Vec::new()),
+            timeout: None,
         }
     }
 
@@ -244,18 +252,23 @@ fn load_hosts(config: &Config) -> Result<HostsDir, HostsError> {
 impl Session<'_> {
     /// Resolves `reference` to the digest of the manifest the registry serves for it.
     ///
-    /// The digest is computed over the bytes received, and must agree with the registry's
-    /// `Docker-Content-Digest` header and with a digest in the reference, if either is present.
-    /// A tag is only resolved by hosts with the `resolve` capability. A tag resolved with the
-    /// same credentials less than `resolveTTL` ago is not asked again, and concurrent
-    /// resolutions of one tag share one request: the digest is what gets verified and pulled,
-    /// so a tag moved meanwhile can only make the pull the one made a moment earlier.
+    /// A tag is resolved as containerd resolves it: a `HEAD` whose `Docker-Content-Digest` names
+    /// the digest, and a `GET` only where the answer names none, the digest then computed over
+    /// the bytes received (and checked against the header, if any). The digest from a header is
+    /// a claim, and enough: it is what gets verified and what is pulled, pinned, and containerd
+    /// hashes the manifest it fetches by it. A digest in the reference must exist and agree
+    /// with the header, if any. A tag is only resolved by hosts with the `resolve` capability. A
+    /// tag resolved with the same credentials less than `resolveTTL` ago is not asked again, and
+    /// concurrent resolutions of one tag share one request: the digest is what gets verified
+    /// and pulled, so a tag moved meanwhile can only make the pull the one made a moment
+    /// earlier.
     pub async fn resolve(&self, reference: &Reference) -> Result<Digest, RegistryError> {
         self.resolve_descriptor(reference).await.map(|d| d.digest)
     }
 
     /// As [`Session::resolve`], with the manifest's media type (as the registry served it) and
-    /// size: the descriptor a Notary Project signature names as its target.
+    /// size: the descriptor a Notary Project signature names as its target. From a `HEAD`, they
+    /// are its `Content-Type` and `Content-Length`; a `GET` follows where either is missing.
     pub async fn resolve_descriptor(&self, reference: &Reference) -> Result<Descriptor, RegistryError> {
         let target = match (reference.digest(), reference.tag()) {
             (Some(d), _) => return self.fetch_resolution(reference, d.as_str()).await,
@@ -279,10 +292,55 @@ impl Session<'_> {
             .0
     }
 
+    /// `HEAD` for the descriptor of `target` (a tag or a digest): its digest from
+    /// `Docker-Content-Digest`, its media type and size from `Content-Type` and `Content-Length`.
+    /// A `GET` follows where the answer lacks any of them (the digest then computed over the bytes).
     async fn fetch_resolution(&self, reference: &Reference, target: &str) -> Result<Descriptor, RegistryError> {
-        match self.manifest(target).await? {
-            Some(m) => Ok(m.descriptor()),
-            None => Err(RegistryError::NotFound(format!("manifest {reference} not found"))),
+        let pinned = Digest::parse(target);
+        let need = if pinned.is_some() { Need::Pull } else { Need::Resolve };
+        let tail = format!("manifests/{target}");
+        let not_found = || RegistryError::NotFound(format!("manifest {reference} not found"));
+        let found = self
+            .ask(
+                Method::HEAD,
+                need,
+                &tail,
+                Some(MANIFEST_ACCEPT),
+                &[StatusCode::NOT_FOUND],
+            )
+            .await?;
+        let Some((response, url)) = found else {
+            return Err(not_found());
+        };
+        let headers = response.headers();
+        let text = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
+        let advertised = text(DOCKER_CONTENT_DIGEST).and_then(Digest::parse);
+        // The digest fixes the bytes: a media type or size that lies can only make a Notation
+        // signature fail to match them, never make other bytes pass.
+        let media_type = text(header::CONTENT_TYPE.as_str())
+            .map(|v| v.split(';').next().unwrap_or("").trim())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
+        let size = text(header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+        let digest = match (pinned, advertised) {
+            (Some(pinned), Some(advertised)) if advertised != pinned => {
+                return Err(RegistryError::Invalid(format!(
+                    "{url}: registry says digest {advertised} for manifest {pinned}"
+                )))
+            }
+            (Some(digest), _) | (None, Some(digest)) => Some(digest),
+            (None, None) => None,
+        };
+        match (digest, media_type, size) {
+            (Some(digest), Some(media_type), Some(size)) => Ok(Descriptor {
+                media_type,
+                digest,
+                size,
+            }),
+            _ => match self.manifest(target).await? {
+                Some(m) => Ok(m.descriptor()),
+                None => Err(not_found()),
+            },
         }
     }
 
@@ -296,7 +354,13 @@ impl Session<'_> {
         };
         let tail = format!("manifests/{tag_or_digest}");
         let found = self
-            .ask(need, &tail, Some(MANIFEST_ACCEPT), &[StatusCode::NOT_FOUND])
+            .ask(
+                Method::GET,
+                need,
+                &tail,
+                Some(MANIFEST_ACCEPT),
+                &[StatusCode::NOT_FOUND],
+            )
             .await?;
         let Some((response, url)) = found else {
             return Ok(None);
@@ -308,7 +372,13 @@ impl Session<'_> {
     async fn manifest_from(&self, endpoint: &Endpoint, tag_or_digest: &str) -> Result<Option<Manifest>, RegistryError> {
         let tail = format!("manifests/{tag_or_digest}");
         let found = self
-            .get_from(endpoint, &tail, Some(MANIFEST_ACCEPT), &[StatusCode::NOT_FOUND])
+            .get_from(
+                Method::GET,
+                endpoint,
+                &tail,
+                Some(MANIFEST_ACCEPT),
+                &[StatusCode::NOT_FOUND],
+            )
             .await?;
         let Some((response, url)) = found else {
             return Ok(None);
@@ -320,7 +390,10 @@ impl Session<'_> {
     /// `digest`.
     pub async fn blob(&self, digest: &Digest, max: usize) -> Result<Vec<u8>, RegistryError> {
         let tail = format!("blobs/{digest}");
-        let Some((response, url)) = self.ask(Need::Pull, &tail, None, &[StatusCode::NOT_FOUND]).await? else {
+        let Some((response, url)) = self
+            .ask(Method::GET, Need::Pull, &tail, None, &[StatusCode::NOT_FOUND])
+            .await?
+        else {
             return Err(RegistryError::Invalid(format!(
                 "{}/{}/{tail}: blob not found",
                 self.registry, self.repository
@@ -359,27 +432,33 @@ impl Session<'_> {
         })
     }
 
-    /// GET `tail` (`manifests/…`, `blobs/…`) of this repository from the hosts for `need`, in
-    /// order, until one has it. A host that cannot be reached (or answers an error) is passed
+    /// GET (or HEAD) `tail` (`manifests/…`, `blobs/…`) of this repository from the hosts for
+    /// `need`, in order, until one has it. A host that cannot be reached (or answers an error) is passed
     /// over for the next, as containerd does; so is one that says it has no such thing. The
     /// first that has it answers; `None` when one said "not there" and none had it, even if
-    /// others could not be reached (SPEC §3).
+    /// others could not be reached (SPEC §3). A host listed twice (containerd 1.6 needs the
+    /// `server` repeated as a `[host]` table) is not asked again what it said it does not have.
     async fn ask(
         &self,
+        method: Method,
         need: Need,
         tail: &str,
         accept: Option<&str>,
         absent: &[StatusCode],
     ) -> Result<Option<(reqwest::Response, String)>, RegistryError> {
         let mut failures = Vec::new();
-        let mut said_absent = false;
+        let mut said_absent: Vec<&Route> = Vec::new();
         for endpoint in self.endpoints(need) {
-            match self.get_from(endpoint, tail, accept, absent).await {
+            if said_absent.iter().any(|r| r.same_place(&endpoint.route)) {
+                continue;
+            }
+            match self.get_from(method.clone(), endpoint, tail, accept, absent).await {
                 Ok(Some(found)) => return Ok(Some(found)),
-                Ok(None) => said_absent = true,
+                Ok(None) => said_absent.push(&endpoint.route),
                 Err(e) => failures.push(e),
             }
         }
+        let said_absent = !said_absent.is_empty();
         self.none_found(need, said_absent, failures).map(|()| None)
     }
 
@@ -404,16 +483,17 @@ impl Session<'_> {
         Err(RegistryError::Unavailable(all.join("; ")))
     }
 
-    /// GET `tail` of this repository from one host, with authentication: answers one
+    /// GET (or HEAD) `tail` of this repository from one host, with authentication: answers one
     /// challenge, then retries once. `None` for any of the `absent` statuses.
     async fn get_from(
         &self,
+        method: Method,
         endpoint: &Endpoint,
         tail: &str,
         accept: Option<&str>,
         absent: &[StatusCode],
     ) -> Result<Option<(reqwest::Response, String)>, RegistryError> {
-        let (answer, url) = self.answer_from(endpoint, tail, accept, absent).await?;
+        let (answer, url) = self.answer_from(method, endpoint, tail, accept, absent).await?;
         match answer {
             Answer::Found(response) => Ok(Some((response, url))),
             Answer::Absent { .. } => Ok(None),
@@ -423,6 +503,7 @@ impl Session<'_> {
     /// As [`Session::get_from`], also saying whether an `absent` status came after a redirect.
     async fn answer_from(
         &self,
+        method: Method,
         endpoint: &Endpoint,
         tail: &str,
         accept: Option<&str>,
@@ -433,7 +514,7 @@ impl Session<'_> {
         if let Some(ns) = &route.ns {
             url.push_str(&format!("?ns={}", auth::url_encode(ns)));
         }
-        let answer = self.get_unless(endpoint, &url, accept, absent).await?;
+        let answer = self.get_unless(method, endpoint, &url, accept, absent).await?;
         let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
         if !answered.contains(&route.host) {
             answered.push(route.host.clone());
@@ -443,6 +524,7 @@ impl Session<'_> {
 
     async fn get_unless(
         &self,
+        method: Method,
         endpoint: &Endpoint,
         url: &str,
         accept: Option<&str>,
@@ -450,7 +532,10 @@ impl Session<'_> {
     ) -> Result<Answer, RegistryError> {
         let mut challenged = false;
         loop {
-            let mut request = endpoint.route.client.get(url);
+            let mut request = endpoint.route.client.request(method.clone(), url);
+            if let Some(timeout) = self.timeout {
+                request = request.timeout(timeout);
+            }
             for (name, value) in &endpoint.route.header {
                 request = request.header(name, value);
             }
@@ -507,7 +592,7 @@ impl Session<'_> {
     }
 }
 
-/// What one host answered a GET with.
+/// What one host answered a GET or HEAD with.
 enum Answer {
     Found(reqwest::Response),
     /// One of the statuses the caller takes for "not there"; `redirected` when it came from the
@@ -528,7 +613,7 @@ async fn read_manifest(response: reqwest::Response, url: &str, tag_or_digest: &s
         .unwrap_or_default();
     let advertised = response
         .headers()
-        .get("docker-content-digest")
+        .get(DOCKER_CONTENT_DIGEST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let bytes = read_bounded(response, MAX_MANIFEST_BYTES, url).await?;
@@ -587,3 +672,6 @@ async fn read_bounded(mut response: reqwest::Response, max: usize, url: &str) ->
     }
     Ok(body)
 }
+
+#[cfg(test)]
+mod tests;

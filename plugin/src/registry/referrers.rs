@@ -8,10 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
-use super::{read_bounded, Answer, Endpoint, Need, Registries, RegistryError, Session};
+use super::{read_bounded, routes::Route, Answer, Endpoint, Need, Registries, RegistryError, Session};
 use crate::{
     reference::Digest,
     verify::notation::{COSE_MEDIA_TYPE, JWS_MEDIA_TYPE, MAX_ENVELOPE_BYTES, SIGNATURE_ARTIFACT_TYPE},
@@ -245,15 +245,20 @@ async fn referrers_index<W: Fn(&BTreeMap<String, String>) -> bool>(
     look: &Look<'_, W>,
 ) -> Result<Option<Index>, RegistryError> {
     let mut failures = Vec::new();
-    let mut said_absent = false;
+    let mut said_absent: Vec<&Route> = Vec::new();
     for endpoint in session.endpoints(Need::Referrers) {
+        // The same host listed twice says the same "none" twice.
+        if said_absent.iter().any(|r| r.same_place(&endpoint.route)) {
+            continue;
+        }
         match index_from(session, endpoint, image, look).await {
             Ok(Some(index)) => return Ok(Some(index)),
-            Ok(None) => said_absent = true,
+            Ok(None) => said_absent.push(&endpoint.route),
             Err(e @ RegistryError::Unavailable(_)) => failures.push(e),
             Err(e) => return Err(e),
         }
     }
+    let said_absent = !said_absent.is_empty();
     session
         .none_found(Need::Referrers, said_absent, failures)
         .map(|()| None)
@@ -290,7 +295,10 @@ async fn index_from<W: Fn(&BTreeMap<String, String>) -> bool>(
     if !session.registries.has_no_referrers_api(&key) {
         let tail = format!("referrers/{image}");
         let accept = Some("application/vnd.oci.image.index.v1+json");
-        match session.answer_from(endpoint, &tail, accept, &absent).await? {
+        match session
+            .answer_from(Method::GET, endpoint, &tail, accept, &absent)
+            .await?
+        {
             (Answer::Found(response), url) => {
                 let bytes = read_bounded(response, MAX_INDEX_BYTES, &url).await?;
                 let index: Index = serde_json::from_slice(&bytes)
@@ -304,7 +312,7 @@ async fn index_from<W: Fn(&BTreeMap<String, String>) -> bool>(
             (Answer::Absent { redirected: false }, _) => session.registries.found_no_referrers_api(key),
         }
     }
-    let Some(tag) = session.manifest_from(endpoint, &referrers_tag(image)).await? else {
+    let Some(tag) = referrers_tag_index(session, endpoint, image).await? else {
         return Ok(from_api);
     };
     let from_tag = serde_json::from_slice::<Index>(&tag.bytes);
@@ -322,6 +330,27 @@ async fn index_from<W: Fn(&BTreeMap<String, String>) -> bool>(
             }
             Ok(Some(api))
         }
+    }
+}
+
+/// The manifest under the referrers tag of `image` at one host, if there is one. Most images
+/// have none, so a `HEAD` asks first: a `404` to a `HEAD` costs no manifest `GET` (which
+/// registries such as Docker Hub count against a pull limit); the `GET` follows only when the
+/// tag exists, or when the host will not answer the `HEAD`.
+async fn referrers_tag_index(
+    session: &Session<'_>,
+    endpoint: &Endpoint,
+    image: &Digest,
+) -> Result<Option<super::Manifest>, RegistryError> {
+    let tag = referrers_tag(image);
+    let tail = format!("manifests/{tag}");
+    let absent = [StatusCode::NOT_FOUND];
+    let head = session
+        .answer_from(Method::HEAD, endpoint, &tail, Some(super::MANIFEST_ACCEPT), &absent)
+        .await;
+    match head {
+        Ok((Answer::Absent { .. }, _)) => Ok(None),
+        Ok((Answer::Found(_), _)) | Err(_) => session.manifest_from(endpoint, &tag).await,
     }
 }
 
@@ -645,10 +674,12 @@ mod tests {
         assert!(found.bundles.is_empty() && found.unreadable.is_empty());
         sigstore_bundles(&session(&second), &second, &[SIGN]).await.unwrap();
         let paths = asked.lock().unwrap().clone();
+        // The referrers tag is asked by HEAD, then read (GET) only where it exists.
         assert_eq!(
             paths,
             [
                 format!("/v2/app/referrers/{first}"),
+                format!("/v2/app/manifests/{}", referrers_tag(&first)),
                 format!("/v2/app/manifests/{}", referrers_tag(&first)),
                 format!("/v2/app/manifests/{}", referrers_tag(&second)),
             ]
@@ -665,7 +696,7 @@ mod tests {
         sigstore_bundles(&session(&second), &second, &[SIGN]).await.unwrap();
         let paths = asked.lock().unwrap().clone();
         assert_eq!(
-            paths[3..],
+            paths[4..],
             [
                 format!("/v2/app/referrers/{second}"),
                 format!("/v2/app/manifests/{}", referrers_tag(&second))

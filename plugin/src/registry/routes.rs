@@ -58,6 +58,16 @@ pub(super) struct Route {
     pub header: Vec<(HeaderName, HeaderValue)>,
 }
 
+// === impl Route ===
+
+impl Route {
+    /// Whether `other` asks the same place the same way: the same root, `ns` and headers. Its
+    /// "not there" then answers for both (its TLS settings only decide whether it is reached).
+    pub fn same_place(&self, other: &Route) -> bool {
+        self.root == other.root && self.ns == other.ns && self.header == other.header
+    }
+}
+
 /// Settings that could not be turned into clients.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistriesError {

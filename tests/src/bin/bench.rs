@@ -8,6 +8,11 @@
 //!     verifications from the metrics; (e) RSS idle and under (d); (f) time from start to the
 //!     socket answering.
 //!
+//! With `--rtt <ms>ms`, containerd and pullgate reach the registry through latency proxies of
+//! their own that add that round trip ([`pullgate_tests::latency_proxy`]): a registry in another
+//! zone. The proxies also count the registry requests of each cold pull, by kind, for each
+//! route. (a') then adds cold pulls by digest, as kubelet makes for `image: repo@sha256:…`.
+//!
 //! With `PULLGATE_BASELINE_BIN` set (`scripts/bench.sh --baseline <rev>`), a second pullgate
 //! from that binary, with the same configuration and policy, stands in front of the same
 //! containerd, and every round measures current, baseline and direct in an order that rotates
@@ -23,6 +28,7 @@ use std::{
 use pullgate_proto::cri::{image_service_client::ImageServiceClient, PullImageRequest};
 use pullgate_tests::{
     cri,
+    latency_proxy::Counts,
     process::{free_local_port, Daemon},
     pullgate, Pullgate, TestEnv,
 };
@@ -42,7 +48,8 @@ enum Route {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rounds = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(ROUNDS);
+    let args = Args::parse();
+    let rounds = args.rounds;
     let current_bin = Pullgate::binary();
     let baseline_bin = std::env::var_os("PULLGATE_BASELINE_BIN").map(PathBuf::from);
     if let Some(binary) = &baseline_bin {
@@ -57,12 +64,21 @@ async fn main() {
         None => &[Route::Current, Route::Direct],
     };
 
-    let env = TestEnv::start().await;
+    println!("load average at start: {}", load_average());
+    let env = match args.rtt {
+        Some(rtt) => TestEnv::start_behind_proxy(rtt).await,
+        None => TestEnv::start().await,
+    };
     let host = env.host();
     let policy = env.key_policy(&[&format!("{host}/bench/**")]);
     let pg = start_pullgate(&env, &current_bin, "current", &policy, "").await;
     let base = match &baseline_bin {
-        Some(binary) => Some(start_pullgate(&env, binary, "baseline", &policy, "").await),
+        // `PULLGATE_BASELINE_CONFIG`: YAML lines only the baseline gets (`prefetch: false`
+        // compares a build with itself, one feature off).
+        Some(binary) => {
+            let extra = std::env::var("PULLGATE_BASELINE_CONFIG").map_or_else(|_| String::new(), |c| format!("{c}\n"));
+            Some(start_pullgate(&env, binary, "baseline", &policy, &extra).await)
+        }
         None => None,
     };
     let clients = Clients {
@@ -71,6 +87,10 @@ async fn main() {
         direct: env.containerd.client(),
     };
     println!("pullgate {}", current_bin.display());
+    match args.rtt {
+        Some(rtt) => println!("registry behind a latency proxy: {} ms round trip", ms(rtt)),
+        None => println!("registry on loopback, no proxy"),
+    }
     match &baseline_bin {
         None => {
             println!("rounds {rounds}; times in ms; ratio = pullgate median / direct median\n");
@@ -104,6 +124,7 @@ async fn main() {
     // (a) Cold pulls: every round pushes a new image of the same size for each route, each with
     // its own content, so no pull finds another's layer already in containerd.
     let mut cold = Samples::default();
+    let cold_requests = Requests::default();
     for round in 0..rounds {
         env.push_signed_image("bench/signed", &format!("c{round}"), &format!("cold {round} c"))
             .await;
@@ -114,20 +135,58 @@ async fn main() {
         env.push_image("bench/plain", &format!("c{round}"), &format!("cold {round} d"))
             .await;
         cold.rotate(routes, round, |route| {
-            timed_pull(clients.get(route), pull_request(&env, route, round))
+            counted_pull(
+                &env,
+                &cold_requests,
+                route,
+                clients.get(route),
+                pull_request(&env, route, round),
+            )
         })
         .await;
     }
     cold.print("(a) cold PullImage, signed image");
+    // (a') Behind the proxy: cold pulls by digest, as kubelet makes for a digest-pinned image.
+    let mut pinned = Samples::default();
+    let pinned_requests = Requests::default();
+    if env.proxied.is_some() {
+        for round in 0..rounds {
+            let mut digests = Vec::new();
+            for &route in routes {
+                let (repo, tag) = pinned_image(route, round);
+                let content = format!("pinned {round} {tag}");
+                let digest = match route {
+                    Route::Direct => env.push_image(repo, &tag, &content).await,
+                    _ => env.push_signed_image(repo, &tag, &content).await,
+                };
+                digests.push((route, env.image_ref(repo, &digest)));
+            }
+            pinned
+                .rotate(routes, round, |route| {
+                    let image = &digests.iter().find(|(r, _)| *r == route).expect("pushed").1;
+                    let request = cri::pull_request(image, None, Some("default"));
+                    counted_pull(&env, &pinned_requests, route, clients.get(route), request)
+                })
+                .await;
+        }
+        pinned.print("(a') cold PullImage by digest");
+    }
     // How much of (a) is the decision (resolve, fetch, verify, audit), from the audit records.
     let decision_p50 = decision_median(&pg);
     let base_decision_p50 = base.as_ref().map(decision_median);
 
     // (b) Warm: the same tags again (verified, and in containerd).
     let mut warm = Samples::default();
+    let warm_requests = Requests::default();
     for round in 0..rounds {
         warm.rotate(routes, round, |route| {
-            timed_pull(clients.get(route), pull_request(&env, route, round))
+            counted_pull(
+                &env,
+                &warm_requests,
+                route,
+                clients.get(route),
+                pull_request(&env, route, round),
+            )
         })
         .await;
     }
@@ -201,6 +260,13 @@ async fn main() {
         }
     }
 
+    if env.proxied.is_some() {
+        println!();
+        cold_requests.print("(a) cold pull by tag", routes, rounds);
+        pinned_requests.print("(a') cold pull by digest", routes, rounds);
+        warm_requests.print("(b) warm repeat pull", routes, rounds);
+    }
+
     match (base_burst, base_decision_p50) {
         (Some(base_burst), Some(base_decision_p50)) => {
             println!();
@@ -228,6 +294,117 @@ async fn main() {
                 "(f) start to socket answering: p50 {:.1} ms, max {:.1} ms (10 starts)",
                 ms(ready[5]),
                 ms(ready[9])
+            );
+        }
+    }
+    println!("load average at end: {}", load_average());
+}
+
+/// The bench's arguments: `[--rtt <n>ms] [ROUNDS]`.
+struct Args {
+    rounds: usize,
+    rtt: Option<Duration>,
+}
+
+impl Args {
+    fn parse() -> Args {
+        let mut args = Args {
+            rounds: ROUNDS,
+            rtt: None,
+        };
+        let mut given = std::env::args().skip(1);
+        while let Some(arg) = given.next() {
+            match arg.as_str() {
+                "--rtt" => {
+                    let value = given.next().unwrap_or_default();
+                    let millis = value.strip_suffix("ms").and_then(|n| n.parse::<u64>().ok());
+                    let millis = millis.unwrap_or_else(|| panic!("--rtt {value:?}: give milliseconds, as 20ms"));
+                    args.rtt = Some(Duration::from_millis(millis));
+                }
+                n => args.rounds = n.parse().unwrap_or_else(|_| panic!("{n:?} is not a number of rounds")),
+            }
+        }
+        args
+    }
+}
+
+/// `/proc/loadavg`'s first three fields.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// The repository and tag of round `round`'s digest-pinned image for `route`.
+fn pinned_image(route: Route, round: usize) -> (&'static str, String) {
+    match route {
+        Route::Current => ("bench/signed", format!("pc{round}")),
+        Route::Baseline => ("bench/signed", format!("pb{round}")),
+        Route::Direct => ("bench/plain", format!("pc{round}")),
+    }
+}
+
+/// A timed pull; behind the proxies, the registry requests it made are added to `requests`.
+async fn counted_pull(
+    env: &TestEnv,
+    requests: &Requests,
+    route: Route,
+    client: Client,
+    request: PullImageRequest,
+) -> Duration {
+    let Some(proxied) = &env.proxied else {
+        return timed_pull(client, request).await;
+    };
+    let marks = (proxied.containerd.mark(), proxied.pullgate.mark());
+    let took = timed_pull(client, request).await;
+    requests.add(
+        route,
+        proxied.containerd.since(marks.0),
+        proxied.pullgate.since(marks.1),
+    );
+    took
+}
+
+/// Registry requests of the cold pulls of each route: containerd's and pullgate's apart.
+#[derive(Default)]
+struct Requests {
+    by_route: std::cell::RefCell<Vec<(Route, Counts, Counts)>>,
+}
+
+impl Requests {
+    fn add(&self, route: Route, containerd: Counts, pullgate: Counts) {
+        let mut by_route = self.by_route.borrow_mut();
+        match by_route.iter_mut().find(|(r, _, _)| *r == route) {
+            Some((_, c, p)) => {
+                *c += containerd;
+                *p += pullgate;
+            }
+            None => by_route.push((route, containerd, pullgate)),
+        }
+    }
+
+    fn print(&self, what: &str, routes: &[Route], rounds: usize) {
+        println!("{what}: registry requests per pull (mean of {rounds}), containerd's + pullgate's");
+        println!(
+            "  {:<9} {:>13} {:>13} {:>11} {:>11} {:>11} {:>7} {:>13}",
+            "route", "manifest GET", "manifest HEAD", "blob GET", "referrers", "other", "total", "new conns"
+        );
+        for &route in routes {
+            let by_route = self.by_route.borrow();
+            let Some((_, c, p)) = by_route.iter().find(|(r, _, _)| *r == route) else {
+                continue;
+            };
+            let per = |n: usize| n as f64 / rounds as f64;
+            let both = |a: usize, b: usize| format!("{:.1}+{:.1}", per(a), per(b));
+            println!(
+                "  {:<9} {:>13} {:>13} {:>11} {:>11} {:>11} {:>7.1} {:>13}",
+                format!("{route:?}").to_lowercase(),
+                both(c.manifest_get, p.manifest_get),
+                both(c.manifest_head, p.manifest_head),
+                both(c.blob_get, p.blob_get),
+                both(c.referrers, p.referrers),
+                both(c.other + c.blob_head, p.other + p.blob_head),
+                per(c.requests() + p.requests()),
+                both(c.connections, p.connections),
             );
         }
     }

@@ -179,8 +179,10 @@ async fn notation_cli_signatures_admit_in_jws_and_cose_and_unsigned_images_are_d
     let pg = rig
         .pullgate(&notation_authority("notary", &certificate, CLI_IDENTITY))
         .await;
-    for tag in ["jws", "cose"] {
-        let record = admitted(&pg, &rig.image(tag)).await;
+    // One by tag, one pinned as kubelet pulls `image: repo@sha256:…`: a pinned digest's
+    // descriptor is resolved too, for the signature's target to be matched against.
+    for image in [rig.image("jws"), rig.by_digest(&cose)] {
+        let record = admitted(&pg, &image).await;
         let signature = &record["signatures"][0];
         assert_eq!(signature["authority"], "notary", "{record}");
         assert_eq!(signature["kind"], "notation", "{record}");

@@ -572,7 +572,9 @@ async fn a_tag_resolved_through_a_shared_mirror_is_remembered_per_registry() {
     };
     assert_eq!(resolve("a.example.com/team/app:v1").await, Digest::of(&first));
     assert_eq!(resolve("b.example.com/team/app:v1").await, Digest::of(&second));
-    assert_eq!(asked.lock().unwrap().len(), 2, "{:?}", asked.lock().unwrap());
+    // Each a HEAD, then a GET: this mirror names no digest in its answers.
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 4, "{asked:?}");
 }
 
 /// A self-signed CA certificate in PEM, made by openssl.
@@ -688,5 +690,7 @@ async fn credentials_naming_their_server_go_to_no_other_host() {
         let session = registries.session(&reference, kubelet(&server_address));
         assert_eq!(session.resolve(&reference).await.unwrap(), Digest::of(&image));
     }
-    assert_eq!(sent.lock().unwrap().len(), 2, "{:?}", sent.lock().unwrap());
+    // Each resolution a HEAD, then a GET: this host names no digest in its answers.
+    let sent = sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 4, "{sent:?}");
 }

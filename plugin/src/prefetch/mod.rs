@@ -1,0 +1,441 @@
+//! The download hidden behind the verification.
+//!
+//! Once a pull's digest is known, its manifest (for an index, the manifest containerd's CRI pull
+//! would pick for this node), config and layers are fetched into containerd's content store
+//! under a lease of their own while the signatures are fetched and checked. An admitted pull
+//! then finds the content there and containerd fetches nothing but the manifest's HEAD. A
+//! refused one (or one whose verification failed, timed out or whose caller went away) stops
+//! the download and deletes the lease; containerd's garbage collector removes what it held.
+//!
+//! What this never does: create an image record (content only, which nothing can run), send
+//! other credentials than the pull's own, or hold a layer in memory (it streams into
+//! containerd's writer, which checks each blob's size and digest at commit). A prefetch that
+//! fails changes nothing but the time: containerd's pull fetches what is missing.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::stream::{self, StreamExt};
+use tokio::{
+    sync::{watch, OwnedSemaphorePermit, Semaphore},
+    task::JoinHandle,
+};
+
+use crate::{
+    containerd::content::{BlobWriter, ContentStore, Ingest, LeaseId, Opened, WriteError},
+    reference::{Digest, Reference},
+    registry::{Credentials, Registries, RegistryError, Session},
+};
+
+mod manifest;
+
+use manifest::{gc_labels, Descriptor, Document};
+
+/// Images prefetched at once; a pull beyond them waits for its verdict as before.
+const MAX_PREFETCHES: usize = 4;
+
+/// Blobs of one image fetched at once: containerd's own `max_concurrent_downloads` default.
+const CONCURRENT_BLOBS: usize = 3;
+
+/// The most one prefetch writes: an image larger than this is fetched only up to it (whole
+/// blobs, in order), the rest by containerd's pull.
+pub const MAX_PREFETCH_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+
+/// The largest blob prefetched; a larger one is left to containerd's pull.
+pub const MAX_BLOB_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+/// How long a prefetch may run, every request and body included.
+const PREFETCH_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long a blob's body may send nothing before it is given up.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// When containerd drops a lease pullgate did not delete (it crashed): after the longest a
+/// prefetch and the pull after it can need it.
+const LEASE_EXPIRY: Duration = Duration::from_secs(30 * 60);
+
+/// Starts prefetches: containerd's content store, the registry clients, and room for
+/// [`MAX_PREFETCHES`].
+#[derive(Clone)]
+pub struct Prefetcher {
+    store: ContentStore,
+    registries: Registries,
+    room: Arc<Semaphore>,
+    /// The downloads running, by image digest: a pull that shares another's verification
+    /// waits for that pull's download instead of racing it into containerd.
+    running: Arc<Mutex<HashMap<Digest, watch::Receiver<()>>>>,
+}
+
+/// One image's content on its way into containerd: this pull's own download and the lease that
+/// holds it, or another pull's download of the same image, to wait for. Dropped, an own download
+/// stops and its lease is deleted, collecting what only the lease held; kept by
+/// [`Prefetch::release`] once the image record holds the content.
+pub struct Prefetch {
+    download: Download,
+    digest: Digest,
+}
+
+enum Download {
+    Own(Box<Own>),
+    /// Ends when the other pull's download does, however it ends.
+    Other(watch::Receiver<()>),
+}
+
+/// This pull's own download, and the lease that holds what it wrote.
+struct Own {
+    task: Option<JoinHandle<Result<Fetched, PrefetchError>>>,
+    store: ContentStore,
+    lease: LeaseId,
+    /// Whether the content is the image's now (the pull went through): the lease goes without
+    /// a collection.
+    keep: bool,
+}
+
+/// What one prefetch wrote (or found there already).
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub blobs: usize,
+    pub bytes: u64,
+    /// Blobs another writer was writing, or left to containerd by a bound.
+    pub skipped: usize,
+}
+
+/// Why a prefetch stopped; the pull goes on without it.
+#[derive(Debug, thiserror::Error)]
+pub enum PrefetchError {
+    #[error("registry: {0}")]
+    Registry(#[from] RegistryError),
+    #[error("blob {digest}: {source}")]
+    Write { digest: String, source: WriteError },
+    #[error("containerd: {}", .0.message())]
+    Containerd(#[from] tonic::Status),
+    #[error("the manifest is not one containerd would pull")]
+    NotAManifest,
+}
+
+/// Takes a download out of [`Prefetcher::running`] when its task ends, however it ends; the
+/// dropped sender tells the pulls waiting for it.
+struct Running {
+    running: Arc<Mutex<HashMap<Digest, watch::Receiver<()>>>>,
+    digest: Digest,
+    _ended: watch::Sender<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.digest);
+    }
+}
+
+// === impl Prefetcher ===
+
+impl Prefetcher {
+    pub fn new(store: ContentStore, registries: Registries) -> Self {
+        Self {
+            store,
+            registries,
+            room: Arc::new(Semaphore::new(MAX_PREFETCHES)),
+            running: Arc::default(),
+        }
+    }
+
+    /// Starts fetching `digest` of `reference`'s repository with the pull's `credentials`;
+    /// `None` when [`MAX_PREFETCHES`] are running or this image's download is.
+    pub fn start(&self, reference: &Reference, credentials: Credentials, digest: &Digest) -> Option<Prefetch> {
+        let running = {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if running.contains_key(digest) {
+                return None;
+            }
+            let permit = self.room.clone().try_acquire_owned().ok()?;
+            let (ended, waiting) = watch::channel(());
+            running.insert(digest.clone(), waiting);
+            let announce = Running {
+                running: self.running.clone(),
+                digest: digest.clone(),
+                _ended: ended,
+            };
+            (announce, permit)
+        };
+        static LEASES: AtomicU64 = AtomicU64::new(0);
+        let unique = u64::from(std::process::id()) * 1_000_000 + LEASES.fetch_add(1, Ordering::Relaxed);
+        let lease = LeaseId::for_digest(digest.hex(), unique);
+        let run = Run {
+            store: self.store.clone(),
+            registries: self.registries.clone(),
+            reference: reference.clone(),
+            credentials,
+            digest: digest.clone(),
+            lease: lease.clone(),
+        };
+        let download = Download::Own(Box::new(Own {
+            task: Some(tokio::spawn(run.run(running))),
+            store: self.store.clone(),
+            lease,
+            keep: false,
+        }));
+        Some(Prefetch {
+            download,
+            digest: digest.clone(),
+        })
+    }
+
+    /// The download of `digest` another pull is running, if one is, to wait for.
+    pub fn follow(&self, digest: &Digest) -> Option<Prefetch> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let waiting = running.get(digest)?.clone();
+        Some(Prefetch {
+            download: Download::Other(waiting),
+            digest: digest.clone(),
+        })
+    }
+}
+
+// === impl Prefetch ===
+
+impl Prefetch {
+    /// Waits for the download to end, however it ends: what is there is what containerd's pull
+    /// need not fetch.
+    pub async fn finished(&mut self) {
+        let started = Instant::now();
+        let task = match &mut self.download {
+            Download::Own(own) => own.task.take(),
+            Download::Other(waiting) => {
+                // Err: the sender is gone, the download over.
+                while waiting.changed().await.is_ok() {}
+                return;
+            }
+        };
+        let Some(task) = task else { return };
+        match task.await {
+            Ok(Ok(fetched)) => {
+                tracing::debug!(digest = %self.digest, blobs = fetched.blobs, bytes = fetched.bytes, skipped = fetched.skipped, waited = ?started.elapsed(), "prefetched")
+            }
+            Ok(Err(error)) => {
+                tracing::info!(digest = %self.digest, %error, "prefetch stopped; containerd fetches the rest")
+            }
+            Err(error) => tracing::warn!(digest = %self.digest, %error, "prefetch task failed"),
+        }
+    }
+
+    /// Lets the lease go without collecting: the pull went through, and the image record now
+    /// holds the content.
+    pub fn release(mut self) {
+        if let Download::Own(own) = &mut self.download {
+            own.keep = true;
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        let Download::Own(own) = &mut self.download else {
+            return;
+        };
+        if let Some(task) = own.task.take() {
+            task.abort();
+        }
+        let (store, lease, collect) = (own.store.clone(), own.lease.clone(), !own.keep);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // Off the request path: a refusal is answered without waiting for the collection.
+        runtime.spawn(async move {
+            if let Err(status) = store.delete_lease(&lease, collect).await {
+                tracing::warn!(lease = lease.as_str(), error = %status.message(), "prefetch lease not deleted; it expires by itself");
+            }
+        });
+    }
+}
+
+/// One prefetch's work, moved into its task.
+struct Run {
+    store: ContentStore,
+    registries: Registries,
+    reference: Reference,
+    credentials: Credentials,
+    digest: Digest,
+    lease: LeaseId,
+}
+
+// === impl Run ===
+
+impl Run {
+    /// Runs the prefetch, holding its room and its place among the downloads running.
+    async fn run(self, _running: (Running, OwnedSemaphorePermit)) -> Result<Fetched, PrefetchError> {
+        tokio::time::timeout(PREFETCH_TIMEOUT, self.fetch())
+            .await
+            .unwrap_or_else(|_| {
+                Err(RegistryError::Unavailable(format!("prefetch took over {PREFETCH_TIMEOUT:?}")).into())
+            })
+    }
+
+    async fn fetch(&self) -> Result<Fetched, PrefetchError> {
+        self.store.create_lease(&self.lease, LEASE_EXPIRY).await?;
+        let mut fetched = Fetched::default();
+        // Already there (pulled before): the pull fetches nothing, and neither does this.
+        if self.store.has(self.digest.as_str()).await? {
+            return Ok(fetched);
+        }
+        let session = self
+            .registries
+            .session(&self.reference, self.credentials.clone())
+            .with_timeout(PREFETCH_TIMEOUT);
+        let mut document = self.manifest(&session, &self.digest, &mut fetched).await?;
+        if document.is_index() {
+            let Some(chosen) = document.for_this_platform().cloned() else {
+                return Ok(fetched);
+            };
+            let digest = chosen.digest().ok_or(PrefetchError::NotAManifest)?;
+            document = self.manifest(&session, &digest, &mut fetched).await?;
+            if document.is_index() {
+                return Err(PrefetchError::NotAManifest);
+            }
+        }
+        self.blobs(&session, document.children(), &mut fetched).await?;
+        Ok(fetched)
+    }
+
+    /// Fetches manifest (or index) `digest` (bounded and checked against the digest by the
+    /// registry client) and writes it with the labels containerd's pull gives it.
+    async fn manifest(
+        &self,
+        session: &Session<'_>,
+        digest: &Digest,
+        fetched: &mut Fetched,
+    ) -> Result<Document, PrefetchError> {
+        let manifest = session
+            .manifest(digest.as_str())
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("manifest {digest} not found")))?;
+        let document = Document::parse(&manifest.bytes, &manifest.media_type).ok_or(PrefetchError::NotAManifest)?;
+        let descriptor = Descriptor {
+            media_type: document.media_type().to_string(),
+            digest: digest.to_string(),
+            size: i64::try_from(manifest.bytes.len()).unwrap_or(i64::MAX),
+            platform: None,
+        };
+        let mut labels = gc_labels(&document.children());
+        labels.insert(self.source_label(), self.reference.path().to_string());
+        let ingest = Ingest {
+            reference: descriptor.ingest_ref(),
+            digest: digest.to_string(),
+            size: manifest.bytes.len() as u64,
+            labels,
+        };
+        let write = |source| PrefetchError::Write {
+            digest: digest.to_string(),
+            source,
+        };
+        if let Opened::Writer(mut writer) = self.store.open(&self.lease, ingest).await.map_err(write)? {
+            writer.write(manifest.bytes.into()).await.map_err(write)?;
+            writer.commit().await.map_err(write)?;
+            fetched.blobs += 1;
+        }
+        Ok(document)
+    }
+
+    /// Fetches `children` (a manifest's config and layers), [`CONCURRENT_BLOBS`] at a time,
+    /// within [`MAX_BLOB_BYTES`] each and [`MAX_PREFETCH_BYTES`] in all.
+    async fn blobs(
+        &self,
+        session: &Session<'_>,
+        children: Vec<Descriptor>,
+        fetched: &mut Fetched,
+    ) -> Result<(), PrefetchError> {
+        let mut budget = MAX_PREFETCH_BYTES;
+        let mut wanted = Vec::new();
+        for child in children.into_iter().filter(Descriptor::is_fetched) {
+            match (child.digest(), child.size()) {
+                (Some(digest), Some(size)) if size <= MAX_BLOB_BYTES && size <= budget => {
+                    budget -= size;
+                    wanted.push((child, digest, size));
+                }
+                _ => fetched.skipped += 1,
+            }
+        }
+        let mut writes = stream::iter(wanted)
+            .map(|(child, digest, size)| self.blob(session, child, digest, size))
+            .buffer_unordered(CONCURRENT_BLOBS);
+        // One blob failing does not stop the others: each is one containerd need not fetch.
+        let mut first_error = None;
+        while let Some(outcome) = writes.next().await {
+            match outcome {
+                Ok(Some(size)) => {
+                    fetched.blobs += 1;
+                    fetched.bytes += size;
+                }
+                Ok(None) => fetched.skipped += 1,
+                Err(error) => first_error = first_error.or(Some(error)),
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Streams one blob from the registry into containerd; `None` when containerd has it or
+    /// another writer holds it.
+    async fn blob(
+        &self,
+        session: &Session<'_>,
+        child: Descriptor,
+        digest: Digest,
+        size: u64,
+    ) -> Result<Option<u64>, PrefetchError> {
+        let write = |source| PrefetchError::Write {
+            digest: digest.to_string(),
+            source,
+        };
+        let ingest = Ingest {
+            reference: child.ingest_ref(),
+            digest: digest.to_string(),
+            size,
+            labels: [(self.source_label(), self.reference.path().to_string())].into(),
+        };
+        // The ingest is opened before the registry is asked: no GET for a blob containerd has.
+        let Opened::Writer(writer) = self.store.open(&self.lease, ingest).await.map_err(write)? else {
+            return Ok(None);
+        };
+        let reference = writer.reference().to_string();
+        let written = self.stream(session, &digest, writer).await;
+        if written.is_err() {
+            // containerd's pull then fetches the blob whole, as it would have without this.
+            if let Err(status) = self.store.abort(&reference).await {
+                tracing::debug!(reference, error = %status.message(), "ingest not aborted; the lease's collection removes it");
+            }
+        }
+        written.map(|()| Some(size))
+    }
+
+    /// Copies blob `digest` from the registry into `writer`, a piece at a time, and commits it.
+    async fn stream(
+        &self,
+        session: &Session<'_>,
+        digest: &Digest,
+        mut writer: Box<BlobWriter>,
+    ) -> Result<(), PrefetchError> {
+        let write = |source| PrefetchError::Write {
+            digest: digest.to_string(),
+            source,
+        };
+        let mut body = session.blob_stream(digest, IDLE_TIMEOUT).await?;
+        while let Some(chunk) = body.chunk().await? {
+            writer.write(chunk).await.map_err(write)?;
+        }
+        writer.commit().await.map_err(write)
+    }
+
+    /// The label containerd's pull puts on content to say where it came from
+    /// (`containerd.io/distribution.source.<registry>`), which cross-repository pushes use.
+    fn source_label(&self) -> String {
+        format!("containerd.io/distribution.source.{}", self.reference.host())
+    }
+}
