@@ -23,6 +23,8 @@ mod jws;
 mod store;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod adversarial;
 
 use jiff::Timestamp;
 
