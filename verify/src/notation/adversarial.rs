@@ -218,3 +218,77 @@ fn hostile_cbor_in_the_unsigned_header_costs_no_stack_or_memory() {
         Err(NotationRefusal::Malformed(_))
     ));
 }
+
+/// `envelopes` as an image's referrers, verified with one Notation authority.
+fn verify_attached(trust: NotationTrust, envelopes: Vec<(Format, Vec<u8>)>) -> crate::Verified {
+    use crate::attached::{Attached, NotationEnvelope, Referrers};
+    let notation = envelopes
+        .into_iter()
+        .map(|(format, bytes)| NotationEnvelope {
+            manifest: Digest::of(&bytes),
+            media_type: media_type(format).into(),
+            bytes,
+        })
+        .collect();
+    let attached = Attached {
+        referrers: Referrers {
+            notation,
+            ..Referrers::default()
+        },
+        image: Some(target()),
+        ..Attached::default()
+    };
+    let authority = crate::Authority {
+        name: "notary".into(),
+        kind: crate::AuthorityKind::Notation(std::sync::Arc::new(trust)),
+        tlog: crate::Tlog::Ignore,
+    };
+    let reference = crate::reference::Reference::parse(&format!("registry.example.com/app@{}", digest())).unwrap();
+    crate::verify_image(&reference, &digest(), &attached, &[authority], None).unwrap()
+}
+
+#[test]
+fn a_verdict_says_when_it_lapses_so_that_it_is_not_remembered_past_then() {
+    let ca = NotationCa::generate(KeyKind::EcP256);
+    let trust = store(
+        vec![ca.root_der().to_vec()],
+        TrustedIdentities::parse(&[LEAF_IDENTITY]).unwrap(),
+    );
+    let mut leaf = LeafRequest::new(KeyKind::EcP256);
+    leaf.not_after = unix_now() + 30 * DAY;
+    let signer = ca.issue(&leaf);
+    let expiry = unix_now() + 3600;
+    let mut expiring = request();
+    expiring.expiry = Some(expiry);
+    for format in FORMATS {
+        // The signed expiry comes first...
+        let verified = verify(format, &signer.sign(format, &expiring, None), &trust).unwrap();
+        assert_eq!(verified.valid_until(), Some(Timestamp::from_second(expiry).unwrap()));
+        // ...else the end of the chain's validity, checked now.
+        let verified = verify(format, &signer.sign(format, &request(), None), &trust).unwrap();
+        assert_eq!(
+            verified.valid_until(),
+            Some(Timestamp::from_second(leaf.not_after + 1).unwrap())
+        );
+    }
+    // Of two signatures the one that lasts longer holds the image.
+    let verified = verify_attached(
+        trust.clone(),
+        vec![
+            (Format::Jws, signer.sign(Format::Jws, &expiring, None)),
+            (Format::Cose, signer.sign(Format::Cose, &request(), None)),
+        ],
+    );
+    assert_eq!(verified.valid_until(), Some(leaf.not_after + 1));
+    let verified = verify_attached(trust.clone(), vec![(Format::Jws, signer.sign(Format::Jws, &expiring, None))]);
+    assert_eq!(verified.valid_until(), Some(expiry));
+
+    // A countersigned chain outlives its certificates: only an expiry bounds it.
+    let tsa = Tsa::generate_notary(false);
+    let mut stamped_trust = trust;
+    stamped_trust.tsa_roots = vec![tsa.root_der().to_vec()];
+    let mut stamped = request();
+    stamped.timestamp_at = Some(unix_now());
+    let verified = verify(Format::Cose, &signer.sign(Format::Cose, &stamped, Some(&tsa)), &stamped_trust).unwrap();
+    assert_eq!(verified.valid_until(), None);
+}
