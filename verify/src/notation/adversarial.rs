@@ -292,3 +292,73 @@ fn a_verdict_says_when_it_lapses_so_that_it_is_not_remembered_past_then() {
     let verified = verify(Format::Cose, &signer.sign(Format::Cose, &stamped, Some(&tsa)), &stamped_trust).unwrap();
     assert_eq!(verified.valid_until(), None);
 }
+
+/// `envelope` (JWS) with its protected header edited by `edit`, its payload replaced by
+/// `payload` when given, and signed again by `signer`.
+fn resigned_jws(signer: &NotationSigner, envelope: &[u8], payload: Option<&Value>, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+    let mut value: Value = serde_json::from_slice(envelope).unwrap();
+    let mut protected: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(value["protected"].as_str().unwrap()).unwrap()).unwrap();
+    edit(&mut protected);
+    let protected = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&protected).unwrap());
+    if let Some(payload) = payload {
+        value["payload"] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(payload).unwrap()).into();
+    }
+    let signed = format!("{protected}.{}", value["payload"].as_str().unwrap());
+    value["signature"] = URL_SAFE_NO_PAD.encode(signer.sign_bytes(signed.as_bytes())).into();
+    value["protected"] = protected.into();
+    serde_json::to_vec(&value).unwrap()
+}
+
+/// notation-go reads envelopes with Go's encoding/json, which matches a key to a field
+/// case-insensitively, with Unicode folding (`ſ` is `s`), the last match winning. A signed
+/// key spelled so is one notation would read and pullgate would not: the two would judge
+/// different targets or headers. Such envelopes are refused.
+#[test]
+fn keys_notation_would_fold_onto_a_field_are_refused() {
+    let ca = NotationCa::generate(KeyKind::EcP256);
+    let signer = ca.signer(KeyKind::EcP256);
+    let trust = store(
+        vec![ca.root_der().to_vec()],
+        TrustedIdentities::parse(&[LEAF_IDENTITY]).unwrap(),
+    );
+    let other = Digest::of(b"another image manifest");
+    let manifest = "application/vnd.oci.image.manifest.v1+json";
+    let malformed = |result: Result<NotationVerified, NotationRefusal>, what: &str| {
+        let refusal = result.expect_err(what);
+        assert!(matches!(refusal, NotationRefusal::Malformed(_)), "{what}: {refusal}");
+    };
+    // Sorted after `digest`, `digeſt` is the digest notation reads; `ſize` the size.
+    for descriptor in [
+        json!({"mediaType": manifest, "digest": digest().as_str(), "digeſt": other.as_str(), "size": 17}),
+        json!({"mediaType": manifest, "digest": digest().as_str(), "size": 17, "ſize": 99}),
+        json!({"mediaType": manifest, "MediaType": "application/vnd.oci.image.index.v1+json", "digest": digest().as_str(), "size": 17}),
+    ] {
+        let mut request = request();
+        request.descriptor = descriptor.clone();
+        for format in FORMATS {
+            malformed(verify(format, &signer.sign(format, &request, None), &trust), &format!("{format:?} {descriptor}"));
+        }
+    }
+    let envelope = signer.sign(Format::Jws, &request(), None);
+    verify(Format::Jws, &resigned_jws(&signer, &envelope, None, |_| {}), &trust).unwrap();
+    // A second target under a folded spelling of `targetArtifact`.
+    let payload = json!({
+        "targetArtifact": {"mediaType": manifest, "digest": digest().as_str(), "size": 17},
+        "targetArtifacť": {"mediaType": manifest, "digest": other.as_str(), "size": 17},
+        "tarGetArtifact": {"mediaType": manifest, "digest": other.as_str(), "size": 17},
+    });
+    malformed(
+        verify(Format::Jws, &resigned_jws(&signer, &envelope, Some(&payload), |_| {}), &trust),
+        "a folded targetArtifact",
+    );
+    // An expiry notation enforces and pullgate would not see.
+    let past = pullgate_tests::sigstore::rfc3339(unix_now() - DAY);
+    for key in ["io.cncf.notary.EXPIRY", "io.cncf.notary.Expiry", "CRIT", "Alg"] {
+        let edited = resigned_jws(&signer, &envelope, None, |h| {
+            h[key] = json!(past);
+        });
+        malformed(verify(Format::Jws, &edited, &trust), key);
+    }
+}
