@@ -477,7 +477,10 @@ async fn an_admission_lapses_when_the_notation_signature_expires() {
     assert!(shown().await.is_some(), "the verified image is shown");
     let left = u64::try_from(expiry + 1 - unix_now()).unwrap_or(0);
     tokio::time::sleep(std::time::Duration::from_secs(left)).await;
-    assert!(shown().await.is_none(), "an image whose signature expired is no longer shown");
+    assert!(
+        shown().await.is_none(),
+        "an image whose signature expired is no longer shown"
+    );
     let message = denied(&pg, &image).await;
     assert!(message.contains("1 notation expired"), "{message}");
 }

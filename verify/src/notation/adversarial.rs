@@ -62,7 +62,10 @@ fn a_self_signed_leaf_in_the_trust_store_does_not_vouch_for_leaves_its_key_signs
     for format in FORMATS {
         verify(format, &trusted.sign(format, &request(), None), &trust).unwrap();
         let refusal = verify(format, &minted.sign(format, &request(), None), &trust).unwrap_err();
-        assert!(matches!(refusal, NotationRefusal::Certificate(_)), "{format:?}: {refusal}");
+        assert!(
+            matches!(refusal, NotationRefusal::Certificate(_)),
+            "{format:?}: {refusal}"
+        );
     }
 }
 
@@ -73,7 +76,10 @@ fn a_ca_issued_leaf_in_the_trust_store_is_no_anchor_for_itself() {
     let trust = store(vec![signer.chain()[0].clone()], TrustedIdentities::Any);
     for format in FORMATS {
         let refusal = verify(format, &signer.sign(format, &request(), None), &trust).unwrap_err();
-        assert!(matches!(refusal, NotationRefusal::Untrusted(_)), "{format:?}: {refusal}");
+        assert!(
+            matches!(refusal, NotationRefusal::Untrusted(_)),
+            "{format:?}: {refusal}"
+        );
     }
 }
 
@@ -280,7 +286,10 @@ fn a_verdict_says_when_it_lapses_so_that_it_is_not_remembered_past_then() {
         ],
     );
     assert_eq!(verified.valid_until(), Some(leaf.not_after + 1));
-    let verified = verify_attached(trust.clone(), vec![(Format::Jws, signer.sign(Format::Jws, &expiring, None))]);
+    let verified = verify_attached(
+        trust.clone(),
+        vec![(Format::Jws, signer.sign(Format::Jws, &expiring, None))],
+    );
     assert_eq!(verified.valid_until(), Some(expiry));
 
     // A countersigned chain outlives its certificates: only an expiry bounds it.
@@ -289,13 +298,23 @@ fn a_verdict_says_when_it_lapses_so_that_it_is_not_remembered_past_then() {
     stamped_trust.tsa_roots = vec![tsa.root_der().to_vec()];
     let mut stamped = request();
     stamped.timestamp_at = Some(unix_now());
-    let verified = verify(Format::Cose, &signer.sign(Format::Cose, &stamped, Some(&tsa)), &stamped_trust).unwrap();
+    let verified = verify(
+        Format::Cose,
+        &signer.sign(Format::Cose, &stamped, Some(&tsa)),
+        &stamped_trust,
+    )
+    .unwrap();
     assert_eq!(verified.valid_until(), None);
 }
 
 /// `envelope` (JWS) with its protected header edited by `edit`, its payload replaced by
 /// `payload` when given, and signed again by `signer`.
-fn resigned_jws(signer: &NotationSigner, envelope: &[u8], payload: Option<&Value>, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+fn resigned_jws(
+    signer: &NotationSigner,
+    envelope: &[u8],
+    payload: Option<&Value>,
+    edit: impl FnOnce(&mut Value),
+) -> Vec<u8> {
     use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
     let mut value: Value = serde_json::from_slice(envelope).unwrap();
     let mut protected: Value =
@@ -338,7 +357,10 @@ fn keys_notation_would_fold_onto_a_field_are_refused() {
         let mut request = request();
         request.descriptor = descriptor.clone();
         for format in FORMATS {
-            malformed(verify(format, &signer.sign(format, &request, None), &trust), &format!("{format:?} {descriptor}"));
+            malformed(
+                verify(format, &signer.sign(format, &request, None), &trust),
+                &format!("{format:?} {descriptor}"),
+            );
         }
     }
     let envelope = signer.sign(Format::Jws, &request(), None);
@@ -350,7 +372,11 @@ fn keys_notation_would_fold_onto_a_field_are_refused() {
         "tarGetArtifact": {"mediaType": manifest, "digest": other.as_str(), "size": 17},
     });
     malformed(
-        verify(Format::Jws, &resigned_jws(&signer, &envelope, Some(&payload), |_| {}), &trust),
+        verify(
+            Format::Jws,
+            &resigned_jws(&signer, &envelope, Some(&payload), |_| {}),
+            &trust,
+        ),
         "a folded targetArtifact",
     );
     // An expiry notation enforces and pullgate would not see.

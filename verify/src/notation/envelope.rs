@@ -179,7 +179,12 @@ pub(super) fn check_spelling<'a>(
     names: &[&str],
     what: &str,
 ) -> Result<(), NotationRefusal> {
-    let fold = |s: &str| -> String { s.chars().flat_map(char::to_uppercase).flat_map(char::to_lowercase).collect() };
+    let fold = |s: &str| -> String {
+        s.chars()
+            .flat_map(char::to_uppercase)
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
     for key in keys {
         if let Some(name) = names.iter().find(|name| **name != key && fold(name) == fold(key)) {
             return Err(NotationRefusal::Malformed(format!(

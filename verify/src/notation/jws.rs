@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use super::{
     envelope::{
-        check_spelling, Algorithm, Envelope, SignedAttributes, AUTHENTIC_SIGNING_TIME, EXPIRY, MAX_CHAIN, SIGNING_SCHEME, SIGNING_TIME,
-        TIMESTAMP_SIGNATURE,
+        check_spelling, Algorithm, Envelope, SignedAttributes, AUTHENTIC_SIGNING_TIME, EXPIRY, MAX_CHAIN,
+        SIGNING_SCHEME, SIGNING_TIME, TIMESTAMP_SIGNATURE,
     },
     NotationRefusal,
 };

@@ -14,6 +14,8 @@
 //! signing certificate revoked within its validity still verifies here. [`NotationVerified`]
 //! carries no revocation claim, so a revocation step can be added before the verdict later.
 
+#[cfg(test)]
+mod adversarial;
 mod attached;
 mod certificates;
 mod cose;
@@ -23,8 +25,6 @@ mod jws;
 mod store;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod adversarial;
 
 use jiff::Timestamp;
 
