@@ -291,6 +291,35 @@ impl NotationSigner {
         }
     }
 
+    /// A self-signed code-signing leaf for `request`, and a second leaf for `issued` signed by
+    /// the first one's key as if it were a CA (chain: issued, self-signed): what the holder of
+    /// a trusted self-signed certificate could mint.
+    pub fn self_signed_issuing(request: &LeafRequest, issued: &LeafRequest) -> (NotationSigner, NotationSigner) {
+        let key = request.kind.generate();
+        let params = leaf_params(request);
+        let der = params.self_signed(&key).expect("self-sign the leaf").der().to_vec();
+        let key_der = key.serialize_der();
+        let issuer = Issuer::new(params, key);
+        let minted_key = issued.kind.generate();
+        let minted = leaf_params(issued)
+            .signed_by(&minted_key, &issuer)
+            .expect("sign the minted leaf")
+            .der()
+            .to_vec();
+        (
+            NotationSigner {
+                kind: request.kind,
+                key_der,
+                chain: vec![der.clone()],
+            },
+            NotationSigner {
+                kind: issued.kind,
+                key_der: minted_key.serialize_der(),
+                chain: vec![minted, der],
+            },
+        )
+    }
+
     /// The certificates of the envelope: leaf, intermediate, root (DER).
     pub fn chain(&self) -> &[Vec<u8>] {
         &self.chain
@@ -441,6 +470,20 @@ pub fn descriptor(digest: &str, size: u64) -> Value {
         "digest": digest,
         "size": size,
     })
+}
+
+/// The parameters of a code-signing leaf as `request` asks, keyUsage digitalSignature.
+fn leaf_params(request: &LeafRequest) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    for (kind, value) in &request.subject {
+        dn.push(kind.clone(), value.as_str());
+    }
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = request.extended_key_usages.clone();
+    set_validity(&mut params, request.not_before, request.not_after);
+    params
 }
 
 fn ca_params(common_name: &str, not_after: i64) -> CertificateParams {

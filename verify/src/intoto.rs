@@ -195,6 +195,7 @@ fn check_logged(
         signed_at: Some(logged.integrated_time),
         certified_from,
         scheme: None,
+        valid_until: None,
     })
 }
 

@@ -105,6 +105,11 @@ pub struct Evidence {
     /// `notary.x509.signingAuthority`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheme: Option<&'static str>,
+    /// From this unix second the signature no longer counts: a Notary Project signature's
+    /// expiry, or, checked at the time of the pull, when its certificate chain expires. `None`:
+    /// it counts for good.
+    #[serde(skip)]
+    pub valid_until: Option<i64>,
 }
 
 /// Why one signature layer did not count.
@@ -154,6 +159,7 @@ impl Evidence {
             signed_at: None,
             certified_from: None,
             scheme: None,
+            valid_until: None,
         }
     }
 }
@@ -179,6 +185,18 @@ impl Verified {
             reference: reference.clone(),
             ..self
         })
+    }
+
+    /// From this unix second no accepted signature counts any more, and a pull verified now
+    /// would be refused; `None` when one counts for good, or when no signature was needed.
+    pub fn valid_until(&self) -> Option<i64> {
+        let mut until: Option<i64> = None;
+        for evidence in &self.evidence {
+            // Any one signature admits the image: the last to lapse decides.
+            let lapses = evidence.valid_until?;
+            until = Some(until.map_or(lapses, |u| u.max(lapses)));
+        }
+        until
     }
 
     /// `host/path@sha256:…`: the only reference pullgate asks containerd to pull.

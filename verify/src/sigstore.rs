@@ -170,6 +170,7 @@ pub fn verify_bundle(
         signed_at: signing_time(&result, stamped),
         certified_from,
         scheme: None,
+        valid_until: None,
     })
 }
 

@@ -394,6 +394,7 @@ fn verify_text_names_signatures_and_each_attestation_with_its_outcome() {
         signed_at: Some(1_763_856_000),
         certified_from: None,
         scheme: None,
+        valid_until: None,
     };
     let mut record = record("registry.example.com/app:v1", Decision::Deny);
     record.digest = Some(format!("sha256:{}", "ab".repeat(32)));
@@ -452,6 +453,7 @@ fn signatures_and_attestations_keep_the_logs_spelling() {
         signed_at: Some(1),
         certified_from: None,
         scheme: None,
+        valid_until: None,
     };
     assert_eq!(
         serde_json::to_value(super::Signature::from(&evidence)).unwrap(),
@@ -487,6 +489,7 @@ fn notation_evidence_names_its_scheme_and_time_source() {
         signed_at: Some(1_763_856_000),
         certified_from: None,
         scheme: Some("notary.x509"),
+        valid_until: None,
     };
     assert_eq!(
         serde_json::to_value(super::Signature::from(&evidence)).unwrap(),

@@ -109,9 +109,9 @@ impl Admitted {
     }
 
     /// Admits `digest` of (repository, image id) under `rule`, verified in `generation`, until
-    /// the unix second `until` (a required attestation's `maxAge`; `None`: no end). A
-    /// verification of a generation no longer in force (the policy was reloaded meanwhile)
-    /// is dropped: it could never be used.
+    /// the unix second `until` (a signature's expiry, a required attestation's `maxAge`;
+    /// `None`: no end). A verification of a generation no longer in force (the policy was
+    /// reloaded meanwhile) is dropped: it could never be used.
     pub(super) fn insert(
         &self,
         (repository, image_id): ImageKey,

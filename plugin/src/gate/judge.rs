@@ -375,18 +375,21 @@ fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
-/// How long a verified image may be remembered: until its youngest required attestation would
-/// pass its `maxAge` (the cache's own TTL bounds it further).
+/// How long a verified image may be remembered: until it goes stale (see [`stale_at`]; the
+/// cache's own TTL bounds it further).
 fn remember_until(verified: &Verified, rule: &Rule) -> Option<Instant> {
     let stale_at = stale_at(verified, rule)?;
     let left = u64::try_from(stale_at.saturating_sub(super::admitted::unix_now())).unwrap_or(0);
     Some(Instant::now() + Duration::from_secs(left))
 }
 
-/// The unix second from which `verified` no longer meets `rule`: when its youngest required
-/// attestation turns older than its `maxAge`. `None`: it meets the rule for good.
+/// The unix second from which `verified` no longer meets `rule`: when its signatures lapse (a
+/// Notation signature's expiry or its chain's end, see [`Verified::valid_until`]), or when its
+/// youngest required attestation turns older than its `maxAge`. `None`: it meets the rule for
+/// good.
 pub(super) fn stale_at(verified: &Verified, rule: &Rule) -> Option<i64> {
-    rule.attestations()
+    let attestations_stale = rule
+        .attestations()
         .iter()
         .filter_map(|required| {
             let max_age = required.max_age?;
@@ -395,7 +398,8 @@ pub(super) fn stale_at(verified: &Verified, rule: &Rule) -> Option<i64> {
             let signed_at = outcome.signature.as_ref()?.certified_from?;
             Some(signed_at.saturating_add(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)))
         })
-        .min()
+        .min();
+    [verified.valid_until(), attestations_stale].into_iter().flatten().min()
 }
 
 /// The audit reason of an admission: whose signature verified it, or, without one, which

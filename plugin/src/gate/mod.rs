@@ -229,7 +229,8 @@ impl Gate {
         // learns of it from this reply, which waits for the record, or from ImageStatus, which
         // shows a verified image only once it is `admitted` below. An enforced pull whose
         // record fails is answered as failed and never admitted, though containerd has it.
-        // A verification holds only until an attestation it needed turns older than `maxAge`.
+        // A verification holds only until its signatures lapse or an attestation it needed
+        // turns older than `maxAge`.
         let until = match &admission {
             Admission::Verified(verified) => policy
                 .rules()

@@ -449,3 +449,40 @@ async fn a_trusted_timestamp_keeps_a_signature_of_an_expired_certificate_valid()
     let message = denied(&pg, &rig.image("stamped")).await;
     assert!(message.contains("1 notation certificate not valid"), "{message}");
 }
+
+/// A signature with a signed expiry admits the image until then and no longer: once it has
+/// passed, ImageStatus stops showing the pulled image (kubelet pulls again) and the new pull is
+/// refused, not served from the verification cache, as for an attestation past its `maxAge`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_lapses_when_the_notation_signature_expires() {
+    let rig = Rig::start().await;
+    let ca = NotationCa::generate(KeyKind::EcP256);
+    let store = pem_file(&rig.env.dir().join("kit-ca.pem"), &[ca.root_der()]);
+    let pg = rig.pullgate(&notation_authority("notary", &store, LEAF_IDENTITY)).await;
+    let digest = rig.push("expiring").await;
+    let mut request = SignRequest::new(rig.target(&digest).await);
+    let expiry = unix_now() + 15;
+    request.expiry = Some(expiry);
+    let signer = ca.signer(KeyKind::EcP256);
+    rig.attach(&digest, &signer.sign(Format::Jws, &request, None), Format::Jws)
+        .await;
+    let image = rig.image("expiring");
+    admitted(&pg, &image).await;
+    let shown = || async {
+        pg.client()
+            .image_status(pullgate_tests::cri::image_status_request(&image))
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+    };
+    assert!(shown().await.is_some(), "the verified image is shown");
+    let left = u64::try_from(expiry + 1 - unix_now()).unwrap_or(0);
+    tokio::time::sleep(std::time::Duration::from_secs(left)).await;
+    assert!(
+        shown().await.is_none(),
+        "an image whose signature expired is no longer shown"
+    );
+    let message = denied(&pg, &image).await;
+    assert!(message.contains("1 notation expired"), "{message}");
+}

@@ -90,6 +90,7 @@ fn evidence(authority: &Authority, verified: &NotationVerified) -> Evidence {
         signed_at,
         certified_from: None,
         scheme: Some(verified.scheme().as_str()),
+        valid_until: verified.valid_until().map(Timestamp::as_second),
     }
 }
 

@@ -230,6 +230,21 @@ impl Chain {
         .map_err(|e| NotationRefusal::Untrusted(e.to_string()))
     }
 
+    /// The first moment a certificate of the chain is no longer valid (the second after the
+    /// earliest notAfter).
+    pub fn expires(&self) -> Timestamp {
+        let earliest = self
+            .certificates
+            .iter()
+            .map(|c| c.tbs_certificate.validity.not_after.to_unix_duration().as_secs())
+            .min()
+            .unwrap_or(0);
+        i64::try_from(earliest.saturating_add(1))
+            .ok()
+            .and_then(|s| Timestamp::from_second(s).ok())
+            .unwrap_or(Timestamp::MAX)
+    }
+
     /// Every certificate of the chain is valid from `from` through `to`; `at` says when, for
     /// the refusal.
     pub fn check_valid(&self, from: Timestamp, to: Timestamp, at: impl Fn() -> String) -> Result<(), NotationRefusal> {

@@ -154,13 +154,43 @@ impl SignedAttributes {
 
 /// The payload's `targetArtifact` is `target`: same media type, digest and size.
 pub(super) fn check_target(payload: &[u8], target: &Descriptor) -> Result<(), NotationRefusal> {
-    let payload: Payload =
-        serde_json::from_slice(payload).map_err(|e| NotationRefusal::Malformed(format!("payload: {e}")))?;
+    let malformed = |e: serde_json::Error| NotationRefusal::Malformed(format!("payload: {e}"));
+    let keys: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(payload).map_err(malformed)?;
+    check_spelling(keys.keys(), &["targetArtifact"], "payload")?;
+    if let Some(serde_json::Value::Object(artifact)) = keys.get("targetArtifact") {
+        check_spelling(artifact.keys(), &["mediaType", "digest", "size"], "targetArtifact")?;
+    }
+    let payload: Payload = serde_json::from_slice(payload).map_err(malformed)?;
     let signed = payload.target_artifact;
     if signed.digest != target.digest.as_str() || signed.size != target.size || signed.media_type != target.media_type {
         return Err(NotationRefusal::OtherArtifact {
             signed: format!("{} ({}, {} bytes)", signed.digest, signed.media_type, signed.size),
         });
+    }
+    Ok(())
+}
+
+/// Refuses a key that is not one of `names` but that Go's encoding/json, which notation-go
+/// reads envelopes with, would take for one: it matches keys to fields case-insensitively,
+/// folding `ſ` to `s` and the Kelvin sign to `k`, and the last match wins. Such a key would
+/// make notation read another value than pullgate does.
+pub(super) fn check_spelling<'a>(
+    keys: impl IntoIterator<Item = &'a String>,
+    names: &[&str],
+    what: &str,
+) -> Result<(), NotationRefusal> {
+    let fold = |s: &str| -> String {
+        s.chars()
+            .flat_map(char::to_uppercase)
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    for key in keys {
+        if let Some(name) = names.iter().find(|name| **name != key && fold(name) == fold(key)) {
+            return Err(NotationRefusal::Malformed(format!(
+                "{what}: {key:?} would be read as {name:?} by other verifiers"
+            )));
+        }
     }
     Ok(())
 }

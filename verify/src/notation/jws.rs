@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use super::{
     envelope::{
-        Algorithm, Envelope, SignedAttributes, AUTHENTIC_SIGNING_TIME, EXPIRY, MAX_CHAIN, SIGNING_SCHEME, SIGNING_TIME,
-        TIMESTAMP_SIGNATURE,
+        check_spelling, Algorithm, Envelope, SignedAttributes, AUTHENTIC_SIGNING_TIME, EXPIRY, MAX_CHAIN,
+        SIGNING_SCHEME, SIGNING_TIME, TIMESTAMP_SIGNATURE,
     },
     NotationRefusal,
 };
@@ -50,6 +50,19 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Envelope, NotationRefusal> {
         .map_err(|e| malformed("signature", &e))?;
     let header: Map<String, Value> =
         serde_json::from_slice(&protected).map_err(|e| malformed("protected header", &e))?;
+    check_spelling(
+        header.keys(),
+        &[
+            "alg",
+            "cty",
+            "crit",
+            SIGNING_SCHEME,
+            SIGNING_TIME,
+            AUTHENTIC_SIGNING_TIME,
+            EXPIRY,
+        ],
+        "protected header",
+    )?;
 
     let algorithm = match header.get("alg").and_then(Value::as_str) {
         Some("PS256") => Algorithm::Ps256,

@@ -14,6 +14,8 @@
 //! signing certificate revoked within its validity still verifies here. [`NotationVerified`]
 //! carries no revocation claim, so a revocation step can be added before the verdict later.
 
+#[cfg(test)]
+mod adversarial;
 mod attached;
 mod certificates;
 mod cose;
@@ -109,6 +111,7 @@ pub struct NotationVerified {
     subject: String,
     scheme: SigningScheme,
     time_source: TimeSource,
+    valid_until: Option<Timestamp>,
 }
 
 /// Why a Notary Project signature envelope does not count.
@@ -208,6 +211,12 @@ impl NotationVerified {
     pub fn time_source(&self) -> TimeSource {
         self.time_source
     }
+
+    /// When this verdict lapses: the signed expiry, or, for a chain checked now, when its
+    /// first certificate expires. A signature countersigned in time outlives its chain.
+    pub fn valid_until(&self) -> Option<Timestamp> {
+        self.valid_until
+    }
 }
 
 // === impl TimeSource ===
@@ -265,10 +274,15 @@ pub fn verify_envelope(
         TimeSource::Timestamp { at } => at,
     };
     chain.check_path(&trust.trust_store, at)?;
+    let chain_expires = match time_source {
+        TimeSource::Now => Some(chain.expires()),
+        TimeSource::Timestamp { .. } => None,
+    };
     Ok(NotationVerified {
         subject: subject.to_string(),
         scheme: envelope.scheme,
         time_source,
+        valid_until: [envelope.expiry, chain_expires].into_iter().flatten().min(),
     })
 }
 
