@@ -1,9 +1,10 @@
-//! `pullgate policy import`: a pullgate policy from Kyverno and Sigstore policy-controller
-//! policies, and a list of what could not be carried over.
+//! `pullgate policy import`: a pullgate policy from Kyverno, Sigstore policy-controller and
+//! Ratify (Notation) policies, and a list of what could not be carried over.
 //!
 //! The input is one YAML file of one or more documents: Kyverno `ClusterPolicy`/`Policy` with
 //! `verifyImages` rules, `ImageValidatingPolicy`, policy-controller `ClusterImagePolicy` and its
-//! `config-policy-controller` ConfigMap (`kind: List` documents are opened). Each source rule
+//! `config-policy-controller` ConfigMap, Ratify's Notation `Verifier` with the certificate
+//! providers it names (`kind: List` documents are opened). Each source rule
 //! becomes a pullgate rule, in input order, except that where two rules can match the same
 //! pull the stricter is put first (see `order`). The translation never lets through what the
 //! source would refuse because something could not be carried over: a signer that cannot be
@@ -232,6 +233,14 @@ pub fn import_str(text: &str, file: &Path, options: &Options) -> Result<Imported
             FindingKind::Note,
             "policy-controller enforces only in namespaces labelled policy.sigstore.dev/include=true; \
              pullgate applies its rules in every namespace"
+                .to_string(),
+        ));
+    }
+    if imports.ratify {
+        findings.push(Finding::file(
+            FindingKind::Note,
+            "Ratify's verdict is enforced by a Gatekeeper constraint, whose namespaces the input does not hold; \
+             pullgate applies the Notation rules in every namespace"
                 .to_string(),
         ));
     }
