@@ -110,11 +110,9 @@ pub(super) fn verifier(doc: &Value, name: &str, imports: &mut Imports, report: &
     let spec = top.get("spec").unwrap_or(&Value::Null);
     report.unread(&top, "ignored");
     let mut fields = Fields::of(spec, "spec");
-    let verifier_name = fields
-        .get("name")
-        .or_else(|| fields.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    // `type` is the same as `name` for Ratify; read both so neither is reported.
+    let (by_name, by_type) = (fields.get("name"), fields.get("type"));
+    let verifier_name = by_name.or(by_type).and_then(Value::as_str).unwrap_or_default();
     if !verifier_name.eq_ignore_ascii_case("notation") {
         report.dropped(
             "spec.name",
