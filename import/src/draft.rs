@@ -65,9 +65,13 @@ pub(super) enum DraftAuthorityKind {
         /// Fulcio claims by pullgate's names.
         extensions: BTreeMap<String, String>,
     },
-    /// A Notation trust store (PEM certificates, checked when they were read) trusting any
-    /// identity that chains to it, as Kyverno's Notary verifier does.
-    Notation { certificates: String },
+    /// A Notation trust store (PEM certificates, checked when they were read), the identities
+    /// it trusts (`*` for any, as Kyverno's Notary verifier does) and TSA roots, if any.
+    Notation {
+        certificates: String,
+        trusted_identities: Vec<String>,
+        tsa_certificates: Option<String>,
+    },
 }
 
 /// An issuer or subject: exact, or a regular expression (compiled when it was made).
@@ -243,7 +247,18 @@ impl DraftAuthorityKind {
                     extensions: e2,
                 },
             ) => i1.same(i2) && s1.same(s2) && e1 == e2,
-            (Self::Notation { certificates: a }, Self::Notation { certificates: b }) => pem_body(a) == pem_body(b),
+            (
+                Self::Notation {
+                    certificates: a,
+                    trusted_identities: ia,
+                    tsa_certificates: ta,
+                },
+                Self::Notation {
+                    certificates: b,
+                    trusted_identities: ib,
+                    tsa_certificates: tb,
+                },
+            ) => pem_body(a) == pem_body(b) && ia == ib && ta.as_deref().map(pem_body) == tb.as_deref().map(pem_body),
             _ => false,
         }
     }

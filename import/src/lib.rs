@@ -1,9 +1,10 @@
-//! `pullgate policy import`: a pullgate policy from Kyverno and Sigstore policy-controller
-//! policies, and a list of what could not be carried over.
+//! `pullgate policy import`: a pullgate policy from Kyverno, Sigstore policy-controller and
+//! Ratify (Notation) policies, and a list of what could not be carried over.
 //!
 //! The input is one YAML file of one or more documents: Kyverno `ClusterPolicy`/`Policy` with
 //! `verifyImages` rules, `ImageValidatingPolicy`, policy-controller `ClusterImagePolicy` and its
-//! `config-policy-controller` ConfigMap (`kind: List` documents are opened). Each source rule
+//! `config-policy-controller` ConfigMap, Ratify's Notation `Verifier` with the certificate
+//! providers it names (`kind: List` documents are opened). Each source rule
 //! becomes a pullgate rule, in input order, except that where two rules can match the same
 //! pull the stricter is put first (see `order`). The translation never lets through what the
 //! source would refuse because something could not be carried over: a signer that cannot be
@@ -33,6 +34,7 @@ mod kyverno;
 mod order;
 mod overlap;
 mod policy_controller;
+mod ratify;
 mod scope;
 mod write;
 
@@ -100,7 +102,7 @@ pub enum ImportError {
     #[error("more than {MAX_RULES} rules would be written; split the input")]
     TooManyRules,
     #[error(
-        "no Kyverno ClusterPolicy, Policy or ImageValidatingPolicy, nor policy-controller ClusterImagePolicy, in it"
+        "no Kyverno ClusterPolicy, Policy or ImageValidatingPolicy, policy-controller ClusterImagePolicy, nor Ratify Notation Verifier, in it"
     )]
     NoPolicy,
 }
@@ -120,6 +122,10 @@ pub(crate) struct Imports {
     sources: Vec<String>,
     /// Rules made from Kyverno policies.
     kyverno_rules: usize,
+    /// A Ratify Notation verifier was read: images no trust policy scopes are refused.
+    ratify: bool,
+    /// Ratify's certificate providers in the input, by name.
+    ratify_stores: ratify::Stores,
 }
 
 // === impl Imported ===
@@ -206,7 +212,10 @@ pub fn import_str(text: &str, file: &Path, options: &Options) -> Result<Imported
     }
 
     let mut findings = Vec::new();
-    let mut imports = Imports::default();
+    let mut imports = Imports {
+        ratify_stores: ratify::stores(&documents),
+        ..Imports::default()
+    };
     let mut supported = 0;
     for (i, document) in documents.iter().enumerate() {
         supported += dispatch(document, (i + 1).to_string(), &mut imports, &mut findings);
@@ -224,6 +233,14 @@ pub fn import_str(text: &str, file: &Path, options: &Options) -> Result<Imported
             FindingKind::Note,
             "policy-controller enforces only in namespaces labelled policy.sigstore.dev/include=true; \
              pullgate applies its rules in every namespace"
+                .to_string(),
+        ));
+    }
+    if imports.ratify {
+        findings.push(Finding::file(
+            FindingKind::Note,
+            "Ratify's verdict is enforced by a Gatekeeper constraint, whose namespaces the input does not hold; \
+             pullgate applies the Notation rules in every namespace"
                 .to_string(),
         ));
     }
@@ -286,7 +303,12 @@ fn fit(rule: &mut DraftRule, findings: &mut Vec<Finding>) {
 
 /// Groups whose kinds are image policies, or may be: a kind of theirs the importer does not
 /// read is reported as dropped, as what it checks is not carried over.
-const POLICY_GROUPS: [&str; 3] = ["kyverno.io", "policies.kyverno.io", "policy.sigstore.dev"];
+const POLICY_GROUPS: [&str; 4] = [
+    "kyverno.io",
+    "policies.kyverno.io",
+    "policy.sigstore.dev",
+    "config.ratify.deislabs.io",
+];
 
 /// Translates one document (the items of any `…List` each); returns how many were policies.
 fn dispatch(document: &Value, index: String, imports: &mut Imports, findings: &mut Vec<Finding>) -> usize {
@@ -377,6 +399,14 @@ fn dispatch(document: &Value, index: String, imports: &mut Imports, findings: &m
                 .push(format!("document {index}: {kind}/{name} ({api_version})"));
             false
         }
+        ("config.ratify.deislabs.io", _, "Verifier") => ratify::verifier(document, &name, imports, &mut report),
+        ("config.ratify.deislabs.io", _, kind) if ratify::is_provider(kind) => {
+            report.note(
+                "",
+                "read for the certificates of the Notation trust stores that name it",
+            );
+            false
+        }
         ("kyverno.io", _, "PolicyException") | ("kyverno.io", _, "ClusterPolicyException") => {
             report.dropped(
                 "",
@@ -410,7 +440,7 @@ fn dispatch(document: &Value, index: String, imports: &mut Imports, findings: &m
         imports
             .sources
             .push(format!("document {index}: {kind}/{name} ({api_version})"));
-        if group != "policy.sigstore.dev" {
+        if group != "policy.sigstore.dev" && group != "config.ratify.deislabs.io" {
             imports.kyverno_rules += imports.rules.len() - rules_before;
         }
     }
@@ -420,6 +450,20 @@ fn dispatch(document: &Value, index: String, imports: &mut Imports, findings: &m
 /// `noMatch` and why: policy-controller's `no-match-policy` when it is in the input (deny by
 /// default), else Kyverno's behaviour, which admits what no policy matches.
 fn no_match(imports: &Imports, findings: &mut Vec<Finding>) -> (NoMatch, String) {
+    if imports.ratify && !imports.policy_controller {
+        if imports.kyverno_rules > 0 {
+            findings.push(Finding::file(
+                FindingKind::Dropped,
+                "Ratify refuses images that no Notation trust policy scopes, and so does this policy (noMatch: \
+                 deny); in the cluster Kyverno would admit those of them that no Kyverno policy matches"
+                    .to_string(),
+            ));
+        }
+        return (
+            NoMatch::Deny,
+            "Ratify's Notation verifier refuses images that no trust policy scopes.".to_string(),
+        );
+    }
     if !imports.policy_controller {
         return (
             NoMatch::Allow,

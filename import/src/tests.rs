@@ -1668,3 +1668,4 @@ fn the_output_starts_with_its_header_and_every_name_is_valid() {
 }
 
 mod never_wider;
+mod ratify;

@@ -146,18 +146,30 @@ fn write_authority(out: &mut String, authority: &DraftAuthority) {
                 }
             }
         }
-        DraftAuthorityKind::Notation { certificates } => {
+        DraftAuthorityKind::Notation {
+            certificates,
+            trusted_identities,
+            tsa_certificates,
+        } => {
             out.push_str("          notation:\n");
-            out.push_str("            certificates: |\n");
-            for line in certificates.lines().map(str::trim).filter(|line| !line.is_empty()) {
-                let _ = writeln!(out, "              {line}");
+            write_pems(out, "certificates", certificates);
+            let _ = writeln!(out, "            trustedIdentities: [{}]", list(trusted_identities));
+            if let Some(tsa) = tsa_certificates {
+                write_pems(out, "tsaCertificates", tsa);
             }
-            out.push_str("            trustedIdentities: [\"*\"]\n");
             // A Notation authority takes no tlog.
             return;
         }
     }
     let _ = writeln!(out, "          tlog: {}", authority.tlog);
+}
+
+/// A block of PEM text under `field` of a Notation authority.
+fn write_pems(out: &mut String, field: &str, pems: &str) {
+    let _ = writeln!(out, "            {field}: |");
+    for line in pems.lines().map(str::trim).filter(|line| !line.is_empty()) {
+        let _ = writeln!(out, "              {line}");
+    }
 }
 
 fn write_identity(out: &mut String, field: &str, identity: &DraftIdentity) {

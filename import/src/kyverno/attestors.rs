@@ -212,7 +212,11 @@ fn notation_attestor(value: &Value, path: &str, report: &mut Report<'_>) -> Opti
     );
     Some(DraftAuthority {
         name: String::new(),
-        kind: DraftAuthorityKind::Notation { certificates: pems },
+        kind: DraftAuthorityKind::Notation {
+            certificates: pems,
+            trusted_identities: vec!["*".to_string()],
+            tsa_certificates: None,
+        },
         tlog: Tlog::Ignore,
         comment: None,
     })

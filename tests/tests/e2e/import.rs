@@ -14,6 +14,7 @@ use pullgate_tests::{
         bundle::{in_toto_statement, make_v3_dsse_bundle},
         unix_now, BundleSigner, LegacySigned, SanKind, TestSigstore,
     },
+    tools::{notation, run},
     Pullgate, Signer, TestEnv,
 };
 use serde_json::{json, Value};
@@ -553,4 +554,116 @@ fn input_that_holds_no_policy_exits_2() {
     ] {
         assert!(help.contains(needle), "{needle:?} in {help}");
     }
+}
+
+/// A notation user's home with a test certificate `pullgate.test` (`notation cert
+/// generate-test`); the home and the certificate's PEM.
+fn notary(env: &TestEnv, name: &str) -> (PathBuf, String) {
+    let home = env.dir().join(name);
+    std::fs::create_dir_all(&home).unwrap();
+    run(notation(&home).args(["cert", "generate-test", "--default", "pullgate.test"]));
+    let certificate = home.join(".config/notation/localkeys/pullgate.test.crt");
+    (home, std::fs::read_to_string(certificate).unwrap())
+}
+
+/// Ratify's Notation verifier with an inline KeyManagementProvider holding the notation CLI's
+/// certificate: images signed by the real CLI under it are allowed, unsigned ones and those of
+/// another signer denied; a trust policy whose store lives in Azure Key Vault is named on stderr
+/// and its rule denies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ratify_notation_verifier_decides_as_ratify_would() {
+    let env = TestEnv::start().await;
+    let root = TestSigstore::new().write_trusted_root(env.dir());
+    let (alice, certificate) = notary(&env, "alice");
+    let (mallory, _) = notary(&env, "mallory");
+    for (tag, home) in [
+        ("signed", Some(&alice)),
+        ("mallory", Some(&mallory)),
+        ("unsigned", None),
+    ] {
+        let digest = env.push_image("shop/app", tag, tag).await;
+        if let Some(home) = home {
+            run(notation(home)
+                .args(["sign", "--insecure-registry", "--signature-format", "cose"])
+                .arg(env.image_ref("shop/app", &digest)));
+        }
+    }
+    let digest = env.push_image("other/app", "v1", "other").await;
+    run(notation(&alice)
+        .args(["sign", "--insecure-registry"])
+        .arg(env.image_ref("other/app", &digest)));
+
+    let pem: String = certificate.lines().map(|l| format!("      {l}\n")).collect();
+    let input = env.dir().join("ratify.yaml");
+    std::fs::write(
+        &input,
+        format!(
+            "apiVersion: config.ratify.deislabs.io/v1beta1
+kind: Verifier
+metadata:
+  name: verifier-notation
+spec:
+  name: notation
+  artifactTypes: application/vnd.cncf.notary.signature
+  parameters:
+    verificationCertStores:
+      ca:
+        ca-certs: [notation-inline]
+        vault: [akv]
+    trustPolicyDoc:
+      version: \"1.0\"
+      trustPolicies:
+        - name: shop
+          registryScopes: [\"{host}/shop/app\"]
+          signatureVerification: {{level: strict}}
+          trustStores: [\"ca:ca-certs\"]
+          trustedIdentities: [\"x509.subject: C=US, ST=WA, L=Seattle, O=Notary, CN=pullgate.test\"]
+        - name: default
+          registryScopes: [\"*\"]
+          signatureVerification: {{level: strict}}
+          trustStores: [\"ca:vault\"]
+          trustedIdentities: [\"*\"]
+---
+apiVersion: config.ratify.deislabs.io/v1beta1
+kind: KeyManagementProvider
+metadata:
+  name: notation-inline
+spec:
+  type: inline
+  parameters:
+    contentType: certificate
+    value: |
+{pem}---
+apiVersion: config.ratify.deislabs.io/v1beta1
+kind: KeyManagementProvider
+metadata:
+  name: akv
+spec:
+  type: azurekeyvault
+  parameters:
+    vaultURI: https://vault.example
+",
+            host = env.host()
+        ),
+    )
+    .unwrap();
+    let imported = import(&input, &root);
+    assert_eq!(imported.code, Some(1), "something was dropped: {}", imported.stderr);
+    assert!(
+        imported.stderr.contains("\"ca:vault\": provider \"akv\"") && imported.stderr.contains("supply its PEM"),
+        "{}",
+        imported.stderr
+    );
+    check(&imported);
+    expect(
+        &env,
+        &imported.path,
+        "default",
+        &[
+            ("shop/app:signed", "allow"),
+            ("shop/app:mallory", "deny"),
+            ("shop/app:unsigned", "deny"),
+            ("other/app:v1", "deny"),
+        ],
+    );
 }
