@@ -373,3 +373,100 @@ async fn a_prefetch_failing_mid_layer_changes_no_decision_and_leaves_nothing() {
         "left in containerd after the denial"
     );
 }
+
+/// Bytes of blob `digest` sent to pullgate once they stop growing (a connection being closed
+/// may still take what the proxy had in hand).
+async fn settled(behind: &Behind, digest: &str) -> u64 {
+    let mut last = behind.served(digest, "pullgate/");
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = behind.served(digest, "pullgate/");
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// kubelet gives up an admitted pull while pullgate waits for the image's download (its layer
+/// sent at 16 MiB/s): the download stops with the pull, the lease is deleted and what it held
+/// collected; nothing keeps coming from the registry afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_given_up_while_its_content_downloads_stops_the_download() {
+    let behind = Behind::start(Behaviour {
+        lookup_delay: Duration::from_millis(200),
+        blob_rate: Some(16 * 1024 * 1024),
+        cut_blobs: None,
+    })
+    .await;
+    let (image, digests) = behind.push("given-up", LARGE_LAYER, true).await;
+    let layer = &digests[2];
+
+    let pulling = behind.pg.pull(&image, Some("default"));
+    let given_up = tokio::time::timeout(Duration::from_millis(1500), pulling).await;
+    assert!(given_up.is_err(), "the 64 MiB layer cannot arrive within 1.5 s");
+    assert!(behind.served(layer, "pullgate/") > 0, "the layer was on its way");
+
+    let (held, ingests) = collected(&behind.containerd, &digests).await;
+    let stopped_at = settled(&behind, layer).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let served = behind.served(layer, "pullgate/");
+    eprintln!("layer bytes sent to pullgate: {stopped_at} once stopped, {served} a second later, of {LARGE_LAYER}");
+    assert_eq!(served, stopped_at, "the download went on after the pull was given up");
+    assert!(served < LARGE_LAYER as u64, "{served} of {LARGE_LAYER} bytes served");
+    assert_eq!((held, ingests), (Vec::new(), Vec::new()), "left in containerd");
+    assert_eq!(behind.containerd.image_id(&image).await, None);
+}
+
+/// Four pulls of one unsigned image at once share its verification and its one download: all
+/// are denied, the download stops, and nothing of the image is left in containerd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_of_a_denied_image_leave_nothing() {
+    let behind = Behind::start(Behaviour {
+        lookup_delay: Duration::from_millis(500),
+        blob_rate: Some(16 * 1024 * 1024),
+        cut_blobs: None,
+    })
+    .await;
+    let (image, digests) = behind.push("unsigned-shared", LARGE_LAYER, false).await;
+    let layer = &digests[2];
+
+    let pull = || behind.pg.pull(&image, Some("default"));
+    let (a, b, c, d) = tokio::join!(pull(), pull(), pull(), pull());
+    for denied in [a, b, c, d] {
+        let denied = denied.expect_err("unsigned image denied");
+        assert!(denied.message().contains("no signature"), "{}", denied.message());
+    }
+    let (held, ingests) = collected(&behind.containerd, &digests).await;
+    assert_eq!((held, ingests), (Vec::new(), Vec::new()), "left in containerd");
+    assert_eq!(behind.containerd.image_id(&image).await, None);
+    let served = settled(&behind, layer).await;
+    assert!(
+        served < LARGE_LAYER as u64 / 2,
+        "{served} of {LARGE_LAYER} bytes served"
+    );
+}
+
+/// Unsigned images denied as fast as their prefetch starts (no delay on signature lookups: the
+/// verdict comes while the lease is created, the manifest fetched or written): each time no
+/// lease, no ingest and no content is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denials_racing_the_prefetchs_start_leave_nothing() {
+    let behind = Behind::start(Behaviour::default()).await;
+    for n in 0..8 {
+        let (image, digests) = behind.push(&format!("quick-{n}"), 256 * 1024, false).await;
+        let denied = behind
+            .pg
+            .pull(&image, Some("default"))
+            .await
+            .expect_err("unsigned image denied");
+        assert!(denied.message().contains("no signature"), "{}", denied.message());
+        let (held, ingests) = collected(&behind.containerd, &digests).await;
+        assert_eq!(
+            (held, ingests),
+            (Vec::new(), Vec::new()),
+            "left in containerd after denial {n}\n{}",
+            behind.pg.log()
+        );
+    }
+}
