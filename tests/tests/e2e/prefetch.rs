@@ -470,3 +470,47 @@ async fn denials_racing_the_prefetchs_start_leave_nothing() {
         );
     }
 }
+
+/// Seconds since the epoch of an RFC 3339 time, as GNU `date` reads it.
+fn epoch_seconds(time: &str) -> i64 {
+    let output = Command::new("date")
+        .args(["-u", "-d", time, "+%s"])
+        .output()
+        .expect("run date");
+    assert!(output.status.success(), "date cannot read {time:?}");
+    String::from_utf8_lossy(&output.stdout).trim().parse().expect("seconds")
+}
+
+/// pullgate killed while it prefetches a denied-to-be image: the lease it leaves carries a
+/// `containerd.io/gc.expire` containerd can read, no more than half an hour ahead, so that
+/// containerd's collector drops it and its content by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_left_by_a_killed_pullgate_expires_by_itself() {
+    let mut behind = Behind::start(Behaviour {
+        lookup_delay: Duration::from_secs(3),
+        blob_rate: Some(16 * 1024 * 1024),
+        cut_blobs: None,
+    })
+    .await;
+    let (image, digests) = behind.push("killed", LARGE_LAYER, false).await;
+    let pulling = behind.pg.pull(&image, Some("default"));
+    let killed = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let pid = behind.pg.pid().expect("running");
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    };
+    let (pulled, ()) = tokio::join!(pulling, killed);
+    assert!(pulled.is_err(), "pullgate died mid-pull");
+    assert!(behind.served(&digests[2], "pullgate/") > 0, "the layer was on its way");
+    let _ = behind.pg.stop();
+
+    let leases = prefetch_leases(&behind.containerd);
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    let expires = leases[0]
+        .split([' ', '\t', ','])
+        .find_map(|field| field.strip_prefix("containerd.io/gc.expire="))
+        .unwrap_or_else(|| panic!("no gc.expire label: {}", leases[0]));
+    let now = epoch_seconds("now");
+    let at = epoch_seconds(expires);
+    assert!(at > now && at <= now + 31 * 60, "expires at {expires}, now {now}");
+}
