@@ -221,6 +221,11 @@ struct Behind {
 
 impl Behind {
     async fn start(behaviour: Behaviour) -> Behind {
+        Behind::start_with(behaviour, "10s").await
+    }
+
+    /// As [`Behind::start`], with pullgate's `verifyTimeout` set to `verify_timeout`.
+    async fn start_with(behaviour: Behaviour, verify_timeout: &str) -> Behind {
         let registry = Registry::start().await;
         let proxy = SlowLookups::start(&registry.host(), behaviour).await;
         let containerd = Containerd::start(&[proxy.host()]).await;
@@ -232,7 +237,7 @@ impl Behind {
             &dir.path().join("policy.yaml"),
             &dir.path().join("audit.jsonl"),
             &[proxy.host()],
-            "10s",
+            verify_timeout,
         );
         let policy = policy::key_policy(
             TEST_AUTHORITY,
@@ -513,4 +518,42 @@ async fn a_lease_left_by_a_killed_pullgate_expires_by_itself() {
     let now = epoch_seconds("now");
     let at = epoch_seconds(expires);
     assert!(at > now && at <= now + 31 * 60, "expires at {expires}, now {now}");
+}
+
+/// A signed image whose signature lookups outlast `verifyTimeout` is refused while its 64 MiB
+/// layer is on its way: the download stops with the verification cut off, and nothing of the
+/// image is left in containerd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_timing_out_stops_the_download_and_leaves_nothing() {
+    let behind = Behind::start_with(
+        Behaviour {
+            lookup_delay: Duration::from_secs(3),
+            blob_rate: Some(16 * 1024 * 1024),
+            cut_blobs: None,
+        },
+        "1s",
+    )
+    .await;
+    let (image, digests) = behind.push("slow-signatures", LARGE_LAYER, true).await;
+    let layer = &digests[2];
+
+    let denied = behind
+        .pg
+        .pull(&image, Some("default"))
+        .await
+        .expect_err("a verification cut off is a refusal");
+    assert!(
+        denied.message().contains("did not finish within verifyTimeout"),
+        "{}",
+        denied.message()
+    );
+    assert!(behind.served(layer, "pullgate/") > 0, "the layer was on its way");
+    let (held, ingests) = collected(&behind.containerd, &digests).await;
+    assert_eq!((held, ingests), (Vec::new(), Vec::new()), "left in containerd");
+    assert_eq!(behind.containerd.image_id(&image).await, None);
+    let served = settled(&behind, layer).await;
+    assert!(
+        served < LARGE_LAYER as u64 / 2,
+        "{served} of {LARGE_LAYER} bytes served"
+    );
 }
