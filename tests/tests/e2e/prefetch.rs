@@ -557,3 +557,110 @@ async fn a_verification_timing_out_stops_the_download_and_leaves_nothing() {
         "{served} of {LARGE_LAYER} bytes served"
     );
 }
+
+/// Pushes an index of two images, one for this node's architecture and one for another, as
+/// `repo:v1`; returns the index's digest and the two images (this node's first).
+async fn push_index(env: &TestEnv, repo: &str) -> (String, TinyImage, TinyImage) {
+    use pullgate_tests::distribution::{media_type, put_manifest};
+    let here = TinyImage::build_bytes(&pullgate_tests::image::random_bytes(1024 * 1024));
+    let there = TinyImage::build_bytes(&pullgate_tests::image::random_bytes(1024 * 1024));
+    here.push(&env.host(), repo, "here", env.auth()).await.expect("push");
+    there.push(&env.host(), repo, "there", env.auth()).await.expect("push");
+    let arch = pullgate_tests::image::go_arch();
+    let other = if arch == "amd64" { "arm64" } else { "amd64" };
+    let entry = |image: &TinyImage, architecture: &str| {
+        serde_json::json!({
+            "mediaType": media_type::OCI_MANIFEST,
+            "digest": image.digest(),
+            "size": image.manifest.len(),
+            "platform": { "os": "linux", "architecture": architecture },
+        })
+    };
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": [entry(&there, other), entry(&here, arch)],
+    }))
+    .expect("an index");
+    let digest = put_manifest(&env.host(), repo, "v1", &index, media_type::OCI_INDEX, env.auth())
+        .await
+        .expect("push the index");
+    (digest, here, there)
+}
+
+/// A signed multi-platform index: pullgate prefetches the index and the manifest containerd
+/// picks for this node, with its config and layer; containerd's pull of the verified index
+/// asks the registry for none of them, and no one fetches the other platform's image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admitted_index_finds_the_manifest_containerd_picks_in_containerd() {
+    use pullgate_tests::distribution::sha256_digest;
+    let env = TestEnv::start().await;
+    let repo = "prefetch/multi";
+    let (index, here, there) = push_index(&env, repo).await;
+    env.signer
+        .sign_image(&env.host(), repo, &index, env.auth())
+        .await
+        .expect("sign");
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/prefetch/*", env.host())]))
+        .await;
+
+    let tag = env.image_ref(repo, "v1");
+    pg.pull(&tag, Some("default"))
+        .await
+        .unwrap_or_else(|s| panic!("{}\n{}", s.message(), pg.log()));
+
+    for what in [
+        format!("manifests/{index}"),
+        format!("manifests/{}", here.digest()),
+        format!("blobs/{}", sha256_digest(&here.config)),
+        format!("blobs/{}", sha256_digest(&here.layer)),
+    ] {
+        assert_eq!(
+            gets(&env, repo, &what, "containerd/"),
+            Vec::<u64>::new(),
+            "containerd fetched {what}\n{}",
+            env.registry.log()
+        );
+        assert_eq!(
+            gets(&env, repo, &what, "pullgate/").len(),
+            1,
+            "pullgate fetched {what} once"
+        );
+    }
+    for what in [
+        format!("manifests/{}", there.digest()),
+        format!("blobs/{}", sha256_digest(&there.layer)),
+    ] {
+        assert_eq!(gets(&env, repo, &what, "").len(), 0, "{what} fetched");
+    }
+    let (held, ingests) = after_the_lease(&env.containerd, &[index.clone(), here.digest()]).await;
+    assert_eq!((held.len(), ingests), (2, Vec::new()));
+}
+
+/// An unsigned multi-platform index is denied, and nothing pullgate fetched of it (the index,
+/// the manifest for this node, its config and layer) is left once containerd has collected it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_index_leaves_nothing() {
+    use pullgate_tests::distribution::sha256_digest;
+    let env = TestEnv::start().await;
+    let repo = "prefetch/multi-unsigned";
+    let (index, here, _there) = push_index(&env, repo).await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/prefetch/*", env.host())]))
+        .await;
+
+    let denied = pg
+        .pull(&env.image_ref(repo, "v1"), Some("default"))
+        .await
+        .expect_err("unsigned index denied");
+    assert!(denied.message().contains("no signature"), "{}", denied.message());
+    let all = [
+        index,
+        here.digest(),
+        sha256_digest(&here.config),
+        sha256_digest(&here.layer),
+    ];
+    let (held, ingests) = collected(&env.containerd, &all).await;
+    assert_eq!((held, ingests), (Vec::new(), Vec::new()), "left in containerd");
+}
