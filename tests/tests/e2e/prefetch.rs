@@ -664,3 +664,49 @@ async fn a_denied_index_leaves_nothing() {
     let (held, ingests) = collected(&env.containerd, &all).await;
     assert_eq!((held, ingests), (Vec::new(), Vec::new()), "left in containerd");
 }
+
+/// The writer the prefetch streams into holds a blob to the size and digest its descriptor
+/// names, whatever the registry sends: a body longer than the size (a `Content-Length` that
+/// lies, a body that never ends) is refused at the first byte too many, and one of the right
+/// size but other bytes is refused by containerd's commit. Neither leaves the blob behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prefetch_writer_holds_a_blob_to_its_descriptor() {
+    use ::pullgate::containerd::content::{ContentStore, Ingest, LeaseId, Opened, WriteError};
+    let containerd = Containerd::start(&[]).await;
+    let channel = ::pullgate::cri::Upstream::connect_lazy(&containerd.socket()).channel();
+    let store = ContentStore::new(channel, "k8s.io").expect("a namespace");
+    let lease = LeaseId::for_digest("feed", 1);
+    store
+        .create_lease(&lease, Duration::from_secs(60))
+        .await
+        .expect("a lease");
+    let blob = pullgate_tests::image::random_bytes(1024);
+    let digest = pullgate_tests::distribution::sha256_digest(&blob);
+    let ingest = |reference: &str| Ingest {
+        reference: reference.to_string(),
+        digest: digest.clone(),
+        size: blob.len() as u64,
+        labels: Default::default(),
+    };
+
+    let Opened::Writer(mut writer) = store.open(&lease, ingest("layer-too-long")).await.expect("opened") else {
+        panic!("a new blob is written");
+    };
+    writer.write(blob.clone().into()).await.expect("the blob itself");
+    let too_long = writer.write(vec![0u8].into()).await;
+    assert!(matches!(too_long, Err(WriteError::TooLong(1024))), "{too_long:?}");
+    drop(writer);
+    store.abort("layer-too-long").await.expect("aborted");
+
+    let Opened::Writer(mut writer) = store.open(&lease, ingest("layer-other-bytes")).await.expect("opened") else {
+        panic!("a new blob is written");
+    };
+    writer.write(vec![7u8; blob.len()].into()).await.expect("as many bytes");
+    let committed = writer.commit().await;
+    assert!(matches!(committed, Err(WriteError::Containerd(_))), "{committed:?}");
+    store.abort("layer-other-bytes").await.expect("aborted");
+
+    store.delete_lease(&lease, true).await.expect("lease deleted");
+    let (held, ingests) = left_in_containerd(&containerd, std::slice::from_ref(&digest));
+    assert_eq!((held, ingests), (Vec::new(), Vec::new()));
+}
