@@ -208,15 +208,19 @@ impl Prefetch {
     pub async fn finished(&mut self) {
         let started = Instant::now();
         let task = match &mut self.download {
-            Download::Own(own) => own.task.take(),
+            Download::Own(own) => &mut own.task,
             Download::Other(waiting) => {
                 // Err: the sender is gone, the download over.
                 while waiting.changed().await.is_ok() {}
                 return;
             }
         };
-        let Some(task) = task else { return };
-        match task.await {
+        let Some(handle) = task.as_mut() else { return };
+        // Awaited where it is kept: should the caller go away meanwhile, the drop still finds
+        // the task and stops it (a JoinHandle dropped lets its task run on).
+        let ended = handle.await;
+        *task = None;
+        match ended {
             Ok(Ok(fetched)) => {
                 tracing::debug!(digest = %self.digest, blobs = fetched.blobs, bytes = fetched.bytes, skipped = fetched.skipped, waited = ?started.elapsed(), "prefetched")
             }
@@ -437,5 +441,71 @@ impl Run {
     /// (`containerd.io/distribution.source.<registry>`), which cross-repository pushes use.
     fn source_label(&self) -> String {
         format!("containerd.io/distribution.source.{}", self.reference.host())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tells, by being dropped, that the future holding it was dropped (its task aborted).
+    struct Stopped(Option<tokio::sync::oneshot::Sender<()>>);
+
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            if let Some(tell) = self.0.take() {
+                let _ = tell.send(());
+            }
+        }
+    }
+
+    /// A prefetch whose download runs until it is stopped; the receiver hears when it is (its
+    /// sender dropped unsent, should the task be stopped before it began).
+    fn endless_download() -> (Prefetch, tokio::sync::oneshot::Receiver<()>) {
+        let (tell, told) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let _stopped = Stopped(Some(tell));
+            std::future::pending::<()>().await;
+            Ok(Fetched::default())
+        });
+        // Nothing listens there: the lease's deletion fails, as it may, and is only logged.
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let store = ContentStore::new(channel, "k8s.io").expect("a namespace");
+        let digest = Digest::parse(&format!("sha256:{}", "a".repeat(64))).expect("a digest");
+        let prefetch = Prefetch {
+            download: Download::Own(Box::new(Own {
+                task: Some(task),
+                store,
+                lease: LeaseId::for_digest(digest.hex(), 1),
+                keep: false,
+            })),
+            digest,
+        };
+        (prefetch, told)
+    }
+
+    /// kubelet gives up an admitted pull while it waits for its download: the download stops
+    /// with it, rather than running on (and holding a prefetch's room) after its lease is gone.
+    #[tokio::test]
+    async fn a_caller_gone_while_the_pull_waits_for_its_download_stops_the_download() {
+        let (mut prefetch, stopped) = endless_download();
+        let waited = tokio::time::timeout(Duration::from_millis(50), prefetch.finished()).await;
+        assert!(waited.is_err(), "the download never ends by itself");
+        drop(prefetch);
+        tokio::time::timeout(Duration::from_secs(5), stopped)
+            .await
+            .expect("the download stopped with the pull that waited for it")
+            .ok();
+    }
+
+    /// A refused pull, which never waits for its download, stops it too.
+    #[tokio::test]
+    async fn a_refused_pull_stops_its_download() {
+        let (prefetch, stopped) = endless_download();
+        drop(prefetch);
+        tokio::time::timeout(Duration::from_secs(5), stopped)
+            .await
+            .expect("the download stopped with the refused pull")
+            .ok();
     }
 }

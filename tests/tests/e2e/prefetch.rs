@@ -65,7 +65,19 @@ fn left_in_containerd(containerd: &Containerd, digests: &[String]) -> (Vec<Strin
         .collect();
     let ingest_dir = containerd.dir().join("root/io.containerd.content.v1.content/ingest");
     if let Ok(entries) = std::fs::read_dir(&ingest_dir) {
-        ingests.extend(entries.flatten().map(|e| e.path().display().to_string()));
+        // With the files each holds: what containerd left of the ingest.
+        ingests.extend(entries.flatten().map(|e| {
+            let files: Vec<String> = std::fs::read_dir(e.path())
+                .map(|d| {
+                    d.flatten()
+                        .map(|f| f.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let reference = std::fs::read_to_string(e.path().join("ref")).unwrap_or_default();
+            let data = std::fs::metadata(e.path().join("data")).map_or(0, |m| m.len());
+            format!("{} {files:?} ref {reference} data {data}", e.path().display())
+        }));
     }
     (held, ingests)
 }
@@ -221,6 +233,11 @@ struct Behind {
 
 impl Behind {
     async fn start(behaviour: Behaviour) -> Behind {
+        Behind::start_with(behaviour, "10s").await
+    }
+
+    /// As [`Behind::start`], with pullgate's `verifyTimeout` set to `verify_timeout`.
+    async fn start_with(behaviour: Behaviour, verify_timeout: &str) -> Behind {
         let registry = Registry::start().await;
         let proxy = SlowLookups::start(&registry.host(), behaviour).await;
         let containerd = Containerd::start(&[proxy.host()]).await;
@@ -232,7 +249,7 @@ impl Behind {
             &dir.path().join("policy.yaml"),
             &dir.path().join("audit.jsonl"),
             &[proxy.host()],
-            "10s",
+            verify_timeout,
         );
         let policy = policy::key_policy(
             TEST_AUTHORITY,
@@ -372,4 +389,355 @@ async fn a_prefetch_failing_mid_layer_changes_no_decision_and_leaves_nothing() {
         (Vec::new(), Vec::new()),
         "left in containerd after the denial"
     );
+}
+
+/// Bytes of blob `digest` sent to pullgate once they stop growing (a connection being closed
+/// may still take what the proxy had in hand).
+async fn settled(behind: &Behind, digest: &str) -> u64 {
+    let mut last = behind.served(digest, "pullgate/");
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = behind.served(digest, "pullgate/");
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// kubelet gives up an admitted pull while pullgate waits for the image's download (its layer
+/// sent at 16 MiB/s): the download stops with the pull, the lease is deleted and what it held
+/// collected; nothing keeps coming from the registry afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_given_up_while_its_content_downloads_stops_the_download() {
+    let behind = Behind::start(Behaviour {
+        lookup_delay: Duration::from_millis(200),
+        blob_rate: Some(16 * 1024 * 1024),
+        cut_blobs: None,
+    })
+    .await;
+    let (image, digests) = behind.push("given-up", LARGE_LAYER, true).await;
+    let layer = &digests[2];
+
+    let pulling = behind.pg.pull(&image, Some("default"));
+    let given_up = tokio::time::timeout(Duration::from_millis(1500), pulling).await;
+    assert!(given_up.is_err(), "the 64 MiB layer cannot arrive within 1.5 s");
+    assert!(behind.served(layer, "pullgate/") > 0, "the layer was on its way");
+
+    let (held, ingests) = collected(&behind.containerd, &digests).await;
+    let stopped_at = settled(&behind, layer).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let served = behind.served(layer, "pullgate/");
+    eprintln!("layer bytes sent to pullgate: {stopped_at} once stopped, {served} a second later, of {LARGE_LAYER}");
+    assert_eq!(served, stopped_at, "the download went on after the pull was given up");
+    assert!(served < LARGE_LAYER as u64, "{served} of {LARGE_LAYER} bytes served");
+    assert_eq!((held, ingests), (Vec::new(), Vec::new()), "left in containerd");
+    assert_eq!(behind.containerd.image_id(&image).await, None);
+}
+
+/// Four pulls of one unsigned image at once share its verification and its one download: all
+/// are denied, the download stops, and nothing of the image is left in containerd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_of_a_denied_image_leave_nothing() {
+    let behind = Behind::start(Behaviour {
+        lookup_delay: Duration::from_millis(500),
+        blob_rate: Some(16 * 1024 * 1024),
+        cut_blobs: None,
+    })
+    .await;
+    let (image, digests) = behind.push("unsigned-shared", LARGE_LAYER, false).await;
+    let layer = &digests[2];
+
+    let pull = || behind.pg.pull(&image, Some("default"));
+    let (a, b, c, d) = tokio::join!(pull(), pull(), pull(), pull());
+    for denied in [a, b, c, d] {
+        let denied = denied.expect_err("unsigned image denied");
+        assert!(denied.message().contains("no signature"), "{}", denied.message());
+    }
+    let (held, ingests) = collected(&behind.containerd, &digests).await;
+    assert_eq!((held, ingests), (Vec::new(), Vec::new()), "left in containerd");
+    assert_eq!(behind.containerd.image_id(&image).await, None);
+    let served = settled(&behind, layer).await;
+    assert!(
+        served < LARGE_LAYER as u64 / 2,
+        "{served} of {LARGE_LAYER} bytes served"
+    );
+}
+
+/// Unsigned images denied as fast as their prefetch starts (no delay on signature lookups: the
+/// verdict comes while the lease is created, the manifest fetched or written): each time no
+/// lease, no ingest and no content is left.
+///
+/// Open finding: a denial that comes while the manifest's ingest is being opened leaves that
+/// ingest's directory (`ref`, `total`, empty `data`...) in containerd's content store, though
+/// containerd's metadata no longer knows it (`ctr content active` lists nothing) and the lease's
+/// collection does not remove it. Fails in about one run in two.
+#[ignore = "open: an ingest opened as the denial comes outlives the lease's collection"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denials_racing_the_prefetchs_start_leave_nothing() {
+    let behind = Behind::start(Behaviour::default()).await;
+    for n in 0..8 {
+        let (image, digests) = behind.push(&format!("quick-{n}"), 256 * 1024, false).await;
+        let denied = behind
+            .pg
+            .pull(&image, Some("default"))
+            .await
+            .expect_err("unsigned image denied");
+        assert!(denied.message().contains("no signature"), "{}", denied.message());
+        let (held, ingests) = collected(&behind.containerd, &digests).await;
+        assert_eq!(
+            (held, ingests),
+            (Vec::new(), Vec::new()),
+            "left in containerd after denial {n}\n{}",
+            behind.pg.log()
+        );
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 time, as GNU `date` reads it.
+fn epoch_seconds(time: &str) -> i64 {
+    let output = Command::new("date")
+        .args(["-u", "-d", time, "+%s"])
+        .output()
+        .expect("run date");
+    assert!(output.status.success(), "date cannot read {time:?}");
+    String::from_utf8_lossy(&output.stdout).trim().parse().expect("seconds")
+}
+
+/// pullgate killed while it prefetches a denied-to-be image: the lease it leaves carries a
+/// `containerd.io/gc.expire` containerd can read, no more than half an hour ahead, so that
+/// containerd's collector drops it and its content by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_left_by_a_killed_pullgate_expires_by_itself() {
+    let mut behind = Behind::start(Behaviour {
+        lookup_delay: Duration::from_secs(3),
+        blob_rate: Some(16 * 1024 * 1024),
+        cut_blobs: None,
+    })
+    .await;
+    let (image, digests) = behind.push("killed", LARGE_LAYER, false).await;
+    let pulling = behind.pg.pull(&image, Some("default"));
+    let killed = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let pid = behind.pg.pid().expect("running");
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    };
+    let (pulled, ()) = tokio::join!(pulling, killed);
+    assert!(pulled.is_err(), "pullgate died mid-pull");
+    assert!(behind.served(&digests[2], "pullgate/") > 0, "the layer was on its way");
+    let _ = behind.pg.stop();
+
+    let leases = prefetch_leases(&behind.containerd);
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    let expires = leases[0]
+        .split([' ', '\t', ','])
+        .find_map(|field| field.strip_prefix("containerd.io/gc.expire="))
+        .unwrap_or_else(|| panic!("no gc.expire label: {}", leases[0]));
+    let now = epoch_seconds("now");
+    let at = epoch_seconds(expires);
+    assert!(at > now && at <= now + 31 * 60, "expires at {expires}, now {now}");
+}
+
+/// A signed image whose signature lookups outlast `verifyTimeout` is refused while its 64 MiB
+/// layer is on its way: the download stops with the verification cut off, and nothing of the
+/// image is left in containerd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_timing_out_stops_the_download_and_leaves_nothing() {
+    let behind = Behind::start_with(
+        Behaviour {
+            lookup_delay: Duration::from_secs(3),
+            blob_rate: Some(16 * 1024 * 1024),
+            cut_blobs: None,
+        },
+        "1s",
+    )
+    .await;
+    let (image, digests) = behind.push("slow-signatures", LARGE_LAYER, true).await;
+    let layer = &digests[2];
+
+    let denied = behind
+        .pg
+        .pull(&image, Some("default"))
+        .await
+        .expect_err("a verification cut off is a refusal");
+    assert!(
+        denied.message().contains("did not finish within verifyTimeout"),
+        "{}",
+        denied.message()
+    );
+    assert!(behind.served(layer, "pullgate/") > 0, "the layer was on its way");
+    let (held, ingests) = collected(&behind.containerd, &digests).await;
+    assert_eq!((held, ingests), (Vec::new(), Vec::new()), "left in containerd");
+    assert_eq!(behind.containerd.image_id(&image).await, None);
+    let served = settled(&behind, layer).await;
+    assert!(
+        served < LARGE_LAYER as u64 / 2,
+        "{served} of {LARGE_LAYER} bytes served"
+    );
+}
+
+/// Pushes an index of two images, one for this node's architecture and one for another, as
+/// `repo:v1`; returns the index's digest and the two images (this node's first).
+async fn push_index(env: &TestEnv, repo: &str) -> (String, TinyImage, TinyImage) {
+    use pullgate_tests::distribution::{media_type, put_manifest};
+    let here = TinyImage::build_bytes(&pullgate_tests::image::random_bytes(1024 * 1024));
+    let there = TinyImage::build_bytes(&pullgate_tests::image::random_bytes(1024 * 1024));
+    here.push(&env.host(), repo, "here", env.auth()).await.expect("push");
+    there.push(&env.host(), repo, "there", env.auth()).await.expect("push");
+    let arch = pullgate_tests::image::go_arch();
+    let other = if arch == "amd64" { "arm64" } else { "amd64" };
+    let entry = |image: &TinyImage, architecture: &str| {
+        serde_json::json!({
+            "mediaType": media_type::OCI_MANIFEST,
+            "digest": image.digest(),
+            "size": image.manifest.len(),
+            "platform": { "os": "linux", "architecture": architecture },
+        })
+    };
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": [entry(&there, other), entry(&here, arch)],
+    }))
+    .expect("an index");
+    let digest = put_manifest(&env.host(), repo, "v1", &index, media_type::OCI_INDEX, env.auth())
+        .await
+        .expect("push the index");
+    (digest, here, there)
+}
+
+/// A signed multi-platform index: pullgate prefetches the index and the manifest containerd
+/// picks for this node, with its config and layer; containerd's pull of the verified index
+/// asks the registry for none of them, and no one fetches the other platform's image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admitted_index_finds_the_manifest_containerd_picks_in_containerd() {
+    use pullgate_tests::distribution::sha256_digest;
+    let env = TestEnv::start().await;
+    let repo = "prefetch/multi";
+    let (index, here, there) = push_index(&env, repo).await;
+    env.signer
+        .sign_image(&env.host(), repo, &index, env.auth())
+        .await
+        .expect("sign");
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/prefetch/*", env.host())]))
+        .await;
+
+    let tag = env.image_ref(repo, "v1");
+    pg.pull(&tag, Some("default"))
+        .await
+        .unwrap_or_else(|s| panic!("{}\n{}", s.message(), pg.log()));
+
+    for what in [
+        format!("manifests/{index}"),
+        format!("manifests/{}", here.digest()),
+        format!("blobs/{}", sha256_digest(&here.config)),
+        format!("blobs/{}", sha256_digest(&here.layer)),
+    ] {
+        assert_eq!(
+            gets(&env, repo, &what, "containerd/"),
+            Vec::<u64>::new(),
+            "containerd fetched {what}\n{}",
+            env.registry.log()
+        );
+        assert_eq!(
+            gets(&env, repo, &what, "pullgate/").len(),
+            1,
+            "pullgate fetched {what} once"
+        );
+    }
+    for what in [
+        format!("manifests/{}", there.digest()),
+        format!("blobs/{}", sha256_digest(&there.layer)),
+    ] {
+        assert_eq!(gets(&env, repo, &what, "").len(), 0, "{what} fetched");
+    }
+    let (held, ingests) = after_the_lease(&env.containerd, &[index.clone(), here.digest()]).await;
+    assert_eq!((held.len(), ingests), (2, Vec::new()));
+}
+
+/// An unsigned multi-platform index is denied, and nothing pullgate fetched of it (the index,
+/// the manifest for this node, its config and layer) is left once containerd has collected it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_index_leaves_nothing() {
+    use pullgate_tests::distribution::sha256_digest;
+    let env = TestEnv::start().await;
+    let repo = "prefetch/multi-unsigned";
+    let (index, here, _there) = push_index(&env, repo).await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/prefetch/*", env.host())]))
+        .await;
+
+    let denied = pg
+        .pull(&env.image_ref(repo, "v1"), Some("default"))
+        .await
+        .expect_err("unsigned index denied");
+    assert!(denied.message().contains("no signature"), "{}", denied.message());
+    let all = [
+        index,
+        here.digest(),
+        sha256_digest(&here.config),
+        sha256_digest(&here.layer),
+    ];
+    let (held, ingests) = collected(&env.containerd, &all).await;
+    assert_eq!((held, ingests), (Vec::new(), Vec::new()), "left in containerd");
+}
+
+/// The writer the prefetch streams into holds a blob to the size and digest its descriptor
+/// names, whatever the registry sends: a body longer than the size (a `Content-Length` that
+/// lies, a body that never ends) is refused at the first byte too many, and one of the right
+/// size but other bytes is refused by containerd's commit. Neither leaves the blob behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prefetch_writer_holds_a_blob_to_its_descriptor() {
+    use ::pullgate::containerd::content::{ContentStore, Ingest, LeaseId, Opened, WriteError};
+    let containerd = Containerd::start(&[]).await;
+    let channel = ::pullgate::cri::Upstream::connect_lazy(&containerd.socket()).channel();
+    let store = ContentStore::new(channel, "k8s.io").expect("a namespace");
+    let lease = LeaseId::for_digest("feed", 1);
+    store
+        .create_lease(&lease, Duration::from_secs(60))
+        .await
+        .expect("a lease");
+    let blob = pullgate_tests::image::random_bytes(1024);
+    let digest = pullgate_tests::distribution::sha256_digest(&blob);
+    let ingest = |reference: &str| Ingest {
+        reference: reference.to_string(),
+        digest: digest.clone(),
+        size: blob.len() as u64,
+        labels: Default::default(),
+    };
+
+    let Opened::Writer(mut writer) = store.open(&lease, ingest("layer-too-long")).await.expect("opened") else {
+        panic!("a new blob is written");
+    };
+    writer.write(blob.clone().into()).await.expect("the blob itself");
+    let too_long = writer.write(vec![0u8].into()).await;
+    assert!(matches!(too_long, Err(WriteError::TooLong(1024))), "{too_long:?}");
+    drop(writer);
+    abort_when_closed(&store, "layer-too-long").await;
+
+    let Opened::Writer(mut writer) = store.open(&lease, ingest("layer-other-bytes")).await.expect("opened") else {
+        panic!("a new blob is written");
+    };
+    writer.write(vec![7u8; blob.len()].into()).await.expect("as many bytes");
+    let committed = writer.commit().await;
+    assert!(matches!(committed, Err(WriteError::Containerd(_))), "{committed:?}");
+    abort_when_closed(&store, "layer-other-bytes").await;
+
+    store.delete_lease(&lease, true).await.expect("lease deleted");
+    let (held, ingests) = left_in_containerd(&containerd, std::slice::from_ref(&digest));
+    assert_eq!((held, ingests), (Vec::new(), Vec::new()));
+}
+
+/// Aborts ingest `reference`, again while containerd is still closing the writer the client
+/// dropped (its abort then fails: "directory not empty").
+async fn abort_when_closed(store: &::pullgate::containerd::content::ContentStore, reference: &str) {
+    let started = Instant::now();
+    while let Err(status) = store.abort(reference).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{reference} not aborted: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
