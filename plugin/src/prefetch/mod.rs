@@ -50,6 +50,16 @@ pub const MAX_PREFETCH_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 /// The largest blob prefetched; a larger one is left to containerd's pull.
 pub const MAX_BLOB_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
+/// The most content not yet judged that prefetches hold in containerd at once, all images
+/// together: a registry that serves layers fast and signatures slowly cannot fill the node's
+/// disk with images about to be denied. A blob beyond it is left to containerd's pull. Held
+/// from the blob's start until its pull's verdict (and pull) are over, in KiB.
+pub const MAX_UNJUDGED_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+/// Room in [`MAX_UNJUDGED_BYTES`] taken by one prefetch, given back when both its pull and its
+/// task are done with it.
+type Reserved = Arc<Mutex<Vec<OwnedSemaphorePermit>>>;
+
 /// How long a prefetch may run, every request and body included.
 const PREFETCH_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -67,6 +77,8 @@ pub struct Prefetcher {
     store: ContentStore,
     registries: Registries,
     room: Arc<Semaphore>,
+    /// [`MAX_UNJUDGED_BYTES`], in KiB.
+    unjudged: Arc<Semaphore>,
     /// The downloads running, by image digest: a pull that shares another's verification
     /// waits for that pull's download instead of racing it into containerd.
     running: Arc<Mutex<HashMap<Digest, watch::Receiver<()>>>>,
@@ -95,6 +107,8 @@ struct Own {
     /// Whether the content is the image's now (the pull went through): the lease goes without
     /// a collection.
     keep: bool,
+    /// Kept until the verdict: what the task wrote stays unjudged until then.
+    _reserved: Reserved,
 }
 
 /// What one prefetch wrote (or found there already).
@@ -144,6 +158,7 @@ impl Prefetcher {
             store,
             registries,
             room: Arc::new(Semaphore::new(MAX_PREFETCHES)),
+            unjudged: Arc::new(Semaphore::new(kib(MAX_UNJUDGED_BYTES) as usize)),
             running: Arc::default(),
         }
     }
@@ -169,7 +184,10 @@ impl Prefetcher {
         static LEASES: AtomicU64 = AtomicU64::new(0);
         let unique = u64::from(std::process::id()) * 1_000_000 + LEASES.fetch_add(1, Ordering::Relaxed);
         let lease = LeaseId::for_digest(digest.hex(), unique);
+        let reserved = Reserved::default();
         let run = Run {
+            unjudged: self.unjudged.clone(),
+            reserved: reserved.clone(),
             store: self.store.clone(),
             registries: self.registries.clone(),
             reference: reference.clone(),
@@ -182,6 +200,7 @@ impl Prefetcher {
             store: self.store.clone(),
             lease,
             keep: false,
+            _reserved: reserved,
         }));
         Some(Prefetch {
             download,
@@ -263,6 +282,8 @@ impl Drop for Prefetch {
 
 /// One prefetch's work, moved into its task.
 struct Run {
+    unjudged: Arc<Semaphore>,
+    reserved: Reserved,
     store: ContentStore,
     registries: Registries,
     reference: Reference,
@@ -360,7 +381,9 @@ impl Run {
         let mut wanted = Vec::new();
         for child in children.into_iter().filter(Descriptor::is_fetched) {
             match (child.digest(), child.size()) {
-                (Some(digest), Some(size)) if size <= MAX_BLOB_BYTES && size <= budget => {
+                (Some(digest), Some(size))
+                    if size <= MAX_BLOB_BYTES && size <= budget && reserve(&self.unjudged, &self.reserved, size) =>
+                {
                     budget -= size;
                     wanted.push((child, digest, size));
                 }
@@ -444,9 +467,54 @@ impl Run {
     }
 }
 
+/// Takes `size` bytes of `room` (in KiB) into `reserved`, if there is that much room now.
+fn reserve(room: &Arc<Semaphore>, reserved: &Reserved, size: u64) -> bool {
+    let Ok(kib) = u32::try_from(kib(size)) else {
+        return false;
+    };
+    match room.clone().try_acquire_many_owned(kib) {
+        Ok(permit) => {
+            reserved.lock().unwrap_or_else(|p| p.into_inner()).push(permit);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+fn kib(bytes: u64) -> u64 {
+    bytes.div_ceil(1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Prefetches of images not yet judged share one room: a blob that does not fit is left to
+    /// containerd, and the room comes back only when every holder of a prefetch's share is gone.
+    #[test]
+    fn unjudged_content_shares_one_bounded_room_until_the_verdict() {
+        let room = Arc::new(Semaphore::new(kib(10 * 1024 * 1024) as usize));
+        let (first, second) = (Reserved::default(), Reserved::default());
+        assert!(reserve(&room, &first, 6 * 1024 * 1024));
+        assert!(
+            !reserve(&room, &second, 5 * 1024 * 1024),
+            "beyond the room: left to containerd"
+        );
+        assert!(reserve(&room, &second, 4 * 1024 * 1024));
+        assert!(!reserve(&room, &second, 1), "full");
+        let task_share = first.clone();
+        drop(first);
+        assert!(
+            !reserve(&room, &second, 1),
+            "the task still holds the first prefetch's share"
+        );
+        drop(task_share);
+        assert!(
+            reserve(&room, &second, 6 * 1024 * 1024),
+            "given back once its verdict and task are over"
+        );
+        assert!(!reserve(&room, &second, u64::MAX), "no size overflows the count");
+    }
 
     /// Tells, by being dropped, that the future holding it was dropped (its task aborted).
     struct Stopped(Option<tokio::sync::oneshot::Sender<()>>);
@@ -478,6 +546,7 @@ mod tests {
                 store,
                 lease: LeaseId::for_digest(digest.hex(), 1),
                 keep: false,
+                _reserved: Reserved::default(),
             })),
             digest,
         };
