@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
             shift 2
             ;;
         --rtt)
-            [ $# -ge 2 ] && [[ "$2" =~ ^[0-9]+ms$ ]] || usage
+            if [ $# -lt 2 ] || ! [[ "$2" =~ ^[0-9]+ms$ ]]; then usage; fi
             bench_args+=(--rtt "$2")
             shift 2
             ;;
