@@ -14,6 +14,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -66,6 +67,11 @@ const PREFETCH_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a blob's body may send nothing before it is given up.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a stopped prefetch may take to finish the containerd call it is in before it is cut
+/// off: a call cut off while containerd opens an ingest leaves a directory the lease's
+/// collection does not remove.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// When containerd drops a lease pullgate did not delete (it crashed): after the longest a
 /// prefetch and the pull after it can need it.
 const LEASE_EXPIRY: Duration = Duration::from_secs(30 * 60);
@@ -102,6 +108,9 @@ enum Download {
 /// This pull's own download, and the lease that holds what it wrote.
 struct Own {
     task: Option<JoinHandle<Result<Fetched, PrefetchError>>>,
+    /// Dropped to stop the task: it stops at its next registry read, never inside a containerd
+    /// call.
+    stop: Option<watch::Sender<()>>,
     store: ContentStore,
     lease: LeaseId,
     /// Whether the content is the image's now (the pull went through): the lease goes without
@@ -131,6 +140,8 @@ pub enum PrefetchError {
     Containerd(#[from] tonic::Status),
     #[error("the manifest is not one containerd would pull")]
     NotAManifest,
+    #[error("stopped: the pull no longer needs it")]
+    Stopped,
 }
 
 /// Takes a download out of [`Prefetcher::running`] when its task ends, however it ends; the
@@ -185,7 +196,9 @@ impl Prefetcher {
         let unique = u64::from(std::process::id()) * 1_000_000 + LEASES.fetch_add(1, Ordering::Relaxed);
         let lease = LeaseId::for_digest(digest.hex(), unique);
         let reserved = Reserved::default();
+        let (stop, stopped) = watch::channel(());
         let run = Run {
+            stopped,
             unjudged: self.unjudged.clone(),
             reserved: reserved.clone(),
             store: self.store.clone(),
@@ -197,6 +210,7 @@ impl Prefetcher {
         };
         let download = Download::Own(Box::new(Own {
             task: Some(tokio::spawn(run.run(running))),
+            stop: Some(stop),
             store: self.store.clone(),
             lease,
             keep: false,
@@ -264,15 +278,23 @@ impl Drop for Prefetch {
         let Download::Own(own) = &mut self.download else {
             return;
         };
-        if let Some(task) = own.task.take() {
-            task.abort();
-        }
+        let (task, stop) = (own.task.take(), own.stop.take());
         let (store, lease, collect) = (own.store.clone(), own.lease.clone(), !own.keep);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            if let Some(task) = task {
+                task.abort();
+            }
             return;
         };
-        // Off the request path: a refusal is answered without waiting for the collection.
+        // Off the request path: a refusal is answered without waiting for the download to stop
+        // or for the collection. The lease goes once the task is done with containerd.
         runtime.spawn(async move {
+            drop(stop);
+            if let Some(mut task) = task {
+                if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
+                    task.abort();
+                }
+            }
             if let Err(status) = store.delete_lease(&lease, collect).await {
                 tracing::warn!(lease = lease.as_str(), error = %status.message(), "prefetch lease not deleted; it expires by itself");
             }
@@ -282,6 +304,8 @@ impl Drop for Prefetch {
 
 /// One prefetch's work, moved into its task.
 struct Run {
+    /// Ends (its sender dropped) when the pull no longer needs the download.
+    stopped: watch::Receiver<()>,
     unjudged: Arc<Semaphore>,
     reserved: Reserved,
     store: ContentStore,
@@ -338,8 +362,8 @@ impl Run {
         digest: &Digest,
         fetched: &mut Fetched,
     ) -> Result<Document, PrefetchError> {
-        let manifest = session
-            .manifest(digest.as_str())
+        let manifest = self
+            .unless_stopped(async { Ok(session.manifest(digest.as_str()).await?) })
             .await?
             .ok_or_else(|| RegistryError::NotFound(format!("manifest {digest} not found")))?;
         let document = Document::parse(&manifest.bytes, &manifest.media_type).ok_or(PrefetchError::NotAManifest)?;
@@ -361,6 +385,7 @@ impl Run {
             digest: digest.to_string(),
             source,
         };
+        self.check_stopped()?;
         if let Opened::Writer(mut writer) = self.store.open(&self.lease, ingest).await.map_err(write)? {
             writer.write(manifest.bytes.into()).await.map_err(write)?;
             writer.commit().await.map_err(write)?;
@@ -428,6 +453,7 @@ impl Run {
             labels: [(self.source_label(), self.reference.path().to_string())].into(),
         };
         // The ingest is opened before the registry is asked: no GET for a blob containerd has.
+        self.check_stopped()?;
         let Opened::Writer(writer) = self.store.open(&self.lease, ingest).await.map_err(write)? else {
             return Ok(None);
         };
@@ -453,11 +479,36 @@ impl Run {
             digest: digest.to_string(),
             source,
         };
-        let mut body = session.blob_stream(digest, IDLE_TIMEOUT).await?;
-        while let Some(chunk) = body.chunk().await? {
+        let mut body = self
+            .unless_stopped(async { Ok(session.blob_stream(digest, IDLE_TIMEOUT).await?) })
+            .await?;
+        while let Some(chunk) = self.unless_stopped(async { Ok(body.chunk().await?) }).await? {
             writer.write(chunk).await.map_err(write)?;
         }
         writer.commit().await.map_err(write)
+    }
+
+    /// `work` (a registry request: containerd's calls are never cut off), or
+    /// [`PrefetchError::Stopped`] should the pull stop the download first.
+    async fn unless_stopped<T>(
+        &self,
+        work: impl Future<Output = Result<T, PrefetchError>>,
+    ) -> Result<T, PrefetchError> {
+        let mut stopped = self.stopped.clone();
+        tokio::select! {
+            done = work => done,
+            // Only ever ends with the sender gone: nothing is sent on it.
+            _ = async { while stopped.changed().await.is_ok() {} } => Err(PrefetchError::Stopped),
+        }
+    }
+
+    /// [`PrefetchError::Stopped`] once the pull has stopped the download: checked before each
+    /// containerd call that opens an ingest.
+    fn check_stopped(&self) -> Result<(), PrefetchError> {
+        match self.stopped.has_changed() {
+            Err(_) => Err(PrefetchError::Stopped),
+            Ok(_) => Ok(()),
+        }
     }
 
     /// The label containerd's pull puts on content to say where it came from
@@ -543,6 +594,7 @@ mod tests {
         let prefetch = Prefetch {
             download: Download::Own(Box::new(Own {
                 task: Some(task),
+                stop: None,
                 store,
                 lease: LeaseId::for_digest(digest.hex(), 1),
                 keep: false,
@@ -561,7 +613,7 @@ mod tests {
         let waited = tokio::time::timeout(Duration::from_millis(50), prefetch.finished()).await;
         assert!(waited.is_err(), "the download never ends by itself");
         drop(prefetch);
-        tokio::time::timeout(Duration::from_secs(5), stopped)
+        tokio::time::timeout(STOP_GRACE + Duration::from_secs(5), stopped)
             .await
             .expect("the download stopped with the pull that waited for it")
             .ok();
@@ -572,7 +624,7 @@ mod tests {
     async fn a_refused_pull_stops_its_download() {
         let (prefetch, stopped) = endless_download();
         drop(prefetch);
-        tokio::time::timeout(Duration::from_secs(5), stopped)
+        tokio::time::timeout(STOP_GRACE + Duration::from_secs(5), stopped)
             .await
             .expect("the download stopped with the refused pull")
             .ok();
