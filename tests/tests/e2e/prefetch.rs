@@ -559,10 +559,12 @@ async fn a_verification_timing_out_stops_the_download_and_leaves_nothing() {
         .pull(&image, Some("default"))
         .await
         .expect_err("a verification cut off is a refusal");
+    // Cut off by verifyTimeout, or (on a loaded machine, the same bound a moment earlier) by
+    // the registry request's own bound, which is verifyTimeout too.
+    let message = denied.message();
     assert!(
-        denied.message().contains("did not finish within verifyTimeout"),
-        "{}",
-        denied.message()
+        message.contains("did not finish within verifyTimeout") || message.contains("operation timed out"),
+        "{message}"
     );
     assert!(behind.served(layer, "pullgate/") > 0, "the layer was on its way");
     let (held, ingests) = collected(&behind.containerd, &digests).await;
