@@ -189,6 +189,22 @@ impl Upstream {
 }
 
 impl UnaryReply {
+    /// A successful reply of pullgate's own, with `message`, as containerd would send it.
+    pub fn ok(message: Bytes) -> Self {
+        let (head, ()) = Response::builder()
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .body(())
+            .unwrap_or_default()
+            .into_parts();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        Self {
+            head,
+            message,
+            trailers: Some(trailers),
+        }
+    }
+
     /// The reply with its message replaced, everything else as containerd sent it.
     pub fn with_message(self, message: Bytes) -> Self {
         Self { message, ..self }

@@ -1,8 +1,8 @@
 //! The decision for one request, top to bottom: policy → resolve → verify → audit → pull.
 //!
 //! `judge.rs` decides (shared with `pullgate verify`); this file runs a `PullImage` from that
-//! decision to containerd's answer and its record; `pull.rs` pulls exactly what was judged;
-//! `status.rs` answers `ImageStatus` with what was verified, which `admitted.rs` keeps (in
+//! decision to containerd's answer and its record; `pull.rs` pulls exactly what was judged, or
+//! finds it already in containerd; `status.rs` answers `ImageStatus` with what was verified, which `admitted.rs` keeps (in
 //! memory and in `stateDir`); `peers.rs` records refused connections.
 
 use std::{
@@ -243,10 +243,23 @@ impl Gate {
             record: Some(record),
             gate: self,
         };
-        if let Some(prefetch) = &mut prefetch {
-            prefetch.finished().await;
-        }
-        let pulled = self.pull(&call, admission).await;
+        let rule = judgement.rule.as_deref().unwrap_or_default();
+        let present = match &admission {
+            Admission::Verified(verified) => {
+                self.already_pulled(&call, &request, verified, policy.hash(), rule)
+                    .await
+            }
+            Admission::Waived(_) => None,
+        };
+        let pulled = match present {
+            Some((reply, admitted)) => Ok((reply, Some(admitted))),
+            None => {
+                if let Some(prefetch) = &mut prefetch {
+                    prefetch.finished().await;
+                }
+                self.pull(&call, admission).await
+            }
+        };
         // Once containerd's image record holds the content, the lease can go without a
         // collection; a failed pull's content is collected.
         match (prefetch, pulled.is_ok()) {
@@ -266,7 +279,6 @@ impl Gate {
         self.record_pull(record, enforced, &judgement.image).await?;
         let (reply, admitted) = pulled?;
         if let Some((image, digest)) = admitted {
-            let rule = judgement.rule.as_deref().unwrap_or_default();
             self.admitted.insert(image, digest, policy.hash(), rule, until);
         }
         Ok(reply)

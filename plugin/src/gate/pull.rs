@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use prost::Message;
+use pullgate_proto::cri::{PullImageRequest, PullImageResponse};
 use tonic::Status;
 
 use super::{admitted::ImageKey, Gate};
@@ -10,6 +13,10 @@ use crate::{
     cri::{UnaryCall, UnaryReply},
     verify::Verified,
 };
+
+/// The pod annotation through which containerd 1.7 lets a pull choose a runtime handler's
+/// snapshotter: such a pull may need an unpack the image does not have yet.
+const RUNTIME_HANDLER_ANNOTATION: &str = "io.containerd.cri.runtime-handler";
 
 /// How long tagging a pulled image, and the CRI plugin seeing the tag, may take.
 const TAG_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,6 +49,59 @@ impl Gate {
         }
         let digest = verified.digest().to_string();
         Ok((reply, Some(((verified.reference().repository(), image_id), digest))))
+    }
+
+    /// A repeat pull by tag of what containerd already holds, answered without asking
+    /// containerd to pull again: kubelet's tag was just resolved (with this pull's credentials,
+    /// or the same ones within `resolveTTL`) to the digest `verified` names, containerd's tag
+    /// already points at that manifest, and an earlier pull through pullgate of that manifest
+    /// under this very rule and policy went through containerd's CRI pull (it is `admitted`),
+    /// which unpacked it. containerd's pull would make one more request to the registry, for
+    /// the digest just resolved, and change nothing. `None` whenever any of that is not so,
+    /// or cannot be read: then containerd pulls, as for any other.
+    ///
+    /// A pull that names a runtime handler is always sent on: containerd may unpack the image
+    /// for that handler's snapshotter, which the earlier pull may not have done.
+    pub(super) async fn already_pulled(
+        &self,
+        call: &UnaryCall,
+        request: &PullImageRequest,
+        verified: &Verified,
+        generation: &str,
+        rule: &str,
+    ) -> Option<(UnaryReply, (ImageKey, String))> {
+        let reference = verified.reference();
+        let tag = reference.tagged().filter(|_| reference.digest().is_none())?;
+        let handler = request.image.as_ref().is_some_and(|i| !i.runtime_handler.is_empty())
+            || request
+                .sandbox_config
+                .as_ref()
+                .is_some_and(|s| s.annotations.contains_key(RUNTIME_HANDLER_ANNOTATION));
+        if handler {
+            return None;
+        }
+        let digest = verified.digest().to_string();
+        let (target, image_id) = tokio::join!(
+            self.containerd.target_digest(&tag),
+            self.upstream.image_id_of(call, &tag)
+        );
+        let (Ok(Some(target)), Ok(Some(image_id))) = (target, image_id) else {
+            return None;
+        };
+        let repository = reference.repository();
+        if target != digest
+            || !self
+                .admitted
+                .contains(&repository, &image_id, std::slice::from_ref(&digest), generation, rule)
+        {
+            return None;
+        }
+        let message = PullImageResponse {
+            image_ref: image_id.clone(),
+        }
+        .encode_to_vec();
+        let reply = UnaryReply::ok(Bytes::from(message));
+        Some((reply, ((repository, image_id), digest)))
     }
 
     /// Gives the pinned image kubelet's tag, then waits until containerd's CRI plugin, which
