@@ -2,8 +2,9 @@
 //!
 //! `judge.rs` decides (shared with `pullgate verify`); this file runs a `PullImage` from that
 //! decision to containerd's answer and its record; `pull.rs` pulls exactly what was judged, or
-//! finds it already in containerd; `status.rs` answers `ImageStatus` with what was verified, which `admitted.rs` keeps (in
-//! memory and in `stateDir`); `peers.rs` records refused connections.
+//! finds it already in containerd; `status.rs` answers `ImageStatus` with what was verified,
+//! which `admitted.rs` keeps (in memory and in `stateDir`); `peers.rs` records refused
+//! connections.
 
 use std::{
     future::Future,
