@@ -23,7 +23,7 @@ use crate::{
 use crate::{
     audit::AuditLog,
     config::Config,
-    containerd::{content::ContentStore, Containerd},
+    containerd::Containerd,
     cri::{self, ImageGate, Upstream},
     gate::{Gate, Judge},
     metrics::{self, endpoint::Readiness, Metrics},
@@ -117,8 +117,7 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
     let containerd = Containerd::new(upstream.channel(), &config.containerd_namespace)?;
     let mut judge = Judge::new(registries.clone(), config.verify_timeout, metrics.clone());
     if config.prefetch {
-        let store = ContentStore::new(upstream.channel(), &config.containerd_namespace)?;
-        judge = judge.with_prefetcher(Prefetcher::new(store, registries.clone()));
+        judge = judge.with_prefetcher(Prefetcher::new(containerd.content().clone(), registries.clone()));
     }
     judge.set_docker_config(docker_config);
     let state = open_state(config.state_dir.as_deref());

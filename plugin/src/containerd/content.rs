@@ -9,7 +9,7 @@ use std::{collections::HashMap, time::Duration};
 use bytes::Bytes;
 use containerd_client::services::v1::{
     content_client::ContentClient, leases_client::LeasesClient, AbortRequest, CreateRequest, DeleteRequest,
-    InfoRequest, WriteAction, WriteContentRequest, WriteContentResponse,
+    InfoRequest, ReadContentRequest, WriteAction, WriteContentRequest, WriteContentResponse,
 };
 use tokio::sync::mpsc;
 use tonic::{codec::Streaming, metadata::MetadataValue, transport::Channel, Code, Request, Status};
@@ -148,6 +148,36 @@ impl ContentStore {
             Ok(_) => Ok(true),
             Err(status) if status.code() == Code::NotFound => Ok(false),
             Err(status) => Err(status),
+        }
+    }
+
+    /// The blob `digest`, whole; `None` when containerd does not have it. A blob longer than
+    /// `limit` bytes is an error: only manifests and indexes are read, never layers.
+    pub async fn read(&self, digest: &str, limit: usize) -> Result<Option<Bytes>, Status> {
+        let mut content = self.content.clone();
+        let request = ReadContentRequest {
+            digest: digest.to_string(),
+            offset: 0,
+            size: 0,
+        };
+        let mut stream = match content.read(self.request(request)).await {
+            Ok(reply) => reply.into_inner(),
+            Err(status) if status.code() == Code::NotFound => return Ok(None),
+            Err(status) => return Err(status),
+        };
+        let mut bytes = Vec::new();
+        loop {
+            match stream.message().await {
+                Ok(Some(piece)) if bytes.len() + piece.data.len() > limit => {
+                    return Err(Status::out_of_range(format!(
+                        "{digest} in containerd's content store is longer than {limit} bytes"
+                    )))
+                }
+                Ok(Some(piece)) => bytes.extend_from_slice(&piece.data),
+                Ok(None) => return Ok(Some(Bytes::from(bytes))),
+                Err(status) if status.code() == Code::NotFound => return Ok(None),
+                Err(status) => return Err(status),
+            }
         }
     }
 

@@ -17,16 +17,24 @@ pub struct NamespaceError(String);
 #[derive(Clone)]
 pub struct Containerd {
     images: ImagesClient<Channel>,
+    content: content::ContentStore,
     namespace: MetadataValue<tonic::metadata::Ascii>,
 }
 
 impl Containerd {
     pub fn new(channel: Channel, namespace: &str) -> Result<Self, NamespaceError> {
+        let content = content::ContentStore::new(channel.clone(), namespace)?;
         let namespace = MetadataValue::try_from(namespace).map_err(|_| NamespaceError(namespace.to_string()))?;
         Ok(Self {
             images: ImagesClient::new(channel),
+            content,
             namespace,
         })
+    }
+
+    /// The content store and leases of the same namespace.
+    pub fn content(&self) -> &content::ContentStore {
+        &self.content
     }
 
     /// The manifest (or index) digest containerd's image `name` points at; `None` when there is

@@ -11,6 +11,7 @@ use super::{admitted::ImageKey, Gate};
 use crate::{
     admission::Admission,
     cri::{UnaryCall, UnaryReply},
+    prefetch,
     verify::Verified,
 };
 
@@ -56,8 +57,9 @@ impl Gate {
     /// or the same ones within `resolveTTL`) to the digest `verified` names, containerd's tag
     /// already points at that manifest, and an earlier pull through pullgate of that manifest
     /// under this very rule and policy went through containerd's CRI pull (it is `admitted`),
-    /// which unpacked it. containerd's pull would make one more request to the registry, for
-    /// the digest just resolved, and change nothing. `None` whenever any of that is not so,
+    /// and all the content that pull fetched is still there (containerd's CRI unpacks from it
+    /// when a snapshot is missing). containerd's pull would make one more request to the
+    /// registry, for the digest just resolved, and change nothing. `None` whenever any of that is not so,
     /// or cannot be read: then containerd pulls, as for any other.
     ///
     /// A pull that names a runtime handler is always sent on: containerd may unpack the image
@@ -93,6 +95,14 @@ impl Gate {
             || !self
                 .admitted
                 .contains(&repository, &image_id, std::slice::from_ref(&digest), generation, rule)
+        {
+            return None;
+        }
+        // Content removed since (by hand, `discard_unpacked_layers`, another snapshotter's
+        // pull): containerd's pull would fetch it again, so it pulls.
+        if !prefetch::is_whole(self.containerd.content(), &digest)
+            .await
+            .unwrap_or(false)
         {
             return None;
         }

@@ -35,8 +35,10 @@ use crate::{
 };
 
 mod manifest;
+mod whole;
 
 use manifest::{gc_labels, Descriptor, Document};
+pub use whole::is_whole;
 
 /// Images prefetched at once; a pull beyond them waits for its verdict as before.
 const MAX_PREFETCHES: usize = 4;

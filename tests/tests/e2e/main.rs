@@ -48,3 +48,4 @@ mod systemd_units;
 mod tls;
 mod trusted_roots;
 mod vectors_registry;
+mod warm_pulls;
