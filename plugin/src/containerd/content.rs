@@ -289,6 +289,22 @@ impl BlobWriter {
         Ok(())
     }
 
+    /// Gives the blob up: ends the write and, once containerd has ended its side of the call
+    /// (its writer closed), aborts the ingest. An abort sent while containerd's writer is still
+    /// open races that writer's close, which can leave the ingest's directory behind, out of
+    /// reach of the lease's collection. containerd is waited for at most `wait`.
+    pub async fn abandon(mut self, store: &ContentStore, wait: Duration) -> Result<(), Status> {
+        drop(self.requests);
+        let ended = async { while let Ok(Some(_)) = self.responses.message().await {} };
+        if tokio::time::timeout(wait, ended).await.is_err() {
+            tracing::debug!(
+                reference = self.ingest.reference,
+                "containerd did not end the write in time"
+            );
+        }
+        store.abort(&self.ingest.reference).await
+    }
+
     /// Sends the pending bytes with `action` and waits for containerd to acknowledge them: one
     /// message in flight at a time.
     async fn send(&mut self, action: WriteAction, labels: HashMap<String, String>) -> Result<(), WriteError> {

@@ -22,6 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use tokio::{
     sync::{watch, OwnedSemaphorePermit, Semaphore},
@@ -73,6 +74,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// off: a call cut off while containerd opens an ingest leaves a directory the lease's
 /// collection does not remove.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a blob given up waits for containerd to close its writer before the ingest is
+/// aborted: well within [`STOP_GRACE`].
+const ABANDON_WAIT: Duration = Duration::from_secs(2);
 
 /// When containerd drops a lease pullgate did not delete (it crashed): after the longest a
 /// prefetch and the pull after it can need it.
@@ -129,6 +134,14 @@ pub struct Fetched {
     pub bytes: u64,
     /// Blobs another writer was writing, or left to containerd by a bound.
     pub skipped: usize,
+}
+
+impl Fetched {
+    fn add(&mut self, other: Fetched) {
+        self.blobs += other.blobs;
+        self.bytes += other.bytes;
+        self.skipped += other.skipped;
+    }
 }
 
 /// Why a prefetch stopped; the pull goes on without it.
@@ -330,49 +343,81 @@ impl Run {
             })
     }
 
+    /// The manifest, then its config and layers. containerd's calls are the slow part on a
+    /// near registry (each commit is synced), so nothing waits for one it does not need: the
+    /// lease is made while the manifest is fetched, and a manifest is written while what it
+    /// names is fetched. All of it is written under the lease, so the order containerd sees is
+    /// immaterial; containerd's pull waits for the whole.
     async fn fetch(&self) -> Result<Fetched, PrefetchError> {
-        self.store.create_lease(&self.lease, LEASE_EXPIRY).await?;
         let mut fetched = Fetched::default();
-        // Already there (pulled before): the pull fetches nothing, and neither does this.
-        if self.store.has(self.digest.as_str()).await? {
-            return Ok(fetched);
-        }
         let session = self
             .registries
             .session(&self.reference, self.credentials.clone())
             .with_timeout(PREFETCH_TIMEOUT);
-        let mut document = self.manifest(&session, &self.digest, &mut fetched).await?;
+        let manifest = async {
+            // Already there (pulled before): the pull fetches nothing, and neither does this.
+            match self.store.has(self.digest.as_str()).await? {
+                true => Ok(None),
+                false => self.manifest(&session, &self.digest).await.map(Some),
+            }
+        };
+        let (leased, manifest) = tokio::join!(self.store.create_lease(&self.lease, LEASE_EXPIRY), manifest);
+        leased?;
+        let Some((mut document, mut bytes)) = manifest? else {
+            return Ok(fetched);
+        };
+        let mut digest = self.digest.clone();
         if document.is_index() {
             let Some(chosen) = document.for_this_platform().cloned() else {
-                return Ok(fetched);
+                return self
+                    .write_manifest(&digest, &document, bytes, &mut fetched)
+                    .await
+                    .map(|()| fetched);
             };
-            let digest = chosen.digest().ok_or(PrefetchError::NotAManifest)?;
-            document = self.manifest(&session, &digest, &mut fetched).await?;
+            let index = (digest, document, bytes);
+            digest = chosen.digest().ok_or(PrefetchError::NotAManifest)?;
+            let (written, manifest) = tokio::join!(
+                self.write_manifest(&index.0, &index.1, index.2, &mut fetched),
+                self.manifest(&session, &digest)
+            );
+            written?;
+            (document, bytes) = manifest?;
             if document.is_index() {
                 return Err(PrefetchError::NotAManifest);
             }
         }
-        self.blobs(&session, document.children(), &mut fetched).await?;
-        Ok(fetched)
+        let mut children = Fetched::default();
+        let (written, blobs) = tokio::join!(
+            self.write_manifest(&digest, &document, bytes, &mut fetched),
+            self.blobs(&session, document.children(), &mut children)
+        );
+        fetched.add(children);
+        written.and(blobs).map(|()| fetched)
     }
 
-    /// Fetches manifest (or index) `digest` (bounded and checked against the digest by the
-    /// registry client) and writes it with the labels containerd's pull gives it.
-    async fn manifest(
-        &self,
-        session: &Session<'_>,
-        digest: &Digest,
-        fetched: &mut Fetched,
-    ) -> Result<Document, PrefetchError> {
+    /// Fetches manifest (or index) `digest`, bounded and checked against the digest by the
+    /// registry client.
+    async fn manifest(&self, session: &Session<'_>, digest: &Digest) -> Result<(Document, Bytes), PrefetchError> {
         let manifest = self
             .unless_stopped(async { Ok(session.manifest(digest.as_str()).await?) })
             .await?
             .ok_or_else(|| RegistryError::NotFound(format!("manifest {digest} not found")))?;
         let document = Document::parse(&manifest.bytes, &manifest.media_type).ok_or(PrefetchError::NotAManifest)?;
+        Ok((document, manifest.bytes.into()))
+    }
+
+    /// Writes manifest (or index) `digest` with the labels containerd's pull gives it.
+    async fn write_manifest(
+        &self,
+        digest: &Digest,
+        document: &Document,
+        bytes: Bytes,
+        fetched: &mut Fetched,
+    ) -> Result<(), PrefetchError> {
         let descriptor = Descriptor {
             media_type: document.media_type().to_string(),
             digest: digest.to_string(),
-            size: i64::try_from(manifest.bytes.len()).unwrap_or(i64::MAX),
+            size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
             platform: None,
         };
         let mut labels = gc_labels(&document.children());
@@ -380,7 +425,7 @@ impl Run {
         let ingest = Ingest {
             reference: descriptor.ingest_ref(),
             digest: digest.to_string(),
-            size: manifest.bytes.len() as u64,
+            size: bytes.len() as u64,
             labels,
         };
         let write = |source| PrefetchError::Write {
@@ -389,11 +434,11 @@ impl Run {
         };
         self.check_stopped()?;
         if let Opened::Writer(mut writer) = self.store.open(&self.lease, ingest).await.map_err(write)? {
-            writer.write(manifest.bytes.into()).await.map_err(write)?;
+            writer.write(bytes).await.map_err(write)?;
             writer.commit().await.map_err(write)?;
             fetched.blobs += 1;
         }
-        Ok(document)
+        Ok(())
     }
 
     /// Fetches `children` (a manifest's config and layers), [`CONCURRENT_BLOBS`] at a time,
@@ -456,18 +501,22 @@ impl Run {
         };
         // The ingest is opened before the registry is asked: no GET for a blob containerd has.
         self.check_stopped()?;
-        let Opened::Writer(writer) = self.store.open(&self.lease, ingest).await.map_err(write)? else {
+        let Opened::Writer(mut writer) = self.store.open(&self.lease, ingest).await.map_err(write)? else {
             return Ok(None);
         };
         let reference = writer.reference().to_string();
-        let written = self.stream(session, &digest, writer).await;
-        if written.is_err() {
-            // containerd's pull then fetches the blob whole, as it would have without this.
-            if let Err(status) = self.store.abort(&reference).await {
-                tracing::debug!(reference, error = %status.message(), "ingest not aborted; the lease's collection removes it");
-            }
+        // On failure containerd's pull fetches the blob whole, as it would have without this.
+        let aborted = match self.stream(session, &digest, &mut writer).await {
+            Ok(()) => match writer.commit().await {
+                Ok(()) => return Ok(Some(size)),
+                Err(error) => (write(error), self.store.abort(&reference).await),
+            },
+            Err(error) => (error, writer.abandon(&self.store, ABANDON_WAIT).await),
+        };
+        if let (_, Err(status)) = &aborted {
+            tracing::debug!(reference, error = %status.message(), "ingest not aborted; the lease's collection removes it");
         }
-        written.map(|()| Some(size))
+        Err(aborted.0)
     }
 
     /// Copies blob `digest` from the registry into `writer`, a piece at a time, and commits it.
@@ -475,7 +524,7 @@ impl Run {
         &self,
         session: &Session<'_>,
         digest: &Digest,
-        mut writer: Box<BlobWriter>,
+        writer: &mut BlobWriter,
     ) -> Result<(), PrefetchError> {
         let write = |source| PrefetchError::Write {
             digest: digest.to_string(),
@@ -487,7 +536,7 @@ impl Run {
         while let Some(chunk) = self.unless_stopped(async { Ok(body.chunk().await?) }).await? {
             writer.write(chunk).await.map_err(write)?;
         }
-        writer.commit().await.map_err(write)
+        Ok(())
     }
 
     /// `work` (a registry request: containerd's calls are never cut off), or
