@@ -58,9 +58,11 @@ impl ImageEvents {
             let lost = self.follow_once().await;
             if self.cache.is_live() {
                 retry = RETRY_FIRST;
+                tracing::info!(error = %lost, "containerd's image events lost; names are looked up until they are back");
+            } else {
+                tracing::debug!(error = %lost, retry_in = ?retry, "no subscription to containerd's image events yet");
             }
             self.cache.set_live(false);
-            tracing::info!(error = %lost, retry_in = ?retry, "containerd's image events lost; names are looked up until they are back");
             tokio::time::sleep(retry).await;
             retry = (retry * 2).min(RETRY_MAX);
         }
