@@ -5,7 +5,8 @@
 //! tonic's buffered channel. Every round runs each kind once, in an order that rotates.
 //!
 //! `PULLGATE_BIN=target/release/pullgate cargo run --release -p pullgate-tests --example
-//! status_timing [ROUNDS]` (needs what the e2e rig needs).
+//! status_timing [ROUNDS]` (needs what the e2e rig needs). `PULLGATE_OTHER_BIN`, a third
+//! build, is measured beside them too.
 
 use std::{
     path::PathBuf,
@@ -19,11 +20,12 @@ use prost::Message;
 use pullgate::containerd::Containerd;
 use pullgate_tests::{cri, process::free_local_port, pullgate as rig, Pullgate, TestEnv};
 
-const KINDS: [&str; 7] = [
+const KINDS: [&str; 8] = [
     "direct ImageStatus (tonic)",
     "direct ImageStatus (bare h2)",
     "pullgate ImageStatus",
     "baseline ImageStatus",
+    "other build ImageStatus",
     "containerd Get, one name",
     "containerd Get x2, in turn",
     "containerd List, 2 names",
@@ -33,6 +35,7 @@ const KINDS: [&str; 7] = [
 async fn main() {
     let rounds: usize = std::env::args().nth(1).map_or(2000, |r| r.parse().expect("ROUNDS"));
     let baseline_bin = std::env::var_os("PULLGATE_BASELINE_BIN").map(PathBuf::from);
+    let other_bin = std::env::var_os("PULLGATE_OTHER_BIN").map(PathBuf::from);
     let env = TestEnv::start().await;
     let host = env.host();
     let policy = env.key_policy(&[&format!("{host}/bench/**")]);
@@ -57,9 +60,12 @@ async fn main() {
         Some(binary) => Some(start(binary.clone(), "baseline").await),
         None => None,
     };
-    current.pull(&image, None).await.expect("pull through pullgate");
-    if let Some(baseline) = &baseline {
-        baseline.pull(&image, None).await.expect("pull through the baseline");
+    let other = match &other_bin {
+        Some(binary) => Some(start(binary.clone(), "other").await),
+        None => None,
+    };
+    for pg in [Some(&current), baseline.as_ref(), other.as_ref()].into_iter().flatten() {
+        pg.pull(&image, None).await.expect("pull through pullgate");
     }
     // Give the event subscription time to come up.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -68,6 +74,7 @@ async fn main() {
     let direct = env.containerd.client();
     let current_client = current.client();
     let baseline_client = baseline.as_ref().map(Pullgate::client);
+    let other_client = other.as_ref().map(Pullgate::client);
     let channel = pullgate::cri::Upstream::connect_lazy(&env.containerd.socket()).channel();
     let images = Containerd::new(channel, "k8s.io").expect("namespace");
     let stream = tokio::net::UnixStream::connect(env.containerd.socket())
@@ -110,17 +117,17 @@ async fn main() {
                     let shown = current_client.clone().image_status(request.clone()).await.expect("ImageStatus");
                     assert!(shown.into_inner().image.is_some(), "pullgate hid the image");
                 }
-                3 => match &baseline_client {
+                3 | 4 => match [&baseline_client, &other_client][kind - 3] {
                     Some(client) => {
                         let shown = client.clone().image_status(request.clone()).await.expect("ImageStatus");
-                        assert!(shown.into_inner().image.is_some(), "the baseline hid the image");
+                        assert!(shown.into_inner().image.is_some(), "another build hid the image");
                     }
                     None => continue,
                 },
-                4 => {
+                5 => {
                     images.target_digest(&image).await.expect("Get").expect("found");
                 }
-                5 => {
+                6 => {
                     images.target_digest(&image).await.expect("Get").expect("found");
                     images.target_digest(&pinned).await.expect("Get").expect("found");
                 }
@@ -151,10 +158,10 @@ async fn main() {
         p50s.push(at(50));
     }
     println!(
-        "\npullgate added p50 {:+.3} ms ({:.2}x); baseline added {:+.3} ms ({:.2}x)",
+        "\nadded p50 over direct (tonic): pullgate {:+.3} ms ({:.2}x); baseline {:+.3} ms; other {:+.3} ms",
         p50s[2] - p50s[0],
         p50s[2] / p50s[0],
         p50s[3] - p50s[0],
-        p50s[3] / p50s[0]
+        p50s[4] - p50s[0]
     );
 }
