@@ -171,3 +171,14 @@ pub fn quoted(value: &str) -> String {
     quoted.push('"');
     quoted
 }
+
+#[cfg(test)]
+mod tests {
+    use super::quoted;
+
+    #[test]
+    fn filter_values_are_quoted_with_quotes_and_backslashes_escaped() {
+        assert_eq!(quoted("k8s.io"), r#""k8s.io""#);
+        assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+}
