@@ -64,7 +64,10 @@ async fn main() {
         Some(binary) => Some(start(binary.clone(), "other").await),
         None => None,
     };
-    for pg in [Some(&current), baseline.as_ref(), other.as_ref()].into_iter().flatten() {
+    for pg in [Some(&current), baseline.as_ref(), other.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         pg.pull(&image, None).await.expect("pull through pullgate");
     }
     // Give the event subscription time to come up.
@@ -114,7 +117,11 @@ async fn main() {
                     assert!(body.len() > 5);
                 }
                 2 => {
-                    let shown = current_client.clone().image_status(request.clone()).await.expect("ImageStatus");
+                    let shown = current_client
+                        .clone()
+                        .image_status(request.clone())
+                        .await
+                        .expect("ImageStatus");
                     assert!(shown.into_inner().image.is_some(), "pullgate hid the image");
                 }
                 3 | 4 => match [&baseline_client, &other_client][kind - 3] {
@@ -144,8 +151,14 @@ async fn main() {
         "pullgate followed containerd's image events: {}",
         current.log().contains("following containerd's image events")
     );
-    println!("load average: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
-    println!("{rounds} rounds; ms\n{:<30} {:>8} {:>8} {:>8}", "kind", "p50", "p90", "p99");
+    println!(
+        "load average: {}",
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    println!(
+        "{rounds} rounds; ms\n{:<30} {:>8} {:>8} {:>8}",
+        "kind", "p50", "p90", "p99"
+    );
     let mut p50s = Vec::new();
     for (kind, mut times) in KINDS.iter().zip(samples) {
         if times.is_empty() {

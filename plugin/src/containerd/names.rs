@@ -172,7 +172,11 @@ mod tests {
         // Nor one started before a reconnection, finishing after it.
         cache.set_live(true);
         cache.insert(ticket, "r/a:1", "sha256:a");
-        assert_eq!(cache.get("r/a:1"), None, "an entry from before the subscription came back");
+        assert_eq!(
+            cache.get("r/a:1"),
+            None,
+            "an entry from before the subscription came back"
+        );
     }
 
     #[test]
@@ -183,7 +187,11 @@ mod tests {
             cache.insert(ticket, &format!("r/a:{i}"), "sha256:a");
         }
         cache.insert(ticket, "r/a:0", "sha256:b");
-        assert_eq!(cache.get("r/a:1").as_deref(), Some("sha256:a"), "a known name is replaced in place");
+        assert_eq!(
+            cache.get("r/a:1").as_deref(),
+            Some("sha256:a"),
+            "a known name is replaced in place"
+        );
         cache.insert(ticket, "r/new:1", "sha256:n");
         assert_eq!(cache.get("r/a:1"), None);
         assert_eq!(cache.get("r/new:1").as_deref(), Some("sha256:n"));

@@ -80,7 +80,9 @@ async fn verified_beside_an_unverified_twin(env: &TestEnv, pg: &Pullgate) -> (St
 async fn a_remembered_name_moved_in_containerd_is_hidden_at_the_next_status() {
     let Some(binary) = containerd::binary_2x() else { return };
     let env = TestEnv::start_on(binary).await;
-    let pg = env.start_pullgate(&env.key_policy(&[&format!("{}/volumes/**", env.host())])).await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/volumes/**", env.host())]))
+        .await;
     let (verified, around) = verified_beside_an_unverified_twin(&env, &pg).await;
 
     ctr_images(&env, &["tag", "--force", &around, &verified]);
@@ -97,7 +99,9 @@ async fn a_remembered_name_moved_in_containerd_is_hidden_at_the_next_status() {
 async fn after_containerd_restarts_nothing_remembered_from_before_is_trusted() {
     let Some(binary) = containerd::binary_2x() else { return };
     let mut env = TestEnv::start_on(binary).await;
-    let pg = env.start_pullgate(&env.key_policy(&[&format!("{}/volumes/**", env.host())])).await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/volumes/**", env.host())]))
+        .await;
     let (verified, around) = verified_beside_an_unverified_twin(&env, &pg).await;
 
     env.containerd.stop();
@@ -111,7 +115,11 @@ async fn after_containerd_restarts_nothing_remembered_from_before_is_trusted() {
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while pg.log().matches(FOLLOWING).count() < 2 {
-        assert!(std::time::Instant::now() < deadline, "never subscribed again:\n{}", pg.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never subscribed again:\n{}",
+            pg.log()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(
