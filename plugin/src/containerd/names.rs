@@ -2,15 +2,20 @@
 //! nothing changed: `ImageStatus` then asks containerd nothing for a name it asked before.
 //!
 //! The cache is only as true as the event stream, so it holds three rules:
-//! - it is used only while the subscription is live (the stream answered this very connection's
-//!   own marker event, see `events.rs`), and emptied whenever it is not;
+//! - it is used only while the subscription is live (the stream delivered a marker pullgate
+//!   published after the stream had started, see `events.rs`), and emptied whenever it is not;
 //! - any create, update or delete event for a name drops that name;
 //! - a lookup fills an entry only if no event at all arrived between the lookup's start and
 //!   its insert (one generation counter for every event: stricter than per name, and bounded).
 //!
-//! The window left open: a name moved in containerd's store whose event has not reached
-//! pullgate yet when the CRI's answer is judged. containerd publishes an image event after the
-//! change is committed, and its own CRI plugin learns of changes made through the image API
+//! Why that is enough: containerd publishes an image event for every create, update and delete
+//! of a name, after the change is committed (1.6: its images service; 2.x: the image store
+//! itself, so transfer-service pulls too). A change committed after a lookup read the name is
+//! therefore delivered on a live subscription after that read, and either keeps the answer out
+//! or drops it.
+//!
+//! The window left open: a name moved whose event has not reached pullgate yet when the CRI's
+//! answer is judged. containerd's own CRI plugin learns of changes made through the image API
 //! from the same events, so the CRI answer being judged is about as old. More to the point,
 //! `ImageStatus` is a snapshot: kubelet creates the container by name some time after the
 //! answer, and a name moved in between was never caught, with or without this cache. The
