@@ -16,7 +16,7 @@ const FOLLOWING: &str = "following containerd's image events";
 
 /// Pushes a new artifact with the empty config as `repository:tag`, signed when `signed`.
 async fn push_artifact(env: &TestEnv, repository: &str, tag: &str, signed: bool) -> TinyArtifact {
-    let artifact = TinyArtifact::build(Config::Empty, &format!("{repository} {tag}"));
+    let artifact = TinyArtifact::build(Config::Empty, &format!("{repository} {tag} signed={signed}"));
     let digest = artifact
         .push(&env.host(), repository, tag, env.auth())
         .await
@@ -89,6 +89,35 @@ async fn a_remembered_name_moved_in_containerd_is_hidden_at_the_next_status() {
     assert!(
         !shown(&pg, &verified).await,
         "a name now pointing at an unverified manifest was shown from what was remembered"
+    );
+}
+
+/// A pull that goes to containerd's CRI directly (not through pullgate) moves the remembered
+/// tag to an unverified manifest with the same image id: containerd's own pull path publishes
+/// the event too, and the next `ImageStatus` hides it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_name_moved_by_a_direct_pull_is_hidden_at_the_next_status() {
+    let Some(binary) = containerd::binary_2x() else { return };
+    let env = TestEnv::start_on(binary).await;
+    let pg = env
+        .start_pullgate(&env.key_policy(&[&format!("{}/volumes/**", env.host())]))
+        .await;
+    let (verified, _) = verified_beside_an_unverified_twin(&env, &pg).await;
+
+    // The registry's tag now names an unsigned artifact with the same (empty) config.
+    let unsigned = push_artifact(&env, "volumes/model", "verified", false).await;
+    env.containerd
+        .client()
+        .pull_image(cri::pull_request(&verified, None, None))
+        .await
+        .expect("containerd 2.x pulls an artifact");
+    // The pull also named the new manifest by its digest; without that name only the moved tag
+    // tells the image's manifests apart.
+    let pinned = env.image_ref("volumes/model", &unsigned.digest());
+    ctr_images(&env, &["rm", &pinned]);
+    assert!(
+        !shown(&pg, &verified).await,
+        "a tag a direct pull moved to an unverified manifest was shown from what was remembered"
     );
 }
 
