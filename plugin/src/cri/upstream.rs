@@ -1,12 +1,16 @@
 //! The connection to containerd's CRI socket: raw forwarding of whole calls, and unary calls
 //! whose one message pullgate reads or rewrites.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tonic::{body::Body, transport::Channel, Status};
 use tower::{Service, ServiceExt};
 
@@ -28,8 +32,20 @@ const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
 /// containerd, reached over its unix socket. Reconnects by itself after containerd restarts.
 #[derive(Clone)]
 pub struct Upstream {
+    /// Calls forwarded unchanged, and containerd's own API.
     channel: Channel,
+    /// The unary calls pullgate reads.
+    unary: Arc<UnaryConnection>,
     path: PathBuf,
+}
+
+/// One HTTP/2 connection to containerd for the unary calls pullgate reads, each sent from the
+/// caller's own task: tonic's `Channel` hands every request to a buffer task first, one more
+/// task hop each way on the path of every `ImageStatus`. Made on first use, and again once it
+/// closed (containerd restarted).
+struct UnaryConnection {
+    path: PathBuf,
+    sender: tokio::sync::Mutex<Option<SendRequest<Body>>>,
 }
 
 /// A unary call as kubelet sent it: the HTTP/2 request head and the one message.
@@ -43,6 +59,8 @@ pub struct UnaryReply {
     pub head: http::response::Parts,
     pub message: Bytes,
     pub trailers: Option<HeaderMap>,
+    /// The body as containerd framed it, sent back as it is while `message` is unchanged.
+    framed: Option<Bytes>,
 }
 
 impl Upstream {
@@ -58,6 +76,10 @@ impl Upstream {
             tonic::transport::Endpoint::from_static("http://containerd.sock").connect_with_connector_lazy(connector);
         Self {
             channel,
+            unary: Arc::new(UnaryConnection {
+                path: path.to_path_buf(),
+                sender: tokio::sync::Mutex::new(None),
+            }),
             path: path.to_path_buf(),
         }
     }
@@ -144,12 +166,21 @@ impl Upstream {
     async fn unary(&self, call: &UnaryCall, message: Bytes) -> Result<UnaryReply, Status> {
         let mut request = Request::new(Body::new(grpc::UnaryBody::new(grpc::frame(&message), None)));
         *request.method_mut() = call.head.method.clone();
-        *request.uri_mut() = call.head.uri.clone();
+        // The authority is containerd's socket's, whatever kubelet wrote (as tonic's channel does).
+        let path = call.head.uri.path_and_query().map_or("/", |p| p.as_str());
+        *request.uri_mut() = format!("http://containerd.sock{path}")
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("a call to {path:?}")))?;
         *request.headers_mut() = call.head.headers.clone();
         // The body may have changed length; gRPC does not need the header.
         request.headers_mut().remove(http::header::CONTENT_LENGTH);
 
-        let response = self.send(request).await?;
+        let mut sender = self.unary.sender().await?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.unavailable(&e))?
+            .map(Body::new);
         if let Some(status) = Status::from_header_map(response.headers()) {
             if status.code() != tonic::Code::Ok {
                 return Err(status);
@@ -166,25 +197,62 @@ impl Upstream {
                 return Err(status);
             }
         }
-        let message = grpc::unframe(collected.to_bytes(), "containerd's reply")?;
+        let framed = collected.to_bytes();
+        // A slice of `framed`, not a copy.
+        let message = grpc::unframe(framed.clone(), "containerd's reply")?;
         Ok(UnaryReply {
             head,
             message,
             trailers,
+            framed: Some(framed),
         })
     }
 
     async fn send(&self, request: Request<Body>) -> Result<Response<Body>, Status> {
-        let unavailable = |e: tonic::transport::Error| {
+        let mut channel = self.channel.clone();
+        channel.ready().await.map_err(|e| self.unavailable(&e))?;
+        channel.call(request).await.map_err(|e| self.unavailable(&e))
+    }
+
+    fn unavailable(&self, error: &(dyn std::error::Error + 'static)) -> Status {
+        Status::unavailable(format!(
+            "containerd at {}: {}",
+            self.path.display(),
+            crate::error_chain(error)
+        ))
+    }
+}
+
+// === impl UnaryConnection ===
+
+impl UnaryConnection {
+    /// The open connection, or a new one when there is none or it closed.
+    async fn sender(&self) -> Result<SendRequest<Body>, Status> {
+        let mut current = self.sender.lock().await;
+        if let Some(sender) = current.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(sender.clone());
+        }
+        let unavailable = |e: &(dyn std::error::Error + 'static)| {
             Status::unavailable(format!(
                 "containerd at {}: {}",
                 self.path.display(),
-                crate::error_chain(&e)
+                crate::error_chain(e)
             ))
         };
-        let mut channel = self.channel.clone();
-        channel.ready().await.map_err(unavailable)?;
-        channel.call(request).await.map_err(unavailable)
+        let stream = tokio::net::UnixStream::connect(&self.path)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unavailable(&e))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection to containerd ended");
+            }
+        });
+        *current = Some(sender.clone());
+        Ok(sender)
     }
 }
 
@@ -207,12 +275,17 @@ impl UnaryReply {
 
     /// The reply with its message replaced, everything else as containerd sent it.
     pub fn with_message(self, message: Bytes) -> Self {
-        Self { message, ..self }
+        Self {
+            message,
+            framed: None,
+            ..self
+        }
     }
 
     pub fn into_response(mut self) -> Response<Body> {
         self.head.headers.remove(http::header::CONTENT_LENGTH);
-        let body = Body::new(grpc::UnaryBody::new(grpc::frame(&self.message), self.trailers));
+        let framed = self.framed.unwrap_or_else(|| grpc::frame(&self.message));
+        let body = Body::new(grpc::UnaryBody::new(framed, self.trailers));
         Response::from_parts(self.head, body)
     }
 }

@@ -129,14 +129,18 @@ impl Gate {
     /// What each of `image`'s names points at in containerd: (repository, manifest digest)
     /// pairs. A name gone since the CRI answered points at nothing.
     async fn name_targets(&self, image: &pullgate_proto::cri::Image) -> Result<Vec<(String, String)>, Status> {
-        let mut targets = Vec::new();
-        for spelled in image.repo_tags.iter().chain(&image.repo_digests) {
-            let Ok(name) = Reference::parse(spelled) else { continue };
-            if let Some(digest) = self.containerd.target_digest(spelled).await? {
-                targets.push((name.repository(), digest));
-            }
-        }
-        Ok(targets)
+        let names: Vec<(&str, Reference)> = image
+            .repo_tags
+            .iter()
+            .chain(&image.repo_digests)
+            .filter_map(|spelled| Reference::parse(spelled).ok().map(|name| (spelled.as_str(), name)))
+            .collect();
+        let spelled: Vec<&str> = names.iter().map(|(spelled, _)| *spelled).collect();
+        let targets = self.containerd.targets(&spelled).await?;
+        Ok(names
+            .iter()
+            .filter_map(|(spelled, name)| targets.get(*spelled).map(|digest| (name.repository(), digest.clone())))
+            .collect())
     }
 }
 

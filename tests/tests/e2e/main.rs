@@ -44,6 +44,7 @@ mod round_trips;
 mod signature_repository;
 mod signing_tools;
 mod sigstore_rig;
+mod status_names;
 mod systemd_units;
 mod tls;
 mod trusted_roots;

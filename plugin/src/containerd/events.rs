@@ -1,0 +1,184 @@
+//! Following containerd's image events in pullgate's namespace, so the [`NameCache`] forgets a
+//! name as soon as containerd says it changed, and is trusted only while it hears.
+
+use std::{sync::Arc, time::Duration};
+
+use containerd_client::{
+    services::v1::{events_client::EventsClient, ImageDelete, PublishRequest, SubscribeRequest},
+    types::Envelope,
+};
+use prost::Message;
+use tonic::{codec::Streaming, metadata::MetadataValue, transport::Channel, Request, Status};
+
+use super::names::NameCache;
+
+/// Published by pullgate in its namespace until its own subscription delivers one: containerd
+/// sends nothing back, not even the reply's headers, before the first event, and a marker that
+/// came back proves the subscription was registered before it was published.
+pub const MARKER_TOPIC: &str = "/pullgate/subscribed";
+
+/// How long a marker is waited for before another is published (the first may have been
+/// published before containerd registered the subscription).
+const MARKER_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Markers published on one subscription before it is given up and made again.
+const MARKER_TRIES: u32 = 40;
+
+/// Waits between subscriptions after one failed: doubling from the first to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Why a subscription ended.
+#[derive(Debug, thiserror::Error)]
+enum Lost {
+    #[error("containerd: {}", .0.message())]
+    Containerd(#[from] Status),
+    #[error("containerd's event stream ended")]
+    Ended,
+    #[error("no marker came back after {MARKER_TRIES} were published")]
+    NoMarker,
+}
+
+/// containerd's events service, followed for one namespace.
+pub struct ImageEvents {
+    pub events: EventsClient<Channel>,
+    pub namespace: MetadataValue<tonic::metadata::Ascii>,
+    pub cache: Arc<NameCache>,
+}
+
+// === impl ImageEvents ===
+
+impl ImageEvents {
+    /// Follows the events for as long as the process runs, subscribing again after every loss
+    /// (containerd restarting, a stream error) with a bounded backoff. While not subscribed the
+    /// cache is empty and bypassed.
+    pub async fn follow(self) {
+        let mut retry = RETRY_FIRST;
+        loop {
+            let lost = self.follow_once().await;
+            if self.cache.is_live() {
+                retry = RETRY_FIRST;
+                tracing::info!(error = %lost, "containerd's image events lost; names are looked up until they are back");
+            } else {
+                tracing::debug!(error = %lost, retry_in = ?retry, "no subscription to containerd's image events yet");
+            }
+            self.cache.set_live(false);
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// One subscription, until it fails or ends.
+    async fn follow_once(&self) -> Lost {
+        let mut stream = match self.subscribe().await {
+            Ok(stream) => stream,
+            Err(lost) => return lost,
+        };
+        // The reply started with whatever event came first; the subscription is registered now,
+        // so this marker is sure to come back, after every event published before it.
+        if let Err(status) = self.events.clone().publish(self.marker()).await {
+            return Lost::Containerd(status);
+        }
+        loop {
+            let envelope = match stream.message().await {
+                Ok(Some(envelope)) => envelope,
+                Ok(None) => return Lost::Ended,
+                Err(status) => return Lost::Containerd(status),
+            };
+            self.heard(&envelope);
+        }
+    }
+
+    /// Subscribes, and publishes markers until the reply starts.
+    async fn subscribe(&self) -> Result<Streaming<Envelope>, Lost> {
+        let namespace = self.namespace.to_str().unwrap_or_default();
+        let request = SubscribeRequest {
+            filters: vec![
+                format!("namespace=={},topic~=\"^/images/\"", quoted(namespace)),
+                format!("namespace=={},topic=={}", quoted(namespace), quoted(MARKER_TOPIC)),
+            ],
+        };
+        let mut events = self.events.clone();
+        let subscribed = events.subscribe(request);
+        tokio::pin!(subscribed);
+        for _ in 0..MARKER_TRIES {
+            let mut publisher = self.events.clone();
+            let published = publisher.publish(self.marker());
+            // The subscription may answer while the marker is on its way.
+            let waited = async {
+                published.await?;
+                tokio::time::sleep(MARKER_INTERVAL).await;
+                Ok::<_, Status>(())
+            };
+            tokio::select! {
+                reply = &mut subscribed => return Ok(reply?.into_inner()),
+                waited = waited => waited?,
+            }
+        }
+        Err(Lost::NoMarker)
+    }
+
+    /// One event: a marker makes the cache live, an image event drops its name.
+    fn heard(&self, envelope: &Envelope) {
+        if envelope.topic == MARKER_TOPIC {
+            if !self.cache.is_live() {
+                self.cache.set_live(true);
+                tracing::info!("following containerd's image events");
+            }
+            return;
+        }
+        // ImageCreate, ImageUpdate and ImageDelete all carry the name as field 1.
+        let name = envelope
+            .event
+            .as_ref()
+            .and_then(|any| ImageDelete::decode(any.value.as_slice()).ok())
+            .map(|event| event.name)
+            .filter(|name| !name.is_empty());
+        match name {
+            Some(name) => self.cache.changed(&name),
+            None => {
+                tracing::debug!(topic = %envelope.topic, "an image event without a name");
+                self.cache.changed_all();
+            }
+        }
+    }
+
+    fn marker(&self) -> Request<PublishRequest> {
+        let mut request = Request::new(PublishRequest {
+            topic: MARKER_TOPIC.to_string(),
+            event: Some(prost_types::Any {
+                type_url: "types.googleapis.com/google.protobuf.Empty".to_string(),
+                value: Vec::new(),
+            }),
+        });
+        request
+            .metadata_mut()
+            .insert("containerd-namespace", self.namespace.clone());
+        request
+    }
+}
+
+/// `value` as a quoted string of containerd's filter syntax.
+pub fn quoted(value: &str) -> String {
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quoted;
+
+    #[test]
+    fn filter_values_are_quoted_with_quotes_and_backslashes_escaped() {
+        assert_eq!(quoted("k8s.io"), r#""k8s.io""#);
+        assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+}
