@@ -269,6 +269,7 @@ impl UnaryReply {
         Self {
             head,
             message,
+            framed: None,
             trailers: Some(trailers),
         }
     }
