@@ -114,7 +114,7 @@ pub async fn run(config: Config, inherited: Option<std::os::unix::net::UnixListe
     let docker_config = DockerConfig::read(&config.docker_config)?;
     tracing::info!(keys = docker_config.len(), "docker config loaded");
     let upstream = Upstream::connect_lazy(&config.upstream);
-    let containerd = Containerd::new(upstream.channel(), &config.containerd_namespace)?;
+    let containerd = Containerd::new(upstream.own_channel(), &config.containerd_namespace)?;
     // ImageStatus trusts what it remembers of containerd's names only while these are followed.
     tokio::spawn(containerd.follow_image_events());
     let mut judge = Judge::new(registries.clone(), config.verify_timeout, metrics.clone());

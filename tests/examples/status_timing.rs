@@ -78,7 +78,7 @@ async fn main() {
     let current_client = current.client();
     let baseline_client = baseline.as_ref().map(Pullgate::client);
     let other_client = other.as_ref().map(Pullgate::client);
-    let channel = pullgate::cri::Upstream::connect_lazy(&env.containerd.socket()).channel();
+    let channel = pullgate::cri::Upstream::connect_lazy(&env.containerd.socket()).own_channel();
     let images = Containerd::new(channel, "k8s.io").expect("namespace");
     let stream = tokio::net::UnixStream::connect(env.containerd.socket())
         .await

@@ -282,6 +282,11 @@ impl Containerd {
         &self.dir
     }
 
+    /// The process id, while it runs (to pause it with signals).
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.pid()
+    }
+
     /// containerd's log so far, across restarts.
     pub fn log(&self) -> String {
         self.daemon.log()

@@ -1,7 +1,11 @@
 //! Following containerd's image events in pullgate's namespace, so the [`NameCache`] forgets a
 //! name as soon as containerd says it changed, and is trusted only while it hears.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use containerd_client::{
     services::v1::{events_client::EventsClient, ImageDelete, PublishRequest, SubscribeRequest},
@@ -14,8 +18,24 @@ use super::names::NameCache;
 
 /// Published by pullgate in its namespace until its own subscription delivers one: containerd
 /// sends nothing back, not even the reply's headers, before the first event, and a marker that
-/// came back proves the subscription was registered before it was published.
+/// came back proves the subscription was registered before it was published. Then one every
+/// [`HEARTBEAT`]: each that comes back says every event published before it was heard.
 pub const MARKER_TOPIC: &str = "/pullgate/subscribed";
+
+/// How often a marker is published while the events are followed: well within
+/// [`super::names::MAX_LAG`], so a stream that keeps up keeps the cache in use.
+const HEARTBEAT: Duration = Duration::from_millis(250);
+
+/// Markers remembered, by sequence, until they come back; one heard later than this many newer
+/// ones were published says nothing a newer one would not.
+const MARKERS_KEPT: usize = 16;
+
+/// What a marker carries: its sequence number (the wire form of `google.protobuf.UInt64Value`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Marker {
+    #[prost(uint64, tag = "1")]
+    sequence: u64,
+}
 
 /// How long a marker is waited for before another is published (the first may have been
 /// published before containerd registered the subscription).
@@ -41,14 +61,31 @@ enum Lost {
 
 /// containerd's events service, followed for one namespace.
 pub struct ImageEvents {
-    pub events: EventsClient<Channel>,
-    pub namespace: MetadataValue<tonic::metadata::Ascii>,
-    pub cache: Arc<NameCache>,
+    events: EventsClient<Channel>,
+    namespace: MetadataValue<tonic::metadata::Ascii>,
+    cache: Arc<NameCache>,
+    /// Markers published and not yet heard: (sequence, when published), oldest first.
+    sent: Mutex<VecDeque<(u64, Instant)>>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 // === impl ImageEvents ===
 
 impl ImageEvents {
+    pub fn new(
+        events: EventsClient<Channel>,
+        namespace: MetadataValue<tonic::metadata::Ascii>,
+        cache: Arc<NameCache>,
+    ) -> Self {
+        Self {
+            events,
+            namespace,
+            cache,
+            sent: Mutex::default(),
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
     /// Follows the events for as long as the process runs, subscribing again after every loss
     /// (containerd restarting, a stream error) with a bounded backoff. While not subscribed the
     /// cache is empty and bypassed.
@@ -74,18 +111,32 @@ impl ImageEvents {
             Ok(stream) => stream,
             Err(lost) => return lost,
         };
+        let reader = async {
+            loop {
+                let envelope = match stream.message().await {
+                    Ok(Some(envelope)) => envelope,
+                    Ok(None) => return Lost::Ended,
+                    Err(status) => return Lost::Containerd(status),
+                };
+                self.heard(&envelope);
+            }
+        };
         // The reply started with whatever event came first; the subscription is registered now,
-        // so this marker is sure to come back, after every event published before it.
-        if let Err(status) = self.events.clone().publish(self.marker()).await {
-            return Lost::Containerd(status);
-        }
-        loop {
-            let envelope = match stream.message().await {
-                Ok(Some(envelope)) => envelope,
-                Ok(None) => return Lost::Ended,
-                Err(status) => return Lost::Containerd(status),
-            };
-            self.heard(&envelope);
+        // so every marker from here on is sure to come back, after every event published
+        // before it. The first goes at once.
+        let heartbeat = async {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(status) = self.events.clone().publish(self.marker()).await {
+                    return Lost::Containerd(status);
+                }
+            }
+        };
+        tokio::select! {
+            lost = reader => lost,
+            lost = heartbeat => lost,
         }
     }
 
@@ -121,9 +172,26 @@ impl ImageEvents {
     /// One event: a marker makes the cache live, an image event drops its name.
     fn heard(&self, envelope: &Envelope) {
         if envelope.topic == MARKER_TOPIC {
+            // Any marker proves the subscription registered; only one of pullgate's own, by
+            // its sequence, says how recent the events are.
             if !self.cache.is_live() {
                 self.cache.set_live(true);
                 tracing::info!("following containerd's image events");
+            }
+            let sequence = envelope
+                .event
+                .as_ref()
+                .and_then(|any| Marker::decode(any.value.as_slice()).ok())
+                .map(|marker| marker.sequence);
+            let published = sequence.and_then(|sequence| {
+                let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+                let at = sent.iter().position(|(s, _)| *s == sequence)?;
+                let published = sent[at].1;
+                sent.drain(..=at);
+                Some(published)
+            });
+            if let Some(published) = published {
+                self.cache.heard_marker(published);
             }
             return;
         }
@@ -143,12 +211,21 @@ impl ImageEvents {
         }
     }
 
+    /// A new marker, remembered as published now.
     fn marker(&self) -> Request<PublishRequest> {
+        let sequence = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+            if sent.len() >= MARKERS_KEPT {
+                sent.pop_front();
+            }
+            sent.push_back((sequence, Instant::now()));
+        }
         let mut request = Request::new(PublishRequest {
             topic: MARKER_TOPIC.to_string(),
             event: Some(prost_types::Any {
-                type_url: "types.googleapis.com/google.protobuf.Empty".to_string(),
-                value: Vec::new(),
+                type_url: "types.googleapis.com/google.protobuf.UInt64Value".to_string(),
+                value: Marker { sequence }.encode_to_vec(),
             }),
         });
         request

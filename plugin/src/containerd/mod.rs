@@ -54,12 +54,7 @@ impl Containerd {
     /// subscribed, and whenever the subscription is lost, [`Containerd::targets`] asks
     /// containerd every time.
     pub fn follow_image_events(&self) -> impl Future<Output = ()> + Send + 'static {
-        ImageEvents {
-            events: self.events.clone(),
-            namespace: self.namespace.clone(),
-            cache: self.names.clone(),
-        }
-        .follow()
+        ImageEvents::new(self.events.clone(), self.namespace.clone(), self.names.clone()).follow()
     }
 
     /// What each of `names` points at (a manifest or index digest), for the names containerd

@@ -1,9 +1,13 @@
 //! What containerd's image names point at, remembered while containerd's image events say
 //! nothing changed: `ImageStatus` then asks containerd nothing for a name it asked before.
 //!
-//! The cache is only as true as the event stream, so it holds three rules:
+//! The cache is only as true as the event stream, so it holds four rules:
 //! - it is used only while the subscription is live (the stream delivered a marker pullgate
 //!   published after the stream had started, see `events.rs`), and emptied whenever it is not;
+//! - it is used only while the stream keeps up: one of the markers pullgate publishes every
+//!   250 ms, published at most [`MAX_LAG`] ago, has come back. A stream held up (a stalled
+//!   connection, a busy containerd) delays events without losing them, so the cache is then
+//!   left unused, not emptied, and every name is asked;
 //! - any create, update or delete event for a name drops that name;
 //! - a lookup fills an entry only if no event at all arrived between the lookup's start and
 //!   its insert (one generation counter for every event: stricter than per name, and bounded).
@@ -19,15 +23,26 @@
 //! from the same events, so the CRI answer being judged is about as old. More to the point,
 //! `ImageStatus` is a snapshot: kubelet creates the container by name some time after the
 //! answer, and a name moved in between was never caught, with or without this cache. The
-//! event's delivery (a unix-socket hop, well under a millisecond) adds to that window a
-//! fraction of what the window already is, and only for an actor who can write containerd's
-//! image store — who could as well move the name just after any lookup.
+//! event's delivery (a unix-socket hop, usually well under a millisecond, and never more than
+//! [`MAX_LAG`] while the cache is used) adds to that window a fraction of what the window
+//! already is, and only for an actor who can write containerd's image store — who could as
+//! well move the name just after any lookup. The event stream has a connection to containerd
+//! of its own: forwarded replies a caller leaves unread cannot hold it up.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 /// At most this many names are remembered; a full cache starts over (a node holds a few
 /// hundred images, each with a name or two).
 const MAX_NAMES: usize = 4096;
+
+/// How far behind containerd the events may be while the cache is used: a marker pullgate
+/// published at most this long ago must have come back. A stream held up (a stalled
+/// connection, a busy containerd) makes the cache unused, not stale.
+pub const MAX_LAG: Duration = Duration::from_secs(1);
 
 /// Names and the manifest digest each pointed at, valid while containerd's image events are
 /// followed.
@@ -42,6 +57,9 @@ struct State {
     live: bool,
     /// Moves with every event and every change of `live`.
     generation: u64,
+    /// Until when the events are known to be recent enough ([`MAX_LAG`] after the latest
+    /// marker heard was published).
+    fresh_until: Option<Instant>,
     targets: HashMap<String, String>,
 }
 
@@ -55,7 +73,7 @@ impl NameCache {
     /// The digest `name` pointed at, if remembered and the cache is live.
     pub fn get(&self, name: &str) -> Option<String> {
         let state = self.lock();
-        if !state.live {
+        if !state.usable() {
             return None;
         }
         state.targets.get(name).cloned()
@@ -64,14 +82,14 @@ impl NameCache {
     /// Taken before a lookup whose answers may fill the cache.
     pub fn ticket(&self) -> Option<Ticket> {
         let state = self.lock();
-        state.live.then_some(Ticket(state.generation))
+        state.usable().then_some(Ticket(state.generation))
     }
 
     /// Remembers that `name` points at `digest`, as a lookup started at `ticket` found; ignored
-    /// when anything was heard or lost since.
+    /// when anything was heard or lost since, or the events are not recent.
     pub fn insert(&self, ticket: Ticket, name: &str, digest: &str) {
         let mut state = self.lock();
-        if !state.live || state.generation != ticket.0 {
+        if !state.usable() || state.generation != ticket.0 {
             return;
         }
         if state.targets.len() >= MAX_NAMES && !state.targets.contains_key(name) {
@@ -100,7 +118,16 @@ impl NameCache {
         let mut state = self.lock();
         state.live = live;
         state.generation += 1;
+        state.fresh_until = None;
         state.targets.clear();
+    }
+
+    /// A marker published at `published` came back: every event containerd published before
+    /// it has been heard, so the cache may be used until [`MAX_LAG`] after it.
+    pub fn heard_marker(&self, published: Instant) {
+        let mut state = self.lock();
+        let until = published + MAX_LAG;
+        state.fresh_until = Some(state.fresh_until.map_or(until, |kept| kept.max(until)));
     }
 
     pub fn is_live(&self) -> bool {
@@ -113,6 +140,15 @@ impl NameCache {
     }
 }
 
+// === impl State ===
+
+impl State {
+    /// Live, and the events recent: entries may be read and added.
+    fn usable(&self) -> bool {
+        self.live && self.fresh_until.is_some_and(|until| Instant::now() < until)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,7 +156,30 @@ mod tests {
     fn live() -> NameCache {
         let cache = NameCache::default();
         cache.set_live(true);
+        cache.heard_marker(Instant::now());
         cache
+    }
+
+    #[test]
+    fn the_cache_is_unused_once_no_recent_marker_came_back() {
+        let cache = NameCache::default();
+        cache.set_live(true);
+        // Live, but no marker heard yet: nothing is read or kept.
+        assert_eq!(cache.ticket(), None);
+        // The latest marker heard was published longer ago than the lag allowed.
+        cache.heard_marker(Instant::now() - MAX_LAG - Duration::from_millis(1));
+        assert_eq!(cache.ticket(), None);
+        cache.heard_marker(Instant::now());
+        let ticket = cache.ticket().expect("recent");
+        cache.insert(ticket, "r/a:1", "sha256:a");
+        assert_eq!(cache.get("r/a:1").as_deref(), Some("sha256:a"));
+        // An older marker heard late does not shorten what a newer one allows.
+        cache.heard_marker(Instant::now() - MAX_LAG * 2);
+        assert_eq!(cache.get("r/a:1").as_deref(), Some("sha256:a"));
+        // Losing the subscription forgets how recent the events were.
+        cache.set_live(false);
+        cache.set_live(true);
+        assert_eq!(cache.ticket(), None);
     }
 
     #[test]

@@ -66,16 +66,8 @@ pub struct UnaryReply {
 impl Upstream {
     /// A channel that connects on first use, so pullgate can start before containerd.
     pub fn connect_lazy(path: &Path) -> Self {
-        let socket = path.to_path_buf();
-        let connector = tower::service_fn(move |_: http::Uri| {
-            let socket = socket.clone();
-            async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
-        });
-        // The authority is never resolved: every connection goes to the socket above.
-        let channel =
-            tonic::transport::Endpoint::from_static("http://containerd.sock").connect_with_connector_lazy(connector);
         Self {
-            channel,
+            channel: lazy_channel(path),
             unary: Arc::new(UnaryConnection {
                 path: path.to_path_buf(),
                 sender: tokio::sync::Mutex::new(None),
@@ -84,9 +76,12 @@ impl Upstream {
         }
     }
 
-    /// The channel, for containerd's own API on the same socket.
-    pub fn channel(&self) -> Channel {
-        self.channel.clone()
+    /// A channel to the same socket on a connection of its own, for containerd's own API and
+    /// its event stream. Not the forwarding channel: a caller that leaves a forwarded reply
+    /// unread holds up that connection (its HTTP/2 flow-control window fills), and with it
+    /// anything else it carries — the image events `ImageStatus` relies on among them.
+    pub fn own_channel(&self) -> Channel {
+        lazy_channel(&self.path)
     }
 
     /// Asks containerd's CRI plugin for its version: whether it answers, and what it runs.
@@ -254,6 +249,17 @@ impl UnaryConnection {
         *current = Some(sender.clone());
         Ok(sender)
     }
+}
+
+/// A channel to containerd's socket that connects on first use and again after a loss.
+fn lazy_channel(path: &Path) -> Channel {
+    let socket = path.to_path_buf();
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let socket = socket.clone();
+        async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
+    });
+    // The authority is never resolved: every connection goes to the socket above.
+    tonic::transport::Endpoint::from_static("http://containerd.sock").connect_with_connector_lazy(connector)
 }
 
 impl UnaryReply {

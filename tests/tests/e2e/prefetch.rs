@@ -692,7 +692,7 @@ async fn a_denied_index_leaves_nothing() {
 async fn the_prefetch_writer_holds_a_blob_to_its_descriptor() {
     use ::pullgate::containerd::content::{ContentStore, Ingest, LeaseId, Opened, WriteError};
     let containerd = Containerd::start(&[]).await;
-    let channel = ::pullgate::cri::Upstream::connect_lazy(&containerd.socket()).channel();
+    let channel = ::pullgate::cri::Upstream::connect_lazy(&containerd.socket()).own_channel();
     let store = ContentStore::new(channel, "k8s.io").expect("a namespace");
     let lease = LeaseId::for_digest("feed", 1);
     store

@@ -1,0 +1,164 @@
+//! The concurrent prefetch order: the lease made while the manifest is
+//! fetched, an index written while its chosen manifest is fetched, a manifest written while
+//! its blobs are fetched, a given-up blob aborted after containerd closed its writer. Denials
+//! are made to land at many points of that (the signature lookup held back by steps of a few
+//! milliseconds): nothing of a denied index may be left once containerd collected the lease.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use pullgate_tests::{
+    containerd::Containerd,
+    distribution::{media_type, put_manifest, sha256_digest},
+    image::{go_arch, random_bytes, TinyImage},
+    policy, pullgate,
+    registry::Registry,
+    slow_lookups::{Behaviour, SlowLookups},
+    Pullgate, Signer, TEST_AUTHORITY,
+};
+
+fn ctr(containerd: &Containerd, args: &[&str]) -> String {
+    let output = Command::new("ctr")
+        .arg("--address")
+        .arg(containerd.socket())
+        .args(["--namespace", "k8s.io"])
+        .args(args)
+        .output()
+        .expect("run ctr");
+    assert!(
+        output.status.success(),
+        "ctr {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// What is left: leases of pullgate, which of `digests` the content store lists, ingests
+/// (listed and as directories).
+fn left(containerd: &Containerd, digests: &[String]) -> Vec<String> {
+    let mut left: Vec<String> = ctr(containerd, &["leases", "ls"])
+        .lines()
+        .filter(|l| l.starts_with("pullgate-prefetch-"))
+        .map(|l| format!("lease {l}"))
+        .collect();
+    let content = ctr(containerd, &["content", "ls"]);
+    let listed: Vec<&str> = content.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    left.extend(
+        digests
+            .iter()
+            .filter(|d| listed.contains(&d.as_str()))
+            .map(|d| format!("blob {d}")),
+    );
+    left.extend(
+        ctr(containerd, &["content", "active"])
+            .lines()
+            .skip(1)
+            .map(|l| format!("active {l}")),
+    );
+    let ingest_dir = containerd.dir().join("root/io.containerd.content.v1.content/ingest");
+    if let Ok(entries) = std::fs::read_dir(&ingest_dir) {
+        left.extend(entries.flatten().map(|e| format!("ingest dir {}", e.path().display())));
+    }
+    left
+}
+
+async fn collected(containerd: &Containerd, digests: &[String]) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let now = left(containerd, digests);
+        if now.is_empty() || started.elapsed() > Duration::from_secs(10) {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An unsigned index of two 2 MiB images (this node's platform and another) pushed as
+/// `prefetch/<name>:v1` to `registry`; its digests (index, chosen manifest, config, layer).
+async fn push_index(registry: &Registry, name: &str) -> Vec<String> {
+    let repo = format!("prefetch/{name}");
+    let here = TinyImage::build_bytes(&random_bytes(2 * 1024 * 1024));
+    let there = TinyImage::build_bytes(&random_bytes(2 * 1024 * 1024));
+    here.push(&registry.host(), &repo, "here", None).await.expect("push");
+    there.push(&registry.host(), &repo, "there", None).await.expect("push");
+    let other = if go_arch() == "amd64" { "arm64" } else { "amd64" };
+    let entry = |image: &TinyImage, architecture: &str| {
+        serde_json::json!({
+            "mediaType": media_type::OCI_MANIFEST,
+            "digest": image.digest(),
+            "size": image.manifest.len(),
+            "platform": { "os": "linux", "architecture": architecture },
+        })
+    };
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": [entry(&there, other), entry(&here, go_arch())],
+    }))
+    .expect("an index");
+    let digest = put_manifest(&registry.host(), &repo, "v1", &index, media_type::OCI_INDEX, None)
+        .await
+        .expect("push the index");
+    vec![
+        digest,
+        here.digest(),
+        sha256_digest(&here.config),
+        sha256_digest(&here.layer),
+    ]
+}
+
+/// Denials landing at many points of a denied index's concurrent prefetch (lookups held back
+/// 0 to 120 ms, blobs sent at 8 MiB/s): nothing is left once the lease is collected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denials_landing_anywhere_in_an_index_prefetch_leave_nothing() {
+    let mut failures = Vec::new();
+    for delay in [0u64, 3, 6, 10, 15, 20, 30, 45, 60, 90, 120] {
+        let registry = Registry::start().await;
+        let proxy = SlowLookups::start(
+            &registry.host(),
+            Behaviour {
+                lookup_delay: Duration::from_millis(delay),
+                blob_rate: Some(8 * 1024 * 1024),
+                cut_blobs: None,
+            },
+        )
+        .await;
+        let containerd = Containerd::start(&[proxy.host()]).await;
+        let signer = Signer::generate();
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let config = pullgate::config_yaml(
+            &dir.path().join("pullgate.sock"),
+            &containerd.socket(),
+            &dir.path().join("policy.yaml"),
+            &dir.path().join("audit.jsonl"),
+            &[proxy.host()],
+            "10s",
+        );
+        let policy = policy::key_policy(
+            TEST_AUTHORITY,
+            &signer.public_key_pem(),
+            &[&format!("{}/prefetch/*", proxy.host())],
+        );
+        let pg = Pullgate::start(dir.path(), &config, &policy).await;
+        for n in 0..3 {
+            let digests = push_index(&registry, &format!("index-{delay}-{n}")).await;
+            let image = format!("{}/prefetch/index-{delay}-{n}:v1", proxy.host());
+            let denied = pg
+                .pull(&image, Some("default"))
+                .await
+                .expect_err("unsigned index denied");
+            assert!(denied.message().contains("no signature"), "{}", denied.message());
+            let left = collected(&containerd, &digests).await;
+            if !left.is_empty() {
+                failures.push(format!("delay {delay} ms, image {n}: {left:?}"));
+            }
+        }
+        if !failures.is_empty() {
+            eprintln!("{}", pg.log());
+            break;
+        }
+    }
+    assert_eq!(failures, Vec::<String>::new());
+}
