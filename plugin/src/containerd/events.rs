@@ -14,7 +14,7 @@ use containerd_client::{
 use prost::Message;
 use tonic::{codec::Streaming, metadata::MetadataValue, transport::Channel, Request, Status};
 
-use super::names::NameCache;
+use super::names::{NameCache, MAX_LAG};
 
 /// Published by pullgate in its namespace until its own subscription delivers one: containerd
 /// sends nothing back, not even the reply's headers, before the first event, and a marker that
@@ -30,11 +30,17 @@ const HEARTBEAT: Duration = Duration::from_millis(250);
 /// ones were published says nothing a newer one would not.
 const MARKERS_KEPT: usize = 16;
 
-/// What a marker carries: its sequence number (the wire form of `google.protobuf.UInt64Value`).
+/// A subscription whose markers stop coming back for this long is made again.
+const MARKERS_SILENT: Duration = Duration::from_secs(4);
+
+/// What a marker carries: its sequence number, and a number drawn for this process so that
+/// another publisher's markers (a second pullgate, a forger) never count as pullgate's own.
 #[derive(Clone, PartialEq, prost::Message)]
 struct Marker {
     #[prost(uint64, tag = "1")]
     sequence: u64,
+    #[prost(uint64, tag = "2")]
+    nonce: u64,
 }
 
 /// How long a marker is waited for before another is published (the first may have been
@@ -55,8 +61,10 @@ enum Lost {
     Containerd(#[from] Status),
     #[error("containerd's event stream ended")]
     Ended,
-    #[error("no marker came back after {MARKER_TRIES} were published")]
+    #[error("no marker came back in time")]
     NoMarker,
+    #[error("containerd did not take a marker within {MAX_LAG:?}")]
+    Unanswered,
 }
 
 /// containerd's events service, followed for one namespace.
@@ -67,6 +75,9 @@ pub struct ImageEvents {
     /// Markers published and not yet heard: (sequence, when published), oldest first.
     sent: Mutex<VecDeque<(u64, Instant)>>,
     next: std::sync::atomic::AtomicU64,
+    nonce: u64,
+    /// When a marker of pullgate's own last came back (or the subscription started).
+    last_heard: Mutex<Instant>,
 }
 
 // === impl ImageEvents ===
@@ -83,6 +94,10 @@ impl ImageEvents {
             cache,
             sent: Mutex::default(),
             next: std::sync::atomic::AtomicU64::new(0),
+            // std's hasher keys are drawn from the OS once per process: random enough to tell
+            // pullgate's markers from another publisher's, which is all this is for.
+            nonce: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8),
+            last_heard: Mutex::new(Instant::now()),
         }
     }
 
@@ -123,14 +138,23 @@ impl ImageEvents {
         };
         // The reply started with whatever event came first; the subscription is registered now,
         // so every marker from here on is sure to come back, after every event published
-        // before it. The first goes at once.
+        // before it. The first goes at once. A containerd that stops answering, or markers that
+        // stop coming back, end the subscription: it is made again.
+        *lock(&self.last_heard) = Instant::now();
         let heartbeat = async {
             let mut tick = tokio::time::interval(HEARTBEAT);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(status) = self.events.clone().publish(self.marker()).await {
-                    return Lost::Containerd(status);
+                if lock(&self.last_heard).elapsed() > MARKERS_SILENT {
+                    return Lost::NoMarker;
+                }
+                let mut events = self.events.clone();
+                let publish = events.publish(self.marker());
+                match tokio::time::timeout(MAX_LAG, publish).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(status)) => return Lost::Containerd(status),
+                    Err(_) => return Lost::Unanswered,
                 }
             }
         };
@@ -182,15 +206,17 @@ impl ImageEvents {
                 .event
                 .as_ref()
                 .and_then(|any| Marker::decode(any.value.as_slice()).ok())
+                .filter(|marker| marker.nonce == self.nonce)
                 .map(|marker| marker.sequence);
             let published = sequence.and_then(|sequence| {
-                let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+                let mut sent = lock(&self.sent);
                 let at = sent.iter().position(|(s, _)| *s == sequence)?;
                 let published = sent[at].1;
                 sent.drain(..=at);
                 Some(published)
             });
             if let Some(published) = published {
+                *lock(&self.last_heard) = Instant::now();
                 self.cache.heard_marker(published);
             }
             return;
@@ -215,7 +241,7 @@ impl ImageEvents {
     fn marker(&self) -> Request<PublishRequest> {
         let sequence = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
-            let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+            let mut sent = lock(&self.sent);
             if sent.len() >= MARKERS_KEPT {
                 sent.pop_front();
             }
@@ -225,7 +251,11 @@ impl ImageEvents {
             topic: MARKER_TOPIC.to_string(),
             event: Some(prost_types::Any {
                 type_url: "types.googleapis.com/google.protobuf.UInt64Value".to_string(),
-                value: Marker { sequence }.encode_to_vec(),
+                value: Marker {
+                    sequence,
+                    nonce: self.nonce,
+                }
+                .encode_to_vec(),
             }),
         });
         request
@@ -233,6 +263,12 @@ impl ImageEvents {
             .insert("containerd-namespace", self.namespace.clone());
         request
     }
+}
+
+/// The lock's value; what it guards is whole after every statement, so a panic elsewhere leaves
+/// it usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `value` as a quoted string of containerd's filter syntax.
@@ -251,7 +287,39 @@ pub fn quoted(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::quoted;
+    use super::*;
+
+    fn envelope(request: &PublishRequest) -> Envelope {
+        Envelope {
+            timestamp: None,
+            namespace: "k8s.io".to_string(),
+            topic: request.topic.clone(),
+            event: request.event.clone(),
+        }
+    }
+
+    /// A marker counts only when it is one of this process's own: another publisher's, with a
+    /// sequence it guessed, makes the subscription known to be live but never the cache used.
+    #[tokio::test]
+    async fn only_pullgates_own_markers_say_the_events_are_recent() {
+        let channel = tonic::transport::Endpoint::from_static("http://containerd.sock").connect_lazy();
+        let cache = Arc::new(NameCache::default());
+        let namespace = MetadataValue::from_static("k8s.io");
+        let events = ImageEvents::new(EventsClient::new(channel), namespace, cache.clone());
+
+        let own = events.marker().into_inner();
+        let mut forged = own.clone();
+        let any = forged.event.as_mut().expect("an event");
+        let mut marker = Marker::decode(any.value.as_slice()).expect("a marker");
+        marker.nonce = marker.nonce.wrapping_add(1);
+        any.value = marker.encode_to_vec();
+
+        events.heard(&envelope(&forged));
+        assert!(cache.is_live());
+        assert_eq!(cache.ticket(), None, "a forged marker made the cache usable");
+        events.heard(&envelope(&own));
+        assert!(cache.ticket().is_some());
+    }
 
     #[test]
     fn filter_values_are_quoted_with_quotes_and_backslashes_escaped() {

@@ -23,11 +23,14 @@
 //! from the same events, so the CRI answer being judged is about as old. More to the point,
 //! `ImageStatus` is a snapshot: kubelet creates the container by name some time after the
 //! answer, and a name moved in between was never caught, with or without this cache. The
-//! event's delivery (a unix-socket hop, usually well under a millisecond, and never more than
-//! [`MAX_LAG`] while the cache is used) adds to that window a fraction of what the window
-//! already is, and only for an actor who can write containerd's image store — who could as
-//! well move the name just after any lookup. The event stream has a connection to containerd
-//! of its own: forwarded replies a caller leaves unread cannot hold it up.
+//! event's delivery (a unix-socket hop, usually well under a millisecond) adds to that window
+//! a fraction of what the window already is, and only for an actor who can write containerd's
+//! image store — who could as well move the name just after any lookup. While the cache is
+//! used, an event is heard at most [`MAX_LAG`] after containerd broadcast it: a marker is
+//! delivered after every event broadcast before it. (Between containerd's commit and its
+//! broadcast lies a moment that containerd's CRI plugin, fed by the same broadcast, shares.)
+//! The event stream has a connection to containerd of its own: forwarded replies a caller
+//! leaves unread cannot hold it up.
 
 use std::{
     collections::HashMap,
@@ -167,14 +170,18 @@ mod tests {
         // Live, but no marker heard yet: nothing is read or kept.
         assert_eq!(cache.ticket(), None);
         // The latest marker heard was published longer ago than the lag allowed.
-        cache.heard_marker(Instant::now() - MAX_LAG - Duration::from_millis(1));
+        let now = Instant::now();
+        let too_old = now
+            .checked_sub(MAX_LAG + Duration::from_millis(1))
+            .expect("a monotonic clock over a second old");
+        cache.heard_marker(too_old);
         assert_eq!(cache.ticket(), None);
         cache.heard_marker(Instant::now());
         let ticket = cache.ticket().expect("recent");
         cache.insert(ticket, "r/a:1", "sha256:a");
         assert_eq!(cache.get("r/a:1").as_deref(), Some("sha256:a"));
         // An older marker heard late does not shorten what a newer one allows.
-        cache.heard_marker(Instant::now() - MAX_LAG * 2);
+        cache.heard_marker(too_old);
         assert_eq!(cache.get("r/a:1").as_deref(), Some("sha256:a"));
         // Losing the subscription forgets how recent the events were.
         cache.set_live(false);

@@ -524,3 +524,25 @@ async fn restarts_leave_no_connections_behind() {
         "file descriptors after each restart: {counts:?}"
     );
 }
+
+/// containerd paused for longer than a marker may take: pullgate gives the subscription up
+/// (its markers unanswered) rather than wait on it for ever, and once containerd runs again it
+/// subscribes anew and uses what it remembers again. Before, a publish waited without end, so
+/// a containerd wedged with the connection open left the names unused until pullgate restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_stops_answering_is_made_again() {
+    let env = TestEnv::start().await;
+    let pg = start(&env).await;
+    pg.wait_for_log(FOLLOWING).await;
+    let pid = env.containerd.pid().expect("containerd runs") as libc::pid_t;
+    // SAFETY: signals to the child process this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    pg.wait_for_log("containerd's image events lost").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pg.log().matches(FOLLOWING).count() < 2 {
+        assert!(Instant::now() < deadline, "not followed again:\n{}", pg.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
