@@ -105,7 +105,9 @@ async fn on_the_default_containerd_a_remembered_tag_moved_by_ctr_is_hidden() {
 
 /// The tag moved to the twin and back again and again, each `ImageStatus` sent as soon as
 /// `ctr` returns: never shown while it names the twin, and shown (from the cache, filled by
-/// the previous answer) while it names the verified manifest.
+/// the previous answer) while it names the verified manifest — once containerd's CRI plugin has
+/// the move too: containerd 2.x's learns it from the events, a moment after `ctr` returns,
+/// and hiding meanwhile is the safe answer (seen once in 25 rounds under CI load).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_moved_back_and_forth_is_never_shown_while_it_names_the_twin() {
     let env = TestEnv::start().await;
@@ -119,11 +121,19 @@ async fn a_tag_moved_back_and_forth_is_never_shown_while_it_names_the_twin() {
             wrong.push(format!("round {round}: shown while naming the twin"));
         }
         ctr_images(&env, &["tag", "--force", &pinned, &verified]);
-        // Twice: once looked up, once remembered.
-        for _ in 0..2 {
-            if !shown(&pg, &verified).await {
+        let settled = Instant::now() + Duration::from_secs(5);
+        while !shown(&pg, &verified).await {
+            if Instant::now() > settled {
                 wrong.push(format!("round {round}: hidden while naming the verified manifest"));
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Once more: from what the answer above remembered.
+        if !shown(&pg, &verified).await {
+            wrong.push(format!(
+                "round {round}: hidden again while naming the verified manifest"
+            ));
         }
     }
     assert_eq!(wrong, Vec::<String>::new(), "\n{}", pg.log());
