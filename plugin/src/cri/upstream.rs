@@ -210,11 +210,7 @@ impl Upstream {
     }
 
     fn unavailable(&self, error: &(dyn std::error::Error + 'static)) -> Status {
-        Status::unavailable(format!(
-            "containerd at {}: {}",
-            self.path.display(),
-            crate::error_chain(error)
-        ))
+        unavailable(&self.path, error)
     }
 }
 
@@ -227,20 +223,13 @@ impl UnaryConnection {
         if let Some(sender) = current.as_ref().filter(|s| !s.is_closed()) {
             return Ok(sender.clone());
         }
-        let unavailable = |e: &(dyn std::error::Error + 'static)| {
-            Status::unavailable(format!(
-                "containerd at {}: {}",
-                self.path.display(),
-                crate::error_chain(e)
-            ))
-        };
         let stream = tokio::net::UnixStream::connect(&self.path)
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable(&self.path, &e))?;
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable(&self.path, &e))?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection to containerd ended");
@@ -249,6 +238,15 @@ impl UnaryConnection {
         *current = Some(sender.clone());
         Ok(sender)
     }
+}
+
+/// containerd at `path` could not be reached, and why.
+fn unavailable(path: &Path, error: &(dyn std::error::Error + 'static)) -> Status {
+    Status::unavailable(format!(
+        "containerd at {}: {}",
+        path.display(),
+        crate::error_chain(error)
+    ))
 }
 
 /// A channel to containerd's socket that connects on first use and again after a loss.

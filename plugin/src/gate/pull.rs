@@ -59,8 +59,8 @@ impl Gate {
     /// under this very rule and policy went through containerd's CRI pull (it is `admitted`),
     /// and all the content that pull fetched is still there (containerd's CRI unpacks from it
     /// when a snapshot is missing). containerd's pull would make one more request to the
-    /// registry, for the digest just resolved, and change nothing. `None` whenever any of that is not so,
-    /// or cannot be read: then containerd pulls, as for any other.
+    /// registry, for the digest just resolved, and change nothing. `None` whenever any of that
+    /// is not so, or cannot be read: then containerd pulls, as for any other.
     ///
     /// A pull that names a runtime handler is always sent on: containerd may unpack the image
     /// for that handler's snapshotter, which the earlier pull may not have done.
