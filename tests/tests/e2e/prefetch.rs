@@ -93,7 +93,7 @@ async fn after_the_lease(containerd: &Containerd, digests: &[String]) -> (Vec<St
 
 /// Waits until containerd has collected every one of `digests` and every ingest, once the
 /// prefetch's lease is gone (containerd 2 may list the lease gone before its collection ends).
-async fn collected(containerd: &Containerd, digests: &[String]) -> (Vec<String>, Vec<String>) {
+pub(super) async fn collected(containerd: &Containerd, digests: &[String]) -> (Vec<String>, Vec<String>) {
     let started = Instant::now();
     loop {
         let left = after_the_lease(containerd, digests).await;

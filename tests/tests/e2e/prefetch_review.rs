@@ -4,10 +4,7 @@
 //! are made to land at many points of that (the signature lookup held back by steps of a few
 //! milliseconds): nothing of a denied index may be left once containerd collected the lease.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use pullgate_tests::{
     containerd::Containerd,
@@ -18,62 +15,6 @@ use pullgate_tests::{
     slow_lookups::{Behaviour, SlowLookups},
     Pullgate, Signer, TEST_AUTHORITY,
 };
-
-fn ctr(containerd: &Containerd, args: &[&str]) -> String {
-    let output = Command::new("ctr")
-        .arg("--address")
-        .arg(containerd.socket())
-        .args(["--namespace", "k8s.io"])
-        .args(args)
-        .output()
-        .expect("run ctr");
-    assert!(
-        output.status.success(),
-        "ctr {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// What is left: leases of pullgate, which of `digests` the content store lists, ingests
-/// (listed and as directories).
-fn left(containerd: &Containerd, digests: &[String]) -> Vec<String> {
-    let mut left: Vec<String> = ctr(containerd, &["leases", "ls"])
-        .lines()
-        .filter(|l| l.starts_with("pullgate-prefetch-"))
-        .map(|l| format!("lease {l}"))
-        .collect();
-    let content = ctr(containerd, &["content", "ls"]);
-    let listed: Vec<&str> = content.lines().filter_map(|l| l.split_whitespace().next()).collect();
-    left.extend(
-        digests
-            .iter()
-            .filter(|d| listed.contains(&d.as_str()))
-            .map(|d| format!("blob {d}")),
-    );
-    left.extend(
-        ctr(containerd, &["content", "active"])
-            .lines()
-            .skip(1)
-            .map(|l| format!("active {l}")),
-    );
-    let ingest_dir = containerd.dir().join("root/io.containerd.content.v1.content/ingest");
-    if let Ok(entries) = std::fs::read_dir(&ingest_dir) {
-        left.extend(entries.flatten().map(|e| format!("ingest dir {}", e.path().display())));
-    }
-    left
-}
-
-async fn collected(containerd: &Containerd, digests: &[String]) -> Vec<String> {
-    let started = Instant::now();
-    loop {
-        let now = left(containerd, digests);
-        if now.is_empty() || started.elapsed() > Duration::from_secs(10) {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// An unsigned index of two 2 MiB images (this node's platform and another) pushed as
 /// `prefetch/<name>:v1` to `registry`; its digests (index, chosen manifest, config, layer).
@@ -150,9 +91,10 @@ async fn denials_landing_anywhere_in_an_index_prefetch_leave_nothing() {
                 .await
                 .expect_err("unsigned index denied");
             assert!(denied.message().contains("no signature"), "{}", denied.message());
-            let left = collected(&containerd, &digests).await;
-            if !left.is_empty() {
-                failures.push(format!("delay {delay} ms, image {n}: {left:?}"));
+            // The prefetch suite's check: the lease gone, then no blob of the index, no ingest.
+            let (held, ingests) = super::prefetch::collected(&containerd, &digests).await;
+            if !held.is_empty() || !ingests.is_empty() {
+                failures.push(format!("delay {delay} ms, image {n}: {held:?} {ingests:?}"));
             }
         }
         if !failures.is_empty() {
