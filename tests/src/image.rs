@@ -142,6 +142,36 @@ pub fn random_bytes(len: usize) -> Vec<u8> {
     bytes
 }
 
+/// Pushes `here` and `there` to `repo` on `host` (as tags `here` and `there`), then, as
+/// `repo:v1`, an index naming `there` for another architecture first and `here` for this
+/// machine's: the manifest containerd's pull picks is `here`. Returns the index's digest.
+pub async fn push_index_for_this_node(
+    host: &str,
+    repo: &str,
+    here: &TinyImage,
+    there: &TinyImage,
+    auth: Auth<'_>,
+) -> Result<String, RegistryError> {
+    here.push(host, repo, "here", auth).await?;
+    there.push(host, repo, "there", auth).await?;
+    let other = if go_arch() == "amd64" { "arm64" } else { "amd64" };
+    let entry = |image: &TinyImage, architecture: &str| {
+        json!({
+            "mediaType": media_type::OCI_MANIFEST,
+            "digest": image.digest(),
+            "size": image.manifest.len(),
+            "platform": { "os": "linux", "architecture": architecture },
+        })
+    };
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": [entry(there, other), entry(here, go_arch())],
+    })
+    .to_string();
+    put_manifest(host, repo, "v1", index.as_bytes(), media_type::OCI_INDEX, auth).await
+}
+
 /// The GOARCH name of this machine, so containerd's platform matcher takes the image.
 pub fn go_arch() -> &'static str {
     match std::env::consts::ARCH {

@@ -580,30 +580,11 @@ async fn a_verification_timing_out_stops_the_download_and_leaves_nothing() {
 /// Pushes an index of two images, one for this node's architecture and one for another, as
 /// `repo:v1`; returns the index's digest and the two images (this node's first).
 async fn push_index(env: &TestEnv, repo: &str) -> (String, TinyImage, TinyImage) {
-    use pullgate_tests::distribution::{media_type, put_manifest};
     let here = TinyImage::build_bytes(&pullgate_tests::image::random_bytes(1024 * 1024));
     let there = TinyImage::build_bytes(&pullgate_tests::image::random_bytes(1024 * 1024));
-    here.push(&env.host(), repo, "here", env.auth()).await.expect("push");
-    there.push(&env.host(), repo, "there", env.auth()).await.expect("push");
-    let arch = pullgate_tests::image::go_arch();
-    let other = if arch == "amd64" { "arm64" } else { "amd64" };
-    let entry = |image: &TinyImage, architecture: &str| {
-        serde_json::json!({
-            "mediaType": media_type::OCI_MANIFEST,
-            "digest": image.digest(),
-            "size": image.manifest.len(),
-            "platform": { "os": "linux", "architecture": architecture },
-        })
-    };
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": media_type::OCI_INDEX,
-        "manifests": [entry(&there, other), entry(&here, arch)],
-    }))
-    .expect("an index");
-    let digest = put_manifest(&env.host(), repo, "v1", &index, media_type::OCI_INDEX, env.auth())
+    let digest = pullgate_tests::image::push_index_for_this_node(&env.host(), repo, &here, &there, env.auth())
         .await
-        .expect("push the index");
+        .expect("push the images and their index");
     (digest, here, there)
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use pullgate_tests::{
     containerd::Containerd,
-    distribution::{media_type, put_manifest, sha256_digest},
-    image::{go_arch, random_bytes, TinyImage},
+    distribution::sha256_digest,
+    image::{push_index_for_this_node, random_bytes, TinyImage},
     policy, pullgate,
     registry::Registry,
     slow_lookups::{Behaviour, SlowLookups},
@@ -22,26 +22,9 @@ async fn push_index(registry: &Registry, name: &str) -> Vec<String> {
     let repo = format!("prefetch/{name}");
     let here = TinyImage::build_bytes(&random_bytes(2 * 1024 * 1024));
     let there = TinyImage::build_bytes(&random_bytes(2 * 1024 * 1024));
-    here.push(&registry.host(), &repo, "here", None).await.expect("push");
-    there.push(&registry.host(), &repo, "there", None).await.expect("push");
-    let other = if go_arch() == "amd64" { "arm64" } else { "amd64" };
-    let entry = |image: &TinyImage, architecture: &str| {
-        serde_json::json!({
-            "mediaType": media_type::OCI_MANIFEST,
-            "digest": image.digest(),
-            "size": image.manifest.len(),
-            "platform": { "os": "linux", "architecture": architecture },
-        })
-    };
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": media_type::OCI_INDEX,
-        "manifests": [entry(&there, other), entry(&here, go_arch())],
-    }))
-    .expect("an index");
-    let digest = put_manifest(&registry.host(), &repo, "v1", &index, media_type::OCI_INDEX, None)
+    let digest = push_index_for_this_node(&registry.host(), &repo, &here, &there, None)
         .await
-        .expect("push the index");
+        .expect("push the images and their index");
     vec![
         digest,
         here.digest(),

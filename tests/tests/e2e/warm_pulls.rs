@@ -256,35 +256,15 @@ async fn a_warm_pull_after_a_restart_does_not_answer_for_a_tag_moved_meanwhile()
 /// container can be made from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_pull_of_an_index_answers_the_id_containerds_pull_gave() {
-    use pullgate_tests::{
-        distribution::{media_type, put_manifest},
-        image::{go_arch, random_bytes, TinyImage},
-    };
+    use pullgate_tests::image::{push_index_for_this_node, random_bytes, TinyImage};
     let env = TestEnv::start_behind_proxy(Duration::ZERO).await;
     let proxied = env.proxied.as_ref().expect("behind the proxies");
     let repo = "signed/multi";
     let here = TinyImage::build_bytes(&random_bytes(4096));
     let there = TinyImage::build_bytes(&random_bytes(4096));
-    here.push(&env.host(), repo, "here", env.auth()).await.expect("push");
-    there.push(&env.host(), repo, "there", env.auth()).await.expect("push");
-    let other = if go_arch() == "amd64" { "arm64" } else { "amd64" };
-    let entry = |image: &TinyImage, architecture: &str| {
-        serde_json::json!({
-            "mediaType": media_type::OCI_MANIFEST,
-            "digest": image.digest(),
-            "size": image.manifest.len(),
-            "platform": { "os": "linux", "architecture": architecture },
-        })
-    };
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": media_type::OCI_INDEX,
-        "manifests": [entry(&there, other), entry(&here, go_arch())],
-    }))
-    .expect("an index");
-    let digest = put_manifest(&env.host(), repo, "v1", &index, media_type::OCI_INDEX, env.auth())
+    let digest = push_index_for_this_node(&env.host(), repo, &here, &there, env.auth())
         .await
-        .expect("push the index");
+        .expect("push the images and their index");
     env.signer
         .sign_image(&env.host(), repo, &digest, env.auth())
         .await
